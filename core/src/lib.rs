@@ -1,0 +1,16 @@
+//! `agent-secret-core`: the contract the control plane and the sidecar share.
+//!
+//! Everything here is free of HTTP servers and SQL so that both trust domains can link it:
+//! the sidecar must never pull in storage code, and the control plane must never need the
+//! proxy. The modules are named for the domain noun they own.
+
+pub mod api;
+pub mod credential;
+pub mod envelope;
+pub mod host;
+pub mod ids;
+pub mod kms;
+pub mod path;
+pub mod placeholder;
+pub mod scope;
+pub mod secret;
