@@ -1,1 +1,495 @@
-//! (being written)
+//! JSON types of the control-plane API that both the control plane and the sidecar speak.
+//!
+//! Error codes are part of the public contract (DESIGN.md): scripts and sidecars branch on
+//! them, so a code is never renamed once shipped.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Stable error codes. Serialized in `snake_case`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // Request shape
+    InvalidRequest,
+    InvalidJson,
+    PayloadTooLarge,
+    InvalidScope,
+    InvalidPath,
+    InvalidHost,
+    InvalidCidr,
+    InvalidTtl,
+    InvalidSecretValue,
+    InvalidPlaceholder,
+    // Caller authentication and authorisation
+    Unauthenticated,
+    Forbidden,
+    // Resolve and sidecar denials
+    TokenInvalid,
+    TokenExpired,
+    TokenRevoked,
+    ScopeDenied,
+    DestinationNotAllowed,
+    IpNotAllowed,
+    ApprovalPending,
+    ApprovalDenied,
+    UsesExhausted,
+    SecretNotFound,
+    ControlPlaneUnavailable,
+    // Resources
+    NotFound,
+    Conflict,
+    // Server side (details are logged, never returned)
+    KmsUnavailable,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidJson => "invalid_json",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::InvalidScope => "invalid_scope",
+            Self::InvalidPath => "invalid_path",
+            Self::InvalidHost => "invalid_host",
+            Self::InvalidCidr => "invalid_cidr",
+            Self::InvalidTtl => "invalid_ttl",
+            Self::InvalidSecretValue => "invalid_secret_value",
+            Self::InvalidPlaceholder => "invalid_placeholder",
+            Self::Unauthenticated => "unauthenticated",
+            Self::Forbidden => "forbidden",
+            Self::TokenInvalid => "token_invalid",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+            Self::ScopeDenied => "scope_denied",
+            Self::DestinationNotAllowed => "destination_not_allowed",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::ApprovalPending => "approval_pending",
+            Self::ApprovalDenied => "approval_denied",
+            Self::UsesExhausted => "uses_exhausted",
+            Self::SecretNotFound => "secret_not_found",
+            Self::ControlPlaneUnavailable => "control_plane_unavailable",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::KmsUnavailable => "kms_unavailable",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `{"error": {"code": "...", "message": "..."}}`
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// How carefully a secret is guarded. Ordered: `Standard < Sensitive < Critical`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Sensitivity {
+    #[default]
+    Standard,
+    Sensitive,
+    Critical,
+}
+
+impl Sensitivity {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Sensitive => "sensitive",
+            Self::Critical => "critical",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "standard" => Some(Self::Standard),
+            "sensitive" => Some(Self::Sensitive),
+            "critical" => Some(Self::Critical),
+            _ => None,
+        }
+    }
+}
+
+/// A scoped token's lifecycle state. `Expired` is derived from `expires_at`, never stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    PendingApproval,
+    Active,
+    Denied,
+    Revoked,
+    Expired,
+}
+
+impl TokenStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::PendingApproval => "pending_approval",
+            Self::Active => "active",
+            Self::Denied => "denied",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending_approval" => Some(Self::PendingApproval),
+            "active" => Some(Self::Active),
+            "denied" => Some(Self::Denied),
+            "revoked" => Some(Self::Revoked),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// Operator roles, enforced per endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Approver,
+    Auditor,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Approver => "approver",
+            Self::Auditor => "auditor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Self::Admin),
+            "approver" => Some(Self::Approver),
+            "auditor" => Some(Self::Auditor),
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests and responses. Requests reject unknown fields: a typo must not be silently ignored.
+// Timestamps are RFC 3339 UTC with microseconds. Ids are hyphenated UUIDs.
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSidecarRequest {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedSidecar {
+    pub id: String,
+    /// Shown once. Only its keyed hash is stored.
+    pub sidecar_key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SidecarInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SidecarList {
+    pub sidecars: Vec<SidecarInfo>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgentRequest {
+    pub name: String,
+    #[serde(default)]
+    pub trust_tier: Option<i32>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedAgent {
+    pub id: String,
+    /// Shown once. Only its keyed hash is stored.
+    pub agent_key: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RotatedAgentKey {
+    pub id: String,
+    pub agent_key: String,
+    /// Tokens of this agent revoked by the rotation.
+    pub tokens_revoked: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentInfo {
+    pub id: String,
+    pub name: String,
+    pub trust_tier: i32,
+    pub created_at: DateTime<Utc>,
+    pub key_rotated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AgentList {
+    pub agents: Vec<AgentInfo>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOperatorRequest {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedOperator {
+    pub id: String,
+    pub role: Role,
+    /// Shown once. Only its keyed hash is stored.
+    pub operator_token: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OperatorInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OperatorList {
+    pub operators: Vec<OperatorInfo>,
+}
+
+/// `PUT /v1/secrets/{path}`. The value is a string (UTF-8); CR, LF and NUL are refused because
+/// the value ends up in an HTTP header.
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecretRequest {
+    pub value: String,
+    #[serde(default)]
+    pub sensitivity: Option<Sensitivity>,
+    pub allowed_hosts: Vec<String>,
+}
+
+impl fmt::Debug for PutSecretRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PutSecretRequest")
+            .field("value", &"[REDACTED]")
+            .field("sensitivity", &self.sensitivity)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .finish()
+    }
+}
+
+impl Drop for PutSecretRequest {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.value);
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct PutSecretResponse {
+    pub path: String,
+    pub version: i64,
+}
+
+/// Metadata only: no endpoint ever returns a secret value.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SecretMetadata {
+    pub path: String,
+    pub version: i64,
+    pub sensitivity: Sensitivity,
+    pub allowed_hosts: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SecretList {
+    pub secrets: Vec<SecretMetadata>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeletedSecret {
+    pub path: String,
+    pub deleted: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IssueTokenRequest {
+    pub scopes: Vec<String>,
+    pub ttl_seconds: u64,
+    #[serde(default)]
+    pub ip_allowlist: Option<Vec<String>>,
+    #[serde(default)]
+    pub max_uses: Option<u32>,
+}
+
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IssuedToken {
+    pub id: String,
+    /// Shown once. Only its keyed hash is stored.
+    pub token: String,
+    pub status: TokenStatus,
+    pub expires_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+}
+
+impl fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("id", &self.id)
+            .field("token", &"[REDACTED]")
+            .field("status", &self.status)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub agent_id: String,
+    pub scopes: Vec<String>,
+    pub status: TokenStatus,
+    pub approved_sensitivity: Sensitivity,
+    pub ip_allowlist: Vec<String>,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /v1/sidecar/resolve`: may this token send these secrets to this host, from this IP?
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    pub token: String,
+    pub paths: Vec<String>,
+    /// The host the sidecar will actually dial, `host[:port]`.
+    pub destination_host: String,
+    pub client_ip: String,
+}
+
+impl fmt::Debug for ResolveRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolveRequest")
+            .field("token", &"[REDACTED]")
+            .field("paths", &self.paths)
+            .field("destination_host", &self.destination_host)
+            .field("client_ip", &self.client_ip)
+            .finish()
+    }
+}
+
+/// What the token is allowed, as of this resolve.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Grant {
+    pub token_id: String,
+    pub tenant_id: String,
+    pub agent_id: String,
+    pub scopes: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    /// How long the sidecar may serve this grant from cache; 0 for `max_uses` tokens.
+    pub cache_ttl_seconds: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResolvedSecret {
+    pub path: String,
+    pub version: i64,
+    pub sensitivity: Sensitivity,
+    #[schema(value_type = Object)]
+    pub envelope: crate::envelope::Envelope,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResolveResponse {
+    pub grant: Grant,
+    pub secrets: Vec<ResolvedSecret>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn error_codes_serialize_as_their_stable_names() {
+        for code in [
+            ErrorCode::TokenInvalid,
+            ErrorCode::ScopeDenied,
+            ErrorCode::DestinationNotAllowed,
+            ErrorCode::UsesExhausted,
+            ErrorCode::ControlPlaneUnavailable,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn sensitivity_is_ordered_by_care() {
+        assert!(Sensitivity::Standard < Sensitivity::Sensitive);
+        assert!(Sensitivity::Sensitive < Sensitivity::Critical);
+    }
+}

@@ -1,0 +1,114 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+fn pepper() -> Pepper {
+    Pepper::from_bytes(vec![7u8; 32]).unwrap()
+}
+
+#[test]
+fn issued_token_has_the_documented_shape() {
+    let id = Uuid::now_v7();
+    let issued = issue_with_id(CredentialKind::Agent, id, &pepper());
+    let token = issued.token.expose();
+    assert_eq!(token.len(), CREDENTIAL_LEN);
+    assert!(token.starts_with("assa_"));
+    assert_eq!(&token[5..37], id.simple().to_string());
+    assert_eq!(&token[37..38], "_");
+    assert_eq!(&token[81..82], "_");
+    assert_eq!(
+        &token[82..],
+        format!("{:08x}", crc32fast::hash(&token.as_bytes()[..81]))
+    );
+}
+
+#[test]
+fn prefixes_are_distinct() {
+    let prefixes: std::collections::HashSet<_> =
+        CredentialKind::ALL.iter().map(|k| k.prefix()).collect();
+    assert_eq!(prefixes.len(), CredentialKind::ALL.len());
+}
+
+#[test]
+fn verify_accepts_own_hash_only() {
+    let p = pepper();
+    let issued = issue(CredentialKind::Token, &p);
+    let presented = PresentedCredential::parse(issued.token.expose()).unwrap();
+    assert_eq!(presented.kind, CredentialKind::Token);
+    assert_eq!(presented.id, issued.id);
+    assert!(presented.verify(&p, &issued.hash));
+    assert!(!presented.verify(&p, &issued.hash[..31]));
+    assert!(!presented.verify(&p, &[0u8; 32]));
+    let other = Pepper::from_bytes(vec![8u8; 32]).unwrap();
+    assert!(!presented.verify(&other, &issued.hash));
+}
+
+#[test]
+fn wrong_kind_is_refused() {
+    let issued = issue(CredentialKind::Agent, &pepper());
+    let err =
+        PresentedCredential::parse_kind(CredentialKind::Token, issued.token.expose()).unwrap_err();
+    assert_eq!(
+        err,
+        CredentialError::WrongKind {
+            expected: CredentialKind::Token,
+            found: CredentialKind::Agent
+        }
+    );
+}
+
+#[test]
+fn hash_is_bound_to_kind_and_id() {
+    let p = pepper();
+    let issued = issue(CredentialKind::Agent, &p);
+    let token = issued.token.expose();
+    // Same secret under another prefix, with a recomputed checksum, must not verify.
+    let body = format!("asst_{}", &token[5..81]);
+    let forged = format!("{body}_{:08x}", crc32fast::hash(body.as_bytes()));
+    let presented = PresentedCredential::parse(&forged).unwrap();
+    assert!(!presented.verify(&p, &issued.hash));
+}
+
+#[test]
+fn nothing_secret_in_debug_or_errors() {
+    let p = pepper();
+    let issued = issue(CredentialKind::Sidecar, &p);
+    let token = issued.token.expose();
+    let secret = &token[38..81];
+    let presented = PresentedCredential::parse(token).unwrap();
+    for shown in [
+        format!("{issued:?}"),
+        format!("{presented:?}"),
+        format!("{p:?}"),
+    ] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert!(format!("{p:?}").contains("REDACTED"));
+}
+
+#[test]
+fn weak_pepper_is_refused() {
+    assert_eq!(
+        Pepper::from_bytes(vec![1; 31]).unwrap_err(),
+        CredentialError::WeakPepper
+    );
+    assert_ne!(Pepper::generate().mac(b"x"), Pepper::generate().mac(b"x"));
+}
+
+#[test]
+fn malformed_inputs() {
+    let issued = issue(CredentialKind::Operator, &pepper());
+    let token = issued.token.expose();
+    let upper = token.to_ascii_uppercase();
+    let junk = "x".repeat(CREDENTIAL_LEN);
+    let cases = ["", "asst_", &token[..CREDENTIAL_LEN - 1], &upper, &junk];
+    for case in cases {
+        assert_eq!(
+            PresentedCredential::parse(case).unwrap_err(),
+            CredentialError::Malformed,
+            "{case}"
+        );
+    }
+    let padded = format!(" {}", &token[1..]);
+    assert!(PresentedCredential::parse(&padded).is_err());
+}
