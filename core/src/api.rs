@@ -444,6 +444,9 @@ pub struct Grant {
     pub tenant_id: String,
     pub agent_id: String,
     pub scopes: Vec<String>,
+    /// CIDRs the client must come from (empty: any). Lets a warm sidecar check locally.
+    pub ip_allowlist: Vec<String>,
+    pub approved_sensitivity: Sensitivity,
     pub expires_at: DateTime<Utc>,
     pub max_uses: Option<i64>,
     pub uses: i64,
@@ -456,6 +459,8 @@ pub struct ResolvedSecret {
     pub path: String,
     pub version: i64,
     pub sensitivity: Sensitivity,
+    /// Destinations this secret may be sent to (`HostPattern` strings), for warm-cache checks.
+    pub allowed_hosts: Vec<String>,
     #[schema(value_type = Object)]
     pub envelope: crate::envelope::Envelope,
 }
@@ -464,6 +469,57 @@ pub struct ResolvedSecret {
 pub struct ResolveResponse {
     pub grant: Grant,
     pub secrets: Vec<ResolvedSecret>,
+}
+
+/// One injection as the sidecar saw it, for `POST /v1/sidecar/audit`. Becomes a `secret.read`
+/// event in the tenant's chain with the sidecar as reporter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarAuditEvent {
+    pub token_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub path: Option<String>,
+    pub destination_host: Option<String>,
+    pub success: bool,
+    /// A stable code for failures (`scope_denied`, ...), absent on success.
+    pub reason: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarAuditBatch {
+    pub events: Vec<SidecarAuditEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SidecarAuditAccepted {
+    pub accepted: usize,
+}
+
+/// Server-sent events on `GET /v1/sidecar/watch`: the SSE `event:` field is the variant's
+/// `type`, the `data:` field this JSON. Sidecars drop the affected cache entries at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchEvent {
+    TokenRevoked {
+        token_id: String,
+    },
+    AgentKeyRotated {
+        agent_id: String,
+    },
+    SecretUpdated {
+        path: String,
+        version: i64,
+    },
+    SecretDeleted {
+        path: String,
+    },
+    KekRotated {
+        key_name: String,
+        key_version: String,
+    },
 }
 
 #[cfg(test)]

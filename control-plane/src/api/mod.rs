@@ -1,0 +1,134 @@
+//! HTTP: the axum router of the control-plane API.
+//!
+//! `app(state)` builds the whole router so tests can drive it in-process with
+//! `tower::ServiceExt::oneshot`, and `server::serve` runs the same router over TLS.
+
+mod audit_csv;
+pub mod error;
+pub mod extract;
+mod handlers;
+mod openapi;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+
+use self::error::ApiError;
+use crate::service::App;
+
+pub use openapi::ApiDoc;
+
+/// Request bodies above this are refused with 413 `payload_too_large`.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub fn app(state: Arc<App>) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/sidecars",
+            post(handlers::create_sidecar).get(handlers::list_sidecars),
+        )
+        .route("/sidecars/{id}/revoke", post(handlers::revoke_sidecar))
+        .route(
+            "/agents",
+            post(handlers::create_agent).get(handlers::list_agents),
+        )
+        .route("/agents/{id}", get(handlers::get_agent))
+        .route("/agents/{id}/rotate-key", post(handlers::rotate_agent_key))
+        .route(
+            "/operators",
+            post(handlers::create_operator).get(handlers::list_operators),
+        )
+        .route("/secrets", get(handlers::list_secrets))
+        .route(
+            "/secrets/{*path}",
+            get(handlers::get_secret)
+                .put(handlers::put_secret)
+                .delete(handlers::delete_secret),
+        )
+        .route("/tokens", post(handlers::issue_token))
+        .route("/tokens/{id}", get(handlers::get_token))
+        .route("/tokens/{id}/revoke", post(handlers::revoke_token))
+        .route("/audit", get(handlers::export_audit))
+        .route("/audit/verify", get(handlers::verify_audit))
+        .route("/sidecar/resolve", post(handlers::resolve_secrets))
+        .route("/openapi.json", get(openapi_json));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the database answers.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    match app.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable").into_response()
+        }
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(openapi::document())
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        agent_secret_core::api::ErrorCode::InvalidRequest,
+        "method not allowed on this endpoint",
+    )
+}
+
+/// Counts and times every request by its route template (never the concrete path, which may
+/// name a secret).
+async fn record_metrics(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    app.metrics
+        .http_latency
+        .with_label_values(&[route.as_str(), method.as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    app.metrics
+        .http_requests
+        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .inc();
+    response
+}

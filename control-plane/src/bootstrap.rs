@@ -1,0 +1,235 @@
+//! Turns a [`Config`] into a running [`App`]: database (migrated), KMS, pepper and policy.
+//!
+//! `serve`, `tenant create` and `init` all start here, so start-up is the same whichever command
+//! opens the store. Migrations run at every start (they are idempotent), through the owner
+//! connection when `database.owner_url` is set so the service role never needs DDL rights.
+//! The helpers that create missing key files are used by `init` (and `dev`): they write with
+//! mode 0600 and refuse to replace an existing file, because overwriting a pepper or master key
+//! would orphan every stored credential or the whole keyring.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agent_secret_core::credential::{Pepper, MIN_PEPPER_LEN};
+use agent_secret_core::kms::local::{LocalKms, MasterKey};
+use agent_secret_core::kms::Kms;
+use anyhow::{bail, Context as _};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use rand::TryRngCore as _;
+use zeroize::Zeroizing;
+
+use crate::config::{Config, ConfigError, DatabaseUrl, KmsBackend};
+use crate::db::Db;
+use crate::service::{App, Policy};
+use crate::store::sql::SqlStore;
+use crate::store::Store;
+
+/// Mode of every file holding key material.
+const SECRET_FILE_MODE: u32 = 0o600;
+/// Mode of directories created to hold key material or the SQLite database.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// What [`ensure_pepper_file`] / [`ensure_master_key_file`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyFile {
+    /// A new file was written at this path.
+    Created(PathBuf),
+    /// The file already existed and was left untouched.
+    Existing(PathBuf),
+    /// The key comes from an environment variable; no file is involved.
+    FromEnv(&'static str),
+}
+
+/// Opens everything the service needs: migrated database, KMS, pepper and policy.
+pub async fn open_app(config: &Config) -> anyhow::Result<App> {
+    let kms = open_local_kms(config)?;
+    app_with_kms(config, Arc::new(kms)).await
+}
+
+/// [`open_app`] with an already opened KMS (`init` inspects the keyring first).
+pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<App> {
+    let pepper = config.pepper()?;
+    let db = open_database(config).await?;
+    let store: Arc<dyn Store> = Arc::new(SqlStore::new(db));
+    Ok(App::new(store, kms, Arc::new(pepper), policy(config)))
+}
+
+/// The token policy the service enforces, from `[tokens]`.
+pub fn policy(config: &Config) -> Policy {
+    Policy {
+        max_token_ttl_seconds: config.tokens.max_ttl_seconds,
+        grant_cache_ttl_seconds: config.tokens.grant_cache_ttl_seconds,
+    }
+}
+
+/// Opens (creating if missing) the local keyring; other backends are refused clearly.
+pub fn open_local_kms(config: &Config) -> anyhow::Result<LocalKms> {
+    check_kms_backend(config)?;
+    let master = config.master_key()?;
+    create_private_parent(&config.kms.keyring)?;
+    LocalKms::open_or_create(&config.kms.keyring, master)
+        .with_context(|| format!("kms.keyring: cannot open {}", config.kms.keyring.display()))
+}
+
+/// Refuses a KMS backend this build cannot use yet, naming the key.
+pub fn check_kms_backend(config: &Config) -> Result<(), ConfigError> {
+    match config.kms.backend {
+        KmsBackend::Local => Ok(()),
+        other => Err(ConfigError::Invalid {
+            key: "kms.backend".into(),
+            message: format!(
+                "{:?} is not yet supported by this build; use \"local\"",
+                other.as_str()
+            ),
+        }),
+    }
+}
+
+/// Runs the migrations (through `owner_url` when set, then granting the service role on
+/// PostgreSQL) and returns the service's own connection pool.
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    let database = &config.database;
+    match &database.owner_url {
+        Some(owner_url) => {
+            let owner = connect(owner_url, "database.owner_url").await?;
+            migrate_db(&owner, owner_url).await?;
+            if owner_url.is_postgres() {
+                owner
+                    .apply_grants(&database.service_role)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "granting rights to database.service_role {:?}",
+                            database.service_role
+                        )
+                    })?;
+            }
+            drop(owner);
+            connect(&database.url, "database.url").await
+        }
+        None => {
+            let db = connect(&database.url, "database.url").await?;
+            migrate_db(&db, &database.url).await?;
+            Ok(db)
+        }
+    }
+}
+
+async fn connect(url: &DatabaseUrl, key: &str) -> anyhow::Result<Db> {
+    if let Some(path) = sqlite_file(url) {
+        create_private_parent(&path)?;
+    }
+    Db::connect(url.expose())
+        .await
+        .with_context(|| format!("{key}: cannot connect to {url}"))
+}
+
+async fn migrate_db(db: &Db, url: &DatabaseUrl) -> anyhow::Result<()> {
+    db.migrate()
+        .await
+        .with_context(|| format!("migrating {url}"))
+}
+
+/// The file behind a `sqlite://PATH[?opts]` URL, unless it is in memory.
+fn sqlite_file(url: &DatabaseUrl) -> Option<PathBuf> {
+    let rest = url.expose().strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.contains(":memory:") || url.expose().contains("mode=memory") {
+        return None;
+    }
+    Some(PathBuf::from(path))
+}
+
+/// Creates the pepper file with 32 fresh random bytes (base64) unless a pepper is configured
+/// through the environment or the file already exists.
+pub fn ensure_pepper_file(config: &Config) -> anyhow::Result<KeyFile> {
+    if config.security.pepper.is_some() {
+        return Ok(KeyFile::FromEnv("AGENT_SECRET_SECURITY_PEPPER"));
+    }
+    let path = &config.security.pepper_file;
+    if path.exists() {
+        return Ok(KeyFile::Existing(path.clone()));
+    }
+    let mut bytes = Zeroizing::new(vec![0u8; MIN_PEPPER_LEN]);
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut bytes)
+        .context("the OS random number generator failed")?;
+    // Check the bytes are acceptable before they are written anywhere.
+    Pepper::from_bytes(bytes.to_vec()).context("generated pepper refused")?;
+    let encoded = Zeroizing::new(format!("{}\n", STANDARD.encode(&bytes[..])));
+    write_new_secret_file(path, encoded.as_bytes())
+        .with_context(|| format!("security.pepper_file: cannot create {}", path.display()))?;
+    Ok(KeyFile::Created(path.clone()))
+}
+
+/// Creates the master key file with a fresh random key (base64) unless the key comes from the
+/// environment or the file already exists.
+pub fn ensure_master_key_file(config: &Config) -> anyhow::Result<KeyFile> {
+    if config.kms.master_key.is_some() {
+        return Ok(KeyFile::FromEnv("AGENT_SECRET_MASTER_KEY"));
+    }
+    let path = &config.kms.master_key_file;
+    if path.exists() {
+        return Ok(KeyFile::Existing(path.clone()));
+    }
+    if config.kms.keyring.exists() {
+        bail!(
+            "kms.master_key_file: {} is missing but the keyring {} exists; a new master key \
+             could not open it. Restore the master key file (or point the config at it)",
+            path.display(),
+            config.kms.keyring.display()
+        );
+    }
+    let encoded = Zeroizing::new(format!("{}\n", MasterKey::generate().to_base64().expose()));
+    write_new_secret_file(path, encoded.as_bytes())
+        .with_context(|| format!("kms.master_key_file: cannot create {}", path.display()))?;
+    Ok(KeyFile::Created(path.clone()))
+}
+
+/// Writes `contents` to a new file with mode 0600 (creating private parent directories);
+/// fails with `AlreadyExists` rather than replace an existing file.
+pub fn write_new_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    create_private_parent(path)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(SECRET_FILE_MODE)
+        .open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+/// Creates the parent directory of `path` (mode 0700) if it is missing.
+fn create_private_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => DirBuilder::new()
+            .recursive(true)
+            .mode(PRIVATE_DIR_MODE)
+            .create(parent),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_file_ignores_memory_databases() {
+        assert_eq!(
+            sqlite_file(&DatabaseUrl::new("sqlite://data/store.db?mode=rwc")),
+            Some(PathBuf::from("data/store.db"))
+        );
+        assert_eq!(
+            sqlite_file(&DatabaseUrl::new("sqlite:///tmp/x.db")),
+            Some(PathBuf::from("/tmp/x.db"))
+        );
+        assert_eq!(sqlite_file(&DatabaseUrl::new("sqlite::memory:")), None);
+        assert_eq!(sqlite_file(&DatabaseUrl::new("postgres://u@h/db")), None);
+    }
+}

@@ -1,0 +1,327 @@
+//! The `agent-secret-store` command line: one binary for the server, installation steps and
+//! the operator and agent commands that call the API.
+//!
+//! This file only declares the commands (clap derive) and dispatches them: installation commands
+//! (`serve`, `init`, `migrate`, `tenant create`) open the store directly (`local`), everything
+//! else calls the HTTPS API (`remote`). Credentials never come from argv, where `ps` and shell
+//! history would show them: the operator token comes from `--token-file` or
+//! `AGENT_SECRET_STORE_TOKEN`, the agent key from `AGENT_SECRET_AGENT_KEY`, secret values from
+//! stdin or `--value-file`.
+
+pub mod client;
+pub mod credentials;
+pub mod failure;
+pub mod local;
+pub mod logging;
+pub mod output;
+pub mod remote;
+pub mod ttl;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use self::failure::Failure;
+use self::output::Output;
+
+const EXIT_STATUS_HELP: &str = "\
+Output: with --json, stdout holds exactly one JSON document (nothing on failure); notes go to stderr.
+Errors: `error: <code>: <message>` on stderr. Exit status: 0 success, 1 refused or failed,
+2 bad usage, configuration or missing credential, 3 control plane unreachable.
+Credentials: operator token from --token-file or AGENT_SECRET_STORE_TOKEN; agent key from
+AGENT_SECRET_AGENT_KEY. Never pass a credential or a secret value as an argument.";
+
+/// Agent Secret Store: keeps API credentials away from AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "agent-secret-store", version, after_help = EXIT_STATUS_HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Control-plane URL for remote commands.
+    #[arg(
+        long,
+        global = true,
+        env = "AGENT_SECRET_SERVER",
+        value_name = "URL",
+        default_value = "https://127.0.0.1:8200"
+    )]
+    pub server: String,
+    /// PEM file with the CA certificate(s) the control plane's TLS certificate chains to.
+    #[arg(long, global = true, env = "AGENT_SECRET_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// File holding the operator token (default: the AGENT_SECRET_STORE_TOKEN variable).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Print exactly one JSON document on stdout; human text goes to stderr.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// `--config FILE` of the commands that open the store directly.
+#[derive(Debug, Args)]
+pub struct ConfigArg {
+    /// Control-plane TOML config (see config/control-plane.toml); AGENT_SECRET_* variables
+    /// override it.
+    #[arg(long, short = 'c', env = "AGENT_SECRET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the control-plane HTTPS API (needs [tls] cert_file and key_file).
+    Serve(ConfigArg),
+    /// First-time setup: create missing pepper and master-key files, migrate the database,
+    /// create the first tenant and print its admin token once.
+    Init(InitArgs),
+    /// Apply database migrations (through database.owner_url when set).
+    Migrate(ConfigArg),
+    /// Manage tenants (direct database access; run on the control-plane host).
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage sidecars (operator token).
+    #[command(subcommand)]
+    Sidecar(SidecarCommand),
+    /// Manage agent identities (operator token).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// Manage operators (admin operator token).
+    #[command(subcommand)]
+    Operator(OperatorCommand),
+    /// Store secrets and read their metadata (operator token). Values are never shown.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// Issue, inspect and revoke scoped tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Export and verify the audit log (auditor operator token).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Name of the first tenant.
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub tenant_name: String,
+    /// Write the admin token to this new file (mode 0600) instead of printing it.
+    #[arg(long, value_name = "FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant with its own KEK and admin operator; prints the admin token once.
+    Create {
+        /// Tenant name (1-64 printable ASCII characters).
+        name: String,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Write the admin token to this new file (mode 0600) instead of printing it.
+        #[arg(long, value_name = "FILE")]
+        admin_token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SidecarCommand {
+    /// Register a sidecar; prints its sidecar key once.
+    Create {
+        /// Sidecar name, e.g. the host it runs on.
+        name: String,
+    },
+    /// List registered sidecars.
+    List,
+    /// Revoke a sidecar's key at once.
+    Revoke {
+        /// Sidecar id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent identity; prints its agent key once.
+    Create {
+        /// Agent name.
+        name: String,
+        /// Trust tier used by the approval policy (higher = more trusted).
+        #[arg(long, value_name = "N")]
+        trust_tier: Option<i32>,
+    },
+    /// Replace an agent's key; the old key and all its tokens stop working now.
+    RotateKey {
+        /// Agent id.
+        id: String,
+    },
+    /// List agents.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Create an operator; prints its operator token once.
+    Create {
+        /// Operator name.
+        name: String,
+        /// What the operator may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+    },
+    /// List operators.
+    List,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Approver,
+    Auditor,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum SensitivityArg {
+    Standard,
+    Sensitive,
+    Critical,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Store a new version of a secret. The value is read from stdin (or --value-file), one
+    /// trailing newline removed; it is never accepted as an argument.
+    Put {
+        /// Secret path, e.g. production/openai/api_key.
+        path: String,
+        /// Destination host the value may be sent to (repeatable; at least one).
+        #[arg(long = "allow-host", value_name = "HOST", required = true)]
+        allow_hosts: Vec<String>,
+        /// Sensitive and critical secrets need human approval before a token can use them.
+        #[arg(long, value_enum)]
+        sensitivity: Option<SensitivityArg>,
+        /// Read the value from this file instead of stdin.
+        #[arg(long, value_name = "FILE")]
+        value_file: Option<PathBuf>,
+    },
+    /// Show a secret's metadata (never its value).
+    GetMetadata {
+        /// Secret path.
+        path: String,
+    },
+    /// List secrets' metadata.
+    List {
+        /// Only paths starting with this prefix.
+        #[arg(long, value_name = "PREFIX")]
+        prefix: Option<String>,
+    },
+    /// Delete a secret (all versions).
+    Delete {
+        /// Secret path.
+        path: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Issue a scoped token with the agent key from AGENT_SECRET_AGENT_KEY.
+    Issue {
+        /// Scope `secrets:<read|write|delete|list>:<path-pattern>` (repeatable; at least one).
+        #[arg(long = "scope", value_name = "SCOPE", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime: 30s, 15m, 1h, 2d or a number of seconds.
+        #[arg(long, value_name = "DURATION")]
+        ttl: String,
+        /// Number of uses before the token is exhausted (1 = single use).
+        #[arg(long, value_name = "N")]
+        max_uses: Option<u32>,
+        /// Client address range allowed to use the token (repeatable), e.g. 10.0.0.0/8.
+        #[arg(long = "allow-ip", value_name = "CIDR")]
+        allow_ips: Vec<String>,
+    },
+    /// Show a token's state (operator token, else the agent key).
+    Show {
+        /// Token id.
+        id: String,
+    },
+    /// Revoke a token now (operator token, else the agent key).
+    Revoke {
+        /// Token id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Export audit events (JSON Lines or CSV in human mode; the API's JSON with --json).
+    Export {
+        #[arg(long, value_enum, default_value = "json")]
+        format: AuditFormat,
+        /// Only events at or after this RFC 3339 time.
+        #[arg(long, value_name = "RFC3339")]
+        since: Option<String>,
+        /// Only events before this RFC 3339 time.
+        #[arg(long, value_name = "RFC3339")]
+        until: Option<String>,
+        /// Only events of this type, e.g. secret.read.
+        #[arg(long = "type", value_name = "TYPE")]
+        event_type: Option<String>,
+    },
+    /// Check the tenant's audit hash chain.
+    Verify,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    Json,
+    Csv,
+}
+
+/// Runs the parsed command; the caller maps the failure to an exit status.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let out = Output::new(cli.global.json);
+    // `serve` sets up logging from its config file once it has read it.
+    if !matches!(cli.command, Command::Serve(_)) {
+        logging::init_cli();
+    }
+    let result = dispatch(cli, out).await;
+    if let Err(failure) = &result {
+        out.failure(failure);
+    }
+    result
+}
+
+async fn dispatch(cli: Cli, out: Output) -> Result<(), Failure> {
+    let global = cli.global;
+    match cli.command {
+        Command::Serve(c) => local::serve(c.config.as_deref(), out).await,
+        Command::Init(args) => local::init(&args, out).await,
+        Command::Migrate(c) => local::migrate(c.config.as_deref(), out).await,
+        Command::Tenant(TenantCommand::Create {
+            name,
+            config,
+            admin_token_file,
+        }) => {
+            local::tenant_create(
+                &name,
+                config.config.as_deref(),
+                admin_token_file.as_deref(),
+                out,
+            )
+            .await
+        }
+        Command::Sidecar(cmd) => remote::sidecar(&global, cmd, out).await,
+        Command::Agent(cmd) => remote::agent(&global, cmd, out).await,
+        Command::Operator(cmd) => remote::operator(&global, cmd, out).await,
+        Command::Secret(cmd) => remote::secret(&global, cmd, out).await,
+        Command::Token(cmd) => remote::token(&global, cmd, out).await,
+        Command::Audit(cmd) => remote::audit(&global, cmd, out).await,
+    }
+}

@@ -1,0 +1,526 @@
+//! The commands that call the control-plane API: one function per command group.
+//!
+//! Each sends one request and prints the answer: with `--json` the server's JSON body verbatim
+//! (so scripts see exactly the API's document), otherwise a human rendering of the typed
+//! response. New credentials go alone on stdout so `KEY=$(agent-secret-store agent create x)`
+//! works; what they are and that they are shown once is said on stderr.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use agent_secret_core::api::{
+    AgentList, CreateAgentRequest, CreateOperatorRequest, CreateSidecarRequest, CreatedAgent,
+    CreatedOperator, CreatedSidecar, DeletedSecret, IssueTokenRequest, IssuedToken, OperatorList,
+    PutSecretRequest, PutSecretResponse, Role, SecretList, SecretMetadata, Sensitivity,
+    SidecarInfo, SidecarList, TokenInfo, TokenStatus,
+};
+use agent_secret_core::path::SecretPath;
+use agent_secret_core::secret::SecretString;
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+use super::client::ApiClient;
+use super::credentials;
+use super::failure::{Failure, EXIT_FAILED, EXIT_USAGE};
+use super::output::Output;
+use super::ttl::parse_ttl;
+use super::{
+    AgentCommand, AuditCommand, AuditFormat, GlobalArgs, OperatorCommand, RoleArg, SecretCommand,
+    SensitivityArg, SidecarCommand, TokenCommand,
+};
+
+type Human<'a> = &'a mut dyn Write;
+
+pub async fn sidecar(global: &GlobalArgs, cmd: SidecarCommand, out: Output) -> Result<(), Failure> {
+    let token = credentials::operator_token(global)?;
+    let api = client(global)?;
+    match cmd {
+        SidecarCommand::Create { name } => {
+            let doc = api
+                .request(Method::POST, &["sidecars"], &token)?
+                .body(&CreateSidecarRequest { name })
+                .json()
+                .await?;
+            show(out, &doc, |c: CreatedSidecar, w| {
+                note_once(out, "sidecar", &c.id);
+                writeln!(w, "{}", c.sidecar_key)
+            })
+        }
+        SidecarCommand::List => {
+            let doc = api
+                .request(Method::GET, &["sidecars"], &token)?
+                .json()
+                .await?;
+            show(out, &doc, |list: SidecarList, w| {
+                list.sidecars.iter().try_for_each(|s| print_sidecar(s, w))
+            })
+        }
+        SidecarCommand::Revoke { id } => {
+            let doc = api
+                .request(
+                    Method::POST,
+                    &["sidecars", checked_id(&id)?, "revoke"],
+                    &token,
+                )?
+                .json()
+                .await?;
+            show(out, &doc, |s: SidecarInfo, w| print_sidecar(&s, w))
+        }
+    }
+}
+
+pub async fn agent(global: &GlobalArgs, cmd: AgentCommand, out: Output) -> Result<(), Failure> {
+    let token = credentials::operator_token(global)?;
+    let api = client(global)?;
+    match cmd {
+        AgentCommand::Create { name, trust_tier } => {
+            let doc = api
+                .request(Method::POST, &["agents"], &token)?
+                .body(&CreateAgentRequest { name, trust_tier })
+                .json()
+                .await?;
+            show(out, &doc, |c: CreatedAgent, w| {
+                note_once(out, "agent", &c.id);
+                writeln!(w, "{}", c.agent_key)
+            })
+        }
+        AgentCommand::RotateKey { id } => {
+            let doc = api
+                .request(
+                    Method::POST,
+                    &["agents", checked_id(&id)?, "rotate-key"],
+                    &token,
+                )?
+                .json()
+                .await?;
+            show(
+                out,
+                &doc,
+                |r: agent_secret_core::api::RotatedAgentKey, w| {
+                    out.note(&format!(
+                        "agent {}: new key below (shown once); {} token(s) of the old key revoked",
+                        r.id, r.tokens_revoked
+                    ));
+                    writeln!(w, "{}", r.agent_key)
+                },
+            )
+        }
+        AgentCommand::List => {
+            let doc = api
+                .request(Method::GET, &["agents"], &token)?
+                .json()
+                .await?;
+            show(out, &doc, |list: AgentList, w| {
+                list.agents.iter().try_for_each(|a| {
+                    writeln!(
+                        w,
+                        "{}  {}  trust_tier={}  created {}",
+                        a.id, a.name, a.trust_tier, a.created_at
+                    )
+                })
+            })
+        }
+    }
+}
+
+pub async fn operator(
+    global: &GlobalArgs,
+    cmd: OperatorCommand,
+    out: Output,
+) -> Result<(), Failure> {
+    let token = credentials::operator_token(global)?;
+    let api = client(global)?;
+    match cmd {
+        OperatorCommand::Create { name, role } => {
+            let role = match role {
+                RoleArg::Admin => Role::Admin,
+                RoleArg::Approver => Role::Approver,
+                RoleArg::Auditor => Role::Auditor,
+            };
+            let doc = api
+                .request(Method::POST, &["operators"], &token)?
+                .body(&CreateOperatorRequest { name, role })
+                .json()
+                .await?;
+            show(out, &doc, |c: CreatedOperator, w| {
+                note_once(out, &format!("{} operator", c.role.as_str()), &c.id);
+                writeln!(w, "{}", c.operator_token)
+            })
+        }
+        OperatorCommand::List => {
+            let doc = api
+                .request(Method::GET, &["operators"], &token)?
+                .json()
+                .await?;
+            show(out, &doc, |list: OperatorList, w| {
+                list.operators.iter().try_for_each(|o| {
+                    let state = if o.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    writeln!(w, "{}  {}  {}  {state}", o.id, o.name, o.role.as_str())
+                })
+            })
+        }
+    }
+}
+
+pub async fn secret(global: &GlobalArgs, cmd: SecretCommand, out: Output) -> Result<(), Failure> {
+    let token = credentials::operator_token(global)?;
+    // Read the value before any network activity so a bad value fails fast and locally.
+    let value = match &cmd {
+        SecretCommand::Put {
+            path, value_file, ..
+        } => {
+            segments("secrets", path)?;
+            Some(read_value(value_file.as_deref(), out)?)
+        }
+        _ => None,
+    };
+    let api = client(global)?;
+    match (cmd, value) {
+        (
+            SecretCommand::Put {
+                path,
+                allow_hosts,
+                sensitivity,
+                ..
+            },
+            Some(value),
+        ) => {
+            let body = PutSecretRequest {
+                value: value.expose().to_string(),
+                sensitivity: sensitivity.map(|s| match s {
+                    SensitivityArg::Standard => Sensitivity::Standard,
+                    SensitivityArg::Sensitive => Sensitivity::Sensitive,
+                    SensitivityArg::Critical => Sensitivity::Critical,
+                }),
+                allowed_hosts: allow_hosts,
+            };
+            let doc = api
+                .request(Method::PUT, &segments("secrets", &path)?, &token)?
+                .body(&body)
+                .json()
+                .await?;
+            show(out, &doc, |r: PutSecretResponse, w| {
+                writeln!(w, "stored {} version {}", r.path, r.version)
+            })
+        }
+        (SecretCommand::GetMetadata { path }, _) => {
+            let doc = api
+                .request(Method::GET, &segments("secrets", &path)?, &token)?
+                .json()
+                .await?;
+            show(out, &doc, |m: SecretMetadata, w| print_metadata(&m, w))
+        }
+        (SecretCommand::List { prefix }, _) => {
+            let doc = api
+                .request(Method::GET, &["secrets"], &token)?
+                .query(&[("prefix", prefix.as_deref())])
+                .json()
+                .await?;
+            show(out, &doc, |list: SecretList, w| {
+                list.secrets.iter().try_for_each(|m| {
+                    writeln!(
+                        w,
+                        "{}  v{}  {}  {}",
+                        m.path,
+                        m.version,
+                        m.sensitivity.as_str(),
+                        m.allowed_hosts.join(",")
+                    )
+                })
+            })
+        }
+        (SecretCommand::Delete { path }, _) => {
+            let doc = api
+                .request(Method::DELETE, &segments("secrets", &path)?, &token)?
+                .json()
+                .await?;
+            show(out, &doc, |d: DeletedSecret, w| {
+                writeln!(w, "deleted {}", d.path)
+            })
+        }
+        (SecretCommand::Put { .. }, None) => Err(Failure::invalid_argument("no secret value read")),
+    }
+}
+
+pub async fn token(global: &GlobalArgs, cmd: TokenCommand, out: Output) -> Result<(), Failure> {
+    match cmd {
+        TokenCommand::Issue {
+            scopes,
+            ttl,
+            max_uses,
+            allow_ips,
+        } => {
+            let ttl_seconds = parse_ttl(&ttl)?;
+            let key = credentials::agent_key()?;
+            let api = client(global)?;
+            let body = IssueTokenRequest {
+                scopes,
+                ttl_seconds,
+                ip_allowlist: (!allow_ips.is_empty()).then_some(allow_ips),
+                max_uses,
+            };
+            let doc = api
+                .request(Method::POST, &["tokens"], &key)?
+                .body(&body)
+                .json()
+                .await?;
+            show(out, &doc, |t: IssuedToken, w| {
+                match (t.status, &t.approval_id) {
+                    (TokenStatus::PendingApproval, Some(approval)) => out.note(&format!(
+                        "token {} waits for approval {approval}; it expires at {}",
+                        t.id, t.expires_at
+                    )),
+                    _ => out.note(&format!(
+                        "token {} is {}; it expires at {} (shown once)",
+                        t.id,
+                        t.status.as_str(),
+                        t.expires_at
+                    )),
+                }
+                writeln!(w, "{}", t.token)
+            })
+        }
+        TokenCommand::Show { id } => {
+            let credential = credentials::operator_or_agent(global)?;
+            let doc = client(global)?
+                .request(Method::GET, &["tokens", checked_id(&id)?], &credential)?
+                .json()
+                .await?;
+            show(out, &doc, |t: TokenInfo, w| print_token(&t, w))
+        }
+        TokenCommand::Revoke { id } => {
+            let credential = credentials::operator_or_agent(global)?;
+            let doc = client(global)?
+                .request(
+                    Method::POST,
+                    &["tokens", checked_id(&id)?, "revoke"],
+                    &credential,
+                )?
+                .json()
+                .await?;
+            show(out, &doc, |t: TokenInfo, w| print_token(&t, w))
+        }
+    }
+}
+
+pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Result<(), Failure> {
+    let token = credentials::operator_token(global)?;
+    match cmd {
+        AuditCommand::Export {
+            format,
+            since,
+            until,
+            event_type,
+        } => {
+            if format == AuditFormat::Csv && out.is_json() {
+                return Err(Failure::invalid_argument(
+                    "--format csv cannot be combined with --json (stdout holds one JSON document)",
+                ));
+            }
+            for (flag, value) in [("--since", &since), ("--until", &until)] {
+                if let Some(v) = value {
+                    chrono::DateTime::parse_from_rfc3339(v).map_err(|e| {
+                        Failure::invalid_argument(format!(
+                            "{flag} {v:?}: not an RFC 3339 time: {e}"
+                        ))
+                    })?;
+                }
+            }
+            let request = client(global)?
+                .request(Method::GET, &["audit"], &token)?
+                .query(&[
+                    ("since", since.as_deref()),
+                    ("until", until.as_deref()),
+                    ("type", event_type.as_deref()),
+                    (
+                        "format",
+                        Some(if format == AuditFormat::Csv {
+                            "csv"
+                        } else {
+                            "json"
+                        }),
+                    ),
+                ]);
+            if format == AuditFormat::Csv {
+                let csv = request.text().await?;
+                return out.emit(&Value::Null, |w| w.write_all(csv.as_bytes()));
+            }
+            let doc = request.json().await?;
+            // Human mode prints JSON Lines: one event per line, easy to grep and stream.
+            out.emit(&doc, |w| {
+                match doc.get("events").and_then(Value::as_array) {
+                    Some(events) => events.iter().try_for_each(|e| writeln!(w, "{e}")),
+                    None => writeln!(w, "{doc}"),
+                }
+            })
+        }
+        AuditCommand::Verify => {
+            let doc = client(global)?
+                .request(Method::GET, &["audit", "verify"], &token)?
+                .json()
+                .await?;
+            let valid = doc.get("valid").and_then(Value::as_bool);
+            out.emit(&doc, |w| match valid {
+                Some(true) => writeln!(
+                    w,
+                    "audit chain intact ({} events checked)",
+                    doc["events_checked"]
+                ),
+                _ => writeln!(w, "audit chain BROKEN: {doc}"),
+            })?;
+            match valid {
+                Some(true) => Ok(()),
+                _ => Err(Failure::new(
+                    "audit_chain_broken",
+                    format!("the audit hash chain does not verify: {}", doc["problem"]),
+                    EXIT_FAILED,
+                )),
+            }
+        }
+    }
+}
+
+fn client(global: &GlobalArgs) -> Result<ApiClient, Failure> {
+    ApiClient::new(&global.server, global.ca_cert.as_deref())
+}
+
+/// `["secrets", "a", "b"]` for `a/b`, after checking the path's grammar locally (URL
+/// handling would silently drop `.`/`..` segments and so address another secret).
+fn segments<'a>(first: &'a str, path: &'a str) -> Result<Vec<&'a str>, Failure> {
+    SecretPath::parse(path).map_err(|e| Failure::new("invalid_path", e.to_string(), EXIT_USAGE))?;
+    Ok(std::iter::once(first).chain(path.split('/')).collect())
+}
+
+/// An id argument: a UUID, so it can never change the route it is placed in.
+fn checked_id(raw: &str) -> Result<&str, Failure> {
+    uuid::Uuid::parse_str(raw)
+        .map(|_| raw)
+        .map_err(|_| Failure::invalid_argument(format!("{raw:?} is not an id (a UUID)")))
+}
+
+/// Prints `doc`: verbatim with `--json`, else through `human` (or as pretty JSON should the
+/// answer not have the expected shape, so a newer server never breaks the older CLI).
+fn show<T: DeserializeOwned>(
+    out: Output,
+    doc: &Value,
+    human: impl FnOnce(T, Human<'_>) -> io::Result<()>,
+) -> Result<(), Failure> {
+    out.emit(doc, |w| match serde_json::from_value::<T>(doc.clone()) {
+        Ok(typed) => human(typed, w),
+        Err(_) => writeln!(w, "{doc:#}"),
+    })
+}
+
+fn note_once(out: Output, what: &str, id: &str) {
+    out.note(&format!(
+        "{what} {id} created; its credential is below and is shown only once"
+    ));
+}
+
+/// The secret value from `file` or stdin, without one trailing newline; never from argv.
+fn read_value(file: Option<&Path>, out: Output) -> Result<SecretString, Failure> {
+    let mut bytes = Zeroizing::new(Vec::new());
+    match file {
+        Some(path) => {
+            let mut f = std::fs::File::open(path).map_err(|e| {
+                Failure::invalid_argument(format!("--value-file {}: {e}", path.display()))
+            })?;
+            f.read_to_end(&mut bytes)
+        }
+        None => {
+            if io::IsTerminal::is_terminal(&io::stdin()) {
+                out.note("reading the secret value from stdin; end with Ctrl-D");
+            }
+            io::stdin().lock().read_to_end(&mut bytes)
+        }
+    }
+    .map_err(|e| Failure::invalid_argument(format!("cannot read the secret value: {e}")))?;
+    let end = strip_one_newline(&bytes);
+    let text = std::str::from_utf8(&bytes[..end])
+        .map_err(|_| Failure::invalid_argument("the secret value is not UTF-8 text"))?;
+    if text.is_empty() {
+        return Err(Failure::invalid_argument("the secret value is empty"));
+    }
+    Ok(SecretString::new(text.to_string()))
+}
+
+/// Length of `bytes` without one trailing `\n` or `\r\n`.
+fn strip_one_newline(bytes: &[u8]) -> usize {
+    match bytes {
+        [.., b'\r', b'\n'] => bytes.len() - 2,
+        [.., b'\n'] => bytes.len() - 1,
+        _ => bytes.len(),
+    }
+}
+
+fn print_sidecar(s: &SidecarInfo, w: Human<'_>) -> io::Result<()> {
+    let state = if s.revoked_at.is_some() {
+        "revoked"
+    } else {
+        "active"
+    };
+    writeln!(w, "{}  {}  {state}  created {}", s.id, s.name, s.created_at)
+}
+
+fn print_metadata(m: &SecretMetadata, w: Human<'_>) -> io::Result<()> {
+    writeln!(w, "path:          {}", m.path)?;
+    writeln!(w, "version:       {}", m.version)?;
+    writeln!(w, "sensitivity:   {}", m.sensitivity.as_str())?;
+    writeln!(w, "allowed_hosts: {}", m.allowed_hosts.join(", "))?;
+    writeln!(w, "created_at:    {}", m.created_at)?;
+    writeln!(w, "updated_at:    {}", m.updated_at)
+}
+
+fn print_token(t: &TokenInfo, w: Human<'_>) -> io::Result<()> {
+    writeln!(w, "id:                   {}", t.id)?;
+    writeln!(w, "agent_id:             {}", t.agent_id)?;
+    writeln!(w, "status:               {}", t.status.as_str())?;
+    writeln!(w, "scopes:               {}", t.scopes.join(" "))?;
+    writeln!(
+        w,
+        "approved_sensitivity: {}",
+        t.approved_sensitivity.as_str()
+    )?;
+    if !t.ip_allowlist.is_empty() {
+        writeln!(w, "ip_allowlist:         {}", t.ip_allowlist.join(", "))?;
+    }
+    match t.max_uses {
+        Some(max) => writeln!(w, "uses:                 {} of {max}", t.uses)?,
+        None => writeln!(w, "uses:                 {}", t.uses)?,
+    }
+    writeln!(w, "expires_at:           {}", t.expires_at)?;
+    if let Some(revoked) = t.revoked_at {
+        writeln!(w, "revoked_at:           {revoked}")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{segments, strip_one_newline};
+
+    #[test]
+    fn strips_exactly_one_trailing_newline() {
+        assert_eq!(strip_one_newline(b"abc\n"), 3);
+        assert_eq!(strip_one_newline(b"abc\r\n"), 3);
+        assert_eq!(strip_one_newline(b"abc\n\n"), 4);
+        assert_eq!(strip_one_newline(b"abc"), 3);
+        assert_eq!(strip_one_newline(b""), 0);
+    }
+
+    #[test]
+    fn secret_paths_become_url_segments() {
+        assert_eq!(
+            segments("secrets", "prod/openai/key").ok(),
+            Some(vec!["secrets", "prod", "openai", "key"])
+        );
+        assert!(segments("secrets", "prod/../key").is_err());
+        assert!(segments("secrets", "/prod/key").is_err());
+    }
+}

@@ -1,0 +1,289 @@
+//! The control plane's one typed configuration, loaded once at start-up.
+//!
+//! Layers, each overriding the one before: built-in defaults → the TOML file given with
+//! `--config` → `AGENT_SECRET_<SECTION>_<KEY>` environment variables. Unknown TOML keys are an
+//! error (a typo must never silently fall back to a default), and every error names the key or
+//! variable at fault. Secrets never sit in plain fields: the database URLs are [`DatabaseUrl`]
+//! (its `Debug` hides the password), the pepper and master key are read from files, or from
+//! `*_FILE` / base64 env vars, only when [`Config::pepper`] / [`Config::master_key`] is called.
+//!
+//! The environment is read through an injected lookup function so tests pass a map instead of
+//! mutating the process environment. See `config/control-plane.toml` for every key.
+
+mod env;
+mod secrets;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use secrets::DatabaseUrl;
+
+/// Prefix of every configuration environment variable.
+pub const ENV_PREFIX: &str = "AGENT_SECRET_";
+
+/// Looks up one environment variable by its full name; `None` when unset.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Everything the control plane reads at start-up.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTPS API listens on.
+    pub listen: SocketAddr,
+    pub tls: TlsConfig,
+    pub database: DatabaseConfig,
+    pub security: SecurityConfig,
+    pub tokens: TokensConfig,
+    pub kms: KmsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// The service's connection (on PostgreSQL a non-owner role subject to row-level security).
+    pub url: DatabaseUrl,
+    /// When set, migrations run through this (owner) connection instead of `url`.
+    pub owner_url: Option<DatabaseUrl>,
+    /// PostgreSQL role that migrations grant table rights to.
+    pub service_role: String,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// File holding the base64 server pepper (at least 32 bytes once decoded).
+    pub pepper_file: PathBuf,
+    /// Base64 pepper from `AGENT_SECRET_SECURITY_PEPPER`; never read from the TOML file.
+    #[serde(skip)]
+    pub pepper: Option<agent_secret_core::secret::SecretString>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensConfig {
+    /// Cap on the TTL an agent may ask for.
+    pub max_ttl_seconds: u64,
+    /// How long a sidecar may cache a resolved grant.
+    pub grant_cache_ttl_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KmsConfig {
+    pub backend: KmsBackend,
+    /// Local backend: the sealed keyring file.
+    pub keyring: PathBuf,
+    /// Local backend: file holding the base64 32-byte master key that seals the keyring.
+    pub master_key_file: PathBuf,
+    /// Base64 master key from `AGENT_SECRET_MASTER_KEY`; never read from the TOML file.
+    #[serde(skip)]
+    pub master_key: Option<agent_secret_core::secret::SecretString>,
+    /// Cloud KMS keys: accepted so a config written for the design parses; not yet used.
+    pub project: Option<String>,
+    pub location: Option<String>,
+    pub key_ring: Option<String>,
+    pub endpoint: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KmsBackend {
+    #[default]
+    Local,
+    Gcp,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `agent_secret_store=debug,sqlx=warn`, ...
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Why the configuration could not be loaded. Always names the key, variable or file at fault;
+/// never contains a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8200)),
+            tls: TlsConfig::default(),
+            database: DatabaseConfig::default(),
+            security: SecurityConfig::default(),
+            tokens: TokensConfig::default(),
+            kms: KmsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: DatabaseUrl::new("sqlite://data/store.db"),
+            owner_url: None,
+            service_role: "agent_secret_store_app".into(),
+            max_connections: 10,
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        SecurityConfig {
+            pepper_file: PathBuf::from("data/pepper"),
+            pepper: None,
+        }
+    }
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            max_ttl_seconds: 86_400,
+            grant_cache_ttl_seconds: 30,
+        }
+    }
+}
+
+impl Default for KmsConfig {
+    fn default() -> Self {
+        KmsConfig {
+            backend: KmsBackend::Local,
+            keyring: PathBuf::from("data/keyring.json"),
+            master_key_file: PathBuf::from("data/master.key"),
+            master_key: None,
+            project: None,
+            location: None,
+            key_ring: None,
+            endpoint: None,
+            credentials_file: None,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl KmsBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KmsBackend::Local => "local",
+            KmsBackend::Gcp => "gcp",
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the environment seen through `env`; then validated.
+    pub fn load(file: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        env::apply(&mut config, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] with the process environment.
+    pub fn load_from_process_env(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load(file, &|name| std::env::var(name).ok())
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Cross-key checks that serde cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls.key_file",
+                    "required when tls.cert_file is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.cert_file",
+                    "required when tls.key_file is set",
+                ))
+            }
+            _ => {}
+        }
+        self.database.url.check_scheme("database.url")?;
+        if let Some(owner) = &self.database.owner_url {
+            owner.check_scheme("database.owner_url")?;
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.database.service_role.is_empty() {
+            return Err(invalid("database.service_role", "must not be empty"));
+        }
+        if self.tokens.max_ttl_seconds == 0 {
+            return Err(invalid("tokens.max_ttl_seconds", "must be at least 1"));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid(
+                "log.level",
+                &format!("not a valid log filter: {e}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}

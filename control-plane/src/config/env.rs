@@ -1,0 +1,170 @@
+//! The environment layer: `AGENT_SECRET_<SECTION>_<KEY>` overrides the TOML file.
+//!
+//! Secrets also come as `*_FILE` (a path whose content is the value), the form container
+//! platforms mount secrets in. Setting both forms of one secret is an error rather than a silent
+//! precedence rule. An empty variable counts as unset.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use agent_secret_core::secret::SecretString;
+
+use super::secrets::read_secret_file;
+use super::{
+    invalid, Config, ConfigError, DatabaseUrl, EnvLookup, KmsBackend, LogFormat, ENV_PREFIX,
+};
+
+/// Reads `AGENT_SECRET_*` variables through an injected lookup.
+struct Env<'a> {
+    lookup: EnvLookup<'a>,
+}
+
+impl Env<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.lookup)(&format!("{ENV_PREFIX}{name}")).filter(|v| !v.is_empty())
+    }
+
+    fn path(&self, name: &str) -> Option<PathBuf> {
+        self.get(name).map(PathBuf::from)
+    }
+
+    fn parse<T: FromStr>(&self, name: &str, expected: &str) -> Result<Option<T>, ConfigError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(raw) => raw.trim().parse().map(Some).map_err(|_| {
+                invalid(
+                    &format!("{ENV_PREFIX}{name}"),
+                    &format!("invalid value {raw:?}: expected {expected}"),
+                )
+            }),
+        }
+    }
+
+    /// `NAME` or the content of the file named by `NAME_FILE` (one trailing newline and
+    /// surrounding whitespace dropped); both set is an error.
+    fn secret(&self, name: &str) -> Result<Option<SecretString>, ConfigError> {
+        let file_name = format!("{name}_FILE");
+        match (self.get(name), self.path(&file_name)) {
+            (Some(_), Some(_)) => Err(both_set(name, &file_name)),
+            (Some(value), None) => Ok(Some(SecretString::new(value))),
+            (None, Some(path)) => {
+                let key = format!("{ENV_PREFIX}{file_name}");
+                let text = read_secret_file(&key, &path)?;
+                Ok(Some(SecretString::new(text.trim().to_string())))
+            }
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// Applies every variable that is set on top of `config`.
+pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), ConfigError> {
+    let env = Env { lookup };
+    if let Some(listen) = env.parse("LISTEN", "an address like 127.0.0.1:8200")? {
+        config.listen = listen;
+    }
+
+    let tls = &mut config.tls;
+    tls.cert_file = env.path("TLS_CERT_FILE").or(tls.cert_file.take());
+    tls.key_file = env.path("TLS_KEY_FILE").or(tls.key_file.take());
+
+    let db = &mut config.database;
+    if let Some(url) = env.secret("DATABASE_URL")? {
+        db.url = DatabaseUrl::new(url.expose());
+    }
+    if let Some(url) = env.secret("DATABASE_OWNER_URL")? {
+        db.owner_url = Some(DatabaseUrl::new(url.expose()));
+    }
+    if let Some(role) = env.get("DATABASE_SERVICE_ROLE") {
+        db.service_role = role;
+    }
+    if let Some(n) = env.parse("DATABASE_MAX_CONNECTIONS", "a positive integer")? {
+        db.max_connections = n;
+    }
+
+    // The pepper file variable doubles as the `_FILE` form of the inline pepper.
+    let security = &mut config.security;
+    match (env.get("SECURITY_PEPPER"), env.path("SECURITY_PEPPER_FILE")) {
+        (Some(_), Some(_)) => return Err(both_set("SECURITY_PEPPER", "SECURITY_PEPPER_FILE")),
+        (Some(pepper), None) => security.pepper = Some(SecretString::new(pepper)),
+        (None, Some(path)) => security.pepper_file = path,
+        (None, None) => {}
+    }
+
+    if let Some(n) = env.parse("TOKENS_MAX_TTL_SECONDS", "a number of seconds")? {
+        config.tokens.max_ttl_seconds = n;
+    }
+    if let Some(n) = env.parse("TOKENS_GRANT_CACHE_TTL_SECONDS", "a number of seconds")? {
+        config.tokens.grant_cache_ttl_seconds = n;
+    }
+
+    apply_kms(config, &env)?;
+
+    if let Some(level) = env.get("LOG_LEVEL") {
+        config.log.level = level;
+    }
+    if let Some(format) = env.get("LOG_FORMAT") {
+        config.log.format = match format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "AGENT_SECRET_LOG_FORMAT",
+                    &format!("invalid value {other:?}: expected \"text\" or \"json\""),
+                ))
+            }
+        };
+    }
+    Ok(())
+}
+
+fn apply_kms(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
+    let kms = &mut config.kms;
+    if let Some(backend) = env.get("KMS_BACKEND") {
+        kms.backend = match backend.as_str() {
+            "local" => KmsBackend::Local,
+            "gcp" => KmsBackend::Gcp,
+            other => {
+                return Err(invalid(
+                    "AGENT_SECRET_KMS_BACKEND",
+                    &format!("invalid value {other:?}: expected \"local\" or \"gcp\""),
+                ))
+            }
+        };
+    }
+    if let Some(path) = env.path("KMS_KEYRING") {
+        kms.keyring = path;
+    }
+    // `AGENT_SECRET_MASTER_KEY[_FILE]` is the name the sidecar shares; the sectioned
+    // `AGENT_SECRET_KMS_MASTER_KEY_FILE` also works, and the short form wins over it.
+    if let Some(path) = env.path("KMS_MASTER_KEY_FILE") {
+        kms.master_key_file = path;
+    }
+    match (env.get("MASTER_KEY"), env.path("MASTER_KEY_FILE")) {
+        (Some(_), Some(_)) => return Err(both_set("MASTER_KEY", "MASTER_KEY_FILE")),
+        (Some(key), None) => kms.master_key = Some(SecretString::new(key)),
+        (None, Some(path)) => kms.master_key_file = path,
+        (None, None) => {}
+    }
+    for (name, field) in [
+        ("KMS_PROJECT", &mut kms.project),
+        ("KMS_LOCATION", &mut kms.location),
+        ("KMS_KEY_RING", &mut kms.key_ring),
+        ("KMS_ENDPOINT", &mut kms.endpoint),
+    ] {
+        if let Some(value) = env.get(name) {
+            *field = Some(value);
+        }
+    }
+    if let Some(path) = env.path("KMS_CREDENTIALS_FILE") {
+        kms.credentials_file = Some(path);
+    }
+    Ok(())
+}
+
+fn both_set(name: &str, other: &str) -> ConfigError {
+    invalid(
+        &format!("{ENV_PREFIX}{name}"),
+        &format!("set either {ENV_PREFIX}{name} or {ENV_PREFIX}{other}, not both"),
+    )
+}

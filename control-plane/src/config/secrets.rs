@@ -1,0 +1,231 @@
+//! Secret-bearing configuration values and the loaders that turn them into key material.
+//!
+//! Key material is read lazily (only the commands that need it pay, and `init` can create a
+//! missing file first) and goes straight into zeroizing types. Error messages name the key and
+//! the file, never the content.
+
+use std::fmt;
+use std::path::Path;
+
+use agent_secret_core::credential::Pepper;
+use agent_secret_core::kms::local::MasterKey;
+use agent_secret_core::secret::SecretString;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer};
+use zeroize::Zeroizing;
+
+use super::{invalid, Config, ConfigError};
+
+/// A database connection URL. It may embed a password, so `Debug` and `Display` show it with
+/// the password (userinfo or `password=` query parameter) replaced by `[REDACTED]`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(SecretString);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(SecretString::new(url.into()))
+    }
+
+    /// The full URL, password included: pass it to the driver and nowhere else.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        let url = self.expose();
+        url.starts_with("postgres://") || url.starts_with("postgresql://")
+    }
+
+    pub fn is_sqlite(&self) -> bool {
+        self.expose().starts_with("sqlite:")
+    }
+
+    /// The URL with any password replaced by `[REDACTED]`.
+    pub fn redacted(&self) -> String {
+        redact_url(self.expose())
+    }
+
+    pub(super) fn check_scheme(&self, key: &str) -> Result<(), ConfigError> {
+        if self.is_postgres() || self.is_sqlite() {
+            Ok(())
+        } else {
+            Err(invalid(
+                key,
+                &format!(
+                    "unsupported database URL {:?}: expected sqlite://PATH or postgres://...",
+                    self.redacted()
+                ),
+            ))
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl<'de> Deserialize<'de> for DatabaseUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(DatabaseUrl::new(String::deserialize(deserializer)?))
+    }
+}
+
+impl Config {
+    /// The server pepper: `AGENT_SECRET_SECURITY_PEPPER` (base64) if set, else the base64
+    /// content of `security.pepper_file`. At least 32 bytes once decoded.
+    pub fn pepper(&self) -> Result<Pepper, ConfigError> {
+        let (key, text) = match &self.security.pepper {
+            Some(inline) => (
+                "AGENT_SECRET_SECURITY_PEPPER",
+                Zeroizing::new(inline.expose().to_string()),
+            ),
+            None => (
+                "security.pepper_file",
+                read_secret_file("security.pepper_file", &self.security.pepper_file)?,
+            ),
+        };
+        let bytes = STANDARD
+            .decode(text.trim())
+            .map_err(|_| invalid(key, "the pepper is not valid standard base64"))?;
+        Pepper::from_bytes(bytes).map_err(|e| invalid(key, &e.to_string()))
+    }
+
+    /// The local keyring's master key: `AGENT_SECRET_MASTER_KEY` (base64) if set, else the
+    /// base64 content of `kms.master_key_file` (also set by `AGENT_SECRET_MASTER_KEY_FILE`).
+    pub fn master_key(&self) -> Result<MasterKey, ConfigError> {
+        let (key, text) = match &self.kms.master_key {
+            Some(inline) => (
+                "AGENT_SECRET_MASTER_KEY",
+                Zeroizing::new(inline.expose().to_string()),
+            ),
+            None => (
+                "kms.master_key_file",
+                read_secret_file("kms.master_key_file", &self.kms.master_key_file)?,
+            ),
+        };
+        MasterKey::from_base64(&text).map_err(|e| {
+            // KmsError::Corrupt("...") renders as "key service data is corrupt: ..."; keep
+            // only the part about the key, which never contains key material.
+            let message = match e {
+                agent_secret_core::kms::KmsError::Corrupt(m) => m,
+                other => other.to_string(),
+            };
+            invalid(key, &message)
+        })
+    }
+}
+
+/// Reads a secret file into zeroizing memory; a missing file suggests `init`.
+pub(super) fn read_secret_file(key: &str, path: &Path) -> Result<Zeroizing<String>, ConfigError> {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            warn_if_shared(key, path);
+            let bytes = Zeroizing::new(bytes);
+            match std::str::from_utf8(&bytes) {
+                Ok(text) => Ok(Zeroizing::new(text.to_string())),
+                Err(_) => Err(invalid(
+                    key,
+                    &format!("{} is not UTF-8 text", path.display()),
+                )),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(invalid(
+            key,
+            &format!(
+                "{} does not exist (`agent-secret-store init` creates it)",
+                path.display()
+            ),
+        )),
+        Err(e) => Err(invalid(
+            key,
+            &format!("cannot read {}: {e}", path.display()),
+        )),
+    }
+}
+
+/// Secret files should be private to the service user; say so when they are not.
+fn warn_if_shared(key: &str, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                key,
+                path = %path.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "secret file is readable by other users; chmod 600 it"
+            );
+        }
+    }
+}
+
+/// Replaces the password in `scheme://user:password@host/...` and any `password=` query value.
+fn redact_url(url: &str) -> String {
+    const MASK: &str = "[REDACTED]";
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            let (authority, path) = rest.split_at(authority_end);
+            match authority.rsplit_once('@') {
+                Some((userinfo, host)) => match userinfo.split_once(':') {
+                    Some((user, _password)) => format!("{scheme}://{user}:{MASK}@{host}{path}"),
+                    None => base.to_string(),
+                },
+                None => base.to_string(),
+            }
+        }
+        None => base.to_string(),
+    };
+    if let Some(query) = query {
+        let pairs: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
+                    format!("{k}={MASK}")
+                }
+                _ => pair.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&pairs.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_userinfo_password_and_query_password() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/store?sslmode=require&password=x"),
+            "postgres://app:[REDACTED]@db:5432/store?sslmode=require&password=[REDACTED]"
+        );
+        assert_eq!(
+            redact_url("postgres://app@db/store"),
+            "postgres://app@db/store"
+        );
+        assert_eq!(
+            redact_url("sqlite://data/store.db"),
+            "sqlite://data/store.db"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss@db/x"),
+            "postgres://u:[REDACTED]@db/x"
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Agents: identities that ask for scoped tokens with their agent key.
+//!
+//! Rotating an agent key is the response to a leak, so it also revokes every token the agent
+//! holds, in the same transaction.
+
+use agent_secret_core::api::ErrorCode;
+use agent_secret_core::api::{AgentInfo, AgentList, CreatedAgent, Role, RotatedAgentKey};
+use agent_secret_core::credential::{issue, CredentialKind};
+use agent_secret_core::ids::AgentId;
+
+use super::auth::OperatorPrincipal;
+use super::{validate_name, App, RequestContext, ServiceError, ServiceResult};
+use crate::audit::{now_micros, AuditDraft, AuditEventType};
+use crate::store::{AgentRecord, StoreError};
+
+/// Trust tiers are small integers set by operators (or a future trust-tier webhook).
+const MAX_TRUST_TIER: i32 = 10;
+
+pub async fn create(
+    app: &App,
+    caller: OperatorPrincipal,
+    name: &str,
+    trust_tier: Option<i32>,
+    ctx: &RequestContext,
+) -> ServiceResult<CreatedAgent> {
+    caller.require(&[Role::Admin])?;
+    validate_name(name)?;
+    let trust_tier = trust_tier.unwrap_or(0);
+    if !(0..=MAX_TRUST_TIER).contains(&trust_tier) {
+        return Err(ServiceError::invalid(
+            ErrorCode::InvalidRequest,
+            format!("trust_tier must be between 0 and {MAX_TRUST_TIER}"),
+        ));
+    }
+    let id = AgentId::new();
+    let credential = issue(CredentialKind::Agent, &app.pepper);
+    let record = AgentRecord {
+        id,
+        tenant_id: caller.tenant,
+        name: name.to_owned(),
+        trust_tier,
+        key_id: credential.id,
+        key_hash: credential.hash.to_vec(),
+        created_at: now_micros(),
+        key_rotated_at: None,
+    };
+    let audit = AuditDraft::new(AuditEventType::AgentCreated, caller.actor())
+        .client(ctx.ip_string(), ctx.user_agent.clone())
+        .reason(format!("agent {id} ({name})"));
+    app.store.create_agent(&record, audit).await?;
+    Ok(CreatedAgent {
+        id: id.to_string(),
+        agent_key: credential.token.expose().to_owned(),
+    })
+}
+
+pub async fn list(app: &App, caller: OperatorPrincipal) -> ServiceResult<AgentList> {
+    caller.require(&[Role::Admin, Role::Approver, Role::Auditor])?;
+    let agents = app.store.list_agents(caller.tenant).await?;
+    Ok(AgentList {
+        agents: agents.into_iter().map(info).collect(),
+    })
+}
+
+pub async fn get(app: &App, caller: OperatorPrincipal, id: AgentId) -> ServiceResult<AgentInfo> {
+    caller.require(&[Role::Admin, Role::Approver, Role::Auditor])?;
+    app.store
+        .get_agent(caller.tenant, id)
+        .await?
+        .map(info)
+        .ok_or(ServiceError::NotFound("agent"))
+}
+
+pub async fn rotate_key(
+    app: &App,
+    caller: OperatorPrincipal,
+    id: AgentId,
+    ctx: &RequestContext,
+) -> ServiceResult<RotatedAgentKey> {
+    caller.require(&[Role::Admin])?;
+    let credential = issue(CredentialKind::Agent, &app.pepper);
+    let audit = AuditDraft::new(AuditEventType::AgentKeyRotated, caller.actor())
+        .client(ctx.ip_string(), ctx.user_agent.clone())
+        .reason(format!("agent {id}"));
+    let revoked = app
+        .store
+        .rotate_agent_key(
+            caller.tenant,
+            id,
+            credential.id,
+            credential.hash.to_vec(),
+            now_micros(),
+            audit,
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ServiceError::NotFound("agent"),
+            other => other.into(),
+        })?;
+    Ok(RotatedAgentKey {
+        id: id.to_string(),
+        agent_key: credential.token.expose().to_owned(),
+        tokens_revoked: revoked,
+    })
+}
+
+fn info(record: AgentRecord) -> AgentInfo {
+    AgentInfo {
+        id: record.id.to_string(),
+        name: record.name,
+        trust_tier: record.trust_tier,
+        created_at: record.created_at,
+        key_rotated_at: record.key_rotated_at,
+    }
+}

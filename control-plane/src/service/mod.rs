@@ -1,0 +1,159 @@
+//! Domain operations of the control plane, free of HTTP and SQL.
+//!
+//! Handlers parse a request, call one function here with an authenticated principal, and map
+//! the `ServiceError` to a status in exactly one place (`api::error`). Every function that
+//! changes state hands its audit event to the store, which writes both in one transaction.
+
+pub mod agents;
+pub mod audit_log;
+pub mod auth;
+pub mod operators;
+pub mod resolve;
+pub mod secrets;
+pub mod sidecars;
+pub mod tenants;
+pub mod tokens;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use agent_secret_core::api::ErrorCode;
+use agent_secret_core::credential::Pepper;
+use agent_secret_core::kms::{Kms, KmsError};
+
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+
+/// Limits an installation sets for every tenant.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    /// Longest TTL a token may ask for; longer requests are refused, not silently shortened.
+    pub max_token_ttl_seconds: u64,
+    /// How long a sidecar may cache a resolved grant (never for `max_uses` tokens).
+    pub grant_cache_ttl_seconds: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_token_ttl_seconds: 86_400,
+            grant_cache_ttl_seconds: 30,
+        }
+    }
+}
+
+/// Everything a request needs. Cheap to share behind an `Arc`.
+pub struct App {
+    pub store: Arc<dyn Store>,
+    pub kms: Arc<dyn Kms>,
+    pub pepper: Arc<Pepper>,
+    pub policy: Policy,
+    pub metrics: Arc<Metrics>,
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn Store>,
+        kms: Arc<dyn Kms>,
+        pepper: Arc<Pepper>,
+        policy: Policy,
+    ) -> App {
+        App {
+            store,
+            kms,
+            pepper,
+            policy,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+}
+
+/// Where a request came from, for the audit log.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+impl RequestContext {
+    pub fn ip_string(&self) -> Option<String> {
+        self.ip.map(|ip| ip.to_string())
+    }
+}
+
+/// Errors of the domain layer. Messages are safe to show a client: they never contain a secret
+/// value or a credential, and internal details stay in `Store`/`Kms`/`Internal`, which the API
+/// logs and answers with a generic message.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// Bad input; `code` says which kind (`invalid_scope`, `invalid_path`, ...).
+    #[error("{message}")]
+    Invalid { code: ErrorCode, message: String },
+    #[error("missing or invalid credentials")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    /// A resolve denial with its stable code.
+    #[error("{message}")]
+    Denied { code: ErrorCode, message: String },
+    #[error("key management service error")]
+    Kms(#[from] KmsError),
+    #[error("storage error")]
+    Store(#[from] StoreError),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ServiceError {
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn denied(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Denied {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid { code, .. } | Self::Denied { code, .. } => *code,
+            Self::Unauthenticated => ErrorCode::Unauthenticated,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Kms(KmsError::Unavailable(_)) => ErrorCode::KmsUnavailable,
+            Self::Kms(_) | Self::Internal(_) => ErrorCode::Internal,
+            Self::Store(StoreError::NotFound) => ErrorCode::NotFound,
+            Self::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
+            Self::Store(_) => ErrorCode::Unavailable,
+        }
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Names (tenants, agents, sidecars, operators): 1–64 printable ASCII characters, no controls,
+/// so they are safe in logs, CSV exports and terminal output.
+pub(crate) fn validate_name(name: &str) -> ServiceResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_graphic() || b == b' ')
+        && name.trim() == name;
+    if ok {
+        Ok(())
+    } else {
+        Err(ServiceError::invalid(
+            ErrorCode::InvalidRequest,
+            "name must be 1-64 printable ASCII characters without leading or trailing spaces",
+        ))
+    }
+}

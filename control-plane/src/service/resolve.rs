@@ -1,0 +1,342 @@
+//! The sidecar's question: may this token send these secrets to this host, from this IP?
+//!
+//! Checks run in a fixed order, each with its stable denial code (DESIGN.md "Sidecar
+//! contract"): token (`token_invalid`, `token_revoked`, `approval_pending`, `approval_denied`,
+//! `token_expired`), client IP (`ip_not_allowed`), scope (`scope_denied`, decided before the
+//! path is looked up so a path outside the scope is denied the same way whether it exists or
+//! not), existence (`secret_not_found`), sensitivity (`scope_denied`), destination
+//! (`destination_not_allowed`) and finally the atomic use count (`uses_exhausted`). The checks
+//! are pure functions; only the final use count and the audit events touch the store.
+
+use std::net::IpAddr;
+
+use agent_secret_core::api::{
+    ErrorCode, Grant, ResolveRequest, ResolveResponse, ResolvedSecret, TokenStatus,
+};
+use agent_secret_core::credential::{CredentialKind, PresentedCredential};
+use agent_secret_core::host::Destination;
+use agent_secret_core::ids::TokenId;
+use agent_secret_core::path::SecretPath;
+use agent_secret_core::scope::{scopes_cover, Action};
+use chrono::{DateTime, Utc};
+
+use super::auth::SidecarPrincipal;
+use super::{App, ServiceError, ServiceResult};
+use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
+use crate::store::{StoredSecret, TokenRecord, UseOutcome};
+
+/// Most secrets one request may resolve at once.
+pub const MAX_PATHS: usize = 16;
+
+/// A refusal: its code and a message safe to show the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Denial {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The path the denial concerns, for the audit record.
+    pub path: Option<String>,
+}
+
+impl Denial {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            path: None,
+        }
+    }
+
+    fn at(mut self, path: &SecretPath) -> Self {
+        self.path = Some(path.to_string());
+        self
+    }
+}
+
+/// The token's own state at `now`, from the client at `client_ip`.
+pub fn check_token(
+    token: &TokenRecord,
+    now: DateTime<Utc>,
+    client_ip: IpAddr,
+) -> Result<(), Denial> {
+    match token.status {
+        TokenStatus::Revoked => {
+            return Err(Denial::new(
+                ErrorCode::TokenRevoked,
+                "token has been revoked",
+            ))
+        }
+        TokenStatus::PendingApproval => {
+            return Err(Denial::new(
+                ErrorCode::ApprovalPending,
+                "token is waiting for approval",
+            ))
+        }
+        TokenStatus::Denied => {
+            return Err(Denial::new(
+                ErrorCode::ApprovalDenied,
+                "token approval was denied",
+            ))
+        }
+        TokenStatus::Active | TokenStatus::Expired => {}
+    }
+    if token.revoked_at.is_some() {
+        return Err(Denial::new(
+            ErrorCode::TokenRevoked,
+            "token has been revoked",
+        ));
+    }
+    if token.status == TokenStatus::Expired || token.expires_at <= now {
+        return Err(Denial::new(ErrorCode::TokenExpired, "token has expired"));
+    }
+    if !token.ip_allowlist.is_empty()
+        && !token
+            .ip_allowlist
+            .iter()
+            .any(|net| net.contains(&client_ip))
+    {
+        return Err(Denial::new(
+            ErrorCode::IpNotAllowed,
+            format!("client address {client_ip} is not in the token's ip_allowlist"),
+        ));
+    }
+    if token.max_uses.is_some_and(|max| token.uses >= max) {
+        return Err(Denial::new(
+            ErrorCode::UsesExhausted,
+            "token has no uses left",
+        ));
+    }
+    Ok(())
+}
+
+/// Scope first, for every path, before anything about the secrets is looked up.
+pub fn check_scope(token: &TokenRecord, paths: &[SecretPath]) -> Result<(), Denial> {
+    for path in paths {
+        if !scopes_cover(&token.scopes, Action::Read, path) {
+            return Err(Denial::new(
+                ErrorCode::ScopeDenied,
+                format!("token scope does not allow reading `{path}`"),
+            )
+            .at(path));
+        }
+    }
+    Ok(())
+}
+
+/// The found secrets, in request order: each must exist, be within the token's approved
+/// sensitivity and be bound to the destination.
+pub fn check_secrets<'a>(
+    token: &TokenRecord,
+    paths: &[SecretPath],
+    found: &'a [StoredSecret],
+    destination: &Destination,
+) -> Result<Vec<&'a StoredSecret>, Denial> {
+    paths
+        .iter()
+        .map(|path| {
+            let secret = found
+                .iter()
+                .find(|s| &s.record.path == path)
+                .ok_or_else(|| {
+                    Denial::new(ErrorCode::SecretNotFound, format!("no secret at `{path}`"))
+                        .at(path)
+                })?;
+            if secret.record.sensitivity > token.approved_sensitivity {
+                return Err(Denial::new(
+                    ErrorCode::ScopeDenied,
+                    format!(
+                        "`{path}` is {} and this token is approved for {} secrets only",
+                        secret.record.sensitivity.as_str(),
+                        token.approved_sensitivity.as_str()
+                    ),
+                )
+                .at(path));
+            }
+            if !secret
+                .record
+                .allowed_hosts
+                .iter()
+                .any(|h| h.matches(destination))
+            {
+                return Err(Denial::new(
+                    ErrorCode::DestinationNotAllowed,
+                    format!("`{path}` may not be sent to {destination}"),
+                )
+                .at(path));
+            }
+            Ok(secret)
+        })
+        .collect()
+}
+
+/// Parses the request shape; malformed input is a 400, not a denial.
+fn parse_request(
+    request: &ResolveRequest,
+) -> ServiceResult<(Vec<SecretPath>, Destination, IpAddr)> {
+    if request.paths.is_empty() || request.paths.len() > MAX_PATHS {
+        return Err(ServiceError::invalid(
+            ErrorCode::InvalidRequest,
+            format!("paths must list 1 to {MAX_PATHS} secret paths"),
+        ));
+    }
+    let paths = request
+        .paths
+        .iter()
+        .map(|p| super::secrets::parse_path(p))
+        .collect::<ServiceResult<Vec<_>>>()?;
+    let destination = Destination::parse(&request.destination_host).map_err(|e| {
+        ServiceError::invalid(ErrorCode::InvalidHost, format!("destination_host: {e}"))
+    })?;
+    let client_ip = request.client_ip.trim().parse::<IpAddr>().map_err(|_| {
+        ServiceError::invalid(ErrorCode::InvalidRequest, "client_ip is not an IP address")
+    })?;
+    Ok((paths, destination, client_ip))
+}
+
+pub async fn resolve(
+    app: &App,
+    sidecar: SidecarPrincipal,
+    request: &ResolveRequest,
+) -> ServiceResult<ResolveResponse> {
+    let (paths, destination, client_ip) = parse_request(request)?;
+    let now = now_micros();
+    let base = |actor: Actor| {
+        AuditDraft::new(AuditEventType::SecretRead, actor)
+            .client(Some(client_ip.to_string()), None)
+            .destination(destination.to_string())
+    };
+    let token = match find_token(app, sidecar, &request.token).await? {
+        Ok(token) => token,
+        Err(denial) => return deny(app, sidecar, base(sidecar.actor()), denial).await,
+    };
+    let actor = Actor::new("token", token.id);
+    if let Err(denial) =
+        check_token(&token, now, client_ip).and_then(|()| check_scope(&token, &paths))
+    {
+        return deny(app, sidecar, base(actor), denial).await;
+    }
+    let found = app.store.current_secrets(sidecar.tenant, &paths).await?;
+    let secrets = match check_secrets(&token, &paths, &found, &destination) {
+        Ok(secrets) => secrets,
+        Err(denial) => return deny(app, sidecar, base(actor), denial).await,
+    };
+    let events = secrets
+        .iter()
+        .map(|s| {
+            base(actor.clone())
+                .path(s.record.path.as_str())
+                .reason(format!("version {}", s.record.current_version))
+        })
+        .collect();
+    let uses = match app
+        .store
+        .consume_token_use(sidecar.tenant, token.id, now, events)
+        .await?
+    {
+        UseOutcome::Counted { uses } => uses,
+        UseOutcome::Refused => {
+            let denial = refused_use_reason(app, sidecar, token.id, now).await?;
+            return deny(app, sidecar, base(actor), denial).await;
+        }
+    };
+    app.metrics
+        .resolve_outcomes
+        .with_label_values(&["granted"])
+        .inc();
+    Ok(ResolveResponse {
+        grant: grant(app, &token, uses, now),
+        secrets: secrets
+            .into_iter()
+            .map(|s| ResolvedSecret {
+                path: s.record.path.to_string(),
+                version: s.record.current_version,
+                sensitivity: s.record.sensitivity,
+                allowed_hosts: s
+                    .record
+                    .allowed_hosts
+                    .iter()
+                    .map(|h| h.as_str().to_owned())
+                    .collect(),
+                envelope: s.envelope.clone(),
+            })
+            .collect(),
+    })
+}
+
+/// The token row, if the presented string is a valid token of the sidecar's tenant.
+async fn find_token(
+    app: &App,
+    sidecar: SidecarPrincipal,
+    presented: &str,
+) -> ServiceResult<Result<TokenRecord, Denial>> {
+    let invalid = || Denial::new(ErrorCode::TokenInvalid, "token is not valid");
+    let Ok(credential) = PresentedCredential::parse_kind(CredentialKind::Token, presented) else {
+        return Ok(Err(invalid()));
+    };
+    let token = app
+        .store
+        .get_token(sidecar.tenant, TokenId(credential.id))
+        .await?;
+    Ok(token
+        .filter(|t| credential.verify(&app.pepper, &t.key_hash))
+        .ok_or_else(invalid))
+}
+
+/// The conditional update refused: re-read the row to say why.
+async fn refused_use_reason(
+    app: &App,
+    sidecar: SidecarPrincipal,
+    id: TokenId,
+    now: DateTime<Utc>,
+) -> ServiceResult<Denial> {
+    let token = app.store.get_token(sidecar.tenant, id).await?;
+    Ok(match token {
+        None => Denial::new(ErrorCode::TokenInvalid, "token is not valid"),
+        Some(token) => match check_token(&token, now, IpAddr::from([0, 0, 0, 0])) {
+            Err(d) if d.code != ErrorCode::IpNotAllowed => d,
+            _ => Denial::new(ErrorCode::UsesExhausted, "token has no uses left"),
+        },
+    })
+}
+
+/// A grant may be cached by the sidecar for the policy TTL, never beyond the token's expiry,
+/// and never for counted tokens (each of their uses must reach the control plane).
+fn grant(app: &App, token: &TokenRecord, uses: i64, now: DateTime<Utc>) -> Grant {
+    let remaining = (token.expires_at - now).num_seconds().max(0).unsigned_abs();
+    let cache_ttl_seconds = if token.max_uses.is_some() {
+        0
+    } else {
+        app.policy.grant_cache_ttl_seconds.min(remaining)
+    };
+    Grant {
+        token_id: token.id.to_string(),
+        tenant_id: token.tenant_id.to_string(),
+        agent_id: token.agent_id.to_string(),
+        scopes: token.scopes.iter().map(ToString::to_string).collect(),
+        ip_allowlist: token.ip_allowlist.iter().map(ToString::to_string).collect(),
+        approved_sensitivity: token.approved_sensitivity,
+        expires_at: token.expires_at,
+        max_uses: token.max_uses,
+        uses,
+        cache_ttl_seconds,
+    }
+}
+
+/// Records the denial and returns it. The denial stands even if its audit event cannot be
+/// written (nothing was granted); the failure is logged.
+async fn deny(
+    app: &App,
+    sidecar: SidecarPrincipal,
+    draft: AuditDraft,
+    denial: Denial,
+) -> ServiceResult<ResolveResponse> {
+    let mut draft = draft.failed(denial.code.as_str());
+    draft.path = denial.path.clone();
+    if let Err(e) = app.store.append_audit(sidecar.tenant, draft).await {
+        tracing::error!(error = %e, "could not write resolve denial audit event");
+    }
+    app.metrics
+        .resolve_outcomes
+        .with_label_values(&[denial.code.as_str()])
+        .inc();
+    Err(ServiceError::denied(denial.code, denial.message))
+}

@@ -1,0 +1,238 @@
+//! Scoped tokens: short-lived, narrowly scoped credentials an agent presents to its sidecar.
+
+use std::net::IpAddr;
+
+use agent_secret_core::api::{
+    ErrorCode, IssueTokenRequest, IssuedToken, Role, Sensitivity, TokenInfo, TokenStatus,
+};
+use agent_secret_core::credential::{issue_with_id, CredentialKind};
+use agent_secret_core::ids::TokenId;
+use agent_secret_core::scope::Scope;
+use chrono::{DateTime, Duration, Utc};
+use ipnet::IpNet;
+
+use super::auth::{AgentPrincipal, Principal};
+use super::{App, RequestContext, ServiceError, ServiceResult};
+use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
+use crate::store::TokenRecord;
+
+pub const MAX_SCOPES: usize = 32;
+pub const MAX_CIDRS: usize = 64;
+
+pub fn parse_scopes(raw: &[String]) -> ServiceResult<Vec<Scope>> {
+    if raw.is_empty() || raw.len() > MAX_SCOPES {
+        return Err(ServiceError::invalid(
+            ErrorCode::InvalidScope,
+            format!("a token needs 1 to {MAX_SCOPES} scopes"),
+        ));
+    }
+    raw.iter()
+        .map(|s| {
+            Scope::parse(s)
+                .map_err(|e| ServiceError::invalid(ErrorCode::InvalidScope, e.to_string()))
+        })
+        .collect()
+}
+
+/// CIDRs, v4 or v6; a bare address means just that address.
+pub fn parse_cidrs(raw: &[String]) -> ServiceResult<Vec<IpNet>> {
+    if raw.len() > MAX_CIDRS {
+        return Err(ServiceError::invalid(
+            ErrorCode::InvalidCidr,
+            format!("ip_allowlist may hold at most {MAX_CIDRS} entries"),
+        ));
+    }
+    raw.iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| {
+                    ServiceError::invalid(
+                        ErrorCode::InvalidCidr,
+                        format!("`{s}` is not a CIDR or IP address"),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn expiry(app: &App, ttl_seconds: u64, now: DateTime<Utc>) -> ServiceResult<DateTime<Utc>> {
+    let max = app.policy.max_token_ttl_seconds;
+    if ttl_seconds == 0 || ttl_seconds > max {
+        return Err(ServiceError::invalid(
+            ErrorCode::InvalidTtl,
+            format!("ttl_seconds must be between 1 and {max}"),
+        ));
+    }
+    let ttl = i64::try_from(ttl_seconds)
+        .ok()
+        .and_then(Duration::try_seconds)
+        .ok_or_else(|| ServiceError::invalid(ErrorCode::InvalidTtl, "ttl_seconds is too large"))?;
+    Ok(now + ttl)
+}
+
+pub async fn issue(
+    app: &App,
+    agent: AgentPrincipal,
+    request: IssueTokenRequest,
+    ctx: &RequestContext,
+) -> ServiceResult<IssuedToken> {
+    let scopes = parse_scopes(&request.scopes)?;
+    let ip_allowlist = parse_cidrs(request.ip_allowlist.as_deref().unwrap_or_default())?;
+    if request.max_uses == Some(0) {
+        return Err(ServiceError::invalid(
+            ErrorCode::InvalidRequest,
+            "max_uses must be at least 1",
+        ));
+    }
+    let now = now_micros();
+    let expires_at = expiry(app, request.ttl_seconds, now)?;
+    let id = TokenId::new();
+    let credential = issue_with_id(CredentialKind::Token, id.0, &app.pepper);
+    let record = TokenRecord {
+        id,
+        tenant_id: agent.tenant,
+        agent_id: agent.id,
+        scopes,
+        key_hash: credential.hash.to_vec(),
+        status: TokenStatus::Active,
+        approved_sensitivity: Sensitivity::Standard,
+        ip_allowlist,
+        max_uses: request.max_uses.map(i64::from),
+        uses: 0,
+        expires_at,
+        created_at: now,
+        revoked_at: None,
+    };
+    let audit = AuditDraft::new(AuditEventType::TokenIssued, agent.actor())
+        .client(ctx.ip_string(), ctx.user_agent.clone())
+        .reason(format!("token {id}; scopes {}", request.scopes.join(" ")));
+    app.store.insert_token(&record, audit).await?;
+    app.metrics.tokens_issued.inc();
+    Ok(IssuedToken {
+        id: id.to_string(),
+        token: credential.token.expose().to_owned(),
+        status: record.status,
+        expires_at,
+        approval_id: None,
+    })
+}
+
+/// A token is visible to operators of its tenant and to the agent that owns it; to anyone
+/// else it does not exist.
+async fn visible_token(app: &App, caller: Principal, id: TokenId) -> ServiceResult<TokenRecord> {
+    let token = app
+        .store
+        .get_token(caller.tenant(), id)
+        .await?
+        .ok_or(ServiceError::NotFound("token"))?;
+    match caller {
+        Principal::Operator(op) => {
+            op.require(&[Role::Admin, Role::Approver, Role::Auditor])?;
+            Ok(token)
+        }
+        Principal::Agent(agent) if agent.id == token.agent_id => Ok(token),
+        _ => Err(ServiceError::NotFound("token")),
+    }
+}
+
+pub async fn get(app: &App, caller: Principal, id: TokenId) -> ServiceResult<TokenInfo> {
+    let token = visible_token(app, caller, id).await?;
+    Ok(info(&token, now_micros()))
+}
+
+pub async fn revoke(
+    app: &App,
+    caller: Principal,
+    id: TokenId,
+    ctx: &RequestContext,
+) -> ServiceResult<TokenInfo> {
+    visible_token(app, caller, id).await?;
+    let actor = match caller {
+        Principal::Operator(op) => {
+            op.require(&[Role::Admin])?;
+            op.actor()
+        }
+        Principal::Agent(agent) => agent.actor(),
+        Principal::Sidecar(sc) => Actor::new("sidecar", sc.id),
+    };
+    let now = now_micros();
+    let audit = AuditDraft::new(AuditEventType::TokenRevoked, actor)
+        .client(ctx.ip_string(), ctx.user_agent.clone())
+        .reason(format!("token {id}"));
+    app.store
+        .revoke_token(caller.tenant(), id, now, audit)
+        .await?;
+    let token = visible_token(app, caller, id).await?;
+    Ok(info(&token, now))
+}
+
+/// The state a caller sees: `expired` is derived, never stored.
+pub fn effective_status(token: &TokenRecord, now: DateTime<Utc>) -> TokenStatus {
+    match token.status {
+        TokenStatus::Active if token.expires_at <= now => TokenStatus::Expired,
+        other => other,
+    }
+}
+
+pub fn info(token: &TokenRecord, now: DateTime<Utc>) -> TokenInfo {
+    TokenInfo {
+        id: token.id.to_string(),
+        agent_id: token.agent_id.to_string(),
+        scopes: token.scopes.iter().map(ToString::to_string).collect(),
+        status: effective_status(token, now),
+        approved_sensitivity: token.approved_sensitivity,
+        ip_allowlist: token.ip_allowlist.iter().map(ToString::to_string).collect(),
+        max_uses: token.max_uses,
+        uses: token.uses,
+        expires_at: token.expires_at,
+        created_at: token.created_at,
+        revoked_at: token.revoked_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn cidrs_accept_v4_v6_and_bare_addresses() {
+        let nets = parse_cidrs(&[
+            "10.0.0.0/8".into(),
+            "2001:db8::/32".into(),
+            "192.0.2.7".into(),
+            "::1".into(),
+        ])
+        .unwrap();
+        assert_eq!(nets[2].to_string(), "192.0.2.7/32");
+        assert_eq!(nets[3].to_string(), "::1/128");
+    }
+
+    #[test]
+    fn malformed_cidrs_are_invalid_cidr() {
+        for bad in ["10.0.0.0/33", "not-an-ip", "10.0.0", "::1/129", ""] {
+            let err = parse_cidrs(&[bad.into()]).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidCidr, "{bad}");
+        }
+    }
+
+    #[test]
+    fn malformed_scopes_are_invalid_scope() {
+        for bad in [
+            "secrets:reed:a",
+            "secrets:read:",
+            "read:a/b",
+            "secrets:read:a/**/b",
+        ] {
+            let err = parse_scopes(&[bad.into()]).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::InvalidScope, "{bad}");
+        }
+        assert_eq!(
+            parse_scopes(&[]).unwrap_err().code(),
+            ErrorCode::InvalidScope
+        );
+    }
+}

@@ -1,0 +1,325 @@
+//! Storage behind narrow, per-domain traits.
+//!
+//! One implementation (`SqlStore`) serves both SQLite and PostgreSQL with the same SQL; the
+//! storage test suite runs every trait method against both. Every mutating method takes the
+//! audit event(s) describing it and writes them in the same transaction: if the audit insert
+//! fails, the change is rolled back (fail closed). On PostgreSQL every transaction first runs
+//! `set_config('app.tenant_id', $1, true)` (i.e. `SET LOCAL`) so row-level security confines it
+//! to one tenant, even if a query forgot its `WHERE tenant_id`.
+//!
+//! Timestamps are stored as integer microseconds since the Unix epoch (UTC) on both backends,
+//! so comparisons such as `expires_at > $now` behave identically.
+
+use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
+use agent_secret_core::credential::CredentialKind;
+use agent_secret_core::envelope::Envelope;
+use agent_secret_core::host::HostPattern;
+use agent_secret_core::ids::{AgentId, OperatorId, SecretId, SidecarId, TenantId, TokenId};
+use agent_secret_core::path::SecretPath;
+use agent_secret_core::scope::Scope;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use ipnet::IpNet;
+use uuid::Uuid;
+
+use crate::audit::{AuditDraft, AuditEvent, AuditEventType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness or optimistic-concurrency conflict; the message names the resource.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Anything the database refused or failed at. Logged, never sent to clients.
+    #[error("database error: {0}")]
+    Database(String),
+    /// A stored row that does not decode (e.g. a scope that no longer parses).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantRecord {
+    pub id: TenantId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperatorRecord {
+    pub id: OperatorId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub role: Role,
+    /// HMAC-SHA256(pepper, secret part) of the operator API token.
+    pub key_hash: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SidecarRecord {
+    pub id: SidecarId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub key_hash: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AgentRecord {
+    pub id: AgentId,
+    pub tenant_id: TenantId,
+    pub name: String,
+    pub trust_tier: i32,
+    /// The id embedded in the current agent key; changes on rotation.
+    pub key_id: Uuid,
+    pub key_hash: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub key_rotated_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretRecord {
+    pub id: SecretId,
+    pub tenant_id: TenantId,
+    pub path: SecretPath,
+    pub sensitivity: Sensitivity,
+    pub allowed_hosts: Vec<HostPattern>,
+    pub current_version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A secret's metadata with the envelope of its current version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredSecret {
+    pub record: SecretRecord,
+    pub envelope: Envelope,
+}
+
+/// A new version to write. `version` is `current_version + 1` as read by the caller (1 for a
+/// new secret); the envelope's AAD already binds it, so the store must refuse to write it under
+/// any other number (`StoreError::Conflict` when another writer got there first).
+#[derive(Clone, Debug)]
+pub struct NewSecretVersion {
+    pub path: SecretPath,
+    pub version: i64,
+    pub sensitivity: Sensitivity,
+    pub allowed_hosts: Vec<HostPattern>,
+    pub envelope: Envelope,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: TokenId,
+    pub tenant_id: TenantId,
+    pub agent_id: AgentId,
+    pub scopes: Vec<Scope>,
+    pub key_hash: Vec<u8>,
+    /// Stored states only: `PendingApproval`, `Active`, `Denied`, `Revoked`.
+    pub status: TokenStatus,
+    pub approved_sensitivity: Sensitivity,
+    pub ip_allowlist: Vec<IpNet>,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Why a conditional use did not count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UseOutcome {
+    /// Counted; the token's `uses` after this one.
+    Counted { uses: i64 },
+    /// The row did not satisfy the condition (revoked, expired, inactive or exhausted) at the
+    /// moment of the update; nothing was written, the audit events included.
+    Refused,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AuditFilter {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub types: Vec<AuditEventType>,
+    /// Return events with `seq > after_seq` (paging), in `seq` order.
+    pub after_seq: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// Maps a credential id to the tenant that owns it, so a request can be placed in its tenant
+/// before any tenant-scoped (row-level-secured) lookup. Holds no secret material.
+#[async_trait]
+pub trait CredentialIndex {
+    async fn lookup_credential(&self, id: Uuid) -> StoreResult<Option<(TenantId, CredentialKind)>>;
+}
+
+#[async_trait]
+pub trait TenantStore {
+    /// Creates the tenant with its first admin operator (indexed as a credential) and a
+    /// `tenant.created` event starting the tenant's audit chain.
+    async fn create_tenant(
+        &self,
+        tenant: &TenantRecord,
+        admin: &OperatorRecord,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+    async fn get_tenant(&self, id: TenantId) -> StoreResult<Option<TenantRecord>>;
+}
+
+#[async_trait]
+pub trait OperatorStore {
+    async fn create_operator(
+        &self,
+        operator: &OperatorRecord,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
+    async fn get_operator(
+        &self,
+        tenant: TenantId,
+        id: OperatorId,
+    ) -> StoreResult<Option<OperatorRecord>>;
+    async fn list_operators(&self, tenant: TenantId) -> StoreResult<Vec<OperatorRecord>>;
+}
+
+#[async_trait]
+pub trait SidecarStore {
+    async fn create_sidecar(&self, sidecar: &SidecarRecord, audit: AuditDraft) -> StoreResult<()>;
+    async fn get_sidecar(
+        &self,
+        tenant: TenantId,
+        id: SidecarId,
+    ) -> StoreResult<Option<SidecarRecord>>;
+    async fn list_sidecars(&self, tenant: TenantId) -> StoreResult<Vec<SidecarRecord>>;
+    /// `Ok(false)` if the sidecar does not exist or was already revoked (no event written).
+    async fn revoke_sidecar(
+        &self,
+        tenant: TenantId,
+        id: SidecarId,
+        at: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> StoreResult<bool>;
+}
+
+#[async_trait]
+pub trait AgentStore {
+    async fn create_agent(&self, agent: &AgentRecord, audit: AuditDraft) -> StoreResult<()>;
+    async fn get_agent(&self, tenant: TenantId, id: AgentId) -> StoreResult<Option<AgentRecord>>;
+    /// The agent whose current key has this credential id (how agent keys authenticate).
+    async fn get_agent_by_key(
+        &self,
+        tenant: TenantId,
+        key_id: Uuid,
+    ) -> StoreResult<Option<AgentRecord>>;
+    async fn list_agents(&self, tenant: TenantId) -> StoreResult<Vec<AgentRecord>>;
+    /// Replaces the agent key (re-indexing the credential) and revokes every unrevoked token of
+    /// the agent, in one transaction. Returns the number of tokens revoked.
+    /// `NotFound` if the agent does not exist.
+    async fn rotate_agent_key(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        new_key_id: Uuid,
+        new_key_hash: Vec<u8>,
+        at: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> StoreResult<u64>;
+}
+
+#[async_trait]
+pub trait SecretStore {
+    async fn get_secret(
+        &self,
+        tenant: TenantId,
+        path: &SecretPath,
+    ) -> StoreResult<Option<SecretRecord>>;
+    /// Secrets whose path equals `prefix` or starts with `prefix/`; all when `None`. Path order.
+    async fn list_secrets(
+        &self,
+        tenant: TenantId,
+        prefix: Option<&SecretPath>,
+    ) -> StoreResult<Vec<SecretRecord>>;
+    async fn put_secret_version(
+        &self,
+        tenant: TenantId,
+        new: &NewSecretVersion,
+        audit: AuditDraft,
+    ) -> StoreResult<SecretRecord>;
+    /// Removes the secret and all its versions (their ciphertexts are gone for good).
+    /// `Ok(false)` if it did not exist (no event written).
+    async fn delete_secret(
+        &self,
+        tenant: TenantId,
+        path: &SecretPath,
+        audit: AuditDraft,
+    ) -> StoreResult<bool>;
+    /// The current version of each existing path; missing paths are simply absent.
+    async fn current_secrets(
+        &self,
+        tenant: TenantId,
+        paths: &[SecretPath],
+    ) -> StoreResult<Vec<StoredSecret>>;
+}
+
+#[async_trait]
+pub trait TokenStore {
+    async fn insert_token(&self, token: &TokenRecord, audit: AuditDraft) -> StoreResult<()>;
+    async fn get_token(&self, tenant: TenantId, id: TokenId) -> StoreResult<Option<TokenRecord>>;
+    /// `Ok(false)` if the token does not exist or was already revoked (no event written).
+    async fn revoke_token(
+        &self,
+        tenant: TenantId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> StoreResult<bool>;
+    /// One atomic conditional update: `uses = uses + 1` only if the token is active, unrevoked,
+    /// unexpired at `now` and (`max_uses` is null or `uses < max_uses`). On success the audit
+    /// events are appended in the same transaction; on refusal nothing is written.
+    async fn consume_token_use(
+        &self,
+        tenant: TenantId,
+        id: TokenId,
+        now: DateTime<Utc>,
+        audit: Vec<AuditDraft>,
+    ) -> StoreResult<UseOutcome>;
+}
+
+#[async_trait]
+pub trait AuditStore {
+    /// Appends one event to the tenant's chain in its own transaction.
+    async fn append_audit(&self, tenant: TenantId, draft: AuditDraft) -> StoreResult<AuditEvent>;
+    async fn list_audit(
+        &self,
+        tenant: TenantId,
+        filter: &AuditFilter,
+    ) -> StoreResult<Vec<AuditEvent>>;
+    /// The tenant's chain head: last `seq` and `hash` (None before the first event).
+    async fn audit_head(&self, tenant: TenantId) -> StoreResult<Option<(i64, [u8; 32])>>;
+}
+
+/// Everything the API needs, as one object-safe bound.
+#[async_trait]
+pub trait Store:
+    CredentialIndex
+    + TenantStore
+    + OperatorStore
+    + SidecarStore
+    + AgentStore
+    + SecretStore
+    + TokenStore
+    + AuditStore
+    + Send
+    + Sync
+    + 'static
+{
+    /// Readiness: the database answers.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+pub mod sql;

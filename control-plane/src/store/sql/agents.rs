@@ -1,0 +1,176 @@
+//! Agents and agent-key rotation.
+//!
+//! An agent's credential-index row is keyed by its current `key_id`, not its id, so rotation
+//! swaps the index row: the old key stops resolving at the same commit that stores the new
+//! hash and revokes every token the old key could have obtained.
+
+use agent_secret_core::credential::CredentialKind;
+use agent_secret_core::ids::{AgentId, TenantId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::audit::AuditChain;
+use super::rows::{kind_str, micros, opt_micros, record, records, AgentRow};
+use super::tenants::INSERT_CREDENTIAL;
+use super::transaction::{db_error, TenantPool};
+use super::SqlStore;
+use crate::audit::AuditDraft;
+use crate::db::on_db;
+use crate::store::{AgentRecord, AgentStore, StoreError, StoreResult};
+
+const INSERT_AGENT: &str = "INSERT INTO agents \
+     (id, tenant_id, name, trust_tier, key_id, key_hash, created_at, key_rotated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+const SELECT_AGENT: &str = "SELECT id, tenant_id, name, trust_tier, key_id, key_hash, \
+     created_at, key_rotated_at FROM agents WHERE tenant_id = $1 AND id = $2";
+const SELECT_AGENT_BY_KEY: &str = "SELECT id, tenant_id, name, trust_tier, key_id, key_hash, \
+     created_at, key_rotated_at FROM agents WHERE tenant_id = $1 AND key_id = $2";
+const LIST_AGENTS: &str = "SELECT id, tenant_id, name, trust_tier, key_id, key_hash, \
+     created_at, key_rotated_at FROM agents WHERE tenant_id = $1 ORDER BY created_at, id";
+const SELECT_KEY_ID: &str = "SELECT key_id FROM agents WHERE tenant_id = $1 AND id = $2";
+/// Guarded by the key id read in the same transaction: a concurrent rotation makes it miss.
+const ROTATE_KEY: &str = "UPDATE agents SET key_id = $4, key_hash = $5, key_rotated_at = $6 \
+     WHERE tenant_id = $1 AND id = $2 AND key_id = $3";
+/// The tenant filter is deliberate: credential_index is not row-level secured.
+const DELETE_CREDENTIAL: &str = "DELETE FROM credential_index WHERE id = $1 AND tenant_id = $2";
+const REVOKE_AGENT_TOKENS: &str = "UPDATE tokens SET status = 'revoked', revoked_at = $3 \
+     WHERE tenant_id = $1 AND agent_id = $2 AND revoked_at IS NULL";
+
+#[async_trait]
+impl AgentStore for SqlStore {
+    async fn create_agent(&self, agent: &AgentRecord, audit: AuditDraft) -> StoreResult<()> {
+        let tenant = agent.tenant_id;
+        let key_id = agent.key_id.hyphenated().to_string();
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            sqlx::query(INSERT_AGENT)
+                .bind(agent.id.to_string())
+                .bind(tenant.to_string())
+                .bind(&agent.name)
+                .bind(agent.trust_tier)
+                .bind(&key_id)
+                .bind(&agent.key_hash)
+                .bind(micros(agent.created_at))
+                .bind(opt_micros(agent.key_rotated_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            sqlx::query(INSERT_CREDENTIAL)
+                .bind(&key_id)
+                .bind(tenant.to_string())
+                .bind(kind_str(CredentialKind::Agent))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.append_chain(tenant, audit).await?;
+            tx.commit().await.map_err(db_error)
+        })
+    }
+
+    async fn get_agent(&self, tenant: TenantId, id: AgentId) -> StoreResult<Option<AgentRecord>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let row: Option<AgentRow> = sqlx::query_as(SELECT_AGENT)
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            record(row)
+        })
+    }
+
+    async fn get_agent_by_key(
+        &self,
+        tenant: TenantId,
+        key_id: Uuid,
+    ) -> StoreResult<Option<AgentRecord>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let row: Option<AgentRow> = sqlx::query_as(SELECT_AGENT_BY_KEY)
+                .bind(tenant.to_string())
+                .bind(key_id.hyphenated().to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            record(row)
+        })
+    }
+
+    async fn list_agents(&self, tenant: TenantId) -> StoreResult<Vec<AgentRecord>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let rows: Vec<AgentRow> = sqlx::query_as(LIST_AGENTS)
+                .bind(tenant.to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            records(rows)
+        })
+    }
+
+    async fn rotate_agent_key(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        new_key_id: Uuid,
+        new_key_hash: Vec<u8>,
+        at: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> StoreResult<u64> {
+        let (tenant_text, agent_text) = (tenant.to_string(), id.to_string());
+        let new_key_id = new_key_id.hyphenated().to_string();
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let old_key_id: String = sqlx::query_scalar(SELECT_KEY_ID)
+                .bind(&tenant_text)
+                .bind(&agent_text)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .ok_or(StoreError::NotFound)?;
+            let rotated = sqlx::query(ROTATE_KEY)
+                .bind(&tenant_text)
+                .bind(&agent_text)
+                .bind(&old_key_id)
+                .bind(&new_key_id)
+                .bind(&new_key_hash)
+                .bind(micros(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            if rotated != 1 {
+                return Err(StoreError::Conflict("agent key was rotated concurrently".into()));
+            }
+            sqlx::query(DELETE_CREDENTIAL)
+                .bind(&old_key_id)
+                .bind(&tenant_text)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            sqlx::query(INSERT_CREDENTIAL)
+                .bind(&new_key_id)
+                .bind(&tenant_text)
+                .bind(kind_str(CredentialKind::Agent))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let revoked = sqlx::query(REVOKE_AGENT_TOKENS)
+                .bind(&tenant_text)
+                .bind(&agent_text)
+                .bind(micros(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            tx.append_chain(tenant, audit).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(revoked)
+        })
+    }
+}

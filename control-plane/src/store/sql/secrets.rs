@@ -1,0 +1,244 @@
+//! Secrets and their sealed versions.
+//!
+//! A write names the version it creates (`current_version + 1` as the caller read it), because
+//! the envelope's AAD already binds that number: the store refuses any other (`Conflict`).
+//! The version bump is a conditional `UPDATE ... WHERE current_version = $expected`, so of two
+//! concurrent writers exactly one wins on either backend, without `SELECT ... FOR UPDATE`
+//! (which SQLite lacks).
+//!
+//! Prefix listing uses the range `path >= 'p/' AND path < 'p0'` ('0' is the byte after '/')
+//! rather than LIKE, whose `_` is a wildcard and which would need escaping; paths compare
+//! bytewise on both backends (see the migrations), so the range is exact and uses the index.
+
+use agent_secret_core::ids::{SecretId, TenantId};
+use agent_secret_core::path::SecretPath;
+use async_trait::async_trait;
+
+use super::audit::AuditChain;
+use super::rows::{list_to_json, micros, record, records, time, SecretRow, StoredSecretRow};
+use super::transaction::{db_error, query_builder, TenantPool};
+use super::SqlStore;
+use crate::audit::{now_micros, AuditDraft};
+use crate::db::on_db;
+use crate::store::{
+    NewSecretVersion, SecretRecord, SecretStore, StoreError, StoreResult, StoredSecret,
+};
+
+const SELECT_SECRET: &str = "SELECT id, tenant_id, path, sensitivity, allowed_hosts, \
+     current_version, created_at, updated_at FROM secrets WHERE tenant_id = $1 AND path = $2";
+/// `$2` is the prefix or NULL for all; `$3` = prefix + "/", `$4` = prefix + "0".
+const LIST_SECRETS: &str = "SELECT id, tenant_id, path, sensitivity, allowed_hosts, \
+     current_version, created_at, updated_at FROM secrets WHERE tenant_id = $1 \
+     AND ($2 IS NULL OR path = $2 OR (path >= $3 AND path < $4)) ORDER BY path";
+const SELECT_VERSION_STATE: &str =
+    "SELECT id, current_version, created_at FROM secrets WHERE tenant_id = $1 AND path = $2";
+const INSERT_SECRET: &str = "INSERT INTO secrets \
+     (id, tenant_id, path, sensitivity, allowed_hosts, current_version, created_at, updated_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $7)";
+const BUMP_VERSION: &str = "UPDATE secrets \
+     SET current_version = $4, sensitivity = $5, allowed_hosts = $6, updated_at = $7 \
+     WHERE tenant_id = $1 AND id = $2 AND current_version = $3";
+const INSERT_VERSION: &str = "INSERT INTO secret_versions \
+     (secret_id, tenant_id, version, key_name, key_version, wrapped_dek, nonce, ciphertext, \
+      created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+/// Versions go with it through `ON DELETE CASCADE`.
+const DELETE_SECRET: &str = "DELETE FROM secrets WHERE tenant_id = $1 AND path = $2";
+/// Followed by a bound tenant id, ` AND s.path IN (...)` and `CURRENT_SECRETS_ORDER`.
+const CURRENT_SECRETS: &str = "SELECT s.id, s.tenant_id, s.path, s.sensitivity, \
+     s.allowed_hosts, s.current_version, s.created_at, s.updated_at, v.key_name, \
+     v.key_version, v.wrapped_dek, v.nonce, v.ciphertext \
+     FROM secrets s JOIN secret_versions v \
+     ON v.tenant_id = s.tenant_id AND v.secret_id = s.id AND v.version = s.current_version \
+     WHERE s.tenant_id = ";
+const CURRENT_SECRETS_ORDER: &str = " ORDER BY s.path";
+
+#[async_trait]
+impl SecretStore for SqlStore {
+    async fn get_secret(
+        &self,
+        tenant: TenantId,
+        path: &SecretPath,
+    ) -> StoreResult<Option<SecretRecord>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let row: Option<SecretRow> = sqlx::query_as(SELECT_SECRET)
+                .bind(tenant.to_string())
+                .bind(path.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            record(row)
+        })
+    }
+
+    async fn list_secrets(
+        &self,
+        tenant: TenantId,
+        prefix: Option<&SecretPath>,
+    ) -> StoreResult<Vec<SecretRecord>> {
+        let prefix = prefix.map(SecretPath::as_str);
+        let below = prefix.map(|p| format!("{p}/"));
+        let beyond = prefix.map(|p| format!("{p}0"));
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let rows: Vec<SecretRow> = sqlx::query_as(LIST_SECRETS)
+                .bind(tenant.to_string())
+                .bind(prefix)
+                .bind(&below)
+                .bind(&beyond)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            records(rows)
+        })
+    }
+
+    async fn put_secret_version(
+        &self,
+        tenant: TenantId,
+        new: &NewSecretVersion,
+        audit: AuditDraft,
+    ) -> StoreResult<SecretRecord> {
+        let tenant_text = tenant.to_string();
+        let hosts = list_to_json(&new.allowed_hosts);
+        let now = now_micros();
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let existing: Option<(String, i64, i64)> = sqlx::query_as(SELECT_VERSION_STATE)
+                .bind(&tenant_text)
+                .bind(new.path.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let current = existing.as_ref().map_or(0, |row| row.1);
+            if new.version != current + 1 {
+                return Err(stale_version(&new.path, current, new.version));
+            }
+            let (id, created_at) = match existing {
+                None => {
+                    let id = SecretId::new();
+                    sqlx::query(INSERT_SECRET)
+                        .bind(id.to_string())
+                        .bind(&tenant_text)
+                        .bind(new.path.as_str())
+                        .bind(new.sensitivity.as_str())
+                        .bind(&hosts)
+                        .bind(new.version)
+                        .bind(micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                    (id, now)
+                }
+                Some((id, _, created_at)) => {
+                    let bumped = sqlx::query(BUMP_VERSION)
+                        .bind(&tenant_text)
+                        .bind(&id)
+                        .bind(current)
+                        .bind(new.version)
+                        .bind(new.sensitivity.as_str())
+                        .bind(&hosts)
+                        .bind(micros(now))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?
+                        .rows_affected();
+                    if bumped != 1 {
+                        return Err(stale_version(&new.path, current, new.version));
+                    }
+                    let id = id
+                        .parse::<SecretId>()
+                        .map_err(|_| StoreError::Corrupt("secrets.id does not decode".into()))?;
+                    (id, time(created_at, "secrets.created_at")?)
+                }
+            };
+            let envelope = &new.envelope;
+            sqlx::query(INSERT_VERSION)
+                .bind(id.to_string())
+                .bind(&tenant_text)
+                .bind(new.version)
+                .bind(&envelope.key_name)
+                .bind(&envelope.key_version)
+                .bind(&envelope.wrapped_dek)
+                .bind(&envelope.nonce)
+                .bind(&envelope.ciphertext)
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.append_chain(tenant, audit).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(SecretRecord {
+                id,
+                tenant_id: tenant,
+                path: new.path.clone(),
+                sensitivity: new.sensitivity,
+                allowed_hosts: new.allowed_hosts.clone(),
+                current_version: new.version,
+                created_at,
+                updated_at: now,
+            })
+        })
+    }
+
+    async fn delete_secret(
+        &self,
+        tenant: TenantId,
+        path: &SecretPath,
+        audit: AuditDraft,
+    ) -> StoreResult<bool> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let deleted = sqlx::query(DELETE_SECRET)
+                .bind(tenant.to_string())
+                .bind(path.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            if deleted == 0 {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(false);
+            }
+            tx.append_chain(tenant, audit).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(true)
+        })
+    }
+
+    async fn current_secrets(
+        &self,
+        tenant: TenantId,
+        paths: &[SecretPath],
+    ) -> StoreResult<Vec<StoredSecret>> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        on_db!(self.db, pool => {
+            let mut qb = query_builder(pool, CURRENT_SECRETS);
+            qb.push_bind(tenant.to_string());
+            qb.push(" AND s.path IN (");
+            let mut list = qb.separated(", ");
+            for path in paths {
+                list.push_bind(path.as_str());
+            }
+            qb.push(")").push(CURRENT_SECRETS_ORDER);
+            let mut tx = pool.begin_read(tenant).await?;
+            let rows: Vec<StoredSecretRow> = qb
+                .build_query_as()
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            records(rows)
+        })
+    }
+}
+
+fn stale_version(path: &SecretPath, current: i64, attempted: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "secret {path} is at version {current}; version {attempted} cannot be written"
+    ))
+}

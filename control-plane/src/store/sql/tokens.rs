@@ -1,0 +1,140 @@
+//! Scoped tokens: issuance, revocation and the atomic counting of limited uses.
+//!
+//! A use of a `max_uses` token is counted by exactly one conditional `UPDATE ... RETURNING`
+//! that re-checks every condition (active, unrevoked, unexpired, not exhausted) on the row it
+//! locks. Under PostgreSQL's READ COMMITTED a waiting writer re-evaluates the condition on the
+//! row the previous writer committed, and SQLite's `BEGIN IMMEDIATE` runs writers one at a
+//! time, so N parallel uses of a `max_uses = 5` token count exactly 5 on either backend.
+
+use agent_secret_core::credential::CredentialKind;
+use agent_secret_core::ids::{TenantId, TokenId};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::audit::AuditChain;
+use super::rows::{kind_str, list_to_json, micros, opt_micros, record, TokenRow};
+use super::tenants::INSERT_CREDENTIAL;
+use super::transaction::{db_error, TenantPool};
+use super::SqlStore;
+use crate::audit::AuditDraft;
+use crate::db::on_db;
+use crate::store::{StoreResult, TokenRecord, TokenStore, UseOutcome};
+
+const INSERT_TOKEN: &str = "INSERT INTO tokens \
+     (id, tenant_id, agent_id, scopes, key_hash, status, approved_sensitivity, ip_allowlist, \
+      max_uses, uses, expires_at, created_at, revoked_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+const SELECT_TOKEN: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
+     approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
+     FROM tokens WHERE tenant_id = $1 AND id = $2";
+const REVOKE_TOKEN: &str = "UPDATE tokens SET status = 'revoked', revoked_at = $3 \
+     WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL";
+const CONSUME_USE: &str = "UPDATE tokens SET uses = uses + 1 \
+     WHERE tenant_id = $1 AND id = $2 AND status = 'active' AND revoked_at IS NULL \
+     AND expires_at > $3 AND (max_uses IS NULL OR uses < max_uses) \
+     RETURNING uses";
+
+#[async_trait]
+impl TokenStore for SqlStore {
+    async fn insert_token(&self, token: &TokenRecord, audit: AuditDraft) -> StoreResult<()> {
+        let tenant = token.tenant_id;
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            sqlx::query(INSERT_TOKEN)
+                .bind(token.id.to_string())
+                .bind(tenant.to_string())
+                .bind(token.agent_id.to_string())
+                .bind(list_to_json(&token.scopes))
+                .bind(&token.key_hash)
+                .bind(token.status.as_str())
+                .bind(token.approved_sensitivity.as_str())
+                .bind(list_to_json(&token.ip_allowlist))
+                .bind(token.max_uses)
+                .bind(token.uses)
+                .bind(micros(token.expires_at))
+                .bind(micros(token.created_at))
+                .bind(opt_micros(token.revoked_at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            sqlx::query(INSERT_CREDENTIAL)
+                .bind(token.id.to_string())
+                .bind(tenant.to_string())
+                .bind(kind_str(CredentialKind::Token))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.append_chain(tenant, audit).await?;
+            tx.commit().await.map_err(db_error)
+        })
+    }
+
+    async fn get_token(&self, tenant: TenantId, id: TokenId) -> StoreResult<Option<TokenRecord>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let row: Option<TokenRow> = sqlx::query_as(SELECT_TOKEN)
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            record(row)
+        })
+    }
+
+    async fn revoke_token(
+        &self,
+        tenant: TenantId,
+        id: TokenId,
+        at: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> StoreResult<bool> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let revoked = sqlx::query(REVOKE_TOKEN)
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .bind(micros(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            if revoked == 0 {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(false);
+            }
+            tx.append_chain(tenant, audit).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(true)
+        })
+    }
+
+    async fn consume_token_use(
+        &self,
+        tenant: TenantId,
+        id: TokenId,
+        now: DateTime<Utc>,
+        audit: Vec<AuditDraft>,
+    ) -> StoreResult<UseOutcome> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let uses: Option<i64> = sqlx::query_scalar(CONSUME_USE)
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .bind(micros(now))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let Some(uses) = uses else {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(UseOutcome::Refused);
+            };
+            for draft in audit {
+                tx.append_chain(tenant, draft).await?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            Ok(UseOutcome::Counted { uses })
+        })
+    }
+}

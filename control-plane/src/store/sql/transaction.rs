@@ -1,0 +1,100 @@
+//! Tenant-confined transactions and the mapping of database errors to `StoreError`.
+//!
+//! Every tenant-scoped statement runs inside a transaction opened here:
+//! * PostgreSQL: the first statement is `set_config('app.tenant_id', $1, true)` (`SET LOCAL`),
+//!   which the row-level-security policies read, so a query that forgot `WHERE tenant_id`
+//!   still cannot see another tenant. Reads open `BEGIN READ ONLY`, so a read path that
+//!   writes by mistake fails instead of writing.
+//! * SQLite: writes open `BEGIN IMMEDIATE`, taking the write lock up front. A deferred
+//!   transaction that reads and then writes can deadlock with another one doing the same
+//!   (both hold read locks, neither can upgrade, and the busy timeout is not applied); an
+//!   immediate one queues on the busy timeout instead.
+
+use agent_secret_core::ids::TenantId;
+use sqlx::{PgPool, Postgres, QueryBuilder, Sqlite, SqlitePool, Transaction};
+
+use crate::store::{StoreError, StoreResult};
+
+const SET_TENANT: &str = "SELECT set_config('app.tenant_id', $1, true)";
+
+/// Opens transactions confined to one tenant.
+pub(super) trait TenantPool {
+    type Database: sqlx::Database;
+
+    /// A transaction that may write.
+    async fn begin_write(
+        &self,
+        tenant: TenantId,
+    ) -> StoreResult<Transaction<'static, Self::Database>>;
+
+    /// A transaction that only reads (a consistent snapshot for multi-statement reads).
+    async fn begin_read(
+        &self,
+        tenant: TenantId,
+    ) -> StoreResult<Transaction<'static, Self::Database>>;
+}
+
+impl TenantPool for SqlitePool {
+    type Database = Sqlite;
+
+    async fn begin_write(&self, _tenant: TenantId) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.begin_with("BEGIN IMMEDIATE").await.map_err(db_error)
+    }
+
+    async fn begin_read(&self, _tenant: TenantId) -> StoreResult<Transaction<'static, Sqlite>> {
+        self.begin().await.map_err(db_error)
+    }
+}
+
+impl TenantPool for PgPool {
+    type Database = Postgres;
+
+    async fn begin_write(&self, tenant: TenantId) -> StoreResult<Transaction<'static, Postgres>> {
+        let mut tx = self.begin().await.map_err(db_error)?;
+        set_tenant(&mut tx, tenant).await?;
+        Ok(tx)
+    }
+
+    async fn begin_read(&self, tenant: TenantId) -> StoreResult<Transaction<'static, Postgres>> {
+        let mut tx = self.begin_with("BEGIN READ ONLY").await.map_err(db_error)?;
+        set_tenant(&mut tx, tenant).await?;
+        Ok(tx)
+    }
+}
+
+/// A query builder for the pool's backend, so dynamic filters get the right placeholders.
+pub(super) fn query_builder<P: TenantPool>(
+    _pool: &P,
+    init: &'static str,
+) -> QueryBuilder<P::Database>
+where
+    <P::Database as sqlx::Database>::Arguments: Default,
+{
+    QueryBuilder::new(init)
+}
+
+async fn set_tenant(tx: &mut Transaction<'static, Postgres>, tenant: TenantId) -> StoreResult<()> {
+    sqlx::query(SET_TENANT)
+        .bind(tenant.to_string())
+        .execute(&mut **tx)
+        .await
+        .map_err(db_error)?;
+    Ok(())
+}
+
+/// Maps a sqlx error: unique violations become `Conflict` naming the constraint, everything
+/// else `Database`. Only server messages and codes are kept, which name tables, columns and
+/// constraints but not the values bound to the statement.
+pub(super) fn db_error(err: sqlx::Error) -> StoreError {
+    match err {
+        sqlx::Error::Database(e) if e.is_unique_violation() => {
+            StoreError::Conflict(e.constraint().unwrap_or(e.message()).to_owned())
+        }
+        sqlx::Error::Database(e) => StoreError::Database(match e.code() {
+            Some(code) => format!("{code}: {}", e.message()),
+            None => e.message().to_owned(),
+        }),
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        other => StoreError::Database(other.to_string()),
+    }
+}

@@ -1,0 +1,499 @@
+//! The `agent-secret-store` binary as scripts use it: help text, `--json` output, exit codes,
+//! key files created by `init`, and (end to end) remote commands against a real `serve`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_agent-secret-store");
+
+/// A command with a clean environment, so no AGENT_SECRET_* of the caller leaks in.
+fn cli(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear().args(args).stdin(Stdio::null());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// Stdout must be exactly one JSON document (trailing whitespace allowed).
+fn one_json_doc(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "command failed: {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        stdout(out),
+        stderr(out)
+    );
+    serde_json::from_str(&stdout(out))
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}): {:?}", stdout(out)))
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A temp install: config file with every path inside `dir`.
+struct Install {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Install {
+    fn new() -> Install {
+        Install::with_tls(None)
+    }
+
+    fn with_tls(tls: Option<(&Path, &Path)>) -> Install {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut text = format!(
+            "listen = \"127.0.0.1:0\"\n\
+             [database]\nurl = \"sqlite://{}\"\n\
+             [security]\npepper_file = {:?}\n\
+             [kms]\nkeyring = {:?}\nmaster_key_file = {:?}\n",
+            d.join("db/store.db").display(),
+            d.join("keys/pepper"),
+            d.join("keys/keyring.json"),
+            d.join("keys/master.key"),
+        );
+        if let Some((cert, key)) = tls {
+            text.push_str(&format!(
+                "[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n"
+            ));
+        }
+        let config = d.join("control-plane.toml");
+        std::fs::write(&config, text).unwrap();
+        Install { dir, config }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn cfg(&self) -> &str {
+        self.config.to_str().unwrap()
+    }
+}
+
+#[test]
+fn every_command_has_help() {
+    let commands: &[&[&str]] = &[
+        &[],
+        &["serve"],
+        &["init"],
+        &["migrate"],
+        &["tenant"],
+        &["tenant", "create"],
+        &["sidecar", "create"],
+        &["sidecar", "list"],
+        &["sidecar", "revoke"],
+        &["agent", "create"],
+        &["agent", "rotate-key"],
+        &["agent", "list"],
+        &["operator", "create"],
+        &["operator", "list"],
+        &["secret", "put"],
+        &["secret", "get-metadata"],
+        &["secret", "list"],
+        &["secret", "delete"],
+        &["token", "issue"],
+        &["token", "show"],
+        &["token", "revoke"],
+        &["audit", "export"],
+        &["audit", "verify"],
+    ];
+    for command in commands {
+        let mut args = command.to_vec();
+        args.push("--help");
+        let out = run(&mut cli(&args));
+        assert!(
+            out.status.success(),
+            "{args:?} --help failed: {}",
+            stderr(&out)
+        );
+        let text = stdout(&out);
+        assert!(
+            text.contains("Usage:"),
+            "{args:?} --help shows no usage: {text}"
+        );
+        assert!(
+            text.contains("--json"),
+            "{args:?} --help does not mention --json: {text}"
+        );
+    }
+}
+
+#[test]
+fn secret_value_is_never_accepted_from_argv() {
+    let help = stdout(&run(&mut cli(&["secret", "put", "--help"])));
+    assert!(help.contains("stdin"), "{help}");
+    assert!(
+        !help.contains("--value "),
+        "secret put must have no value flag: {help}"
+    );
+    for flag in ["--value", "--secret"] {
+        let out = run(&mut cli(&[
+            "secret",
+            "put",
+            "a/b",
+            "--allow-host",
+            "h",
+            flag,
+            "sk-live",
+        ]));
+        assert_eq!(out.status.code(), Some(2), "{flag} must be a usage error");
+        assert!(stdout(&out).is_empty());
+    }
+    // Nor is there a flag for the operator token or the agent key.
+    let out = run(&mut cli(&["agent", "list", "--token", "asso_x"]));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn token_issue_without_agent_key_fails_with_a_clear_code() {
+    let out = run(cli(&[
+        "token",
+        "issue",
+        "--scope",
+        "secrets:read:a/*",
+        "--ttl",
+        "1h",
+        "--json",
+    ])
+    .env("AGENT_SECRET_STORE_TOKEN", "asso_not_an_agent_key"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).is_empty(), "stdout must stay empty on error");
+    let err = stderr(&out);
+    assert!(
+        err.contains("missing_credential") && err.contains("AGENT_SECRET_AGENT_KEY"),
+        "{err}"
+    );
+}
+
+#[test]
+fn remote_commands_need_an_operator_token_and_a_ca() {
+    let out = run(&mut cli(&["agent", "list", "--json"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("missing_credential"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(cli(&["agent", "list", "--json"]).env("AGENT_SECRET_STORE_TOKEN", "asso_x"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("missing_ca_cert"), "{}", stderr(&out));
+}
+
+#[test]
+fn bad_ttl_is_an_invalid_argument() {
+    let out = run(cli(&[
+        "token",
+        "issue",
+        "--scope",
+        "secrets:read:a/*",
+        "--ttl",
+        "1 week",
+    ])
+    .env("AGENT_SECRET_AGENT_KEY", "assa_x"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("invalid_argument"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn init_creates_private_key_files_and_prints_one_json_document() {
+    let install = Install::new();
+    let doc = one_json_doc(&run(&mut cli(&[
+        "init",
+        "--config",
+        install.cfg(),
+        "--json",
+    ])));
+    let obj = doc.as_object().unwrap();
+    assert_eq!(obj.len(), 2, "exactly tenant_id and admin_token: {doc}");
+    assert!(obj["tenant_id"].as_str().unwrap().len() == 36, "{doc}");
+    assert!(
+        obj["admin_token"].as_str().unwrap().starts_with("asso_"),
+        "{doc}"
+    );
+    for file in ["keys/pepper", "keys/master.key", "keys/keyring.json"] {
+        assert_eq!(mode(&install.path(file)), 0o600, "{file} must be mode 0600");
+    }
+
+    // A second tenant through the same config.
+    let second = one_json_doc(&run(&mut cli(&[
+        "tenant",
+        "create",
+        "second",
+        "--config",
+        install.cfg(),
+        "--json",
+    ])));
+    assert_ne!(second["tenant_id"], doc["tenant_id"]);
+    assert!(second["admin_token"].as_str().unwrap().starts_with("asso_"));
+
+    // `init` again: refused, and the key files are untouched.
+    let pepper = std::fs::read(install.path("keys/pepper")).unwrap();
+    let master = std::fs::read(install.path("keys/master.key")).unwrap();
+    let again = run(&mut cli(&["init", "--config", install.cfg(), "--json"]));
+    assert!(!again.status.success(), "a second init must not succeed");
+    assert!(stdout(&again).is_empty());
+    assert!(
+        stderr(&again).contains("already_initialized"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(std::fs::read(install.path("keys/pepper")).unwrap(), pepper);
+    assert_eq!(
+        std::fs::read(install.path("keys/master.key")).unwrap(),
+        master
+    );
+}
+
+#[test]
+fn init_can_write_the_admin_token_to_a_private_file() {
+    let install = Install::new();
+    let token_file = install.path("admin.token");
+    let doc = one_json_doc(&run(&mut cli(&[
+        "init",
+        "--config",
+        install.cfg(),
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+        "--json",
+    ])));
+    assert!(
+        doc.get("admin_token").is_none(),
+        "token must not be printed: {doc}"
+    );
+    assert_eq!(mode(&token_file), 0o600);
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert!(token.trim().starts_with("asso_"));
+
+    // An existing token file is never overwritten, and nothing is created then.
+    let out = run(&mut cli(&[
+        "tenant",
+        "create",
+        "other",
+        "--config",
+        install.cfg(),
+        "--admin-token-file",
+        token_file.to_str().unwrap(),
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap(), token);
+}
+
+#[test]
+fn init_refuses_a_new_master_key_for_an_existing_keyring() {
+    let install = Install::new();
+    one_json_doc(&run(&mut cli(&[
+        "init",
+        "--config",
+        install.cfg(),
+        "--json",
+    ])));
+    std::fs::remove_file(install.path("keys/master.key")).unwrap();
+    let out = run(&mut cli(&["init", "--config", install.cfg(), "--json"]));
+    assert!(!out.status.success());
+    assert!(
+        !install.path("keys/master.key").exists(),
+        "no orphan master key may be written"
+    );
+    assert!(
+        stderr(&out).contains("kms.master_key_file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn config_errors_name_the_key_and_exit_2() {
+    let install = Install::new();
+    std::fs::write(&install.config, "[database]\nurll = \"sqlite://x\"\n").unwrap();
+    let out = run(&mut cli(&["migrate", "--config", install.cfg(), "--json"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stdout(&out).is_empty());
+    let err = stderr(&out);
+    assert!(
+        err.contains("invalid_config") && err.contains("urll"),
+        "{err}"
+    );
+}
+
+#[test]
+fn migrate_reports_one_json_document() {
+    let install = Install::new();
+    let doc = one_json_doc(&run(&mut cli(&[
+        "migrate",
+        "--config",
+        install.cfg(),
+        "--json",
+    ])));
+    assert_eq!(doc["migrated"], true);
+}
+
+/// Kills the server process it wraps when the test ends, pass or fail.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn end_to_end_agent_secret_and_token_through_a_real_server() {
+    let tls_dir = tempfile::tempdir().unwrap();
+    let tls = agent_secret_store::tls::self_signed(tls_dir.path()).unwrap();
+    let cert = tls_dir.path().join("server.pem");
+    let key = tls_dir.path().join("server.key");
+    let install = Install::with_tls(Some((&cert, &key)));
+    let admin = one_json_doc(&run(&mut cli(&[
+        "init",
+        "--config",
+        install.cfg(),
+        "--json",
+    ])));
+    let admin_token = admin["admin_token"].as_str().unwrap().to_owned();
+
+    let mut child = cli(&["serve", "--config", install.cfg(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut server_out = BufReader::new(child.stdout.take().unwrap());
+    let server = Server(child);
+    let mut line = String::new();
+    server_out.read_line(&mut line).unwrap();
+    let listen: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
+    let url = listen["listen"].as_str().unwrap().to_owned();
+    let ca = tls.cert_path.to_str().unwrap().to_owned();
+
+    let remote = |args: &[&str]| {
+        let mut cmd = cli(args);
+        cmd.args(["--server", &url, "--ca-cert", &ca, "--json"]);
+        cmd
+    };
+
+    let agent = one_json_doc(&run(
+        remote(&["agent", "create", "bot"]).env("AGENT_SECRET_STORE_TOKEN", &admin_token)
+    ));
+    let agent_key = agent["agent_key"].as_str().unwrap().to_owned();
+    assert!(agent_key.starts_with("assa_"), "{agent}");
+
+    let secret_value = "sk-test-e2e-value-0123456789";
+    let mut put = remote(&[
+        "secret",
+        "put",
+        "production/openai/api_key",
+        "--allow-host",
+        "api.openai.com",
+    ])
+    .env("AGENT_SECRET_STORE_TOKEN", &admin_token)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    put.stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{secret_value}\n").as_bytes())
+        .unwrap();
+    let put = put.wait_with_output().unwrap();
+    let stored = one_json_doc(&put);
+    assert_eq!(stored["path"], "production/openai/api_key");
+    assert_eq!(stored["version"], 1);
+
+    // A new version from --value-file (one trailing newline stripped there too).
+    let value_file = install.path("value.txt");
+    std::fs::write(&value_file, format!("{secret_value}-v2\n")).unwrap();
+    let v2 = one_json_doc(&run(remote(&[
+        "secret",
+        "put",
+        "production/openai/api_key",
+        "--allow-host",
+        "api.openai.com",
+        "--value-file",
+        value_file.to_str().unwrap(),
+    ])
+    .env("AGENT_SECRET_STORE_TOKEN", &admin_token)));
+    assert_eq!(v2["version"], 2);
+
+    let meta = run(
+        remote(&["secret", "get-metadata", "production/openai/api_key"])
+            .env("AGENT_SECRET_STORE_TOKEN", &admin_token),
+    );
+    let meta_doc = one_json_doc(&meta);
+    assert_eq!(meta_doc["allowed_hosts"][0], "api.openai.com");
+    assert!(
+        !stdout(&meta).contains(secret_value),
+        "metadata must never carry the value"
+    );
+
+    let issued = one_json_doc(&run(remote(&[
+        "token",
+        "issue",
+        "--scope",
+        "secrets:read:production/openai/*",
+        "--ttl",
+        "1h",
+    ])
+    .env("AGENT_SECRET_AGENT_KEY", &agent_key)));
+    assert_eq!(issued["status"], "active", "{issued}");
+    assert!(issued["token"].as_str().unwrap().starts_with("asst_"));
+    assert!(issued["expires_at"].is_string());
+
+    let id = issued["id"].as_str().unwrap();
+    let shown = one_json_doc(&run(
+        remote(&["token", "show", id]).env("AGENT_SECRET_AGENT_KEY", &agent_key)
+    ));
+    assert_eq!(shown["status"], "active");
+
+    // A server error code reaches stderr, stdout stays empty.
+    let missing = run(remote(&["secret", "get-metadata", "production/none"])
+        .env("AGENT_SECRET_STORE_TOKEN", &admin_token));
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(missing.stdout.is_empty());
+    assert!(
+        stderr(&missing).contains("not_found"),
+        "{}",
+        stderr(&missing)
+    );
+
+    // A wrong CA is a connection failure, not a silent success.
+    let wrong_ca = install.path("wrong-ca.pem");
+    let other = tempfile::tempdir().unwrap();
+    let other_tls = agent_secret_store::tls::self_signed(other.path()).unwrap();
+    std::fs::copy(&other_tls.cert_path, &wrong_ca).unwrap();
+    let out = run(
+        cli(&["agent", "list", "--json", "--server", &url, "--ca-cert"])
+            .arg(&wrong_ca)
+            .env("AGENT_SECRET_STORE_TOKEN", &admin_token),
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("connection_failed"));
+
+    drop(server);
+}

@@ -1,0 +1,331 @@
+//! The configuration layers (defaults → TOML → env), their errors, and secret handling.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use agent_secret_store::config::{Config, ConfigError, KmsBackend, LogFormat};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+const PEPPER_B64: &str = "cGVwcGVyLXBlcHBlci1wZXBwZXItcGVwcGVyLXBlcHBlcg=="; // 35 bytes
+const MASTER_B64: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="; // 32 bytes
+
+fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+fn no_env() -> impl Fn(&str) -> Option<String> {
+    env(&[])
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn load_toml(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(dir.path(), "cp.toml", text);
+    Config::load(Some(&path), &env(vars))
+}
+
+#[test]
+fn defaults_without_file_or_env() {
+    let c = Config::load(None, &no_env()).unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:8200");
+    assert_eq!(c.tls.cert_file, None);
+    assert_eq!(c.database.url.expose(), "sqlite://data/store.db");
+    assert!(c.database.owner_url.is_none());
+    assert_eq!(c.database.service_role, "agent_secret_store_app");
+    assert_eq!(c.database.max_connections, 10);
+    assert_eq!(c.tokens.max_ttl_seconds, 86_400);
+    assert_eq!(c.tokens.grant_cache_ttl_seconds, 30);
+    assert_eq!(c.kms.backend, KmsBackend::Local);
+    assert_eq!(c.log.level, "info");
+    assert_eq!(c.log.format, LogFormat::Text);
+}
+
+#[test]
+fn shipped_example_config_parses_and_matches_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/control-plane.toml");
+    let shipped = Config::load(Some(&path), &no_env()).unwrap();
+    let defaults = Config::load(None, &no_env()).unwrap();
+    assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+}
+
+#[test]
+fn toml_overrides_defaults_and_keeps_the_rest() {
+    let c = load_toml(
+        r#"
+        listen = "0.0.0.0:9443"
+        [database]
+        url = "postgres://app@db/store"
+        max_connections = 3
+        [tokens]
+        max_ttl_seconds = 600
+        [log]
+        format = "json"
+        "#,
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.listen.to_string(), "0.0.0.0:9443");
+    assert_eq!(c.database.url.expose(), "postgres://app@db/store");
+    assert_eq!(c.database.max_connections, 3);
+    assert_eq!(c.database.service_role, "agent_secret_store_app");
+    assert_eq!(c.tokens.max_ttl_seconds, 600);
+    assert_eq!(c.tokens.grant_cache_ttl_seconds, 30);
+    assert_eq!(c.log.format, LogFormat::Json);
+    assert_eq!(c.log.level, "info");
+}
+
+#[test]
+fn env_overrides_toml() {
+    let c = load_toml(
+        r#"
+        listen = "0.0.0.0:9443"
+        [database]
+        url = "sqlite://from-toml.db"
+        max_connections = 3
+        [tls]
+        cert_file = "toml.pem"
+        key_file = "toml.key"
+        "#,
+        &[
+            ("AGENT_SECRET_LISTEN", "127.0.0.1:0"),
+            ("AGENT_SECRET_DATABASE_URL", "postgres://app@db/env"),
+            ("AGENT_SECRET_DATABASE_MAX_CONNECTIONS", "7"),
+            ("AGENT_SECRET_TLS_CERT_FILE", "env.pem"),
+            ("AGENT_SECRET_TOKENS_MAX_TTL_SECONDS", "120"),
+            ("AGENT_SECRET_LOG_LEVEL", "debug"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+    assert_eq!(c.database.url.expose(), "postgres://app@db/env");
+    assert_eq!(c.database.max_connections, 7);
+    assert_eq!(c.tls.cert_file, Some(PathBuf::from("env.pem")));
+    assert_eq!(c.tls.key_file, Some(PathBuf::from("toml.key")));
+    assert_eq!(c.tokens.max_ttl_seconds, 120);
+    assert_eq!(c.log.level, "debug");
+}
+
+#[test]
+fn unknown_top_level_key_is_an_error_naming_it() {
+    let err = load_toml("listen = \"127.0.0.1:1\"\nlisten_adress = \"x\"\n", &[]).unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    assert!(err.to_string().contains("listen_adress"), "{err}");
+}
+
+#[test]
+fn unknown_key_in_a_section_is_an_error_naming_it() {
+    let err = load_toml(
+        "[database]\nurl = \"sqlite://x.db\"\npasword = \"x\"\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("pasword"), "{err}");
+    let err = load_toml("[databse]\nurl = \"sqlite://x.db\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("databse"), "{err}");
+}
+
+#[test]
+fn invalid_values_name_their_key_or_variable() {
+    let err = load_toml("[database]\nmax_connections = 0\n", &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("database.max_connections"),
+        "{err}"
+    );
+    let err = load_toml("[tls]\ncert_file = \"c.pem\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("tls.key_file"), "{err}");
+    let err = Config::load(
+        None,
+        &env(&[("AGENT_SECRET_DATABASE_MAX_CONNECTIONS", "many")]),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("AGENT_SECRET_DATABASE_MAX_CONNECTIONS"),
+        "{err}"
+    );
+    let err = Config::load(None, &env(&[("AGENT_SECRET_DATABASE_URL", "mysql://x")])).unwrap_err();
+    assert!(err.to_string().contains("database.url"), "{err}");
+    let err = Config::load(None, &env(&[("AGENT_SECRET_LOG_FORMAT", "xml")])).unwrap_err();
+    assert!(err.to_string().contains("AGENT_SECRET_LOG_FORMAT"), "{err}");
+    let err = load_toml("[kms]\nbackend = \"vault\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("vault"), "{err}");
+}
+
+#[test]
+fn database_url_file_variant_reads_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "db-url", "postgres://app:s3cr3t@db/store\n");
+    let c = Config::load(
+        None,
+        &env(&[("AGENT_SECRET_DATABASE_URL_FILE", file.to_str().unwrap())]),
+    )
+    .unwrap();
+    assert_eq!(c.database.url.expose(), "postgres://app:s3cr3t@db/store");
+}
+
+#[test]
+fn a_secret_and_its_file_variant_together_are_refused() {
+    let err = Config::load(
+        None,
+        &env(&[
+            ("AGENT_SECRET_DATABASE_URL", "sqlite://a.db"),
+            ("AGENT_SECRET_DATABASE_URL_FILE", "/nonexistent"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("AGENT_SECRET_DATABASE_URL"),
+        "{err}"
+    );
+    let err = Config::load(
+        None,
+        &env(&[
+            ("AGENT_SECRET_MASTER_KEY", MASTER_B64),
+            ("AGENT_SECRET_MASTER_KEY_FILE", "/x"),
+        ]),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("AGENT_SECRET_MASTER_KEY"), "{err}");
+}
+
+#[test]
+fn pepper_file_variant_and_inline_pepper_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "pepper", &format!("{PEPPER_B64}\n"));
+    let from_file = Config::load(
+        None,
+        &env(&[("AGENT_SECRET_SECURITY_PEPPER_FILE", file.to_str().unwrap())]),
+    )
+    .unwrap();
+    let from_env =
+        Config::load(None, &env(&[("AGENT_SECRET_SECURITY_PEPPER", PEPPER_B64)])).unwrap();
+    let a = from_file.pepper().unwrap().mac(b"x");
+    let b = from_env.pepper().unwrap().mac(b"x");
+    assert_eq!(
+        a, b,
+        "the same pepper from a file and from the env must key the same MAC"
+    );
+}
+
+#[test]
+fn short_or_missing_pepper_is_a_clear_error() {
+    let short = STANDARD.encode([7u8; 16]);
+    let err = Config::load(None, &env(&[("AGENT_SECRET_SECURITY_PEPPER", &short)]))
+        .unwrap()
+        .pepper()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("AGENT_SECRET_SECURITY_PEPPER"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("32"), "{err}");
+    let err = load_toml("[security]\npepper_file = \"/nonexistent/pepper\"\n", &[])
+        .unwrap()
+        .pepper()
+        .unwrap_err();
+    assert!(err.to_string().contains("security.pepper_file"), "{err}");
+    assert!(err.to_string().contains("init"), "{err}");
+}
+
+#[test]
+fn master_key_from_env_file_variant_and_kms_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "master.key", &format!("{MASTER_B64}\n"));
+    let path = file.to_str().unwrap();
+    Config::load(None, &env(&[("AGENT_SECRET_MASTER_KEY", MASTER_B64)]))
+        .unwrap()
+        .master_key()
+        .unwrap();
+    let c = Config::load(None, &env(&[("AGENT_SECRET_MASTER_KEY_FILE", path)])).unwrap();
+    assert_eq!(c.kms.master_key_file, file);
+    c.master_key().unwrap();
+    load_toml(&format!("[kms]\nmaster_key_file = {path:?}\n"), &[])
+        .unwrap()
+        .master_key()
+        .unwrap();
+}
+
+#[test]
+fn bad_master_key_is_a_clear_error() {
+    let wrong_length = STANDARD.encode([1u8; 16]);
+    let err = Config::load(None, &env(&[("AGENT_SECRET_MASTER_KEY", &wrong_length)]))
+        .unwrap()
+        .master_key()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("AGENT_SECRET_MASTER_KEY") && text.contains("32"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&wrong_length),
+        "the error must not echo the key: {text}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "master.key", "not base64 at all!\n");
+    let err = load_toml(
+        &format!("[kms]\nmaster_key_file = {:?}\n", file.to_str().unwrap()),
+        &[],
+    )
+    .unwrap()
+    .master_key()
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("kms.master_key_file") && text.contains("base64"),
+        "{text}"
+    );
+}
+
+#[test]
+fn gcp_keys_parse_so_design_configs_load() {
+    let c = load_toml(
+        "[kms]\nbackend = \"gcp\"\nproject = \"p\"\nlocation = \"us\"\nkey_ring = \"r\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.kms.backend, KmsBackend::Gcp);
+}
+
+#[test]
+fn debug_never_shows_pepper_master_key_or_database_password() {
+    let c = load_toml(
+        "[database]\nurl = \"postgres://app:hunter2-db-pass@db/store\"\n\
+         owner_url = \"postgres://owner:owner-pass-99@db/store?password=query-pass-77\"\n",
+        &[
+            ("AGENT_SECRET_SECURITY_PEPPER", PEPPER_B64),
+            ("AGENT_SECRET_MASTER_KEY", MASTER_B64),
+        ],
+    )
+    .unwrap();
+    let debug = format!("{c:?} {c:#?}");
+    for secret in [
+        PEPPER_B64,
+        MASTER_B64,
+        "hunter2-db-pass",
+        "owner-pass-99",
+        "query-pass-77",
+    ] {
+        assert!(
+            !debug.contains(secret),
+            "Debug of Config shows {secret}: {debug}"
+        );
+    }
+    assert!(
+        debug.contains("postgres://app:[REDACTED]@db/store"),
+        "{debug}"
+    );
+    assert!(!c.database.url.to_string().contains("hunter2"));
+}
