@@ -497,3 +497,58 @@ fn end_to_end_agent_secret_and_token_through_a_real_server() {
 
     drop(server);
 }
+
+#[test]
+fn serve_without_tls_refuses_and_dev_tls_mints_a_trusted_ca() {
+    let install = Install::new();
+    run(&mut cli(&["init", "--config", install.cfg(), "--json"]));
+    let refused = run(&mut cli(&["serve", "--config", install.cfg()]));
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("invalid_config"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let tls_dir = install.path("tls");
+    let mut child = cli(&[
+        "serve",
+        "--config",
+        install.cfg(),
+        "--dev-tls",
+        tls_dir.to_str().unwrap(),
+        "--json",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut server_out = BufReader::new(child.stdout.take().unwrap());
+    let mut server_err = BufReader::new(child.stderr.take().unwrap());
+    let _server = Server(child);
+    let mut line = String::new();
+    server_out.read_line(&mut line).unwrap();
+    let url = serde_json::from_str::<Value>(&line).unwrap()["listen"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut note = String::new();
+    server_err.read_line(&mut note).unwrap();
+    assert!(
+        note.contains("fingerprint"),
+        "the CA fingerprint is printed: {note}"
+    );
+
+    let ca = tls_dir.join("ca.pem");
+    let health = Command::new("curl")
+        .args(["-sS", "--fail", "--cacert", ca.to_str().unwrap()])
+        .arg(format!("{url}/healthz"))
+        .output()
+        .expect("curl is installed");
+    assert!(
+        health.status.success(),
+        "{}",
+        String::from_utf8_lossy(&health.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "ok");
+}

@@ -14,31 +14,17 @@ use serde_json::json;
 use super::failure::{error_chain, Failure, EXIT_FAILED, EXIT_USAGE};
 use super::logging;
 use super::output::Output;
-use super::InitArgs;
+use super::{InitArgs, ServeArgs};
 use crate::bootstrap::{self, KeyFile};
 use crate::config::Config;
 use crate::service::tenants::{create_tenant, CreatedTenant};
 use crate::service::{App, ServiceError};
 
 /// `serve`: open the store, bind `listen`, serve HTTPS until SIGINT or SIGTERM.
-pub async fn serve(config_file: Option<&Path>, out: Output) -> Result<(), Failure> {
-    let config = load(config_file)?;
+pub async fn serve(args: &ServeArgs, out: Output) -> Result<(), Failure> {
+    let config = load(args.config.config.as_deref())?;
     logging::init_server(&config.log);
-    let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
-        return Err(Failure::new(
-            "invalid_config",
-            "serve needs tls.cert_file and tls.key_file (AGENT_SECRET_TLS_CERT_FILE, \
-             AGENT_SECRET_TLS_KEY_FILE); the API is served over TLS only",
-            EXIT_USAGE,
-        ));
-    };
-    let tls = crate::tls::server_config_from_files(cert, key).map_err(|e| {
-        Failure::new(
-            "invalid_config",
-            format!("[tls]: {}", error_chain(&e)),
-            EXIT_USAGE,
-        )
-    })?;
+    let tls = server_tls(&config, args.dev_tls.as_deref(), out)?;
     let app = bootstrap::open_app(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -56,6 +42,42 @@ pub async fn serve(config_file: Option<&Path>, out: Output) -> Result<(), Failur
     crate::server::serve(listener, Arc::new(tls), Arc::new(app), shutdown_signal())
         .await
         .map_err(|e| Failure::failed("serve_failed", e.to_string()))
+}
+
+/// The configured [tls] pair, or with `--dev-tls DIR` a minted dev CA (fingerprint printed).
+fn server_tls(
+    config: &Config,
+    dev_tls: Option<&Path>,
+    out: Output,
+) -> Result<rustls::ServerConfig, Failure> {
+    let invalid = |e: &dyn std::error::Error| {
+        Failure::new(
+            "invalid_config",
+            format!("[tls]: {}", error_chain(e)),
+            EXIT_USAGE,
+        )
+    };
+    match (&config.tls.cert_file, &config.tls.key_file, dev_tls) {
+        (Some(cert), Some(key), _) => {
+            crate::tls::server_config_from_files(cert, key).map_err(|e| invalid(&e))
+        }
+        (None, None, Some(dir)) => {
+            let minted = crate::tls::self_signed(dir).map_err(|e| invalid(&e))?;
+            out.note(&format!(
+                "development TLS: trust {} (CA SHA-256 fingerprint {})",
+                minted.cert_path.display(),
+                minted.fingerprint_sha256
+            ));
+            Ok(minted.config)
+        }
+        _ => Err(Failure::new(
+            "invalid_config",
+            "serve needs tls.cert_file and tls.key_file (AGENT_SECRET_TLS_CERT_FILE, \
+             AGENT_SECRET_TLS_KEY_FILE), or --dev-tls DIR for development; the API is served \
+             over TLS only",
+            EXIT_USAGE,
+        )),
+    }
 }
 
 /// `init`: key files, migrations, first tenant. Refuses to run on an initialised keyring and

@@ -76,7 +76,7 @@ pub struct ConfigArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the control-plane HTTPS API (needs [tls] cert_file and key_file).
-    Serve(ConfigArg),
+    Serve(ServeArgs),
     /// First-time setup: create missing pepper and master-key files, migrate the database,
     /// create the first tenant and print its admin token once.
     Init(InitArgs),
@@ -103,6 +103,17 @@ pub enum Command {
     /// Export and verify the audit log (auditor operator token).
     #[command(subcommand)]
     Audit(AuditCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Development only: when no [tls] pair is configured, mint (or reuse) a private CA and a
+    /// localhost certificate in DIR, and print the CA's SHA-256 fingerprint. Clients trust
+    /// DIR/ca.pem.
+    #[arg(long, value_name = "DIR")]
+    pub dev_tls: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -301,7 +312,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 async fn dispatch(cli: Cli, out: Output) -> Result<(), Failure> {
     let global = cli.global;
     match cli.command {
-        Command::Serve(c) => local::serve(c.config.as_deref(), out).await,
+        Command::Serve(args) => local::serve(&args, out).await,
         Command::Init(args) => local::init(&args, out).await,
         Command::Migrate(c) => local::migrate(c.config.as_deref(), out).await,
         Command::Tenant(TenantCommand::Create {
