@@ -441,6 +441,33 @@ async fn each_resolve_denial_has_its_stable_code() {
         (StatusCode::FORBIDDEN, "approval_pending")
     );
 
+    let denied = t
+        .insert_token(&s.agent_id, |tok| tok.status = TokenStatus::Denied)
+        .await;
+    let r = t
+        .resolve(&s.sidecar_key, &denied, &path, host, "10.0.0.1")
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "approval_denied")
+    );
+
+    // A token of the right tenant with a forged secret part is simply invalid.
+    let forged_id = PresentedCredential::parse(&s.token).unwrap().id;
+    let forged = issue_with_id(CredentialKind::Token, forged_id, &Pepper::generate());
+    let r = t
+        .resolve(
+            &s.sidecar_key,
+            forged.token.expose(),
+            &path,
+            host,
+            "10.0.0.1",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "token_invalid")
+    );
     t.put_secret("production/openai/admin_key", &[host], Some("sensitive"))
         .await;
     let r = t
