@@ -54,8 +54,17 @@ pub async fn open_app(config: &Config) -> anyhow::Result<App> {
 pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<App> {
     let pepper = config.pepper()?;
     let db = open_database(config).await?;
+    let events = event_hub(&db);
     let store: Arc<dyn Store> = Arc::new(SqlStore::new(db));
-    Ok(App::new(store, kms, Arc::new(pepper), policy(config)))
+    Ok(App::new(store, kms, Arc::new(pepper), policy(config)).with_events(events))
+}
+
+/// Watch events cross replicas through PostgreSQL `NOTIFY`; SQLite has one replica.
+pub fn event_hub(db: &crate::db::Db) -> crate::events::EventHub {
+    match db {
+        crate::db::Db::Postgres(pool) => crate::events::EventHub::postgres(pool.clone()),
+        crate::db::Db::Sqlite(_) => crate::events::EventHub::local(),
+    }
 }
 
 /// The token policy the service enforces, from `[tokens]`.

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod metrics;
 pub mod server;
 pub mod service;

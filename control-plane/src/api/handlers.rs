@@ -328,3 +328,45 @@ pub async fn resolve_secrets(
     let sidecar = expect_sidecar(caller)?;
     Ok(Json(resolve::resolve(&app, sidecar, &req).await?))
 }
+
+#[utoipa::path(get, path = "/v1/sidecar/watch", tag = "sidecar",
+    responses((status = 200, content_type = "text/event-stream", description = "Server-sent events; `event:` is the WatchEvent type (token_revoked, agent_key_rotated, secret_updated, secret_deleted, kek_rotated), `data:` its JSON. Starts with a `: watching` comment.")),
+    security(("sidecar" = [])))]
+pub async fn watch(State(app): State<Arc<App>>, Caller(caller): Caller) -> ApiResult<Response> {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    use futures::StreamExt;
+
+    let sidecar = expect_sidecar(caller)?;
+    let hello = futures::stream::once(async { Event::default().comment("watching") });
+    let events = crate::service::watch::subscribe(&app, sidecar).map(|event| {
+        let name = match &event {
+            WatchEvent::TokenRevoked { .. } => "token_revoked",
+            WatchEvent::AgentKeyRotated { .. } => "agent_key_rotated",
+            WatchEvent::SecretUpdated { .. } => "secret_updated",
+            WatchEvent::SecretDeleted { .. } => "secret_deleted",
+            WatchEvent::KekRotated { .. } => "kek_rotated",
+        };
+        Event::default()
+            .event(name)
+            .json_data(&event)
+            .unwrap_or_else(|_| Event::default().comment("unencodable event"))
+    });
+    let stream = hello.chain(events).map(Ok::<_, std::convert::Infallible>);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(15)))
+        .into_response())
+}
+
+#[utoipa::path(post, path = "/v1/sidecar/audit", tag = "sidecar", request_body = SidecarAuditBatch,
+    responses((status = 200, body = SidecarAuditAccepted), (status = 400, body = ErrorBody), (status = 503, body = ErrorBody, description = "the events could not be written; retry the batch")),
+    security(("sidecar" = [])))]
+pub async fn sidecar_audit(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    ApiJson(batch): ApiJson<SidecarAuditBatch>,
+) -> ApiResult<Json<SidecarAuditAccepted>> {
+    let sidecar = expect_sidecar(caller)?;
+    Ok(Json(
+        crate::service::watch::ingest_audit(&app, sidecar, batch).await?,
+    ))
+}

@@ -57,6 +57,8 @@ pub fn app(state: Arc<App>) -> Router {
         .route("/audit", get(handlers::export_audit))
         .route("/audit/verify", get(handlers::verify_audit))
         .route("/sidecar/resolve", post(handlers::resolve_secrets))
+        .route("/sidecar/watch", get(handlers::watch))
+        .route("/sidecar/audit", post(handlers::sidecar_audit))
         .route("/openapi.json", get(openapi_json));
     Router::new()
         .nest("/v1", v1)

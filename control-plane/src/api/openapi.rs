@@ -31,6 +31,8 @@ use super::handlers;
         handlers::export_audit,
         handlers::verify_audit,
         handlers::resolve_secrets,
+        handlers::watch,
+        handlers::sidecar_audit,
     ),
     modifiers(&BearerSchemes)
 )]

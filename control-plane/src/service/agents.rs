@@ -3,8 +3,8 @@
 //! Rotating an agent key is the response to a leak, so it also revokes every token the agent
 //! holds, in the same transaction.
 
-use agent_secret_core::api::ErrorCode;
 use agent_secret_core::api::{AgentInfo, AgentList, CreatedAgent, Role, RotatedAgentKey};
+use agent_secret_core::api::{ErrorCode, WatchEvent};
 use agent_secret_core::credential::{issue, CredentialKind};
 use agent_secret_core::ids::AgentId;
 
@@ -97,6 +97,10 @@ pub async fn rotate_key(
             StoreError::NotFound => ServiceError::NotFound("agent"),
             other => other.into(),
         })?;
+    let event = WatchEvent::AgentKeyRotated {
+        agent_id: id.to_string(),
+    };
+    app.events.publish(caller.tenant, event).await;
     Ok(RotatedAgentKey {
         id: id.to_string(),
         agent_key: credential.token.expose().to_owned(),

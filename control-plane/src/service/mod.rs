@@ -13,6 +13,7 @@ pub mod secrets;
 pub mod sidecars;
 pub mod tenants;
 pub mod tokens;
+pub mod watch;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use agent_secret_core::api::ErrorCode;
 use agent_secret_core::credential::Pepper;
 use agent_secret_core::kms::{Kms, KmsError};
 
+use crate::events::EventHub;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
 
@@ -49,6 +51,7 @@ pub struct App {
     pub pepper: Arc<Pepper>,
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
+    pub events: Arc<EventHub>,
 }
 
 impl App {
@@ -64,7 +67,14 @@ impl App {
             pepper,
             policy,
             metrics: Arc::new(Metrics::new()),
+            events: Arc::new(EventHub::local()),
         }
+    }
+
+    /// Replaces the (single-replica) event hub, e.g. with a PostgreSQL-backed one.
+    pub fn with_events(mut self, events: EventHub) -> App {
+        self.events = Arc::new(events);
+        self
     }
 }
 

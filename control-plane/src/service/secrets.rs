@@ -7,7 +7,7 @@
 
 use agent_secret_core::api::{
     DeletedSecret, ErrorCode, PutSecretRequest, PutSecretResponse, Role, SecretList,
-    SecretMetadata, Sensitivity,
+    SecretMetadata, Sensitivity, WatchEvent,
 };
 use agent_secret_core::envelope::{seal, SecretAad};
 use agent_secret_core::host::HostPattern;
@@ -119,10 +119,15 @@ pub async fn put(
             .await
         {
             Ok(record) => {
+                let event = WatchEvent::SecretUpdated {
+                    path: record.path.to_string(),
+                    version: record.current_version,
+                };
+                app.events.publish(caller.tenant, event).await;
                 return Ok(PutSecretResponse {
                     path: record.path.to_string(),
                     version: record.current_version,
-                })
+                });
             }
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
@@ -178,6 +183,10 @@ pub async fn delete(
         .client(ctx.ip_string(), ctx.user_agent.clone())
         .path(path.as_str());
     if app.store.delete_secret(caller.tenant, &path, audit).await? {
+        let event = WatchEvent::SecretDeleted {
+            path: path.to_string(),
+        };
+        app.events.publish(caller.tenant, event).await;
         Ok(DeletedSecret {
             path: path.to_string(),
             deleted: true,

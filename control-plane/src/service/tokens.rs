@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use agent_secret_core::api::{
     ErrorCode, IssueTokenRequest, IssuedToken, Role, Sensitivity, TokenInfo, TokenStatus,
+    WatchEvent,
 };
 use agent_secret_core::credential::{issue_with_id, CredentialKind};
 use agent_secret_core::ids::TokenId;
@@ -162,9 +163,16 @@ pub async fn revoke(
     let audit = AuditDraft::new(AuditEventType::TokenRevoked, actor)
         .client(ctx.ip_string(), ctx.user_agent.clone())
         .reason(format!("token {id}"));
-    app.store
+    if app
+        .store
         .revoke_token(caller.tenant(), id, now, audit)
-        .await?;
+        .await?
+    {
+        let event = WatchEvent::TokenRevoked {
+            token_id: id.to_string(),
+        };
+        app.events.publish(caller.tenant(), event).await;
+    }
     let token = visible_token(app, caller, id).await?;
     Ok(info(&token, now))
 }

@@ -294,6 +294,12 @@ pub trait TokenStore {
 pub trait AuditStore {
     /// Appends one event to the tenant's chain in its own transaction.
     async fn append_audit(&self, tenant: TenantId, draft: AuditDraft) -> StoreResult<AuditEvent>;
+    /// Appends several events in one transaction: all of them or none.
+    async fn append_audit_batch(
+        &self,
+        tenant: TenantId,
+        drafts: Vec<AuditDraft>,
+    ) -> StoreResult<Vec<AuditEvent>>;
     async fn list_audit(
         &self,
         tenant: TenantId,

@@ -111,6 +111,22 @@ impl AuditStore for SqlStore {
         })
     }
 
+    async fn append_audit_batch(
+        &self,
+        tenant: TenantId,
+        drafts: Vec<AuditDraft>,
+    ) -> StoreResult<Vec<AuditEvent>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let mut events = Vec::with_capacity(drafts.len());
+            for draft in drafts {
+                events.push(tx.append_chain(tenant, draft).await?);
+            }
+            tx.commit().await.map_err(db_error)?;
+            Ok(events)
+        })
+    }
+
     /// Events in `seq` order with `since <= occurred_at <= until` (both inclusive),
     /// `seq > after_seq`, of any of `types` (all when empty), at most `limit`.
     async fn list_audit(

@@ -1,0 +1,129 @@
+//! Change events for sidecars (`GET /v1/sidecar/watch`): revocations, key rotations, secret
+//! updates. They let sidecars drop cached grants and values within a second instead of waiting
+//! for a cache TTL.
+//!
+//! With several control-plane replicas on one PostgreSQL database, an event raised on any
+//! replica must reach sidecars watching any other: events are published with `pg_notify` and
+//! every replica (the publisher included) `LISTEN`s and fans them out to its local
+//! subscribers. On SQLite there is one replica and events go straight to the local channel.
+//! Delivery is best effort: a sidecar that reconnects flushes its grant cache, and cache TTLs
+//! bound staleness if an event is lost.
+
+use std::time::Duration;
+
+use agent_secret_core::api::WatchEvent;
+use agent_secret_core::ids::TenantId;
+use serde::{Deserialize, Serialize};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+
+/// PostgreSQL notification channel carrying `TenantEvent` JSON.
+pub const CHANNEL: &str = "agent_secret_store_events";
+/// Events buffered per subscriber; a subscriber that falls further behind is disconnected
+/// (its sidecar reconnects and flushes its caches).
+const BUFFER: usize = 1024;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantEvent {
+    pub tenant: TenantId,
+    pub event: WatchEvent,
+}
+
+pub struct EventHub {
+    local: broadcast::Sender<TenantEvent>,
+    postgres: Option<PgPool>,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        Self::local()
+    }
+}
+
+impl EventHub {
+    /// Single replica: publish goes straight to local subscribers.
+    pub fn local() -> EventHub {
+        EventHub {
+            local: broadcast::channel(BUFFER).0,
+            postgres: None,
+        }
+    }
+
+    /// Replicas sharing `pool`'s database: publish through `pg_notify`, and a background task
+    /// listens (reconnecting after errors) and fans notifications out to local subscribers.
+    pub fn postgres(pool: PgPool) -> EventHub {
+        let local = broadcast::channel(BUFFER).0;
+        tokio::spawn(listen(pool.clone(), local.clone()));
+        EventHub {
+            local,
+            postgres: Some(pool),
+        }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<TenantEvent> {
+        self.local.subscribe()
+    }
+
+    /// Publishes after the change has committed. A failure is logged, not returned: the
+    /// change stands, and sidecar cache TTLs bound how long a missed event matters.
+    pub async fn publish(&self, tenant: TenantId, event: WatchEvent) {
+        let event = TenantEvent { tenant, event };
+        match &self.postgres {
+            None => {
+                // No subscriber is not an error.
+                let _ = self.local.send(event);
+            }
+            Some(pool) => {
+                let payload = match serde_json::to_string(&event) {
+                    Ok(p) => p,
+                    Err(e) => return tracing::error!(error = %e, "event encoding failed"),
+                };
+                if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANNEL)
+                    .bind(payload)
+                    .execute(pool)
+                    .await
+                {
+                    tracing::error!(error = %e, "could not publish a watch event");
+                }
+            }
+        }
+    }
+}
+
+async fn listen(pool: PgPool, local: broadcast::Sender<TenantEvent>) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match listen_once(&pool, &local).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs until the connection fails (`Err`) or nobody can subscribe any more (`Ok`).
+async fn listen_once(
+    pool: &PgPool,
+    local: &broadcast::Sender<TenantEvent>,
+) -> Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener.listen(CHANNEL).await?;
+    loop {
+        let notification = listener.recv().await?;
+        match serde_json::from_str::<TenantEvent>(notification.payload()) {
+            Ok(event) => {
+                let _ = local.send(event);
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring a malformed watch notification"),
+        }
+        if local.receiver_count() == 0 && local.strong_count() <= 1 {
+            // Only this task still holds the sender: the hub is gone.
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! What sidecars consume besides resolve: the change stream of their tenant, and the batched
+//! `secret.read` events they report for each injection.
+
+use agent_secret_core::api::{
+    ErrorCode, SidecarAuditAccepted, SidecarAuditBatch, SidecarAuditEvent, WatchEvent,
+};
+use futures::stream::{self, Stream};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::auth::SidecarPrincipal;
+use super::{App, ServiceError, ServiceResult};
+use crate::audit::{Actor, AuditDraft, AuditEventType};
+
+/// Most events one audit batch may carry.
+pub const MAX_AUDIT_BATCH: usize = 500;
+/// Longest free-text field a sidecar may report (user agents are truncated to this).
+const MAX_FIELD: usize = 512;
+
+/// The tenant's events, in order. The stream ends if this subscriber fell behind and missed
+/// events: the sidecar then reconnects and, as on every reconnect, flushes its grant cache.
+pub fn subscribe(app: &App, sidecar: SidecarPrincipal) -> impl Stream<Item = WatchEvent> + Send {
+    let receiver = app.events.subscribe();
+    stream::unfold(receiver, move |mut receiver| async move {
+        loop {
+            match receiver.recv().await {
+                Ok(e) if e.tenant == sidecar.tenant => return Some((e.event, receiver)),
+                Ok(_) => continue,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, sidecar = %sidecar.id, "watcher fell behind; closing");
+                    return None;
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+fn bounded(field: Option<String>) -> Option<String> {
+    field.map(|s| {
+        s.chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_FIELD)
+            .collect()
+    })
+}
+
+fn draft(sidecar: SidecarPrincipal, e: SidecarAuditEvent) -> AuditDraft {
+    let actor = match &e.token_id {
+        Some(id) => Actor::new("token", id.chars().take(64).collect::<String>()),
+        None => sidecar.actor(),
+    };
+    let reported = format!("reported by sidecar {}", sidecar.id);
+    let reason = match bounded(e.reason) {
+        Some(r) => format!("{r}; {reported}"),
+        None => reported,
+    };
+    AuditDraft {
+        event_type: AuditEventType::SecretRead,
+        actor,
+        ip: bounded(e.client_ip),
+        user_agent: bounded(e.user_agent),
+        path: bounded(e.path),
+        destination_host: bounded(e.destination_host),
+        success: e.success,
+        reason: Some(reason),
+        occurred_at: e.occurred_at.trunc_subsecs_micros(),
+    }
+}
+
+/// Appends the batch to the tenant's chain in one transaction: all events or none, so a
+/// sidecar retrying a failed batch never duplicates part of it.
+pub async fn ingest_audit(
+    app: &App,
+    sidecar: SidecarPrincipal,
+    batch: SidecarAuditBatch,
+) -> ServiceResult<SidecarAuditAccepted> {
+    if batch.events.len() > MAX_AUDIT_BATCH {
+        return Err(ServiceError::invalid(
+            ErrorCode::InvalidRequest,
+            format!("an audit batch holds at most {MAX_AUDIT_BATCH} events"),
+        ));
+    }
+    let drafts: Vec<AuditDraft> = batch
+        .events
+        .into_iter()
+        .map(|e| draft(sidecar, e))
+        .collect();
+    let accepted = drafts.len();
+    if accepted > 0 {
+        app.store.append_audit_batch(sidecar.tenant, drafts).await?;
+    }
+    Ok(SidecarAuditAccepted { accepted })
+}
+
+trait TruncMicros {
+    fn trunc_subsecs_micros(self) -> Self;
+}
+
+impl TruncMicros for chrono::DateTime<chrono::Utc> {
+    fn trunc_subsecs_micros(self) -> Self {
+        chrono::SubsecRound::trunc_subsecs(self, 6)
+    }
+}
