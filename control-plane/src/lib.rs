@@ -8,6 +8,8 @@ pub mod bootstrap;
 pub mod cli;
 pub mod config;
 pub mod db;
+#[cfg(feature = "dev")]
+pub mod dev;
 pub mod events;
 pub mod metrics;
 pub mod server;

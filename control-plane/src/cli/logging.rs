@@ -33,3 +33,11 @@ fn install(filter: EnvFilter, format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// `dev`: warnings from everything, plus what the servers have to say, unless `RUST_LOG` says
+/// otherwise.
+pub fn init_dev() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,agent_secret_store=info,agent_secret_proxy=info"));
+    install(filter, LogFormat::Text);
+}

@@ -75,6 +75,11 @@ pub struct ConfigArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run everything on this machine for development: control plane (SQLite, local KMS,
+    /// dev TLS), the sidecar and a demo upstream, with demo data; prints a curl to try.
+    /// State lives in ./.agent-secret-store and is reused on the next run.
+    #[cfg(feature = "dev")]
+    Dev(crate::dev::DevArgs),
     /// Run the control-plane HTTPS API (needs [tls] cert_file and key_file).
     Serve(ServeArgs),
     /// First-time setup: create missing pepper and master-key files, migrate the database,
@@ -299,8 +304,11 @@ pub enum AuditFormat {
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let out = Output::new(cli.global.json);
     // `serve` sets up logging from its config file once it has read it.
-    if !matches!(cli.command, Command::Serve(_)) {
-        logging::init_cli();
+    match cli.command {
+        Command::Serve(_) => {}
+        #[cfg(feature = "dev")]
+        Command::Dev(_) => logging::init_dev(),
+        _ => logging::init_cli(),
     }
     let result = dispatch(cli, out).await;
     if let Err(failure) = &result {
@@ -312,6 +320,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 async fn dispatch(cli: Cli, out: Output) -> Result<(), Failure> {
     let global = cli.global;
     match cli.command {
+        #[cfg(feature = "dev")]
+        Command::Dev(args) => crate::dev::run(&args, out, local::shutdown_signal()).await,
         Command::Serve(args) => local::serve(&args, out).await,
         Command::Init(args) => local::init(&args, out).await,
         Command::Migrate(c) => local::migrate(c.config.as_deref(), out).await,

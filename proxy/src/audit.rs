@@ -1,0 +1,122 @@
+//! The proxy's view of auditing: reserve room before injecting, record after.
+//!
+//! Audit fails closed (DESIGN.md "Audit"): a secret is substituted only once room for its
+//! `secret.read` event is reserved in the spool, so a full spool refuses injections with 503
+//! `audit_unavailable` instead of injecting unaudited. Refusals are recorded best effort — the
+//! request is refused either way. The spool itself (batching, persistence, delivery to
+//! `POST /v1/sidecar/audit`) lives in [`crate::spool`]; this module only adapts it to the two
+//! calls the request path makes.
+
+use std::sync::Arc;
+
+use agent_secret_core::api::{SidecarAuditBatch, SidecarAuditEvent};
+use http::StatusCode;
+
+use crate::control_plane::{ControlPlane, CpError};
+use crate::spool::{AuditPipeline, AuditSink, SinkError};
+
+/// Where audit events go.
+pub trait AuditBackend: Send + Sync + 'static {
+    /// Reserve room for `count` events; false when the spool is full.
+    fn try_reserve(&self, count: usize) -> bool;
+    /// Give back room reserved but not used.
+    fn release(&self, count: usize);
+    /// Record an event into previously reserved room.
+    fn record_reserved(&self, event: SidecarAuditEvent);
+}
+
+/// Handle used by the request path.
+#[derive(Clone)]
+pub struct Audit {
+    backend: Arc<dyn AuditBackend>,
+}
+
+/// Room for a number of events, reserved before injecting. Unused room is released on drop.
+pub struct AuditPermit {
+    backend: Arc<dyn AuditBackend>,
+    remaining: usize,
+}
+
+/// The spool cannot take more events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the audit spool is full")]
+pub struct AuditFull;
+
+impl Audit {
+    pub fn new(backend: Arc<dyn AuditBackend>) -> Audit {
+        Audit { backend }
+    }
+
+    /// Reserve room for `count` events before injecting.
+    pub fn reserve(&self, count: usize) -> Result<AuditPermit, AuditFull> {
+        if self.backend.try_reserve(count) {
+            Ok(AuditPermit {
+                backend: self.backend.clone(),
+                remaining: count,
+            })
+        } else {
+            Err(AuditFull)
+        }
+    }
+
+    /// Record a refusal if there is room.
+    pub fn record_denial(&self, event: SidecarAuditEvent) -> Result<(), AuditFull> {
+        self.reserve(1)?.record(vec![event]);
+        Ok(())
+    }
+}
+
+impl AuditPermit {
+    /// Record events into the reserved room (at most as many as reserved).
+    pub fn record(mut self, events: Vec<SidecarAuditEvent>) {
+        for event in events.into_iter().take(self.remaining) {
+            self.backend.record_reserved(event);
+            self.remaining -= 1;
+        }
+    }
+}
+
+impl Drop for AuditPermit {
+    fn drop(&mut self) {
+        if self.remaining > 0 {
+            self.backend.release(self.remaining);
+        }
+    }
+}
+
+impl AuditBackend for AuditPipeline {
+    fn try_reserve(&self, count: usize) -> bool {
+        AuditPipeline::try_reserve(self, count)
+    }
+    fn release(&self, count: usize) {
+        AuditPipeline::release(self, count)
+    }
+    fn record_reserved(&self, event: SidecarAuditEvent) {
+        AuditPipeline::record_reserved(self, event)
+    }
+}
+
+/// Batches go to `POST /v1/sidecar/audit`. A 4xx means the control plane will not take the
+/// batch as is (kept and retried slowly, and logged); anything else is worth retrying.
+#[async_trait::async_trait]
+impl AuditSink for ControlPlane {
+    async fn send(&self, batch: &SidecarAuditBatch) -> Result<(), SinkError> {
+        self.post_audit(batch).await.map_err(|e| SinkError {
+            retryable: !matches!(&e, CpError::Refused { status, .. } if status.is_client_error() && *status != StatusCode::TOO_MANY_REQUESTS),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Keeps nothing: for tests of the request path that do not look at audit.
+pub struct DiscardAudit;
+
+impl AuditBackend for DiscardAudit {
+    fn try_reserve(&self, _count: usize) -> bool {
+        true
+    }
+    fn release(&self, _count: usize) {}
+    fn record_reserved(&self, event: SidecarAuditEvent) {
+        tracing::debug!(path = ?event.path, success = event.success, "audit event discarded");
+    }
+}

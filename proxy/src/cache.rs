@@ -1,0 +1,292 @@
+//! The sidecar's two caches, so a warm request needs no control-plane call.
+//!
+//! * **Grants**, keyed by SHA-256 of the token (never the token itself), each for
+//!   `min(control plane's cache_ttl_seconds, config cap, time to the token's expiry)`. Grants of
+//!   `max_uses` tokens are never cached: every use is an atomic decrement at the control plane.
+//! * **Values**, keyed by (tenant, path): the decrypted secret with its version, sensitivity and
+//!   allowed hosts, for the configured TTL and entry bound. Values live in [`SecretBytes`],
+//!   which zeroizes on drop; moka drops an entry's last reference when it is evicted,
+//!   invalidated or expires, and readers hold an `Arc` only for the duration of one request.
+//!
+//! Watch events invalidate by token id, agent id or path with moka's invalidation predicates,
+//! which `get` honours at once. Token ids known to be revoked, expired or invalid are also
+//! remembered (the id is embedded in the token), so a token whose grant was dropped is not
+//! waved through on a format check alone.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_secret_core::api::{Grant, Sensitivity};
+use agent_secret_core::host::{Destination, HostPattern};
+use agent_secret_core::ids::TenantId;
+use agent_secret_core::path::SecretPath;
+use agent_secret_core::scope::{scopes_cover, Action, Scope};
+use agent_secret_core::secret::SecretBytes;
+use chrono::Utc;
+use ipnet::IpNet;
+use moka::future::Cache;
+use moka::Expiry;
+use uuid::Uuid;
+
+use crate::config::CacheConfig;
+
+/// How long a known-dead token id is remembered; longer than any token's TTL cap.
+const DEAD_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Most dead token ids remembered.
+const DEAD_TOKEN_ENTRIES: u64 = 100_000;
+
+/// A grant as the control plane returned it, with its scopes and CIDRs parsed once.
+pub struct CachedGrant {
+    pub grant: Grant,
+    pub tenant: TenantId,
+    pub scopes: Vec<Scope>,
+    pub ip_allowlist: Vec<IpNet>,
+    ttl: Duration,
+}
+
+/// A decrypted secret version with what is needed to check it locally.
+pub struct CachedValue {
+    pub path: SecretPath,
+    pub version: i64,
+    pub value: SecretBytes,
+    pub sensitivity: Sensitivity,
+    pub allowed_hosts: Vec<HostPattern>,
+}
+
+/// Why a grant from the control plane cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    #[error("grant has an invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+type ValueKey = (TenantId, SecretPath);
+
+/// Both caches plus the dead-token memory.
+#[derive(Clone)]
+pub struct Caches {
+    grants: Option<Cache<[u8; 32], Arc<CachedGrant>>>,
+    values: Option<Cache<ValueKey, Arc<CachedValue>>>,
+    dead_tokens: Cache<Uuid, ()>,
+    grant_ttl_cap: Duration,
+}
+
+struct GrantExpiry;
+
+impl Expiry<[u8; 32], Arc<CachedGrant>> for GrantExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<CachedGrant>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &[u8; 32],
+        value: &Arc<CachedGrant>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+impl CachedGrant {
+    /// Parse a grant; `ttl_cap` is the config's cap on grant caching.
+    pub fn new(grant: Grant, ttl_cap: Duration) -> Result<CachedGrant, GrantError> {
+        let tenant = grant
+            .tenant_id
+            .parse::<TenantId>()
+            .map_err(|e| invalid("tenant_id", e.to_string()))?;
+        let scopes = grant
+            .scopes
+            .iter()
+            .map(|s| Scope::parse(s))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid("scope", e.to_string()))?;
+        let ip_allowlist = grant
+            .ip_allowlist
+            .iter()
+            .map(|s| parse_net(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let until_expiry = (grant.expires_at - Utc::now()).to_std().unwrap_or_default();
+        let ttl = if grant.max_uses.is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(grant.cache_ttl_seconds)
+                .min(ttl_cap)
+                .min(until_expiry)
+        };
+        Ok(CachedGrant {
+            grant,
+            tenant,
+            scopes,
+            ip_allowlist,
+            ttl,
+        })
+    }
+
+    /// May this grant be served from cache at all?
+    pub fn cacheable(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    pub fn is_expired(&self) -> bool {
+        self.grant.expires_at <= Utc::now()
+    }
+
+    pub fn allows_ip(&self, ip: IpAddr) -> bool {
+        self.ip_allowlist.is_empty() || self.ip_allowlist.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn covers(&self, path: &SecretPath) -> bool {
+        scopes_cover(&self.scopes, Action::Read, path)
+    }
+}
+
+impl CachedValue {
+    pub fn allows(&self, destination: &Destination) -> bool {
+        self.allowed_hosts.iter().any(|h| h.matches(destination))
+    }
+}
+
+impl Caches {
+    pub fn new(config: &CacheConfig) -> Caches {
+        let enabled = config.max_entries > 0;
+        let grants = (enabled && config.grant_ttl_seconds > 0).then(|| {
+            Cache::builder()
+                .max_capacity(config.max_entries)
+                .expire_after(GrantExpiry)
+                .support_invalidation_closures()
+                .build()
+        });
+        let values = (enabled && config.value_ttl_seconds > 0).then(|| {
+            Cache::builder()
+                .max_capacity(config.max_entries)
+                .time_to_live(Duration::from_secs(config.value_ttl_seconds))
+                .support_invalidation_closures()
+                .build()
+        });
+        Caches {
+            grants,
+            values,
+            dead_tokens: Cache::builder()
+                .max_capacity(DEAD_TOKEN_ENTRIES)
+                .time_to_live(DEAD_TOKEN_TTL)
+                .build(),
+            grant_ttl_cap: Duration::from_secs(config.grant_ttl_seconds),
+        }
+    }
+
+    pub fn grant_ttl_cap(&self) -> Duration {
+        self.grant_ttl_cap
+    }
+
+    pub async fn grant(&self, key: &[u8; 32]) -> Option<Arc<CachedGrant>> {
+        self.grants.as_ref()?.get(key).await
+    }
+
+    /// Cache `grant` if it may be cached.
+    pub async fn put_grant(&self, key: [u8; 32], grant: Arc<CachedGrant>) {
+        if let Some(grants) = &self.grants {
+            if grant.cacheable() {
+                grants.insert(key, grant).await;
+            }
+        }
+    }
+
+    pub async fn drop_grant(&self, key: &[u8; 32]) {
+        if let Some(grants) = &self.grants {
+            grants.invalidate(key).await;
+        }
+    }
+
+    pub async fn value(&self, tenant: TenantId, path: &SecretPath) -> Option<Arc<CachedValue>> {
+        let values = self.values.as_ref()?;
+        values.get(&(tenant, path.clone())).await
+    }
+
+    pub async fn put_value(&self, tenant: TenantId, value: Arc<CachedValue>) {
+        if let Some(values) = &self.values {
+            values.insert((tenant, value.path.clone()), value).await;
+        }
+    }
+
+    /// Remember a token id as revoked, expired or invalid.
+    pub async fn mark_dead(&self, token_id: Uuid) {
+        self.dead_tokens.insert(token_id, ()).await;
+    }
+
+    pub async fn is_dead(&self, token_id: Uuid) -> bool {
+        self.dead_tokens.get(&token_id).await.is_some()
+    }
+
+    /// `token_revoked`: drop the token's grants and remember it.
+    pub async fn revoke_token(&self, token_id: &str) {
+        if let Ok(id) = token_id.parse::<Uuid>() {
+            self.mark_dead(id).await;
+        }
+        let id = token_id.to_owned();
+        self.drop_grants_where(move |g| g.grant.token_id == id);
+    }
+
+    /// `agent_key_rotated`: every token of the agent dies with its key.
+    pub async fn revoke_agent(&self, agent_id: &str) {
+        if let Some(grants) = &self.grants {
+            let dead: Vec<Uuid> = grants
+                .iter()
+                .filter(|(_, g)| g.grant.agent_id == agent_id)
+                .filter_map(|(_, g)| g.grant.token_id.parse().ok())
+                .collect();
+            for id in dead {
+                self.mark_dead(id).await;
+            }
+        }
+        let id = agent_id.to_owned();
+        self.drop_grants_where(move |g| g.grant.agent_id == id);
+    }
+
+    /// `secret_updated` / `secret_deleted`: drop the path's value in every tenant.
+    pub fn drop_path(&self, path: &str) {
+        if let Some(values) = &self.values {
+            let path = path.to_owned();
+            if let Err(e) = values.invalidate_entries_if(move |(_, p), _| p.as_str() == path) {
+                tracing::warn!(error = %e, "cannot invalidate cached values; flushing all");
+                values.invalidate_all();
+            }
+        }
+    }
+
+    /// Drop every grant (the watch stream reconnected and may have missed events).
+    pub fn flush_grants(&self) {
+        if let Some(grants) = &self.grants {
+            grants.invalidate_all();
+        }
+    }
+
+    fn drop_grants_where(&self, predicate: impl Fn(&CachedGrant) -> bool + Send + Sync + 'static) {
+        if let Some(grants) = &self.grants {
+            if let Err(e) = grants.invalidate_entries_if(move |_, g| predicate(g)) {
+                tracing::warn!(error = %e, "cannot invalidate grants selectively; flushing all");
+                grants.invalidate_all();
+            }
+        }
+    }
+}
+
+fn parse_net(s: &str) -> Result<IpNet, GrantError> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|e| invalid("ip_allowlist", format!("`{s}`: {e}")))
+}
+
+fn invalid(field: &'static str, reason: String) -> GrantError {
+    GrantError::Invalid { field, reason }
+}
+
+#[cfg(test)]
+mod tests;

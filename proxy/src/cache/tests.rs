@@ -1,0 +1,188 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use chrono::Duration as ChronoDuration;
+
+use super::*;
+
+fn grant(token_id: Uuid, agent: &str, ttl: u64, max_uses: Option<i64>) -> Grant {
+    Grant {
+        token_id: token_id.hyphenated().to_string(),
+        tenant_id: TenantId::new().to_string(),
+        agent_id: agent.into(),
+        scopes: vec!["secrets:read:prod/*".into()],
+        ip_allowlist: vec!["10.0.0.0/8".into(), "127.0.0.1".into()],
+        approved_sensitivity: Sensitivity::Standard,
+        expires_at: Utc::now() + ChronoDuration::hours(1),
+        max_uses,
+        uses: 0,
+        cache_ttl_seconds: ttl,
+    }
+}
+
+fn config(grant_ttl: u64, value_ttl: u64, max: u64) -> CacheConfig {
+    CacheConfig {
+        grant_ttl_seconds: grant_ttl,
+        value_ttl_seconds: value_ttl,
+        max_entries: max,
+    }
+}
+
+#[test]
+fn grant_checks_scope_and_ip_locally() {
+    let g = CachedGrant::new(
+        grant(Uuid::new_v4(), "a", 30, None),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(g.covers(&SecretPath::parse("prod/key").unwrap()));
+    assert!(!g.covers(&SecretPath::parse("prod/a/key").unwrap()));
+    assert!(g.allows_ip("10.1.2.3".parse().unwrap()));
+    assert!(g.allows_ip("127.0.0.1".parse().unwrap()));
+    assert!(!g.allows_ip("192.168.0.1".parse().unwrap()));
+}
+
+#[test]
+fn max_uses_grants_are_never_cacheable() {
+    let g = CachedGrant::new(
+        grant(Uuid::new_v4(), "a", 30, Some(5)),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(!g.cacheable());
+}
+
+#[test]
+fn grant_ttl_is_capped_by_config_and_expiry() {
+    let g = CachedGrant::new(
+        grant(Uuid::new_v4(), "a", 30, None),
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(g.ttl, Duration::from_secs(10));
+    let mut near = grant(Uuid::new_v4(), "a", 30, None);
+    near.expires_at = Utc::now() + ChronoDuration::seconds(3);
+    let g = CachedGrant::new(near, Duration::from_secs(60)).unwrap();
+    assert!(g.ttl <= Duration::from_secs(3));
+    let g = CachedGrant::new(grant(Uuid::new_v4(), "a", 0, None), Duration::from_secs(60)).unwrap();
+    assert!(!g.cacheable());
+}
+
+#[test]
+fn malformed_grants_are_refused() {
+    let mut g = grant(Uuid::new_v4(), "a", 30, None);
+    g.scopes = vec!["secrets:read:prod*".into()];
+    assert!(CachedGrant::new(g, Duration::from_secs(60)).is_err());
+    let mut g = grant(Uuid::new_v4(), "a", 30, None);
+    g.ip_allowlist = vec!["not-an-ip".into()];
+    assert!(CachedGrant::new(g, Duration::from_secs(60)).is_err());
+}
+
+#[tokio::test]
+async fn revoking_a_token_drops_its_grant_and_remembers_it() {
+    let caches = Caches::new(&config(60, 60, 100));
+    let id = Uuid::new_v4();
+    let g = Arc::new(
+        CachedGrant::new(grant(id, "agent-1", 30, None), Duration::from_secs(60)).unwrap(),
+    );
+    caches.put_grant([1; 32], g).await;
+    assert!(caches.grant(&[1; 32]).await.is_some());
+    caches.revoke_token(&id.hyphenated().to_string()).await;
+    assert!(caches.grant(&[1; 32]).await.is_none());
+    assert!(caches.is_dead(id).await);
+}
+
+#[tokio::test]
+async fn rotating_an_agent_key_drops_all_its_grants() {
+    let caches = Caches::new(&config(60, 60, 100));
+    let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    for (key, id, agent) in [
+        ([1; 32], a, "agent-1"),
+        ([2; 32], b, "agent-1"),
+        ([3; 32], c, "agent-2"),
+    ] {
+        let g = CachedGrant::new(grant(id, agent, 30, None), Duration::from_secs(60)).unwrap();
+        caches.put_grant(key, Arc::new(g)).await;
+    }
+    caches.grants.as_ref().unwrap().run_pending_tasks().await;
+    caches.revoke_agent("agent-1").await;
+    assert!(caches.grant(&[1; 32]).await.is_none());
+    assert!(caches.grant(&[2; 32]).await.is_none());
+    assert!(caches.grant(&[3; 32]).await.is_some());
+    assert!(caches.is_dead(a).await && caches.is_dead(b).await && !caches.is_dead(c).await);
+}
+
+#[tokio::test]
+async fn secret_updates_drop_the_path_in_every_tenant() {
+    let caches = Caches::new(&config(60, 60, 100));
+    let path = SecretPath::parse("prod/key").unwrap();
+    let other = SecretPath::parse("prod/other").unwrap();
+    let (t1, t2) = (TenantId::new(), TenantId::new());
+    for (tenant, p) in [(t1, &path), (t2, &path), (t1, &other)] {
+        let v = CachedValue {
+            path: p.clone(),
+            version: 1,
+            value: SecretBytes::new(b"v".to_vec()),
+            sensitivity: Sensitivity::Standard,
+            allowed_hosts: vec![],
+        };
+        caches.put_value(tenant, Arc::new(v)).await;
+    }
+    caches.drop_path("prod/key");
+    assert!(caches.value(t1, &path).await.is_none());
+    assert!(caches.value(t2, &path).await.is_none());
+    assert!(caches.value(t1, &other).await.is_some());
+}
+
+#[tokio::test]
+async fn flush_drops_every_grant() {
+    let caches = Caches::new(&config(60, 60, 100));
+    let g = CachedGrant::new(
+        grant(Uuid::new_v4(), "a", 30, None),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    caches.put_grant([9; 32], Arc::new(g)).await;
+    caches.flush_grants();
+    assert!(caches.grant(&[9; 32]).await.is_none());
+}
+
+#[tokio::test]
+async fn zero_ttl_or_zero_entries_disable_caching() {
+    for cfg in [config(0, 0, 100), config(60, 60, 0)] {
+        let caches = Caches::new(&cfg);
+        let g = CachedGrant::new(
+            grant(Uuid::new_v4(), "a", 30, None),
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        caches.put_grant([1; 32], Arc::new(g)).await;
+        assert!(caches.grant(&[1; 32]).await.is_none());
+        let v = CachedValue {
+            path: SecretPath::parse("a").unwrap(),
+            version: 1,
+            value: SecretBytes::new(b"v".to_vec()),
+            sensitivity: Sensitivity::Standard,
+            allowed_hosts: vec![],
+        };
+        let t = TenantId::new();
+        caches.put_value(t, Arc::new(v)).await;
+        assert!(caches
+            .value(t, &SecretPath::parse("a").unwrap())
+            .await
+            .is_none());
+    }
+}
+
+#[test]
+fn cached_value_checks_destination_binding() {
+    let v = CachedValue {
+        path: SecretPath::parse("a").unwrap(),
+        version: 1,
+        value: SecretBytes::new(b"v".to_vec()),
+        sensitivity: Sensitivity::Standard,
+        allowed_hosts: vec![HostPattern::parse("api.example.com").unwrap()],
+    };
+    assert!(v.allows(&Destination::parse("api.example.com").unwrap()));
+    assert!(!v.allows(&Destination::parse("api.example.com:8443").unwrap()));
+    assert!(!v.allows(&Destination::parse("evil.example.com").unwrap()));
+}

@@ -1,0 +1,168 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[control_plane]
+url = "https://127.0.0.1:8200"
+sidecar_key_file = "sidecar.key"
+[kms]
+keyring = "keyring.json"
+master_key_file = "master.key"
+"#;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let config = ProxyConfig::from_toml_str(MINIMAL).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.admin_listen.to_string(), "127.0.0.1:9090");
+    assert_eq!(config.cache.grant_ttl_seconds, 60);
+    assert_eq!(config.cache.max_entries, 10_000);
+    assert_eq!(config.audit.batch_size, 100);
+    assert!(config.control_plane.watch);
+    assert!(config.hosts.is_empty() && config.routes.is_empty());
+}
+
+#[test]
+fn the_documented_example_file_parses_and_validates() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/proxy.toml"))
+            .expect("config/proxy.toml exists");
+    let config = ProxyConfig::from_toml_str(&text).unwrap();
+    config.validate().unwrap();
+    assert!(!config.hosts.is_empty());
+    assert!(!config.routes.is_empty());
+}
+
+#[test]
+fn unknown_keys_are_an_error_in_every_section() {
+    for extra in [
+        "lisen = \"127.0.0.1:1\"\n",
+        "[cache]\ngrant_ttl = 3\n",
+        "[audit]\nspool = \"x\"\n",
+        "[upstream]\nca_file = \"x\"\n",
+        "[[hosts]]\nname = \"a.example.com\"\nplaintxt = true\n",
+        "[[routes]]\nprefix = \"/a/\"\nupstream = \"https://a.example.com/\"\nhost = \"x\"\n",
+    ] {
+        let text = format!("{extra}{MINIMAL}");
+        let text = if extra.starts_with('[') {
+            format!("{MINIMAL}{extra}")
+        } else {
+            text
+        };
+        let err = ProxyConfig::from_toml_str(&text).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field"),
+            "{extra:?} gave {err}"
+        );
+    }
+}
+
+#[test]
+fn control_plane_must_be_https() {
+    let text = MINIMAL.replace("https://127.0.0.1:8200", "http://127.0.0.1:8200");
+    let err = ProxyConfig::from_toml_str(&text)
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("control_plane.url"), "{err}");
+}
+
+#[test]
+fn plain_http_route_needs_a_plaintext_host_rule() {
+    let route = "[[routes]]\nprefix = \"/local/\"\nupstream = \"http://127.0.0.1:18080/\"\n";
+    let err = ProxyConfig::from_toml_str(&format!("{MINIMAL}{route}"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("plaintext"), "{err}");
+    let host = "[[hosts]]\nname = \"127.0.0.1:18080\"\nplaintext = true\n";
+    ProxyConfig::from_toml_str(&format!("{MINIMAL}{route}{host}"))
+        .unwrap()
+        .validate()
+        .unwrap();
+}
+
+#[test]
+fn bad_route_prefix_is_refused() {
+    let route = "[[routes]]\nprefix = \"openai\"\nupstream = \"https://api.openai.com/\"\n";
+    let err = ProxyConfig::from_toml_str(&format!("{MINIMAL}{route}"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("routes[0].prefix"), "{err}");
+}
+
+#[test]
+fn host_rule_names_are_host_patterns() {
+    let bad = "[[hosts]]\nname = \"*.com\"\n";
+    assert!(ProxyConfig::from_toml_str(&format!("{MINIMAL}{bad}")).is_err());
+}
+
+#[test]
+fn secrets_come_from_env_value_or_file_but_not_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, "assc_from_file\n").unwrap();
+    let mut config = ProxyConfig::from_toml_str(MINIMAL).unwrap();
+    let vars = env(&[("AGENT_SECRET_SIDECAR_KEY_FILE", key_file.to_str().unwrap())]);
+    config.apply_env(&|n| vars.get(n).cloned()).unwrap();
+    assert_eq!(config.sidecar_key().unwrap().expose(), "assc_from_file");
+
+    let vars = env(&[("AGENT_SECRET_SIDECAR_KEY", "assc_value")]);
+    config.apply_env(&|n| vars.get(n).cloned()).unwrap();
+    assert_eq!(config.sidecar_key().unwrap().expose(), "assc_value");
+
+    let vars = env(&[
+        ("AGENT_SECRET_MASTER_KEY", "a"),
+        ("AGENT_SECRET_MASTER_KEY_FILE", "b"),
+    ]);
+    let err = config.apply_env(&|n| vars.get(n).cloned()).unwrap_err();
+    assert!(err.to_string().contains("not both"), "{err}");
+}
+
+#[test]
+fn secret_file_errors_never_show_the_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = dir.path().join("master.key");
+    std::fs::write(&master, "not-base64-SECRETISH").unwrap();
+    let text = MINIMAL.replace("master.key", master.to_str().unwrap());
+    let config = ProxyConfig::from_toml_str(&text).unwrap();
+    let err = config.master_key().unwrap_err().to_string();
+    assert!(err.contains("kms.master_key_file"), "{err}");
+    assert!(!err.contains("SECRETISH"), "{err}");
+}
+
+#[test]
+fn missing_secrets_are_reported_by_key() {
+    let text = MINIMAL.replace("sidecar_key_file = \"sidecar.key\"\n", "");
+    let err = ProxyConfig::from_toml_str(&text)
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("AGENT_SECRET_SIDECAR_KEY"),
+        "{err}"
+    );
+}
+
+#[test]
+fn gcp_backend_parses_but_is_refused_at_validation() {
+    let text = MINIMAL.replace("[kms]\n", "[kms]\nbackend = \"gcp\"\nproject = \"p\"\n");
+    let config = ProxyConfig::from_toml_str(&text).unwrap();
+    assert!(config
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("kms.backend"));
+}

@@ -1,0 +1,233 @@
+//! The HTTPS client for the control plane's `/v1/sidecar/*` endpoints.
+//!
+//! One pooled keep-alive client (TLS 1.3 only, the CA from `ca_file` or the system roots, no
+//! environment proxy: the agent's own `HTTP_PROXY` may point at this very sidecar) carries
+//! resolve, audit and the long-lived watch stream. Retries are bounded and only for failures
+//! where the request cannot have been acted on or the server says "try again" — connection
+//! errors and 502/503/504 — because a resolve of a `max_uses` token consumes a use and must
+//! not be repeated blindly after a timeout or a 500.
+
+use std::time::{Duration, Instant};
+
+use agent_secret_core::api::{ErrorBody, ResolveRequest, ResolveResponse, SidecarAuditBatch};
+use agent_secret_core::secret::SecretString;
+use http::{HeaderValue, StatusCode};
+use reqwest::{Certificate, RequestBuilder, Response};
+
+use crate::config::ControlPlaneConfig;
+use crate::metrics::Metrics;
+
+/// A client of one control plane.
+#[derive(Clone)]
+pub struct ControlPlane {
+    http: reqwest::Client,
+    /// `https://host:port`, no trailing slash.
+    base: String,
+    /// `Bearer <sidecar key>`, marked sensitive.
+    auth: HeaderValue,
+    request_timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+    metrics: Metrics,
+}
+
+/// Why a control-plane call did not succeed. Never contains the sidecar key or a token.
+#[derive(Debug, thiserror::Error)]
+pub enum CpError {
+    /// A denial or request error with its JSON body (403, 404, 400).
+    #[error("control plane answered {status}: {}", body.error.code)]
+    Refused { status: StatusCode, body: ErrorBody },
+    #[error("control plane rejected this sidecar's key ({0})")]
+    Unauthorized(StatusCode),
+    #[error("control plane unavailable: {0}")]
+    Unavailable(String),
+    #[error("unexpected control plane response: {0}")]
+    Protocol(String),
+}
+
+/// Why the client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read control_plane.ca_file {path}: {reason}")]
+    CaFile { path: String, reason: String },
+    #[error("the sidecar key is not a valid header value")]
+    BadKey,
+    #[error("cannot build the control-plane client: {0}")]
+    Build(String),
+}
+
+impl ControlPlane {
+    pub fn new(
+        config: &ControlPlaneConfig,
+        key: &SecretString,
+        metrics: Metrics,
+    ) -> Result<ControlPlane, ClientError> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .min_tls_version(reqwest::tls::Version::TLS_1_3)
+            .tls_built_in_root_certs(false)
+            .no_proxy()
+            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_keepalive(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none());
+        for cert in root_certificates(config)? {
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Build(e.to_string()))?;
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
+            .map_err(|_| ClientError::BadKey)?;
+        auth.set_sensitive(true);
+        Ok(ControlPlane {
+            http,
+            base: config.url.trim_end_matches('/').to_owned(),
+            auth,
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            retries: config.retries,
+            backoff: Duration::from_millis(config.retry_backoff_ms),
+            metrics,
+        })
+    }
+
+    /// `POST /v1/sidecar/resolve`.
+    pub async fn resolve(&self, request: &ResolveRequest) -> Result<ResolveResponse, CpError> {
+        let url = format!("{}/v1/sidecar/resolve", self.base);
+        let started = Instant::now();
+        let result = self
+            .send(|| {
+                self.http
+                    .post(&url)
+                    .json(request)
+                    .timeout(self.request_timeout)
+            })
+            .await;
+        self.observe("resolve", started);
+        json_or_refusal(result?).await
+    }
+
+    /// `POST /v1/sidecar/audit`; success means the batch is durably accepted.
+    pub async fn post_audit(&self, batch: &SidecarAuditBatch) -> Result<(), CpError> {
+        let url = format!("{}/v1/sidecar/audit", self.base);
+        let started = Instant::now();
+        let result = self
+            .send(|| {
+                self.http
+                    .post(&url)
+                    .json(batch)
+                    .timeout(self.request_timeout)
+            })
+            .await;
+        self.observe("audit", started);
+        let response = result?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(refusal(response).await)
+        }
+    }
+
+    /// `GET /v1/sidecar/watch`: the open event stream (no overall timeout).
+    pub async fn watch(&self) -> Result<Response, CpError> {
+        let url = format!("{}/v1/sidecar/watch", self.base);
+        let started = Instant::now();
+        let result = self
+            .http
+            .get(&url)
+            .header(http::header::AUTHORIZATION, self.auth.clone())
+            .header(http::header::ACCEPT, "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| CpError::Unavailable(e.to_string()));
+        self.observe("watch_connect", started);
+        let response = result?;
+        if response.status().is_success() {
+            Ok(response)
+        } else {
+            Err(refusal(response).await)
+        }
+    }
+
+    async fn send(&self, build: impl Fn() -> RequestBuilder) -> Result<Response, CpError> {
+        let mut attempt = 0;
+        loop {
+            let result = build()
+                .header(http::header::AUTHORIZATION, self.auth.clone())
+                .send()
+                .await;
+            let retryable = match &result {
+                Ok(r) => matches!(
+                    r.status(),
+                    StatusCode::BAD_GATEWAY
+                        | StatusCode::SERVICE_UNAVAILABLE
+                        | StatusCode::GATEWAY_TIMEOUT
+                ),
+                Err(e) => e.is_connect(),
+            };
+            if !retryable || attempt >= self.retries {
+                return result.map_err(|e| CpError::Unavailable(e.to_string()));
+            }
+            tokio::time::sleep(self.backoff * 2u32.saturating_pow(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    fn observe(&self, op: &str, started: Instant) {
+        self.metrics
+            .control_plane_seconds
+            .with_label_values(&[op])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// The CA bundle of `ca_file`, or the system roots when none is configured.
+fn root_certificates(config: &ControlPlaneConfig) -> Result<Vec<Certificate>, ClientError> {
+    match &config.ca_file {
+        Some(path) => {
+            let ca_error = |reason: String| ClientError::CaFile {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+            let certs = Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(ca_error("no certificate in the file".into()));
+            }
+            Ok(certs)
+        }
+        None => {
+            let native = pingora::tls::load_native_certs()
+                .map_err(|e| ClientError::Build(format!("cannot load system roots: {e}")))?;
+            Ok(native
+                .iter()
+                .filter_map(|der| Certificate::from_der(der.as_ref()).ok())
+                .collect())
+        }
+    }
+}
+
+async fn json_or_refusal<T: serde::de::DeserializeOwned>(response: Response) -> Result<T, CpError> {
+    if response.status().is_success() {
+        response
+            .json::<T>()
+            .await
+            .map_err(|e| CpError::Protocol(e.to_string()))
+    } else {
+        Err(refusal(response).await)
+    }
+}
+
+async fn refusal(response: Response) -> CpError {
+    let status = response.status();
+    if status == StatusCode::UNAUTHORIZED {
+        return CpError::Unauthorized(status);
+    }
+    if status.is_server_error() {
+        return CpError::Unavailable(format!("status {status}"));
+    }
+    match response.json::<ErrorBody>().await {
+        Ok(body) => CpError::Refused { status, body },
+        Err(_) => CpError::Protocol(format!("status {status} without an error body")),
+    }
+}

@@ -1,0 +1,195 @@
+//! Every refusal the sidecar answers itself, mapped to a status and a stable code in one place.
+//!
+//! Agents (and scripts around them) branch on the JSON code, so the codes are DESIGN.md's:
+//! token problems are 407 with `Proxy-Authenticate` (the agent must present another token),
+//! policy refusals 403, a missing secret 404 (the token's scope covers the path — the control
+//! plane answers `scope_denied` otherwise — so existence is not a secret from it), and a
+//! control plane or spool that cannot answer 503. 5xx messages are generic; details go to the
+//! log. No message ever contains a token or a secret value.
+
+use agent_secret_core::api::ErrorCode;
+use bytes::Bytes;
+use http::StatusCode;
+
+use crate::auth::AuthError;
+use crate::inject::InjectError;
+use crate::resolver::ResolveError;
+use crate::route::RouteError;
+use crate::ssrf::SsrfError;
+
+/// Code for a spool that cannot take more events (the sidecar fails closed).
+pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
+/// Code for a response body the scrubber cannot read.
+pub const UNSCANNABLE_RESPONSE: &str = "unscannable_response";
+/// Code for CONNECT.
+pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
+
+/// A response the sidecar writes instead of forwarding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Denial {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Denial {
+        Denial {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Status of a control-plane denial code.
+    pub fn from_code(code: ErrorCode, message: impl Into<String>) -> Denial {
+        let status = match code {
+            ErrorCode::TokenInvalid | ErrorCode::TokenExpired | ErrorCode::TokenRevoked => {
+                StatusCode::PROXY_AUTHENTICATION_REQUIRED
+            }
+            ErrorCode::ScopeDenied
+            | ErrorCode::DestinationNotAllowed
+            | ErrorCode::IpNotAllowed
+            | ErrorCode::ApprovalPending
+            | ErrorCode::ApprovalDenied
+            | ErrorCode::UsesExhausted => StatusCode::FORBIDDEN,
+            ErrorCode::SecretNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidRequest
+            | ErrorCode::InvalidPath
+            | ErrorCode::InvalidHost
+            | ErrorCode::InvalidPlaceholder => StatusCode::BAD_REQUEST,
+            _ => return Denial::control_plane_unavailable(),
+        };
+        Denial::new(status, code.as_str(), message)
+    }
+
+    pub fn control_plane_unavailable() -> Denial {
+        Denial::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ControlPlaneUnavailable.as_str(),
+            "the control plane cannot be reached; try again later",
+        )
+    }
+
+    pub fn audit_unavailable() -> Denial {
+        Denial::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            AUDIT_UNAVAILABLE,
+            "the audit spool is full; secrets are not injected until it drains",
+        )
+    }
+
+    pub fn unscannable(encoding: &str) -> Denial {
+        Denial::new(
+            StatusCode::BAD_GATEWAY,
+            UNSCANNABLE_RESPONSE,
+            format!("the upstream response uses content-encoding `{encoding}`, which the sidecar cannot scan for injected secrets"),
+        )
+    }
+
+    pub fn destination_not_allowed(message: impl Into<String>) -> Denial {
+        Denial::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::DestinationNotAllowed.as_str(),
+            message,
+        )
+    }
+
+    pub fn is_auth(&self) -> bool {
+        self.status == StatusCode::PROXY_AUTHENTICATION_REQUIRED
+    }
+
+    /// `{"error":{"code":...,"message":...}}`.
+    pub fn body(&self) -> Bytes {
+        let body = serde_json::json!({
+            "error": { "code": self.code, "message": self.message }
+        });
+        Bytes::from(body.to_string())
+    }
+}
+
+impl From<AuthError> for Denial {
+    fn from(e: AuthError) -> Denial {
+        Denial::new(
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            ErrorCode::TokenInvalid.as_str(),
+            e.to_string(),
+        )
+    }
+}
+
+impl From<RouteError> for Denial {
+    fn from(e: RouteError) -> Denial {
+        match e {
+            RouteError::Connect => Denial::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                METHOD_NOT_ALLOWED,
+                e.to_string(),
+            ),
+            RouteError::NoRoute(_) => Denial::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound.as_str(),
+                e.to_string(),
+            ),
+            RouteError::BadTarget(_) => Denial::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidRequest.as_str(),
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<InjectError> for Denial {
+    fn from(e: InjectError) -> Denial {
+        Denial::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidPlaceholder.as_str(),
+            e.to_string(),
+        )
+    }
+}
+
+impl From<SsrfError> for Denial {
+    fn from(e: SsrfError) -> Denial {
+        match e {
+            SsrfError::Forbidden { .. } => Denial::destination_not_allowed(e.to_string()),
+            SsrfError::Resolve { .. } => Denial::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unresolvable",
+                e.to_string(),
+            ),
+        }
+    }
+}
+
+impl From<ResolveError> for Denial {
+    fn from(e: ResolveError) -> Denial {
+        match e {
+            ResolveError::Denied { code, message } => Denial::from_code(code, message),
+            ResolveError::Unavailable(reason) => {
+                tracing::warn!(%reason, "control plane unavailable");
+                Denial::control_plane_unavailable()
+            }
+            ResolveError::Kms(reason) => {
+                tracing::error!(%reason, "key service unavailable");
+                Denial::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::KmsUnavailable.as_str(),
+                    "the key service is unavailable; try again later",
+                )
+            }
+            ResolveError::Decrypt { path, reason } => {
+                tracing::error!(%path, %reason, "cannot decrypt secret");
+                Denial::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal.as_str(),
+                    format!("secret `{path}` could not be decrypted by this sidecar"),
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

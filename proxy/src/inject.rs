@@ -1,0 +1,161 @@
+//! Finding `{{secret:PATH}}` placeholders in request headers and substituting the values.
+//!
+//! Placeholders are honoured only in header values. In the request target or the `Host`
+//! header an attempt is a 400: a URL is logged by every hop and a Host value picks the
+//! destination, so neither may ever carry a credential (nor leak the path verbatim). A
+//! malformed attempt anywhere is a 400 too, never forwarded as-is. The hot path is one
+//! `contains_placeholder_marker` scan per header value. Pure functions: no I/O, no pingora.
+
+use agent_secret_core::path::SecretPath;
+use agent_secret_core::placeholder::{
+    contains_placeholder_marker, find_placeholders, substitute, Placeholder, PlaceholderError,
+};
+use http::header::HOST;
+use http::{HeaderMap, HeaderName};
+use zeroize::Zeroizing;
+
+use crate::auth::is_sidecar_header;
+
+/// The placeholders of one header value: the `index`-th value of `name`.
+#[derive(Debug, Clone)]
+pub struct HeaderPlaceholders {
+    pub name: HeaderName,
+    pub index: usize,
+    pub placeholders: Vec<Placeholder>,
+}
+
+/// Every placeholder of a request.
+#[derive(Debug, Clone, Default)]
+pub struct Scan {
+    pub headers: Vec<HeaderPlaceholders>,
+}
+
+/// All values of one header after substitution, in their original order.
+pub struct Substituted {
+    pub name: HeaderName,
+    pub values: Vec<Zeroizing<Vec<u8>>>,
+}
+
+/// Why a request's placeholders cannot be used; all are 400 `invalid_placeholder`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectError {
+    #[error("header `{header}`: {source}")]
+    Malformed {
+        header: String,
+        source: PlaceholderError,
+    },
+    #[error("placeholders are not allowed in the Host header")]
+    InHost,
+    #[error("placeholders are only substituted in header values, not in the request target")]
+    InTarget,
+    #[error("the value of `{0}` would not be a valid header value")]
+    InvalidValue(String),
+}
+
+impl Scan {
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+    }
+
+    /// Distinct paths, sorted.
+    pub fn paths(&self) -> Vec<SecretPath> {
+        let mut paths: Vec<SecretPath> = self
+            .headers
+            .iter()
+            .flat_map(|h| h.placeholders.iter().map(|p| p.path.clone()))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+}
+
+/// Find the placeholders of a request; malformed attempts, and any attempt in the request
+/// target or `Host`, fail the whole request.
+pub fn scan(headers: &HeaderMap, raw_target: &[u8]) -> Result<Scan, InjectError> {
+    if contains_placeholder_marker(raw_target)
+        && !find_placeholders(raw_target)
+            .map_err(|_| InjectError::InTarget)?
+            .is_empty()
+    {
+        return Err(InjectError::InTarget);
+    }
+    let mut scan = Scan::default();
+    for name in headers.keys() {
+        if is_sidecar_header(name.as_str()) {
+            continue;
+        }
+        for (index, value) in headers.get_all(name).iter().enumerate() {
+            let bytes = value.as_bytes();
+            if !contains_placeholder_marker(bytes) {
+                continue;
+            }
+            let found = find_placeholders(bytes).map_err(|source| InjectError::Malformed {
+                header: name.as_str().to_owned(),
+                source,
+            })?;
+            if found.is_empty() {
+                continue;
+            }
+            if name == HOST {
+                return Err(InjectError::InHost);
+            }
+            scan.headers.push(HeaderPlaceholders {
+                name: name.clone(),
+                index,
+                placeholders: found,
+            });
+        }
+    }
+    Ok(scan)
+}
+
+/// Substitute every placeholder of `scan` with the value `lookup` gives, returning the full
+/// value list of each affected header.
+pub fn substitute_headers<'v>(
+    headers: &HeaderMap,
+    scan: &Scan,
+    lookup: impl Fn(&SecretPath) -> Option<&'v [u8]>,
+) -> Result<Vec<Substituted>, InjectError> {
+    let mut out: Vec<Substituted> = Vec::new();
+    for hp in &scan.headers {
+        if out.iter().any(|s| s.name == hp.name) {
+            continue;
+        }
+        let mut values = Vec::new();
+        for (index, value) in headers.get_all(&hp.name).iter().enumerate() {
+            let found = scan
+                .headers
+                .iter()
+                .find(|other| other.name == hp.name && other.index == index);
+            let new = match found {
+                Some(other) => substitute(value.as_bytes(), &other.placeholders, &lookup).map_err(
+                    |source| InjectError::Malformed {
+                        header: hp.name.as_str().to_owned(),
+                        source,
+                    },
+                )?,
+                None => Zeroizing::new(value.as_bytes().to_vec()),
+            };
+            if !is_valid_header_value(&new) {
+                return Err(InjectError::InvalidValue(hp.name.as_str().to_owned()));
+            }
+            values.push(new);
+        }
+        out.push(Substituted {
+            name: hp.name.clone(),
+            values,
+        });
+    }
+    Ok(out)
+}
+
+/// RFC 9110 field-value bytes: visible ASCII, obs-text, space and tab; no CR, LF or NUL.
+fn is_valid_header_value(bytes: &[u8]) -> bool {
+    bytes
+        .iter()
+        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+}
+
+#[cfg(test)]
+mod tests;

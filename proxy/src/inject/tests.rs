@@ -1,0 +1,133 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use http::HeaderValue;
+
+use super::*;
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (k, v) in pairs {
+        map.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    map
+}
+
+fn path(s: &str) -> SecretPath {
+    SecretPath::parse(s).unwrap()
+}
+
+#[test]
+fn finds_placeholders_in_any_header_value() {
+    let h = headers(&[
+        ("authorization", "Bearer {{secret:prod/openai/key}}"),
+        (
+            "x-other",
+            "a {{secret:prod/a}} b {{secret:prod/openai/key}}",
+        ),
+        ("accept", "application/json"),
+    ]);
+    let scan = scan(&h, b"/v1/x").unwrap();
+    assert_eq!(scan.headers.len(), 2);
+    assert_eq!(scan.paths(), vec![path("prod/a"), path("prod/openai/key")]);
+}
+
+#[test]
+fn plain_requests_have_no_placeholders() {
+    let h = headers(&[
+        ("authorization", "Bearer sk-123"),
+        ("x-json", "{{\"a\":1}}"),
+    ]);
+    assert!(scan(&h, b"/").unwrap().is_empty());
+}
+
+#[test]
+fn malformed_placeholders_are_refused() {
+    for bad in [
+        "{{ secret:a/b}}",
+        "{{SECRET:a/b}}",
+        "{{secret:a b}}",
+        "{{secret:a/b",
+        "{{secret:}}",
+    ] {
+        let h = headers(&[("authorization", bad)]);
+        assert!(
+            matches!(scan(&h, b"/"), Err(InjectError::Malformed { .. })),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn placeholders_in_host_or_target_are_refused() {
+    let h = headers(&[("host", "{{secret:a/b}}.example.com")]);
+    assert_eq!(scan(&h, b"/").unwrap_err(), InjectError::InHost);
+    let h = headers(&[]);
+    assert_eq!(
+        scan(&h, b"/x?k={{secret:a/b}}").unwrap_err(),
+        InjectError::InTarget
+    );
+    assert_eq!(
+        scan(&h, b"/x?k={{SECRET:a/b}}").unwrap_err(),
+        InjectError::InTarget
+    );
+    assert!(scan(&h, b"/x?k={{name}}").unwrap().is_empty());
+}
+
+#[test]
+fn proxy_authorization_and_control_headers_are_not_scanned() {
+    let h = headers(&[
+        ("proxy-authorization", "Bearer {{secret:x}}"),
+        ("x-agent-secret-note", "{{secret:bad path}}"),
+    ]);
+    assert!(scan(&h, b"/").unwrap().is_empty());
+}
+
+#[test]
+fn substitution_keeps_every_value_of_the_header_in_order() {
+    let h = headers(&[
+        ("x-key", "first"),
+        ("x-key", "k={{secret:a/b}};again={{secret:a/b}}"),
+        ("x-key", "last"),
+        ("authorization", "Bearer {{secret:c}}"),
+    ]);
+    let scan = scan(&h, b"/").unwrap();
+    let values = [
+        (path("a/b"), b"VALUE-AB".to_vec()),
+        (path("c"), b"VALUE-C".to_vec()),
+    ];
+    let lookup = |p: &SecretPath| {
+        values
+            .iter()
+            .find(|(q, _)| q == p)
+            .map(|(_, v)| v.as_slice())
+    };
+    let out = substitute_headers(&h, &scan, lookup).unwrap();
+    let x_key = out.iter().find(|s| s.name == "x-key").unwrap();
+    let rendered: Vec<&[u8]> = x_key.values.iter().map(|v| v.as_slice()).collect();
+    assert_eq!(
+        rendered,
+        vec![&b"first"[..], b"k=VALUE-AB;again=VALUE-AB", b"last"]
+    );
+    let auth = out.iter().find(|s| s.name == "authorization").unwrap();
+    assert_eq!(auth.values[0].as_slice(), b"Bearer VALUE-C");
+}
+
+#[test]
+fn a_missing_value_fails_substitution() {
+    let h = headers(&[("authorization", "Bearer {{secret:c}}")]);
+    let scan = scan(&h, b"/").unwrap();
+    assert!(substitute_headers(&h, &scan, |_| None).is_err());
+}
+
+#[test]
+fn values_that_would_break_the_header_are_refused() {
+    let h = headers(&[("authorization", "Bearer {{secret:c}}")]);
+    let scan = scan(&h, b"/").unwrap();
+    let err = substitute_headers(&h, &scan, |_| Some(&b"x\r\nInjected: 1"[..]))
+        .err()
+        .unwrap();
+    assert_eq!(err, InjectError::InvalidValue("authorization".into()));
+}

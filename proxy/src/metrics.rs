@@ -1,0 +1,146 @@
+//! Prometheus metrics of the sidecar, served on the admin listener's `/metrics`.
+//!
+//! One registry per sidecar instance, passed in (no globals), so several sidecars in one test
+//! process keep separate counts. Labels are bounded: outcomes, denial codes, cache names and
+//! watch event types — never a path, token, host or value.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Every metric the sidecar exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by outcome: `forwarded`, `denied`, `error`.
+    pub requests: IntCounterVec,
+    /// Secrets substituted into forwarded requests.
+    pub injections: IntCounter,
+    /// Denials by code (`token_invalid`, `scope_denied`, ...).
+    pub denials: IntCounterVec,
+    /// Cache lookups by cache (`grant`, `value`) that found an entry.
+    pub cache_hits: IntCounterVec,
+    /// Cache lookups by cache (`grant`, `value`) that did not.
+    pub cache_misses: IntCounterVec,
+    /// Control-plane call latency by operation (`resolve`, `audit`, `watch_connect`).
+    pub control_plane_seconds: HistogramVec,
+    /// Time from dialling the upstream to its response header.
+    pub upstream_seconds: Histogram,
+    /// 1 while the watch stream is connected.
+    pub watch_connected: IntGauge,
+    /// Watch events applied, by type.
+    pub watch_events: IntCounterVec,
+    /// Responses whose body or headers had an injected value replaced.
+    pub scrubbed_responses: IntCounter,
+    /// Audit events that could not be recorded (denials only; injections fail closed).
+    pub audit_dropped: IntCounter,
+    /// Audit spool state by kind: `queued`, `spooled`, `sent`, `send_failures`,
+    /// `used_bytes`, `max_bytes` (refreshed at each scrape).
+    pub audit_spool: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new_custom(Some("agent_secret_proxy".into()), None)?;
+        let requests = IntCounterVec::new(
+            Opts::new("requests_total", "Agent requests by outcome"),
+            &["outcome"],
+        )?;
+        let injections = IntCounter::new("injections_total", "Secrets substituted into requests")?;
+        let denials = IntCounterVec::new(Opts::new("denials_total", "Denials by code"), &["code"])?;
+        let cache_hits =
+            IntCounterVec::new(Opts::new("cache_hits_total", "Cache hits"), &["cache"])?;
+        let cache_misses =
+            IntCounterVec::new(Opts::new("cache_misses_total", "Cache misses"), &["cache"])?;
+        let control_plane_seconds = HistogramVec::new(
+            HistogramOpts::new("control_plane_seconds", "Control-plane call latency"),
+            &["op"],
+        )?;
+        let upstream_seconds = Histogram::with_opts(HistogramOpts::new(
+            "upstream_seconds",
+            "Upstream time to response header",
+        ))?;
+        let watch_connected = IntGauge::new("watch_connected", "1 while the watch stream is open")?;
+        let watch_events = IntCounterVec::new(
+            Opts::new("watch_events_total", "Watch events applied"),
+            &["type"],
+        )?;
+        let scrubbed_responses = IntCounter::new(
+            "scrubbed_responses_total",
+            "Responses in which an injected value was redacted",
+        )?;
+        let audit_dropped = IntCounter::new(
+            "audit_dropped_total",
+            "Denial audit events dropped because the spool was full",
+        )?;
+        let audit_spool =
+            IntGaugeVec::new(Opts::new("audit_spool", "Audit pipeline state"), &["kind"])?;
+        registry.register(Box::new(audit_spool.clone()))?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(injections.clone()))?;
+        registry.register(Box::new(denials.clone()))?;
+        registry.register(Box::new(cache_hits.clone()))?;
+        registry.register(Box::new(cache_misses.clone()))?;
+        registry.register(Box::new(control_plane_seconds.clone()))?;
+        registry.register(Box::new(upstream_seconds.clone()))?;
+        registry.register(Box::new(watch_connected.clone()))?;
+        registry.register(Box::new(watch_events.clone()))?;
+        registry.register(Box::new(scrubbed_responses.clone()))?;
+        registry.register(Box::new(audit_dropped.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            injections,
+            denials,
+            cache_hits,
+            cache_misses,
+            control_plane_seconds,
+            upstream_seconds,
+            watch_connected,
+            watch_events,
+            scrubbed_responses,
+            audit_dropped,
+            audit_spool,
+        })
+    }
+
+    /// Copy the audit pipeline's counters into the `audit_spool` gauges.
+    pub fn observe_spool(&self, stats: &crate::spool::SpoolStats) {
+        let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        for (kind, value) in [
+            ("queued", stats.queued),
+            ("spooled", stats.spooled),
+            ("sent", stats.sent),
+            ("send_failures", stats.send_failures),
+            ("used_bytes", stats.used_bytes),
+            ("max_bytes", stats.max_bytes),
+        ] {
+            self.audit_spool
+                .with_label_values(&[kind])
+                .set(as_gauge(value));
+        }
+    }
+
+    /// The registry, for modules that register their own metrics (the audit spool).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+
+    pub fn cache_hit(&self, cache: &str) {
+        self.cache_hits.with_label_values(&[cache]).inc();
+    }
+
+    pub fn cache_miss(&self, cache: &str) {
+        self.cache_misses.with_label_values(&[cache]).inc();
+    }
+}

@@ -1,0 +1,514 @@
+//! The pingora `ProxyHttp` implementation: thin glue between pingora's phases and the pure
+//! modules that decide.
+//!
+//! * `request_filter`: route ([`crate::route`]), authenticate ([`crate::auth`]), find
+//!   placeholders ([`crate::inject`]), SSRF-check the upstream ([`crate::ssrf`]), resolve and
+//!   decrypt ([`crate::resolver`]), reserve audit room, substitute. Any refusal is written here
+//!   as JSON ([`crate::denial`]) and the request ends.
+//! * `upstream_peer`: dial the address the SSRF guard checked, TLS with SNI from the dialled host.
+//! * `upstream_request_filter`: origin-form target, Host from the dialled host, sidecar headers
+//!   removed, substituted values inserted.
+//! * `response_filter` / `response_body_filter`: scrub injected values from headers and the
+//!   streamed body ([`crate::scrub`]); an encoding the scrubber cannot read is a 502 decided
+//!   before any byte of the body is sent.
+//!
+//! Per-request state lives in [`RequestCtx`]. Request bodies stream untouched; redirects are
+//! passed back to the agent, never followed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_secret_core::api::SidecarAuditEvent;
+use agent_secret_core::path::SecretPath;
+use agent_secret_core::secret::SecretBytes;
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use http::header::{
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING, USER_AGENT,
+};
+use http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
+use pingora::http::ResponseHeader;
+use pingora::prelude::HttpPeer;
+use pingora::protocols::tls::CaType;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::audit::Audit;
+use crate::auth::{is_sidecar_header, AgentToken, PROXY_AUTHENTICATE};
+use crate::config::ScrubMode;
+use crate::denial::Denial;
+use crate::inject::{self, Substituted};
+use crate::metrics::Metrics;
+use crate::resolver::Resolver;
+use crate::route::{Router, Target};
+use crate::scrub::{BodyScrubber, ScrubSet};
+use crate::ssrf;
+
+/// The sidecar's `ProxyHttp`.
+pub struct SecretProxy {
+    pub(crate) router: Router,
+    pub(crate) resolver: Resolver,
+    pub(crate) audit: Audit,
+    pub(crate) metrics: Metrics,
+    /// System roots plus `extra_ca_file`, when one is configured.
+    pub(crate) upstream_ca: Option<Arc<CaType>>,
+    pub(crate) upstream_connect_timeout: Duration,
+}
+
+/// Per-request state shared across pingora's phases.
+#[derive(Default)]
+pub struct RequestCtx {
+    target: Option<Target>,
+    /// The address the SSRF guard checked; dialled as is.
+    upstream_addr: Option<SocketAddr>,
+    substituted: Vec<Substituted>,
+    scrub: Option<Arc<ScrubSet>>,
+    body_scrubber: Option<BodyScrubber>,
+    /// A refusal decided after the request was admitted (unscannable response), written by
+    /// `fail_to_proxy`.
+    pending: Option<Denial>,
+    upstream_started: Option<Instant>,
+    /// Set when `request_filter` already counted the request.
+    counted: bool,
+}
+
+/// Who asked, for audit records.
+struct Caller {
+    token_id: Option<String>,
+    client_ip: IpAddr,
+    user_agent: Option<String>,
+    /// The refusal was already audited (with its path).
+    audited: bool,
+}
+
+impl SecretProxy {
+    /// Admit the request or say why not; on success `ctx` holds everything later phases need.
+    async fn admit(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        caller: &mut Caller,
+    ) -> Result<(), Denial> {
+        let req = session.req_header();
+        let target = self.router.target(&req.method, req.raw_path(), &req.uri)?;
+        let token = AgentToken::from_header(req.headers.get(http::header::PROXY_AUTHORIZATION))?;
+        caller.token_id = Some(token.id().hyphenated().to_string());
+        let scan = inject::scan(&req.headers, req.raw_path())?;
+        if scan.is_empty() {
+            if !target.pass_through_allowed() {
+                return Err(Denial::destination_not_allowed(format!(
+                    "{} is not a configured route or pass-through host; requests to it must carry a {{{{secret:PATH}}}} placeholder",
+                    target.destination
+                )));
+            }
+            self.resolver.check_token(&token, caller.client_ip).await?;
+            ctx.upstream_addr = Some(self.checked_address(&target).await?);
+            ctx.target = Some(target);
+            return Ok(());
+        }
+        ctx.upstream_addr = Some(self.checked_address(&target).await?);
+        let paths = scan.paths();
+        let permit = self
+            .audit
+            .reserve(paths.len())
+            .map_err(|_| Denial::audit_unavailable())?;
+        let resolved = match self
+            .resolver
+            .resolve(&token, &paths, &target.destination, caller.client_ip)
+            .await
+        {
+            Ok(resolved) => resolved,
+            Err(e) => {
+                let denial = Denial::from(e);
+                drop(permit);
+                self.audit_denial(caller, Some(&target), paths.first(), &denial);
+                caller.audited = true;
+                return Err(denial);
+            }
+        };
+        let lookup = |path: &SecretPath| {
+            resolved
+                .values
+                .iter()
+                .find(|v| &v.path == path)
+                .map(|v| v.value.expose())
+        };
+        ctx.substituted = inject::substitute_headers(&req.headers, &scan, lookup)?;
+        // Headers are always scrubbed; `scrub = "headers"` only skips the body.
+        let values: Vec<(SecretPath, SecretBytes)> = resolved
+            .values
+            .iter()
+            .map(|v| (v.path.clone(), v.value.clone()))
+            .collect();
+        let set = ScrubSet::new(&values).map_err(|e| {
+            tracing::error!(error = %e, "cannot build the response scrubber");
+            Denial::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the response scrubber could not be built",
+            )
+        })?;
+        ctx.scrub = Some(Arc::new(set));
+        let now = Utc::now();
+        let destination = target.destination.to_string();
+        permit.record(
+            resolved
+                .values
+                .iter()
+                .map(|v| SidecarAuditEvent {
+                    token_id: Some(resolved.grant.grant.token_id.clone()),
+                    client_ip: Some(caller.client_ip.to_string()),
+                    user_agent: caller.user_agent.clone(),
+                    path: Some(v.path.to_string()),
+                    destination_host: Some(destination.clone()),
+                    success: true,
+                    reason: None,
+                    occurred_at: now,
+                })
+                .collect(),
+        );
+        self.metrics.injections.inc_by(paths.len() as u64);
+        ctx.target = Some(target);
+        Ok(())
+    }
+
+    async fn checked_address(&self, target: &Target) -> Result<SocketAddr, Denial> {
+        Ok(ssrf::checked_address(target.sni(), target.port, target.allow_private()).await?)
+    }
+
+    /// Best-effort audit of a refusal; a full spool drops it (the request is refused anyway).
+    fn audit_denial(
+        &self,
+        caller: &Caller,
+        target: Option<&Target>,
+        path: Option<&SecretPath>,
+        denial: &Denial,
+    ) {
+        let event = SidecarAuditEvent {
+            token_id: caller.token_id.clone(),
+            client_ip: Some(caller.client_ip.to_string()),
+            user_agent: caller.user_agent.clone(),
+            path: path.map(|p| p.to_string()),
+            destination_host: target.map(|t| t.destination.to_string()),
+            success: false,
+            reason: Some(denial.code.to_owned()),
+            occurred_at: Utc::now(),
+        };
+        if self.audit.record_denial(event).is_err() {
+            self.metrics.audit_dropped.inc();
+        }
+    }
+
+    /// Write `denial` as the response.
+    async fn deny(&self, session: &mut Session, denial: &Denial) -> pingora::Result<()> {
+        self.metrics.denials.with_label_values(&[denial.code]).inc();
+        self.metrics.requests.with_label_values(&["denied"]).inc();
+        let body = denial.body();
+        let mut resp = ResponseHeader::build(denial.status, Some(4))?;
+        resp.insert_header(CONTENT_TYPE, "application/json")?;
+        resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+        resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+        if denial.is_auth() {
+            resp.insert_header(http::header::PROXY_AUTHENTICATE, PROXY_AUTHENTICATE)?;
+        }
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|addr| addr.as_inet())
+        .map(|addr| addr.ip())
+}
+
+fn header_string(session: &Session, name: HeaderName) -> Option<String> {
+    session
+        .req_header()
+        .headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(512).collect())
+}
+
+#[async_trait]
+impl ProxyHttp for SecretProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let Some(ip) = client_ip(session) else {
+            let denial = Denial::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "client address unknown",
+            );
+            self.deny(session, &denial).await?;
+            ctx.counted = true;
+            return Ok(true);
+        };
+        let mut caller = Caller {
+            token_id: None,
+            client_ip: ip,
+            user_agent: header_string(session, USER_AGENT),
+            audited: false,
+        };
+        match self.admit(session, ctx, &mut caller).await {
+            Ok(()) => Ok(false),
+            Err(denial) => {
+                if !caller.audited {
+                    self.audit_denial(&caller, ctx.target.as_ref(), None, &denial);
+                }
+                self.deny(session, &denial).await?;
+                ctx.counted = true;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let (Some(target), Some(addr)) = (&ctx.target, ctx.upstream_addr) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "request was not admitted",
+            ));
+        };
+        let mut peer = HttpPeer::new(addr, target.tls, target.sni().to_owned());
+        peer.options.connection_timeout = Some(self.upstream_connect_timeout);
+        if target.tls {
+            peer.options.ca = self.upstream_ca.clone();
+        }
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut pingora::http::RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let Some(target) = &ctx.target else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "request was not admitted",
+            ));
+        };
+        upstream_request.set_uri(Uri::from(target.path_and_query.clone()));
+        upstream_request.insert_header(HOST, target.host_header())?;
+        let drop: Vec<HeaderName> = upstream_request
+            .headers
+            .keys()
+            .filter(|name| is_sidecar_header(name.as_str()))
+            .cloned()
+            .collect();
+        for name in drop {
+            upstream_request.remove_header(&name);
+        }
+        for header in &ctx.substituted {
+            upstream_request.remove_header(&header.name);
+            for value in &header.values {
+                let value = HeaderValue::from_bytes(value).map_err(|_| {
+                    Error::explain(ErrorType::InternalError, "invalid substituted header value")
+                })?;
+                upstream_request.append_header(header.name.clone(), value)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if response.status.is_informational() {
+            return Ok(());
+        }
+        if let Some(started) = ctx.upstream_started.take() {
+            self.metrics
+                .upstream_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let Some(set) = ctx.scrub.clone().filter(|s| !s.is_empty()) else {
+            return Ok(());
+        };
+        if scrub_headers(response, &set)? {
+            self.metrics.scrubbed_responses.inc();
+        }
+        let full = ctx
+            .target
+            .as_ref()
+            .is_some_and(|t| t.scrub_mode() == ScrubMode::Full);
+        if !full || !has_body(session.req_header().method.clone(), response.status) {
+            return Ok(());
+        }
+        let encoding = response
+            .headers
+            .get(CONTENT_ENCODING)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        match BodyScrubber::for_content_encoding(set, encoding.as_deref()) {
+            Ok(scrubber) => {
+                ctx.body_scrubber = Some(scrubber);
+                response.remove_header(&CONTENT_LENGTH);
+                response.insert_header(TRANSFER_ENCODING, "chunked")?;
+                Ok(())
+            }
+            Err(unscannable) => {
+                ctx.pending = Some(Denial::unscannable(&unscannable.encoding));
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(502),
+                    "unscannable response",
+                ))
+            }
+        }
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<Duration>> {
+        let Some(scrubber) = ctx.body_scrubber.as_mut() else {
+            return Ok(None);
+        };
+        let scrub_failed = |e: crate::scrub::ScrubError| {
+            tracing::warn!(error = %e, "aborting a response that cannot be scrubbed");
+            Error::explain(
+                ErrorType::HTTPStatus(502),
+                "response body cannot be scrubbed",
+            )
+        };
+        let mut out = BytesMut::new();
+        if let Some(chunk) = body.take() {
+            out.extend_from_slice(&scrubber.push(&chunk).map_err(scrub_failed)?);
+        }
+        if end_of_stream {
+            out.extend_from_slice(&scrubber.finish().map_err(scrub_failed)?);
+        }
+        *body = (!out.is_empty()).then(|| out.freeze());
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy
+    where
+        RequestCtx: Send + Sync,
+    {
+        let denial = ctx.pending.take().unwrap_or_else(|| error_denial(e));
+        let code = denial.status.as_u16();
+        if code > 0 && session.response_written().is_none() {
+            if let Err(write_error) = self.deny(session, &denial).await {
+                tracing::debug!(error = %write_error, "cannot send the error response");
+            }
+        } else {
+            self.metrics.requests.with_label_values(&["error"]).inc();
+        }
+        ctx.counted = true;
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx)
+    where
+        RequestCtx: Send + Sync,
+    {
+        if ctx.counted {
+            return;
+        }
+        let outcome = if e.is_some() { "error" } else { "forwarded" };
+        self.metrics.requests.with_label_values(&[outcome]).inc();
+    }
+}
+
+/// A JSON refusal for a proxying error pingora raised (upstream down, bad TLS...).
+fn error_denial(e: &Error) -> Denial {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => {
+            let status = StatusCode::from_u16(*code).unwrap_or(StatusCode::BAD_GATEWAY);
+            Denial::new(status, "upstream_error", "the request could not be proxied")
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => Denial::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unavailable",
+                "the upstream could not be reached or failed",
+            ),
+            ErrorSource::Downstream => Denial::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "malformed request",
+            ),
+            ErrorSource::Internal | ErrorSource::Unset => Denial::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error",
+            ),
+        },
+    }
+}
+
+/// Replace injected values in every response header; true if any was found.
+fn scrub_headers(response: &mut ResponseHeader, set: &ScrubSet) -> pingora::Result<bool> {
+    let mut changed: Vec<(HeaderName, Vec<HeaderValue>)> = Vec::new();
+    for name in response.headers.keys() {
+        let values: Vec<&HeaderValue> = response.headers.get_all(name).iter().collect();
+        if !values
+            .iter()
+            .any(|v| set.scrub_header_value(v.as_bytes()).is_some())
+        {
+            continue;
+        }
+        let mut new_values = Vec::with_capacity(values.len());
+        for v in values {
+            let bytes = set
+                .scrub_header_value(v.as_bytes())
+                .unwrap_or_else(|| v.as_bytes().to_vec());
+            let value = HeaderValue::from_bytes(&bytes).map_err(|_| {
+                Error::explain(ErrorType::InternalError, "scrubbed header is invalid")
+            })?;
+            new_values.push(value);
+        }
+        changed.push((name.clone(), new_values));
+    }
+    let any = !changed.is_empty();
+    for (name, values) in changed {
+        response.remove_header(&name);
+        for value in values {
+            response.append_header(name.clone(), value)?;
+        }
+    }
+    Ok(any)
+}
+
+/// Whether a response with this status, to this method, carries a body.
+fn has_body(method: Method, status: StatusCode) -> bool {
+    method != Method::HEAD
+        && status != StatusCode::NO_CONTENT
+        && status != StatusCode::NOT_MODIFIED
+        && !status.is_informational()
+}

@@ -1,0 +1,290 @@
+//! The on-disk half of the audit spool: a JSON Lines file mirroring the events the control
+//! plane has not accepted yet.
+//!
+//! The in-memory deque is the source of truth and the file its durable copy: appends are
+//! written and `fsync`ed at once; events the sink accepted are removed by rewriting the file
+//! (temp file, fsync, rename) once per drain, not once per batch. A crash between the sink's
+//! acceptance and that rewrite replays those events on restart (at-least-once). The file is
+//! created with mode 0600 (it names tokens, client IPs and paths, never secret values).
+//!
+//! Lines that do not parse at start-up (a torn write from a crash, a format from another
+//! version) are moved to `<file>.corrupt` and reported, never silently discarded.
+
+use std::collections::VecDeque;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use agent_secret_core::api::SidecarAuditEvent;
+
+/// File name used when the configured spool path is a directory.
+pub const SPOOL_FILE_NAME: &str = "audit-spool.jsonl";
+
+/// An event waiting for the control plane, with its size as a spool line.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub event: SidecarAuditEvent,
+    /// Bytes of its JSON line, newline included: what it costs against `max_spool_bytes`.
+    pub bytes: u64,
+}
+
+/// The spool could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the audit spool {}: {source}", path.display())]
+pub struct SpoolError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+pub(crate) struct SpoolFile {
+    path: PathBuf,
+    file: File,
+    entries: VecDeque<Queued>,
+    bytes: u64,
+    /// The file no longer matches `entries` (events acknowledged, or a write failed).
+    needs_rewrite: bool,
+}
+
+impl Queued {
+    pub(crate) fn new(event: SidecarAuditEvent) -> Queued {
+        let bytes = encoded_len(&event) + 1;
+        Queued { event, bytes }
+    }
+}
+
+/// Length of the event's compact JSON, computed without allocating.
+pub(crate) fn encoded_len(event: &SidecarAuditEvent) -> u64 {
+    struct Counter(u64);
+    impl Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Serializing these plain fields cannot fail; on the impossible error the count is short,
+    // which only affects accounting, not what is written.
+    let _ = serde_json::to_writer(&mut counter, event);
+    counter.0
+}
+
+impl SpoolFile {
+    /// Open (creating it 0600 if needed) and load the spool. `path` may name the file or an
+    /// existing directory to hold [`SPOOL_FILE_NAME`].
+    pub(crate) fn open(path: &Path) -> Result<SpoolFile, SpoolError> {
+        let path = if path.is_dir() {
+            path.join(SPOOL_FILE_NAME)
+        } else {
+            path.to_path_buf()
+        };
+        Self::open_file(&path).map_err(|source| SpoolError { path, source })
+    }
+
+    fn open_file(path: &Path) -> io::Result<SpoolFile> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            create_private_dir(parent)?;
+        }
+        let file = open_private(
+            path,
+            OpenOptions::new().create(true).append(true).read(true),
+        )?;
+        restrict_permissions(path)?;
+        let raw = fs::read(path)?;
+        let mut entries = VecDeque::new();
+        let mut bytes = 0;
+        let mut corrupt: Vec<&[u8]> = Vec::new();
+        for line in raw
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.trim_ascii().is_empty())
+        {
+            match serde_json::from_slice::<SidecarAuditEvent>(line) {
+                Ok(event) => {
+                    let size = line.len() as u64 + 1;
+                    bytes += size;
+                    entries.push_back(Queued { event, bytes: size });
+                }
+                Err(_) => corrupt.push(line),
+            }
+        }
+        let torn_tail = !raw.is_empty() && !raw.ends_with(b"\n");
+        if !corrupt.is_empty() {
+            quarantine(path, &corrupt)?;
+        }
+        let mut spool = SpoolFile {
+            path: path.to_path_buf(),
+            file,
+            entries,
+            bytes,
+            needs_rewrite: !corrupt.is_empty() || torn_tail,
+        };
+        spool.sync()?;
+        Ok(spool)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Add events at the end, durably. On a write error the events are still kept in memory
+    /// (and the whole file is rewritten at the next sync), so nothing is lost while we run.
+    pub(crate) fn append(&mut self, items: Vec<Queued>) -> io::Result<()> {
+        let mut buf = Vec::new();
+        for q in &items {
+            write_line(&mut buf, &q.event)?;
+        }
+        for q in items {
+            self.bytes += q.bytes;
+            self.entries.push_back(q);
+        }
+        if self.needs_rewrite {
+            return self.sync();
+        }
+        let written = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data());
+        if written.is_err() {
+            self.needs_rewrite = true;
+        }
+        written
+    }
+
+    /// Take up to `n` events from the front, for sending. Give them back with
+    /// [`put_front`](Self::put_front) if the sink refused them, or call
+    /// [`acknowledged`](Self::acknowledged) once it accepted them.
+    pub(crate) fn take_front(&mut self, n: usize) -> Vec<Queued> {
+        let n = n.min(self.entries.len());
+        self.entries.drain(..n).collect()
+    }
+
+    pub(crate) fn put_front(&mut self, items: Vec<Queued>) {
+        for q in items.into_iter().rev() {
+            self.entries.push_front(q);
+        }
+    }
+
+    /// Events taken with [`take_front`](Self::take_front) were accepted; `bytes` is their size.
+    pub(crate) fn acknowledged(&mut self, bytes: u64) {
+        self.bytes = self.bytes.saturating_sub(bytes);
+        self.needs_rewrite = true;
+    }
+
+    /// Make the file match the events still pending.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        if !self.needs_rewrite {
+            return Ok(());
+        }
+        if self.entries.is_empty() {
+            self.file.set_len(0)?;
+            self.file.sync_all()?;
+        } else {
+            let tmp = sibling(&self.path, "tmp");
+            let mut out = open_private(
+                &tmp,
+                OpenOptions::new().create(true).write(true).truncate(true),
+            )?;
+            let mut buf = Vec::with_capacity(usize::try_from(self.bytes).unwrap_or(0));
+            for q in &self.entries {
+                write_line(&mut buf, &q.event)?;
+            }
+            out.write_all(&buf)?;
+            out.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            sync_dir(&self.path);
+            self.file = open_private(&self.path, OpenOptions::new().append(true).read(true))?;
+        }
+        self.needs_rewrite = false;
+        Ok(())
+    }
+}
+
+fn write_line(buf: &mut Vec<u8>, event: &SidecarAuditEvent) -> io::Result<()> {
+    serde_json::to_writer(&mut *buf, event)?;
+    buf.push(b'\n');
+    Ok(())
+}
+
+/// Append unparseable lines to `<file>.corrupt` so an operator can look at them.
+fn quarantine(path: &Path, lines: &[&[u8]]) -> io::Result<()> {
+    let target = sibling(path, "corrupt");
+    let mut f = open_private(&target, OpenOptions::new().create(true).append(true))?;
+    for line in lines {
+        f.write_all(line)?;
+        f.write_all(b"\n")?;
+    }
+    f.sync_all()?;
+    tracing::error!(
+        lines = lines.len(),
+        file = %target.display(),
+        "audit spool had unreadable lines; moved them aside for inspection"
+    );
+    Ok(())
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+#[cfg(unix)]
+fn open_private(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    options.mode(0o600).open(path)
+}
+
+#[cfg(not(unix))]
+fn open_private(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    options.open(path)
+}
+
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)
+}
+
+/// Persist a rename. Best effort: not every platform lets a directory be fsynced.
+fn sync_dir(path: &Path) {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Ok(dir) = File::open(parent) {
+            let _ = dir.sync_all();
+        }
+    }
+}

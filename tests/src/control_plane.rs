@@ -1,0 +1,264 @@
+//! The real control plane, served over TLS 1.3 on 127.0.0.1, with the HTTP client an operator
+//! or agent would use against it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use agent_secret_core::credential::Pepper;
+use agent_secret_core::kms::local::{LocalKms, MasterKey};
+use agent_secret_core::kms::Kms;
+use agent_secret_store::bootstrap::event_hub;
+use agent_secret_store::db::Db;
+use agent_secret_store::service::{tenants, App, Policy};
+use agent_secret_store::store::sql::SqlStore;
+use agent_secret_store::{server, tls};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+/// Files a control plane and its sidecars share on one host.
+pub struct Install {
+    pub dir: PathBuf,
+    pub keyring: PathBuf,
+    pub master_key_file: PathBuf,
+    pub tls_dir: PathBuf,
+    pub pepper: Arc<Pepper>,
+    pub db_url: String,
+}
+
+impl Install {
+    /// A fresh install in `dir` on `db_url` (SQLite file when `None`).
+    pub async fn new(dir: &Path, db_url: Option<String>) -> Install {
+        crate::init_crypto();
+        let master_key_file = dir.join("master.key");
+        let master = MasterKey::generate();
+        std::fs::write(&master_key_file, master.to_base64().expose()).unwrap();
+        let keyring = dir.join("keyring.json");
+        LocalKms::open_or_create(&keyring, master).unwrap();
+        let db_url =
+            db_url.unwrap_or_else(|| format!("sqlite://{}", dir.join("store.db").display()));
+        let db = Db::connect(&db_url).await.unwrap();
+        db.migrate().await.unwrap();
+        Install {
+            dir: dir.to_owned(),
+            keyring,
+            master_key_file,
+            tls_dir: dir.join("tls"),
+            pepper: Arc::new(Pepper::generate()),
+            db_url,
+        }
+    }
+
+    pub fn kms(&self) -> Arc<dyn Kms> {
+        let master =
+            MasterKey::from_base64(&std::fs::read_to_string(&self.master_key_file).unwrap())
+                .unwrap();
+        Arc::new(LocalKms::open(&self.keyring, master).unwrap())
+    }
+
+    pub async fn app(&self, policy: Policy) -> Arc<App> {
+        let db = Db::connect(&self.db_url).await.unwrap();
+        let events = event_hub(&db);
+        Arc::new(
+            App::new(
+                Arc::new(SqlStore::new(db)),
+                self.kms(),
+                self.pepper.clone(),
+                policy,
+            )
+            .with_events(events),
+        )
+    }
+}
+
+/// One running control-plane replica.
+pub struct ControlPlane {
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub ca_file: PathBuf,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl ControlPlane {
+    /// Serves `install` on `addr` (`127.0.0.1:0` for a fresh port).
+    pub async fn serve(install: &Install, addr: SocketAddr, policy: Policy) -> ControlPlane {
+        let app = install.app(policy).await;
+        let minted = tls::self_signed(&install.tls_dir).unwrap();
+        let listener = bind_retrying(addr).await;
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(
+            listener,
+            Arc::new(minted.config),
+            app.clone(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let ca =
+            reqwest::Certificate::from_pem(&std::fs::read(&minted.cert_path).unwrap()).unwrap();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .no_proxy()
+            .build()
+            .unwrap();
+        ControlPlane {
+            app,
+            addr,
+            url: format!("https://127.0.0.1:{}", addr.port()),
+            ca_file: minted.cert_path,
+            client,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Stops serving (an outage, as far as sidecars can tell).
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        credential: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(credential);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        credential: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (status, body) = self.call(method.clone(), path, credential, body).await;
+        assert!(status.is_success(), "{method} {path}: {status} {body}");
+        body
+    }
+}
+
+async fn bind_retrying(addr: SocketAddr) -> TcpListener {
+    // Re-binding a port just released by a stopped replica can race with its last sockets.
+    for _ in 0..100 {
+        if let Ok(l) = TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("cannot bind {addr}")
+}
+
+/// A tenant with an admin, a sidecar key and an agent: what an operator sets up first.
+pub struct Tenant {
+    pub admin: String,
+    pub sidecar_key: String,
+    pub agent_id: String,
+    pub agent_key: String,
+}
+
+impl Tenant {
+    pub async fn create(cp: &ControlPlane, name: &str) -> Tenant {
+        let created = tenants::create_tenant(&cp.app, name).await.unwrap();
+        let admin = created.admin_token.expose().to_owned();
+        let sidecar = cp
+            .ok(
+                Method::POST,
+                "/v1/sidecars",
+                &admin,
+                Some(json!({"name": "host-1"})),
+            )
+            .await;
+        let agent = cp
+            .ok(
+                Method::POST,
+                "/v1/agents",
+                &admin,
+                Some(json!({"name": "bot"})),
+            )
+            .await;
+        Tenant {
+            admin,
+            sidecar_key: sidecar["sidecar_key"].as_str().unwrap().to_owned(),
+            agent_id: agent["id"].as_str().unwrap().to_owned(),
+            agent_key: agent["agent_key"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    pub async fn put_secret(&self, cp: &ControlPlane, path: &str, value: &str, hosts: &[&str]) {
+        cp.ok(
+            Method::PUT,
+            &format!("/v1/secrets/{path}"),
+            &self.admin,
+            Some(json!({"value": value, "allowed_hosts": hosts})),
+        )
+        .await;
+    }
+
+    /// `(id, token)` for `scopes` with extra request fields merged in.
+    pub async fn token(
+        &self,
+        cp: &ControlPlane,
+        scopes: &[&str],
+        extra: Value,
+    ) -> (String, String) {
+        let mut body = json!({"scopes": scopes, "ttl_seconds": 600});
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        let t = cp
+            .ok(Method::POST, "/v1/tokens", &self.agent_key, Some(body))
+            .await;
+        (
+            t["id"].as_str().unwrap().to_owned(),
+            t["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    pub async fn revoke(&self, cp: &ControlPlane, token_id: &str) {
+        cp.ok(
+            Method::POST,
+            &format!("/v1/tokens/{token_id}/revoke"),
+            &self.admin,
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    pub async fn audit(&self, cp: &ControlPlane, query: &str) -> Vec<Value> {
+        let body = cp
+            .ok(
+                Method::GET,
+                &format!("/v1/audit?{query}"),
+                &self.admin,
+                None,
+            )
+            .await;
+        body["events"].as_array().unwrap().clone()
+    }
+}

@@ -1,0 +1,551 @@
+//! The product end to end: an agent's request goes through the real sidecar, which resolves
+//! against the real control plane (TLS, SQLite, local KMS) and reaches a real upstream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use agent_secret_store::service::Policy;
+use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
+use agent_secret_tests::pki::TestCa;
+use agent_secret_tests::sidecar::start_sidecar;
+use agent_secret_tests::{eventually, Upstream};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const KEY: &str = "sk-live-e2e-0123456789abcdefXYZ";
+
+struct World {
+    _dir: tempfile::TempDir,
+    install: Install,
+    cp: ControlPlane,
+    tenant: Tenant,
+    upstream: Upstream,
+}
+
+impl World {
+    async fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let install = Install::new(dir.path(), None).await;
+        let cp =
+            ControlPlane::serve(&install, "127.0.0.1:0".parse().unwrap(), Policy::default()).await;
+        let tenant = Tenant::create(&cp, "acme").await;
+        let upstream = Upstream::http().await;
+        tenant
+            .put_secret(&cp, "prod/api/key", KEY, &[&upstream.authority()])
+            .await;
+        World {
+            _dir: dir,
+            install,
+            cp,
+            tenant,
+            upstream,
+        }
+    }
+
+    fn local_host_rule(&self, upstream: &Upstream) -> String {
+        format!(
+            "[[hosts]]\nname = \"{}\"\nplaintext = true\nallow_private = true\n",
+            upstream.authority()
+        )
+    }
+
+    async fn sidecar(&self, extra: &str) -> agent_secret_proxy::RunningSidecar {
+        let extra = format!("{}{extra}", self.local_host_rule(&self.upstream));
+        start_sidecar(&self.install, &self.cp, &self.tenant.sidecar_key, &extra).await
+    }
+
+    async fn token(&self, scopes: &[&str], extra: Value) -> (String, String) {
+        self.tenant.token(&self.cp, scopes, extra).await
+    }
+}
+
+/// An agent's HTTP client: the sidecar is its proxy, the token its proxy credential.
+fn agent(sidecar: &agent_secret_proxy::RunningSidecar, token: &str) -> reqwest::Client {
+    let proxy = reqwest::Proxy::http(format!("http://{}", sidecar.proxy_addr()))
+        .unwrap()
+        .basic_auth("agent", token);
+    reqwest::Client::builder().proxy(proxy).build().unwrap()
+}
+
+async fn get(client: &reqwest::Client, url: &str, auth: &str) -> (StatusCode, String) {
+    let res = client
+        .get(url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .unwrap();
+    (res.status(), res.text().await.unwrap())
+}
+
+fn code(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .map(|v| v["error"]["code"].as_str().unwrap_or("").to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_upstream_receives_the_secret_and_never_the_token() {
+    let w = World::new().await;
+    let sidecar = w.sidecar("").await;
+    let (_, token) = w.token(&["secrets:read:prod/api/*"], json!({})).await;
+    let client = agent(&sidecar, &token);
+    let url = format!("http://{}/echo", w.upstream.authority());
+    let res = client
+        .get(&url)
+        .header("authorization", "Bearer {{secret:prod/api/key}}")
+        .header("x-agent-secret-debug", "drop me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.text().await.unwrap();
+    let received = w.upstream.last();
+    assert_eq!(
+        received.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    assert!(
+        !received.everything().contains(&token),
+        "the agent's token reached the upstream"
+    );
+    assert!(received.header("proxy-authorization").is_none());
+    assert!(received.header("x-agent-secret-debug").is_none());
+    assert!(
+        !body.contains(KEY),
+        "the echoed value reached the agent: {body}"
+    );
+    assert!(body.contains("[REDACTED:prod/api/key]"), "{body}");
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn https_upstreams_get_tls_from_the_sidecar() {
+    let w = World::new().await;
+    let ca = TestCa::new();
+    let tls_upstream = Upstream::https(ca.server_config(&["localhost"])).await;
+    let host = format!("localhost:{}", tls_upstream.addr.port());
+    w.tenant
+        .put_secret(&w.cp, "prod/tls/key", KEY, &[&host])
+        .await;
+    let ca_file = ca.write(&w.install.dir);
+    let extra = format!("[upstream]\nextra_ca_file = {ca_file:?}\n[[hosts]]\nname = \"{host}\"\nallow_private = true\n");
+    let sidecar = w.sidecar(&extra).await;
+    let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
+    // Forward mode: the agent speaks plain HTTP to the sidecar, which originates TLS.
+    let (status, body) = get(
+        &agent(&sidecar, &token),
+        &format!("http://{host}/echo"),
+        "Bearer {{secret:prod/tls/key}}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        tls_upstream.last().header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn denials_carry_their_codes() {
+    let w = World::new().await;
+    let other = Upstream::http().await;
+    w.tenant
+        .put_secret(&w.cp, "prod/other/key", KEY, &["api.example.com"])
+        .await;
+    let sidecar = w.sidecar(&w.local_host_rule(&other)).await;
+    let url = format!("http://{}/echo", w.upstream.authority());
+
+    let (status, body) = get(
+        &agent(&sidecar, "asst_garbage"),
+        &url,
+        "Bearer {{secret:prod/api/key}}",
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            "token_invalid".into()
+        )
+    );
+    let no_token = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{}", sidecar.proxy_addr())).unwrap())
+        .build()
+        .unwrap();
+    let (status, _) = get(&no_token, &url, "Bearer {{secret:prod/api/key}}").await;
+    assert_eq!(status, StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+
+    let (_, narrow) = w.token(&["secrets:read:prod/other/*"], json!({})).await;
+    let (status, body) = get(
+        &agent(&sidecar, &narrow),
+        &url,
+        "Bearer {{secret:prod/api/key}}",
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "scope_denied".into())
+    );
+
+    // The secret is bound to api.example.com, not to this upstream.
+    let (status, body) = get(
+        &agent(&sidecar, &narrow),
+        &url,
+        "Bearer {{secret:prod/other/key}}",
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "destination_not_allowed".into())
+    );
+    // Nor may a secret bound to this upstream be sent to another one.
+    let (_, wide) = w.token(&["secrets:read:prod/**"], json!({})).await;
+    let (status, body) = get(
+        &agent(&sidecar, &wide),
+        &format!("http://{}/echo", other.authority()),
+        "Bearer {{secret:prod/api/key}}",
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "destination_not_allowed".into())
+    );
+    assert!(
+        other.received().is_empty(),
+        "nothing was forwarded on a denial"
+    );
+
+    let (_, fenced) = w
+        .token(
+            &["secrets:read:prod/**"],
+            json!({"ip_allowlist": ["10.0.0.0/8"]}),
+        )
+        .await;
+    let (status, body) = get(
+        &agent(&sidecar, &fenced),
+        &url,
+        "Bearer {{secret:prod/api/key}}",
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "ip_not_allowed".into())
+    );
+
+    let (_, twice) = w
+        .token(&["secrets:read:prod/**"], json!({"max_uses": 2}))
+        .await;
+    for _ in 0..2 {
+        let (status, body) = get(
+            &agent(&sidecar, &twice),
+            &url,
+            "Bearer {{secret:prod/api/key}}",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = get(
+        &agent(&sidecar, &twice),
+        &url,
+        "Bearer {{secret:prod/api/key}}",
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "uses_exhausted".into())
+    );
+
+    let (_, short) = w
+        .token(&["secrets:read:prod/**"], json!({"ttl_seconds": 1}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, body) = get(
+        &agent(&sidecar, &short),
+        &url,
+        "Bearer {{secret:prod/api/key}}",
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            "token_expired".into()
+        )
+    );
+
+    let (status, body) = get(
+        &agent(&sidecar, &wide),
+        &url,
+        "Bearer {{secret:prod/api/key",
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_placeholder".into())
+    );
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_token_is_refused_by_a_warm_sidecar_within_a_second() {
+    let w = World::new().await;
+    let sidecar = w.sidecar("").await;
+    let (id, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
+    let client = agent(&sidecar, &token);
+    let url = format!("http://{}/echo", w.upstream.authority());
+    for _ in 0..2 {
+        let (status, body) = get(&client, &url, "Bearer {{secret:prod/api/key}}").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    w.tenant.revoke(&w.cp, &id).await;
+    eventually(
+        "the warm sidecar refuses the revoked token",
+        Duration::from_secs(1),
+        || async {
+            let (status, body) = get(&client, &url, "Bearer {{secret:prod/api/key}}").await;
+            (status == StatusCode::PROXY_AUTHENTICATION_REQUIRED && code(&body) == "token_revoked")
+                .then_some(())
+        },
+    )
+    .await;
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn echoed_values_never_reach_the_agent_in_any_form() {
+    let w = World::new().await;
+    let sidecar = w.sidecar("").await;
+    let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
+    let client = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::http(format!("http://{}", sidecar.proxy_addr()))
+                .unwrap()
+                .basic_auth("a", &token),
+        )
+        .no_gzip()
+        .build()
+        .unwrap();
+    let base = format!("http://{}", w.upstream.authority());
+    use base64::Engine;
+    let forms = [
+        KEY.to_owned(),
+        base64::engine::general_purpose::STANDARD.encode(KEY),
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(KEY),
+    ];
+    for path in ["/echo", "/echo/chunked", "/echo/base64", "/echo/header"] {
+        let res = client
+            .get(format!("{base}{path}"))
+            .header("authorization", "Bearer {{secret:prod/api/key}}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let headers = format!("{:?}", res.headers());
+        let body = res.bytes().await.unwrap();
+        let text = String::from_utf8_lossy(&body);
+        for form in &forms {
+            assert!(
+                !text.contains(form.as_str()),
+                "{path} leaked {form} in the body: {text}"
+            );
+            assert!(
+                !headers.contains(form.as_str()),
+                "{path} leaked {form} in headers: {headers}"
+            );
+        }
+        assert!(
+            w.upstream
+                .last()
+                .header("authorization")
+                .unwrap()
+                .contains(KEY),
+            "{path}: the value was injected"
+        );
+    }
+    // gzip: the sidecar decodes, scrubs and re-encodes (or sends identity).
+    let res = client
+        .get(format!("{base}/echo/gzip"))
+        .header("authorization", "Bearer {{secret:prod/api/key}}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let encoding = res
+        .headers()
+        .get("content-encoding")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = res.bytes().await.unwrap();
+    let text = match encoding.as_deref() {
+        Some("gzip") => {
+            let mut out = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+                .unwrap();
+            out
+        }
+        _ => String::from_utf8_lossy(&body).into_owned(),
+    };
+    assert!(text.contains("[REDACTED:prod/api/key]"), "{text}");
+    assert!(!text.contains(KEY));
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn host_spoofing_and_unlisted_destinations_are_refused() {
+    let w = World::new().await;
+    let sidecar = w.sidecar("").await;
+    let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
+    let client = agent(&sidecar, &token);
+    // Absolute URI to the allowed upstream, Host header naming another: pingora refuses.
+    let res = client
+        .get(format!("http://{}/echo", w.upstream.authority()))
+        .header("host", "api.example.com")
+        .header("authorization", "Bearer {{secret:prod/api/key}}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    // A destination no rule mentions, without placeholders: no pass-through.
+    let (status, body) = get(
+        &client,
+        "http://unlisted.example.com/",
+        "Bearer nothing-secret",
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "destination_not_allowed".into())
+    );
+    // CONNECT is not supported until interception exists.
+    let https_client = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::https(format!("http://{}", sidecar.proxy_addr()))
+                .unwrap()
+                .basic_auth("a", &token),
+        )
+        .build()
+        .unwrap();
+    assert!(
+        https_client
+            .get("https://api.example.com/")
+            .send()
+            .await
+            .is_err(),
+        "CONNECT must be refused"
+    );
+    assert!(w.upstream.received().is_empty());
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn server_sent_events_arrive_incrementally() {
+    let w = World::new().await;
+    let sidecar = w.sidecar("").await;
+    let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
+    let res = agent(&sidecar, &token)
+        .get(format!("http://{}/sse", w.upstream.authority()))
+        .header("authorization", "Bearer {{secret:prod/api/key}}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut stream = res.bytes_stream();
+    use futures::StreamExt;
+    let mut seen = String::new();
+    // The upstream holds the second event until released: the first must arrive before that.
+    while !seen.contains("first") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("first event flows")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(!seen.contains("second"));
+    w.upstream.release_sse();
+    while !seen.contains("second") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("second event flows")
+            .unwrap()
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn the_ssrf_guard_blocks_internal_addresses_unless_allowed() {
+    let w = World::new().await;
+    let internal = Upstream::http_on("127.0.0.2:0").await;
+    let host = format!("127.0.0.2:{}", internal.addr.port());
+    w.tenant
+        .put_secret(&w.cp, "prod/internal/key", KEY, &[&host, "169.254.169.254"])
+        .await;
+    let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
+
+    // Listed as plaintext (so the request is well-formed) but not allow_private.
+    let guarded = w.sidecar(&format!("[[hosts]]\nname = \"{host}\"\nplaintext = true\n[[hosts]]\nname = \"169.254.169.254\"\nplaintext = true\n")).await;
+    for url in [
+        format!("http://{host}/echo"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    ] {
+        let (status, body) = get(
+            &agent(&guarded, &token),
+            &url,
+            "Bearer {{secret:prod/internal/key}}",
+        )
+        .await;
+        assert_eq!(
+            (status, code(&body)),
+            (StatusCode::FORBIDDEN, "destination_not_allowed".into()),
+            "{url}"
+        );
+    }
+    assert!(internal.received().is_empty());
+    guarded.stop().await;
+
+    let allowed = w
+        .sidecar(&format!(
+            "[[hosts]]\nname = \"{host}\"\nplaintext = true\nallow_private = true\n"
+        ))
+        .await;
+    let (status, body) = get(
+        &agent(&allowed, &token),
+        &format!("http://{host}/echo"),
+        "Bearer {{secret:prod/internal/key}}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        internal.last().header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    allowed.stop().await;
+}
+
+#[tokio::test]
+async fn redirects_are_passed_to_the_agent_not_followed() {
+    let w = World::new().await;
+    let sidecar = w.sidecar("").await;
+    let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
+    let client = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::http(format!("http://{}", sidecar.proxy_addr()))
+                .unwrap()
+                .basic_auth("a", &token),
+        )
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = client
+        .get(format!("http://{}/redirect", w.upstream.authority()))
+        .header("authorization", "Bearer {{secret:prod/api/key}}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::FOUND);
+    assert_eq!(w.upstream.received().len(), 1);
+    sidecar.stop().await;
+}
