@@ -47,5 +47,13 @@ flush_interval_ms = 100
         master = install.master_key_file,
     );
     let config = ProxyConfig::from_toml_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    Sidecar::start(config).await.unwrap()
+    let sidecar = Sidecar::start(config).await.unwrap();
+    // The first watch connection flushes the grant cache: wait for it before tests warm up.
+    crate::eventually(
+        "the sidecar's watch stream connects",
+        std::time::Duration::from_secs(10),
+        || async { (sidecar.metrics().watch_connected.get() == 1).then_some(()) },
+    )
+    .await;
+    sidecar
 }

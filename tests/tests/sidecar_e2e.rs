@@ -549,3 +549,66 @@ async fn redirects_are_passed_to_the_agent_not_followed() {
     assert_eq!(w.upstream.received().len(), 1);
     sidecar.stop().await;
 }
+
+#[tokio::test]
+async fn audit_events_are_spooled_through_a_control_plane_outage_and_drain_after() {
+    let mut w = World::new().await;
+    let sidecar = w.sidecar("").await;
+    let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
+    let client = agent(&sidecar, &token);
+    let url = format!("http://{}/echo", w.upstream.authority());
+    let (status, _) = get(&client, &url, "Bearer {{secret:prod/api/key}}").await;
+    assert_eq!(status, StatusCode::OK, "warm the caches");
+
+    let addr = w.cp.addr;
+    w.cp.stop().await;
+    // Warm caches keep injecting; the audit events wait in the spool.
+    for i in 0..3 {
+        let res = client
+            .get(&url)
+            .header("authorization", "Bearer {{secret:prod/api/key}}")
+            .header("user-agent", format!("during-outage-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    eventually(
+        "events are spooled while the control plane is down",
+        Duration::from_secs(10),
+        || async { (sidecar.audit().map(|a| a.stats().spooled).unwrap_or(0) > 0).then_some(()) },
+    )
+    .await;
+
+    w.cp = ControlPlane::serve(&w.install, addr, Policy::default()).await;
+    let events = eventually(
+        "the spool drains into the audit log",
+        Duration::from_secs(20),
+        || async {
+            let events = w.tenant.audit(&w.cp, "type=secret.read").await;
+            let during = events
+                .iter()
+                .filter(|e| {
+                    e["user_agent"]
+                        .as_str()
+                        .is_some_and(|ua| ua.starts_with("during-outage-"))
+                })
+                .count();
+            (during == 3).then_some(events)
+        },
+    )
+    .await;
+    assert!(events
+        .iter()
+        .all(|e| e["destination_host"] == w.upstream.authority()));
+    let verify =
+        w.cp.ok(
+            reqwest::Method::GET,
+            "/v1/audit/verify",
+            &w.tenant.admin,
+            None,
+        )
+        .await;
+    assert_eq!(verify["valid"], true, "{verify}");
+    sidecar.stop().await;
+}

@@ -1,0 +1,106 @@
+//! Two control-plane replicas on one PostgreSQL database: a revocation sent to one replica
+//! reaches a sidecar watching the other, and the warm sidecar refuses the token within 1 s.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use agent_secret_store::service::Policy;
+use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
+use agent_secret_tests::sidecar::start_sidecar;
+use agent_secret_tests::{eventually, postgres_url, Upstream};
+use reqwest::StatusCode;
+use serde_json::json;
+use sqlx::Connection;
+
+/// A fresh database, migrated; the replicas connect as the superuser here (RLS itself is
+/// proven in the control-plane suites as the service role).
+async fn fresh_database(admin_url: &str) -> (String, String) {
+    let name = format!("ass_e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap();
+    (name.clone(), format!("{base}/{name}"))
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    if let Ok(mut conn) = sqlx::PgConnection::connect(admin_url).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_replica_reaches_a_sidecar_watching_another() {
+    let Some(admin_url) = postgres_url() else {
+        return;
+    };
+    let (name, url) = fresh_database(&admin_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let install = Install::new(dir.path(), Some(url)).await;
+    let replica_a =
+        ControlPlane::serve(&install, "127.0.0.1:0".parse().unwrap(), Policy::default()).await;
+    let replica_b =
+        ControlPlane::serve(&install, "127.0.0.1:0".parse().unwrap(), Policy::default()).await;
+    let tenant = Tenant::create(&replica_a, "acme").await;
+    let upstream = Upstream::http().await;
+    tenant
+        .put_secret(
+            &replica_a,
+            "prod/api/key",
+            "sk-replicated-0123456789",
+            &[&upstream.authority()],
+        )
+        .await;
+    let rule = format!(
+        "[[hosts]]\nname = \"{}\"\nplaintext = true\nallow_private = true\n",
+        upstream.authority()
+    );
+    // The sidecar talks only to replica B.
+    let sidecar = start_sidecar(&install, &replica_b, &tenant.sidecar_key, &rule).await;
+    let (id, token) = tenant
+        .token(&replica_a, &["secrets:read:prod/**"], json!({}))
+        .await;
+    let client = reqwest::Client::builder()
+        .proxy(
+            reqwest::Proxy::http(format!("http://{}", sidecar.proxy_addr()))
+                .unwrap()
+                .basic_auth("a", &token),
+        )
+        .build()
+        .unwrap();
+    let url = format!("http://{}/echo", upstream.authority());
+    let send = || {
+        client
+            .get(&url)
+            .header("authorization", "Bearer {{secret:prod/api/key}}")
+            .send()
+    };
+    assert_eq!(
+        send().await.unwrap().status(),
+        StatusCode::OK,
+        "warm the caches"
+    );
+    assert_eq!(send().await.unwrap().status(), StatusCode::OK);
+
+    tenant.revoke(&replica_a, &id).await;
+    eventually(
+        "replica B's sidecar refuses the token revoked on replica A",
+        Duration::from_secs(1),
+        || async {
+            let res = send().await.unwrap();
+            (res.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED).then_some(())
+        },
+    )
+    .await;
+    sidecar.stop().await;
+    drop(replica_a);
+    drop(replica_b);
+    drop_database(&admin_url, &name).await;
+}
