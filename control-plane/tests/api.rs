@@ -504,6 +504,68 @@ async fn each_resolve_denial_has_its_stable_code() {
 }
 
 #[tokio::test]
+async fn resolve_without_paths_validates_the_token_and_counts_nothing() {
+    let t = TestApp::new().await;
+    let s = t.scenario().await;
+    let once = t
+        .token(
+            &s.agent_key,
+            json!({"scopes": ["secrets:read:production/openai/*"], "ttl_seconds": 60, "max_uses": 1}),
+        )
+        .await;
+    let (once_id, once) = (
+        once.body["id"].as_str().unwrap().to_owned(),
+        once.body["token"].as_str().unwrap().to_owned(),
+    );
+    for _ in 0..3 {
+        let r = t
+            .resolve(&s.sidecar_key, &once, &[], "example.com", "10.0.0.1")
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        assert_eq!(r.body["secrets"], json!([]));
+        assert_eq!(r.body["grant"]["cache_ttl_seconds"], 0);
+    }
+    let info = t.get(&format!("/v1/tokens/{once_id}"), &t.admin).await;
+    assert_eq!(info.body["uses"], 0, "validation must not consume a use");
+
+    t.post(
+        &format!("/v1/tokens/{}/revoke", s.token_id),
+        &t.admin,
+        json!({}),
+    )
+    .await;
+    let r = t
+        .resolve(&s.sidecar_key, &s.token, &[], "example.com", "10.0.0.1")
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "token_revoked")
+    );
+    let r = t
+        .resolve(
+            &s.sidecar_key,
+            "asst_forged",
+            &[],
+            "example.com",
+            "10.0.0.1",
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "token_invalid")
+    );
+    let failed = t.get("/v1/audit?type=auth.failed", &t.admin).await;
+    assert_eq!(
+        failed.body["events"].as_array().unwrap().len(),
+        2,
+        "{}",
+        failed.text
+    );
+    let reads = t.get("/v1/audit?type=secret.read", &t.admin).await;
+    assert_eq!(reads.body["events"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
 async fn a_sidecar_resolves_only_its_own_tenants_tokens() {
     let t = TestApp::new().await;
     let s = t.scenario().await;

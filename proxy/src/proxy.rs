@@ -103,7 +103,9 @@ impl SecretProxy {
                     target.destination
                 )));
             }
-            self.resolver.check_token(&token, caller.client_ip).await?;
+            self.resolver
+                .check_token(&token, &target.destination, caller.client_ip)
+                .await?;
             ctx.upstream_addr = Some(self.checked_address(&target).await?);
             ctx.target = Some(target);
             return Ok(());

@@ -116,22 +116,24 @@ impl Resolver {
         self.remote(token, paths, destination, client_ip).await
     }
 
-    /// For requests without placeholders: the token's cached grant if any (checked for expiry
-    /// and client IP), `None` when only its format could be checked.
+    /// For requests without placeholders: the token's cached grant (checked for expiry and
+    /// client IP), or else the control plane's word on the token (a resolve with no paths,
+    /// which reads nothing and counts no use). No request passes on the token's format alone.
     pub async fn check_token(
         &self,
         token: &AgentToken,
+        destination: &Destination,
         client_ip: IpAddr,
-    ) -> Result<Option<Arc<CachedGrant>>, ResolveError> {
+    ) -> Result<Arc<CachedGrant>, ResolveError> {
         if self.caches.is_dead(token.id()).await {
             return Err(denied(ErrorCode::TokenRevoked, "token is no longer valid"));
         }
         match self.warm_grant(&token.cache_key()).await {
             Some(grant) => {
                 check_grant(&grant, client_ip)?;
-                Ok(Some(grant))
+                Ok(grant)
             }
-            None => Ok(None),
+            None => Ok(self.remote(token, &[], destination, client_ip).await?.grant),
         }
     }
 

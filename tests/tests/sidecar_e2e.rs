@@ -612,3 +612,53 @@ async fn audit_events_are_spooled_through_a_control_plane_outage_and_drain_after
     assert_eq!(verify["valid"], true, "{verify}");
     sidecar.stop().await;
 }
+
+#[tokio::test]
+async fn requests_without_placeholders_still_need_a_token_the_control_plane_accepts() {
+    let w = World::new().await;
+    let route = format!(
+        "[[routes]]\nprefix = \"/up/\"\nupstream = \"http://{}/\"\n",
+        w.upstream.authority()
+    );
+    let sidecar = w.sidecar(&route).await;
+    let (id, token) = w
+        .token(&["secrets:read:prod/**"], json!({"max_uses": 1}))
+        .await;
+    let url = format!("http://{}/up/echo", sidecar.proxy_addr());
+    let plain = reqwest::Client::builder().no_proxy().build().unwrap();
+    let send = |token: String| {
+        plain
+            .get(&url)
+            .header("proxy-authorization", format!("Bearer {token}"))
+            .send()
+    };
+    // Well-formed (right prefix, id and checksum) but never issued.
+    let forged = agent_secret_core::credential::issue(
+        agent_secret_core::credential::CredentialKind::Token,
+        &agent_secret_core::credential::Pepper::generate(),
+    );
+    let res = send(forged.token.expose().to_owned()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+    assert_eq!(code(&res.text().await.unwrap()), "token_invalid");
+    assert!(
+        w.upstream.received().is_empty(),
+        "a forged token opened the proxy"
+    );
+
+    for _ in 0..2 {
+        assert_eq!(send(token.clone()).await.unwrap().status(), StatusCode::OK);
+    }
+    let info =
+        w.cp.ok(
+            reqwest::Method::GET,
+            &format!("/v1/tokens/{id}"),
+            &w.tenant.admin,
+            None,
+        )
+        .await;
+    assert_eq!(
+        info["uses"], 0,
+        "pass-through requests read no secret and count no use"
+    );
+    sidecar.stop().await;
+}

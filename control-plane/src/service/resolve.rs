@@ -1,4 +1,5 @@
 //! The sidecar's question: may this token send these secrets to this host, from this IP?
+//! (With no paths: may this token use the sidecar at all? Nothing is read or counted.)
 //!
 //! Checks run in a fixed order, each with its stable denial code (DESIGN.md "Sidecar
 //! contract"): token (`token_invalid`, `token_revoked`, `approval_pending`, `approval_denied`,
@@ -172,10 +173,10 @@ pub fn check_secrets<'a>(
 fn parse_request(
     request: &ResolveRequest,
 ) -> ServiceResult<(Vec<SecretPath>, Destination, IpAddr)> {
-    if request.paths.is_empty() || request.paths.len() > MAX_PATHS {
+    if request.paths.len() > MAX_PATHS {
         return Err(ServiceError::invalid(
             ErrorCode::InvalidRequest,
-            format!("paths must list 1 to {MAX_PATHS} secret paths"),
+            format!("paths may list at most {MAX_PATHS} secret paths"),
         ));
     }
     let paths = request
@@ -199,8 +200,16 @@ pub async fn resolve(
 ) -> ServiceResult<ResolveResponse> {
     let (paths, destination, client_ip) = parse_request(request)?;
     let now = now_micros();
+    // No paths: the sidecar only asks whether the token may use it at all (a request without
+    // placeholders); nothing is read, so no use is counted and only a refusal is audited.
+    let validate_only = paths.is_empty();
+    let event_type = if validate_only {
+        AuditEventType::AuthFailed
+    } else {
+        AuditEventType::SecretRead
+    };
     let base = |actor: Actor| {
-        AuditDraft::new(AuditEventType::SecretRead, actor)
+        AuditDraft::new(event_type, actor)
             .client(Some(client_ip.to_string()), None)
             .destination(destination.to_string())
     };
@@ -213,6 +222,16 @@ pub async fn resolve(
         check_token(&token, now, client_ip).and_then(|()| check_scope(&token, &paths))
     {
         return deny(app, sidecar, base(actor), denial).await;
+    }
+    if validate_only {
+        app.metrics
+            .resolve_outcomes
+            .with_label_values(&["validated"])
+            .inc();
+        return Ok(ResolveResponse {
+            grant: grant(app, &token, token.uses, now),
+            secrets: Vec::new(),
+        });
     }
     let found = app.store.current_secrets(sidecar.tenant, &paths).await?;
     let secrets = match check_secrets(&token, &paths, &found, &destination) {
