@@ -141,8 +141,9 @@ pub async fn run(
 
     shutdown.await;
     out.note("stopping…");
-    let _ = stop_tx.send(true);
+    // The sidecar first, so its last audit events reach a control plane that is still up.
     sidecar.stop().await;
+    let _ = stop_tx.send(true);
     let _ = cp_task.await;
     let _ = echo_task.await;
     Ok(())
