@@ -226,11 +226,20 @@ pub struct CreateSidecarRequest {
     pub name: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedSidecar {
     pub id: String,
     /// Shown once. Only its keyed hash is stored.
     pub sidecar_key: String,
+}
+
+impl fmt::Debug for CreatedSidecar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedSidecar")
+            .field("id", &self.id)
+            .field("sidecar_key", &"[REDACTED]")
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -254,19 +263,38 @@ pub struct CreateAgentRequest {
     pub trust_tier: Option<i32>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedAgent {
     pub id: String,
     /// Shown once. Only its keyed hash is stored.
     pub agent_key: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+impl fmt::Debug for CreatedAgent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedAgent")
+            .field("id", &self.id)
+            .field("agent_key", &"[REDACTED]")
+            .finish()
+    }
+}
+
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RotatedAgentKey {
     pub id: String,
     pub agent_key: String,
     /// Tokens of this agent revoked by the rotation.
     pub tokens_revoked: u64,
+}
+
+impl fmt::Debug for RotatedAgentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotatedAgentKey")
+            .field("id", &self.id)
+            .field("tokens_revoked", &self.tokens_revoked)
+            .field("agent_key", &"[REDACTED]")
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -290,12 +318,22 @@ pub struct CreateOperatorRequest {
     pub role: Role,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CreatedOperator {
     pub id: String,
     pub role: Role,
     /// Shown once. Only its keyed hash is stored.
     pub operator_token: String,
+}
+
+impl fmt::Debug for CreatedOperator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CreatedOperator")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("operator_token", &"[REDACTED]")
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -540,6 +578,45 @@ mod tests {
                 serde_json::to_string(&code).unwrap(),
                 format!("\"{}\"", code.as_str())
             );
+        }
+    }
+
+    #[test]
+    fn credentials_shown_once_never_appear_in_debug() {
+        let shown = [
+            format!(
+                "{:?}",
+                CreatedSidecar {
+                    id: "i".into(),
+                    sidecar_key: "assc_SECRET".into()
+                }
+            ),
+            format!(
+                "{:?}",
+                CreatedAgent {
+                    id: "i".into(),
+                    agent_key: "assa_SECRET".into()
+                }
+            ),
+            format!(
+                "{:?}",
+                RotatedAgentKey {
+                    id: "i".into(),
+                    agent_key: "assa_SECRET".into(),
+                    tokens_revoked: 1
+                }
+            ),
+            format!(
+                "{:?}",
+                CreatedOperator {
+                    id: "i".into(),
+                    role: Role::Admin,
+                    operator_token: "asso_SECRET".into()
+                }
+            ),
+        ];
+        for s in shown {
+            assert!(!s.contains("SECRET") && s.contains("[REDACTED]"), "{s}");
         }
     }
 

@@ -261,10 +261,15 @@ impl Caches {
         }
     }
 
-    /// Drop every grant (the watch stream reconnected and may have missed events).
-    pub fn flush_grants(&self) {
+    /// Drop every grant and value: the watch stream (re)connected or sent something it could
+    /// not parse, so revocations, re-bindings (`allowed_hosts`) or deletions may have been
+    /// missed. Values go too: a cached value carries the destinations it may be sent to.
+    pub fn flush(&self) {
         if let Some(grants) = &self.grants {
             grants.invalidate_all();
+        }
+        if let Some(values) = &self.values {
+            values.invalidate_all();
         }
     }
 

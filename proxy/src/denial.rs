@@ -87,6 +87,16 @@ impl Denial {
         )
     }
 
+    /// The upstream answered 101 to a request carrying an injected secret: an upgraded
+    /// stream cannot be scrubbed, so it is refused.
+    pub fn unscannable_upgrade() -> Denial {
+        Denial::new(
+            StatusCode::BAD_GATEWAY,
+            UNSCANNABLE_RESPONSE,
+            "the upstream switched protocols after a secret was injected; an upgraded stream cannot be scanned for it",
+        )
+    }
+
     pub fn destination_not_allowed(message: impl Into<String>) -> Denial {
         Denial::new(
             StatusCode::FORBIDDEN,

@@ -340,6 +340,24 @@ impl ProxyHttp for SecretProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        let set = ctx.scrub.clone().filter(|s| !s.is_empty());
+        if let Some(set) = &set {
+            // Before any status check: informational responses carry headers too.
+            if scrub_headers(response, set)? {
+                self.metrics.scrubbed_responses.inc();
+            }
+            // The upstream's reason phrase is free text it controls; the standard one stands in.
+            response.set_reason_phrase(None)?;
+            if response.status == StatusCode::SWITCHING_PROTOCOLS {
+                // An upgraded stream (WebSocket, ...) is not HTTP any more and cannot be
+                // scrubbed; after injecting a secret, refuse it rather than pass it through.
+                ctx.pending = Some(Denial::unscannable_upgrade());
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(502),
+                    "upgrade after injection",
+                ));
+            }
+        }
         if response.status.is_informational() {
             return Ok(());
         }
@@ -348,12 +366,9 @@ impl ProxyHttp for SecretProxy {
                 .upstream_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
-        let Some(set) = ctx.scrub.clone().filter(|s| !s.is_empty()) else {
+        let Some(set) = set else {
             return Ok(());
         };
-        if scrub_headers(response, &set)? {
-            self.metrics.scrubbed_responses.inc();
-        }
         let full = ctx
             .target
             .as_ref()
@@ -361,10 +376,15 @@ impl ProxyHttp for SecretProxy {
         if !full || !has_body(session.req_header().method.clone(), response.status) {
             return Ok(());
         }
-        let encoding = response
+        // Every Content-Encoding line counts (clients apply them all): `identity` on one line
+        // and `gzip` on the next is a stacked coding, not an identity body.
+        let codings: Vec<String> = response
             .headers
-            .get(CONTENT_ENCODING)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let encoding = (!codings.is_empty()).then(|| codings.join(", "));
         match BodyScrubber::for_content_encoding(set, encoding.as_deref()) {
             Ok(scrubber) => {
                 ctx.body_scrubber = Some(scrubber);

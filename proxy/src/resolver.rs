@@ -84,15 +84,17 @@ impl Resolver {
         let key = token.cache_key();
         if let Some(grant) = self.warm_grant(&key).await {
             check_grant(&grant, client_ip)?;
+            // Every scope first, as the control plane does, so the same request gets the same
+            // code whether the sidecar is warm or cold.
+            if let Some(path) = paths.iter().find(|p| !grant.covers(p)) {
+                return Err(denied(
+                    ErrorCode::ScopeDenied,
+                    format!("token scope does not allow reading `{path}`"),
+                ));
+            }
             let mut found = Vec::with_capacity(paths.len());
             let mut missing = Vec::new();
             for path in paths {
-                if !grant.covers(path) {
-                    return Err(denied(
-                        ErrorCode::ScopeDenied,
-                        format!("token scope does not allow reading `{path}`"),
-                    ));
-                }
                 match self.warm_value(&grant, path).await {
                     Some(value) if !value.allows(destination) => {
                         return Err(not_bound(path, destination));
@@ -253,11 +255,16 @@ impl Resolver {
         match error {
             CpError::Refused { body, .. } => {
                 let code = body.error.code;
+                // Only revoked/expired mark the token id dead: the control plane says those only
+                // after the token's secret part verified. `token_invalid` may come from a forged
+                // string carrying someone else's id, which must not lock that token out.
+                if matches!(code, ErrorCode::TokenRevoked | ErrorCode::TokenExpired) {
+                    self.caches.mark_dead(token.id()).await;
+                }
                 if matches!(
                     code,
                     ErrorCode::TokenInvalid | ErrorCode::TokenRevoked | ErrorCode::TokenExpired
                 ) {
-                    self.caches.mark_dead(token.id()).await;
                     self.caches.drop_grant(&token.cache_key()).await;
                 }
                 ResolveError::Denied {

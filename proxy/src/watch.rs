@@ -84,9 +84,9 @@ async fn session(
         Err(e) => return e.into(),
     };
     *connected = true;
-    caches.flush_grants();
+    caches.flush();
     metrics.watch_connected.set(1);
-    tracing::info!("watch stream connected; grant cache flushed");
+    tracing::info!("watch stream connected; caches flushed");
     let bytes = futures::stream::unfold(Some(response), move |state| async move {
         let mut response = state?;
         let next = match settings.idle_timeout {
@@ -116,14 +116,14 @@ async fn session(
     SessionEnd::Closed
 }
 
-/// Apply one event to the caches. Unknown or unparsable events flush the grant cache: the
-/// sidecar cannot tell what it missed.
+/// Apply one event to the caches. Unknown or unparsable events flush the caches: the sidecar
+/// cannot tell what it missed.
 pub async fn apply(caches: &Caches, metrics: &Metrics, name: &str, data: &str) {
     let event = match serde_json::from_str::<WatchEvent>(data) {
         Ok(event) => event,
         Err(e) => {
-            tracing::warn!(event = name, error = %e, "unparsable watch event; flushing grants");
-            caches.flush_grants();
+            tracing::warn!(event = name, error = %e, "unparsable watch event; flushing caches");
+            caches.flush();
             metrics.watch_events.with_label_values(&["unknown"]).inc();
             return;
         }

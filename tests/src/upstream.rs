@@ -161,6 +161,9 @@ fn router(shared: Shared) -> Router {
         .route("/echo/chunked", any(echo_chunked))
         .route("/echo/base64", any(echo_base64))
         .route("/echo/header", any(echo_header))
+        .route("/echo/reason", any(echo_reason))
+        .route("/echo/stacked-encoding", any(echo_stacked_encoding))
+        .route("/upgrade", any(upgrade))
         .route("/sse", get(sse))
         .route("/redirect", get(redirect))
         .route("/openai/v1/chat/completions", post(openai_chat))
@@ -298,6 +301,62 @@ async fn echo_header(
             ("set-cookie", format!("session={auth}")),
         ],
         "ok",
+    )
+        .into_response()
+}
+
+/// The Authorization header echoed in the status line's reason phrase.
+async fn echo_reason(
+    State(s): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = record(&s, &method, &uri, &headers, &body);
+    let auth = r.header("authorization").unwrap_or_default().to_owned();
+    let mut res = (StatusCode::UNAUTHORIZED, "denied").into_response();
+    if let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(format!("bad key {auth}").into_bytes()) {
+        res.extensions_mut().insert(phrase);
+    }
+    res
+}
+
+/// A gzip body announced on two Content-Encoding lines: `identity`, then `gzip`.
+async fn echo_stacked_encoding(
+    State(s): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let r = record(&s, &method, &uri, &headers, &body);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(echo_json(&r).to_string().as_bytes()).unwrap();
+    let mut res = Response::new(Body::from(gz.finish().unwrap()));
+    res.headers_mut()
+        .append("content-encoding", "identity".parse().unwrap());
+    res.headers_mut()
+        .append("content-encoding", "gzip".parse().unwrap());
+    res
+}
+
+/// Switches protocols, echoing the Authorization header in the 101's headers.
+async fn upgrade(
+    State(s): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let r = record(&s, &method, &uri, &headers, b"");
+    let auth = r.header("authorization").unwrap_or_default().to_owned();
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            ("connection", "upgrade".to_owned()),
+            ("upgrade", "websocket".to_owned()),
+            ("x-echo-auth", auth),
+        ],
     )
         .into_response()
 }

@@ -662,3 +662,91 @@ async fn requests_without_placeholders_still_need_a_token_the_control_plane_acce
     );
     sidecar.stop().await;
 }
+
+#[tokio::test]
+async fn reason_phrases_stacked_encodings_and_upgrades_cannot_smuggle_the_value_back() {
+    let w = World::new().await;
+    let sidecar = w.sidecar("").await;
+    let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
+    let base = format!("http://{}", w.upstream.authority());
+    let proxy = format!("http://agent:{token}@{}", sidecar.proxy_addr());
+    // curl applies every Content-Encoding line and shows the raw status line: what an agent
+    // with a simple client would see.
+    let curl = |path: &str, extra: &[&str]| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "-i", "--compressed", "-x", &proxy])
+            .args(["-H", "Authorization: Bearer {{secret:prod/api/key}}"])
+            .args(extra)
+            .arg(format!("{base}{path}"));
+        cmd
+    };
+    for (path, extra) in [
+        ("/echo/reason", &[][..]),
+        ("/echo/stacked-encoding", &[][..]),
+        (
+            "/upgrade",
+            &["-H", "Connection: Upgrade", "-H", "Upgrade: websocket"][..],
+        ),
+    ] {
+        let mut cmd = curl(path, extra);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            !seen.contains(KEY),
+            "{path} smuggled the value back:\n{seen}"
+        );
+        assert!(
+            w.upstream
+                .last()
+                .header("authorization")
+                .unwrap()
+                .contains(KEY),
+            "{path}: injected"
+        );
+        if path == "/upgrade" {
+            assert!(
+                seen.starts_with("HTTP/1.1 502"),
+                "an upgrade after injection is refused:\n{seen}"
+            );
+            assert!(seen.contains("unscannable_response"), "{seen}");
+        }
+    }
+    sidecar.stop().await;
+}
+
+#[tokio::test]
+async fn a_forged_token_with_a_victims_id_does_not_lock_the_victim_out() {
+    let w = World::new().await;
+    let sidecar = w.sidecar("").await;
+    let (id, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
+    let url = format!("http://{}/echo", w.upstream.authority());
+    let victim_id = uuid::Uuid::parse_str(&id).unwrap();
+    let forged = agent_secret_core::credential::issue_with_id(
+        agent_secret_core::credential::CredentialKind::Token,
+        victim_id,
+        &agent_secret_core::credential::Pepper::generate(),
+    );
+    let (status, body) = get(
+        &agent(&sidecar, forged.token.expose()),
+        &url,
+        "Bearer {{secret:prod/api/key}}",
+    )
+    .await;
+    assert_eq!(
+        (status, code(&body)),
+        (
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            "token_invalid".into()
+        )
+    );
+    let (status, body) = get(
+        &agent(&sidecar, &token),
+        &url,
+        "Bearer {{secret:prod/api/key}}",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "the real token still works: {body}");
+    sidecar.stop().await;
+}

@@ -169,45 +169,57 @@ fn warn_if_shared(key: &str, path: &Path) {
 }
 
 /// Replaces the password in `scheme://user:password@host/...` and any `password=` query value.
+///
+/// The userinfo ends at the LAST `@` of the URL: a password written without percent-encoding
+/// may itself contain `/`, `?`, `#` or `@`, and must still be masked whole.
 fn redact_url(url: &str) -> String {
     const MASK: &str = "[REDACTED]";
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return redact_query(url);
     };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            let (authority, path) = rest.split_at(authority_end);
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) => match userinfo.split_once(':') {
-                    Some((user, _password)) => format!("{scheme}://{user}:{MASK}@{host}{path}"),
-                    None => base.to_string(),
-                },
-                None => base.to_string(),
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map(|(user, _)| user);
+            match user {
+                Some(user) => format!("{scheme}://{user}:{MASK}@{}", redact_query(host)),
+                None => format!("{scheme}://{userinfo}@{}", redact_query(host)),
             }
         }
-        None => base.to_string(),
-    };
-    if let Some(query) = query {
-        let pairs: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if k.to_ascii_lowercase().contains("password") => {
-                    format!("{k}={MASK}")
-                }
-                _ => pair.to_string(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&pairs.join("&"));
+        None => format!("{scheme}://{}", redact_query(rest)),
     }
-    out
+}
+
+/// Masks `*password*=` values in the query part, if any.
+fn redact_query(url: &str) -> String {
+    const MASK: &str = "[REDACTED]";
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}={MASK}"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_with_unencoded_delimiters_whole() {
+        for url in [
+            "postgres://app:pa/ss@db/store",
+            "postgres://app:p?a#ss@db/store",
+            "postgres://app:p@ss@db/store",
+        ] {
+            let redacted = redact_url(url);
+            assert_eq!(redacted, "postgres://app:[REDACTED]@db/store", "{url}");
+        }
+    }
 
     #[test]
     fn redacts_userinfo_password_and_query_password() {

@@ -134,7 +134,7 @@ async fn secret_updates_drop_the_path_in_every_tenant() {
 }
 
 #[tokio::test]
-async fn flush_drops_every_grant() {
+async fn flush_drops_every_grant_and_value() {
     let caches = Caches::new(&config(60, 60, 100));
     let g = CachedGrant::new(
         grant(Uuid::new_v4(), "a", 30, None),
@@ -142,8 +142,22 @@ async fn flush_drops_every_grant() {
     )
     .unwrap();
     caches.put_grant([9; 32], Arc::new(g)).await;
-    caches.flush_grants();
+    let tenant = TenantId::new();
+    let path = SecretPath::parse("prod/key").unwrap();
+    let v = CachedValue {
+        path: path.clone(),
+        version: 1,
+        value: SecretBytes::new(b"v".to_vec()),
+        sensitivity: Sensitivity::Standard,
+        allowed_hosts: vec![],
+    };
+    caches.put_value(tenant, Arc::new(v)).await;
+    caches.flush();
     assert!(caches.grant(&[9; 32]).await.is_none());
+    assert!(
+        caches.value(tenant, &path).await.is_none(),
+        "a value may have been re-bound or deleted while the watch was down"
+    );
 }
 
 #[tokio::test]

@@ -8,12 +8,14 @@
 //! encoded forms of each value (see [`forms`]) and compiles all of them into one leftmost-longest
 //! multi-pattern searcher (aho-corasick's SIMD packed searcher, or its automaton for large
 //! sets; see `matcher.rs`) — no regex, no per-chunk compilation. Bodies go through a
-//! [`StreamScrubber`] (a sliding window holding back at most `max_pattern_len - 1` bytes) or,
+//! [`StreamScrubber`] (a sliding window holding back only a tail that could still grow into a
+//! form, at most `max_pattern_len - 1` bytes) or,
 //! for compressed bodies, a [`GzipScrubber`]/[`DeflateScrubber`] that decodes, scrubs and
 //! re-encodes incrementally; [`BodyScrubber`] picks one from the `Content-Encoding`.
 //!
-//! Secret material: the forms are built in `Zeroizing` buffers that are wiped once the
-//! searcher is built. The searcher keeps its own copy of the patterns, which is not wiped
+//! Secret material: the forms are kept in `Zeroizing` buffers (for the hold-back prefix checks)
+//! and wiped when the set is dropped. The searcher keeps its own copy of the patterns, which is
+//! not wiped
 //! (aho-corasick offers no hook); response bytes passing through are not secret-managed either,
 //! since pingora holds them in ordinary buffers anyway.
 
@@ -84,7 +86,6 @@ impl ScrubSet {
             let slices: Vec<&[u8]> = patterns.iter().map(|p| p.as_slice()).collect();
             Some(Matcher::new(&slices)?)
         };
-        // `patterns` (Zeroizing) is dropped and wiped here.
         let mut starts = [false; 256];
         for p in &patterns {
             if let Some(&b) = p.first() {

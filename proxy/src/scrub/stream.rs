@@ -1,7 +1,8 @@
 //! Streaming scrubber for identity bodies: a sliding window over the chunk stream.
 //!
-//! Each push scans `pending ++ chunk` and emits everything except the last
-//! `max_pattern_len - 1` bytes, which could be the start of a form completed by the next chunk.
+//! Each push scans `pending ++ chunk` and emits everything except a tail that could be the
+//! start of a form completed by the next chunk (never more than `max_pattern_len - 1` bytes,
+//! and nothing at all when the tail cannot begin any form).
 //! Any form *starting* before that point fits entirely in what we have, so the output is
 //! byte-for-byte what a leftmost-longest scan of the whole body would produce — while only a
 //! few dozen bytes are ever held back and SSE events flow chunk by chunk.
