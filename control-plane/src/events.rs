@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use agent_secret_core::api::WatchEvent;
-use agent_secret_core::ids::TenantId;
+use agent_secret_core::ids::{SidecarId, TenantId};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
@@ -27,7 +27,18 @@ const BUFFER: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantEvent {
     pub tenant: TenantId,
-    pub event: WatchEvent,
+    pub signal: Signal,
+}
+
+/// What travels between replicas: events for sidecars, and control signals for the watch
+/// streams themselves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Signal {
+    /// Forwarded to every watcher of the tenant.
+    Watch(WatchEvent),
+    /// Ends that sidecar's watch streams: a revoked key must stop hearing its tenant's events.
+    SidecarRevoked(SidecarId),
 }
 
 pub struct EventHub {
@@ -68,7 +79,12 @@ impl EventHub {
     /// Publishes after the change has committed. A failure is logged, not returned: the
     /// change stands, and sidecar cache TTLs bound how long a missed event matters.
     pub async fn publish(&self, tenant: TenantId, event: WatchEvent) {
-        let event = TenantEvent { tenant, event };
+        self.signal(tenant, Signal::Watch(event)).await;
+    }
+
+    /// Like [`publish`](Self::publish), for any signal.
+    pub async fn signal(&self, tenant: TenantId, signal: Signal) {
+        let event = TenantEvent { tenant, signal };
         match &self.postgres {
             None => {
                 // No subscriber is not an error.

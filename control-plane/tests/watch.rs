@@ -143,6 +143,21 @@ async fn revocations_reach_watchers_of_the_same_tenant_only() {
 }
 
 #[tokio::test]
+async fn revoking_a_sidecar_ends_its_watch_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = sqlite_app(dir.path()).await;
+    let a = tenant(&app, "a").await;
+    let mut watch_a = Box::pin(watch::subscribe(&app, a.sidecar));
+    sidecars::revoke(&app, a.admin, a.sidecar.id, &RequestContext::default())
+        .await
+        .unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), watch_a.next())
+        .await
+        .expect("the stream ends promptly");
+    assert_eq!(end, None, "a revoked sidecar hears nothing more");
+}
+
+#[tokio::test]
 async fn watch_endpoint_streams_server_sent_events() {
     let dir = tempfile::tempdir().unwrap();
     let app = sqlite_app(dir.path()).await;

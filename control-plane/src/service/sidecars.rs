@@ -7,6 +7,7 @@ use agent_secret_core::ids::SidecarId;
 use super::auth::OperatorPrincipal;
 use super::{validate_name, App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{now_micros, AuditDraft, AuditEventType};
+use crate::events::Signal;
 use crate::store::SidecarRecord;
 
 pub async fn create(
@@ -55,9 +56,15 @@ pub async fn revoke(
     let audit = AuditDraft::new(AuditEventType::SidecarRevoked, caller.actor())
         .client(ctx.ip_string(), ctx.user_agent.clone())
         .reason(format!("sidecar {id}"));
-    app.store
+    if app
+        .store
         .revoke_sidecar(caller.tenant, id, now_micros(), audit)
-        .await?;
+        .await?
+    {
+        app.events
+            .signal(caller.tenant, Signal::SidecarRevoked(id))
+            .await;
+    }
     let record = app
         .store
         .get_sidecar(caller.tenant, id)

@@ -10,6 +10,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::auth::SidecarPrincipal;
 use super::{App, ServiceError, ServiceResult};
 use crate::audit::{Actor, AuditDraft, AuditEventType};
+use crate::events::Signal;
 
 /// Most events one audit batch may carry.
 pub const MAX_AUDIT_BATCH: usize = 500;
@@ -17,14 +18,19 @@ pub const MAX_AUDIT_BATCH: usize = 500;
 const MAX_FIELD: usize = 512;
 
 /// The tenant's events, in order. The stream ends if this subscriber fell behind and missed
-/// events: the sidecar then reconnects and, as on every reconnect, flushes its grant cache.
+/// events (the sidecar then reconnects and, as on every reconnect, flushes its caches), and
+/// when this sidecar's key is revoked (its reconnect is then refused).
 pub fn subscribe(app: &App, sidecar: SidecarPrincipal) -> impl Stream<Item = WatchEvent> + Send {
     let receiver = app.events.subscribe();
     stream::unfold(receiver, move |mut receiver| async move {
         loop {
             match receiver.recv().await {
-                Ok(e) if e.tenant == sidecar.tenant => return Some((e.event, receiver)),
-                Ok(_) => continue,
+                Ok(e) if e.tenant != sidecar.tenant => continue,
+                Ok(e) => match e.signal {
+                    Signal::Watch(event) => return Some((event, receiver)),
+                    Signal::SidecarRevoked(id) if id == sidecar.id => return None,
+                    Signal::SidecarRevoked(_) => continue,
+                },
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, sidecar = %sidecar.id, "watcher fell behind; closing");
                     return None;
