@@ -150,8 +150,29 @@ async fn connect_sqlite(url: &str) -> Result<SqlitePool, DbError> {
             .max_lifetime(None);
     } else {
         options = options.journal_mode(SqliteJournalMode::Wal);
+        create_private_file(options.get_filename()).map_err(|e| DbError::Connect(e.into()))?;
     }
     pool.connect_with(options).await.map_err(DbError::Connect)
+}
+
+/// Creates a missing database file with mode 0600 (SQLite gives its `-wal` and `-shm` files
+/// the database file's mode). It holds only ciphertext and keyed hashes, but those are still
+/// nobody else's business.
+fn create_private_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Validates a PostgreSQL role name and returns it double-quoted for interpolation.
