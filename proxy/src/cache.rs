@@ -13,6 +13,7 @@
 //! remembered (the id is embedded in the token), so a token whose grant was dropped is not
 //! waved through on a format check alone.
 
+use crate::scrub::{ScrubSet, ScrubSetError};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,13 +46,16 @@ pub struct CachedGrant {
     ttl: Duration,
 }
 
-/// A decrypted secret version with what is needed to check it locally.
+/// A decrypted secret version with what is needed to check it locally, and its response
+/// scrubber, built once per version rather than once per request (building one generates every
+/// encoded form and compiles a searcher: the largest cost of a warm request).
 pub struct CachedValue {
     pub path: SecretPath,
     pub version: i64,
     pub value: SecretBytes,
     pub sensitivity: Sensitivity,
     pub allowed_hosts: Vec<HostPattern>,
+    pub scrub: Arc<ScrubSet>,
 }
 
 /// Why a grant from the control plane cannot be used.
@@ -149,6 +153,24 @@ impl CachedGrant {
 }
 
 impl CachedValue {
+    pub fn new(
+        path: SecretPath,
+        version: i64,
+        value: SecretBytes,
+        sensitivity: Sensitivity,
+        allowed_hosts: Vec<HostPattern>,
+    ) -> Result<CachedValue, ScrubSetError> {
+        let scrub = Arc::new(ScrubSet::new(&[(path.clone(), value.clone())])?);
+        Ok(CachedValue {
+            path,
+            version,
+            value,
+            sensitivity,
+            allowed_hosts,
+            scrub,
+        })
+    }
+
     pub fn allows(&self, destination: &Destination) -> bool {
         self.allowed_hosts.iter().any(|h| h.matches(destination))
     }

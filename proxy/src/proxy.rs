@@ -37,6 +37,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::audit::Audit;
 use crate::auth::{is_sidecar_header, AgentToken, PROXY_AUTHENTICATE};
+use crate::cache::CachedValue;
 use crate::config::ScrubMode;
 use crate::denial::Denial;
 use crate::inject::{self, Substituted};
@@ -139,20 +140,7 @@ impl SecretProxy {
         };
         ctx.substituted = inject::substitute_headers(&req.headers, &scan, lookup)?;
         // Headers are always scrubbed; `scrub = "headers"` only skips the body.
-        let values: Vec<(SecretPath, SecretBytes)> = resolved
-            .values
-            .iter()
-            .map(|v| (v.path.clone(), v.value.clone()))
-            .collect();
-        let set = ScrubSet::new(&values).map_err(|e| {
-            tracing::error!(error = %e, "cannot build the response scrubber");
-            Denial::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the response scrubber could not be built",
-            )
-        })?;
-        ctx.scrub = Some(Arc::new(set));
+        ctx.scrub = Some(scrub_set(&resolved.values)?);
         let now = Utc::now();
         let destination = target.destination.to_string();
         permit.record(
@@ -492,6 +480,26 @@ fn error_denial(e: &Error) -> Denial {
             ),
         },
     }
+}
+
+/// The scrubber for the values injected into one request: the value's own (built once per
+/// version, in the cache) when there is one, a combined one for several.
+fn scrub_set(values: &[Arc<CachedValue>]) -> Result<Arc<ScrubSet>, Denial> {
+    if let [only] = values {
+        return Ok(only.scrub.clone());
+    }
+    let values: Vec<(SecretPath, SecretBytes)> = values
+        .iter()
+        .map(|v| (v.path.clone(), v.value.clone()))
+        .collect();
+    ScrubSet::new(&values).map(Arc::new).map_err(|e| {
+        tracing::error!(error = %e, "cannot build the response scrubber");
+        Denial::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the response scrubber could not be built",
+        )
+    })
 }
 
 /// Replace injected values in every response header; true if any was found.

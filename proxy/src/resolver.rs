@@ -239,13 +239,15 @@ impl Resolver {
             .iter()
             .filter_map(|h| HostPattern::parse(h).ok())
             .collect();
-        let value = Arc::new(CachedValue {
+        let value = CachedValue::new(
             path,
-            version: secret.version,
+            secret.version,
             value,
-            sensitivity: secret.sensitivity,
+            secret.sensitivity,
             allowed_hosts,
-        });
+        )
+        .map_err(|e| ResolveError::Unavailable(e.to_string()))?;
+        let value = Arc::new(value);
         self.caches.put_value(tenant, value.clone()).await;
         Ok(value)
     }

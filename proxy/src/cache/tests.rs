@@ -118,13 +118,14 @@ async fn secret_updates_drop_the_path_in_every_tenant() {
     let other = SecretPath::parse("prod/other").unwrap();
     let (t1, t2) = (TenantId::new(), TenantId::new());
     for (tenant, p) in [(t1, &path), (t2, &path), (t1, &other)] {
-        let v = CachedValue {
-            path: p.clone(),
-            version: 1,
-            value: SecretBytes::new(b"v".to_vec()),
-            sensitivity: Sensitivity::Standard,
-            allowed_hosts: vec![],
-        };
+        let v = CachedValue::new(
+            p.clone(),
+            1,
+            SecretBytes::new(b"v".to_vec()),
+            Sensitivity::Standard,
+            vec![],
+        )
+        .unwrap();
         caches.put_value(tenant, Arc::new(v)).await;
     }
     caches.drop_path("prod/key");
@@ -144,13 +145,14 @@ async fn flush_drops_every_grant_and_value() {
     caches.put_grant([9; 32], Arc::new(g)).await;
     let tenant = TenantId::new();
     let path = SecretPath::parse("prod/key").unwrap();
-    let v = CachedValue {
-        path: path.clone(),
-        version: 1,
-        value: SecretBytes::new(b"v".to_vec()),
-        sensitivity: Sensitivity::Standard,
-        allowed_hosts: vec![],
-    };
+    let v = CachedValue::new(
+        path.clone(),
+        1,
+        SecretBytes::new(b"v".to_vec()),
+        Sensitivity::Standard,
+        vec![],
+    )
+    .unwrap();
     caches.put_value(tenant, Arc::new(v)).await;
     caches.flush();
     assert!(caches.grant(&[9; 32]).await.is_none());
@@ -171,13 +173,14 @@ async fn zero_ttl_or_zero_entries_disable_caching() {
         .unwrap();
         caches.put_grant([1; 32], Arc::new(g)).await;
         assert!(caches.grant(&[1; 32]).await.is_none());
-        let v = CachedValue {
-            path: SecretPath::parse("a").unwrap(),
-            version: 1,
-            value: SecretBytes::new(b"v".to_vec()),
-            sensitivity: Sensitivity::Standard,
-            allowed_hosts: vec![],
-        };
+        let v = CachedValue::new(
+            SecretPath::parse("a").unwrap(),
+            1,
+            SecretBytes::new(b"v".to_vec()),
+            Sensitivity::Standard,
+            vec![],
+        )
+        .unwrap();
         let t = TenantId::new();
         caches.put_value(t, Arc::new(v)).await;
         assert!(caches
@@ -189,13 +192,14 @@ async fn zero_ttl_or_zero_entries_disable_caching() {
 
 #[test]
 fn cached_value_checks_destination_binding() {
-    let v = CachedValue {
-        path: SecretPath::parse("a").unwrap(),
-        version: 1,
-        value: SecretBytes::new(b"v".to_vec()),
-        sensitivity: Sensitivity::Standard,
-        allowed_hosts: vec![HostPattern::parse("api.example.com").unwrap()],
-    };
+    let v = CachedValue::new(
+        SecretPath::parse("a").unwrap(),
+        1,
+        SecretBytes::new(b"v".to_vec()),
+        Sensitivity::Standard,
+        vec![HostPattern::parse("api.example.com").unwrap()],
+    )
+    .unwrap();
     assert!(v.allows(&Destination::parse("api.example.com").unwrap()));
     assert!(!v.allows(&Destination::parse("api.example.com:8443").unwrap()));
     assert!(!v.allows(&Destination::parse("evil.example.com").unwrap()));
