@@ -7,11 +7,6 @@ use std::process::ExitCode;
 use agent_secret_proxy::ProxyConfig;
 use clap::Parser;
 
-/// mimalloc instead of glibc malloc: allocation was ~22% of the hot path's instructions under
-/// callgrind (bench/profile), most of it glibc bookkeeping for short-lived request buffers.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Agent Secret Store sidecar: injects secrets into agents' outbound HTTP requests.
 #[derive(Debug, Parser)]
 #[command(name = "agent-secret-proxy", version)]
