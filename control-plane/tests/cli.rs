@@ -235,7 +235,12 @@ fn init_creates_private_key_files_and_prints_one_json_document() {
         obj["admin_token"].as_str().unwrap().starts_with("asso_"),
         "{doc}"
     );
-    for file in ["keys/pepper", "keys/master.key", "keys/keyring.json", "db/store.db"] {
+    for file in [
+        "keys/pepper",
+        "keys/master.key",
+        "keys/keyring.json",
+        "db/store.db",
+    ] {
         assert_eq!(mode(&install.path(file)), 0o600, "{file} must be mode 0600");
     }
 
