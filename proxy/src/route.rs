@@ -142,6 +142,12 @@ impl Router {
 
     fn route(&self, uri: &Uri) -> Result<Target, RouteError> {
         let path = uri.path();
+        // `/openai/../x` would leave the route's base path once the upstream normalises it.
+        if path.split('/').any(is_dot_segment) {
+            return Err(RouteError::BadTarget(
+                "route-mode paths may not contain `.` or `..` segments".into(),
+            ));
+        }
         let (prefix, upstream) = self
             .routes
             .iter()
@@ -283,3 +289,9 @@ fn origin_form(raw: &[u8]) -> Result<PathAndQuery, RouteError> {
 
 #[cfg(test)]
 mod tests;
+
+/// `.` or `..`, also percent-encoded (`%2e`, `%2E`).
+fn is_dot_segment(segment: &str) -> bool {
+    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
+    decoded == "." || decoded == ".."
+}

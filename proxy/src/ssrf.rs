@@ -83,6 +83,10 @@ fn v4_class(ip: Ipv4Addr) -> Option<&'static str> {
         Some("multicast")
     } else if a >= 240 {
         Some("reserved or broadcast")
+    } else if a == 192 && b == 0 && ip.octets()[2] == 0 {
+        Some("IETF protocol assignments")
+    } else if a == 198 && (18..20).contains(&b) {
+        Some("benchmarking")
     } else {
         None
     }
@@ -105,12 +109,17 @@ fn v6_class(ip: Ipv6Addr) -> Option<&'static str> {
         Some("site-local")
     } else if ip.is_multicast() {
         Some("multicast")
+    } else if ip.segments()[..3] == [0x64, 0xff9b, 1] {
+        Some("local-use NAT64")
+    } else if ip.segments()[..2] == [0x2001, 0] {
+        Some("Teredo tunnel")
     } else {
         None
     }
 }
 
-/// The IPv4 address carried by IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
+/// The IPv4 address carried by IPv4-mapped (`::ffff:a.b.c.d`), IPv4-translated
+/// (`::ffff:0:a.b.c.d`), IPv4-compatible (`::a.b.c.d`),
 /// NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) addresses.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
@@ -119,6 +128,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         Some(v4)
     } else if (s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1))
         || s[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+        || s[..6] == [0, 0, 0, 0, 0xffff, 0]
     {
         Some(low)
     } else if s[0] == 0x2002 {

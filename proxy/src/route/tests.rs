@@ -200,3 +200,23 @@ fn route_upstreams_are_validated() {
         assert!(check_prefix(bad).is_err(), "{bad} accepted");
     }
 }
+
+#[test]
+fn route_mode_refuses_dot_segments_that_would_leave_the_base_path() {
+    for path in [
+        "/local/../x",
+        "/local/a/../../x",
+        "/local/%2e%2e/x",
+        "/local/%2E./x",
+        "/local/./x",
+    ] {
+        assert!(
+            matches!(routed(path), Err(RouteError::BadTarget(_))),
+            "{path} must be refused"
+        );
+    }
+    assert!(
+        routed("/local/a..b/x").is_ok(),
+        "dots inside a segment are fine"
+    );
+}

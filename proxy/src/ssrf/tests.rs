@@ -28,6 +28,16 @@ fn internal_ipv4_addresses_are_forbidden() {
 }
 
 #[test]
+fn special_purpose_ipv4_ranges_are_forbidden() {
+    for ip in ["192.0.0.8", "198.18.0.1", "198.19.255.254"] {
+        assert!(class(ip).is_some(), "{ip} allowed");
+    }
+    for ip in ["192.0.1.1", "198.17.0.1", "198.20.0.1"] {
+        assert_eq!(class(ip), None, "{ip} refused");
+    }
+}
+
+#[test]
 fn public_ipv4_addresses_are_allowed() {
     for ip in [
         "8.8.8.8",
@@ -56,6 +66,9 @@ fn internal_ipv6_addresses_are_forbidden_including_embedded_ipv4() {
         "64:ff9b::a9fe:a9fe",
         "2002:7f00:1::1",
         "::7f00:1",
+        "::ffff:0:7f00:1",
+        "64:ff9b:1::a00:1",
+        "2001:0:4136:e378:8000:63bf:3fff:fdd2",
     ] {
         assert!(class(ip).is_some(), "{ip} allowed");
     }
