@@ -124,8 +124,7 @@ impl FromStr for AuditEventType {
     }
 }
 
-/// Who did it: `operator:<id>`, `agent:<id>`, `token:<id>`, `sidecar:<id>`, `system`, or
-/// `anonymous` for a credential that did not authenticate.
+/// Who did it: `operator:<id>`, `agent:<id>`, `token:<id>`, `sidecar:<id>` or `system`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Actor(pub String);
@@ -137,10 +136,6 @@ impl Actor {
 
     pub fn system() -> Self {
         Self("system".into())
-    }
-
-    pub fn anonymous() -> Self {
-        Self("anonymous".into())
     }
 }
 

@@ -5,6 +5,7 @@
 //! proxy. The modules are named for the domain noun they own.
 
 pub mod api;
+pub mod cidr;
 pub mod credential;
 pub mod envelope;
 pub mod host;

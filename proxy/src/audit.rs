@@ -107,16 +107,3 @@ impl AuditSink for ControlPlane {
         })
     }
 }
-
-/// Keeps nothing: for tests of the request path that do not look at audit.
-pub struct DiscardAudit;
-
-impl AuditBackend for DiscardAudit {
-    fn try_reserve(&self, _count: usize) -> bool {
-        true
-    }
-    fn release(&self, _count: usize) {}
-    fn record_reserved(&self, event: SidecarAuditEvent) {
-        tracing::debug!(path = ?event.path, success = event.success, "audit event discarded");
-    }
-}

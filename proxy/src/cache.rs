@@ -306,9 +306,7 @@ impl Caches {
 }
 
 fn parse_net(s: &str) -> Result<IpNet, GrantError> {
-    s.parse::<IpNet>()
-        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|e| invalid("ip_allowlist", format!("`{s}`: {e}")))
+    agent_secret_core::cidr::parse_cidr(s).map_err(|e| invalid("ip_allowlist", e.to_string()))
 }
 
 fn invalid(field: &'static str, reason: String) -> GrantError {

@@ -1,11 +1,10 @@
 //! Scoped tokens: short-lived, narrowly scoped credentials an agent presents to its sidecar.
 
-use std::net::IpAddr;
-
 use agent_secret_core::api::{
     ErrorCode, IssueTokenRequest, IssuedToken, Role, Sensitivity, TokenInfo, TokenStatus,
     WatchEvent,
 };
+use agent_secret_core::cidr::parse_cidr;
 use agent_secret_core::credential::{issue_with_id, CredentialKind};
 use agent_secret_core::ids::TokenId;
 use agent_secret_core::scope::Scope;
@@ -45,16 +44,7 @@ pub fn parse_cidrs(raw: &[String]) -> ServiceResult<Vec<IpNet>> {
     }
     raw.iter()
         .map(|s| {
-            let s = s.trim();
-            s.parse::<IpNet>()
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map(|net| net.trunc())
-                .map_err(|_| {
-                    ServiceError::invalid(
-                        ErrorCode::InvalidCidr,
-                        format!("`{s}` is not a CIDR or IP address"),
-                    )
-                })
+            parse_cidr(s).map_err(|e| ServiceError::invalid(ErrorCode::InvalidCidr, e.to_string()))
         })
         .collect()
 }
