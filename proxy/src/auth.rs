@@ -26,6 +26,9 @@ const CONTROL_HEADER_PREFIX: &str = "x-agent-secret-";
 pub struct AgentToken {
     token: Zeroizing<String>,
     id: Uuid,
+    /// SHA-256 of the token, computed once: the grant cache is keyed by it, and a request
+    /// looks it up, stores it or drops it several times.
+    cache_key: [u8; 32],
 }
 
 /// Why the agent is not authenticated; every variant is a 407 `token_invalid`.
@@ -60,6 +63,7 @@ impl AgentToken {
             .map_err(|_| AuthError::NotAToken)?;
         Ok(AgentToken {
             id: presented.id,
+            cache_key: Sha256::digest(token.as_bytes()).into(),
             token,
         })
     }
@@ -76,7 +80,7 @@ impl AgentToken {
 
     /// Cache key: SHA-256 of the token, so the cache never holds the token itself.
     pub fn cache_key(&self) -> [u8; 32] {
-        Sha256::digest(self.token.as_bytes()).into()
+        self.cache_key
     }
 }
 
