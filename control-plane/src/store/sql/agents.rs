@@ -11,8 +11,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::audit::AuditChain;
-use super::rows::{kind_str, micros, opt_micros, record, records, AgentRow};
-use super::tenants::INSERT_CREDENTIAL;
+use super::rows::{micros, opt_micros, record, records, AgentRow};
+use super::tenants::IndexCredential;
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;
@@ -56,13 +56,8 @@ impl AgentStore for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            sqlx::query(INSERT_CREDENTIAL)
-                .bind(&key_id)
-                .bind(tenant.to_string())
-                .bind(kind_str(CredentialKind::Agent))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            tx.index_credential(&key_id, &tenant.to_string(), CredentialKind::Agent)
+                .await?;
             tx.append_chain(tenant, audit).await?;
             tx.commit().await.map_err(db_error)
         })
@@ -153,13 +148,8 @@ impl AgentStore for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            sqlx::query(INSERT_CREDENTIAL)
-                .bind(&new_key_id)
-                .bind(&tenant_text)
-                .bind(kind_str(CredentialKind::Agent))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            tx.index_credential(&new_key_id, &tenant_text, CredentialKind::Agent)
+                .await?;
             let revoked = sqlx::query(REVOKE_AGENT_TOKENS)
                 .bind(&tenant_text)
                 .bind(&agent_text)

@@ -5,8 +5,8 @@ use agent_secret_core::ids::{OperatorId, TenantId};
 use async_trait::async_trait;
 
 use super::audit::AuditChain;
-use super::rows::{kind_str, micros, opt_micros, record, records, OperatorRow};
-use super::tenants::INSERT_CREDENTIAL;
+use super::rows::{micros, opt_micros, record, records, OperatorRow};
+use super::tenants::IndexCredential;
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;
@@ -42,13 +42,8 @@ impl OperatorStore for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            sqlx::query(INSERT_CREDENTIAL)
-                .bind(operator.id.to_string())
-                .bind(tenant.to_string())
-                .bind(kind_str(CredentialKind::Operator))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            tx.index_credential(&operator.id.to_string(), &tenant.to_string(), CredentialKind::Operator)
+                .await?;
             tx.append_chain(tenant, audit).await?;
             tx.commit().await.map_err(db_error)
         })

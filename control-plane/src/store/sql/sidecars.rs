@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::audit::AuditChain;
-use super::rows::{kind_str, micros, opt_micros, record, records, SidecarRow};
-use super::tenants::INSERT_CREDENTIAL;
+use super::rows::{micros, opt_micros, record, records, SidecarRow};
+use super::tenants::IndexCredential;
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;
@@ -42,13 +42,8 @@ impl SidecarStore for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            sqlx::query(INSERT_CREDENTIAL)
-                .bind(sidecar.id.to_string())
-                .bind(tenant.to_string())
-                .bind(kind_str(CredentialKind::Sidecar))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            tx.index_credential(&sidecar.id.to_string(), &tenant.to_string(), CredentialKind::Sidecar)
+                .await?;
             tx.append_chain(tenant, audit).await?;
             tx.commit().await.map_err(db_error)
         })

@@ -19,12 +19,49 @@ use crate::db::on_db;
 use crate::store::{
     CredentialIndex, OperatorRecord, StoreError, StoreResult, TenantRecord, TenantStore,
 };
+use sqlx::{Postgres, Sqlite, Transaction};
 
-pub(super) const INSERT_CREDENTIAL: &str =
+const INSERT_CREDENTIAL: &str =
     "INSERT INTO credential_index (id, tenant_id, kind) VALUES ($1, $2, $3)";
 const SELECT_CREDENTIAL: &str = "SELECT tenant_id, kind FROM credential_index WHERE id = $1";
 const INSERT_TENANT: &str = "INSERT INTO tenants (id, name, created_at) VALUES ($1, $2, $3)";
 const SELECT_TENANT: &str = "SELECT id, name, created_at FROM tenants WHERE id = $1";
+
+/// Every principal row (operator, agent key, sidecar, token) is created together with its
+/// credential-index entry, in the same transaction.
+pub(super) trait IndexCredential {
+    async fn index_credential(
+        &mut self,
+        id: &str,
+        tenant: &str,
+        kind: CredentialKind,
+    ) -> StoreResult<()>;
+}
+
+macro_rules! impl_index_credential {
+    ($database:ty) => {
+        impl IndexCredential for Transaction<'_, $database> {
+            async fn index_credential(
+                &mut self,
+                id: &str,
+                tenant: &str,
+                kind: CredentialKind,
+            ) -> StoreResult<()> {
+                sqlx::query(INSERT_CREDENTIAL)
+                    .bind(id)
+                    .bind(tenant)
+                    .bind(kind_str(kind))
+                    .execute(&mut **self)
+                    .await
+                    .map_err(db_error)?;
+                Ok(())
+            }
+        }
+    };
+}
+
+impl_index_credential!(Sqlite);
+impl_index_credential!(Postgres);
 
 #[async_trait]
 impl CredentialIndex for SqlStore {
@@ -77,13 +114,8 @@ impl TenantStore for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            sqlx::query(INSERT_CREDENTIAL)
-                .bind(admin.id.to_string())
-                .bind(&tenant_id)
-                .bind(kind_str(CredentialKind::Operator))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            tx.index_credential(&admin.id.to_string(), &tenant_id, CredentialKind::Operator)
+                .await?;
             tx.append_chain(tenant.id, audit).await?;
             tx.commit().await.map_err(db_error)
         })

@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::audit::AuditChain;
-use super::rows::{kind_str, list_to_json, micros, opt_micros, record, TokenRow};
-use super::tenants::INSERT_CREDENTIAL;
+use super::rows::{list_to_json, micros, opt_micros, record, TokenRow};
+use super::tenants::IndexCredential;
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;
@@ -57,13 +57,8 @@ impl TokenStore for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            sqlx::query(INSERT_CREDENTIAL)
-                .bind(token.id.to_string())
-                .bind(tenant.to_string())
-                .bind(kind_str(CredentialKind::Token))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            tx.index_credential(&token.id.to_string(), &tenant.to_string(), CredentialKind::Token)
+                .await?;
             tx.append_chain(tenant, audit).await?;
             tx.commit().await.map_err(db_error)
         })
