@@ -44,6 +44,10 @@ pub enum AuditEventType {
     AlertRaised,
     #[serde(rename = "kms.rotated")]
     KmsRotated,
+    #[serde(rename = "kms.rewrapped")]
+    KmsRewrapped,
+    #[serde(rename = "kms.version_retired")]
+    KmsVersionRetired,
     #[serde(rename = "tenant.created")]
     TenantCreated,
     #[serde(rename = "agent.created")]
@@ -59,7 +63,7 @@ pub enum AuditEventType {
 }
 
 impl AuditEventType {
-    pub const ALL: [AuditEventType; 18] = [
+    pub const ALL: [AuditEventType; 20] = [
         Self::SecretRead,
         Self::SecretWrite,
         Self::SecretDelete,
@@ -72,6 +76,8 @@ impl AuditEventType {
         Self::AuthFailed,
         Self::AlertRaised,
         Self::KmsRotated,
+        Self::KmsRewrapped,
+        Self::KmsVersionRetired,
         Self::TenantCreated,
         Self::AgentCreated,
         Self::AgentKeyRotated,
@@ -94,6 +100,8 @@ impl AuditEventType {
             Self::AuthFailed => "auth.failed",
             Self::AlertRaised => "alert.raised",
             Self::KmsRotated => "kms.rotated",
+            Self::KmsRewrapped => "kms.rewrapped",
+            Self::KmsVersionRetired => "kms.version_retired",
             Self::TenantCreated => "tenant.created",
             Self::AgentCreated => "agent.created",
             Self::AgentKeyRotated => "agent.key_rotated",

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agent_secret_core::credential::{Pepper, MIN_PEPPER_LEN};
+use agent_secret_core::kms::gcp::GcpKms;
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::kms::Kms;
 use anyhow::{bail, Context as _};
@@ -22,7 +23,7 @@ use base64::Engine as _;
 use rand::TryRngCore as _;
 use zeroize::Zeroizing;
 
-use crate::config::{Config, ConfigError, DatabaseUrl, KmsBackend};
+use crate::config::{Config, DatabaseUrl, KmsBackend, KmsRole};
 use crate::db::Db;
 use crate::service::{App, Policy};
 use crate::store::sql::SqlStore;
@@ -46,8 +47,24 @@ pub enum KeyFile {
 
 /// Opens everything the service needs: migrated database, KMS, pepper and policy.
 pub async fn open_app(config: &Config) -> anyhow::Result<App> {
-    let kms = open_local_kms(config)?;
-    app_with_kms(config, Arc::new(kms)).await
+    let kms = open_kms(config, KmsRole::Service).await?;
+    app_with_kms(config, kms).await
+}
+
+/// The configured KMS backend. `role` picks the Cloud KMS credentials: the server's
+/// encrypt-only identity, or the privileged one of the `kms` maintenance commands.
+pub async fn open_kms(config: &Config, role: KmsRole) -> anyhow::Result<Arc<dyn Kms>> {
+    match config.kms.backend {
+        KmsBackend::Local => Ok(Arc::new(open_local_kms(config)?)),
+        KmsBackend::Gcp => {
+            let gcp = config.kms.gcp(role)?;
+            let key_ring = gcp.key_ring_name();
+            let kms = GcpKms::connect(gcp)
+                .await
+                .with_context(|| format!("kms: cannot reach Cloud KMS key ring {key_ring}"))?;
+            Ok(Arc::new(kms))
+        }
+    }
 }
 
 /// [`open_app`] with an already opened KMS (`init` inspects the keyring first).
@@ -67,6 +84,14 @@ pub fn event_hub(db: &crate::db::Db) -> crate::events::EventHub {
     }
 }
 
+/// The KEK rotation scheduler's settings, from `[kms]`.
+pub fn rotation_schedule(config: &Config) -> crate::rotation::RotationSchedule {
+    crate::rotation::RotationSchedule {
+        period: config.kms.rotation_period(),
+        check_interval: std::time::Duration::from_secs(config.kms.rotation_check_interval_seconds),
+    }
+}
+
 /// The token policy the service enforces, from `[tokens]`.
 pub fn policy(config: &Config) -> Policy {
     Policy {
@@ -75,27 +100,12 @@ pub fn policy(config: &Config) -> Policy {
     }
 }
 
-/// Opens (creating if missing) the local keyring; other backends are refused clearly.
+/// Opens (creating if missing) the local keyring.
 pub fn open_local_kms(config: &Config) -> anyhow::Result<LocalKms> {
-    check_kms_backend(config)?;
     let master = config.master_key()?;
     create_private_parent(&config.kms.keyring)?;
     LocalKms::open_or_create(&config.kms.keyring, master)
         .with_context(|| format!("kms.keyring: cannot open {}", config.kms.keyring.display()))
-}
-
-/// Refuses a KMS backend this build cannot use yet, naming the key.
-pub fn check_kms_backend(config: &Config) -> Result<(), ConfigError> {
-    match config.kms.backend {
-        KmsBackend::Local => Ok(()),
-        other => Err(ConfigError::Invalid {
-            key: "kms.backend".into(),
-            message: format!(
-                "{:?} is not yet supported by this build; use \"local\"",
-                other.as_str()
-            ),
-        }),
-    }
 }
 
 /// Runs the migrations (through `owner_url` when set, then granting the service role on

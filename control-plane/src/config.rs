@@ -89,12 +89,31 @@ pub struct KmsConfig {
     /// Base64 master key from `AGENT_SECRET_MASTER_KEY`; never read from the TOML file.
     #[serde(skip)]
     pub master_key: Option<agent_secret_core::secret::SecretString>,
-    /// Cloud KMS keys: accepted so a config written for the design parses; not yet used.
+    /// Cloud KMS: the key ring `projects/{project}/locations/{location}/keyRings/{key_ring}`
+    /// that holds one CryptoKey per tenant. Operators create the key ring; the control plane
+    /// creates the keys.
     pub project: Option<String>,
     pub location: Option<String>,
     pub key_ring: Option<String>,
+    /// Cloud KMS endpoint; the default is Google's. Tests point it at a fake server.
     pub endpoint: Option<String>,
+    /// Service-account key the server uses (encrypt-only rights suffice). Absent: Application
+    /// Default Credentials (GKE workload identity). `"anonymous"`: test endpoints only.
     pub credentials_file: Option<PathBuf>,
+    /// Credentials for the privileged `kms rewrap`, `kms rotate` and `kms retire-version`
+    /// commands, which also decrypt and manage versions. Absent: `credentials_file`.
+    pub admin_credentials_file: Option<PathBuf>,
+    /// Protection level of new tenant keys: `hsm` (default) or `software`.
+    pub protection_level: agent_secret_core::kms::gcp::GcpProtection,
+    /// Deadline of one Cloud KMS call attempt.
+    pub timeout_ms: u64,
+    /// Attempts per Cloud KMS call; only UNAVAILABLE and DEADLINE_EXCEEDED are retried.
+    pub max_attempts: u32,
+    /// A KEK's primary version is replaced once it is this old. The local backend is rotated
+    /// by the control plane; Cloud KMS keys are created with this rotation period.
+    pub rotation_period_days: u32,
+    /// How often the control plane checks for due rotations and observes new primaries.
+    pub rotation_check_interval_seconds: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -191,7 +210,59 @@ impl Default for KmsConfig {
             key_ring: None,
             endpoint: None,
             credentials_file: None,
+            admin_credentials_file: None,
+            protection_level: agent_secret_core::kms::gcp::GcpProtection::Hsm,
+            timeout_ms: 10_000,
+            max_attempts: 5,
+            rotation_period_days: 90,
+            rotation_check_interval_seconds: 3600,
         }
+    }
+}
+
+/// Which credentials a Cloud KMS client is built with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KmsRole {
+    /// The running server: creates tenant keys and encrypts.
+    Service,
+    /// `kms rewrap`, `kms rotate`, `kms retire-version`: also decrypts and manages versions.
+    Admin,
+}
+
+impl KmsConfig {
+    pub fn rotation_period(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.rotation_period_days) * 86_400)
+    }
+
+    /// The Cloud KMS client settings, checked; `Err` names the missing or invalid key.
+    pub fn gcp(
+        &self,
+        role: KmsRole,
+    ) -> Result<agent_secret_core::kms::gcp::GcpKmsConfig, ConfigError> {
+        use agent_secret_core::kms::gcp::{GcpCredentials, GcpKmsConfig};
+        let required = |key: &str, value: &Option<String>| match value {
+            Some(v) if !v.is_empty() && !v.contains('/') => Ok(v.clone()),
+            Some(_) => Err(invalid(key, "must be a non-empty resource id without '/'")),
+            None => Err(invalid(key, "required when kms.backend = \"gcp\"")),
+        };
+        let project = required("kms.project", &self.project)?;
+        let location = required("kms.location", &self.location)?;
+        let key_ring = required("kms.key_ring", &self.key_ring)?;
+        let (key, file) = match (role, &self.admin_credentials_file) {
+            (KmsRole::Admin, Some(file)) => ("kms.admin_credentials_file", Some(file)),
+            _ => ("kms.credentials_file", self.credentials_file.as_ref()),
+        };
+        let credentials =
+            GcpCredentials::from_setting(file.map(PathBuf::as_path), self.endpoint.as_deref())
+                .map_err(|message| invalid(key, &message))?;
+        let mut gcp = GcpKmsConfig::new(&project, &location, &key_ring);
+        gcp.endpoint = self.endpoint.clone();
+        gcp.credentials = credentials;
+        gcp.protection = self.protection_level;
+        gcp.rotation_period = self.rotation_period();
+        gcp.attempt_timeout = std::time::Duration::from_millis(self.timeout_ms);
+        gcp.max_attempts = self.max_attempts;
+        Ok(gcp)
     }
 }
 
@@ -270,6 +341,25 @@ impl Config {
         }
         if self.tokens.max_ttl_seconds == 0 {
             return Err(invalid("tokens.max_ttl_seconds", "must be at least 1"));
+        }
+        if self.kms.rotation_period_days == 0 {
+            return Err(invalid("kms.rotation_period_days", "must be at least 1"));
+        }
+        if self.kms.rotation_check_interval_seconds == 0 {
+            return Err(invalid(
+                "kms.rotation_check_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.kms.max_attempts == 0 || self.kms.timeout_ms == 0 {
+            return Err(invalid(
+                "kms.max_attempts",
+                "kms.max_attempts and kms.timeout_ms must be at least 1",
+            ));
+        }
+        if self.kms.backend == KmsBackend::Gcp {
+            self.kms.gcp(KmsRole::Service)?;
+            self.kms.gcp(KmsRole::Admin)?;
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(

@@ -43,6 +43,8 @@ const SERVICE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT, DELETE ON tokens TO {role}",
     "GRANT UPDATE (status, approved_sensitivity, uses, revoked_at) ON tokens TO {role}",
     "GRANT SELECT, INSERT ON audit_events TO {role}",
+    "GRANT SELECT, INSERT ON tenant_keys TO {role}",
+    "GRANT UPDATE (key_name, primary_version, observed_at, rotation_claimed_at) ON tenant_keys TO {role}",
 ];
 
 /// A connection pool to one of the supported backends.

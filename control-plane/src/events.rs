@@ -72,6 +72,12 @@ impl EventHub {
         }
     }
 
+    /// True when events reach only this process's watchers (SQLite: one replica), so a change
+    /// recorded by another process (the CLI) must be announced by this one.
+    pub fn is_local(&self) -> bool {
+        self.postgres.is_none()
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<TenantEvent> {
         self.local.subscribe()
     }

@@ -12,6 +12,7 @@ pub mod db;
 pub mod dev;
 pub mod events;
 pub mod metrics;
+pub mod rotation;
 pub mod server;
 pub mod service;
 pub mod store;

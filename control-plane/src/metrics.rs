@@ -5,7 +5,8 @@
 //! a token or anything a client chose freely.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -14,6 +15,10 @@ pub struct Metrics {
     pub http_latency: HistogramVec,
     pub tokens_issued: IntCounter,
     pub resolve_outcomes: IntCounterVec,
+    pub kek_rotations: IntCounter,
+    pub deks_rewrapped: IntCounter,
+    /// Summed over tenants at each rotation check: what `kms rewrap` still has to move.
+    pub deks_not_on_primary: IntGauge,
 }
 
 impl Metrics {
@@ -47,8 +52,35 @@ impl Metrics {
             ),
             &["outcome"],
         );
-        let (Ok(http_requests), Ok(http_latency), Ok(tokens_issued), Ok(resolve_outcomes)) =
-            (http_requests, http_latency, tokens_issued, resolve_outcomes)
+        let kek_rotations = IntCounter::new(
+            "kms_rotations_total",
+            "KEK rotations recorded by this replica (made here, by the KMS or by the CLI)",
+        );
+        let deks_rewrapped = IntCounter::new(
+            "kms_deks_rewrapped_total",
+            "DEKs re-wrapped onto their tenant's primary KEK version",
+        );
+        let deks_not_on_primary = IntGauge::new(
+            "kms_deks_not_on_primary",
+            "Stored DEKs not wrapped under their tenant's primary KEK version, at the last check",
+        );
+        let (
+            Ok(http_requests),
+            Ok(http_latency),
+            Ok(tokens_issued),
+            Ok(resolve_outcomes),
+            Ok(kek_rotations),
+            Ok(deks_rewrapped),
+            Ok(deks_not_on_primary),
+        ) = (
+            http_requests,
+            http_latency,
+            tokens_issued,
+            resolve_outcomes,
+            kek_rotations,
+            deks_rewrapped,
+            deks_not_on_primary,
+        )
         else {
             unreachable!("metric definitions above are static and valid")
         };
@@ -57,6 +89,9 @@ impl Metrics {
             Box::new(http_latency.clone()),
             Box::new(tokens_issued.clone()),
             Box::new(resolve_outcomes.clone()),
+            Box::new(kek_rotations.clone()),
+            Box::new(deks_rewrapped.clone()),
+            Box::new(deks_not_on_primary.clone()),
         ] {
             if let Err(e) = registry.register(collector) {
                 tracing::error!(error = %e, "metric registration failed");
@@ -68,6 +103,9 @@ impl Metrics {
             http_latency,
             tokens_issued,
             resolve_outcomes,
+            kek_rotations,
+            deks_rewrapped,
+            deks_not_on_primary,
         }
     }
 

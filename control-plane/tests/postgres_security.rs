@@ -21,7 +21,7 @@ use agent_secret_core::scope::Scope;
 use agent_secret_store::audit::{now_micros, Actor, AuditDraft, AuditEventType, ChainVerifier};
 use agent_secret_store::store::sql::SqlStore;
 use agent_secret_store::store::{
-    AgentRecord, AgentStore, AuditFilter, AuditStore, NewSecretVersion, OperatorRecord,
+    AgentRecord, AgentStore, AuditFilter, AuditStore, KeyStore, NewSecretVersion, OperatorRecord,
     SecretStore, SidecarRecord, SidecarStore, TenantRecord, TenantStore, TokenRecord, TokenStore,
 };
 use chrono::Duration;
@@ -30,7 +30,7 @@ use support::{TestDb, SERVICE_ROLE};
 use uuid::Uuid;
 
 /// Every row-level-secured table and the column holding its tenant.
-const TENANT_TABLES: [(&str, &str); 8] = [
+const TENANT_TABLES: [(&str, &str); 9] = [
     ("tenants", "SELECT id FROM tenants"),
     ("operators", "SELECT tenant_id FROM operators"),
     ("sidecars", "SELECT tenant_id FROM sidecars"),
@@ -39,6 +39,7 @@ const TENANT_TABLES: [(&str, &str); 8] = [
     ("secret_versions", "SELECT tenant_id FROM secret_versions"),
     ("tokens", "SELECT tenant_id FROM tokens"),
     ("audit_events", "SELECT tenant_id FROM audit_events"),
+    ("tenant_keys", "SELECT tenant_id FROM tenant_keys"),
 ];
 
 fn draft(t: AuditEventType) -> AuditDraft {
@@ -136,6 +137,17 @@ async fn seeded() -> Option<(TestDb, SqlStore, TenantId, TenantId)> {
     let store = db.service_store().await;
     let a = seed_tenant(&store).await;
     let b = seed_tenant(&store).await;
+    for tenant in [a, b] {
+        store
+            .record_primary(
+                tenant,
+                &format!("tenant-{tenant}"),
+                "1",
+                draft(AuditEventType::KmsRotated),
+            )
+            .await
+            .unwrap();
+    }
     Some((db, store, a, b))
 }
 

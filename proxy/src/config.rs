@@ -113,17 +113,71 @@ pub struct KmsConfig {
     /// from the TOML file.
     #[serde(skip)]
     pub master_key: Option<SecretString>,
-    /// Cloud KMS keys: accepted so configs written for the design parse; not yet used.
+    /// Cloud KMS: the control plane's key ring, `projects/{project}/locations/{location}/
+    /// keyRings/{key_ring}`. The sidecar only ever calls decrypt.
     #[serde(default)]
     pub project: Option<String>,
     #[serde(default)]
     pub location: Option<String>,
     #[serde(default)]
     pub key_ring: Option<String>,
+    /// Cloud KMS endpoint; the default is Google's. Tests point it at a fake server.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// A service-account key with decrypt-only rights (`roles/cloudkms.cryptoKeyDecrypter`).
+    /// Absent: Application Default Credentials (GKE workload identity). `"anonymous"`: test
+    /// endpoints only.
     #[serde(default)]
     pub credentials_file: Option<PathBuf>,
+    /// Deadline of one Cloud KMS call attempt.
+    #[serde(default = "default_kms_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts per Cloud KMS call; only UNAVAILABLE and DEADLINE_EXCEEDED are retried.
+    #[serde(default = "default_kms_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_kms_timeout_ms() -> u64 {
+    5_000
+}
+
+fn default_kms_max_attempts() -> u32 {
+    3
+}
+
+impl KmsConfig {
+    /// The Cloud KMS client settings, checked; `Err` names the missing or invalid key.
+    pub fn gcp(&self) -> Result<agent_secret_core::kms::gcp::GcpKmsConfig, ConfigError> {
+        use agent_secret_core::kms::gcp::{GcpCredentials, GcpKmsConfig};
+        let required = |key: &str, value: &Option<String>| match value {
+            Some(v) if !v.is_empty() && !v.contains('/') => Ok(v.clone()),
+            Some(_) => Err(invalid(key, "must be a non-empty resource id without '/'")),
+            None => Err(invalid(key, "required when kms.backend = \"gcp\"")),
+        };
+        let project = required("kms.project", &self.project)?;
+        let location = required("kms.location", &self.location)?;
+        let key_ring = required("kms.key_ring", &self.key_ring)?;
+        let credentials = GcpCredentials::from_setting(
+            self.credentials_file.as_deref(),
+            self.endpoint.as_deref(),
+        )
+        .map_err(|message| invalid("kms.credentials_file", &message))?;
+        if self.timeout_ms == 0 || self.max_attempts == 0 {
+            return Err(invalid(
+                "kms.max_attempts",
+                "kms.max_attempts and kms.timeout_ms must be at least 1",
+            ));
+        }
+        let mut gcp = GcpKmsConfig::new(&project, &location, &key_ring);
+        gcp.endpoint = self.endpoint.clone();
+        gcp.credentials = credentials;
+        gcp.attempt_timeout = Duration::from_millis(self.timeout_ms);
+        gcp.max_attempts = self.max_attempts;
+        // Requests wait on decrypt: back off briefly rather than hold an agent for seconds.
+        gcp.initial_backoff = Duration::from_millis(50);
+        gcp.max_backoff = Duration::from_millis(500);
+        Ok(gcp)
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -301,10 +355,7 @@ impl ProxyConfig {
 
     fn validate_kms(&self) -> Result<(), ConfigError> {
         match self.kms.backend {
-            KmsBackend::Gcp => Err(invalid(
-                "kms.backend",
-                "\"gcp\" is not supported by this sidecar build yet; use \"local\"",
-            )),
+            KmsBackend::Gcp => self.kms.gcp().map(|_| ()),
             KmsBackend::Local => {
                 if self.kms.keyring.is_none() {
                     return Err(invalid(

@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_secret_core::kms::gcp::GcpKms;
 use agent_secret_core::kms::local::LocalKms;
 use agent_secret_core::kms::Kms;
 use pingora::apps::{HttpServerOptions, ServerApp};
@@ -117,7 +118,7 @@ impl Sidecar {
                 (Some(pipeline), backend)
             }
         };
-        let kms = open_kms(&config)?;
+        let kms = open_kms(&config).await?;
         let caches = Caches::new(&config.cache);
         let resolver = Resolver::new(control_plane.clone(), kms, caches.clone(), metrics.clone());
         let router = Router::new(&config).map_err(|e| ConfigError::Invalid {
@@ -236,7 +237,7 @@ pub async fn run(config: ProxyConfig) -> Result<(), StartError> {
         .map_err(StartError::Signals)
 }
 
-fn open_kms(config: &ProxyConfig) -> Result<Arc<dyn Kms>, StartError> {
+async fn open_kms(config: &ProxyConfig) -> Result<Arc<dyn Kms>, StartError> {
     match config.kms.backend {
         KmsBackend::Local => {
             let keyring = config
@@ -249,9 +250,13 @@ fn open_kms(config: &ProxyConfig) -> Result<Arc<dyn Kms>, StartError> {
                 .map_err(|e| StartError::Kms(format!("{}: {e}", keyring.display())))?;
             Ok(Arc::new(kms))
         }
-        KmsBackend::Gcp => Err(StartError::Kms(
-            "the gcp backend is not supported by this sidecar build".into(),
-        )),
+        KmsBackend::Gcp => {
+            let gcp = config.kms.gcp()?;
+            let kms = GcpKms::connect(gcp)
+                .await
+                .map_err(|e| StartError::Kms(e.to_string()))?;
+            Ok(Arc::new(kms))
+        }
     }
 }
 

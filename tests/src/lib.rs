@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod control_plane;
+pub mod fake_gcp_kms;
 pub mod pki;
 pub mod sidecar;
 pub mod upstream;

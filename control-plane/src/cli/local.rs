@@ -16,9 +16,10 @@ use super::logging;
 use super::output::Output;
 use super::{InitArgs, ServeArgs};
 use crate::bootstrap::{self, KeyFile};
-use crate::config::Config;
+use crate::config::{Config, KmsBackend, KmsRole};
 use crate::service::tenants::{create_tenant, CreatedTenant};
 use crate::service::{App, ServiceError};
+use agent_secret_core::kms::Kms;
 
 /// `serve`: open the store, bind `listen`, serve HTTPS until SIGINT or SIGTERM.
 pub async fn serve(args: &ServeArgs, out: Output) -> Result<(), Failure> {
@@ -39,9 +40,11 @@ pub async fn serve(args: &ServeArgs, out: Output) -> Result<(), Failure> {
     // The one JSON document of `serve --json`: where to reach it (useful with port 0).
     out.emit(&json!({ "listen": url }), |_| Ok(()))?;
     tracing::info!(%addr, "listening");
-    crate::server::serve(listener, Arc::new(tls), Arc::new(app), shutdown_signal())
-        .await
-        .map_err(|e| Failure::failed("serve_failed", e.to_string()))
+    let app = Arc::new(app);
+    let rotation = crate::rotation::spawn(app.clone(), bootstrap::rotation_schedule(&config));
+    let served = crate::server::serve(listener, Arc::new(tls), app, shutdown_signal()).await;
+    rotation.abort();
+    served.map_err(|e| Failure::failed("serve_failed", e.to_string()))
 }
 
 /// The configured [tls] pair, or with `--dev-tls DIR` a minted dev CA (fingerprint printed).
@@ -86,31 +89,37 @@ pub async fn init(args: &InitArgs, out: Output) -> Result<(), Failure> {
     let config = load(args.config.config.as_deref())?;
     let token_file = args.admin_token_file.as_deref();
     refuse_existing(token_file)?;
-    bootstrap::check_kms_backend(&config)?;
-    for file in [
-        bootstrap::ensure_pepper_file(&config)?,
-        bootstrap::ensure_master_key_file(&config)?,
-    ] {
+    let mut key_files = vec![bootstrap::ensure_pepper_file(&config)?];
+    if config.kms.backend == KmsBackend::Local {
+        key_files.push(bootstrap::ensure_master_key_file(&config)?);
+    }
+    for file in key_files {
         match file {
             KeyFile::Created(path) => out.note(&format!("created {} (mode 0600)", path.display())),
             KeyFile::Existing(path) => out.note(&format!("using existing {}", path.display())),
             KeyFile::FromEnv(var) => out.note(&format!("using {var} from the environment")),
         }
     }
-    let kms = bootstrap::open_local_kms(&config)?;
-    let tenants = kms.tenants().len();
-    if tenants > 0 {
-        return Err(Failure::new(
-            "already_initialized",
-            format!(
-                "the keyring {} already holds {tenants} tenant key(s); add tenants with \
-                 `agent-secret-store tenant create NAME`",
-                config.kms.keyring.display()
-            ),
-            EXIT_FAILED,
-        ));
-    }
-    let app = bootstrap::app_with_kms(&config, Arc::new(kms)).await?;
+    let kms: Arc<dyn Kms> = match config.kms.backend {
+        KmsBackend::Local => {
+            let kms = bootstrap::open_local_kms(&config)?;
+            let tenants = kms.tenants().len();
+            if tenants > 0 {
+                return Err(Failure::new(
+                    "already_initialized",
+                    format!(
+                        "the keyring {} already holds {tenants} tenant key(s); add tenants \
+                         with `agent-secret-store tenant create NAME`",
+                        config.kms.keyring.display()
+                    ),
+                    EXIT_FAILED,
+                ));
+            }
+            Arc::new(kms)
+        }
+        KmsBackend::Gcp => bootstrap::open_kms(&config, KmsRole::Service).await?,
+    };
+    let app = bootstrap::app_with_kms(&config, kms).await?;
     out.note(&format!("database {} migrated", config.database.url));
     let created = new_tenant(&app, &args.tenant_name).await?;
     deliver(created, &args.tenant_name, token_file, out)

@@ -11,6 +11,7 @@
 pub mod client;
 pub mod credentials;
 pub mod failure;
+pub mod kms;
 pub mod local;
 pub mod logging;
 pub mod output;
@@ -90,6 +91,10 @@ pub enum Command {
     /// Manage tenants (direct database access; run on the control-plane host).
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// KEK rotation, re-wrapping and retirement (direct database and KMS access; run on the
+    /// control-plane host, with the admin KMS credentials for rewrap and retire-version).
+    #[command(subcommand)]
+    Kms(KmsCommand),
     /// Manage sidecars (operator token).
     #[command(subcommand)]
     Sidecar(SidecarCommand),
@@ -144,6 +149,49 @@ pub enum TenantCommand {
         /// Write the admin token to this new file (mode 0600) instead of printing it.
         #[arg(long, value_name = "FILE")]
         admin_token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KmsCommand {
+    /// Per tenant and KEK version: how many DEKs each version wraps, and which is primary.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this tenant (id).
+        #[arg(long, value_name = "ID")]
+        tenant: Option<String>,
+    },
+    /// Rotate a tenant's KEK now: a new primary version; old versions keep decrypting.
+    Rotate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Tenant id.
+        #[arg(long, value_name = "ID")]
+        tenant: String,
+    },
+    /// Re-wrap every DEK not under its tenant's primary KEK version. Never decrypts a secret
+    /// value; resumable and idempotent (rerun after an interruption).
+    Rewrap {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this tenant (id); default all.
+        #[arg(long, value_name = "ID")]
+        tenant: Option<String>,
+        /// DEKs per transaction.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        batch: i64,
+    },
+    /// Disable an old KEK version. Refused while it is primary or still wraps any DEK.
+    RetireVersion {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Tenant id.
+        #[arg(long, value_name = "ID")]
+        tenant: String,
+        /// The key version to disable, as `kms status` shows it.
+        #[arg(long, value_name = "VERSION")]
+        version: String,
     },
 }
 
@@ -338,6 +386,7 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), Failure> {
             )
             .await
         }
+        Command::Kms(cmd) => kms::run(cmd, out).await,
         Command::Sidecar(cmd) => remote::sidecar(&global, cmd, out).await,
         Command::Agent(cmd) => remote::agent(&global, cmd, out).await,
         Command::Operator(cmd) => remote::operator(&global, cmd, out).await,

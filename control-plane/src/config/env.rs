@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::str::FromStr;
 
+use agent_secret_core::kms::gcp::GcpProtection;
 use agent_secret_core::secret::SecretString;
 
 use super::secrets::read_secret_file;
@@ -158,6 +159,33 @@ fn apply_kms(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
     }
     if let Some(path) = env.path("KMS_CREDENTIALS_FILE") {
         kms.credentials_file = Some(path);
+    }
+    if let Some(path) = env.path("KMS_ADMIN_CREDENTIALS_FILE") {
+        kms.admin_credentials_file = Some(path);
+    }
+    if let Some(level) = env.get("KMS_PROTECTION_LEVEL") {
+        kms.protection_level = match level.as_str() {
+            "hsm" => GcpProtection::Hsm,
+            "software" => GcpProtection::Software,
+            other => {
+                return Err(invalid(
+                    "AGENT_SECRET_KMS_PROTECTION_LEVEL",
+                    &format!("invalid value {other:?}: expected \"hsm\" or \"software\""),
+                ))
+            }
+        };
+    }
+    if let Some(n) = env.parse("KMS_TIMEOUT_MS", "a number of milliseconds")? {
+        kms.timeout_ms = n;
+    }
+    if let Some(n) = env.parse("KMS_MAX_ATTEMPTS", "a positive integer")? {
+        kms.max_attempts = n;
+    }
+    if let Some(n) = env.parse("KMS_ROTATION_PERIOD_DAYS", "a number of days")? {
+        kms.rotation_period_days = n;
+    }
+    if let Some(n) = env.parse("KMS_ROTATION_CHECK_INTERVAL_SECONDS", "a number of seconds")? {
+        kms.rotation_check_interval_seconds = n;
     }
     Ok(())
 }

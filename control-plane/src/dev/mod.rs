@@ -92,6 +92,7 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let rotation = crate::rotation::spawn(app.clone(), bootstrap::rotation_schedule(&config));
     let cp_task = tokio::spawn(crate::server::serve(
         cp_listener,
         Arc::new(tls.config),
@@ -145,6 +146,7 @@ pub async fn run(
     sidecar.stop().await;
     let _ = stop_tx.send(true);
     let _ = cp_task.await;
+    rotation.abort();
     let _ = echo_task.await;
     Ok(())
 }

@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod audit_log;
 pub mod auth;
+pub mod kms;
 pub mod operators;
 pub mod resolve;
 pub mod secrets;

@@ -309,6 +309,105 @@ pub trait AuditStore {
     async fn audit_head(&self, tenant: TenantId) -> StoreResult<Option<(i64, [u8; 32])>>;
 }
 
+/// The KEK primary version last recorded for a tenant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedKey {
+    pub key_name: String,
+    pub primary_version: String,
+    pub observed_at: DateTime<Utc>,
+    /// Set while a replica holds the rotation lease.
+    pub rotation_claimed_at: Option<DateTime<Utc>>,
+}
+
+/// What [`KeyStore::record_primary`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrimaryChange {
+    /// First sight of this tenant's key: recorded, no event.
+    First,
+    /// Already recorded (by this or another replica), or an older version than recorded.
+    Unchanged,
+    /// The primary moved on from `previous`; the `kms.rotated` event was appended.
+    Rotated { previous: String },
+}
+
+/// How many stored DEKs one KEK version wraps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DekCount {
+    pub key_name: String,
+    pub key_version: String,
+    pub deks: i64,
+}
+
+/// One stored, wrapped DEK with what its AAD binds: enough to re-wrap it, no plaintext.
+#[derive(Clone, Debug)]
+pub struct StoredDek {
+    pub secret_id: String,
+    pub path: SecretPath,
+    pub version: i64,
+    pub key_name: String,
+    pub key_version: String,
+    pub wrapped_dek: Vec<u8>,
+}
+
+/// `dek` re-wrapped under `key_name`/`key_version` as `wrapped_dek`.
+#[derive(Clone, Debug)]
+pub struct RewrappedDek {
+    pub old: StoredDek,
+    pub key_name: String,
+    pub key_version: String,
+    pub wrapped_dek: Vec<u8>,
+}
+
+/// KEK bookkeeping: rotation lease, observed primaries, and the inventory of wrapped DEKs.
+#[async_trait]
+pub trait KeyStore {
+    /// Every tenant, from the credential index (each tenant has at least its admin operator).
+    async fn list_tenant_ids(&self) -> StoreResult<Vec<TenantId>>;
+    async fn recorded_key(&self, tenant: TenantId) -> StoreResult<Option<RecordedKey>>;
+    /// Records `key_version` of `key_name` as the primary. A version numerically above the
+    /// recorded one replaces it and appends `audit` in the same transaction; of several
+    /// replicas recording the same change, exactly one gets `Rotated`.
+    async fn record_primary(
+        &self,
+        tenant: TenantId,
+        key_name: &str,
+        key_version: &str,
+        audit: AuditDraft,
+    ) -> StoreResult<PrimaryChange>;
+    /// Takes the rotation lease if the recorded primary is still `expected_version` and no
+    /// claim newer than `stale_before` exists. True for exactly one caller.
+    async fn claim_rotation(
+        &self,
+        tenant: TenantId,
+        expected_version: &str,
+        now: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+    ) -> StoreResult<bool>;
+    /// Releases a lease taken by [`KeyStore::claim_rotation`] whose rotation failed.
+    async fn release_rotation(&self, tenant: TenantId) -> StoreResult<()>;
+    /// DEK counts per KEK version, ordered by key name and version.
+    async fn dek_inventory(&self, tenant: TenantId) -> StoreResult<Vec<DekCount>>;
+    /// Up to `limit` DEKs not wrapped under (`key_name`, `key_version`), after the
+    /// (secret id, version) cursor, in that order.
+    async fn deks_not_under(
+        &self,
+        tenant: TenantId,
+        key_name: &str,
+        key_version: &str,
+        after: Option<(&str, i64)>,
+        limit: i64,
+    ) -> StoreResult<Vec<StoredDek>>;
+    /// Replaces each DEK that is still exactly as read (compare-and-swap on key and wrapped
+    /// bytes), appending `audit` in the same transaction if any was replaced. Returns how many
+    /// were; a DEK deleted or changed meanwhile is skipped, never overwritten.
+    async fn replace_wrapped_deks(
+        &self,
+        tenant: TenantId,
+        rewrapped: &[RewrappedDek],
+        audit: AuditDraft,
+    ) -> StoreResult<u64>;
+}
+
 /// Everything the API needs, as one object-safe bound.
 #[async_trait]
 pub trait Store:
@@ -320,6 +419,7 @@ pub trait Store:
     + SecretStore
     + TokenStore
     + AuditStore
+    + KeyStore
     + Send
     + Sync
     + 'static

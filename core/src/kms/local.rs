@@ -27,9 +27,10 @@ use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -38,7 +39,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-use super::{KeyRef, Kms, KmsError, WrappedDek};
+use super::{KeyInfo, KeyRef, Kms, KmsError, WrappedDek};
 use crate::envelope::{
     aes_open, aes_seal, random_key, random_nonce, Dek, KEY_LEN, NONCE_LEN, TAG_LEN,
 };
@@ -61,6 +62,17 @@ pub struct LocalKms {
     master: MasterKey,
     /// The last keyring read or written. Guards are never held across `.await`.
     state: RwLock<Keyring>,
+    /// Identity of the file `state` was read from, so a rotation written by another process
+    /// (`kms rotate` next to a running server) is picked up before the next wrap.
+    stamp: Mutex<Option<FileStamp>>,
+}
+
+/// Inode and modification time: the rename in `write_keyring` always changes the inode.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    ino: u64,
+    mtime: i64,
+    mtime_nsec: i64,
 }
 
 /// Inner JSON: tenant id → that tenant's KEK versions.
@@ -80,6 +92,10 @@ struct TenantKeys {
 struct KekVersion {
     key: Kek,
     created_at: DateTime<Utc>,
+    /// Set by `kms retire-version`; such a version no longer unwraps. Omitted when false, so
+    /// keyrings that never retired a version stay readable by older releases.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    disabled: bool,
 }
 
 /// One KEK version's key bytes; (de)serialized as base64 without unzeroized copies.
@@ -167,8 +183,21 @@ impl LocalKms {
         // Reading under the write guard orders this reload with in-process updates, so an
         // older file read can never replace a newer keyring in memory.
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        // Stamp first: a write racing this read leaves a stale stamp, so the next check reloads.
+        let stamp = file_stamp(&self.path);
         *state = read_keyring(&self.path, &self.master)?.ok_or_else(|| missing_file(&self.path))?;
+        *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = stamp;
         Ok(())
+    }
+
+    /// Reloads only if the file was replaced since it was last read: one `stat`.
+    fn reload_if_changed(&self) -> Result<(), KmsError> {
+        let current = file_stamp(&self.path);
+        let known = *self.stamp.lock().unwrap_or_else(PoisonError::into_inner);
+        if current.is_some() && current == known {
+            return Ok(());
+        }
+        self.reload()
     }
 
     /// Every tenant with its primary key version, ordered by tenant id (for status output).
@@ -182,10 +211,13 @@ impl LocalKms {
     }
 
     fn with_state(path: PathBuf, master: MasterKey, ring: Keyring) -> LocalKms {
+        // Taken after the read, so at worst the first wrap re-reads an unchanged file.
+        let stamp = file_stamp(&path);
         LocalKms {
             path,
             master,
             state: RwLock::new(ring),
+            stamp: Mutex::new(stamp),
         }
     }
 
@@ -203,7 +235,9 @@ impl LocalKms {
             write_keyring(&self.path, &self.master, &ring)?;
         }
         // Still under the file lock, so in-process updates land in file order.
-        *self.state.write().unwrap_or_else(PoisonError::into_inner) = ring;
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        *state = ring;
+        *self.stamp.lock().unwrap_or_else(PoisonError::into_inner) = file_stamp(&self.path);
         Ok(out)
     }
 
@@ -252,12 +286,53 @@ impl Kms for LocalKms {
     }
 
     async fn primary_key(&self, tenant: TenantId) -> Result<KeyRef, KmsError> {
+        self.reload_if_changed()?;
         let (version, _) = self.find_reloading(tenant, None)?;
         Ok(key_ref(tenant, version))
     }
 
+    async fn key_info(&self, tenant: TenantId) -> Result<KeyInfo, KmsError> {
+        self.reload()?;
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let keys = state
+            .0
+            .get(&tenant)
+            .ok_or(KmsError::UnknownTenant(tenant))?;
+        let created_at = keys.versions.get(&keys.primary).map(|v| v.created_at);
+        Ok(KeyInfo {
+            key_name: key_name(tenant),
+            primary_version: keys.primary.to_string(),
+            primary_created_at: created_at,
+            rotates_itself: false,
+        })
+    }
+
     async fn rotate(&self, tenant: TenantId) -> Result<KeyRef, KmsError> {
         self.update(|ring| ring.rotate(tenant).map(|key| (key, true)))
+    }
+
+    async fn disable_version(&self, tenant: TenantId, key_version: &str) -> Result<(), KmsError> {
+        let unknown = || KmsError::UnknownKeyVersion {
+            key_name: key_name(tenant),
+            key_version: key_version.to_owned(),
+        };
+        let version = parse_version(key_version).ok_or_else(unknown)?;
+        self.update(|ring| {
+            let keys = ring
+                .0
+                .get_mut(&tenant)
+                .ok_or(KmsError::UnknownTenant(tenant))?;
+            if keys.primary == version {
+                return Err(KmsError::PrimaryVersion {
+                    key_name: key_name(tenant),
+                    key_version: key_version.to_owned(),
+                });
+            }
+            let entry = keys.versions.get_mut(&version).ok_or_else(unknown)?;
+            let changed = !entry.disabled;
+            entry.disabled = true;
+            Ok(((), changed))
+        })
     }
 
     async fn wrap_dek(
@@ -266,6 +341,7 @@ impl Kms for LocalKms {
         dek: &Dek,
         aad: &[u8],
     ) -> Result<WrappedDek, KmsError> {
+        self.reload_if_changed()?;
         let (version, kek) = self.find_reloading(tenant, None)?;
         let nonce = random_nonce();
         let sealed = aes_seal(&kek.0, &nonce, aad, dek.expose())
@@ -304,6 +380,10 @@ impl Keyring {
         let keys = self.0.get(&tenant).ok_or(KmsError::UnknownTenant(tenant))?;
         let version = version.unwrap_or(keys.primary);
         match keys.versions.get(&version) {
+            Some(entry) if entry.disabled => Err(KmsError::VersionDisabled {
+                key_name: key_name(tenant),
+                key_version: version.to_string(),
+            }),
             Some(entry) => Ok((version, entry.key.clone())),
             None => Err(KmsError::UnknownKeyVersion {
                 key_name: key_name(tenant),
@@ -365,6 +445,7 @@ impl TenantKeys {
         let entry = KekVersion {
             key: Kek(random_key()),
             created_at: Utc::now().trunc_subsecs(0),
+            disabled: false,
         };
         self.versions.insert(version, entry);
         self.primary = version;
@@ -450,6 +531,14 @@ fn unwrap_with(kek: &Kek, ciphertext: &[u8], aad: &[u8]) -> Result<Dek, KmsError
     let (nonce, sealed) = ciphertext.split_at(NONCE_LEN);
     let dek = aes_open(&kek.0, nonce, aad, sealed).map_err(|_| KmsError::Unwrap)?;
     Dek::from_bytes(&dek).map_err(|_| KmsError::Unwrap)
+}
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    fs::metadata(path).ok().map(|m| FileStamp {
+        ino: m.ino(),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec(),
+    })
 }
 
 fn read_keyring(path: &Path, master: &MasterKey) -> Result<Option<Keyring>, KmsError> {

@@ -6,6 +6,7 @@
 //! KMS whose key names look like `projects/p/locations/l/keyRings/r/cryptoKeys/tenant-{id}`.
 //! Key names and versions are therefore opaque strings chosen by the backend.
 
+pub mod gcp;
 pub mod local;
 
 #[cfg(test)]
@@ -25,6 +26,18 @@ pub struct KeyRef {
     pub key_version: String,
 }
 
+/// What the rotation scheduler and `kms status` need to know about a tenant's KEK.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInfo {
+    pub key_name: String,
+    pub primary_version: String,
+    /// When the primary version was created, if the backend says.
+    pub primary_created_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// True when the backend rotates the key on its own schedule (Cloud KMS rotation period);
+    /// the control plane then only observes rotations instead of making them.
+    pub rotates_itself: bool,
+}
+
 /// A DEK encrypted under one KEK version. The ciphertext format belongs to the backend.
 #[derive(Clone, PartialEq, Eq)]
 pub struct WrappedDek {
@@ -42,8 +55,17 @@ pub trait Kms: Send + Sync + 'static {
     /// The version new DEKs are wrapped under.
     async fn primary_key(&self, tenant: TenantId) -> Result<KeyRef, KmsError>;
 
+    /// The primary version and its age, read fresh from the backend (not from a cache), so a
+    /// rotation made by another process is seen.
+    async fn key_info(&self, tenant: TenantId) -> Result<KeyInfo, KmsError>;
+
     /// Adds a new primary version; old versions keep decrypting.
     async fn rotate(&self, tenant: TenantId) -> Result<KeyRef, KmsError>;
+
+    /// Stops a non-primary version from unwrapping. Callers first prove that no stored DEK is
+    /// wrapped under it (`kms retire-version`); a disabled version can be re-enabled in the
+    /// backend by an operator, so a mistake is recoverable.
+    async fn disable_version(&self, tenant: TenantId, key_version: &str) -> Result<(), KmsError>;
 
     /// Wraps `dek` under the tenant's primary KEK version, authenticating `aad` with it.
     async fn wrap_dek(
@@ -79,8 +101,26 @@ pub enum KmsError {
     Unwrap,
     #[error("the keyring could not be decrypted: wrong master key (or the file was altered)")]
     WrongMasterKey,
+    #[error("key {key_name} version {key_version} is disabled")]
+    VersionDisabled {
+        key_name: String,
+        key_version: String,
+    },
+    #[error("key {key_name} version {key_version} is the primary version")]
+    PrimaryVersion {
+        key_name: String,
+        key_version: String,
+    },
     #[error("the key service is unavailable: {0}")]
     Unavailable(String),
+    #[error("the key service refused the call: {0}")]
+    PermissionDenied(String),
+    #[error("a key service integrity check failed: {0}")]
+    Integrity(String),
+    #[error("the key service is misconfigured: {0}")]
+    Config(String),
+    #[error("the key service failed: {0}")]
+    Remote(String),
     #[error("key service I/O error: {0}")]
     Io(String),
     #[error("key service data is corrupt: {0}")]
@@ -90,7 +130,7 @@ pub enum KmsError {
 impl KmsError {
     /// A stable, machine-readable code for API errors, audit records and metrics.
     ///
-    /// I/O and corruption share `kms_error`: their details are for the operator's log only.
+    /// I/O, corruption and unclassified service failures share `kms_error`: their details are for the operator's log only.
     pub fn code(&self) -> &'static str {
         match self {
             KmsError::UnknownTenant(_) => "kms_unknown_tenant",
@@ -98,8 +138,13 @@ impl KmsError {
             KmsError::WrongKey => "kms_wrong_key",
             KmsError::Unwrap => "kms_unwrap_failed",
             KmsError::WrongMasterKey => "kms_wrong_master_key",
+            KmsError::VersionDisabled { .. } => "kms_key_version_disabled",
+            KmsError::PrimaryVersion { .. } => "kms_primary_version",
             KmsError::Unavailable(_) => "kms_unavailable",
-            KmsError::Io(_) | KmsError::Corrupt(_) => "kms_error",
+            KmsError::PermissionDenied(_) => "kms_permission_denied",
+            KmsError::Integrity(_) => "kms_integrity_check_failed",
+            KmsError::Config(_) => "kms_config_invalid",
+            KmsError::Io(_) | KmsError::Corrupt(_) | KmsError::Remote(_) => "kms_error",
         }
     }
 }

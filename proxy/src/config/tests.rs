@@ -157,12 +157,30 @@ fn missing_secrets_are_reported_by_key() {
 }
 
 #[test]
-fn gcp_backend_parses_but_is_refused_at_validation() {
+fn gcp_backend_needs_the_whole_key_ring_and_no_master_key() {
     let text = MINIMAL.replace("[kms]\n", "[kms]\nbackend = \"gcp\"\nproject = \"p\"\n");
     let config = ProxyConfig::from_toml_str(&text).unwrap();
-    assert!(config
-        .validate()
-        .unwrap_err()
-        .to_string()
-        .contains("kms.backend"));
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("kms.location"), "{err}");
+
+    let text = MINIMAL.replace(
+        "[kms]\n",
+        "[kms]\nbackend = \"gcp\"\nproject = \"p\"\nlocation = \"us\"\nkey_ring = \"r\"\n",
+    );
+    let config = ProxyConfig::from_toml_str(&text).unwrap();
+    config.validate().unwrap();
+    let gcp = config.kms.gcp().unwrap();
+    assert_eq!(gcp.key_ring_name(), "projects/p/locations/us/keyRings/r");
+}
+
+#[test]
+fn anonymous_gcp_credentials_only_reach_a_loopback_test_endpoint() {
+    let base = "[kms]\nbackend = \"gcp\"\nproject = \"p\"\nlocation = \"us\"\nkey_ring = \"r\"\ncredentials_file = \"anonymous\"\n";
+    let config = ProxyConfig::from_toml_str(&MINIMAL.replace("[kms]\n", base)).unwrap();
+    let err = config.validate().unwrap_err().to_string();
+    assert!(err.contains("kms.credentials_file"), "{err}");
+
+    let local = format!("{base}endpoint = \"http://127.0.0.1:9999\"\n");
+    let config = ProxyConfig::from_toml_str(&MINIMAL.replace("[kms]\n", &local)).unwrap();
+    config.validate().unwrap();
 }

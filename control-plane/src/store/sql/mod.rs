@@ -11,6 +11,7 @@
 
 mod agents;
 mod audit;
+mod keys;
 mod operators;
 mod rows;
 mod secrets;
