@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agent_secret_core::credential::Pepper;
+use agent_secret_core::kms::gcp::{GcpCredentials, GcpKms, GcpKmsConfig};
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::kms::Kms;
 use agent_secret_store::bootstrap::event_hub;
@@ -25,6 +26,9 @@ pub struct Install {
     pub tls_dir: PathBuf,
     pub pepper: Arc<Pepper>,
     pub db_url: String,
+    /// When set, the control plane and sidecars use Cloud KMS (the suite's fake) instead of
+    /// the local keyring.
+    pub gcp: Option<GcpKmsConfig>,
 }
 
 impl Install {
@@ -47,14 +51,50 @@ impl Install {
             tls_dir: dir.join("tls"),
             pepper: Arc::new(Pepper::generate()),
             db_url,
+            gcp: None,
         }
     }
 
-    pub fn kms(&self) -> Arc<dyn Kms> {
+    /// This install with Cloud KMS at `fake` (key ring `p/l/r`, anonymous credentials, quick
+    /// retries) instead of the local keyring.
+    pub fn with_fake_gcp(mut self, fake: &crate::fake_gcp_kms::FakeGcpKms) -> Install {
+        fake.add_key_ring("p", "l", "r");
+        let mut gcp = GcpKmsConfig::new("p", "l", "r");
+        gcp.endpoint = Some(fake.endpoint());
+        gcp.credentials = GcpCredentials::Anonymous;
+        gcp.initial_backoff = std::time::Duration::from_millis(5);
+        gcp.max_backoff = std::time::Duration::from_millis(20);
+        self.gcp = Some(gcp);
+        self
+    }
+
+    pub async fn kms(&self) -> Arc<dyn Kms> {
+        if let Some(gcp) = &self.gcp {
+            return Arc::new(GcpKms::connect(gcp.clone()).await.unwrap());
+        }
         let master =
             MasterKey::from_base64(&std::fs::read_to_string(&self.master_key_file).unwrap())
                 .unwrap();
         Arc::new(LocalKms::open(&self.keyring, master).unwrap())
+    }
+
+    /// The sidecar's `[kms]` section for this install.
+    pub fn sidecar_kms_toml(&self) -> String {
+        match &self.gcp {
+            Some(gcp) => format!(
+                "[kms]\nbackend = \"gcp\"\nproject = {:?}\nlocation = {:?}\nkey_ring = {:?}\n\
+                 endpoint = {:?}\ncredentials_file = \"anonymous\"\ntimeout_ms = 2000\n\
+                 max_attempts = 3\n",
+                gcp.project,
+                gcp.location,
+                gcp.key_ring,
+                gcp.endpoint.clone().unwrap_or_default(),
+            ),
+            None => format!(
+                "[kms]\nbackend = \"local\"\nkeyring = {:?}\nmaster_key_file = {:?}\n",
+                self.keyring, self.master_key_file
+            ),
+        }
     }
 
     pub async fn app(&self, policy: Policy) -> Arc<App> {
@@ -63,7 +103,7 @@ impl Install {
         Arc::new(
             App::new(
                 Arc::new(SqlStore::new(db)),
-                self.kms(),
+                self.kms().await,
                 self.pepper.clone(),
                 policy,
             )

@@ -30,11 +30,7 @@ sidecar_key_file = {key:?}
 retries = 1
 retry_backoff_ms = 50
 
-[kms]
-backend = "local"
-keyring = {keyring:?}
-master_key_file = {master:?}
-
+{kms}
 [audit]
 spool_path = {spool:?}
 flush_interval_ms = 100
@@ -43,8 +39,7 @@ flush_interval_ms = 100
         url = cp.url,
         ca = cp.ca_file,
         key = key_file,
-        keyring = install.keyring,
-        master = install.master_key_file,
+        kms = install.sidecar_kms_toml(),
     );
     let config = ProxyConfig::from_toml_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
     let sidecar = Sidecar::start(config).await.unwrap();

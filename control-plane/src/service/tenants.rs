@@ -51,6 +51,16 @@ pub async fn create_tenant(app: &App, name: &str) -> ServiceResult<CreatedTenant
         key.key_name, key.key_version
     ));
     app.store.create_tenant(&tenant, &admin, audit).await?;
+    // Recorded now so that a rotation before the scheduler's first look is still announced.
+    // The tenant exists either way; if this fails the scheduler records the key later.
+    let unused = AuditDraft::new(AuditEventType::KmsRotated, Actor::system());
+    if let Err(e) = app
+        .store
+        .record_primary(tenant_id, &key.key_name, &key.key_version, unused)
+        .await
+    {
+        tracing::warn!(tenant = %tenant_id, error = %e, "cannot record the new tenant's KEK version");
+    }
     Ok(CreatedTenant {
         tenant_id,
         admin_operator_id: admin_id,
