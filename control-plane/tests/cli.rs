@@ -116,6 +116,10 @@ fn every_command_has_help() {
         &["token", "revoke"],
         &["audit", "export"],
         &["audit", "verify"],
+        &["kms", "status"],
+        &["kms", "rotate"],
+        &["kms", "rewrap"],
+        &["kms", "retire-version"],
     ];
     for command in commands {
         let mut args = command.to_vec();
@@ -329,6 +333,62 @@ fn init_refuses_a_new_master_key_for_an_existing_keyring() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn kms_commands_rotate_report_and_refuse_to_retire_the_primary() {
+    let install = Install::new();
+    let init = one_json_doc(&run(&mut cli(&[
+        "init",
+        "--config",
+        install.cfg(),
+        "--json",
+    ])));
+    let tenant = init["tenant_id"].as_str().unwrap().to_owned();
+    let kms = |args: &[&str]| {
+        let mut cmd = cli(&["kms"]);
+        cmd.args(args).args(["--config", install.cfg(), "--json"]);
+        run(&mut cmd)
+    };
+
+    let status = one_json_doc(&kms(&["status"]));
+    assert_eq!(
+        status["tenants"][0]["tenant_id"],
+        tenant.as_str(),
+        "{status}"
+    );
+    assert_eq!(status["tenants"][0]["primary_version"], "1", "{status}");
+    assert_eq!(status["tenants"][0]["deks_not_on_primary"], 0, "{status}");
+
+    let rotated = one_json_doc(&kms(&["rotate", "--tenant", &tenant]));
+    assert_eq!(rotated["primary_version"], "2", "{rotated}");
+    let status = one_json_doc(&kms(&["status", "--tenant", &tenant]));
+    assert_eq!(status["tenants"][0]["primary_version"], "2", "{status}");
+
+    let refused = kms(&["retire-version", "--tenant", &tenant, "--version", "2"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(stdout(&refused).is_empty());
+    assert!(
+        stderr(&refused).contains("key_version_is_primary"),
+        "{}",
+        stderr(&refused)
+    );
+    let retired = one_json_doc(&kms(&[
+        "retire-version",
+        "--tenant",
+        &tenant,
+        "--version",
+        "1",
+    ]));
+    assert_eq!(retired["retired_version"], "1", "{retired}");
+
+    let rewrap = one_json_doc(&kms(&["rewrap"]));
+    assert_eq!(rewrap["tenants"][0]["rewrapped"], 0, "{rewrap}");
+    assert_eq!(rewrap["tenants"][0]["remaining"], 0, "{rewrap}");
+
+    let bad = kms(&["rotate", "--tenant", "not-a-tenant"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("invalid_tenant"), "{}", stderr(&bad));
 }
 
 #[test]

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use agent_secret_store::config::{Config, ConfigError, KmsBackend, LogFormat};
+use agent_secret_core::kms::gcp::{GcpCredentials, GcpProtection};
+use agent_secret_store::config::{Config, ConfigError, KmsBackend, KmsRole, LogFormat};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
@@ -290,13 +291,66 @@ fn bad_master_key_is_a_clear_error() {
 }
 
 #[test]
-fn gcp_keys_parse_so_design_configs_load() {
+fn gcp_settings_build_the_cloud_kms_client_config_per_identity() {
     let c = load_toml(
-        "[kms]\nbackend = \"gcp\"\nproject = \"p\"\nlocation = \"us\"\nkey_ring = \"r\"\n",
-        &[],
+        "[kms]\nbackend = \"gcp\"\nproject = \"p\"\nlocation = \"us\"\nkey_ring = \"r\"\n\
+         credentials_file = \"/etc/sa.json\"\nadmin_credentials_file = \"/etc/admin.json\"\n\
+         protection_level = \"software\"\nrotation_period_days = 30\n",
+        &[("AGENT_SECRET_KMS_MAX_ATTEMPTS", "7")],
     )
     .unwrap();
     assert_eq!(c.kms.backend, KmsBackend::Gcp);
+    let service = c.kms.gcp(KmsRole::Service).unwrap();
+    assert_eq!(
+        service.key_ring_name(),
+        "projects/p/locations/us/keyRings/r"
+    );
+    assert_eq!(
+        service.credentials,
+        GcpCredentials::ServiceAccountFile("/etc/sa.json".into())
+    );
+    assert_eq!(service.protection, GcpProtection::Software);
+    assert_eq!(service.rotation_period.as_secs(), 30 * 86_400);
+    assert_eq!(service.max_attempts, 7);
+    let admin = c.kms.gcp(KmsRole::Admin).unwrap();
+    assert_eq!(
+        admin.credentials,
+        GcpCredentials::ServiceAccountFile("/etc/admin.json".into())
+    );
+}
+
+#[test]
+fn gcp_config_errors_name_their_key() {
+    let err = load_toml("[kms]\nbackend = \"gcp\"\nproject = \"p\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("kms.location"), "{err}");
+    let err = load_toml(
+        "[kms]\nbackend = \"gcp\"\nproject = \"p/x\"\nlocation = \"us\"\nkey_ring = \"r\"\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("kms.project"), "{err}");
+    // Anonymous credentials only for a loopback test endpoint, never Google's.
+    let base = "[kms]\nbackend = \"gcp\"\nproject = \"p\"\nlocation = \"us\"\nkey_ring = \"r\"\n\
+                credentials_file = \"anonymous\"\n";
+    let err = load_toml(base, &[]).unwrap_err();
+    assert!(err.to_string().contains("kms.credentials_file"), "{err}");
+    let with_fake = format!("{base}endpoint = \"http://127.0.0.1:8555\"\n");
+    let c = load_toml(&with_fake, &[]).unwrap();
+    assert_eq!(
+        c.kms.gcp(KmsRole::Service).unwrap().credentials,
+        GcpCredentials::Anonymous
+    );
+    let err = load_toml(base, &[("AGENT_SECRET_KMS_PROTECTION_LEVEL", "tpm")]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("AGENT_SECRET_KMS_PROTECTION_LEVEL"),
+        "{err}"
+    );
+    let err = load_toml("[kms]\nrotation_period_days = 0\n", &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("kms.rotation_period_days"),
+        "{err}"
+    );
 }
 
 #[test]
