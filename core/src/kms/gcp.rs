@@ -62,10 +62,16 @@ impl GcpCredentials {
         match credentials_file {
             None => Ok(GcpCredentials::ApplicationDefault),
             Some(path) if path.as_os_str() == "anonymous" => {
+                // The port must end the authority: in `http://127.0.0.1:1@kms.example.com`
+                // the host is kms.example.com and `127.0.0.1:1` only its userinfo.
                 let loopback = endpoint.is_some_and(|e| {
                     ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
                         .iter()
-                        .any(|prefix| e.starts_with(prefix))
+                        .filter_map(|prefix| e.strip_prefix(prefix))
+                        .any(|rest| {
+                            let port = rest.split_once('/').map_or(rest, |(port, _)| port);
+                            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+                        })
                 });
                 if loopback {
                     Ok(GcpCredentials::Anonymous)
@@ -299,6 +305,12 @@ impl Kms for GcpKms {
             Ok(key) => self.primary_of(tenant, &key),
             // Idempotent: a retry after a lost response, or a second replica, finds it there.
             Err(e) if e.kind == Kind::AlreadyExists => self.primary_key(tenant).await,
+            // The parent is the only thing that can be missing here: the key ring operators
+            // were to create, not the tenant.
+            Err(e) if e.kind == Kind::NotFound => Err(KmsError::Config(format!(
+                "key ring {} does not exist ({})",
+                self.key_ring, e.message
+            ))),
             Err(e) => Err(e.into_kms(tenant)),
         }
     }
@@ -351,6 +363,14 @@ impl Kms for GcpKms {
     }
 
     async fn disable_version(&self, tenant: TenantId, key_version: &str) -> Result<(), KmsError> {
+        // Cloud KMS would disable the primary too, and every wrap would then fail.
+        let primary = self.primary_key(tenant).await?;
+        if primary.key_version == key_version {
+            return Err(KmsError::PrimaryVersion {
+                key_name: primary.key_name,
+                key_version: primary.key_version,
+            });
+        }
         let name = self.version_name(tenant, key_version);
         let version = CryptoKeyVersion::new()
             .set_name(name.clone())
