@@ -19,6 +19,8 @@ pub struct Metrics {
     pub deks_rewrapped: IntCounter,
     /// Summed over tenants at each rotation check: what `kms rewrap` still has to move.
     pub deks_not_on_primary: IntGauge,
+    /// Resolves committed per transaction (group commit); above 1 only under concurrency.
+    pub resolve_batch_size: prometheus::Histogram,
 }
 
 impl Metrics {
@@ -64,6 +66,13 @@ impl Metrics {
             "kms_deks_not_on_primary",
             "Stored DEKs not wrapped under their tenant's primary KEK version, at the last check",
         );
+        let resolve_batch_size = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "resolve_batch_size",
+                "Resolves committed together in one transaction (group commit)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        );
         let (
             Ok(http_requests),
             Ok(http_latency),
@@ -72,6 +81,7 @@ impl Metrics {
             Ok(kek_rotations),
             Ok(deks_rewrapped),
             Ok(deks_not_on_primary),
+            Ok(resolve_batch_size),
         ) = (
             http_requests,
             http_latency,
@@ -80,6 +90,7 @@ impl Metrics {
             kek_rotations,
             deks_rewrapped,
             deks_not_on_primary,
+            resolve_batch_size,
         )
         else {
             unreachable!("metric definitions above are static and valid")
@@ -92,6 +103,7 @@ impl Metrics {
             Box::new(kek_rotations.clone()),
             Box::new(deks_rewrapped.clone()),
             Box::new(deks_not_on_primary.clone()),
+            Box::new(resolve_batch_size.clone()),
         ] {
             if let Err(e) = registry.register(collector) {
                 tracing::error!(error = %e, "metric registration failed");
@@ -106,6 +118,7 @@ impl Metrics {
             kek_rotations,
             deks_rewrapped,
             deks_not_on_primary,
+            resolve_batch_size,
         }
     }
 

@@ -11,11 +11,11 @@ use agent_secret_core::envelope::{open, Envelope, SecretAad};
 use agent_secret_core::ids::{AgentId, TenantId, TokenId};
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::scope::Scope;
-use agent_secret_store::audit::{Actor, AuditDraft, AuditEventType};
+use agent_secret_store::audit::{Actor, AuditDraft, AuditEventType, ChainVerifier};
 use agent_secret_store::db::Db;
 use agent_secret_store::service::{tenants, App, Policy};
 use agent_secret_store::store::sql::SqlStore;
-use agent_secret_store::store::TokenRecord;
+use agent_secret_store::store::{AuditFilter, TokenRecord};
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use chrono::{Duration, Utc};
@@ -238,6 +238,69 @@ struct Scenario {
     sidecar_key: String,
     token: String,
     token_id: String,
+}
+
+/// Concurrent resolves share transactions (group commit), yet each is granted or refused as if
+/// alone: a 5-use token grants exactly 5 of 60 racing resolves, unlimited tokens grant every
+/// one, and each grant has exactly one `secret.read` event in a valid chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_resolves_are_batched_but_each_counted_and_audited_once() {
+    let t = Arc::new(TestApp::new().await);
+    let s = t.scenario().await;
+    let limited = t
+        .token(
+            &s.agent_key,
+            json!({"scopes": ["secrets:read:production/**"], "ttl_seconds": 600, "max_uses": 5}),
+        )
+        .await;
+    let limited = limited.body["token"].as_str().unwrap().to_owned();
+    let mut racing = tokio::task::JoinSet::new();
+    for i in 0..120 {
+        let (t, sidecar) = (t.clone(), s.sidecar_key.clone());
+        let token = if i % 2 == 0 {
+            limited.clone()
+        } else {
+            s.token.clone()
+        };
+        racing.spawn(async move {
+            let r = t
+                .resolve(
+                    &sidecar,
+                    &token,
+                    &["production/openai/api_key"],
+                    "api.openai.com",
+                    "10.0.0.1",
+                )
+                .await;
+            (token, r.status, r.code().to_owned())
+        });
+    }
+    let (mut limited_ok, mut limited_exhausted, mut free_ok) = (0, 0, 0);
+    while let Some(done) = racing.join_next().await {
+        let (token, status, code) = done.unwrap();
+        match (token == limited, status) {
+            (true, StatusCode::OK) => limited_ok += 1,
+            (true, StatusCode::FORBIDDEN) if code == "uses_exhausted" => limited_exhausted += 1,
+            (false, StatusCode::OK) => free_ok += 1,
+            other => panic!("unexpected outcome {other:?} {code}"),
+        }
+    }
+    assert_eq!((limited_ok, limited_exhausted, free_ok), (5, 55, 60));
+    let events = t
+        .app
+        .store
+        .list_audit(t.tenant, &AuditFilter::default())
+        .await
+        .unwrap();
+    let reads = events
+        .iter()
+        .filter(|e| e.draft.event_type == AuditEventType::SecretRead && e.draft.success)
+        .count();
+    assert_eq!(reads, 65, "one secret.read per grant");
+    let mut verifier = ChainVerifier::default();
+    events.iter().for_each(|e| verifier.push(e));
+    let report = verifier.finish(t.app.store.audit_head(t.tenant).await.unwrap());
+    assert!(report.valid, "{report:?}");
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ use agent_secret_store::db::Db;
 use agent_secret_store::store::sql::SqlStore;
 use agent_secret_store::store::{
     AgentRecord, AuditFilter, NewSecretVersion, OperatorRecord, SidecarRecord, Store, StoreError,
-    TenantRecord, TokenRecord, UseOutcome,
+    TenantRecord, TokenRecord, TokenUse, UseOutcome,
 };
 use chrono::Duration;
 use support::{SqliteTestDb, TestDb};
@@ -925,6 +925,92 @@ async fn parallel_uses_of_a_max_uses_token_count_exactly_max(h: &Harness) {
     );
 }
 
+/// Group commit: one transaction counts each use as if alone (in order, per token), writes
+/// events only for counted uses, keeps the chain valid, and on failure counts nothing at all.
+async fn a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one(h: &Harness) {
+    let store = h.store();
+    let (tenant, _) = new_tenant(store).await;
+    let agent = new_agent(store, tenant.id).await;
+    let two = new_token(store, tenant.id, agent.id, Some(2)).await;
+    let free = new_token(store, tenant.id, agent.id, None).await;
+    let expired = token(
+        tenant.id,
+        agent.id,
+        TokenStatus::Active,
+        None,
+        Duration::seconds(-1),
+    );
+    store
+        .insert_token(&expired, draft(AuditEventType::TokenIssued))
+        .await
+        .unwrap();
+    let one = |id: TokenId, n: usize| TokenUse {
+        id,
+        now: now_micros(),
+        audit: vec![draft(AuditEventType::SecretRead).reason(format!("use {n}"))],
+    };
+    let reads_before = audit_count(store, tenant.id, AuditEventType::SecretRead).await;
+    let outcomes = store
+        .consume_token_uses(
+            tenant.id,
+            vec![
+                one(two.id, 0),
+                one(free.id, 1),
+                one(two.id, 2),
+                one(expired.id, 3),
+                one(two.id, 4),
+                one(free.id, 5),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            UseOutcome::Counted { uses: 1 },
+            UseOutcome::Counted { uses: 1 },
+            UseOutcome::Counted { uses: 2 },
+            UseOutcome::Refused,
+            UseOutcome::Refused,
+            UseOutcome::Counted { uses: 2 },
+        ]
+    );
+    assert_eq!(
+        audit_count(store, tenant.id, AuditEventType::SecretRead).await,
+        reads_before + 4,
+        "only the counted uses are audited"
+    );
+    let events = store
+        .list_audit(tenant.id, &AuditFilter::default())
+        .await
+        .unwrap();
+    let mut verifier = ChainVerifier::default();
+    events.iter().for_each(|e| verifier.push(e));
+    let report = verifier.finish(store.audit_head(tenant.id).await.unwrap());
+    assert!(report.valid, "{report:?}");
+
+    // All refused: nothing is written.
+    let head = store.audit_head(tenant.id).await.unwrap();
+    let refused = store
+        .consume_token_uses(tenant.id, vec![one(two.id, 6), one(expired.id, 7)])
+        .await
+        .unwrap();
+    assert_eq!(refused, [UseOutcome::Refused, UseOutcome::Refused]);
+    assert_eq!(store.audit_head(tenant.id).await.unwrap(), head);
+
+    // One failing event fails the whole batch: no use counted for anyone.
+    h.install_failing_audit_trigger().await;
+    let mut poisoned = one(free.id, 8);
+    poisoned.audit = vec![draft(AuditEventType::SecretRead).reason(FAIL_AUDIT)];
+    let failed = store
+        .consume_token_uses(tenant.id, vec![one(free.id, 9), poisoned])
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    let stored = store.get_token(tenant.id, free.id).await.unwrap().unwrap();
+    assert_eq!(stored.uses, 2, "the batch rolled back as one");
+    assert_eq!(store.audit_head(tenant.id).await.unwrap(), head);
+}
+
 async fn expired_revoked_and_inactive_tokens_refuse_uses(h: &Harness) {
     let store = h.store();
     let (tenant, _) = new_tenant(store).await;
@@ -1377,6 +1463,7 @@ backend_suite!(
     rotating_an_agent_key_revokes_its_tokens_and_swaps_the_credential,
     rotating_an_unknown_agent_is_not_found,
     parallel_uses_of_a_max_uses_token_count_exactly_max,
+    a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one,
     expired_revoked_and_inactive_tokens_refuse_uses,
     audit_chain_of_many_operations_verifies,
     list_audit_filters_by_type_time_and_seq,

@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod audit_log;
 pub mod auth;
+pub mod group_commit;
 pub mod kms;
 pub mod operators;
 pub mod resolve;
@@ -53,6 +54,8 @@ pub struct App {
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
     pub events: Arc<EventHub>,
+    /// Batches concurrent resolves of a tenant into one transaction.
+    pub group_commit: Arc<group_commit::GroupCommit>,
 }
 
 impl App {
@@ -62,13 +65,18 @@ impl App {
         pepper: Arc<Pepper>,
         policy: Policy,
     ) -> App {
+        let metrics = Arc::new(Metrics::new());
+        let group_commit = Arc::new(group_commit::GroupCommit::new(
+            metrics.resolve_batch_size.clone(),
+        ));
         App {
             store,
             kms,
             pepper,
             policy,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             events: Arc::new(EventHub::local()),
+            group_commit,
         }
     }
 

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use super::auth::SidecarPrincipal;
 use super::{App, ServiceError, ServiceResult};
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
-use crate::store::{StoredSecret, TokenRecord, UseOutcome};
+use crate::store::{StoredSecret, TokenRecord, TokenUse, UseOutcome};
 
 /// Most secrets one request may resolve at once.
 pub const MAX_PATHS: usize = 16;
@@ -246,9 +246,14 @@ pub async fn resolve(
                 .reason(format!("version {}", s.record.current_version))
         })
         .collect();
+    let one = TokenUse {
+        id: token.id,
+        now,
+        audit: events,
+    };
     let uses = match app
-        .store
-        .consume_token_use(sidecar.tenant, token.id, now, events)
+        .group_commit
+        .consume(&app.store, sidecar.tenant, one)
         .await?
     {
         UseOutcome::Counted { uses } => uses,

@@ -24,7 +24,7 @@ use uuid::Uuid;
 
 use crate::audit::{AuditDraft, AuditEvent, AuditEventType};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
@@ -288,6 +288,23 @@ pub trait TokenStore {
         now: DateTime<Utc>,
         audit: Vec<AuditDraft>,
     ) -> StoreResult<UseOutcome>;
+    /// Group commit of several uses: each is checked and counted in order exactly as by
+    /// [`TokenStore::consume_token_use`], the events of those counted are appended together,
+    /// and one commit (one fsync, one hold of the tenant's chain lock) serves them all. If the
+    /// transaction fails, no use is counted and no event written, for any of them.
+    async fn consume_token_uses(
+        &self,
+        tenant: TenantId,
+        uses: Vec<TokenUse>,
+    ) -> StoreResult<Vec<UseOutcome>>;
+}
+
+/// One use of a token to count, with the events it writes when counted.
+#[derive(Clone, Debug)]
+pub struct TokenUse {
+    pub id: TokenId,
+    pub now: DateTime<Utc>,
+    pub audit: Vec<AuditDraft>,
 }
 
 #[async_trait]

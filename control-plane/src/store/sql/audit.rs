@@ -19,13 +19,16 @@ use crate::audit::{AuditDraft, AuditEvent, GENESIS_HASH};
 use crate::db::on_db;
 use crate::store::{AuditFilter, AuditStore, StoreError, StoreResult};
 
-const BUMP_SEQ: &str =
-    "UPDATE tenants SET audit_seq = audit_seq + 1 WHERE id = $1 RETURNING audit_seq, audit_head";
+/// Reserves `$2` sequence numbers: returns the last one and the head before them.
+const BUMP_SEQ: &str = "UPDATE tenants SET audit_seq = audit_seq + $2 WHERE id = $1 \
+     RETURNING audit_seq, audit_head";
 const SET_HEAD: &str = "UPDATE tenants SET audit_head = $2 WHERE id = $1";
-const INSERT_EVENT: &str = "INSERT INTO audit_events \
+/// Followed by one `(...)` tuple of 14 binds per event.
+const INSERT_EVENTS: &str = "INSERT INTO audit_events \
      (id, tenant_id, seq, event_type, actor, ip, user_agent, path, destination_host, success, \
-      reason, occurred_at, prev_hash, hash) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+      reason, occurred_at, prev_hash, hash) ";
+/// Events per INSERT statement: 14 binds each stays far below SQLite's bind limit.
+const INSERT_CHUNK: usize = 256;
 const SELECT_HEAD: &str = "SELECT audit_seq, audit_head FROM tenants WHERE id = $1";
 /// Followed by the bound tenant id and the optional filters (see `list_audit`).
 const SELECT_EVENTS: &str = "SELECT id, tenant_id, seq, event_type, actor, ip, user_agent, \
@@ -38,60 +41,90 @@ pub(super) trait AuditChain {
         &mut self,
         tenant: TenantId,
         draft: AuditDraft,
-    ) -> StoreResult<AuditEvent>;
+    ) -> StoreResult<AuditEvent> {
+        let mut events = self.append_chain_many(tenant, vec![draft]).await?;
+        events.pop().ok_or(StoreError::NotFound)
+    }
+
+    /// Appends `drafts` in order with three statements however many there are: one bump of
+    /// the sequence (taking the chain's row lock once), multi-row inserts, one head update.
+    /// This is what lets a batch of resolves share one commit.
+    async fn append_chain_many(
+        &mut self,
+        tenant: TenantId,
+        drafts: Vec<AuditDraft>,
+    ) -> StoreResult<Vec<AuditEvent>>;
 }
 
 macro_rules! impl_audit_chain {
     ($database:ty) => {
         impl AuditChain for Transaction<'_, $database> {
-            async fn append_chain(
+            async fn append_chain_many(
                 &mut self,
                 tenant: TenantId,
-                draft: AuditDraft,
-            ) -> StoreResult<AuditEvent> {
+                drafts: Vec<AuditDraft>,
+            ) -> StoreResult<Vec<AuditEvent>> {
+                if drafts.is_empty() {
+                    return Ok(Vec::new());
+                }
                 let tenant_text = tenant.to_string();
-                let (seq, head): (i64, Option<Vec<u8>>) = sqlx::query_as(BUMP_SEQ)
+                let count = i64::try_from(drafts.len())
+                    .map_err(|_| StoreError::Database("too many audit events".into()))?;
+                let (last_seq, head): (i64, Option<Vec<u8>>) = sqlx::query_as(BUMP_SEQ)
                     .bind(&tenant_text)
+                    .bind(count)
                     .fetch_optional(&mut **self)
                     .await
                     .map_err(db_error)?
                     .ok_or(StoreError::NotFound)?;
-                let prev_hash = match head {
+                let first_seq = last_seq - count + 1;
+                let mut prev_hash = match head {
                     Some(head) => hash32(head, "tenants.audit_head")?,
-                    None if seq == 1 => GENESIS_HASH,
+                    None if first_seq == 1 => GENESIS_HASH,
                     None => {
                         return Err(StoreError::Corrupt(
                             "tenants.audit_head is missing after the first event".into(),
                         ))
                     }
                 };
-                let event = AuditEvent::chain(tenant, seq, prev_hash, draft);
-                let d = &event.draft;
-                sqlx::query(INSERT_EVENT)
-                    .bind(event.id.to_string())
-                    .bind(&tenant_text)
-                    .bind(event.seq)
-                    .bind(d.event_type.as_str())
-                    .bind(&d.actor.0)
-                    .bind(&d.ip)
-                    .bind(&d.user_agent)
-                    .bind(&d.path)
-                    .bind(&d.destination_host)
-                    .bind(d.success)
-                    .bind(&d.reason)
-                    .bind(micros(d.occurred_at))
-                    .bind(event.prev_hash.to_vec())
-                    .bind(event.hash.to_vec())
-                    .execute(&mut **self)
-                    .await
-                    .map_err(db_error)?;
+                let mut events = Vec::with_capacity(drafts.len());
+                for (seq, draft) in (first_seq..).zip(drafts) {
+                    let event = AuditEvent::chain(tenant, seq, prev_hash, draft);
+                    prev_hash = event.hash;
+                    events.push(event);
+                }
+                for chunk in events.chunks(INSERT_CHUNK) {
+                    let mut insert = sqlx::QueryBuilder::<$database>::new(INSERT_EVENTS);
+                    insert.push_values(chunk, |mut row, event| {
+                        let d = &event.draft;
+                        row.push_bind(event.id.to_string())
+                            .push_bind(tenant_text.clone())
+                            .push_bind(event.seq)
+                            .push_bind(d.event_type.as_str())
+                            .push_bind(d.actor.0.clone())
+                            .push_bind(d.ip.clone())
+                            .push_bind(d.user_agent.clone())
+                            .push_bind(d.path.clone())
+                            .push_bind(d.destination_host.clone())
+                            .push_bind(d.success)
+                            .push_bind(d.reason.clone())
+                            .push_bind(micros(d.occurred_at))
+                            .push_bind(event.prev_hash.to_vec())
+                            .push_bind(event.hash.to_vec());
+                    });
+                    insert
+                        .build()
+                        .execute(&mut **self)
+                        .await
+                        .map_err(db_error)?;
+                }
                 sqlx::query(SET_HEAD)
                     .bind(&tenant_text)
-                    .bind(event.hash.to_vec())
+                    .bind(prev_hash.to_vec())
                     .execute(&mut **self)
                     .await
                     .map_err(db_error)?;
-                Ok(event)
+                Ok(events)
             }
         }
     };
@@ -118,10 +151,7 @@ impl AuditStore for SqlStore {
     ) -> StoreResult<Vec<AuditEvent>> {
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
-            let mut events = Vec::with_capacity(drafts.len());
-            for draft in drafts {
-                events.push(tx.append_chain(tenant, draft).await?);
-            }
+            let events = tx.append_chain_many(tenant, drafts).await?;
             tx.commit().await.map_err(db_error)?;
             Ok(events)
         })

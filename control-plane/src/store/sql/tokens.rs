@@ -18,7 +18,7 @@ use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;
 use crate::db::on_db;
-use crate::store::{StoreResult, TokenRecord, TokenStore, UseOutcome};
+use crate::store::{StoreError, StoreResult, TokenRecord, TokenStore, TokenUse, UseOutcome};
 
 const INSERT_TOKEN: &str = "INSERT INTO tokens \
      (id, tenant_id, agent_id, scopes, key_hash, status, approved_sensitivity, ip_allowlist, \
@@ -112,24 +112,49 @@ impl TokenStore for SqlStore {
         now: DateTime<Utc>,
         audit: Vec<AuditDraft>,
     ) -> StoreResult<UseOutcome> {
+        let mut outcomes = self
+            .consume_token_uses(tenant, vec![TokenUse { id, now, audit }])
+            .await?;
+        outcomes.pop().ok_or(StoreError::NotFound)
+    }
+
+    async fn consume_token_uses(
+        &self,
+        tenant: TenantId,
+        uses: Vec<TokenUse>,
+    ) -> StoreResult<Vec<UseOutcome>> {
+        let tenant_text = tenant.to_string();
+        // Token rows are locked in id order, so two replicas' batches sharing tokens cannot
+        // deadlock; a stable sort keeps two uses of one token in arrival order.
+        let mut order: Vec<usize> = (0..uses.len()).collect();
+        order.sort_by_key(|&i| uses[i].id.0);
+        let mut uses: Vec<Option<TokenUse>> = uses.into_iter().map(Some).collect();
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
-            let uses: Option<i64> = sqlx::query_scalar(CONSUME_USE)
-                .bind(tenant.to_string())
-                .bind(id.to_string())
-                .bind(micros(now))
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            let Some(uses) = uses else {
-                tx.rollback().await.map_err(db_error)?;
-                return Ok(UseOutcome::Refused);
-            };
-            for draft in audit {
-                tx.append_chain(tenant, draft).await?;
+            let mut outcomes = vec![UseOutcome::Refused; uses.len()];
+            let mut events = Vec::new();
+            for &i in &order {
+                let Some(one) = uses[i].take() else { continue };
+                let counted: Option<i64> = sqlx::query_scalar(CONSUME_USE)
+                    .bind(&tenant_text)
+                    .bind(one.id.to_string())
+                    .bind(micros(one.now))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                if let Some(count) = counted {
+                    events.extend(one.audit);
+                    outcomes[i] = UseOutcome::Counted { uses: count };
+                }
             }
+            if outcomes.iter().all(|o| *o == UseOutcome::Refused) {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(outcomes);
+            }
+            // Last, so the tenant's chain lock is held only for the append and the commit.
+            tx.append_chain_many(tenant, events).await?;
             tx.commit().await.map_err(db_error)?;
-            Ok(UseOutcome::Counted { uses })
+            Ok(outcomes)
         })
     }
 }

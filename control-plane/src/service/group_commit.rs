@@ -1,0 +1,134 @@
+//! Group commit for resolves: concurrent uses of one tenant's tokens share one transaction.
+//!
+//! Every granted resolve counts a use and appends `secret.read` events to the tenant's hash
+//! chain, and the chain's row lock is held until the commit's WAL flush. One transaction per
+//! resolve therefore caps a tenant at one resolve per fsync. Here the first caller for a tenant
+//! starts a flush task that takes everything queued for that tenant, commits it as one
+//! transaction (`TokenStore::consume_token_uses`), answers each caller, and repeats until the
+//! queue is empty. There is no timer: under light load a batch is one use and adds no
+//! latency; under load the queue fills while the previous batch commits.
+//!
+//! The log still fails closed: a caller gets `Counted` only after the commit that holds its
+//! events succeeded; if the batch fails, every caller in it gets the error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use agent_secret_core::ids::TenantId;
+use tokio::sync::oneshot;
+
+use crate::store::{Store, StoreError, StoreResult, TokenUse, UseOutcome};
+
+/// Most uses per transaction; the rest wait for the next one.
+const MAX_BATCH: usize = 128;
+
+type Reply = oneshot::Sender<StoreResult<UseOutcome>>;
+
+/// Per-tenant queues of uses waiting for a commit.
+pub struct GroupCommit {
+    queues: Mutex<HashMap<TenantId, Queue>>,
+    batch_size: prometheus::Histogram,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<(TokenUse, Reply)>,
+    /// A flush task is running for this tenant and will take `waiting`.
+    flushing: bool,
+}
+
+impl GroupCommit {
+    /// `batch_size` observes how many uses each transaction carried.
+    pub fn new(batch_size: prometheus::Histogram) -> GroupCommit {
+        GroupCommit {
+            queues: Mutex::default(),
+            batch_size,
+        }
+    }
+
+    /// Counts one use (and appends its events) in the next batch for `tenant`.
+    pub async fn consume(
+        self: &Arc<Self>,
+        store: &Arc<dyn Store>,
+        tenant: TenantId,
+        one: TokenUse,
+    ) -> StoreResult<UseOutcome> {
+        let (reply, answer) = oneshot::channel();
+        let start = {
+            let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+            let queue = queues.entry(tenant).or_default();
+            queue.waiting.push((one, reply));
+            !std::mem::replace(&mut queue.flushing, true)
+        };
+        if start {
+            tokio::spawn(self.clone().flush(store.clone(), tenant));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(StoreError::Database(
+                "the resolve batch was dropped before it committed".into(),
+            ))
+        })
+    }
+
+    async fn flush(self: Arc<Self>, store: Arc<dyn Store>, tenant: TenantId) {
+        // If this task dies (a panic in the store), the next caller must start a new one.
+        let _reset = ResetOnDrop {
+            group: &self,
+            tenant,
+        };
+        while let Some(batch) = self.take(tenant) {
+            self.batch_size.observe(batch.len() as f64);
+            let (uses, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match store.consume_token_uses(tenant, uses).await {
+                Ok(outcomes) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next batch, or `None` (and the tenant marked idle) when nothing is waiting.
+    fn take(&self, tenant: TenantId) -> Option<Vec<(TokenUse, Reply)>> {
+        let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
+        let queue = queues.get_mut(&tenant)?;
+        if queue.waiting.is_empty() {
+            queues.remove(&tenant);
+            return None;
+        }
+        let n = queue.waiting.len().min(MAX_BATCH);
+        Some(queue.waiting.drain(..n).collect())
+    }
+}
+
+struct ResetOnDrop<'a> {
+    group: &'a GroupCommit,
+    tenant: TenantId,
+}
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        // A normal exit already removed the tenant's entry, and a new flush task may own a
+        // new one by now: only clean up after a panic.
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut queues = self
+            .group
+            .queues
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(queue) = queues.get_mut(&self.tenant) {
+            // Whoever is still waiting is dropped with its reply (and gets an error), and the
+            // next caller starts a new flush task.
+            queue.flushing = false;
+            queue.waiting.clear();
+        }
+    }
+}
