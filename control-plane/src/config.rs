@@ -239,25 +239,25 @@ impl KmsConfig {
         &self,
         role: KmsRole,
     ) -> Result<agent_secret_core::kms::gcp::GcpKmsConfig, ConfigError> {
-        use agent_secret_core::kms::gcp::{GcpCredentials, GcpKmsConfig};
-        let required = |key: &str, value: &Option<String>| match value {
-            Some(v) if !v.is_empty() && !v.contains('/') => Ok(v.clone()),
-            Some(_) => Err(invalid(key, "must be a non-empty resource id without '/'")),
-            None => Err(invalid(key, "required when kms.backend = \"gcp\"")),
+        let file = match (role, &self.admin_credentials_file) {
+            (KmsRole::Admin, Some(file)) => Some(file),
+            _ => self.credentials_file.as_ref(),
         };
-        let project = required("kms.project", &self.project)?;
-        let location = required("kms.location", &self.location)?;
-        let key_ring = required("kms.key_ring", &self.key_ring)?;
-        let (key, file) = match (role, &self.admin_credentials_file) {
-            (KmsRole::Admin, Some(file)) => ("kms.admin_credentials_file", Some(file)),
-            _ => ("kms.credentials_file", self.credentials_file.as_ref()),
-        };
-        let credentials =
-            GcpCredentials::from_setting(file.map(PathBuf::as_path), self.endpoint.as_deref())
-                .map_err(|message| invalid(key, &message))?;
-        let mut gcp = GcpKmsConfig::new(&project, &location, &key_ring);
-        gcp.endpoint = self.endpoint.clone();
-        gcp.credentials = credentials;
+        let mut gcp = agent_secret_core::kms::gcp::GcpKmsConfig::from_settings(
+            self.project.as_deref(),
+            self.location.as_deref(),
+            self.key_ring.as_deref(),
+            self.endpoint.as_deref(),
+            file.map(PathBuf::as_path),
+        )
+        .map_err(
+            |(key, message)| match (key, role, &self.admin_credentials_file) {
+                ("kms.credentials_file", KmsRole::Admin, Some(_)) => {
+                    invalid("kms.admin_credentials_file", &message)
+                }
+                _ => invalid(key, &message),
+            },
+        )?;
         gcp.protection = self.protection_level;
         gcp.rotation_period = self.rotation_period();
         gcp.attempt_timeout = std::time::Duration::from_millis(self.timeout_ms);

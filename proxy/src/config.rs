@@ -148,29 +148,20 @@ fn default_kms_max_attempts() -> u32 {
 impl KmsConfig {
     /// The Cloud KMS client settings, checked; `Err` names the missing or invalid key.
     pub fn gcp(&self) -> Result<agent_secret_core::kms::gcp::GcpKmsConfig, ConfigError> {
-        use agent_secret_core::kms::gcp::{GcpCredentials, GcpKmsConfig};
-        let required = |key: &str, value: &Option<String>| match value {
-            Some(v) if !v.is_empty() && !v.contains('/') => Ok(v.clone()),
-            Some(_) => Err(invalid(key, "must be a non-empty resource id without '/'")),
-            None => Err(invalid(key, "required when kms.backend = \"gcp\"")),
-        };
-        let project = required("kms.project", &self.project)?;
-        let location = required("kms.location", &self.location)?;
-        let key_ring = required("kms.key_ring", &self.key_ring)?;
-        let credentials = GcpCredentials::from_setting(
-            self.credentials_file.as_deref(),
+        let mut gcp = agent_secret_core::kms::gcp::GcpKmsConfig::from_settings(
+            self.project.as_deref(),
+            self.location.as_deref(),
+            self.key_ring.as_deref(),
             self.endpoint.as_deref(),
+            self.credentials_file.as_deref(),
         )
-        .map_err(|message| invalid("kms.credentials_file", &message))?;
+        .map_err(|(key, message)| invalid(key, &message))?;
         if self.timeout_ms == 0 || self.max_attempts == 0 {
             return Err(invalid(
                 "kms.max_attempts",
                 "kms.max_attempts and kms.timeout_ms must be at least 1",
             ));
         }
-        let mut gcp = GcpKmsConfig::new(&project, &location, &key_ring);
-        gcp.endpoint = self.endpoint.clone();
-        gcp.credentials = credentials;
         gcp.attempt_timeout = Duration::from_millis(self.timeout_ms);
         gcp.max_attempts = self.max_attempts;
         // Requests wait on decrypt: back off briefly rather than hold an agent for seconds.

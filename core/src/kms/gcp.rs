@@ -132,6 +132,34 @@ impl GcpKmsConfig {
         }
     }
 
+    /// Settings as both config files spell them (`[kms]` project, location, key_ring, endpoint,
+    /// credentials_file), checked; `Err` is (the key at fault, why).
+    pub fn from_settings(
+        project: Option<&str>,
+        location: Option<&str>,
+        key_ring: Option<&str>,
+        endpoint: Option<&str>,
+        credentials_file: Option<&std::path::Path>,
+    ) -> Result<GcpKmsConfig, (&'static str, String)> {
+        let required = |key: &'static str, value: Option<&str>| match value {
+            Some(v) if !v.is_empty() && !v.contains('/') => Ok(v.to_owned()),
+            Some(_) => Err((
+                key,
+                "must be a non-empty resource id without '/'".to_owned(),
+            )),
+            None => Err((key, "required when kms.backend = \"gcp\"".to_owned())),
+        };
+        let project = required("kms.project", project)?;
+        let location = required("kms.location", location)?;
+        let key_ring = required("kms.key_ring", key_ring)?;
+        let credentials = GcpCredentials::from_setting(credentials_file, endpoint)
+            .map_err(|message| ("kms.credentials_file", message))?;
+        let mut config = GcpKmsConfig::new(&project, &location, &key_ring);
+        config.endpoint = endpoint.map(str::to_owned);
+        config.credentials = credentials;
+        Ok(config)
+    }
+
     /// `projects/{p}/locations/{l}/keyRings/{r}`.
     pub fn key_ring_name(&self) -> String {
         format!(
