@@ -114,6 +114,10 @@ pub struct KmsConfig {
     pub rotation_period_days: u32,
     /// How often the control plane checks for due rotations and observes new primaries.
     pub rotation_check_interval_seconds: u64,
+    /// `kms retire-version` waits this long after the newest rotation: writes that wrapped
+    /// under the old version may still be committing (Cloud KMS may keep encrypting under the
+    /// previous primary for hours after a change).
+    pub retire_grace_hours: u32,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -216,6 +220,7 @@ impl Default for KmsConfig {
             max_attempts: 5,
             rotation_period_days: 90,
             rotation_check_interval_seconds: 3600,
+            retire_grace_hours: 24,
         }
     }
 }
@@ -230,6 +235,10 @@ pub enum KmsRole {
 }
 
 impl KmsConfig {
+    pub fn retire_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.retire_grace_hours) * 3600)
+    }
+
     pub fn rotation_period(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::from(self.rotation_period_days) * 86_400)
     }

@@ -16,7 +16,6 @@ pub struct Metrics {
     pub tokens_issued: IntCounter,
     pub resolve_outcomes: IntCounterVec,
     pub kek_rotations: IntCounter,
-    pub deks_rewrapped: IntCounter,
     /// Summed over tenants at each rotation check: what `kms rewrap` still has to move.
     pub deks_not_on_primary: IntGauge,
     /// Resolves committed per transaction (group commit); above 1 only under concurrency.
@@ -56,11 +55,7 @@ impl Metrics {
         );
         let kek_rotations = IntCounter::new(
             "kms_rotations_total",
-            "KEK rotations recorded by this replica (made here, by the KMS or by the CLI)",
-        );
-        let deks_rewrapped = IntCounter::new(
-            "kms_deks_rewrapped_total",
-            "DEKs re-wrapped onto their tenant's primary KEK version",
+            "KEK rotations this process recorded first (made here, or by Cloud KMS)",
         );
         let deks_not_on_primary = IntGauge::new(
             "kms_deks_not_on_primary",
@@ -79,7 +74,6 @@ impl Metrics {
             Ok(tokens_issued),
             Ok(resolve_outcomes),
             Ok(kek_rotations),
-            Ok(deks_rewrapped),
             Ok(deks_not_on_primary),
             Ok(resolve_batch_size),
         ) = (
@@ -88,7 +82,6 @@ impl Metrics {
             tokens_issued,
             resolve_outcomes,
             kek_rotations,
-            deks_rewrapped,
             deks_not_on_primary,
             resolve_batch_size,
         )
@@ -101,7 +94,6 @@ impl Metrics {
             Box::new(tokens_issued.clone()),
             Box::new(resolve_outcomes.clone()),
             Box::new(kek_rotations.clone()),
-            Box::new(deks_rewrapped.clone()),
             Box::new(deks_not_on_primary.clone()),
             Box::new(resolve_batch_size.clone()),
         ] {
@@ -116,7 +108,6 @@ impl Metrics {
             tokens_issued,
             resolve_outcomes,
             kek_rotations,
-            deks_rewrapped,
             deks_not_on_primary,
             resolve_batch_size,
         }

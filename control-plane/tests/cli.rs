@@ -348,6 +348,7 @@ fn kms_commands_rotate_report_and_refuse_to_retire_the_primary() {
     let kms = |args: &[&str]| {
         let mut cmd = cli(&["kms"]);
         cmd.args(args).args(["--config", install.cfg(), "--json"]);
+        cmd.env("AGENT_SECRET_KMS_RETIRE_GRACE_HOURS", "0");
         run(&mut cmd)
     };
 

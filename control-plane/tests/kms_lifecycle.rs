@@ -329,16 +329,31 @@ async fn a_rotation_by_another_process_is_recorded_and_announced_once(c: &Cluste
 }
 
 async fn retire_version_is_refused_until_no_dek_uses_it(c: &Cluster) {
+    const NOW: Duration = Duration::ZERO;
     c.put(&c.a, "svc/old", "old-value").await;
     kms::rotate(&c.a, c.tenant, &Actor::system()).await.unwrap();
+    // A DEK wrapped under version 1 that is in no row (say, in an old backup).
+    let dek = agent_secret_core::envelope::Dek::generate();
+    let aad = SecretAad {
+        tenant: c.tenant,
+        path: "svc/x",
+        version: 1,
+    }
+    .to_bytes();
+    let backup =
+        c.a.kms
+            .wrap_dek_under(c.tenant, &dek, &aad, "1")
+            .await
+            .unwrap();
+    assert_eq!(backup.key_version, "1");
 
-    let err = kms::retire_version(&c.a, c.tenant, "2", &Actor::system())
+    let err = kms::retire_version(&c.a, c.tenant, "2", NOW, &Actor::system())
         .await
         .unwrap_err();
     assert!(matches!(err, KeyAdminError::Primary { .. }), "{err}");
     assert_eq!(err.code(), "key_version_is_primary");
 
-    let err = kms::retire_version(&c.a, c.tenant, "1", &Actor::system())
+    let err = kms::retire_version(&c.a, c.tenant, "1", NOW, &Actor::system())
         .await
         .unwrap_err();
     assert!(matches!(err, KeyAdminError::InUse { deks: 1, .. }), "{err}");
@@ -352,29 +367,78 @@ async fn retire_version_is_refused_until_no_dek_uses_it(c: &Cluster) {
     kms::rewrap(&c.a, c.tenant, 100, &Actor::system(), &|_| {})
         .await
         .unwrap();
-    kms::retire_version(&c.a, c.tenant, "1", &Actor::system())
+    // Writes may still be wrapping under version 1 right after the rotation: the grace
+    // period refuses, and says until when.
+    let err = kms::retire_version(
+        &c.a,
+        c.tenant,
+        "1",
+        Duration::from_secs(3600),
+        &Actor::system(),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, KeyAdminError::TooSoon { .. }), "{err}");
+    assert_eq!(err.code(), "retire_too_soon");
+    assert_eq!(c.events(&c.a, AuditEventType::KmsVersionRetired).await, 0);
+
+    kms::retire_version(&c.a, c.tenant, "1", NOW, &Actor::system())
         .await
         .unwrap();
-    assert_eq!(c.events(&c.a, AuditEventType::KmsVersionRetired).await, 1);
+    // The intent, then the outcome.
+    let events =
+        c.a.store
+            .list_audit(
+                c.tenant,
+                &AuditFilter {
+                    types: vec![AuditEventType::KmsVersionRetired],
+                    ..AuditFilter::default()
+                },
+            )
+            .await
+            .unwrap();
+    let outcomes: Vec<_> = events
+        .iter()
+        .map(|e| (e.draft.success, e.draft.reason.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert!(
+        !outcomes[0].0 && outcomes[0].1.ends_with("retiring"),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes[1].0 && outcomes[1].1.ends_with("disabled"),
+        "{outcomes:?}"
+    );
     assert_eq!(c.read(&c.b, "svc/old").await, "old-value");
 
-    // A DEK still wrapped under the retired version (say, restored from an old backup) no
-    // longer unwraps, on either replica.
-    let dek = agent_secret_core::envelope::Dek::generate();
-    let aad = SecretAad {
-        tenant: c.tenant,
-        path: "svc/x",
-        version: 1,
+    // The version no longer unwraps, on either replica, nor wraps.
+    for app in [&c.a, &c.b] {
+        let err = app
+            .kms
+            .unwrap_dek(c.tenant, &backup, &aad)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, KmsError::VersionDisabled { .. }), "{err}");
     }
-    .to_bytes();
-    let mut wrapped = c.a.kms.wrap_dek(c.tenant, &dek, &aad).await.unwrap();
-    wrapped.key_version = "1".into();
     let err =
         c.b.kms
-            .unwrap_dek(c.tenant, &wrapped, &aad)
+            .wrap_dek_under(c.tenant, &dek, &aad, "1")
             .await
             .unwrap_err();
     assert!(matches!(err, KmsError::VersionDisabled { .. }), "{err}");
+
+    // Unknown versions are refused before anything is disabled or written.
+    let before = c.events(&c.a, AuditEventType::KmsVersionRetired).await;
+    let err = kms::retire_version(&c.a, c.tenant, "9", NOW, &Actor::system())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "kms_unknown_key_version", "{err}");
+    // The intent event and the failure are both on record.
+    assert_eq!(
+        c.events(&c.a, AuditEventType::KmsVersionRetired).await,
+        before + 2
+    );
 }
 
 /// In the style of OpenBao's transit policy fuzzing: writers keep adding versions and secrets

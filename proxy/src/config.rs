@@ -135,6 +135,18 @@ pub struct KmsConfig {
     /// Attempts per Cloud KMS call; only UNAVAILABLE and DEADLINE_EXCEEDED are retried.
     #[serde(default = "default_kms_max_attempts")]
     pub max_attempts: u32,
+    /// Control-plane settings, accepted and ignored so that one `[kms]` section can serve both
+    /// (DESIGN.md: "the sidecar's [kms] takes the same keys").
+    #[serde(default, rename = "admin_credentials_file")]
+    _admin_credentials_file: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "protection_level")]
+    _protection_level: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "rotation_period_days")]
+    _rotation_period_days: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "rotation_check_interval_seconds")]
+    _rotation_check_interval_seconds: Option<serde::de::IgnoredAny>,
+    #[serde(default, rename = "retire_grace_hours")]
+    _retire_grace_hours: Option<serde::de::IgnoredAny>,
 }
 
 fn default_kms_timeout_ms() -> u64 {

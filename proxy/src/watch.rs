@@ -145,8 +145,19 @@ pub async fn apply(caches: &Caches, metrics: &Metrics, name: &str, data: &str) {
             caches.drop_path(path);
             "secret_deleted"
         }
-        // The local keyring reloads itself when an envelope names a version it lacks.
-        WatchEvent::KekRotated { .. } => "kek_rotated",
+        // Cached values stay valid (a rotation re-encrypts nothing), and the local keyring
+        // reloads itself when an envelope names a version it lacks. A sidecar holding a copy
+        // of the keyring rather than the shared file needs the new one before `kms rewrap`.
+        WatchEvent::KekRotated {
+            key_name,
+            key_version,
+        } => {
+            tracing::info!(
+                key = %key_name, version = %key_version,
+                "KEK rotated; a copied local keyring must be refreshed before `kms rewrap`"
+            );
+            "kek_rotated"
+        }
     };
     tracing::debug!(event = kind, "watch event applied");
     metrics.watch_events.with_label_values(&[kind]).inc();

@@ -196,6 +196,8 @@ async fn an_automatic_rotation_is_observed_announced_and_rewrapped() {
         "the gauge counts the DEK still under version 1"
     );
 
+    // Cloud KMS may still encrypt under version 1 for a while: rewrap must not be fooled.
+    w.fake.set_fault(Fault::StalePrimaryForEncrypt);
     let report = kms::rewrap(&w.cp.app, w.tenant_id, 100, &Actor::system(), &|_| {})
         .await
         .unwrap();
@@ -203,9 +205,15 @@ async fn an_automatic_rotation_is_observed_announced_and_rewrapped() {
     let status = kms::status(&w.cp.app, w.tenant_id).await.unwrap();
     assert_eq!(status.primary_version, "2");
     assert_eq!(status.deks_not_on_primary, 0, "{status:?}");
-    kms::retire_version(&w.cp.app, w.tenant_id, "1", &Actor::system())
-        .await
-        .unwrap();
+    kms::retire_version(
+        &w.cp.app,
+        w.tenant_id,
+        "1",
+        Duration::ZERO,
+        &Actor::system(),
+    )
+    .await
+    .unwrap();
 
     // A fresh sidecar (cold cache) decrypts the re-wrapped DEK under version 2.
     sidecar.stop().await;

@@ -791,3 +791,86 @@ async fn debug_output_and_error_messages_never_contain_the_dek() {
         assert_no_dek(&dek, &format!("{err:?}"));
     }
 }
+
+#[tokio::test]
+async fn a_bare_503_from_a_proxy_in_front_is_retried_like_unavailable() {
+    let (fake, kms, tenant) = setup_tenant().await;
+    fake.set_fault(Fault::ProxyUnavailable { times: 2 });
+    let dek = Dek::generate();
+    let aad = aad(tenant, PATH, 1);
+    kms.wrap_dek(tenant, &dek, &aad)
+        .await
+        .expect("a load balancer's 503 is transient");
+    assert_eq!(fake.calls("encrypt"), 3);
+
+    fake.set_fault(Fault::ProxyUnavailable { times: 100 });
+    let err = kms.wrap_dek(tenant, &dek, &aad).await.unwrap_err();
+    assert_eq!(err.code(), "kms_unavailable", "{err:?}");
+}
+
+/// Cloud KMS is eventually consistent after a primary change: Encrypt on the key may still use
+/// the previous primary. `wrap_dek` records whatever version really wrapped the DEK, and
+/// `wrap_dek_under` (what rewrap uses) gets exactly the version it asks for.
+#[tokio::test]
+async fn wrapping_under_a_named_version_is_immune_to_a_stale_primary() {
+    let (fake, kms, tenant) = setup_tenant().await;
+    assert_eq!(fake.rotate(&key_name(tenant)), "2");
+    fake.set_fault(Fault::StalePrimaryForEncrypt);
+    let dek = Dek::generate();
+    let aad = aad(tenant, PATH, 1);
+
+    let by_key = kms.wrap_dek(tenant, &dek, &aad).await.unwrap();
+    assert_eq!(
+        by_key.key_version, "1",
+        "the version that really wrapped it"
+    );
+    let by_version = kms.wrap_dek_under(tenant, &dek, &aad, "2").await.unwrap();
+    assert_eq!(by_version.key_version, "2");
+    for wrapped in [&by_key, &by_version] {
+        let back = kms.unwrap_dek(tenant, wrapped, &aad).await.unwrap();
+        assert_eq!(back.expose(), dek.expose());
+    }
+
+    // Names that are not version ids never reach the service.
+    let before = fake.calls("encrypt");
+    let err = kms
+        .wrap_dek_under(tenant, &dek, &aad, "1/../../tenant-x")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KmsError::UnknownKeyVersion { .. }), "{err:?}");
+    assert_eq!(fake.calls("encrypt"), before);
+}
+
+#[tokio::test]
+async fn a_disabled_version_can_be_enabled_again() {
+    let (fake, kms, tenant) = setup_tenant().await;
+    let dek = Dek::generate();
+    let aad = aad(tenant, PATH, 1);
+    let old = kms.wrap_dek(tenant, &dek, &aad).await.unwrap();
+    fake.rotate(&key_name(tenant));
+    kms.disable_version(tenant, "1").await.unwrap();
+    let err = kms.unwrap_dek(tenant, &old, &aad).await.unwrap_err();
+    assert!(matches!(err, KmsError::VersionDisabled { .. }), "{err:?}");
+    kms.enable_version(tenant, "1").await.unwrap();
+    let back = kms.unwrap_dek(tenant, &old, &aad).await.unwrap();
+    assert_eq!(back.expose(), dek.expose());
+}
+
+#[test]
+fn credentials_never_travel_over_plain_http_to_a_remote_endpoint() {
+    let settings = |endpoint: &str, file: Option<&str>| {
+        GcpKmsConfig::from_settings(
+            Some("p"),
+            Some("l"),
+            Some("r"),
+            Some(endpoint),
+            file.map(Path::new),
+        )
+    };
+    let err = settings("http://kms.corp.example", Some("/etc/sa.json")).unwrap_err();
+    assert_eq!(err.0, "kms.endpoint");
+    let err = settings("http://kms.corp.example", None).unwrap_err();
+    assert_eq!(err.0, "kms.endpoint");
+    settings("https://kms.corp.example", Some("/etc/sa.json")).unwrap();
+    settings("http://127.0.0.1:9000", Some("anonymous")).unwrap();
+}

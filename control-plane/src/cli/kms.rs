@@ -21,10 +21,28 @@ use crate::service::App;
 pub async fn run(cmd: KmsCommand, out: Output) -> Result<(), Failure> {
     match cmd {
         KmsCommand::Status { config, tenant } => {
-            let app = open(config.config.as_deref(), KmsRole::Service).await?;
+            let (_, app) = open(config.config.as_deref(), KmsRole::Service).await?;
             let mut statuses = Vec::new();
+            let mut failed = Vec::new();
             for tenant in tenants(&app, tenant.as_deref()).await? {
-                statuses.push(kms::status(&app, tenant).await.map_err(failure)?);
+                match kms::status(&app, tenant).await {
+                    Ok(status) => statuses.push(status),
+                    // One unreachable key must not hide every other tenant's status.
+                    Err(e) => {
+                        out.note(&format!("tenant {tenant}: {}: {e}", e.code()));
+                        failed.push(tenant);
+                    }
+                }
+            }
+            if let Some(first) = failed.first() {
+                return Err(Failure::new(
+                    "status_incomplete",
+                    format!(
+                        "{} tenant(s) could not be read, first {first}",
+                        failed.len()
+                    ),
+                    EXIT_FAILED,
+                ));
             }
             let doc = json!({ "tenants": statuses });
             out.emit(&doc, |w| {
@@ -35,7 +53,7 @@ pub async fn run(cmd: KmsCommand, out: Output) -> Result<(), Failure> {
             })
         }
         KmsCommand::Rotate { config, tenant } => {
-            let app = open(config.config.as_deref(), KmsRole::Admin).await?;
+            let (_, app) = open(config.config.as_deref(), KmsRole::Admin).await?;
             let tenant = parse_tenant(&tenant)?;
             let key = kms::rotate(&app, tenant, &cli_actor())
                 .await
@@ -55,25 +73,20 @@ pub async fn run(cmd: KmsCommand, out: Output) -> Result<(), Failure> {
             if batch < 1 {
                 return Err(Failure::invalid_argument("--batch must be at least 1"));
             }
-            let app = open(config.config.as_deref(), KmsRole::Admin).await?;
+            let (_, app) = open(config.config.as_deref(), KmsRole::Admin).await?;
             let mut results = Vec::new();
             let mut failed = 0;
             for tenant in tenants(&app, tenant.as_deref()).await? {
-                let todo = kms::status(&app, tenant)
-                    .await
-                    .map_err(failure)?
-                    .deks_not_on_primary;
-                let bar = progress_bar(todo, &format!("tenant {tenant}"));
-                let report = kms::rewrap(&app, tenant, batch, &cli_actor(), &|done| {
-                    bar.set_position(done)
-                })
-                .await
-                .map_err(failure)?;
-                bar.finish_and_clear();
-                let remaining = kms::status(&app, tenant)
-                    .await
-                    .map_err(failure)?
-                    .deks_not_on_primary;
+                let (report, remaining) = match rewrap_tenant(&app, tenant, batch).await {
+                    Ok(done) => done,
+                    // Carry on with the other tenants; the run still ends as a failure.
+                    Err(e) => {
+                        out.note(&format!("tenant {tenant}: {}: {e}", e.code()));
+                        failed += 1;
+                        results.push(json!({ "tenant_id": tenant, "error": e.code() }));
+                        continue;
+                    }
+                };
                 out.note(&format!(
                     "tenant {tenant}: {} re-wrapped, {} skipped (changed meanwhile), {} failed; \
                      {remaining} not on the primary version",
@@ -91,7 +104,10 @@ pub async fn run(cmd: KmsCommand, out: Output) -> Result<(), Failure> {
             if failed > 0 {
                 return Err(Failure::new(
                     "rewrap_incomplete",
-                    format!("{failed} DEK(s) could not be re-wrapped (see the log); rerun after fixing the cause"),
+                    format!(
+                        "{failed} DEK(s) or tenant(s) could not be re-wrapped (see above and \
+                         the log); rerun after fixing the cause"
+                    ),
                     EXIT_FAILED,
                 ));
             }
@@ -102,9 +118,10 @@ pub async fn run(cmd: KmsCommand, out: Output) -> Result<(), Failure> {
             tenant,
             version,
         } => {
-            let app = open(config.config.as_deref(), KmsRole::Admin).await?;
+            let (config, app) = open(config.config.as_deref(), KmsRole::Admin).await?;
             let tenant = parse_tenant(&tenant)?;
-            kms::retire_version(&app, tenant, &version, &cli_actor())
+            let grace = config.kms.retire_grace();
+            kms::retire_version(&app, tenant, &version, grace, &cli_actor())
                 .await
                 .map_err(failure)?;
             out.note(&format!("tenant {tenant}: key version {version} disabled"));
@@ -114,10 +131,32 @@ pub async fn run(cmd: KmsCommand, out: Output) -> Result<(), Failure> {
     }
 }
 
-async fn open(config_file: Option<&std::path::Path>, role: KmsRole) -> Result<App, Failure> {
+async fn open(
+    config_file: Option<&std::path::Path>,
+    role: KmsRole,
+) -> Result<(Config, App), Failure> {
     let config = Config::load_from_process_env(config_file)?;
     let kms = bootstrap::open_kms(&config, role).await?;
-    Ok(bootstrap::app_with_kms(&config, kms).await?)
+    let app = bootstrap::app_with_kms(&config, kms).await?;
+    Ok((config, app))
+}
+
+/// One tenant's rewrap with a progress bar; the report and the DEKs still not on primary.
+async fn rewrap_tenant(
+    app: &App,
+    tenant: TenantId,
+    batch: i64,
+) -> Result<(kms::RewrapReport, i64), KeyAdminError> {
+    let todo = kms::status(app, tenant).await?.deks_not_on_primary;
+    let bar = progress_bar(todo, &format!("tenant {tenant}"));
+    let report = kms::rewrap(app, tenant, batch, &cli_actor(), &|done| {
+        bar.set_position(done)
+    })
+    .await;
+    bar.finish_and_clear();
+    let report = report?;
+    let remaining = kms::status(app, tenant).await?.deks_not_on_primary;
+    Ok((report, remaining))
 }
 
 async fn tenants(app: &App, only: Option<&str>) -> Result<Vec<TenantId>, Failure> {
@@ -141,14 +180,21 @@ fn parse_tenant(id: &str) -> Result<TenantId, Failure> {
     })
 }
 
-/// The host operator running the command; the audit log records it as such.
+/// The host operator running the command, as the audit log records it: `cli:<login>`.
 fn cli_actor() -> Actor {
-    Actor("cli".into())
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|u| !u.is_empty() && u.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or_else(|| "unknown".into());
+    Actor(format!("cli:{user}"))
 }
 
 fn failure(e: KeyAdminError) -> Failure {
     let exit = match e {
-        KeyAdminError::Primary { .. } | KeyAdminError::InUse { .. } => EXIT_USAGE,
+        KeyAdminError::Primary { .. }
+        | KeyAdminError::InUse { .. }
+        | KeyAdminError::TooSoon { .. } => EXIT_USAGE,
         _ => EXIT_FAILED,
     };
     Failure::new(e.code(), e.to_string(), exit)

@@ -26,6 +26,15 @@ pub async fn serve(args: &ServeArgs, out: Output) -> Result<(), Failure> {
     let config = load(args.config.config.as_deref())?;
     logging::init_server(&config.log);
     let tls = server_tls(&config, args.dev_tls.as_deref(), out)?;
+    if let Some(admin) = &config.kms.admin_credentials_file {
+        // The point of separate KMS identities is that the server cannot decrypt.
+        tracing::warn!(
+            path = %admin.display(),
+            "kms.admin_credentials_file is set in the server's config: the server never uses \
+             it; keep the decrypt-capable key away from the server (run `kms rewrap` as a \
+             separate job with its own config)"
+        );
+    }
     let app = bootstrap::open_app(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -187,6 +187,9 @@ fn apply_kms(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
     if let Some(n) = env.parse("KMS_ROTATION_CHECK_INTERVAL_SECONDS", "a number of seconds")? {
         kms.rotation_check_interval_seconds = n;
     }
+    if let Some(n) = env.parse("KMS_RETIRE_GRACE_HOURS", "a number of hours")? {
+        kms.retire_grace_hours = n;
+    }
     Ok(())
 }
 

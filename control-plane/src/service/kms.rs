@@ -33,6 +33,15 @@ pub enum KeyAdminError {
     InUse { version: String, deks: i64 },
     #[error("another replica is rotating this tenant's key; try again in a few minutes")]
     RotationInProgress,
+    #[error(
+        "primary version {primary} is too recent to retire version {version}: writes may still \
+         wrap under older versions until {}", until.map_or("never".into(), |u| u.to_rfc3339())
+    )]
+    TooSoon {
+        version: String,
+        primary: String,
+        until: Option<DateTime<Utc>>,
+    },
     #[error(transparent)]
     Kms(#[from] KmsError),
     #[error(transparent)]
@@ -46,6 +55,7 @@ impl KeyAdminError {
             Self::Primary { .. } => "key_version_is_primary",
             Self::InUse { .. } => "key_version_in_use",
             Self::RotationInProgress => "rotation_in_progress",
+            Self::TooSoon { .. } => "retire_too_soon",
             Self::Kms(e) => e.code(),
             Self::Store(StoreError::NotFound) => "not_found",
             Self::Store(_) => "unavailable",
@@ -281,7 +291,7 @@ pub async fn rewrap(
         cursor = Some((last.secret_id.clone(), last.version));
         let mut rewrapped = Vec::with_capacity(deks.len());
         for dek in deks {
-            match rewrap_one(app, tenant, &dek).await {
+            match rewrap_one(app, tenant, &dek, &primary.key_version).await {
                 Ok(new) => rewrapped.push(new),
                 Err(e) => {
                     tracing::error!(
@@ -298,7 +308,6 @@ pub async fn rewrap(
             .store
             .replace_wrapped_deks(tenant, &rewrapped, audit)
             .await?;
-        app.metrics.deks_rewrapped.inc_by(replaced);
         report.rewrapped += replaced;
         report.skipped += attempted - replaced;
         progress(report.rewrapped + report.skipped + report.failed);
@@ -306,11 +315,13 @@ pub async fn rewrap(
     Ok(report)
 }
 
-/// Unwraps and re-wraps one DEK inside the KMS backend; the value ciphertext is never read.
+/// Unwraps and re-wraps one DEK under exactly `to_version` inside the KMS backend; the value
+/// ciphertext is never read.
 async fn rewrap_one(
     app: &App,
     tenant: TenantId,
     dek: &StoredDek,
+    to_version: &str,
 ) -> Result<RewrappedDek, KmsError> {
     let aad = SecretAad {
         tenant,
@@ -324,7 +335,10 @@ async fn rewrap_one(
         ciphertext: dek.wrapped_dek.clone(),
     };
     let plain = app.kms.unwrap_dek(tenant, &wrapped, &aad).await?;
-    let new = app.kms.wrap_dek(tenant, &plain, &aad).await?;
+    let new = app
+        .kms
+        .wrap_dek_under(tenant, &plain, &aad, to_version)
+        .await?;
     Ok(RewrappedDek {
         old: dek.clone(),
         key_name: new.key_name,
@@ -333,12 +347,19 @@ async fn rewrap_one(
     })
 }
 
-/// Disables `version` of the tenant's KEK, refusing while it is primary or wraps any DEK.
-/// The event is written first, so a retirement never happens unaudited.
+/// Disables `version` of the tenant's KEK, refusing while it is primary, while it wraps any
+/// DEK, or while the primary is younger than `grace`.
+///
+/// The grace period covers writes that wrapped their DEK under the old version and had not
+/// committed when the DEKs were counted: a local rotation takes effect at once, but Cloud KMS
+/// may keep encrypting under the previous primary for minutes to hours after a change. The
+/// count is taken again after disabling; a DEK that appeared anyway re-enables the version.
+/// An intent event is written first, so the key never changes without a trace in the log.
 pub async fn retire_version(
     app: &App,
     tenant: TenantId,
     version: &str,
+    grace: Duration,
     actor: &Actor,
 ) -> KeyAdminResult<()> {
     let info = app.kms.key_info(tenant).await?;
@@ -347,32 +368,62 @@ pub async fn retire_version(
             version: version.to_owned(),
         });
     }
-    let deks: i64 = app
-        .store
-        .dek_inventory(tenant)
-        .await?
-        .iter()
-        .filter(|c| c.key_name == info.key_name && c.key_version == version)
-        .map(|c| c.deks)
-        .sum();
+    let grace = chrono::Duration::from_std(grace).unwrap_or(chrono::Duration::MAX);
+    let settled = info
+        .primary_created_at
+        .and_then(|created| created.checked_add_signed(grace));
+    if settled.is_none_or(|at| at > Utc::now()) {
+        return Err(KeyAdminError::TooSoon {
+            version: version.to_owned(),
+            primary: info.primary_version,
+            until: settled,
+        });
+    }
+    let count = || async {
+        let deks: i64 = app
+            .store
+            .dek_inventory(tenant)
+            .await?
+            .iter()
+            .filter(|c| c.key_name == info.key_name && c.key_version == version)
+            .map(|c| c.deks)
+            .sum();
+        Ok::<i64, StoreError>(deks)
+    };
+    let deks = count().await?;
     if deks > 0 {
         return Err(KeyAdminError::InUse {
             version: version.to_owned(),
             deks,
         });
     }
-    let draft = |success: bool| {
+    let event = |success: bool, what: &str| {
         let draft = AuditDraft::new(AuditEventType::KmsVersionRetired, actor.clone())
-            .reason(format!("{}: version {version}", info.key_name));
+            .reason(format!("{}: version {version}: {what}", info.key_name));
         AuditDraft { success, ..draft }
     };
-    app.store.append_audit(tenant, draft(true)).await?;
+    app.store
+        .append_audit(tenant, event(false, "retiring"))
+        .await?;
     if let Err(e) = app.kms.disable_version(tenant, version).await {
-        let _ = app
-            .store
-            .append_audit(tenant, draft(false).reason(e.code()))
-            .await;
+        app.store
+            .append_audit(tenant, event(false, e.code()))
+            .await?;
         return Err(e.into());
     }
+    let late = count().await?;
+    if late > 0 {
+        app.kms.enable_version(tenant, version).await?;
+        app.store
+            .append_audit(tenant, event(false, "re-enabled: a DEK appeared"))
+            .await?;
+        return Err(KeyAdminError::InUse {
+            version: version.to_owned(),
+            deks: late,
+        });
+    }
+    app.store
+        .append_audit(tenant, event(true, "disabled"))
+        .await?;
     Ok(())
 }

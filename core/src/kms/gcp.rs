@@ -15,8 +15,9 @@
 //! exponential backoff; everything else is answered at once. The client's own retry loop is
 //! switched off so that these are the only retries.
 //!
-//! Separation of duties: the control plane only ever calls encrypt (and key creation), the
-//! sidecar only decrypt, and `kms rewrap`/`kms retire-version` both. Each can therefore run
+//! Separation of duties: the control plane only ever calls encrypt, key creation and key reads
+//! (and version creation when forced to rotate a key that has no rotation period), the sidecar
+//! only decrypt, and `kms rewrap`/`kms retire-version` both and version updates. Each can therefore run
 //! with the narrowest IAM role; see README.md "Google Cloud KMS".
 //!
 //! The DEK passes through the client as `bytes::Bytes`, which is not zeroized; that copy lives
@@ -51,6 +52,19 @@ pub enum GcpCredentials {
     Anonymous,
 }
 
+/// `http://127.0.0.1:PORT[/...]` (or localhost, `[::1]`): a test server on this host. The port
+/// must end the authority: in `http://127.0.0.1:1@kms.example.com` the host is
+/// kms.example.com and `127.0.0.1:1` only its userinfo.
+fn is_loopback_http(endpoint: &str) -> bool {
+    ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+        .iter()
+        .filter_map(|prefix| endpoint.strip_prefix(prefix))
+        .any(|rest| {
+            let port = rest.split_once('/').map_or(rest, |(port, _)| port);
+            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
 impl GcpCredentials {
     /// Reads the `kms.credentials_file` setting: absent is Application Default Credentials,
     /// `"anonymous"` is no credentials, which is accepted only with an explicit `http://`
@@ -62,18 +76,7 @@ impl GcpCredentials {
         match credentials_file {
             None => Ok(GcpCredentials::ApplicationDefault),
             Some(path) if path.as_os_str() == "anonymous" => {
-                // The port must end the authority: in `http://127.0.0.1:1@kms.example.com`
-                // the host is kms.example.com and `127.0.0.1:1` only its userinfo.
-                let loopback = endpoint.is_some_and(|e| {
-                    ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
-                        .iter()
-                        .filter_map(|prefix| e.strip_prefix(prefix))
-                        .any(|rest| {
-                            let port = rest.split_once('/').map_or(rest, |(port, _)| port);
-                            !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
-                        })
-                });
-                if loopback {
+                if endpoint.is_some_and(is_loopback_http) {
                     Ok(GcpCredentials::Anonymous)
                 } else {
                     Err("\"anonymous\" is only allowed with a loopback http:// endpoint (a test server)".into())
@@ -152,6 +155,15 @@ impl GcpKmsConfig {
         let project = required("kms.project", project)?;
         let location = required("kms.location", location)?;
         let key_ring = required("kms.key_ring", key_ring)?;
+        // Bearer tokens and DEKs must not cross a network in clear text.
+        if let Some(e) = endpoint {
+            if !(e.starts_with("https://") || is_loopback_http(e)) {
+                return Err((
+                    "kms.endpoint",
+                    "must be https:// (plain http:// only for a loopback test server)".to_owned(),
+                ));
+            }
+        }
         let credentials = GcpCredentials::from_setting(credentials_file, endpoint)
             .map_err(|message| ("kms.credentials_file", message))?;
         let mut config = GcpKmsConfig::new(&project, &location, &key_ring);
@@ -240,8 +252,17 @@ impl GcpKms {
         format!("{}/cryptoKeys/tenant-{tenant}", self.key_ring)
     }
 
-    fn version_name(&self, tenant: TenantId, version: &str) -> String {
-        format!("{}/cryptoKeyVersions/{version}", self.key_name(tenant))
+    /// The version's resource name. `version` comes from our database or an operator's
+    /// argument; anything but an id (say `1/../../otherKey`) is refused before it is sent.
+    fn version_name(&self, tenant: TenantId, version: &str) -> Result<String, KmsError> {
+        let key_name = self.key_name(tenant);
+        if version.is_empty() || !version.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(KmsError::UnknownKeyVersion {
+                key_name,
+                key_version: version.to_owned(),
+            });
+        }
+        Ok(format!("{key_name}/cryptoKeyVersions/{version}"))
     }
 
     /// Runs `call` with the per-attempt timeout, retrying only transient failures.
@@ -294,6 +315,91 @@ impl GcpKms {
             key_name,
             key_version: version.to_owned(),
         })
+    }
+}
+
+impl GcpKms {
+    /// Encrypts under `target` (the key, whose primary the service picks, or one version) and
+    /// checks everything the response claims; `expected` is the version `target` names.
+    async fn encrypt(
+        &self,
+        tenant: TenantId,
+        target: &str,
+        expected: Option<&str>,
+        dek: &Dek,
+        aad: &[u8],
+    ) -> Result<WrappedDek, KmsError> {
+        let key_name = self.key_name(tenant);
+        let plaintext = bytes::Bytes::copy_from_slice(dek.expose());
+        let aad = bytes::Bytes::copy_from_slice(aad);
+        let response = self
+            .with_retries("encrypt", || {
+                self.client
+                    .encrypt()
+                    .set_name(target.to_owned())
+                    .set_plaintext(plaintext.clone())
+                    .set_additional_authenticated_data(aad.clone())
+                    .set_plaintext_crc32c(crc(&plaintext))
+                    .set_additional_authenticated_data_crc32c(crc(&aad))
+                    .send()
+            })
+            .await
+            .map_err(|e| match e.kind {
+                Kind::FailedPrecondition => KmsError::VersionDisabled {
+                    key_name: key_name.clone(),
+                    key_version: expected.unwrap_or("primary").to_owned(),
+                },
+                _ => e.into_kms(tenant),
+            })?;
+        if !response.verified_plaintext_crc32c {
+            return Err(integrity(
+                "the service did not verify the plaintext checksum",
+            ));
+        }
+        if !response.verified_additional_authenticated_data_crc32c {
+            return Err(integrity("the service did not verify the AAD checksum"));
+        }
+        let version = version_under(&key_name, &response.name)?.to_owned();
+        if expected.is_some_and(|v| v != version) {
+            return Err(KmsError::Integrity(format!(
+                "asked to encrypt under version {}, the service used {version}",
+                expected.unwrap_or_default()
+            )));
+        }
+        if response.ciphertext_crc32c != Some(crc(&response.ciphertext)) {
+            return Err(integrity("the ciphertext does not match its checksum"));
+        }
+        Ok(WrappedDek {
+            key_name,
+            key_version: version,
+            ciphertext: response.ciphertext.to_vec(),
+        })
+    }
+
+    async fn set_state(
+        &self,
+        tenant: TenantId,
+        key_version: &str,
+        state: CryptoKeyVersionState,
+    ) -> Result<(), KmsError> {
+        let name = self.version_name(tenant, key_version)?;
+        let version = CryptoKeyVersion::new().set_name(name).set_state(state);
+        self.with_retries("update key version state", || {
+            self.client
+                .update_crypto_key_version()
+                .set_crypto_key_version(version.clone())
+                .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["state"]))
+                .send()
+        })
+        .await
+        .map_err(|e| match e.kind {
+            Kind::NotFound => KmsError::UnknownKeyVersion {
+                key_name: self.key_name(tenant),
+                key_version: key_version.to_owned(),
+            },
+            _ => e.into_kms(tenant),
+        })?;
+        Ok(())
     }
 }
 
@@ -399,26 +505,13 @@ impl Kms for GcpKms {
                 key_version: primary.key_version,
             });
         }
-        let name = self.version_name(tenant, key_version);
-        let version = CryptoKeyVersion::new()
-            .set_name(name.clone())
-            .set_state(CryptoKeyVersionState::Disabled);
-        self.with_retries("disable key version", || {
-            self.client
-                .update_crypto_key_version()
-                .set_crypto_key_version(version.clone())
-                .set_update_mask(google_cloud_wkt::FieldMask::default().set_paths(["state"]))
-                .send()
-        })
-        .await
-        .map_err(|e| match e.kind {
-            Kind::NotFound => KmsError::UnknownKeyVersion {
-                key_name: self.key_name(tenant),
-                key_version: key_version.to_owned(),
-            },
-            _ => e.into_kms(tenant),
-        })?;
-        Ok(())
+        self.set_state(tenant, key_version, CryptoKeyVersionState::Disabled)
+            .await
+    }
+
+    async fn enable_version(&self, tenant: TenantId, key_version: &str) -> Result<(), KmsError> {
+        self.set_state(tenant, key_version, CryptoKeyVersionState::Enabled)
+            .await
     }
 
     async fn wrap_dek(
@@ -428,38 +521,26 @@ impl Kms for GcpKms {
         aad: &[u8],
     ) -> Result<WrappedDek, KmsError> {
         let key_name = self.key_name(tenant);
-        let plaintext = bytes::Bytes::copy_from_slice(dek.expose());
-        let aad = bytes::Bytes::copy_from_slice(aad);
-        let response = self
-            .with_retries("encrypt", || {
-                self.client
-                    .encrypt()
-                    .set_name(key_name.clone())
-                    .set_plaintext(plaintext.clone())
-                    .set_additional_authenticated_data(aad.clone())
-                    .set_plaintext_crc32c(crc(&plaintext))
-                    .set_additional_authenticated_data_crc32c(crc(&aad))
-                    .send()
-            })
+        self.encrypt(tenant, &key_name, None, dek, aad).await
+    }
+
+    async fn wrap_dek_under(
+        &self,
+        tenant: TenantId,
+        dek: &Dek,
+        aad: &[u8],
+        key_version: &str,
+    ) -> Result<WrappedDek, KmsError> {
+        let name = self.version_name(tenant, key_version)?;
+        self.encrypt(tenant, &name, Some(key_version), dek, aad)
             .await
-            .map_err(|e| e.into_kms(tenant))?;
-        if !response.verified_plaintext_crc32c {
-            return Err(integrity(
-                "the service did not verify the plaintext checksum",
-            ));
-        }
-        if !response.verified_additional_authenticated_data_crc32c {
-            return Err(integrity("the service did not verify the AAD checksum"));
-        }
-        let version = version_under(&key_name, &response.name)?.to_owned();
-        if response.ciphertext_crc32c != Some(crc(&response.ciphertext)) {
-            return Err(integrity("the ciphertext does not match its checksum"));
-        }
-        Ok(WrappedDek {
-            key_name,
-            key_version: version,
-            ciphertext: response.ciphertext.to_vec(),
-        })
+            .map_err(|e| match e {
+                KmsError::Remote(_) | KmsError::UnknownTenant(_) => KmsError::UnknownKeyVersion {
+                    key_name: self.key_name(tenant),
+                    key_version: key_version.to_owned(),
+                },
+                other => other,
+            })
     }
 
     async fn unwrap_dek(
@@ -551,7 +632,15 @@ impl CallError {
                 };
                 (kind, format!("{:?}: {}", status.code, status.message))
             }
-            None if e.is_timeout() || e.is_connect() || e.is_transient_and_before_rpc() => {
+            // A proxy or load balancer in front of the service answers 502/503/504 without a
+            // Google error body, and a connection can drop after the request went out: both
+            // are what gRPC calls UNAVAILABLE (Google's own Aip194Strict policy agrees).
+            None if e.is_timeout()
+                || e.is_connect()
+                || e.is_io()
+                || e.is_transient_and_before_rpc()
+                || matches!(e.http_status_code(), Some(502..=504)) =>
+            {
                 (Kind::Unavailable, e.to_string())
             }
             None if e.is_authentication() => (Kind::PermissionDenied, e.to_string()),

@@ -261,6 +261,35 @@ impl LocalKms {
         state.find(tenant, version)
     }
 
+    fn set_disabled(
+        &self,
+        tenant: TenantId,
+        key_version: &str,
+        disabled: bool,
+    ) -> Result<(), KmsError> {
+        let unknown = || KmsError::UnknownKeyVersion {
+            key_name: key_name(tenant),
+            key_version: key_version.to_owned(),
+        };
+        let version = parse_version(key_version).ok_or_else(unknown)?;
+        self.update(|ring| {
+            let keys = ring
+                .0
+                .get_mut(&tenant)
+                .ok_or(KmsError::UnknownTenant(tenant))?;
+            if disabled && keys.primary == version {
+                return Err(KmsError::PrimaryVersion {
+                    key_name: key_name(tenant),
+                    key_version: key_version.to_owned(),
+                });
+            }
+            let entry = keys.versions.get_mut(&version).ok_or_else(unknown)?;
+            let changed = entry.disabled != disabled;
+            entry.disabled = disabled;
+            Ok(((), changed))
+        })
+    }
+
     /// Base64 of a KEK, so tests can prove it never reaches the disk or `Debug` output.
     #[cfg(test)]
     pub(super) fn kek_base64_for_test(&self, tenant: TenantId, version: u32) -> Option<String> {
@@ -292,7 +321,7 @@ impl Kms for LocalKms {
     }
 
     async fn key_info(&self, tenant: TenantId) -> Result<KeyInfo, KmsError> {
-        self.reload()?;
+        self.reload_if_changed()?;
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let keys = state
             .0
@@ -312,27 +341,26 @@ impl Kms for LocalKms {
     }
 
     async fn disable_version(&self, tenant: TenantId, key_version: &str) -> Result<(), KmsError> {
-        let unknown = || KmsError::UnknownKeyVersion {
+        self.set_disabled(tenant, key_version, true)
+    }
+
+    async fn enable_version(&self, tenant: TenantId, key_version: &str) -> Result<(), KmsError> {
+        self.set_disabled(tenant, key_version, false)
+    }
+
+    async fn wrap_dek_under(
+        &self,
+        tenant: TenantId,
+        dek: &Dek,
+        aad: &[u8],
+        key_version: &str,
+    ) -> Result<WrappedDek, KmsError> {
+        let version = parse_version(key_version).ok_or_else(|| KmsError::UnknownKeyVersion {
             key_name: key_name(tenant),
             key_version: key_version.to_owned(),
-        };
-        let version = parse_version(key_version).ok_or_else(unknown)?;
-        self.update(|ring| {
-            let keys = ring
-                .0
-                .get_mut(&tenant)
-                .ok_or(KmsError::UnknownTenant(tenant))?;
-            if keys.primary == version {
-                return Err(KmsError::PrimaryVersion {
-                    key_name: key_name(tenant),
-                    key_version: key_version.to_owned(),
-                });
-            }
-            let entry = keys.versions.get_mut(&version).ok_or_else(unknown)?;
-            let changed = !entry.disabled;
-            entry.disabled = true;
-            Ok(((), changed))
-        })
+        })?;
+        let (version, kek) = self.find_reloading(tenant, Some(version))?;
+        wrap_with(tenant, version, &kek, dek, aad)
     }
 
     async fn wrap_dek(
@@ -343,17 +371,7 @@ impl Kms for LocalKms {
     ) -> Result<WrappedDek, KmsError> {
         self.reload_if_changed()?;
         let (version, kek) = self.find_reloading(tenant, None)?;
-        let nonce = random_nonce();
-        let sealed = aes_seal(&kek.0, &nonce, aad, dek.expose())
-            .map_err(|_| KmsError::Corrupt("a DEK could not be wrapped".into()))?;
-        let mut ciphertext = Vec::with_capacity(NONCE_LEN + sealed.len());
-        ciphertext.extend_from_slice(&nonce);
-        ciphertext.extend_from_slice(&sealed);
-        Ok(WrappedDek {
-            key_name: key_name(tenant),
-            key_version: version.to_string(),
-            ciphertext,
-        })
+        wrap_with(tenant, version, &kek, dek, aad)
     }
 
     async fn unwrap_dek(
@@ -531,6 +549,27 @@ fn unwrap_with(kek: &Kek, ciphertext: &[u8], aad: &[u8]) -> Result<Dek, KmsError
     let (nonce, sealed) = ciphertext.split_at(NONCE_LEN);
     let dek = aes_open(&kek.0, nonce, aad, sealed).map_err(|_| KmsError::Unwrap)?;
     Dek::from_bytes(&dek).map_err(|_| KmsError::Unwrap)
+}
+
+/// `nonce(12) || AES-256-GCM(KEK, DEK, AAD)` under `version` of the tenant's key.
+fn wrap_with(
+    tenant: TenantId,
+    version: u32,
+    kek: &Kek,
+    dek: &Dek,
+    aad: &[u8],
+) -> Result<WrappedDek, KmsError> {
+    let nonce = random_nonce();
+    let sealed = aes_seal(&kek.0, &nonce, aad, dek.expose())
+        .map_err(|_| KmsError::Corrupt("a DEK could not be wrapped".into()))?;
+    let mut ciphertext = Vec::with_capacity(NONCE_LEN + sealed.len());
+    ciphertext.extend_from_slice(&nonce);
+    ciphertext.extend_from_slice(&sealed);
+    Ok(WrappedDek {
+        key_name: key_name(tenant),
+        key_version: version.to_string(),
+        ciphertext,
+    })
 }
 
 fn file_stamp(path: &Path) -> Option<FileStamp> {

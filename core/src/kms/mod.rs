@@ -63,9 +63,11 @@ pub trait Kms: Send + Sync + 'static {
     async fn rotate(&self, tenant: TenantId) -> Result<KeyRef, KmsError>;
 
     /// Stops a non-primary version from unwrapping. Callers first prove that no stored DEK is
-    /// wrapped under it (`kms retire-version`); a disabled version can be re-enabled in the
-    /// backend by an operator, so a mistake is recoverable.
+    /// wrapped under it (`kms retire-version`); [`Kms::enable_version`] undoes it.
     async fn disable_version(&self, tenant: TenantId, key_version: &str) -> Result<(), KmsError>;
+
+    /// Undoes [`Kms::disable_version`] (a retirement that found a DEK it had not counted).
+    async fn enable_version(&self, tenant: TenantId, key_version: &str) -> Result<(), KmsError>;
 
     /// Wraps `dek` under the tenant's primary KEK version, authenticating `aad` with it.
     async fn wrap_dek(
@@ -73,6 +75,17 @@ pub trait Kms: Send + Sync + 'static {
         tenant: TenantId,
         dek: &Dek,
         aad: &[u8],
+    ) -> Result<WrappedDek, KmsError>;
+
+    /// Wraps `dek` under exactly `key_version`, which must be enabled. Rewrap uses this rather
+    /// than [`Kms::wrap_dek`]: Cloud KMS may keep encrypting under the previous primary for a
+    /// while after a rotation, and a "re-wrapped" DEK must really be under the new version.
+    async fn wrap_dek_under(
+        &self,
+        tenant: TenantId,
+        dek: &Dek,
+        aad: &[u8],
+        key_version: &str,
     ) -> Result<WrappedDek, KmsError>;
 
     /// Unwraps a DEK. Refuses (`WrongKey`) a `wrapped` whose key is not this tenant's KEK, so

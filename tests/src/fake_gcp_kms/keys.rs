@@ -335,6 +335,17 @@ impl Kms {
     }
 
     /// Encrypt under a CryptoKey's primary version, or under the named CryptoKeyVersion.
+    /// For a CryptoKey name: its highest enabled version below the primary, as a version name.
+    pub(super) fn previous_primary(&self, name: &str) -> Option<String> {
+        let key = self.key(name).ok()?;
+        let primary = key.primary?;
+        key.versions
+            .range(..primary)
+            .rev()
+            .find(|(_, v)| v.check_enabled().is_ok())
+            .map(|(_, v)| v.name.clone())
+    }
+
     pub(super) fn encrypt(
         &self,
         name: &str,

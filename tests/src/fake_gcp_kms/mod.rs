@@ -62,6 +62,13 @@ pub enum Fault {
     WrongKeyName,
     /// Every response is held back this long (after the work is done).
     Latency(Duration),
+    /// The next `times` requests get a plain-text 503 from "a load balancer" in front of the
+    /// service, with no Google error body.
+    ProxyUnavailable { times: usize },
+    /// Cloud KMS's eventual consistency after a primary change: Encrypt on a CryptoKey keeps
+    /// using the highest enabled version below the primary (Encrypt on a named version is
+    /// unaffected).
+    StalePrimaryForEncrypt,
 }
 
 /// What the fake holds for one CryptoKey, for tests to assert what the backend created.
@@ -168,6 +175,8 @@ impl FakeGcpKms {
             Fault::WrongResponseCrc => faults.wrong_response_crc = true,
             Fault::WrongKeyName => faults.wrong_key_name = true,
             Fault::Latency(delay) => faults.latency = Some(delay),
+            Fault::ProxyUnavailable { times } => faults.proxy_unavailable = times,
+            Fault::StalePrimaryForEncrypt => faults.stale_primary = true,
         }
     }
 

@@ -35,6 +35,8 @@ pub(super) struct Faults {
     pub(super) wrong_response_crc: bool,
     pub(super) wrong_key_name: bool,
     pub(super) latency: Option<Duration>,
+    pub(super) proxy_unavailable: usize,
+    pub(super) stale_primary: bool,
 }
 
 impl Faults {
@@ -114,6 +116,15 @@ impl Inner {
             .or_default() += 1;
         if let Some(outage) = self.faults.take_outage() {
             return outage.into_response();
+        }
+        if self.faults.proxy_unavailable > 0 {
+            self.faults.proxy_unavailable -= 1;
+            return (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                [(axum::http::header::CONTENT_TYPE, "text/plain")],
+                "upstream connect error or disconnect/reset before headers",
+            )
+                .into_response();
         }
         let Some(rpc) = rpc else {
             return RpcError::not_found(format!("No Cloud KMS method matches {method} {path}."))
@@ -197,7 +208,14 @@ impl Inner {
         verify_crc("plaintext", &plaintext, plaintext_crc)?;
         verify_crc("additional_authenticated_data", &aad, aad_crc)?;
 
-        let sealed = self.kms.encrypt(name, &aad, &plaintext)?;
+        let stale = self
+            .faults
+            .stale_primary
+            .then(|| self.kms.previous_primary(name))
+            .flatten();
+        let sealed = self
+            .kms
+            .encrypt(stale.as_deref().unwrap_or(name), &aad, &plaintext)?;
         let mut ciphertext_crc = crc32c::crc32c(&sealed.ciphertext);
         let mut ciphertext = sealed.ciphertext;
         let mut version_name = sealed.version_name;

@@ -27,8 +27,10 @@ const SELECT_KEY: &str = "SELECT key_name, primary_version, observed_at, rotatio
 /// A no-op UPDATE that takes the row lock on PostgreSQL before the version is compared.
 const LOCK_KEY: &str = "UPDATE tenant_keys SET observed_at = observed_at WHERE tenant_id = $1 \
      RETURNING primary_version";
+/// A replica racing this one (or `tenant create` racing the scheduler) may insert first.
 const INSERT_KEY: &str = "INSERT INTO tenant_keys \
-     (tenant_id, key_name, primary_version, observed_at) VALUES ($1, $2, $3, $4)";
+     (tenant_id, key_name, primary_version, observed_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (tenant_id) DO NOTHING";
 const UPDATE_PRIMARY: &str = "UPDATE tenant_keys SET key_name = $2, primary_version = $3, \
      observed_at = $4, rotation_claimed_at = NULL WHERE tenant_id = $1";
 const TOUCH_KEY: &str = "UPDATE tenant_keys SET observed_at = $2 WHERE tenant_id = $1";
@@ -91,23 +93,26 @@ impl KeyStore for SqlStore {
         let now = micros(Utc::now());
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
-            let previous: Option<(String,)> = sqlx::query_as(LOCK_KEY)
+            let inserted = sqlx::query(INSERT_KEY)
                 .bind(&tenant_text)
-                .fetch_optional(&mut *tx)
+                .bind(key_name)
+                .bind(key_version)
+                .bind(now)
+                .execute(&mut *tx)
                 .await
-                .map_err(db_error)?;
+                .map_err(db_error)?
+                .rows_affected();
+            let previous: Option<(String,)> = if inserted == 1 {
+                None
+            } else {
+                sqlx::query_as(LOCK_KEY)
+                    .bind(&tenant_text)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?
+            };
             let change = match previous {
-                None => {
-                    sqlx::query(INSERT_KEY)
-                        .bind(&tenant_text)
-                        .bind(key_name)
-                        .bind(key_version)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                    PrimaryChange::First
-                }
+                None => PrimaryChange::First,
                 Some((previous,)) if is_newer(key_version, &previous) => {
                     sqlx::query(UPDATE_PRIMARY)
                         .bind(&tenant_text)
