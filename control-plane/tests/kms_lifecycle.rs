@@ -22,6 +22,7 @@ use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::kms::{KmsError, WrappedDek};
 use agent_secret_core::path::SecretPath;
 use agent_secret_store::audit::{Actor, AuditEventType};
+use agent_secret_store::db::Db;
 use agent_secret_store::events::Signal;
 use agent_secret_store::service::auth::OperatorPrincipal;
 use agent_secret_store::service::kms::{self, KeyAdminError};
@@ -36,6 +37,8 @@ struct Cluster {
     b: Arc<App>,
     tenant: TenantId,
     admin: OperatorPrincipal,
+    /// The database as its owner/superuser, for damage no API can do.
+    raw: Db,
     _keep: Box<dyn std::any::Any + Send + Sync>,
 }
 
@@ -43,7 +46,8 @@ impl Cluster {
     async fn sqlite() -> Cluster {
         let (db, store) = support::sqlite_test_db().await;
         let dir = db.dir.path().to_owned();
-        Cluster::with(store.clone(), store, &dir, Box::new(db)).await
+        let raw = Db::connect(&db.url).await.unwrap();
+        Cluster::with(store.clone(), store, &dir, raw, Box::new(db)).await
     }
 
     async fn postgres() -> Option<Cluster> {
@@ -51,13 +55,15 @@ impl Cluster {
         let (a, b) = (db.service_store().await, db.service_store().await);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_owned();
-        Some(Cluster::with(a, b, &path, Box::new((db, dir))).await)
+        let raw = Db::Postgres(db.admin_pool().await);
+        Some(Cluster::with(a, b, &path, raw, Box::new((db, dir))).await)
     }
 
     async fn with(
         a: SqlStore,
         b: SqlStore,
         dir: &std::path::Path,
+        raw: Db,
         keep: Box<dyn std::any::Any + Send + Sync>,
     ) -> Cluster {
         let master = MasterKey::generate();
@@ -90,7 +96,46 @@ impl Cluster {
             b,
             tenant: created.tenant_id,
             admin,
+            raw,
             _keep: keep,
+        }
+    }
+
+    /// Replaces the wrapped DEK of `path` version 1, returning what was there.
+    async fn swap_wrapped_dek(&self, path: &str, bytes: Vec<u8>) -> Vec<u8> {
+        const SELECT: &str = "SELECT v.wrapped_dek FROM secret_versions v JOIN secrets s \
+             ON s.id = v.secret_id WHERE s.path = $1 AND v.version = 1";
+        const UPDATE: &str = "UPDATE secret_versions SET wrapped_dek = $2 WHERE version = 1 \
+             AND secret_id = (SELECT id FROM secrets WHERE path = $1)";
+        match &self.raw {
+            Db::Sqlite(pool) => {
+                let old: Vec<u8> = sqlx::query_scalar(SELECT)
+                    .bind(path)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+                sqlx::query(UPDATE)
+                    .bind(path)
+                    .bind(bytes)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                old
+            }
+            Db::Postgres(pool) => {
+                let old: Vec<u8> = sqlx::query_scalar(SELECT)
+                    .bind(path)
+                    .fetch_one(pool)
+                    .await
+                    .unwrap();
+                sqlx::query(UPDATE)
+                    .bind(path)
+                    .bind(bytes)
+                    .execute(pool)
+                    .await
+                    .unwrap();
+                old
+            }
         }
     }
 
@@ -552,6 +597,34 @@ async fn parallel_rewraps_replace_each_dek_once(c: &Cluster) {
     assert_eq!(status.deks_not_on_primary, 0);
 }
 
+/// A DEK that cannot be unwrapped is reported and skipped, the others move on; once it is
+/// repaired, a second run finishes the job: rewrap is resumable from whatever the table holds.
+async fn a_rewrap_with_a_broken_dek_reports_it_and_a_rerun_finishes(c: &Cluster) {
+    for i in 0..6 {
+        c.put(&c.a, &format!("rw/s{i}"), &format!("v{i}")).await;
+    }
+    kms::rotate(&c.a, c.tenant, &Actor::system()).await.unwrap();
+    let good = c.swap_wrapped_dek("rw/s3", vec![0; 60]).await;
+
+    let first = kms::rewrap(&c.a, c.tenant, 2, &Actor::system(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!((first.rewrapped, first.failed), (5, 1), "{first:?}");
+    let status = kms::status(&c.a, c.tenant).await.unwrap();
+    assert_eq!(status.deks_not_on_primary, 1, "{status:?}");
+
+    c.swap_wrapped_dek("rw/s3", good).await;
+    let second = kms::rewrap(&c.b, c.tenant, 2, &Actor::system(), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!((second.rewrapped, second.failed), (1, 0), "{second:?}");
+    let status = kms::status(&c.a, c.tenant).await.unwrap();
+    assert_eq!(status.deks_not_on_primary, 0, "{status:?}");
+    for i in 0..6 {
+        assert_eq!(c.read(&c.b, &format!("rw/s{i}")).await, format!("v{i}"));
+    }
+}
+
 macro_rules! backend_suite {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -583,4 +656,5 @@ backend_suite!(
     concurrent_rewrap_and_writes_lose_nothing,
     a_forced_rotation_is_refused_while_another_holds_the_lease,
     parallel_rewraps_replace_each_dek_once,
+    a_rewrap_with_a_broken_dek_reports_it_and_a_rerun_finishes,
 );
