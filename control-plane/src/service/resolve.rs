@@ -213,9 +213,23 @@ pub async fn resolve(
             .client(Some(client_ip.to_string()), None)
             .destination(destination.to_string())
     };
-    let token = match find_token(app, sidecar, &request.token).await? {
-        Ok(token) => token,
-        Err(denial) => return deny(app, sidecar, base(sidecar.actor()), denial).await,
+    // One read transaction for the token and the secrets. The secrets are read before the
+    // token is checked, but nothing about them is revealed unless every check passes.
+    let (token, found) =
+        match PresentedCredential::parse_kind(CredentialKind::Token, &request.token) {
+            Err(_) => (None, Vec::new()),
+            Ok(credential) => {
+                let (row, found) = app
+                    .store
+                    .resolve_snapshot(sidecar.tenant, TokenId(credential.id), &paths)
+                    .await?;
+                let row = row.filter(|t| credential.verify(&app.pepper, &t.key_hash));
+                (row, found)
+            }
+        };
+    let Some(token) = token else {
+        let denial = Denial::new(ErrorCode::TokenInvalid, "token is not valid");
+        return deny(app, sidecar, base(sidecar.actor()), denial).await;
     };
     let actor = Actor::new("token", token.id);
     if let Err(denial) =
@@ -233,7 +247,6 @@ pub async fn resolve(
             secrets: Vec::new(),
         });
     }
-    let found = app.store.current_secrets(sidecar.tenant, &paths).await?;
     let secrets = match check_secrets(&token, &paths, &found, &destination) {
         Ok(secrets) => secrets,
         Err(denial) => return deny(app, sidecar, base(actor), denial).await,
@@ -284,25 +297,6 @@ pub async fn resolve(
             })
             .collect(),
     })
-}
-
-/// The token row, if the presented string is a valid token of the sidecar's tenant.
-async fn find_token(
-    app: &App,
-    sidecar: SidecarPrincipal,
-    presented: &str,
-) -> ServiceResult<Result<TokenRecord, Denial>> {
-    let invalid = || Denial::new(ErrorCode::TokenInvalid, "token is not valid");
-    let Ok(credential) = PresentedCredential::parse_kind(CredentialKind::Token, presented) else {
-        return Ok(Err(invalid()));
-    };
-    let token = app
-        .store
-        .get_token(sidecar.tenant, TokenId(credential.id))
-        .await?;
-    Ok(token
-        .filter(|t| credential.verify(&app.pepper, &t.key_hash))
-        .ok_or_else(invalid))
 }
 
 /// The conditional update refused: re-read the row to say why.

@@ -270,6 +270,14 @@ pub trait SecretStore {
 pub trait TokenStore {
     async fn insert_token(&self, token: &TokenRecord, audit: AuditDraft) -> StoreResult<()>;
     async fn get_token(&self, tenant: TenantId, id: TokenId) -> StoreResult<Option<TokenRecord>>;
+    /// What a resolve reads, in one read transaction (one snapshot, fewer round trips): the
+    /// token and the current version of each of `paths` that exists.
+    async fn resolve_snapshot(
+        &self,
+        tenant: TenantId,
+        id: TokenId,
+        paths: &[SecretPath],
+    ) -> StoreResult<(Option<TokenRecord>, Vec<StoredSecret>)>;
     /// `Ok(false)` if the token does not exist or was already revoked (no event written).
     async fn revoke_token(
         &self,

@@ -15,8 +15,8 @@ use agent_secret_core::path::SecretPath;
 use async_trait::async_trait;
 
 use super::audit::AuditChain;
-use super::rows::{list_to_json, micros, record, records, time, SecretRow, StoredSecretRow};
-use super::transaction::{db_error, query_builder, TenantPool};
+use super::rows::{list_to_json, micros, record, records, time, SecretRow};
+use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::{now_micros, AuditDraft};
 use crate::db::on_db;
@@ -44,13 +44,13 @@ const INSERT_VERSION: &str = "INSERT INTO secret_versions \
 /// Versions go with it through `ON DELETE CASCADE`.
 const DELETE_SECRET: &str = "DELETE FROM secrets WHERE tenant_id = $1 AND path = $2";
 /// Followed by a bound tenant id, ` AND s.path IN (...)` and `CURRENT_SECRETS_ORDER`.
-const CURRENT_SECRETS: &str = "SELECT s.id, s.tenant_id, s.path, s.sensitivity, \
+pub(super) const CURRENT_SECRETS: &str = "SELECT s.id, s.tenant_id, s.path, s.sensitivity, \
      s.allowed_hosts, s.current_version, s.created_at, s.updated_at, v.key_name, \
      v.key_version, v.wrapped_dek, v.nonce, v.ciphertext \
      FROM secrets s JOIN secret_versions v \
      ON v.tenant_id = s.tenant_id AND v.secret_id = s.id AND v.version = s.current_version \
      WHERE s.tenant_id = ";
-const CURRENT_SECRETS_ORDER: &str = " ORDER BY s.path";
+pub(super) const CURRENT_SECRETS_ORDER: &str = " ORDER BY s.path";
 
 #[async_trait]
 impl SecretStore for SqlStore {
@@ -217,25 +217,32 @@ impl SecretStore for SqlStore {
             return Ok(Vec::new());
         }
         on_db!(self.db, pool => {
-            let mut qb = query_builder(pool, CURRENT_SECRETS);
-            qb.push_bind(tenant.to_string());
-            qb.push(" AND s.path IN (");
-            let mut list = qb.separated(", ");
-            for path in paths {
-                list.push_bind(path.as_str());
-            }
-            qb.push(")").push(CURRENT_SECRETS_ORDER);
             let mut tx = pool.begin_read(tenant).await?;
-            let rows: Vec<StoredSecretRow> = qb
-                .build_query_as()
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(db_error)?;
+            let rows = fetch_current_secrets!(pool, &mut *tx, tenant, paths);
             tx.commit().await.map_err(db_error)?;
             records(rows)
         })
     }
 }
+
+/// The current version row of each of `paths` (non-empty) in `tenant`, read through `$tx`.
+/// A macro so the SQLite and PostgreSQL expansions of `on_db!` can share it.
+macro_rules! fetch_current_secrets {
+    ($pool:expr, $tx:expr, $tenant:expr, $paths:expr) => {{
+        let mut qb = $crate::store::sql::transaction::query_builder($pool, CURRENT_SECRETS);
+        qb.push_bind($tenant.to_string());
+        qb.push(" AND s.path IN (");
+        let mut list = qb.separated(", ");
+        for path in $paths {
+            list.push_bind(path.as_str());
+        }
+        qb.push(")").push(CURRENT_SECRETS_ORDER);
+        let rows: Vec<$crate::store::sql::rows::StoredSecretRow> =
+            qb.build_query_as().fetch_all($tx).await.map_err(db_error)?;
+        rows
+    }};
+}
+pub(super) use fetch_current_secrets;
 
 fn stale_version(path: &SecretPath, current: i64, attempted: i64) -> StoreError {
     StoreError::Conflict(format!(

@@ -8,17 +8,21 @@
 
 use agent_secret_core::credential::CredentialKind;
 use agent_secret_core::ids::{TenantId, TokenId};
+use agent_secret_core::path::SecretPath;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::audit::AuditChain;
-use super::rows::{list_to_json, micros, opt_micros, record, TokenRow};
+use super::rows::{list_to_json, micros, opt_micros, record, records, TokenRow};
+use super::secrets::{fetch_current_secrets, CURRENT_SECRETS, CURRENT_SECRETS_ORDER};
 use super::tenants::IndexCredential;
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;
 use crate::db::on_db;
-use crate::store::{StoreError, StoreResult, TokenRecord, TokenStore, TokenUse, UseOutcome};
+use crate::store::{
+    StoreError, StoreResult, StoredSecret, TokenRecord, TokenStore, TokenUse, UseOutcome,
+};
 
 const INSERT_TOKEN: &str = "INSERT INTO tokens \
      (id, tenant_id, agent_id, scopes, key_hash, status, approved_sensitivity, ip_allowlist, \
@@ -75,6 +79,30 @@ impl TokenStore for SqlStore {
                 .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
             record(row)
+        })
+    }
+
+    async fn resolve_snapshot(
+        &self,
+        tenant: TenantId,
+        id: TokenId,
+        paths: &[SecretPath],
+    ) -> StoreResult<(Option<TokenRecord>, Vec<StoredSecret>)> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let row: Option<TokenRow> = sqlx::query_as(SELECT_TOKEN)
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let secrets = if paths.is_empty() {
+                Vec::new()
+            } else {
+                fetch_current_secrets!(pool, &mut *tx, tenant, paths)
+            };
+            tx.commit().await.map_err(db_error)?;
+            Ok((record(row)?, records(secrets)?))
         })
     }
 
