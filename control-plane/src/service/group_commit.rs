@@ -21,6 +21,12 @@ use crate::store::{Store, StoreError, StoreResult, TokenUse, UseOutcome};
 
 /// Most uses per transaction; the rest wait for the next one.
 const MAX_BATCH: usize = 128;
+/// Uses a tenant may have waiting; beyond it callers are refused at once (503) rather than
+/// piling up in memory behind a stalled database.
+const MAX_WAITING: usize = 4096;
+/// Attempts of a batch that PostgreSQL aborted as a deadlock victim or serialization failure
+/// (e.g. against an agent-key rotation locking the same token rows in another order).
+const BATCH_ATTEMPTS: usize = 3;
 
 type Reply = oneshot::Sender<StoreResult<UseOutcome>>;
 
@@ -57,6 +63,11 @@ impl GroupCommit {
         let start = {
             let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
             let queue = queues.entry(tenant).or_default();
+            if queue.waiting.len() >= MAX_WAITING {
+                return Err(StoreError::Database(
+                    "too many resolves are waiting for the database".into(),
+                ));
+            }
             queue.waiting.push((one, reply));
             !std::mem::replace(&mut queue.flushing, true)
         };
@@ -79,7 +90,7 @@ impl GroupCommit {
         while let Some(batch) = self.take(tenant) {
             self.batch_size.observe(batch.len() as f64);
             let (uses, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            match store.consume_token_uses(tenant, uses).await {
+            match commit(&store, tenant, uses).await {
                 Ok(outcomes) => {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(Ok(outcome));
@@ -95,15 +106,42 @@ impl GroupCommit {
     }
 
     /// The next batch, or `None` (and the tenant marked idle) when nothing is waiting.
+    ///
+    /// A caller that went away (the sidecar closed the request) is dropped here, so its use is
+    /// not spent and no read is logged for a value nobody received. One that goes away after
+    /// this point is counted anyway: the safe direction.
     fn take(&self, tenant: TenantId) -> Option<Vec<(TokenUse, Reply)>> {
         let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
         let queue = queues.get_mut(&tenant)?;
+        queue.waiting.retain(|(_, reply)| !reply.is_closed());
         if queue.waiting.is_empty() {
             queues.remove(&tenant);
             return None;
         }
         let n = queue.waiting.len().min(MAX_BATCH);
         Some(queue.waiting.drain(..n).collect())
+    }
+}
+
+/// One batch's transaction, retried if PostgreSQL chose it as a deadlock victim or refused it
+/// as a serialization failure: it rolled back whole, so running it again is exact.
+async fn commit(
+    store: &Arc<dyn Store>,
+    tenant: TenantId,
+    uses: Vec<TokenUse>,
+) -> StoreResult<Vec<UseOutcome>> {
+    let mut attempt = 1;
+    loop {
+        match store.consume_token_uses(tenant, uses.clone()).await {
+            Err(StoreError::Database(message))
+                if attempt < BATCH_ATTEMPTS
+                    && (message.starts_with("40P01") || message.starts_with("40001")) =>
+            {
+                tracing::warn!(%tenant, attempt, %message, "resolve batch aborted; retrying");
+                attempt += 1;
+            }
+            result => return result,
+        }
     }
 }
 

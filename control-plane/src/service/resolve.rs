@@ -213,15 +213,20 @@ pub async fn resolve(
             .client(Some(client_ip.to_string()), None)
             .destination(destination.to_string())
     };
-    // One read transaction for the token and the secrets. The secrets are read before the
-    // token is checked, but nothing about them is revealed unless every check passes.
+    // One read transaction for the token and the secrets; the secrets are read only for a
+    // token that passes every check below, so a refused one touches no secret row.
     let (token, found) =
         match PresentedCredential::parse_kind(CredentialKind::Token, &request.token) {
             Err(_) => (None, Vec::new()),
             Ok(credential) => {
+                let admit = |t: &TokenRecord| {
+                    credential.verify(&app.pepper, &t.key_hash)
+                        && check_token(t, now, client_ip).is_ok()
+                        && check_scope(t, &paths).is_ok()
+                };
                 let (row, found) = app
                     .store
-                    .resolve_snapshot(sidecar.tenant, TokenId(credential.id), &paths)
+                    .resolve_snapshot(sidecar.tenant, TokenId(credential.id), &paths, &admit)
                     .await?;
                 let row = row.filter(|t| credential.verify(&app.pepper, &t.key_hash));
                 (row, found)

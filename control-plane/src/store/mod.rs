@@ -270,13 +270,15 @@ pub trait SecretStore {
 pub trait TokenStore {
     async fn insert_token(&self, token: &TokenRecord, audit: AuditDraft) -> StoreResult<()>;
     async fn get_token(&self, tenant: TenantId, id: TokenId) -> StoreResult<Option<TokenRecord>>;
-    /// What a resolve reads, in one read transaction (one snapshot, fewer round trips): the
-    /// token and the current version of each of `paths` that exists.
+    /// What a resolve reads, in one read transaction (fewer round trips than two): the token,
+    /// and, only if `admit` accepts it, the current version of each of `paths` that exists.
+    /// Checking in between keeps a refused token from touching (or timing) any secret row.
     async fn resolve_snapshot(
         &self,
         tenant: TenantId,
         id: TokenId,
         paths: &[SecretPath],
+        admit: &(dyn for<'t> Fn(&'t TokenRecord) -> bool + Send + Sync),
     ) -> StoreResult<(Option<TokenRecord>, Vec<StoredSecret>)>;
     /// `Ok(false)` if the token does not exist or was already revoked (no event written).
     async fn revoke_token(

@@ -87,6 +87,7 @@ impl TokenStore for SqlStore {
         tenant: TenantId,
         id: TokenId,
         paths: &[SecretPath],
+        admit: &(dyn for<'t> Fn(&'t TokenRecord) -> bool + Send + Sync),
     ) -> StoreResult<(Option<TokenRecord>, Vec<StoredSecret>)> {
         on_db!(self.db, pool => {
             let mut tx = pool.begin_read(tenant).await?;
@@ -96,13 +97,15 @@ impl TokenStore for SqlStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            let secrets = if paths.is_empty() {
-                Vec::new()
-            } else {
-                fetch_current_secrets!(pool, &mut *tx, tenant, paths)
+            let token: Option<TokenRecord> = record(row)?;
+            let secrets = match &token {
+                Some(token) if !paths.is_empty() && admit(token) => {
+                    records(fetch_current_secrets!(pool, &mut *tx, tenant, paths))?
+                }
+                _ => Vec::new(),
             };
             tx.commit().await.map_err(db_error)?;
-            Ok((record(row)?, records(secrets)?))
+            Ok((token, secrets))
         })
     }
 
@@ -160,7 +163,7 @@ impl TokenStore for SqlStore {
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
             let mut outcomes = vec![UseOutcome::Refused; uses.len()];
-            let mut events = Vec::new();
+            let mut events: Vec<Vec<AuditDraft>> = vec![Vec::new(); uses.len()];
             for &i in &order {
                 let Some(one) = uses[i].take() else { continue };
                 let counted: Option<i64> = sqlx::query_scalar(CONSUME_USE)
@@ -171,7 +174,7 @@ impl TokenStore for SqlStore {
                     .await
                     .map_err(db_error)?;
                 if let Some(count) = counted {
-                    events.extend(one.audit);
+                    events[i] = one.audit;
                     outcomes[i] = UseOutcome::Counted { uses: count };
                 }
             }
@@ -179,8 +182,10 @@ impl TokenStore for SqlStore {
                 tx.rollback().await.map_err(db_error)?;
                 return Ok(outcomes);
             }
-            // Last, so the tenant's chain lock is held only for the append and the commit.
-            tx.append_chain_many(tenant, events).await?;
+            // Last, so the tenant's chain lock is held only for the append and the commit; in
+            // arrival order, so the chain's order matches the events' times.
+            tx.append_chain_many(tenant, events.into_iter().flatten().collect())
+                .await?;
             tx.commit().await.map_err(db_error)?;
             Ok(outcomes)
         })

@@ -61,7 +61,8 @@ impl TenantPool for PgPool {
 }
 
 /// `BEGIN` and the tenant setting as one simple query: one round trip instead of two on every
-/// transaction (the resolve path runs three). The tenant id is inlined as a literal because a
+/// transaction (the resolve path runs two). Isolation stays READ COMMITTED: each statement
+/// sees its own snapshot, which nothing relies on (a use is re-checked under the row lock). The tenant id is inlined as a literal because a
 /// simple query takes no parameters; it is a `Uuid` rendered as hex digits and hyphens, so it
 /// cannot close the quotes.
 fn begin_for(tenant: TenantId, begin: &str) -> AssertSqlSafe<String> {
