@@ -67,18 +67,25 @@ async fn check_one(
     if let Some(key) = &step.rotated {
         tracing::info!(%tenant, key = %key.key_name, version = %key.key_version, "KEK rotated on schedule");
     }
-    if let Some(recorded) = app.store.recorded_key(tenant).await? {
-        let previous = announced.insert(tenant, recorded.primary_version.clone());
-        // With a process-local event hub (SQLite), a rotation recorded by the CLI reached no
-        // sidecar: announce it here. With PostgreSQL the recorder's NOTIFY already did.
-        let changed = previous.is_some_and(|p| p != recorded.primary_version);
-        if changed && !step.announced && app.events.is_local() {
-            let event = WatchEvent::KekRotated {
-                key_name: recorded.key_name,
-                key_version: recorded.primary_version,
-            };
-            app.events.publish(tenant, event).await;
-        }
+    // Observing just recorded the KMS's primary: no second KMS call is needed for the gauge.
+    let Some(recorded) = app.store.recorded_key(tenant).await? else {
+        return Ok(0);
+    };
+    let previous = announced.insert(tenant, recorded.primary_version.clone());
+    // With a process-local event hub (SQLite), a rotation recorded by the CLI reached no
+    // sidecar: announce it here. With PostgreSQL the recorder's NOTIFY already did.
+    let changed = previous.is_some_and(|p| p != recorded.primary_version);
+    if changed && !step.announced && app.events.is_local() {
+        let event = WatchEvent::KekRotated {
+            key_name: recorded.key_name.clone(),
+            key_version: recorded.primary_version.clone(),
+        };
+        app.events.publish(tenant, event).await;
     }
-    Ok(kms::status(app, tenant).await?.deks_not_on_primary)
+    let inventory = app.store.dek_inventory(tenant).await?;
+    Ok(kms::deks_not_under(
+        &inventory,
+        &recorded.key_name,
+        &recorded.primary_version,
+    ))
 }

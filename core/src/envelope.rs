@@ -189,23 +189,21 @@ pub async fn open(
     .map_err(|_| EnvelopeError::Decrypt)
 }
 
-/// Re-wraps the envelope's DEK under the tenant's primary KEK version (after a rotation).
-/// The value ciphertext and nonce are unchanged; plaintext is never produced.
-pub async fn rewrap(
+/// Re-wraps a stored DEK under exactly `to_version` of the tenant's KEK (after a rotation).
+///
+/// It needs only the wrapped DEK and what its AAD binds: the value's nonce and ciphertext are
+/// never read, so no secret plaintext is produced. Wrapping under a named version rather than
+/// "the primary" matters with Cloud KMS, which may keep using the previous primary for a while.
+pub async fn rewrap_dek(
     kms: &dyn Kms,
     aad: &SecretAad<'_>,
-    envelope: &Envelope,
-) -> Result<Envelope, EnvelopeError> {
-    check_shape(envelope)?;
+    wrapped: &WrappedDek,
+    to_version: &str,
+) -> Result<WrappedDek, KmsError> {
     let aad_bytes = aad.to_bytes();
-    let dek = unwrap_for(kms, aad, &aad_bytes, envelope).await?;
-    let wrapped = kms.wrap_dek(aad.tenant, &dek, &aad_bytes).await?;
-    Ok(Envelope {
-        key_name: wrapped.key_name,
-        key_version: wrapped.key_version,
-        wrapped_dek: wrapped.ciphertext,
-        ..envelope.clone()
-    })
+    let dek = kms.unwrap_dek(aad.tenant, wrapped, &aad_bytes).await?;
+    kms.wrap_dek_under(aad.tenant, &dek, &aad_bytes, to_version)
+        .await
 }
 
 async fn unwrap_for(
@@ -552,7 +550,16 @@ mod tests {
         let f = fixture().await;
         let old = seal(&f.kms, &aad(f.tenant), &value()).await.unwrap();
         f.kms.rotate(f.tenant).await.unwrap();
-        let new = rewrap(&f.kms, &aad(f.tenant), &old).await.unwrap();
+        let primary = f.kms.primary_key(f.tenant).await.unwrap().key_version;
+        let wrapped = rewrap_dek(&f.kms, &aad(f.tenant), &old.wrapped(), &primary)
+            .await
+            .unwrap();
+        let new = Envelope {
+            key_name: wrapped.key_name,
+            key_version: wrapped.key_version,
+            wrapped_dek: wrapped.ciphertext,
+            ..old.clone()
+        };
         assert_eq!(
             (old.key_version.as_str(), new.key_version.as_str()),
             ("1", "2")

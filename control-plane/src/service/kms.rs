@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use agent_secret_core::api::WatchEvent;
-use agent_secret_core::envelope::SecretAad;
+use agent_secret_core::envelope::{rewrap_dek, SecretAad};
 use agent_secret_core::ids::TenantId;
 use agent_secret_core::kms::{KeyInfo, KeyRef, KmsError, WrappedDek};
 use chrono::{DateTime, Utc};
@@ -225,6 +225,15 @@ pub async fn status(app: &App, tenant: TenantId) -> KeyAdminResult<TenantKeyStat
     Ok(status_of(tenant, info, inventory))
 }
 
+/// How many of `inventory`'s DEKs are not wrapped under `key_name` version `key_version`.
+pub fn deks_not_under(inventory: &[DekCount], key_name: &str, key_version: &str) -> i64 {
+    inventory
+        .iter()
+        .filter(|c| !(c.key_name == key_name && c.key_version == key_version))
+        .map(|c| c.deks)
+        .sum()
+}
+
 fn status_of(tenant: TenantId, info: KeyInfo, inventory: Vec<DekCount>) -> TenantKeyStatus {
     let is_primary =
         |c: &DekCount| c.key_name == info.key_name && c.key_version == info.primary_version;
@@ -245,11 +254,7 @@ fn status_of(tenant: TenantId, info: KeyInfo, inventory: Vec<DekCount>) -> Tenan
             deks: 0,
         });
     }
-    let deks_not_on_primary = inventory
-        .iter()
-        .filter(|c| !is_primary(c))
-        .map(|c| c.deks)
-        .sum();
+    let deks_not_on_primary = deks_not_under(&inventory, &info.key_name, &info.primary_version);
     TenantKeyStatus {
         tenant_id: tenant,
         key_name: info.key_name,
@@ -327,18 +332,13 @@ async fn rewrap_one(
         tenant,
         path: dek.path.as_str(),
         version: dek.version,
-    }
-    .to_bytes();
+    };
     let wrapped = WrappedDek {
         key_name: dek.key_name.clone(),
         key_version: dek.key_version.clone(),
         ciphertext: dek.wrapped_dek.clone(),
     };
-    let plain = app.kms.unwrap_dek(tenant, &wrapped, &aad).await?;
-    let new = app
-        .kms
-        .wrap_dek_under(tenant, &plain, &aad, to_version)
-        .await?;
+    let new = rewrap_dek(app.kms.as_ref(), &aad, &wrapped, to_version).await?;
     Ok(RewrappedDek {
         old: dek.clone(),
         key_name: new.key_name,

@@ -341,6 +341,7 @@ pub trait AuditStore {
 pub struct RecordedKey {
     pub key_name: String,
     pub primary_version: String,
+    /// When this primary was first recorded.
     pub observed_at: DateTime<Utc>,
     /// Set while a replica holds the rotation lease.
     pub rotation_claimed_at: Option<DateTime<Utc>>,

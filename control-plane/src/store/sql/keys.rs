@@ -33,7 +33,6 @@ const INSERT_KEY: &str = "INSERT INTO tenant_keys \
      ON CONFLICT (tenant_id) DO NOTHING";
 const UPDATE_PRIMARY: &str = "UPDATE tenant_keys SET key_name = $2, primary_version = $3, \
      observed_at = $4, rotation_claimed_at = NULL WHERE tenant_id = $1";
-const TOUCH_KEY: &str = "UPDATE tenant_keys SET observed_at = $2 WHERE tenant_id = $1";
 const CLAIM: &str = "UPDATE tenant_keys SET rotation_claimed_at = $3 \
      WHERE tenant_id = $1 AND primary_version = $2 \
      AND (rotation_claimed_at IS NULL OR rotation_claimed_at < $4)";
@@ -125,15 +124,7 @@ impl KeyStore for SqlStore {
                     tx.append_chain(tenant, audit).await?;
                     PrimaryChange::Rotated { previous }
                 }
-                Some(_) => {
-                    sqlx::query(TOUCH_KEY)
-                        .bind(&tenant_text)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                    PrimaryChange::Unchanged
-                }
+                Some(_) => PrimaryChange::Unchanged,
             };
             tx.commit().await.map_err(db_error)?;
             Ok(change)
