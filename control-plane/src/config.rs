@@ -315,9 +315,14 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
+        // Never `e.to_string()`: it quotes the offending line, which may hold a password.
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
+            message: agent_secret_core::diagnostics::located(
+                e.message(),
+                &text,
+                e.span().map(|s| s.start),
+            ),
         })
     }
 

@@ -125,6 +125,19 @@ fn unknown_top_level_key_is_an_error_naming_it() {
 }
 
 #[test]
+fn a_parse_error_names_its_place_but_never_quotes_the_line() {
+    // A missing quote on the URL line: TOML's own message would print the whole line.
+    let err = load_toml(
+        "[database]\nurl = \"postgres://app:hunter2@db/store\nmax_connections = 4\n",
+        &[],
+    )
+    .unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("line 2"), "{shown}");
+}
+
+#[test]
 fn unknown_key_in_a_section_is_an_error_naming_it() {
     let err = load_toml(
         "[database]\nurl = \"sqlite://x.db\"\npasword = \"x\"\n",

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod cidr;
 pub mod credential;
+pub mod diagnostics;
 pub mod envelope;
 pub mod host;
 pub mod ids;

@@ -296,7 +296,14 @@ impl ProxyConfig {
     /// beyond the types. Embedders call this, set secrets directly, and start the sidecar
     /// (which validates).
     pub fn from_toml_str(text: &str) -> Result<ProxyConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
+        // Never `e.to_string()`: it quotes the offending line, which may hold a secret.
+        toml::from_str(text).map_err(|e| {
+            ConfigError::Parse(agent_secret_core::diagnostics::located(
+                e.message(),
+                text,
+                e.span().map(|s| s.start),
+            ))
+        })
     }
 
     /// `AGENT_SECRET_SIDECAR_KEY[_FILE]` and `AGENT_SECRET_MASTER_KEY[_FILE]`; setting both

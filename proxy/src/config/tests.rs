@@ -69,6 +69,15 @@ fn unknown_keys_are_an_error_in_every_section() {
 }
 
 #[test]
+fn a_parse_error_names_its_place_but_never_quotes_the_line() {
+    let text = format!("{MINIMAL}[upstream]\nextra_ca_file = \"sk-live-hunter2\" x\n");
+    let err = ProxyConfig::from_toml_str(&text).unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("line "), "{shown}");
+}
+
+#[test]
 fn control_plane_must_be_https() {
     let text = MINIMAL.replace("https://127.0.0.1:8200", "http://127.0.0.1:8200");
     let err = ProxyConfig::from_toml_str(&text)
