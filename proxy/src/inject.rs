@@ -11,7 +11,7 @@ use agent_secret_core::placeholder::{
     contains_placeholder_marker, find_placeholders, substitute, Placeholder, PlaceholderError,
 };
 use http::header::HOST;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use zeroize::Zeroizing;
 
 use crate::auth::is_sidecar_header;
@@ -30,10 +30,11 @@ pub struct Scan {
     pub headers: Vec<HeaderPlaceholders>,
 }
 
-/// All values of one header after substitution, in their original order.
+/// All values of one header after substitution, in their original order. Each value is
+/// marked sensitive, so it is never shown by `Debug` and never indexed by HPACK.
 pub struct Substituted {
     pub name: HeaderName,
-    pub values: Vec<Zeroizing<Vec<u8>>>,
+    pub values: Vec<HeaderValue>,
 }
 
 /// Why a request's placeholders cannot be used; all are 400 `invalid_placeholder`.
@@ -137,9 +138,10 @@ pub fn substitute_headers<'v>(
                 )?,
                 None => Zeroizing::new(value.as_bytes().to_vec()),
             };
-            if !is_valid_header_value(&new) {
-                return Err(InjectError::InvalidValue(hp.name.as_str().to_owned()));
-            }
+            // `from_bytes` checks RFC 9110 field-value bytes: no CR, LF, NUL or other controls.
+            let mut new = HeaderValue::from_bytes(&new)
+                .map_err(|_| InjectError::InvalidValue(hp.name.as_str().to_owned()))?;
+            new.set_sensitive(true);
             values.push(new);
         }
         out.push(Substituted {
@@ -148,13 +150,6 @@ pub fn substitute_headers<'v>(
         });
     }
     Ok(out)
-}
-
-/// RFC 9110 field-value bytes: visible ASCII, obs-text, space and tab; no CR, LF or NUL.
-fn is_valid_header_value(bytes: &[u8]) -> bool {
-    bytes
-        .iter()
-        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
 }
 
 #[cfg(test)]

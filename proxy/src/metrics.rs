@@ -38,6 +38,19 @@ pub struct Metrics {
     /// Audit spool state by kind: `queued`, `spooled`, `sent`, `send_failures`,
     /// `used_bytes`, `max_bytes` (refreshed at each scrape).
     pub audit_spool: IntGaugeVec,
+    /// The labelled children every request touches, looked up once here rather than by
+    /// label (a hash and a lock) on each request.
+    pub hot: HotCounters,
+}
+
+/// Pre-bound children of `requests`, `cache_hits` and `cache_misses`.
+#[derive(Clone)]
+pub struct HotCounters {
+    pub forwarded: IntCounter,
+    pub grant_hits: IntCounter,
+    pub grant_misses: IntCounter,
+    pub value_hits: IntCounter,
+    pub value_misses: IntCounter,
 }
 
 impl Metrics {
@@ -88,6 +101,13 @@ impl Metrics {
         registry.register(Box::new(watch_events.clone()))?;
         registry.register(Box::new(scrubbed_responses.clone()))?;
         registry.register(Box::new(audit_dropped.clone()))?;
+        let hot = HotCounters {
+            forwarded: requests.get_metric_with_label_values(&["forwarded"])?,
+            grant_hits: cache_hits.get_metric_with_label_values(&["grant"])?,
+            grant_misses: cache_misses.get_metric_with_label_values(&["grant"])?,
+            value_hits: cache_hits.get_metric_with_label_values(&["value"])?,
+            value_misses: cache_misses.get_metric_with_label_values(&["value"])?,
+        };
         Ok(Metrics {
             registry,
             requests,
@@ -102,6 +122,7 @@ impl Metrics {
             scrubbed_responses,
             audit_dropped,
             audit_spool,
+            hot,
         })
     }
 
@@ -122,11 +143,6 @@ impl Metrics {
         }
     }
 
-    /// The registry, for modules that register their own metrics (the audit spool).
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
-
     /// The text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -134,13 +150,5 @@ impl Metrics {
             tracing::warn!(error = %e, "cannot encode metrics");
         }
         out
-    }
-
-    pub fn cache_hit(&self, cache: &str) {
-        self.cache_hits.with_label_values(&[cache]).inc();
-    }
-
-    pub fn cache_miss(&self, cache: &str) {
-        self.cache_misses.with_label_values(&[cache]).inc();
     }
 }

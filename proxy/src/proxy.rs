@@ -313,10 +313,7 @@ impl ProxyHttp for SecretProxy {
         for header in &ctx.substituted {
             upstream_request.remove_header(&header.name);
             for value in &header.values {
-                let value = HeaderValue::from_bytes(value).map_err(|_| {
-                    Error::explain(ErrorType::InternalError, "invalid substituted header value")
-                })?;
-                upstream_request.append_header(header.name.clone(), value)?;
+                upstream_request.append_header(header.name.clone(), value.clone())?;
             }
         }
         Ok(())
@@ -450,8 +447,10 @@ impl ProxyHttp for SecretProxy {
         if ctx.counted {
             return;
         }
-        let outcome = if e.is_some() { "error" } else { "forwarded" };
-        self.metrics.requests.with_label_values(&[outcome]).inc();
+        match e {
+            Some(_) => self.metrics.requests.with_label_values(&["error"]).inc(),
+            None => self.metrics.hot.forwarded.inc(),
+        }
     }
 }
 
@@ -506,21 +505,24 @@ fn scrub_set(values: &[Arc<CachedValue>]) -> Result<Arc<ScrubSet>, Denial> {
 fn scrub_headers(response: &mut ResponseHeader, set: &ScrubSet) -> pingora::Result<bool> {
     let mut changed: Vec<(HeaderName, Vec<HeaderValue>)> = Vec::new();
     for name in response.headers.keys() {
-        let values: Vec<&HeaderValue> = response.headers.get_all(name).iter().collect();
-        if !values
+        // One scan per value: `Some` holds the scrubbed bytes of a value that had a match.
+        let scanned: Vec<(&HeaderValue, Option<Vec<u8>>)> = response
+            .headers
+            .get_all(name)
             .iter()
-            .any(|v| set.scrub_header_value(v.as_bytes()).is_some())
-        {
+            .map(|v| (v, set.scrub_header_value(v.as_bytes())))
+            .collect();
+        if scanned.iter().all(|(_, scrubbed)| scrubbed.is_none()) {
             continue;
         }
-        let mut new_values = Vec::with_capacity(values.len());
-        for v in values {
-            let bytes = set
-                .scrub_header_value(v.as_bytes())
-                .unwrap_or_else(|| v.as_bytes().to_vec());
-            let value = HeaderValue::from_bytes(&bytes).map_err(|_| {
-                Error::explain(ErrorType::InternalError, "scrubbed header is invalid")
-            })?;
+        let mut new_values = Vec::with_capacity(scanned.len());
+        for (original, scrubbed) in scanned {
+            let value = match scrubbed {
+                None => original.clone(),
+                Some(bytes) => HeaderValue::from_bytes(&bytes).map_err(|_| {
+                    Error::explain(ErrorType::InternalError, "scrubbed header is invalid")
+                })?,
+            };
             new_values.push(value);
         }
         changed.push((name.clone(), new_values));

@@ -143,15 +143,15 @@ impl Resolver {
         match self.caches.grant(key).await {
             Some(grant) if grant.is_expired() => {
                 self.caches.drop_grant(key).await;
-                self.metrics.cache_miss("grant");
+                self.metrics.hot.grant_misses.inc();
                 None
             }
             Some(grant) => {
-                self.metrics.cache_hit("grant");
+                self.metrics.hot.grant_hits.inc();
                 Some(grant)
             }
             None => {
-                self.metrics.cache_miss("grant");
+                self.metrics.hot.grant_misses.inc();
                 None
             }
         }
@@ -161,11 +161,11 @@ impl Resolver {
     async fn warm_value(&self, grant: &CachedGrant, path: &SecretPath) -> Option<Arc<CachedValue>> {
         match self.caches.value(grant.tenant, path).await {
             Some(value) if value.sensitivity <= grant.grant.approved_sensitivity => {
-                self.metrics.cache_hit("value");
+                self.metrics.hot.value_hits.inc();
                 Some(value)
             }
             _ => {
-                self.metrics.cache_miss("value");
+                self.metrics.hot.value_misses.inc();
                 None
             }
         }

@@ -106,13 +106,18 @@ fn substitution_keeps_every_value_of_the_header_in_order() {
     };
     let out = substitute_headers(&h, &scan, lookup).unwrap();
     let x_key = out.iter().find(|s| s.name == "x-key").unwrap();
-    let rendered: Vec<&[u8]> = x_key.values.iter().map(|v| v.as_slice()).collect();
+    let rendered: Vec<&[u8]> = x_key.values.iter().map(|v| v.as_bytes()).collect();
     assert_eq!(
         rendered,
         vec![&b"first"[..], b"k=VALUE-AB;again=VALUE-AB", b"last"]
     );
     let auth = out.iter().find(|s| s.name == "authorization").unwrap();
-    assert_eq!(auth.values[0].as_slice(), b"Bearer VALUE-C");
+    assert_eq!(auth.values[0].as_bytes(), b"Bearer VALUE-C");
+    assert!(
+        auth.values.iter().all(http::HeaderValue::is_sensitive),
+        "substituted values are marked sensitive"
+    );
+    assert!(!format!("{:?}", auth.values[0]).contains("VALUE-C"));
 }
 
 #[test]
