@@ -248,25 +248,18 @@ impl KmsConfig {
         &self,
         role: KmsRole,
     ) -> Result<agent_secret_core::kms::gcp::GcpKmsConfig, ConfigError> {
-        let file = match (role, &self.admin_credentials_file) {
-            (KmsRole::Admin, Some(file)) => Some(file),
-            _ => self.credentials_file.as_ref(),
+        let credentials = match (role, &self.admin_credentials_file) {
+            (KmsRole::Admin, Some(file)) => ("kms.admin_credentials_file", Some(file.as_path())),
+            _ => ("kms.credentials_file", self.credentials_file.as_deref()),
         };
         let mut gcp = agent_secret_core::kms::gcp::GcpKmsConfig::from_settings(
             self.project.as_deref(),
             self.location.as_deref(),
             self.key_ring.as_deref(),
             self.endpoint.as_deref(),
-            file.map(PathBuf::as_path),
+            credentials,
         )
-        .map_err(
-            |(key, message)| match (key, role, &self.admin_credentials_file) {
-                ("kms.credentials_file", KmsRole::Admin, Some(_)) => {
-                    invalid("kms.admin_credentials_file", &message)
-                }
-                _ => invalid(key, &message),
-            },
-        )?;
+        .map_err(|(key, message)| invalid(key, &message))?;
         gcp.protection = self.protection_level;
         gcp.rotation_period = self.rotation_period();
         gcp.attempt_timeout = std::time::Duration::from_millis(self.timeout_ms);

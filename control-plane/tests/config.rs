@@ -359,6 +359,14 @@ fn gcp_config_errors_name_their_key() {
             .contains("AGENT_SECRET_KMS_PROTECTION_LEVEL"),
         "{err}"
     );
+    // The admin identity's errors name its own key.
+    let admin = "[kms]\nbackend = \"gcp\"\nproject = \"p\"\nlocation = \"us\"\nkey_ring = \"r\"\n\
+                 admin_credentials_file = \"anonymous\"\n";
+    let err = load_toml(admin, &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("kms.admin_credentials_file"),
+        "{err}"
+    );
     let err = load_toml("[kms]\nrotation_period_days = 0\n", &[]).unwrap_err();
     assert!(
         err.to_string().contains("kms.rotation_period_days"),

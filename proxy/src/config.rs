@@ -165,7 +165,7 @@ impl KmsConfig {
             self.location.as_deref(),
             self.key_ring.as_deref(),
             self.endpoint.as_deref(),
-            self.credentials_file.as_deref(),
+            ("kms.credentials_file", self.credentials_file.as_deref()),
         )
         .map_err(|(key, message)| invalid(key, &message))?;
         if self.timeout_ms == 0 || self.max_attempts == 0 {

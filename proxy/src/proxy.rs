@@ -404,14 +404,28 @@ impl ProxyHttp for SecretProxy {
                 "response body cannot be scrubbed",
             )
         };
-        let mut out = BytesMut::new();
-        if let Some(chunk) = body.take() {
-            out.extend_from_slice(&scrubber.push(&chunk).map_err(scrub_failed)?);
-        }
-        if end_of_stream {
-            out.extend_from_slice(&scrubber.finish().map_err(scrub_failed)?);
-        }
-        *body = (!out.is_empty()).then(|| out.freeze());
+        let pushed = match body.take() {
+            Some(chunk) => scrubber.push(&chunk).map_err(scrub_failed)?,
+            None => Bytes::new(),
+        };
+        let tail = if end_of_stream {
+            scrubber.finish().map_err(scrub_failed)?
+        } else {
+            Bytes::new()
+        };
+        // The scrubber's output is already a fresh buffer: pass it on as it is, and copy only
+        // in the rare call that has both a chunk and the end-of-stream tail.
+        let out = match (pushed.is_empty(), tail.is_empty()) {
+            (_, true) => pushed,
+            (true, false) => tail,
+            (false, false) => {
+                let mut both = BytesMut::with_capacity(pushed.len() + tail.len());
+                both.extend_from_slice(&pushed);
+                both.extend_from_slice(&tail);
+                both.freeze()
+            }
+        };
+        *body = (!out.is_empty()).then_some(out);
         Ok(None)
     }
 

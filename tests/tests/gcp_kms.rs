@@ -864,7 +864,7 @@ fn credentials_never_travel_over_plain_http_to_a_remote_endpoint() {
             Some("l"),
             Some("r"),
             Some(endpoint),
-            file.map(Path::new),
+            ("kms.credentials_file", file.map(Path::new)),
         )
     };
     let err = settings("http://kms.corp.example", Some("/etc/sa.json")).unwrap_err();

@@ -36,7 +36,7 @@ use google_cloud_kms_v1::model::{
     CryptoKeyVersionTemplate, ProtectionLevel,
 };
 
-use super::{KeyInfo, KeyRef, Kms, KmsError, WrappedDek};
+use super::{tenant_key_id, KeyInfo, KeyRef, Kms, KmsError, WrappedDek};
 use crate::envelope::Dek;
 use crate::ids::TenantId;
 
@@ -136,14 +136,16 @@ impl GcpKmsConfig {
     }
 
     /// Settings as both config files spell them (`[kms]` project, location, key_ring, endpoint,
-    /// credentials_file), checked; `Err` is (the key at fault, why).
+    /// and the credentials file with the name of the key it came from), checked; `Err` is (the
+    /// key at fault, why).
     pub fn from_settings(
         project: Option<&str>,
         location: Option<&str>,
         key_ring: Option<&str>,
         endpoint: Option<&str>,
-        credentials_file: Option<&std::path::Path>,
+        credentials: (&'static str, Option<&std::path::Path>),
     ) -> Result<GcpKmsConfig, (&'static str, String)> {
+        let (credentials_key, credentials_file) = credentials;
         let required = |key: &'static str, value: Option<&str>| match value {
             Some(v) if !v.is_empty() && !v.contains('/') => Ok(v.to_owned()),
             Some(_) => Err((
@@ -165,7 +167,7 @@ impl GcpKmsConfig {
             }
         }
         let credentials = GcpCredentials::from_setting(credentials_file, endpoint)
-            .map_err(|message| ("kms.credentials_file", message))?;
+            .map_err(|message| (credentials_key, message))?;
         let mut config = GcpKmsConfig::new(&project, &location, &key_ring);
         config.endpoint = endpoint.map(str::to_owned);
         config.credentials = credentials;
@@ -249,7 +251,7 @@ impl GcpKms {
 
     /// The tenant's CryptoKey resource name.
     pub fn key_name(&self, tenant: TenantId) -> String {
-        format!("{}/cryptoKeys/tenant-{tenant}", self.key_ring)
+        format!("{}/cryptoKeys/{}", self.key_ring, tenant_key_id(tenant))
     }
 
     /// The version's resource name. `version` comes from our database or an operator's
@@ -430,7 +432,7 @@ impl Kms for GcpKms {
                 self.client
                     .create_crypto_key()
                     .set_parent(self.key_ring.clone())
-                    .set_crypto_key_id(format!("tenant-{tenant}"))
+                    .set_crypto_key_id(tenant_key_id(tenant))
                     .set_crypto_key(key.clone())
                     .send()
             })

@@ -39,7 +39,7 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-use super::{KeyInfo, KeyRef, Kms, KmsError, WrappedDek};
+use super::{tenant_key_id, KeyInfo, KeyRef, Kms, KmsError, WrappedDek};
 use crate::envelope::{
     aes_open, aes_seal, random_key, random_nonce, Dek, KEY_LEN, NONCE_LEN, TAG_LEN,
 };
@@ -525,8 +525,9 @@ fn encode_key(key: &[u8; KEY_LEN]) -> Zeroizing<[u8; KEY_B64_LEN]> {
     out
 }
 
+/// Local key names are the bare tenant key id.
 fn key_name(tenant: TenantId) -> String {
-    format!("tenant-{tenant}")
+    tenant_key_id(tenant)
 }
 
 fn key_ref(tenant: TenantId, version: u32) -> KeyRef {

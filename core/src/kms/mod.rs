@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::envelope::Dek;
 use crate::ids::TenantId;
 
+/// The tenant's KEK id in every backend: the local key name, the Cloud KMS CryptoKey id.
+pub fn tenant_key_id(tenant: TenantId) -> String {
+    format!("tenant-{tenant}")
+}
+
 /// A KEK version as the backend names it; stored beside every wrapped DEK.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRef {
