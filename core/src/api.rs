@@ -464,6 +464,12 @@ pub struct ResolveRequest {
     pub client_ip: String,
 }
 
+impl Drop for ResolveRequest {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.token);
+    }
+}
+
 impl fmt::Debug for ResolveRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResolveRequest")

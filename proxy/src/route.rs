@@ -122,8 +122,15 @@ impl Router {
         };
         let authority = std::str::from_utf8(authority)
             .map_err(|_| RouteError::BadTarget("authority is not ASCII".into()))?;
+        // User info is refused outright and never echoed: it would be the agent's password,
+        // and the host parser's error quotes what it cannot parse.
+        if authority.contains('@') {
+            return Err(RouteError::BadTarget(
+                "user info (`user:password@`) in the target is not allowed".into(),
+            ));
+        }
         let asked = Destination::parse(authority)
-            .map_err(|e| RouteError::BadTarget(format!("host `{authority}`: {e}")))?;
+            .map_err(|e| RouteError::BadTarget(format!("bad target host: {e}")))?;
         let rule = self.rule(&asked);
         let tls = https || !rule.is_some_and(|r| r.plaintext);
         let port = asked.port().unwrap_or(default_port(tls));

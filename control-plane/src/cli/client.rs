@@ -50,12 +50,13 @@ struct ApiErrorDetail {
 impl ApiClient {
     /// A client for `server` (must be `https://`) trusting only the CA certificates in `ca_cert`.
     pub fn new(server: &str, ca_cert: Option<&Path>) -> Result<ApiClient, Failure> {
+        // The URL is not echoed: it could carry `user:password@`.
         let base = Url::parse(server)
-            .map_err(|e| Failure::invalid_argument(format!("--server {server:?}: {e}")))?;
+            .map_err(|e| Failure::invalid_argument(format!("--server is not a URL: {e}")))?;
         if base.scheme() != "https" {
-            return Err(Failure::invalid_argument(format!(
-                "--server {server:?}: the control plane is only reached over https://"
-            )));
+            return Err(Failure::invalid_argument(
+                "--server: the control plane is only reached over https://",
+            ));
         }
         let ca_path = ca_cert.ok_or_else(|| {
             Failure::new(

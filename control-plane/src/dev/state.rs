@@ -41,8 +41,17 @@ impl DevState {
     ) -> Result<DevState, Failure> {
         let path = dir.join("state.json");
         let state = match std::fs::read(&path) {
+            // Only the place: serde's message can quote a value, and this file holds keys.
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Failure::failed("dev_state_invalid", format!("{}: {e}", path.display()))
+                Failure::failed(
+                    "dev_state_invalid",
+                    format!(
+                        "{}: not a valid dev state file (line {}, column {})",
+                        path.display(),
+                        e.line(),
+                        e.column()
+                    ),
+                )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let state = create(app).await?;

@@ -117,6 +117,16 @@ fn connect_is_refused_naming_route_mode() {
 }
 
 #[test]
+fn user_info_in_the_target_is_refused_without_echoing_it() {
+    let target = b"http://agent:hunter2@api.example.com/x";
+    let err = router("")
+        .target(&Method::GET, target, &"/x".parse().unwrap())
+        .unwrap_err();
+    assert!(matches!(err, RouteError::BadTarget(_)), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
 fn other_schemes_are_refused() {
     assert!(matches!(
         forward("ftp://example.com/x"),
