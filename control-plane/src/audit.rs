@@ -60,10 +60,21 @@ pub enum AuditEventType {
     SidecarRevoked,
     #[serde(rename = "operator.created")]
     OperatorCreated,
+    /// A sidecar reports events the control plane refused, moved to its dead-letter file; the
+    /// reason carries the count.
+    #[serde(rename = "audit.dropped")]
+    AuditDropped,
+    #[serde(rename = "operator.revoked")]
+    OperatorRevoked,
+    #[serde(rename = "agent.revoked")]
+    AgentRevoked,
+    /// A sidecar gave back a reserved use of a `max_uses` token whose value it never injected.
+    #[serde(rename = "token.use_released")]
+    TokenUseReleased,
 }
 
 impl AuditEventType {
-    pub const ALL: [AuditEventType; 20] = [
+    pub const ALL: [AuditEventType; 24] = [
         Self::SecretRead,
         Self::SecretWrite,
         Self::SecretDelete,
@@ -84,6 +95,10 @@ impl AuditEventType {
         Self::SidecarCreated,
         Self::SidecarRevoked,
         Self::OperatorCreated,
+        Self::AuditDropped,
+        Self::OperatorRevoked,
+        Self::AgentRevoked,
+        Self::TokenUseReleased,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -108,6 +123,10 @@ impl AuditEventType {
             Self::SidecarCreated => "sidecar.created",
             Self::SidecarRevoked => "sidecar.revoked",
             Self::OperatorCreated => "operator.created",
+            Self::AuditDropped => "audit.dropped",
+            Self::OperatorRevoked => "operator.revoked",
+            Self::AgentRevoked => "agent.revoked",
+            Self::TokenUseReleased => "token.use_released",
         }
     }
 }

@@ -73,7 +73,12 @@ pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<
     let db = open_database(config).await?;
     let events = event_hub(&db);
     let store: Arc<dyn Store> = Arc::new(SqlStore::new(db));
-    Ok(App::new(store, kms, Arc::new(pepper), policy(config)).with_events(events))
+    Ok(App::new(store, kms, Arc::new(pepper), policy(config))
+        .with_events(events)
+        .with_limits(crate::limits::Limits::new(
+            &config.server,
+            &config.rate_limits,
+        )))
 }
 
 /// Watch events cross replicas through PostgreSQL `NOTIFY`; SQLite has one replica.
@@ -97,6 +102,7 @@ pub fn policy(config: &Config) -> Policy {
     Policy {
         max_token_ttl_seconds: config.tokens.max_ttl_seconds,
         grant_cache_ttl_seconds: config.tokens.grant_cache_ttl_seconds,
+        use_reservation_seconds: config.tokens.use_reservation_seconds,
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Config {
     pub tokens: TokensConfig,
     pub kms: KmsConfig,
     pub log: LogConfig,
+    pub server: ServerConfig,
+    pub rate_limits: RateLimitsConfig,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -76,6 +78,9 @@ pub struct TokensConfig {
     pub max_ttl_seconds: u64,
     /// How long a sidecar may cache a resolved grant.
     pub grant_cache_ttl_seconds: u64,
+    /// How long a sidecar may give back a reserved use of a `max_uses` token it could not
+    /// inject (0: no reservations, every use is spent at resolve).
+    pub use_reservation_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -128,6 +133,55 @@ pub enum KmsBackend {
     Gcp,
 }
 
+/// Connection hygiene of the HTTPS listener: how long and how much a client may hold the
+/// server before sending a complete request (slowloris), and how many connections it may keep.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A TLS handshake not finished by then is dropped.
+    pub tls_handshake_timeout_seconds: u64,
+    /// An HTTP/1.1 request head not complete by then closes the connection. On HTTP/1.1 a
+    /// kept-alive connection must also start its next request within this time.
+    pub header_read_timeout_seconds: u64,
+    /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
+    pub idle_timeout_seconds: u64,
+    /// Largest request head (HTTP/1.1 read buffer; HTTP/2 header list). At least 8192.
+    pub max_header_bytes: usize,
+    /// Concurrent connections from one client address (an IPv6 /64 counts as one address).
+    pub max_connections_per_ip: usize,
+    /// Concurrent connections in total.
+    pub max_connections: usize,
+}
+
+/// One token bucket: `per_second` sustained, up to `burst` at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub per_second: u32,
+    pub burst: u32,
+}
+
+/// Request rate limits of the API (429 `rate_limited` with `Retry-After`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// `POST /v1/tokens` per agent key.
+    pub tokens_per_agent: RateLimit,
+    /// `POST /v1/tokens` per client address (all agents behind it together).
+    pub tokens_per_ip: RateLimit,
+    /// `POST /v1/sidecar/resolve` per sidecar key.
+    pub resolve_per_sidecar: RateLimit,
+    /// `POST /v1/sidecar/resolve` per client address of the sidecars.
+    pub resolve_per_ip: RateLimit,
+    /// Failed authentications per client address, on any endpoint; past it every
+    /// authenticated request from that address is refused until the bucket refills.
+    pub auth_failures_per_ip: RateLimit,
+    /// `auth.failed` events of one address are aggregated over this window (the first is
+    /// written at once, the rest as one event with their count), and a tripped limit raises
+    /// one `alert.raised` event per subject per window.
+    pub alert_window_seconds: u64,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -169,6 +223,54 @@ impl Default for Config {
             tokens: TokensConfig::default(),
             kms: KmsConfig::default(),
             log: LogConfig::default(),
+            server: ServerConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    /// Above the sidecar's 90 s pool idle time, so a sidecar drops idle connections first.
+    fn default() -> Self {
+        ServerConfig {
+            tls_handshake_timeout_seconds: 10,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 120,
+            max_header_bytes: 16 * 1024,
+            max_connections_per_ip: 256,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Default for RateLimitsConfig {
+    /// Generous next to real use (an agent asks for a token per task; a sidecar resolves at
+    /// most once per agent request, less with its grant cache), tight next to abuse. The
+    /// resolve limits sit above what one control plane commits (bench/README.md: about
+    /// 4,000/s on SQLite), so they stop a runaway sidecar, never a busy one or the benchmark.
+    fn default() -> Self {
+        RateLimitsConfig {
+            tokens_per_agent: RateLimit {
+                per_second: 20,
+                burst: 100,
+            },
+            tokens_per_ip: RateLimit {
+                per_second: 100,
+                burst: 500,
+            },
+            resolve_per_sidecar: RateLimit {
+                per_second: 10_000,
+                burst: 20_000,
+            },
+            resolve_per_ip: RateLimit {
+                per_second: 20_000,
+                burst: 40_000,
+            },
+            auth_failures_per_ip: RateLimit {
+                per_second: 10,
+                burst: 50,
+            },
+            alert_window_seconds: 10,
         }
     }
 }
@@ -198,6 +300,7 @@ impl Default for TokensConfig {
         TokensConfig {
             max_ttl_seconds: 86_400,
             grant_cache_ttl_seconds: 30,
+            use_reservation_seconds: 60,
         }
     }
 }
@@ -368,11 +471,69 @@ impl Config {
             self.kms.gcp(KmsRole::Service)?;
             self.kms.gcp(KmsRole::Admin)?;
         }
+        self.validate_limits()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",
                 &format!("not a valid log filter: {e}"),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        for (key, value) in [
+            (
+                "server.tls_handshake_timeout_seconds",
+                server.tls_handshake_timeout_seconds,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                server.header_read_timeout_seconds,
+            ),
+            ("server.idle_timeout_seconds", server.idle_timeout_seconds),
+            (
+                "rate_limits.alert_window_seconds",
+                self.rate_limits.alert_window_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        // hyper refuses (panics on) read buffers below 8 KiB.
+        if !(8192..=1024 * 1024).contains(&server.max_header_bytes) {
+            return Err(invalid(
+                "server.max_header_bytes",
+                "must be between 8192 and 1048576",
+            ));
+        }
+        if server.max_connections_per_ip == 0 || server.max_connections == 0 {
+            return Err(invalid(
+                "server.max_connections_per_ip",
+                "server.max_connections_per_ip and server.max_connections must be at least 1",
+            ));
+        }
+        let limits = &self.rate_limits;
+        for (key, limit) in [
+            ("rate_limits.tokens_per_agent", limits.tokens_per_agent),
+            ("rate_limits.tokens_per_ip", limits.tokens_per_ip),
+            (
+                "rate_limits.resolve_per_sidecar",
+                limits.resolve_per_sidecar,
+            ),
+            ("rate_limits.resolve_per_ip", limits.resolve_per_ip),
+            (
+                "rate_limits.auth_failures_per_ip",
+                limits.auth_failures_per_ip,
+            ),
+        ] {
+            if limit.per_second == 0 || limit.burst == 0 {
+                return Err(invalid(key, "per_second and burst must be at least 1"));
+            }
         }
         Ok(())
     }

@@ -36,6 +36,9 @@ const SERVICE_GRANTS: &[&str] = &[
     "GRANT UPDATE (name, key_hash, revoked_at) ON sidecars TO {role}",
     "GRANT SELECT, INSERT, DELETE ON agents TO {role}",
     "GRANT UPDATE (name, trust_tier, key_id, key_hash, key_rotated_at) ON agents TO {role}",
+    "GRANT UPDATE (revoked_at) ON agents TO {role}",
+    "GRANT SELECT, INSERT ON secret_tombstones TO {role}",
+    "GRANT UPDATE (last_version, deleted_at) ON secret_tombstones TO {role}",
     "GRANT SELECT, INSERT, DELETE ON secrets TO {role}",
     "GRANT UPDATE (sensitivity, allowed_hosts, current_version, updated_at) ON secrets TO {role}",
     "GRANT SELECT, INSERT, DELETE ON secret_versions TO {role}",
@@ -45,6 +48,9 @@ const SERVICE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT ON audit_events TO {role}",
     "GRANT SELECT, INSERT ON tenant_keys TO {role}",
     "GRANT UPDATE (key_name, primary_version, observed_at, rotation_claimed_at) ON tenant_keys TO {role}",
+    // Reserved uses: released once (released_at), pruned after their deadline.
+    "GRANT SELECT, INSERT, DELETE ON token_reservations TO {role}",
+    "GRANT UPDATE (released_at) ON token_reservations TO {role}",
 ];
 
 /// A connection pool to one of the supported backends.

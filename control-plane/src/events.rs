@@ -6,9 +6,15 @@
 //! replica must reach sidecars watching any other: events are published with `pg_notify` and
 //! every replica (the publisher included) `LISTEN`s and fans them out to its local
 //! subscribers. On SQLite there is one replica and events go straight to the local channel.
-//! Delivery is best effort: a sidecar that reconnects flushes its grant cache, and cache TTLs
-//! bound staleness if an event is lost.
+//!
+//! NOTIFYs sent while a replica's LISTEN connection is down are lost for that replica, and it
+//! cannot know which. So whenever the listener comes back (sqlx reconnects it transparently,
+//! or we open a new one after an error), the replica raises a *resync*: every watch stream it
+//! serves, whatever the tenant, sends `resync` and its sidecar flushes every cached grant and
+//! value. A sidecar that reconnects its own stream flushes too, and cache TTLs bound staleness
+//! should anything else be lost.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent_secret_core::api::WatchEvent;
@@ -16,7 +22,7 @@ use agent_secret_core::ids::{SidecarId, TenantId};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 /// PostgreSQL notification channel carrying `TenantEvent` JSON.
 pub const CHANNEL: &str = "agent_secret_store_events";
@@ -43,6 +49,8 @@ pub enum Signal {
 
 pub struct EventHub {
     local: broadcast::Sender<TenantEvent>,
+    /// Bumped on every resync; each watch stream holds a receiver and reacts to a change.
+    resync: Arc<watch::Sender<u64>>,
     postgres: Option<PgPool>,
 }
 
@@ -57,17 +65,21 @@ impl EventHub {
     pub fn local() -> EventHub {
         EventHub {
             local: broadcast::channel(BUFFER).0,
+            resync: Arc::new(watch::channel(0).0),
             postgres: None,
         }
     }
 
     /// Replicas sharing `pool`'s database: publish through `pg_notify`, and a background task
-    /// listens (reconnecting after errors) and fans notifications out to local subscribers.
+    /// listens (reconnecting after errors, then raising a resync) and fans notifications out
+    /// to local subscribers.
     pub fn postgres(pool: PgPool) -> EventHub {
         let local = broadcast::channel(BUFFER).0;
-        tokio::spawn(listen(pool.clone(), local.clone()));
+        let resync = Arc::new(watch::channel(0).0);
+        tokio::spawn(listen(pool.clone(), local.clone(), resync.clone()));
         EventHub {
             local,
+            resync,
             postgres: Some(pool),
         }
     }
@@ -80,6 +92,17 @@ impl EventHub {
 
     pub fn subscribe(&self) -> broadcast::Receiver<TenantEvent> {
         self.local.subscribe()
+    }
+
+    /// Resync requests: `changed()` fires on every resync raised after this call.
+    pub fn resyncs(&self) -> watch::Receiver<u64> {
+        self.resync.subscribe()
+    }
+
+    /// Tells every local watcher, of every tenant, to flush its caches: events may have been
+    /// missed. Local only: each replica raises its own when its listener reconnects.
+    pub fn request_resync(&self) {
+        raise_resync(&self.resync);
     }
 
     /// Publishes after the change has committed. A failure is logged, not returned: the
@@ -114,13 +137,27 @@ impl EventHub {
     }
 }
 
-async fn listen(pool: PgPool, local: broadcast::Sender<TenantEvent>) {
+fn raise_resync(resync: &watch::Sender<u64>) {
+    resync.send_modify(|generation| *generation = generation.wrapping_add(1));
+}
+
+async fn listen(
+    pool: PgPool,
+    local: broadcast::Sender<TenantEvent>,
+    resync: Arc<watch::Sender<u64>>,
+) {
     let mut backoff = Duration::from_millis(100);
+    // The first LISTEN missed nothing: watchers connecting now flush on connect anyway.
+    let mut listened_before = false;
     loop {
-        match listen_once(&pool, &local).await {
+        let mut connected = false;
+        match listen_once(&pool, &local, &resync, &mut listened_before, &mut connected).await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "event listener lost its connection; reconnecting");
+                if connected {
+                    backoff = Duration::from_millis(100);
+                }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
@@ -128,20 +165,43 @@ async fn listen(pool: PgPool, local: broadcast::Sender<TenantEvent>) {
     }
 }
 
-/// Runs until the connection fails (`Err`) or nobody can subscribe any more (`Ok`).
+/// Runs until the connection fails and cannot be re-established (`Err`) or nobody can
+/// subscribe any more (`Ok`). Raises a resync once LISTEN is in place again after any gap,
+/// never before: an event sent between the resync and the LISTEN would be lost again.
 async fn listen_once(
     pool: &PgPool,
     local: &broadcast::Sender<TenantEvent>,
+    resync: &watch::Sender<u64>,
+    listened_before: &mut bool,
+    connected: &mut bool,
 ) -> Result<(), sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;
+    // Reconnect inside `try_recv` (re-issuing LISTEN) before it reports the gap as `None`.
+    listener.eager_reconnect(true);
     listener.listen(CHANNEL).await?;
+    *connected = true;
+    if std::mem::replace(listened_before, true) {
+        tracing::warn!("event listener is back; telling watchers to resync");
+        raise_resync(resync);
+    }
     loop {
-        let notification = listener.recv().await?;
-        match serde_json::from_str::<TenantEvent>(notification.payload()) {
-            Ok(event) => {
-                let _ = local.send(event);
+        match listener.try_recv().await? {
+            Some(notification) => {
+                match serde_json::from_str::<TenantEvent>(notification.payload()) {
+                    Ok(event) => {
+                        let _ = local.send(event);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ignoring a malformed watch notification")
+                    }
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "ignoring a malformed watch notification"),
+            None => {
+                tracing::warn!(
+                    "event listener reconnected; events may have been missed, resyncing"
+                );
+                raise_resync(resync);
+            }
         }
         if local.receiver_count() == 0 && local.strong_count() <= 1 {
             // Only this task still holds the sender: the hub is gone.

@@ -11,6 +11,7 @@ pub mod db;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod events;
+pub mod limits;
 pub mod metrics;
 pub mod rotation;
 pub mod server;

@@ -20,6 +20,40 @@ pub struct Metrics {
     pub deks_not_on_primary: IntGauge,
     /// Resolves committed per transaction (group commit); above 1 only under concurrency.
     pub resolve_batch_size: prometheus::Histogram,
+    /// Requests refused 429 by limit (`limits::Limit`: a closed set).
+    pub rate_limited: IntCounterVec,
+    /// Failed authentications (a presented credential refused), on any endpoint.
+    pub auth_failures: IntCounter,
+    /// Connections refused before the TLS handshake, by cap (`per_ip`, `total`).
+    pub connections_refused: IntCounterVec,
+    /// Connections the server closed for being too slow or idle, by `reason`
+    /// (`tls_handshake_timeout`; `read_timeout`: an HTTP/1.1 request head or an HTTP/2
+    /// keep-alive ping not answered in time; `idle_timeout`: no request in flight).
+    pub connections_timed_out: IntCounterVec,
+    /// KMS calls on the write path that failed by `fault`: `unavailable` (unreachable,
+    /// timed out, 5xx) or `integrity` (an answer that failed its checks; also audited).
+    pub kms_failures: IntCounterVec,
+    /// Releases of reserved token uses by `outcome`: `released`, `already_released`,
+    /// `expired` (too late: the use stands), `not_found` (unknown or another sidecar's).
+    pub use_releases: IntCounterVec,
+}
+
+/// Label values of `connections_timed_out_total`.
+pub const TIMEOUT_REASONS: [&str; 3] = ["tls_handshake_timeout", "read_timeout", "idle_timeout"];
+
+/// A method label from a closed set, so a client cannot mint label values (and series) with
+/// made-up methods.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::HEAD => "HEAD",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::PATCH => "PATCH",
+        http::Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 impl Metrics {
@@ -68,6 +102,31 @@ impl Metrics {
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
         );
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "rate_limited_total",
+                "Requests refused with 429 rate_limited, by limit",
+            ),
+            &["limit"],
+        );
+        let auth_failures = IntCounter::new(
+            "auth_failures_total",
+            "Presented credentials refused (failed authentications)",
+        );
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "connections_refused_total",
+                "Connections refused before the TLS handshake, by cap",
+            ),
+            &["reason"],
+        );
+        let connections_timed_out = IntCounterVec::new(
+            Opts::new(
+                "connections_timed_out_total",
+                "Connections closed for being too slow or idle, by reason",
+            ),
+            &["reason"],
+        );
         let (
             Ok(http_requests),
             Ok(http_latency),
@@ -76,6 +135,10 @@ impl Metrics {
             Ok(kek_rotations),
             Ok(deks_not_on_primary),
             Ok(resolve_batch_size),
+            Ok(rate_limited),
+            Ok(auth_failures),
+            Ok(connections_refused),
+            Ok(connections_timed_out),
         ) = (
             http_requests,
             http_latency,
@@ -84,6 +147,10 @@ impl Metrics {
             kek_rotations,
             deks_not_on_primary,
             resolve_batch_size,
+            rate_limited,
+            auth_failures,
+            connections_refused,
+            connections_timed_out,
         )
         else {
             unreachable!("metric definitions above are static and valid")
@@ -96,12 +163,34 @@ impl Metrics {
             Box::new(kek_rotations.clone()),
             Box::new(deks_not_on_primary.clone()),
             Box::new(resolve_batch_size.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(auth_failures.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(connections_timed_out.clone()),
         ] {
             if let Err(e) = registry.register(collector) {
                 tracing::error!(error = %e, "metric registration failed");
             }
         }
-        Metrics {
+        let kms_failures = registered_counter_vec(
+            &registry,
+            Opts::new(
+                "kms_failures_total",
+                "KMS failures on the write path, by fault",
+            ),
+            "fault",
+            &["unavailable", "integrity"],
+        );
+        let use_releases = registered_counter_vec(
+            &registry,
+            Opts::new(
+                "use_releases_total",
+                "Releases of reserved max_uses token uses, by outcome",
+            ),
+            "outcome",
+            &["released", "already_released", "expired", "not_found"],
+        );
+        let metrics = Metrics {
             registry,
             http_requests,
             http_latency,
@@ -110,7 +199,27 @@ impl Metrics {
             kek_rotations,
             deks_not_on_primary,
             resolve_batch_size,
+            rate_limited,
+            auth_failures,
+            connections_refused,
+            connections_timed_out,
+            kms_failures,
+            use_releases,
+        };
+        // Every series of a closed label set exists from the start (at 0), so an alert on
+        // its rate works before the first refusal.
+        for limit in crate::limits::Limit::ALL {
+            metrics.rate_limited.with_label_values(&[limit.as_str()]);
         }
+        for reason in crate::limits::ConnectionRefusal::ALL {
+            metrics
+                .connections_refused
+                .with_label_values(&[reason.as_str()]);
+        }
+        for reason in TIMEOUT_REASONS {
+            metrics.connections_timed_out.with_label_values(&[reason]);
+        }
+        metrics
     }
 
     /// The text exposition format.
@@ -121,6 +230,26 @@ impl Metrics {
         }
         String::from_utf8(buf).unwrap_or_default()
     }
+}
+
+/// A counter family with one label, registered, with every value of its closed label set
+/// present from the start (at 0). Failures are logged like the others' (never a crash).
+fn registered_counter_vec(
+    registry: &Registry,
+    opts: Opts,
+    label: &str,
+    values: &[&str],
+) -> IntCounterVec {
+    let Ok(family) = IntCounterVec::new(opts, &[label]) else {
+        unreachable!("metric definitions are static and valid")
+    };
+    for value in values {
+        family.with_label_values(&[value]);
+    }
+    if let Err(e) = registry.register(Box::new(family.clone())) {
+        tracing::error!(error = %e, "metric registration failed");
+    }
+    family
 }
 
 impl Default for Metrics {

@@ -56,6 +56,7 @@ impl TestApp {
         let policy = Policy {
             max_token_ttl_seconds: 3600,
             grant_cache_ttl_seconds: 30,
+            ..Policy::default()
         };
         let app = Arc::new(App::new(
             Arc::new(SqlStore::new(db)),

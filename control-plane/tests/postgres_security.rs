@@ -30,7 +30,7 @@ use support::{TestDb, SERVICE_ROLE};
 use uuid::Uuid;
 
 /// Every row-level-secured table and the column holding its tenant.
-const TENANT_TABLES: [(&str, &str); 9] = [
+const TENANT_TABLES: [(&str, &str); 11] = [
     ("tenants", "SELECT id FROM tenants"),
     ("operators", "SELECT tenant_id FROM operators"),
     ("sidecars", "SELECT tenant_id FROM sidecars"),
@@ -40,6 +40,14 @@ const TENANT_TABLES: [(&str, &str); 9] = [
     ("tokens", "SELECT tenant_id FROM tokens"),
     ("audit_events", "SELECT tenant_id FROM audit_events"),
     ("tenant_keys", "SELECT tenant_id FROM tenant_keys"),
+    (
+        "secret_tombstones",
+        "SELECT tenant_id FROM secret_tombstones",
+    ),
+    (
+        "token_reservations",
+        "SELECT tenant_id FROM token_reservations",
+    ),
 ];
 
 fn draft(t: AuditEventType) -> AuditDraft {
@@ -87,6 +95,7 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
         key_hash: vec![2; 32],
         created_at: now_micros(),
         key_rotated_at: None,
+        revoked_at: None,
     };
     store
         .create_agent(&agent, draft(AuditEventType::AgentCreated))
@@ -112,6 +121,30 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
         .insert_token(&token, draft(AuditEventType::TokenIssued))
         .await
         .unwrap();
+    // A counted use of a limited token leaves a reservation row.
+    let limited = TokenRecord {
+        id: TokenId::new(),
+        max_uses: Some(5),
+        ..token.clone()
+    };
+    store
+        .insert_token(&limited, draft(AuditEventType::TokenIssued))
+        .await
+        .unwrap();
+    let reserved = agent_secret_store::store::TokenUse {
+        id: limited.id,
+        now,
+        audit: vec![draft(AuditEventType::SecretRead)],
+        reservation: Some(agent_secret_store::store::NewReservation {
+            id: Uuid::new_v4(),
+            sidecar: agent_secret_core::ids::SidecarId::new(),
+            deadline: now + Duration::minutes(1),
+        }),
+    };
+    store
+        .consume_token_uses(tenant.id, vec![reserved])
+        .await
+        .unwrap();
     let secret = NewSecretVersion {
         path: SecretPath::parse("production/openai/api_key").unwrap(),
         version: 1,
@@ -127,6 +160,19 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
     };
     store
         .put_secret_version(tenant.id, &secret, draft(AuditEventType::SecretWrite))
+        .await
+        .unwrap();
+    // A deleted secret leaves a tombstone (its last version).
+    let gone = NewSecretVersion {
+        path: SecretPath::parse("old/deleted").unwrap(),
+        ..secret
+    };
+    store
+        .put_secret_version(tenant.id, &gone, draft(AuditEventType::SecretWrite))
+        .await
+        .unwrap();
+    store
+        .delete_secret(tenant.id, &gone.path, draft(AuditEventType::SecretDelete))
         .await
         .unwrap();
     tenant.id

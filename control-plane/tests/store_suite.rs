@@ -178,6 +178,7 @@ async fn new_agent(store: &dyn Store, tenant: TenantId) -> AgentRecord {
         key_hash: vec![2; 32],
         created_at: now_micros(),
         key_rotated_at: None,
+        revoked_at: None,
     };
     store
         .create_agent(&agent, draft(AuditEventType::AgentCreated))
@@ -654,8 +655,16 @@ async fn deleting_a_secret_removes_all_its_versions(h: &Harness) {
         1,
         "only ci/other's version is left"
     );
-    // The path can be reused, from version 1.
-    put(store, tenant.id, p, 1).await;
+    // The path can be reused, above the last version it reached (never from version 1 again:
+    // a sidecar may still cache (path, 1)).
+    assert_eq!(
+        store
+            .last_secret_version(tenant.id, &path(p))
+            .await
+            .unwrap(),
+        2
+    );
+    put(store, tenant.id, p, 3).await;
 }
 
 async fn current_secrets_returns_only_existing_paths(h: &Harness) {
@@ -948,6 +957,7 @@ async fn a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one(h: &Harness) {
         id,
         now: now_micros(),
         audit: vec![draft(AuditEventType::SecretRead).reason(format!("use {n}"))],
+        reservation: None,
     };
     let reads_before = audit_count(store, tenant.id, AuditEventType::SecretRead).await;
     let outcomes = store

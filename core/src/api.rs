@@ -38,11 +38,16 @@ pub enum ErrorCode {
     UsesExhausted,
     SecretNotFound,
     ControlPlaneUnavailable,
+    /// Too many requests for a token, agent, key or client address (429 with `Retry-After`).
+    RateLimited,
     // Resources
     NotFound,
     Conflict,
     // Server side (details are logged, never returned)
     KmsUnavailable,
+    /// The KMS answered, but its answer failed an integrity check (CRC32C mismatch, wrong key
+    /// name, unverified flags): a tampered or corrupted path to the KMS, never retried blindly.
+    KmsIntegrityFailed,
     Unavailable,
     Internal,
 }
@@ -73,9 +78,11 @@ impl ErrorCode {
             Self::UsesExhausted => "uses_exhausted",
             Self::SecretNotFound => "secret_not_found",
             Self::ControlPlaneUnavailable => "control_plane_unavailable",
+            Self::RateLimited => "rate_limited",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::KmsUnavailable => "kms_unavailable",
+            Self::KmsIntegrityFailed => "kms_integrity_failed",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -87,6 +94,10 @@ impl fmt::Display for ErrorCode {
         f.write_str(self.as_str())
     }
 }
+
+/// The control plane refuses request bodies above this with 413 `payload_too_large`. Shared so
+/// that the sidecar sizes its audit batches below it.
+pub const MAX_REQUEST_BODY_BYTES: usize = 64 * 1024;
 
 /// `{"error": {"code": "...", "message": "..."}}`
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -297,6 +308,16 @@ impl fmt::Debug for RotatedAgentKey {
     }
 }
 
+/// `POST /v1/agents/{id}/revoke`: the agent key no longer authenticates and every token the
+/// agent held is revoked in the store, in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RevokedAgent {
+    pub id: String,
+    pub revoked_at: DateTime<Utc>,
+    /// Tokens of this agent revoked with it.
+    pub tokens_revoked: u64,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentInfo {
     pub id: String,
@@ -304,6 +325,9 @@ pub struct AgentInfo {
     pub trust_tier: i32,
     pub created_at: DateTime<Utc>,
     pub key_rotated_at: Option<DateTime<Utc>>,
+    /// Set once the agent is revoked (`POST /v1/agents/{id}/revoke`).
+    #[serde(default)]
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -513,6 +537,46 @@ pub struct ResolvedSecret {
 pub struct ResolveResponse {
     pub grant: Grant,
     pub secrets: Vec<ResolvedSecret>,
+    /// Set when this resolve took a use of a `max_uses` token: the use is reserved, and the
+    /// sidecar gives it back with `POST /v1/sidecar/release` if the request fails before the
+    /// value is injected (KMS down, decrypt error, a later refusal). A reservation not
+    /// released by `expires_at` is spent for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<UseReservation>,
+}
+
+/// A reserved use of a `max_uses` token; see [`ResolveResponse::reservation`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UseReservation {
+    pub id: String,
+    /// Until when a release is accepted; after it the use counts whatever happens.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /v1/sidecar/release`: give back a reserved use whose value was never injected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseUseRequest {
+    pub reservation_id: String,
+    /// Why the value was not injected, as a denial code (`kms_unavailable`, ...), for the audit
+    /// record: lowercase letters, digits and `_`, at most 64.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReleasedUse {
+    pub reservation_id: String,
+    pub outcome: ReleaseOutcome,
+}
+
+/// Releases are idempotent: a second release of the same reservation says so and changes
+/// nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseOutcome {
+    Released,
+    AlreadyReleased,
 }
 
 /// One injection as the sidecar saw it, for `POST /v1/sidecar/audit`. Becomes a `secret.read`
@@ -542,6 +606,44 @@ pub struct SidecarAuditAccepted {
     pub accepted: usize,
 }
 
+/// Most events one `POST /v1/sidecar/audit` may carry (more is refused 400).
+pub const MAX_SIDECAR_AUDIT_BATCH_EVENTS: usize = 500;
+
+/// `reason` prefix of a sidecar's report that the control plane refused some of its events and
+/// the sidecar moved them to its dead-letter file: `audit_dropped:<count>`. The control plane
+/// records it as an `audit.dropped` event, so the loss itself is in the hash-chained log.
+pub const AUDIT_DROPPED_REASON: &str = "audit_dropped";
+
+impl SidecarAuditEvent {
+    /// The report that `count` events were dead-lettered (see [`AUDIT_DROPPED_REASON`]).
+    pub fn audit_dropped(count: u64, occurred_at: DateTime<Utc>) -> SidecarAuditEvent {
+        SidecarAuditEvent {
+            token_id: None,
+            client_ip: None,
+            user_agent: None,
+            path: None,
+            destination_host: None,
+            success: false,
+            reason: Some(format!("{AUDIT_DROPPED_REASON}:{count}")),
+            occurred_at,
+        }
+    }
+
+    /// The count of an [`audit_dropped`](Self::audit_dropped) report; `None` for any other
+    /// event (an injection or refusal names a token or a path, a report never does).
+    pub fn dropped_count(&self) -> Option<u64> {
+        if self.token_id.is_some() || self.path.is_some() || self.success {
+            return None;
+        }
+        self.reason
+            .as_deref()?
+            .strip_prefix(AUDIT_DROPPED_REASON)?
+            .strip_prefix(':')?
+            .parse()
+            .ok()
+    }
+}
+
 /// Server-sent events on `GET /v1/sidecar/watch`: the SSE `event:` field is the variant's
 /// `type`, the `data:` field this JSON. Sidecars drop the affected cache entries at once.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -564,6 +666,13 @@ pub enum WatchEvent {
         key_name: String,
         key_version: String,
     },
+    /// The agent was revoked: its key and every token it held are dead.
+    AgentRevoked {
+        agent_id: String,
+    },
+    /// The control plane may have missed change events (its PostgreSQL listener reconnected):
+    /// drop every cached grant and value.
+    Resync,
 }
 
 #[cfg(test)]
@@ -630,5 +739,21 @@ mod tests {
     fn sensitivity_is_ordered_by_care() {
         assert!(Sensitivity::Standard < Sensitivity::Sensitive);
         assert!(Sensitivity::Sensitive < Sensitivity::Critical);
+    }
+
+    #[test]
+    fn audit_dropped_reports_round_trip_and_nothing_else_reads_as_one() {
+        let report = SidecarAuditEvent::audit_dropped(7, Utc::now());
+        let wire: SidecarAuditEvent =
+            serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!(wire.dropped_count(), Some(7));
+        let mut read = report.clone();
+        read.path = Some("prod/api/key".into());
+        assert_eq!(read.dropped_count(), None);
+        read.path = None;
+        read.reason = Some("audit_dropped:many".into());
+        assert_eq!(read.dropped_count(), None);
+        read.reason = Some("scope_denied".into());
+        assert_eq!(read.dropped_count(), None);
     }
 }

@@ -1,8 +1,30 @@
-//! Error locations that do not quote the input.
+//! Diagnostics that cannot leak: error locations that do not quote the input, and log targets
+//! pinned below the levels at which libraries print requests.
 //!
 //! A config parser's usual error shows the offending line, and a config line can hold a
 //! database URL with its password. Both config loaders report "message (line L, column C)"
 //! built from this instead.
+//!
+//! HTTP and TLS libraries print whole requests and responses (headers included, so a
+//! substituted secret or a bearer token) at debug and trace. Both binaries cap these targets
+//! at [`PINNED_LOG_TARGETS`] on top of whatever `RUST_LOG` or `[log] level` asks for, so even
+//! `RUST_LOG=trace` cannot turn them on.
+
+/// Target prefixes and the most verbose level they may log at, whatever the filter says.
+/// A prefix matches every target that starts with it (`pingora` covers `pingora_core`...).
+pub const PINNED_LOG_TARGETS: &[(&str, tracing::Level)] = &[
+    ("pingora", tracing::Level::INFO),
+    ("hyper", tracing::Level::INFO),
+    ("h2", tracing::Level::INFO),
+    ("http_body", tracing::Level::INFO),
+    ("rustls", tracing::Level::INFO),
+    ("tokio_rustls", tracing::Level::INFO),
+    ("reqwest", tracing::Level::INFO),
+    ("tower_http", tracing::Level::INFO),
+    ("axum", tracing::Level::INFO),
+    ("sqlx", tracing::Level::WARN),
+    ("google_cloud", tracing::Level::INFO),
+];
 
 /// 1-based line and column (in characters) of byte `offset` in `text`.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {

@@ -10,9 +10,8 @@
 use std::sync::Arc;
 
 use agent_secret_core::api::{SidecarAuditBatch, SidecarAuditEvent};
-use http::StatusCode;
 
-use crate::control_plane::{ControlPlane, CpError};
+use crate::control_plane::ControlPlane;
 use crate::spool::{AuditPipeline, AuditSink, SinkError};
 
 /// Where audit events go.
@@ -96,14 +95,17 @@ impl AuditBackend for AuditPipeline {
     }
 }
 
-/// Batches go to `POST /v1/sidecar/audit`. A 4xx means the control plane will not take the
-/// batch as is (kept and retried slowly, and logged); anything else is worth retrying.
+/// Batches go to `POST /v1/sidecar/audit`. The answer's status decides what the spool does
+/// with a refused batch (retry, split, dead-letter: [`crate::spool::SinkErrorKind`]); a
+/// failure without an answer is retried.
 #[async_trait::async_trait]
 impl AuditSink for ControlPlane {
     async fn send(&self, batch: &SidecarAuditBatch) -> Result<(), SinkError> {
-        self.post_audit(batch).await.map_err(|e| SinkError {
-            retryable: !matches!(&e, CpError::Refused { status, .. } if status.is_client_error() && *status != StatusCode::TOO_MANY_REQUESTS),
-            message: e.to_string(),
+        self.post_audit(batch).await.map_err(|e| {
+            match e.status().filter(|s| !s.is_server_error()) {
+                Some(status) => SinkError::status(status.as_u16(), e.to_string()),
+                None => SinkError::unavailable(e.to_string()),
+            }
         })
     }
 }

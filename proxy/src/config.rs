@@ -50,6 +50,12 @@ pub struct ProxyConfig {
     pub cache: CacheConfig,
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Placeholder caps per request and per header, header size after substitution.
+    #[serde(default)]
+    pub limits: crate::inject::Limits,
+    /// Requests and injections per second, per token and per agent.
+    #[serde(default)]
+    pub rate_limits: crate::rate_limit::RateLimitConfig,
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -5,11 +5,14 @@
 //! resolve, audit and the long-lived watch stream. Retries are bounded and only for failures
 //! where the request cannot have been acted on or the server says "try again" — connection
 //! errors and 502/503/504 — because a resolve of a `max_uses` token consumes a use and must
-//! not be repeated blindly after a timeout or a 500.
+//! not be repeated blindly after a timeout or a 500. Release (giving such a use back) is
+//! idempotent, so it is retried on the same failures without that worry.
 
 use std::time::{Duration, Instant};
 
-use agent_secret_core::api::{ErrorBody, ResolveRequest, ResolveResponse, SidecarAuditBatch};
+use agent_secret_core::api::{
+    ErrorBody, ReleaseUseRequest, ReleasedUse, ResolveRequest, ResolveResponse, SidecarAuditBatch,
+};
 use agent_secret_core::secret::SecretString;
 use http::{HeaderValue, StatusCode};
 use reqwest::{Certificate, RequestBuilder, Response};
@@ -43,6 +46,20 @@ pub enum CpError {
     Unavailable(String),
     #[error("unexpected control plane response: {0}")]
     Protocol(String),
+    /// A refusal without the JSON error body (e.g. from a proxy in front of the control plane).
+    #[error("control plane answered {0} without an error body")]
+    Status(StatusCode),
+}
+
+impl CpError {
+    /// The HTTP status of a refusal, when the control plane (or a proxy) answered one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            CpError::Refused { status, .. } | CpError::Unauthorized(status) => Some(*status),
+            CpError::Status(status) => Some(*status),
+            CpError::Unavailable(_) | CpError::Protocol(_) => None,
+        }
+    }
 }
 
 /// Why the client could not be built.
@@ -107,7 +124,24 @@ impl ControlPlane {
         json_or_refusal(result?).await
     }
 
-    /// `POST /v1/sidecar/audit`; success means the batch is durably accepted.
+    /// `POST /v1/sidecar/release`: give back a reserved use whose value was never injected.
+    pub async fn release(&self, request: &ReleaseUseRequest) -> Result<ReleasedUse, CpError> {
+        let url = format!("{}/v1/sidecar/release", self.base);
+        let started = Instant::now();
+        let result = self
+            .send(|| {
+                self.http
+                    .post(&url)
+                    .json(request)
+                    .timeout(self.request_timeout)
+            })
+            .await;
+        self.observe("release", started);
+        json_or_refusal(result?).await
+    }
+
+    /// `POST /v1/sidecar/audit`; success means the batch is durably accepted. A refusal keeps
+    /// its status ([`CpError::status`]): the audit spool splits, dead-letters or retries by it.
     pub async fn post_audit(&self, batch: &SidecarAuditBatch) -> Result<(), CpError> {
         let url = format!("{}/v1/sidecar/audit", self.base);
         let started = Instant::now();
@@ -121,11 +155,14 @@ impl ControlPlane {
             .await;
         self.observe("audit", started);
         let response = result?;
-        if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(refusal(response).await)
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
         }
+        Err(match refusal(response).await {
+            CpError::Protocol(_) => CpError::Status(status),
+            other => other,
+        })
     }
 
     /// `GET /v1/sidecar/watch`: the open event stream (no overall timeout).

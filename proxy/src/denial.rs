@@ -21,6 +21,8 @@ use crate::ssrf::SsrfError;
 pub const AUDIT_UNAVAILABLE: &str = "audit_unavailable";
 /// Code for a response body the scrubber cannot read.
 pub const UNSCANNABLE_RESPONSE: &str = "unscannable_response";
+/// `Retry-After` of a 503 `kms_unavailable`: the KMS client already retried with backoff.
+pub const KMS_RETRY_AFTER_SECONDS: u64 = 5;
 /// Code for CONNECT.
 pub const METHOD_NOT_ALLOWED: &str = "method_not_allowed";
 
@@ -30,6 +32,8 @@ pub struct Denial {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429 `rate_limited`, 503s the agent should retry).
+    pub retry_after: Option<u64>,
 }
 
 impl Denial {
@@ -38,7 +42,31 @@ impl Denial {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// The same refusal, asking the agent to wait `seconds` before trying again.
+    pub fn with_retry_after(mut self, seconds: u64) -> Denial {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// 429 `rate_limited`: `limit` ran out; `Retry-After` says when a request fits again
+    /// (rounded up to whole seconds, at least 1).
+    pub fn rate_limited(limited: &crate::rate_limit::Limited) -> Denial {
+        let wait = limited.retry_after;
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        Denial::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimited.as_str(),
+            format!(
+                "rate limit `{}` exceeded; retry after {} s",
+                limited.limit.as_str(),
+                seconds.max(1)
+            ),
+        )
+        .with_retry_after(seconds.max(1))
     }
 
     /// Status of a control-plane denial code.
@@ -58,6 +86,13 @@ impl Denial {
             | ErrorCode::InvalidPath
             | ErrorCode::InvalidHost
             | ErrorCode::InvalidPlaceholder => StatusCode::BAD_REQUEST,
+            // The control plane's own limit (per sidecar key or address) passed on to the
+            // agent, which is the one that should slow down. Its exact Retry-After is not
+            // carried through the resolve client; one second is the shortest honest answer.
+            ErrorCode::RateLimited => {
+                return Denial::new(StatusCode::TOO_MANY_REQUESTS, code.as_str(), message)
+                    .with_retry_after(1)
+            }
             _ => return Denial::control_plane_unavailable(),
         };
         Denial::new(status, code.as_str(), message)
@@ -187,6 +222,17 @@ impl From<ResolveError> for Denial {
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorCode::KmsUnavailable.as_str(),
                     "the key service is unavailable; try again later",
+                )
+                .with_retry_after(KMS_RETRY_AFTER_SECONDS)
+            }
+            // Not retried blindly: something between the sidecar and the KMS corrupts or
+            // forges answers. The refusal is audited (reason `kms_integrity_failed`).
+            ResolveError::KmsIntegrity { path, reason } => {
+                tracing::error!(%path, %reason, "key service integrity check failed");
+                Denial::new(
+                    StatusCode::BAD_GATEWAY,
+                    ErrorCode::KmsIntegrityFailed.as_str(),
+                    format!("the key service's answer for `{path}` failed an integrity check; the secret was not injected"),
                 )
             }
             ResolveError::Decrypt { path, reason } => {

@@ -5,16 +5,57 @@
 //! destination, so neither may ever carry a credential (nor leak the path verbatim). A
 //! malformed attempt anywhere is a 400 too, never forwarded as-is. The hot path is one
 //! `contains_placeholder_marker` scan per header value. Pure functions: no I/O, no pingora.
+//!
+//! Framing and hop-by-hop headers never take a placeholder (400 before anything is dialled):
+//! `Transfer-Encoding`, `Content-Length`, `Connection`, `Keep-Alive`, `TE`, `Trailer`,
+//! `Upgrade`, `Host`, every `Proxy-*` header and every header the request's `Connection`
+//! names. A secret substituted there would pick how the upstream frames the request (request
+//! smuggling on a pooled connection) or be stripped by a hop and re-added by us. The caps in
+//! [`Limits`] bound the work and the size an agent can make one request cost.
 
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::placeholder::{
     contains_placeholder_marker, find_placeholders, substitute, Placeholder, PlaceholderError,
 };
-use http::header::HOST;
+use http::header::{CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use zeroize::Zeroizing;
 
 use crate::auth::is_sidecar_header;
+
+/// Bounds on what one request may ask for (`[limits]` in `config/proxy.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Placeholders in all headers of one request, counted with repeats.
+    pub max_placeholders_per_request: usize,
+    /// Placeholders in one header value.
+    pub max_placeholders_per_header: usize,
+    /// Bytes of one header value after substitution.
+    pub max_header_value_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_placeholders_per_request: 16,
+            max_placeholders_per_header: 4,
+            max_header_value_bytes: 8192,
+        }
+    }
+}
+
+/// Headers that frame the message or speak to one hop only: a placeholder in one is refused.
+const FRAMING_HEADERS: [&str; 8] = [
+    "transfer-encoding",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "host",
+];
 
 /// The placeholders of one header value: the `index`-th value of `name`.
 #[derive(Debug, Clone)]
@@ -47,6 +88,14 @@ pub enum InjectError {
     },
     #[error("placeholders are not allowed in the Host header")]
     InHost,
+    #[error("placeholders are not allowed in `{0}`: it frames the request or is hop-by-hop")]
+    InFramingHeader(String),
+    #[error("the request has more than {limit} placeholders")]
+    TooMany { limit: usize },
+    #[error("header `{header}` has more than {limit} placeholders")]
+    TooManyInHeader { header: String, limit: usize },
+    #[error("header `{header}` would be longer than {limit} bytes after substitution")]
+    ValueTooLong { header: String, limit: usize },
     #[error("placeholders are only substituted in header values, not in the request target")]
     InTarget,
     #[error("the value of `{0}` would not be a valid header value")]
@@ -71,9 +120,9 @@ impl Scan {
     }
 }
 
-/// Find the placeholders of a request; malformed attempts, and any attempt in the request
-/// target or `Host`, fail the whole request.
-pub fn scan(headers: &HeaderMap, raw_target: &[u8]) -> Result<Scan, InjectError> {
+/// Find the placeholders of a request; malformed attempts, any attempt in the request target
+/// or a framing header, and more placeholders than `limits` allow fail the whole request.
+pub fn scan(headers: &HeaderMap, raw_target: &[u8], limits: &Limits) -> Result<Scan, InjectError> {
     if contains_placeholder_marker(raw_target)
         && !find_placeholders(raw_target)
             .map_err(|_| InjectError::InTarget)?
@@ -82,8 +131,12 @@ pub fn scan(headers: &HeaderMap, raw_target: &[u8]) -> Result<Scan, InjectError>
         return Err(InjectError::InTarget);
     }
     let mut scan = Scan::default();
+    let mut total = 0usize;
     for name in headers.keys() {
-        if is_sidecar_header(name.as_str()) {
+        // Checked before the sidecar's own headers are skipped: `Proxy-Authorization` and
+        // `Proxy-Connection` are `Proxy-*` too.
+        let framing = is_framing_header(name, headers);
+        if !framing && is_sidecar_header(name.as_str()) {
             continue;
         }
         for (index, value) in headers.get_all(name).iter().enumerate() {
@@ -101,6 +154,21 @@ pub fn scan(headers: &HeaderMap, raw_target: &[u8]) -> Result<Scan, InjectError>
             if name == HOST {
                 return Err(InjectError::InHost);
             }
+            if framing {
+                return Err(InjectError::InFramingHeader(name.as_str().to_owned()));
+            }
+            if found.len() > limits.max_placeholders_per_header {
+                return Err(InjectError::TooManyInHeader {
+                    header: name.as_str().to_owned(),
+                    limit: limits.max_placeholders_per_header,
+                });
+            }
+            total += found.len();
+            if total > limits.max_placeholders_per_request {
+                return Err(InjectError::TooMany {
+                    limit: limits.max_placeholders_per_request,
+                });
+            }
             scan.headers.push(HeaderPlaceholders {
                 name: name.clone(),
                 index,
@@ -111,12 +179,27 @@ pub fn scan(headers: &HeaderMap, raw_target: &[u8]) -> Result<Scan, InjectError>
     Ok(scan)
 }
 
+/// Whether `name` is a framing or hop-by-hop header of this request: one of
+/// [`FRAMING_HEADERS`], any `Proxy-*`, or a header its `Connection` field names.
+fn is_framing_header(name: &HeaderName, headers: &HeaderMap) -> bool {
+    let name = name.as_str();
+    FRAMING_HEADERS.contains(&name)
+        || name.starts_with("proxy-")
+        || headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case(name))
+}
+
 /// Substitute every placeholder of `scan` with the value `lookup` gives, returning the full
 /// value list of each affected header.
 pub fn substitute_headers<'v>(
     headers: &HeaderMap,
     scan: &Scan,
     lookup: impl Fn(&SecretPath) -> Option<&'v [u8]>,
+    limits: &Limits,
 ) -> Result<Vec<Substituted>, InjectError> {
     let mut out: Vec<Substituted> = Vec::new();
     for hp in &scan.headers {
@@ -138,6 +221,12 @@ pub fn substitute_headers<'v>(
                 )?,
                 None => Zeroizing::new(value.as_bytes().to_vec()),
             };
+            if new.len() > limits.max_header_value_bytes {
+                return Err(InjectError::ValueTooLong {
+                    header: hp.name.as_str().to_owned(),
+                    limit: limits.max_header_value_bytes,
+                });
+            }
             // `from_bytes` checks RFC 9110 field-value bytes: no CR, LF, NUL or other controls.
             let mut new = HeaderValue::from_bytes(&new)
                 .map_err(|_| InjectError::InvalidValue(hp.name.as_str().to_owned()))?;

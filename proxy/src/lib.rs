@@ -6,7 +6,7 @@
 //! response. The agent never holds the credential. Modules are named for what they own:
 //! [`route`] decides where a request goes, [`auth`] who sent it, [`inject`] what to substitute,
 //! [`resolver`] (with [`cache`] and [`control_plane`]) the values, [`ssrf`] which addresses may
-//! be dialled, [`scrub`] what comes back, [`proxy`] glues them into pingora and [`sidecar`]
+//! be dialled, [`rate_limit`] how often, [`scrub`] what comes back, [`proxy`] glues them into pingora and [`sidecar`]
 //! starts and stops the whole.
 //!
 //! Embedding (end-to-end tests): build a [`config::ProxyConfig`] (e.g. with
@@ -24,6 +24,7 @@ pub mod denial;
 pub mod inject;
 pub mod metrics;
 pub mod proxy;
+pub mod rate_limit;
 pub mod resolver;
 pub mod route;
 pub mod scrub;

@@ -24,14 +24,7 @@ fn main() -> ExitCode {
     // First thing: the one process-wide rustls provider (ring), before any TLS client exists.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging();
     let config = match ProxyConfig::load(&cli.config, &|name| std::env::var(name).ok()) {
         Ok(config) => config,
         Err(e) => {
@@ -56,4 +49,27 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Log to stderr at `RUST_LOG` (default `info`), with the HTTP and TLS libraries capped below
+/// the levels at which they print headers (`agent_secret_core::diagnostics`).
+fn init_logging() {
+    use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let pins = agent_secret_core::diagnostics::PINNED_LOG_TARGETS
+        .iter()
+        .fold(
+            Targets::new().with_default(LevelFilter::TRACE),
+            |pins, (target, level)| pins.with_target(*target, *level),
+        );
+    let layer = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(filter.and(pins));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }

@@ -38,6 +38,19 @@ pub struct Metrics {
     /// Audit spool state by kind: `queued`, `spooled`, `sent`, `send_failures`,
     /// `used_bytes`, `max_bytes` (refreshed at each scrape).
     pub audit_spool: IntGaugeVec,
+    /// Audit events the control plane refused on their own, moved to the spool's dead-letter
+    /// file (refreshed at each scrape from the spool's count).
+    pub audit_dead_lettered: IntCounter,
+    /// Audit events whose fields were capped to fit a request (refreshed at each scrape).
+    pub audit_truncated: IntCounter,
+    /// Requests refused 429 by `limit` (a closed set: `rate_limit::Limit::as_str`).
+    pub rate_limited: IntCounterVec,
+    /// KMS failures while opening envelopes, by `fault`: `unavailable` (unreachable, timed
+    /// out, 5xx) or `integrity` (an answer that failed its checks; also audited).
+    pub kms_failures: IntCounterVec,
+    /// Reserved uses of `max_uses` tokens given back, by `outcome`: `released`,
+    /// `already_released`, `failed` (the use is then spent at the control plane's deadline).
+    pub use_releases: IntCounterVec,
     /// The labelled children every request touches, looked up once here rather than by
     /// label (a hash and a lock) on each request.
     pub hot: HotCounters,
@@ -89,6 +102,49 @@ impl Metrics {
         )?;
         let audit_spool =
             IntGaugeVec::new(Opts::new("audit_spool", "Audit pipeline state"), &["kind"])?;
+        let audit_dead_lettered = IntCounter::new(
+            "audit_dead_lettered_total",
+            "Audit events the control plane refused, moved to the dead-letter file",
+        )?;
+        let audit_truncated = IntCounter::new(
+            "audit_truncated_total",
+            "Audit events whose fields were capped to fit a request",
+        )?;
+        registry.register(Box::new(audit_dead_lettered.clone()))?;
+        registry.register(Box::new(audit_truncated.clone()))?;
+        let rate_limited = IntCounterVec::new(
+            Opts::new(
+                "rate_limited_total",
+                "Requests refused 429 rate_limited, by the limit that ran out",
+            ),
+            &["limit"],
+        )?;
+        for limit in crate::rate_limit::Limit::ALL {
+            rate_limited.get_metric_with_label_values(&[limit.as_str()])?;
+        }
+        registry.register(Box::new(rate_limited.clone()))?;
+        let kms_failures = IntCounterVec::new(
+            Opts::new(
+                "kms_failures_total",
+                "KMS failures opening envelopes, by fault",
+            ),
+            &["fault"],
+        )?;
+        for fault in ["unavailable", "integrity"] {
+            kms_failures.get_metric_with_label_values(&[fault])?;
+        }
+        registry.register(Box::new(kms_failures.clone()))?;
+        let use_releases = IntCounterVec::new(
+            Opts::new(
+                "use_releases_total",
+                "Reserved max_uses token uses given back, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["released", "already_released", "failed"] {
+            use_releases.get_metric_with_label_values(&[outcome])?;
+        }
+        registry.register(Box::new(use_releases.clone()))?;
         registry.register(Box::new(audit_spool.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(injections.clone()))?;
@@ -122,6 +178,11 @@ impl Metrics {
             scrubbed_responses,
             audit_dropped,
             audit_spool,
+            kms_failures,
+            use_releases,
+            audit_dead_lettered,
+            audit_truncated,
+            rate_limited,
             hot,
         })
     }
@@ -140,6 +201,13 @@ impl Metrics {
             self.audit_spool
                 .with_label_values(&[kind])
                 .set(as_gauge(value));
+        }
+        // Counters only go up: add what the spool counted since the last scrape.
+        for (counter, total) in [
+            (&self.audit_dead_lettered, stats.dead_lettered),
+            (&self.audit_truncated, stats.truncated),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
     }
 

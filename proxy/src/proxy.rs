@@ -42,6 +42,7 @@ use crate::config::ScrubMode;
 use crate::denial::Denial;
 use crate::inject::{self, Substituted};
 use crate::metrics::Metrics;
+use crate::rate_limit::{Limited, RateLimits};
 use crate::resolver::Resolver;
 use crate::route::{Router, Target};
 use crate::scrub::{BodyScrubber, ScrubSet};
@@ -56,6 +57,9 @@ pub struct SecretProxy {
     /// System roots plus `extra_ca_file`, when one is configured.
     pub(crate) upstream_ca: Option<Arc<CaType>>,
     pub(crate) upstream_connect_timeout: Duration,
+    /// Placeholder caps (`[limits]`).
+    pub(crate) limits: inject::Limits,
+    pub(crate) rate_limits: Arc<RateLimits>,
 }
 
 /// Per-request state shared across pingora's phases.
@@ -96,7 +100,12 @@ impl SecretProxy {
         let target = self.router.target(&req.method, req.raw_path(), &req.uri)?;
         let token = AgentToken::from_header(req.headers.get(http::header::PROXY_AUTHORIZATION))?;
         caller.token_id = Some(token.id().hyphenated().to_string());
-        let scan = inject::scan(&req.headers, req.raw_path())?;
+        let scan = inject::scan(&req.headers, req.raw_path(), &self.limits)?;
+        let paths = scan.paths();
+        // Keyed by the whole token's hash, so it is safe before the token is verified.
+        self.rate_limits
+            .check_token(&token.cache_key(), paths.len())
+            .map_err(|limited| self.rate_limited(caller, &limited))?;
         if scan.is_empty() {
             if !target.pass_through_allowed() {
                 return Err(Denial::destination_not_allowed(format!(
@@ -104,15 +113,16 @@ impl SecretProxy {
                     target.destination
                 )));
             }
-            self.resolver
+            let grant = self
+                .resolver
                 .check_token(&token, &target.destination, caller.client_ip)
                 .await?;
+            self.check_agent_limit(&grant.grant.agent_id, 0, caller)?;
             ctx.upstream_addr = Some(self.checked_address(&target).await?);
             ctx.target = Some(target);
             return Ok(());
         }
         ctx.upstream_addr = Some(self.checked_address(&target).await?);
-        let paths = scan.paths();
         let permit = self
             .audit
             .reserve(paths.len())
@@ -131,16 +141,32 @@ impl SecretProxy {
                 return Err(denial);
             }
         };
-        let lookup = |path: &SecretPath| {
-            resolved
-                .values
-                .iter()
-                .find(|v| &v.path == path)
-                .map(|v| v.value.expose())
+        // From here a refusal gives back the use reserved for a `max_uses` token: nothing
+        // was injected.
+        let prepared = self
+            .check_agent_limit(&resolved.grant.grant.agent_id, paths.len(), caller)
+            .and_then(|()| {
+                let lookup = |path: &SecretPath| {
+                    resolved
+                        .values
+                        .iter()
+                        .find(|v| &v.path == path)
+                        .map(|v| v.value.expose())
+                };
+                let substituted =
+                    inject::substitute_headers(&req.headers, &scan, lookup, &self.limits)?;
+                // Headers are always scrubbed; `scrub = "headers"` only skips the body.
+                Ok((substituted, scrub_set(&resolved.values)?))
+            });
+        let (substituted, scrub) = match prepared {
+            Ok(prepared) => prepared,
+            Err(denial) => {
+                self.resolver.release(&resolved, denial.code).await;
+                return Err(denial);
+            }
         };
-        ctx.substituted = inject::substitute_headers(&req.headers, &scan, lookup)?;
-        // Headers are always scrubbed; `scrub = "headers"` only skips the body.
-        ctx.scrub = Some(scrub_set(&resolved.values)?);
+        ctx.substituted = substituted;
+        ctx.scrub = Some(scrub);
         let now = Utc::now();
         let destination = target.destination.to_string();
         permit.record(
@@ -162,6 +188,36 @@ impl SecretProxy {
         self.metrics.injections.inc_by(paths.len() as u64);
         ctx.target = Some(target);
         Ok(())
+    }
+
+    /// The agent's budget, once a grant vouches for the agent id.
+    fn check_agent_limit(
+        &self,
+        agent_id: &str,
+        injections: usize,
+        caller: &mut Caller,
+    ) -> Result<(), Denial> {
+        // The id comes from the control plane; one that does not parse is not limited here
+        // (the control plane's own limits still apply) rather than refused.
+        let Ok(agent) = uuid::Uuid::parse_str(agent_id) else {
+            return Ok(());
+        };
+        self.rate_limits
+            .check_agent(agent, injections)
+            .map_err(|limited| self.rate_limited(caller, &limited))
+    }
+
+    /// Count a 429; audit it only the first time the subject trips in a while, so a flood of
+    /// refused requests cannot also flood the audit spool.
+    fn rate_limited(&self, caller: &mut Caller, limited: &Limited) -> Denial {
+        self.metrics
+            .rate_limited
+            .with_label_values(&[limited.limit.as_str()])
+            .inc();
+        if !limited.first_trip {
+            caller.audited = true;
+        }
+        Denial::rate_limited(limited)
     }
 
     async fn checked_address(&self, target: &Target) -> Result<SocketAddr, Denial> {
@@ -202,6 +258,9 @@ impl SecretProxy {
         resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
         if denial.is_auth() {
             resp.insert_header(http::header::PROXY_AUTHENTICATE, PROXY_AUTHENTICATE)?;
+        }
+        if let Some(seconds) = denial.retry_after {
+            resp.insert_header(http::header::RETRY_AFTER, seconds.to_string())?;
         }
         session.set_keepalive(None);
         session.write_response_header(Box::new(resp), false).await?;
@@ -387,6 +446,33 @@ impl ProxyHttp for SecretProxy {
         }
     }
 
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(set) = ctx.scrub.as_ref().filter(|s| !s.is_empty()) {
+            scrub_trailers(trailers, set)?;
+        }
+        Ok(())
+    }
+
+    async fn response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<Bytes>>
+    where
+        RequestCtx: Send + Sync,
+    {
+        if let Some(set) = ctx.scrub.as_ref().filter(|s| !s.is_empty()) {
+            scrub_trailers(trailers, set)?;
+        }
+        Ok(None)
+    }
+
     fn response_body_filter(
         &self,
         _session: &mut Session,
@@ -519,6 +605,11 @@ fn scrub_set(values: &[Arc<CachedValue>]) -> Result<Arc<ScrubSet>, Denial> {
 fn scrub_headers(response: &mut ResponseHeader, set: &ScrubSet) -> pingora::Result<bool> {
     let mut changed: Vec<(HeaderName, Vec<HeaderValue>)> = Vec::new();
     for name in response.headers.keys() {
+        // An upstream can echo the value as a header *name* too: such a header is dropped.
+        if set.scrub_header_value(name.as_str().as_bytes()).is_some() {
+            changed.push((name.clone(), Vec::new()));
+            continue;
+        }
         // One scan per value: `Some` holds the scrubbed bytes of a value that had a match.
         let scanned: Vec<(&HeaderValue, Option<Vec<u8>>)> = response
             .headers
@@ -551,10 +642,82 @@ fn scrub_headers(response: &mut ResponseHeader, set: &ScrubSet) -> pingora::Resu
     Ok(any)
 }
 
+/// Replace injected values in response trailers. (pingora 0.9 drops HTTP/1.1 trailers before
+/// they reach these filters; HTTP/2 upstreams deliver them, and are scrubbed like headers.)
+fn scrub_trailers(trailers: &mut http::HeaderMap, set: &ScrubSet) -> pingora::Result<()> {
+    let leaking_names: Vec<HeaderName> = trailers
+        .keys()
+        .filter(|name| set.scrub_header_value(name.as_str().as_bytes()).is_some())
+        .cloned()
+        .collect();
+    for name in leaking_names {
+        trailers.remove(&name);
+    }
+    for value in trailers.values_mut() {
+        if let Some(bytes) = set.scrub_header_value(value.as_bytes()) {
+            *value = HeaderValue::from_bytes(&bytes).map_err(|_| {
+                Error::explain(ErrorType::InternalError, "scrubbed trailer is invalid")
+            })?;
+        }
+    }
+    Ok(())
+}
+
 /// Whether a response with this status, to this method, carries a body.
 fn has_body(method: Method, status: StatusCode) -> bool {
     method != Method::HEAD
         && status != StatusCode::NO_CONTENT
         && status != StatusCode::NOT_MODIFIED
         && !status.is_informational()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    const VALUE: &str = "sk-live-0123456789abcdef";
+
+    fn set() -> ScrubSet {
+        let path = SecretPath::parse("prod/api/key").unwrap();
+        ScrubSet::new(&[(path, SecretBytes::new(VALUE.as_bytes().to_vec()))]).unwrap()
+    }
+
+    #[test]
+    fn response_headers_echoing_the_value_in_a_value_or_a_name_are_scrubbed() {
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        response
+            .append_header("x-echo", format!("Bearer {VALUE}"))
+            .unwrap();
+        response.append_header(format!("x-{VALUE}"), "1").unwrap();
+        response.append_header("x-plain", "ok").unwrap();
+        assert!(scrub_headers(&mut response, &set()).unwrap());
+        let shown = format!("{:?}", response.headers).to_ascii_lowercase();
+        assert!(!shown.contains(VALUE), "{shown}");
+        assert_eq!(
+            response.headers.get("x-echo").unwrap(),
+            "Bearer [REDACTED:prod/api/key]"
+        );
+        assert_eq!(response.headers.get("x-plain").unwrap(), "ok");
+        assert_eq!(response.headers.len(), 2, "the leaking name was dropped");
+    }
+
+    #[test]
+    fn trailers_are_scrubbed_like_headers() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert(
+            "x-echo",
+            HeaderValue::from_static("sk-live-0123456789abcdef"),
+        );
+        trailers.insert(
+            HeaderName::from_bytes(format!("x-{VALUE}").as_bytes()).unwrap(),
+            HeaderValue::from_static("1"),
+        );
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        scrub_trailers(&mut trailers, &set()).unwrap();
+        assert_eq!(trailers.get("x-echo").unwrap(), "[REDACTED:prod/api/key]");
+        assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+        assert_eq!(trailers.len(), 2);
+    }
 }

@@ -7,15 +7,24 @@
 //! grant is warm), and the returned envelopes are opened here with the tenant's KEK through the
 //! [`Kms`] trait: the control plane never sees plaintext. A cached value whose version matches
 //! the resolved one is reused without another unwrap.
+//!
+//! A use of a `max_uses` token comes back as a reservation. If the value cannot be injected
+//! after all — the KMS is down or its answer fails an integrity check, the envelope does not
+//! open, or (through [`Resolver::release`]) the request is refused later, before substitution
+//! — the reservation is released at once, so the agent's retry still has its use. One that is
+//! never released is spent at the control plane's deadline (the request went out, or the
+//! sidecar could not say otherwise).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use agent_secret_core::api::{ErrorCode, ResolveRequest, ResolvedSecret};
+use agent_secret_core::api::{
+    ErrorCode, ReleaseUseRequest, ResolveRequest, ResolveResponse, ResolvedSecret,
+};
 use agent_secret_core::envelope::{self, EnvelopeError, SecretAad};
 use agent_secret_core::host::{Destination, HostPattern};
 use agent_secret_core::ids::TenantId;
-use agent_secret_core::kms::{Kms, KmsError};
+use agent_secret_core::kms::{Kms, KmsFault};
 use agent_secret_core::path::SecretPath;
 
 use crate::auth::AgentToken;
@@ -36,6 +45,9 @@ pub struct Resolver {
 pub struct Resolved {
     pub grant: Arc<CachedGrant>,
     pub values: Vec<Arc<CachedValue>>,
+    /// The reserved use of a `max_uses` token, to [`Resolver::release`] if the values are not
+    /// injected after all.
+    pub reservation: Option<String>,
 }
 
 /// Why secrets could not be resolved. Messages name paths and hosts, never values or tokens.
@@ -47,8 +59,25 @@ pub enum ResolveError {
     Unavailable(String),
     #[error("key service unavailable: {0}")]
     Kms(String),
+    /// The KMS answered, but its answer failed a check (CRC32C, key name, verified flags).
+    #[error("key service answer for `{path}` failed an integrity check: {reason}")]
+    KmsIntegrity { path: String, reason: String },
     #[error("secret `{path}` could not be decrypted: {reason}")]
     Decrypt { path: String, reason: String },
+}
+
+impl ResolveError {
+    /// The code the agent sees for this error (see `Denial::from`), also the reason given
+    /// when a reservation is released because of it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ResolveError::Denied { code, .. } => code.as_str(),
+            ResolveError::Unavailable(_) => ErrorCode::ControlPlaneUnavailable.as_str(),
+            ResolveError::Kms(_) => ErrorCode::KmsUnavailable.as_str(),
+            ResolveError::KmsIntegrity { .. } => ErrorCode::KmsIntegrityFailed.as_str(),
+            ResolveError::Decrypt { .. } => ErrorCode::Internal.as_str(),
+        }
+    }
 }
 
 impl Resolver {
@@ -107,12 +136,14 @@ impl Resolver {
                 return Ok(Resolved {
                     grant,
                     values: found,
+                    reservation: None,
                 });
             }
             let fetched = self.remote(token, &missing, destination, client_ip).await?;
             return Ok(Resolved {
                 values: in_order(paths, found.into_iter().chain(fetched.values)),
                 grant: fetched.grant,
+                reservation: fetched.reservation,
             });
         }
         self.remote(token, paths, destination, client_ip).await
@@ -189,6 +220,66 @@ impl Resolver {
             Err(e) => return Err(self.refused(token, e).await),
         };
         drop(request);
+        let reservation = response.reservation.as_ref().map(|r| r.id.clone());
+        match self.accept(token, paths, destination, response).await {
+            Ok((grant, values)) => Ok(Resolved {
+                grant,
+                values,
+                reservation,
+            }),
+            Err(e) => {
+                if let Some(id) = reservation {
+                    self.release_reservation(id, e.code()).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives back the reserved use of `resolved` (if any) because its values will not be
+    /// injected; `reason` is the denial code the agent gets. Call it for every refusal after a
+    /// successful [`Resolver::resolve`] and before the request is forwarded. Waits for the
+    /// control plane's answer, so the agent's retry finds the use there; failures are logged
+    /// and counted (the use is then spent at the deadline: the safe direction).
+    pub async fn release(&self, resolved: &Resolved, reason: &str) {
+        if let Some(id) = &resolved.reservation {
+            self.release_reservation(id.clone(), reason).await;
+        }
+    }
+
+    async fn release_reservation(&self, reservation_id: String, reason: &str) {
+        let request = ReleaseUseRequest {
+            reservation_id,
+            reason: Some(reason.to_owned()),
+        };
+        let outcome = match self.control_plane.release(&request).await {
+            Ok(released) => match released.outcome {
+                agent_secret_core::api::ReleaseOutcome::Released => "released",
+                agent_secret_core::api::ReleaseOutcome::AlreadyReleased => "already_released",
+            },
+            Err(e) => {
+                tracing::warn!(
+                    reservation = %request.reservation_id,
+                    error = %e,
+                    "could not release a reserved use; it is spent at its deadline"
+                );
+                "failed"
+            }
+        };
+        self.metrics
+            .use_releases
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
+    /// The grant and opened values of a resolve response, checked against `destination`.
+    async fn accept(
+        &self,
+        token: &AgentToken,
+        paths: &[SecretPath],
+        destination: &Destination,
+        response: ResolveResponse,
+    ) -> Result<(Arc<CachedGrant>, Vec<Arc<CachedValue>>), ResolveError> {
         let grant = CachedGrant::new(response.grant, self.caches.grant_ttl_cap())
             .map_err(|e| ResolveError::Unavailable(e.to_string()))?;
         let grant = Arc::new(grant);
@@ -209,7 +300,7 @@ impl Resolver {
                 "resolve response lacks a requested secret".into(),
             ));
         }
-        Ok(Resolved { grant, values })
+        Ok((grant, values))
     }
 
     /// Decrypt one resolved secret, reusing the cached value of the same version.
@@ -233,7 +324,7 @@ impl Resolver {
         };
         let value = envelope::open(self.kms.as_ref(), &aad, &secret.envelope)
             .await
-            .map_err(|e| decrypt_error(&path, e))?;
+            .map_err(|e| self.decrypt_error(&path, e))?;
         let allowed_hosts = secret
             .allowed_hosts
             .iter()
@@ -250,6 +341,39 @@ impl Resolver {
         let value = Arc::new(value);
         self.caches.put_value(tenant, value.clone()).await;
         Ok(value)
+    }
+
+    /// Classify a failed open, counting KMS outages and integrity failures.
+    fn decrypt_error(&self, path: &SecretPath, error: EnvelopeError) -> ResolveError {
+        let EnvelopeError::Kms(kms) = error else {
+            return ResolveError::Decrypt {
+                path: path.to_string(),
+                reason: error.to_string(),
+            };
+        };
+        match kms.fault() {
+            KmsFault::Unavailable => {
+                self.metrics
+                    .kms_failures
+                    .with_label_values(&["unavailable"])
+                    .inc();
+                ResolveError::Kms(kms.to_string())
+            }
+            KmsFault::Integrity => {
+                self.metrics
+                    .kms_failures
+                    .with_label_values(&["integrity"])
+                    .inc();
+                ResolveError::KmsIntegrity {
+                    path: path.to_string(),
+                    reason: kms.to_string(),
+                }
+            }
+            KmsFault::Other => ResolveError::Decrypt {
+                path: path.to_string(),
+                reason: kms.to_string(),
+            },
+        }
     }
 
     /// Map a failed resolve; a token the control plane calls dead is remembered as such.
@@ -316,16 +440,4 @@ fn not_bound(path: &SecretPath, destination: &Destination) -> ResolveError {
         ErrorCode::DestinationNotAllowed,
         format!("`{path}` may not be sent to {destination}"),
     )
-}
-
-fn decrypt_error(path: &SecretPath, error: EnvelopeError) -> ResolveError {
-    match error {
-        EnvelopeError::Kms(KmsError::Unavailable(reason) | KmsError::Io(reason)) => {
-            ResolveError::Kms(reason)
-        }
-        other => ResolveError::Decrypt {
-            path: path.to_string(),
-            reason: other.to_string(),
-        },
-    }
 }

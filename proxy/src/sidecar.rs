@@ -34,6 +34,7 @@ use crate::config::{ConfigError, KmsBackend, ProxyConfig, UpstreamConfig};
 use crate::control_plane::{ClientError, ControlPlane};
 use crate::metrics::Metrics;
 use crate::proxy::SecretProxy;
+use crate::rate_limit::RateLimits;
 use crate::resolver::Resolver;
 use crate::route::Router;
 use crate::spool::{AuditPipeline, SpoolConfig, SpoolError};
@@ -125,9 +126,12 @@ impl Sidecar {
             key: "routes".into(),
             message: e,
         })?;
+        let rate_limits = Arc::new(RateLimits::new(&config.rate_limits));
         let proxy = SecretProxy {
             router,
             resolver,
+            limits: config.limits,
+            rate_limits: rate_limits.clone(),
             audit: Audit::new(audit),
             metrics: metrics.clone(),
             upstream_ca: upstream_ca(&config.upstream)?,
@@ -153,6 +157,10 @@ impl Sidecar {
                 shutdown_rx.clone(),
             )),
         ];
+        tasks.push(tokio::spawn(sweep_rate_limits(
+            rate_limits,
+            shutdown_rx.clone(),
+        )));
         if config.control_plane.watch {
             let settings = WatchSettings {
                 idle_timeout: (config.control_plane.watch_idle_timeout_seconds > 0)
@@ -371,5 +379,17 @@ async fn serve_connection(
     let mut next = app.process_new(Box::new(stream), &shutdown).await;
     while let Some(stream) = next {
         next = app.process_new(stream, &shutdown).await;
+    }
+}
+
+/// Forget idle rate-limit keys every few seconds, so forged or one-off tokens cannot grow the
+/// limiter tables without bound.
+async fn sweep_rate_limits(limits: Arc<RateLimits>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => limits.sweep(),
+            () = crate::stopped(&mut shutdown) => return,
+        }
     }
 }

@@ -10,14 +10,37 @@
 //!
 //! Bound: every event not yet accepted by the sink (queued in memory *or* spooled) counts its
 //! JSON-line size against `max_bytes`. When the next event would not fit, `record`/`reserve`
-//! return [`SpoolFull`] and the caller refuses the injection (503) *before* it happens. Nothing
-//! is ever dropped (`dropped` is always 0): a reservation is an estimate
-//! ([`RESERVED_EVENT_BYTES`]) settled to the real size on record, so the bound may be exceeded
-//! by at most one oversized event per outstanding permit.
+//! return [`SpoolFull`] and the caller refuses the injection (503) *before* it happens. A
+//! reservation is an estimate ([`RESERVED_EVENT_BYTES`]) settled to the real size on record,
+//! so the bound may be exceeded by at most one event per outstanding permit.
 //!
-//! Delivery is at-least-once: spooled events leave the file only after the sink accepted them,
-//! so a crash between acceptance and the file rewrite sends them again after restart.
+//! No event can poison the spool (block it forever, filling it until every injection is
+//! refused). Every event is capped field by field when recorded (and when loaded from a spool
+//! file), so it always fits a request ([`bound`] documents the caps); batches are cut by bytes
+//! below the control plane's body limit as well as by count. What the sink still refuses is
+//! sorted by [`SinkErrorKind`]:
+//!
+//! * [`Unavailable`](SinkErrorKind::Unavailable) (network errors, 5xx, 408, 429) and
+//!   [`Unauthorized`](SinkErrorKind::Unauthorized) (401, 403): the batch is kept and retried
+//!   with backoff, in order — fail closed, as before;
+//! * [`TooLarge`](SinkErrorKind::TooLarge) (413) and [`Rejected`](SinkErrorKind::Rejected)
+//!   (any other 4xx): the control plane takes a batch all or nothing, so the batch is split in
+//!   halves and each half resent, down to single events. A single event it still refuses is
+//!   moved to the dead-letter file next to the spool ([`DEAD_LETTER_SUFFIX`]), counted in
+//!   [`SpoolStats::dead_lettered`], and reported to the control plane as one
+//!   [`audit_dropped`](SidecarAuditEvent::audit_dropped) event carrying the count, which it
+//!   records as `audit.dropped` in the hash-chained log. So an event is either delivered or
+//!   dead-lettered *and* its loss is audited; none is silently dropped (`dropped` stays 0). If
+//!   the dead-letter file cannot be written or is full, the events stay in the spool (fail
+//!   closed). A refused `audit_dropped` report is dead-lettered without a new report, so a
+//!   control plane refusing everything cannot start a loop.
+//!
+//! Delivery is at-least-once: spooled events leave the file only after the sink accepted them
+//! (or they were dead-lettered), so a crash between that and the file rewrite sends them again
+//! after restart.
 
+pub mod bound;
+mod dead_letter;
 mod file;
 mod worker;
 
@@ -32,13 +55,14 @@ use std::time::Duration;
 use agent_secret_core::api::{SidecarAuditBatch, SidecarAuditEvent};
 use tokio::sync::{mpsc, oneshot};
 
+pub use dead_letter::DEAD_LETTER_SUFFIX;
 pub use file::{SpoolError, SPOOL_FILE_NAME};
 pub use worker::AuditWorker;
 
 use file::{Queued, SpoolFile};
 
 /// What a permit reserves before the event's real size is known; typical events are
-/// 250–400 bytes.
+/// 250–400 bytes, capped ones at most [`bound::MAX_EVENT_BYTES`].
 pub const RESERVED_EVENT_BYTES: u64 = 1024;
 
 /// Where batches go: the control plane's `POST /v1/sidecar/audit`, or a fake in tests.
@@ -49,14 +73,65 @@ pub trait AuditSink: Send + Sync + 'static {
     async fn send(&self, batch: &SidecarAuditBatch) -> Result<(), SinkError>;
 }
 
-/// The sink did not accept a batch. Either way the batch is kept and retried (fail closed);
-/// `retryable: false` (e.g. a 4xx) is logged as an error and retried at the slowest pace.
+/// The sink did not accept a batch; [`kind`](Self::kind) decides what happens to it (see the
+/// module docs).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("audit sink refused the batch: {message}")]
 pub struct SinkError {
-    pub retryable: bool,
-    /// Must not contain secret material (it is logged).
+    pub kind: SinkErrorKind,
+    /// The HTTP status, when the sink answered one (written to the dead-letter file).
+    pub status: Option<u16>,
+    /// Must not contain secret material (it is logged and dead-lettered).
     pub message: String,
+}
+
+/// How the pipeline treats a refused batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkErrorKind {
+    /// Down, overloaded or unreachable: keep the batch, retry with growing backoff.
+    Unavailable,
+    /// Our credentials were refused: keep the batch, retry at the slowest pace (an operator
+    /// must fix the key; injecting unaudited meanwhile is not an option).
+    Unauthorized,
+    /// The body was too large (413): split the batch.
+    TooLarge,
+    /// The batch will never be accepted as it is (another 4xx): split it, and dead-letter the
+    /// single events still refused.
+    Rejected,
+}
+
+impl SinkErrorKind {
+    /// The treatment of an HTTP status other than 2xx.
+    pub fn from_status(status: u16) -> SinkErrorKind {
+        match status {
+            401 | 403 => SinkErrorKind::Unauthorized,
+            413 => SinkErrorKind::TooLarge,
+            // Request timeout and rate limiting say "try again later".
+            408 | 429 => SinkErrorKind::Unavailable,
+            400..=499 => SinkErrorKind::Rejected,
+            _ => SinkErrorKind::Unavailable,
+        }
+    }
+}
+
+impl SinkError {
+    /// A failure without an answer (connection refused, timeout).
+    pub fn unavailable(message: impl Into<String>) -> SinkError {
+        SinkError {
+            kind: SinkErrorKind::Unavailable,
+            status: None,
+            message: message.into(),
+        }
+    }
+
+    /// The sink answered `status`.
+    pub fn status(status: u16, message: impl Into<String>) -> SinkError {
+        SinkError {
+            kind: SinkErrorKind::from_status(status),
+            status: Some(status),
+            message: message.into(),
+        }
+    }
 }
 
 /// No room for another event: refuse the injection (503). Also returned after
@@ -72,7 +147,9 @@ pub struct SpoolConfig {
     pub path: PathBuf,
     /// Bound on events not yet accepted by the sink (memory + file), in JSON-line bytes.
     pub max_bytes: u64,
-    /// Events per batch sent to the sink.
+    /// Most events per batch sent to the sink (at most
+    /// [`agent_secret_core::api::MAX_SIDECAR_AUDIT_BATCH_EVENTS`]); batches are also cut by
+    /// bytes ([`bound::MAX_BATCH_BYTES`]).
     pub batch_size: usize,
     /// Longest wait before a partial batch is sent.
     pub flush_interval: Duration,
@@ -87,8 +164,13 @@ pub struct SpoolStats {
     pub spooled: u64,
     /// Events the sink accepted since start.
     pub sent: u64,
-    /// Events lost. Always 0: the pipeline refuses instead of dropping.
+    /// Events lost. Always 0: the pipeline refuses injections instead of dropping events, and
+    /// what the control plane refuses is dead-lettered and reported, not lost.
     pub dropped: u64,
+    /// Events the control plane refused on their own, moved to the dead-letter file since start.
+    pub dead_lettered: u64,
+    /// Events whose fields were capped to fit a request since start (including on load).
+    pub truncated: u64,
     /// Batches the sink refused since start.
     pub send_failures: u64,
     /// Bytes counted against the bound (queued + spooled + reserved).
@@ -117,6 +199,8 @@ pub(crate) struct Inner {
     spooled: AtomicU64,
     sent: AtomicU64,
     send_failures: AtomicU64,
+    dead_lettered: AtomicU64,
+    truncated: AtomicU64,
     spool: Mutex<SpoolFile>,
 }
 
@@ -162,6 +246,8 @@ impl AuditPipeline {
             spooled: AtomicU64::new(spool.len() as u64),
             sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            truncated: AtomicU64::new(spool.truncated_on_load()),
             spool: Mutex::new(spool),
         });
         let worker = AuditWorker::new(Arc::clone(&inner), rx, sink, &config);
@@ -170,7 +256,7 @@ impl AuditPipeline {
 
     /// Queue an event if it fits in the bound. Cheap and non-blocking.
     pub fn record(&self, event: SidecarAuditEvent) -> Result<(), SpoolFull> {
-        let queued = Queued::new(event);
+        let queued = self.inner.capped(event);
         self.inner.take(queued.bytes)?;
         self.inner.enqueue(queued);
         Ok(())
@@ -230,6 +316,8 @@ impl AuditPipeline {
             spooled: i.spooled.load(Ordering::Relaxed),
             sent: i.sent.load(Ordering::Relaxed),
             dropped: 0,
+            dead_lettered: i.dead_lettered.load(Ordering::Relaxed),
+            truncated: i.truncated.load(Ordering::Relaxed),
             send_failures: i.send_failures.load(Ordering::Relaxed),
             used_bytes: i.used.load(Ordering::Relaxed),
             max_bytes: i.max,
@@ -277,7 +365,7 @@ impl Inner {
 
     /// Settle a reservation to the event's real size (the injection happened: never refuse).
     fn record_reserved(&self, event: SidecarAuditEvent) {
-        let queued = Queued::new(event);
+        let queued = self.capped(event);
         if queued.bytes > RESERVED_EVENT_BYTES {
             self.used
                 .fetch_add(queued.bytes - RESERVED_EVENT_BYTES, Ordering::AcqRel);
@@ -285,6 +373,15 @@ impl Inner {
             self.give_back(RESERVED_EVENT_BYTES - queued.bytes);
         }
         self.enqueue(queued);
+    }
+
+    /// Cap the event's fields so it always fits a request, counting it if something was cut.
+    pub(crate) fn capped(&self, event: SidecarAuditEvent) -> Queued {
+        let (queued, truncated) = Queued::capped(event);
+        if truncated {
+            self.truncated.fetch_add(1, Ordering::Relaxed);
+        }
+        queued
     }
 
     fn enqueue(&self, queued: Queued) {

@@ -2,9 +2,11 @@
 //! changed.
 //!
 //! Caching grants and values is only safe because the control plane tells sidecars at once
-//! when a token is revoked, an agent key rotated or a secret changed. Every (re)connect flushes
-//! the grant cache, because events sent while the stream was down are lost; an event that
-//! cannot be understood flushes it too. A stream silent for longer than the idle timeout
+//! when a token is revoked, an agent key rotated or revoked, or a secret changed. Every
+//! (re)connect flushes the caches, because events sent while the stream was down are lost; so
+//! does `resync`, which the control plane sends when it may itself have missed events (its
+//! PostgreSQL listener reconnected, or this stream fell behind); an event that cannot be
+//! understood flushes them too. A stream silent for longer than the idle timeout
 //! (not even a keep-alive comment) is treated as dead, so a half-open connection cannot
 //! quietly stop revocations. Reconnection backs off exponentially up to a cap.
 
@@ -136,6 +138,16 @@ pub async fn apply(caches: &Caches, metrics: &Metrics, name: &str, data: &str) {
         WatchEvent::AgentKeyRotated { agent_id } => {
             caches.revoke_agent(agent_id).await;
             "agent_key_rotated"
+        }
+        WatchEvent::AgentRevoked { agent_id } => {
+            caches.revoke_agent(agent_id).await;
+            "agent_revoked"
+        }
+        // The control plane cannot tell what it missed: neither can we.
+        WatchEvent::Resync => {
+            caches.flush();
+            tracing::info!("control plane asked for a resync; caches flushed");
+            "resync"
         }
         WatchEvent::SecretUpdated { path, .. } => {
             caches.drop_path(path);

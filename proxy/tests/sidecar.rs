@@ -841,13 +841,53 @@ async fn echoed_secrets_are_scrubbed_through_gzip_chunking_and_redirects() {
 
     let resp = get(
         sidecar.proxy_addr(),
-        &w.http_url("/br"),
+        &w.http_url("/zstd"),
         &with_placeholder(&token),
     )
     .await;
     assert_eq!(
         (resp.status, resp.code().as_str()),
         (502, "unscannable_response")
+    );
+    sidecar.stop().await;
+}
+
+/// Issue 10 item 1: an upstream echoing the value base64url-encoded, hex-encoded and
+/// half-truncated, brotli-compressed and split across frames, hands none of it to the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transformed_echoes_are_scrubbed_through_brotli() {
+    use base64::Engine;
+    use std::io::Read;
+    let w = World::new().await;
+    let token = w.secret_and_token().await;
+    let sidecar = w.default_sidecar().await;
+    let resp = get(
+        sidecar.proxy_addr(),
+        &w.http_url("/br-echo"),
+        &with_placeholder(&token),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("content-encoding"), Some("br"));
+    let mut decoded = Vec::new();
+    brotli::Decompressor::new(resp.body.as_slice(), 4096)
+        .read_to_end(&mut decoded)
+        .unwrap();
+    let decoded = String::from_utf8(decoded).unwrap();
+    // The upstream encodes the whole header value: the secret sits 7 bytes in.
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("Bearer {SECRET}"));
+    let hex: String = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
+    let lower = decoded.to_lowercase();
+    assert!(!decoded.contains(&SECRET[SECRET.len() / 2..]), "{decoded}");
+    assert!(!lower.contains(&hex[..24]), "hex leaked: {decoded}");
+    assert!(
+        !decoded.contains(&b64[12..28]),
+        "base64url leaked: {decoded}"
+    );
+    assert_eq!(
+        decoded.matches("[REDACTED:prod/api/key]").count(),
+        3,
+        "{decoded}"
     );
     sidecar.stop().await;
 }

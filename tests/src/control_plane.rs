@@ -107,9 +107,29 @@ impl Install {
                 self.pepper.clone(),
                 policy,
             )
-            .with_events(events),
+            .with_events(events)
+            .with_limits(harness_limits()),
         )
     }
+}
+
+/// The default limits, except token issuance: the benchmark seeds 1,000 tokens with one agent
+/// key, past the default per-agent burst. The limits themselves are tested in
+/// `control-plane/tests/rate_limits.rs`.
+fn harness_limits() -> agent_secret_store::limits::Limits {
+    use agent_secret_store::config::{RateLimit, RateLimitsConfig, ServerConfig};
+    let seeding = RateLimit {
+        per_second: 100_000,
+        burst: 100_000,
+    };
+    agent_secret_store::limits::Limits::new(
+        &ServerConfig::default(),
+        &RateLimitsConfig {
+            tokens_per_agent: seeding,
+            tokens_per_ip: seeding,
+            ..RateLimitsConfig::default()
+        },
+    )
 }
 
 /// One running control-plane replica.

@@ -96,7 +96,7 @@ fn assert_no_dek(dek: &Dek, text: &str) {
 fn assert_integrity(result: Result<impl std::fmt::Debug, KmsError>, what: &str) -> KmsError {
     match result {
         Err(e @ KmsError::Integrity(_)) => {
-            assert_eq!(e.code(), "kms_integrity_check_failed");
+            assert_eq!(e.code(), "kms_integrity_failed");
             e
         }
         other => panic!("{what}: expected an integrity failure, got {other:?}"),

@@ -16,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: ErrorCode,
     pub message: String,
+    /// Seconds for a `Retry-After` header (429 `rate_limited`, 503s worth retrying).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -24,7 +26,14 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds a `Retry-After: seconds` header (at least 1: `0` would invite a busy loop).
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds.max(1));
+        self
     }
 
     pub fn not_found() -> Self {
@@ -35,6 +44,10 @@ impl ApiError {
         )
     }
 }
+
+/// `Retry-After` of a 503 `kms_unavailable`: the KMS client already retried with backoff, so
+/// a caller should wait a little before the next attempt.
+pub const KMS_RETRY_AFTER_SECONDS: u64 = 5;
 
 /// Status for a denial code of DESIGN.md. Resolve denials are 403 at the control plane (the
 /// sidecar turns the token ones into 407 for its agent); a missing secret is 404.
@@ -59,6 +72,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, code, e.to_string()),
             ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, code, m),
             ServiceError::Denied { code, message } => Self::new(denial_status(code), code, message),
+            ServiceError::RateLimited {
+                retry_after_secs,
+                message,
+            } => Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+                .with_retry_after(retry_after_secs),
             ServiceError::Store(StoreError::NotFound) => {
                 Self::new(StatusCode::NOT_FOUND, code, "not found")
             }
@@ -72,7 +90,17 @@ impl From<ServiceError> for ApiError {
                 Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     code,
-                    "key management service unavailable",
+                    "key management service unavailable; try again later",
+                )
+                .with_retry_after(KMS_RETRY_AFTER_SECONDS)
+            }
+            // The KMS answered, but not with what was sent or asked for: never retried blindly.
+            ServiceError::Kms(ref k) if code == ErrorCode::KmsIntegrityFailed => {
+                tracing::error!(error = %k, "kms integrity check failed");
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    code,
+                    "the key management service's answer failed an integrity check; nothing was written",
                 )
             }
             ServiceError::Store(StoreError::Database(ref d)) => {
@@ -141,6 +169,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use agent_secret_core::api::*;
-use agent_secret_core::ids::{AgentId, SidecarId, TokenId};
+use agent_secret_core::ids::{AgentId, OperatorId, SidecarId, TokenId};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -111,6 +111,19 @@ pub async fn rotate_agent_key(
     Ok(Json(agents::rotate_key(&app, op, id, &ctx).await?))
 }
 
+#[utoipa::path(post, path = "/v1/agents/{id}/revoke", tag = "agents", params(("id" = String, Path)),
+    responses((status = 200, body = RevokedAgent), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)), security(("operator" = [])))]
+pub async fn revoke_agent(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RevokedAgent>> {
+    let op = expect_operator(caller)?;
+    let id: AgentId = parse_id(&id, "agent")?;
+    Ok(Json(agents::revoke(&app, op, id, &ctx).await?))
+}
+
 #[utoipa::path(post, path = "/v1/operators", tag = "operators", request_body = CreateOperatorRequest,
     responses((status = 201, body = CreatedOperator), (status = 403, body = ErrorBody)), security(("operator" = [])))]
 pub async fn create_operator(
@@ -131,6 +144,21 @@ pub async fn list_operators(
     Caller(caller): Caller,
 ) -> ApiResult<Json<OperatorList>> {
     Ok(Json(operators::list(&app, expect_operator(caller)?).await?))
+}
+
+#[utoipa::path(post, path = "/v1/operators/{id}/revoke", tag = "operators", params(("id" = String, Path)),
+    responses((status = 200, body = OperatorInfo), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "already revoked, or the tenant's last active admin")),
+    security(("operator" = [])))]
+pub async fn revoke_operator(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<OperatorInfo>> {
+    let op = expect_operator(caller)?;
+    let id: OperatorId = parse_id(&id, "operator")?;
+    Ok(Json(operators::revoke(&app, op, id, &ctx).await?))
 }
 
 #[utoipa::path(put, path = "/v1/secrets/{path}", tag = "secrets", params(("path" = String, Path, description = "secret path, may contain `/`")),
@@ -191,7 +219,7 @@ pub async fn delete_secret(
 }
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = IssueTokenRequest,
-    responses((status = 201, body = IssuedToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    responses((status = 201, body = IssuedToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody, description = "rate_limited, with Retry-After")),
     security(("agent" = [])))]
 pub async fn issue_token(
     State(app): State<Arc<App>>,
@@ -200,6 +228,7 @@ pub async fn issue_token(
     ApiJson(req): ApiJson<IssueTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     let agent = expect_agent(caller)?;
+    crate::limits::admit_token_issue(&app, agent, &ctx).await?;
     Ok((
         StatusCode::CREATED,
         Json(tokens::issue(&app, agent, req, &ctx).await?),
@@ -318,19 +347,35 @@ pub async fn verify_audit(
 }
 
 #[utoipa::path(post, path = "/v1/sidecar/resolve", tag = "sidecar", request_body = ResolveRequest,
-    responses((status = 200, body = ResolveResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "denied: token_invalid, token_expired, token_revoked, scope_denied, destination_not_allowed, ip_not_allowed, approval_pending, uses_exhausted"), (status = 404, body = ErrorBody, description = "secret_not_found")),
+    responses((status = 200, body = ResolveResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "denied: token_invalid, token_expired, token_revoked, scope_denied, destination_not_allowed, ip_not_allowed, approval_pending, uses_exhausted"), (status = 404, body = ErrorBody, description = "secret_not_found"), (status = 429, body = ErrorBody, description = "rate_limited, with Retry-After")),
     security(("sidecar" = [])))]
 pub async fn resolve_secrets(
     State(app): State<Arc<App>>,
     Caller(caller): Caller,
+    Ctx(ctx): Ctx,
     ApiJson(req): ApiJson<ResolveRequest>,
 ) -> ApiResult<Json<ResolveResponse>> {
     let sidecar = expect_sidecar(caller)?;
+    crate::limits::admit_resolve(&app, sidecar, &ctx).await?;
     Ok(Json(resolve::resolve(&app, sidecar, &req).await?))
 }
 
+#[utoipa::path(post, path = "/v1/sidecar/release", tag = "sidecar", request_body = ReleaseUseRequest,
+    responses((status = 200, body = ReleasedUse, description = "released, or already_released (idempotent)"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody, description = "no such reservation of this sidecar"), (status = 409, body = ErrorBody, description = "the reservation's deadline passed: the use is spent")),
+    security(("sidecar" = [])))]
+pub async fn release_use(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    ApiJson(req): ApiJson<ReleaseUseRequest>,
+) -> ApiResult<Json<ReleasedUse>> {
+    let sidecar = expect_sidecar(caller)?;
+    Ok(Json(
+        crate::service::release::release(&app, sidecar, &req).await?,
+    ))
+}
+
 #[utoipa::path(get, path = "/v1/sidecar/watch", tag = "sidecar",
-    responses((status = 200, content_type = "text/event-stream", description = "Server-sent events; `event:` is the WatchEvent type (token_revoked, agent_key_rotated, secret_updated, secret_deleted, kek_rotated), `data:` its JSON. Starts with a `: watching` comment.")),
+    responses((status = 200, content_type = "text/event-stream", description = "Server-sent events; `event:` is the WatchEvent type (token_revoked, agent_key_rotated, secret_updated, secret_deleted, kek_rotated, agent_revoked, resync: flush every cached grant and value), `data:` its JSON. Starts with a `: watching` comment.")),
     security(("sidecar" = [])))]
 pub async fn watch(State(app): State<Arc<App>>, Caller(caller): Caller) -> ApiResult<Response> {
     use axum::response::sse::{Event, KeepAlive, Sse};
@@ -345,6 +390,8 @@ pub async fn watch(State(app): State<Arc<App>>, Caller(caller): Caller) -> ApiRe
             WatchEvent::SecretUpdated { .. } => "secret_updated",
             WatchEvent::SecretDeleted { .. } => "secret_deleted",
             WatchEvent::KekRotated { .. } => "kek_rotated",
+            WatchEvent::AgentRevoked { .. } => "agent_revoked",
+            WatchEvent::Resync => "resync",
         };
         Event::default()
             .event(name)

@@ -25,7 +25,7 @@ use crate::service::App;
 pub use openapi::ApiDoc;
 
 /// Request bodies above this are refused with 413 `payload_too_large`.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_BODY_BYTES: usize = agent_secret_core::api::MAX_REQUEST_BODY_BYTES;
 
 pub fn app(state: Arc<App>) -> Router {
     let v1 = Router::new()
@@ -40,10 +40,12 @@ pub fn app(state: Arc<App>) -> Router {
         )
         .route("/agents/{id}", get(handlers::get_agent))
         .route("/agents/{id}/rotate-key", post(handlers::rotate_agent_key))
+        .route("/agents/{id}/revoke", post(handlers::revoke_agent))
         .route(
             "/operators",
             post(handlers::create_operator).get(handlers::list_operators),
         )
+        .route("/operators/{id}/revoke", post(handlers::revoke_operator))
         .route("/secrets", get(handlers::list_secrets))
         .route(
             "/secrets/{*path}",
@@ -57,6 +59,7 @@ pub fn app(state: Arc<App>) -> Router {
         .route("/audit", get(handlers::export_audit))
         .route("/audit/verify", get(handlers::verify_audit))
         .route("/sidecar/resolve", post(handlers::resolve_secrets))
+        .route("/sidecar/release", post(handlers::release_use))
         .route("/sidecar/watch", get(handlers::watch))
         .route("/sidecar/audit", post(handlers::sidecar_audit))
         .route("/openapi.json", get(openapi_json));
@@ -115,22 +118,23 @@ async fn method_not_allowed() -> ApiError {
 }
 
 /// Counts and times every request by its route template (never the concrete path, which may
-/// name a secret).
+/// name a secret) and a method from a closed set: no label value comes from raw client input,
+/// so a client cannot grow the series without bound.
 async fn record_metrics(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = crate::metrics::method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     app.metrics
         .http_latency
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[route.as_str(), method])
         .observe(started.elapsed().as_secs_f64());
     app.metrics
         .http_requests
-        .with_label_values(&[route.as_str(), method.as_str(), response.status().as_str()])
+        .with_label_values(&[route.as_str(), method, response.status().as_str()])
         .inc();
     response
 }

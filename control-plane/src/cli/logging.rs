@@ -1,7 +1,10 @@
 //! Log output on stderr: the server's level and format come from `[log]`; the other commands
 //! log warnings only (or what `RUST_LOG` asks for), so their stdout and stderr stay readable.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -22,16 +25,32 @@ pub fn init_cli() {
     install(filter, LogFormat::Text);
 }
 
+/// `filter`, with the HTTP, TLS and SQL libraries capped below the levels at which they print
+/// requests (`agent_secret_core::diagnostics::PINNED_LOG_TARGETS`): `RUST_LOG=trace` cannot
+/// put a header, a token or a secret in the log.
 fn install(filter: EnvFilter, format: LogFormat) {
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    // `try_init` fails only when a subscriber is already set (e.g. in tests): keep that one.
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let pins = agent_secret_core::diagnostics::PINNED_LOG_TARGETS
+        .iter()
+        .fold(
+            Targets::new().with_default(LevelFilter::TRACE),
+            |pins, (target, level)| pins.with_target(*target, *level),
+        );
+    let filter = filter.and(pins);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let layer = match format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
     };
+    // `try_init` fails only when a subscriber is already set (e.g. in tests): keep that one.
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 /// `dev`: warnings from everything, plus what the servers have to say, unless `RUST_LOG` says

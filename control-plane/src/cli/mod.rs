@@ -226,6 +226,11 @@ pub enum AgentCommand {
         /// Agent id.
         id: String,
     },
+    /// Revoke an agent for good: its key and every token it holds stop working now.
+    Revoke {
+        /// Agent id.
+        id: String,
+    },
     /// List agents.
     List,
 }
@@ -240,8 +245,14 @@ pub enum OperatorCommand {
         #[arg(long, value_enum)]
         role: RoleArg,
     },
-    /// List operators.
+    /// List operators, with whether each is active or revoked.
     List,
+    /// Revoke an operator's token now (its next call is refused). The tenant's last active
+    /// admin cannot be revoked.
+    Revoke {
+        /// Operator id.
+        id: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -10,9 +10,9 @@ use std::path::Path;
 
 use agent_secret_core::api::{
     AgentList, CreateAgentRequest, CreateOperatorRequest, CreateSidecarRequest, CreatedAgent,
-    CreatedOperator, CreatedSidecar, DeletedSecret, IssueTokenRequest, IssuedToken, OperatorList,
-    PutSecretRequest, PutSecretResponse, Role, SecretList, SecretMetadata, Sensitivity,
-    SidecarInfo, SidecarList, TokenInfo, TokenStatus,
+    CreatedOperator, CreatedSidecar, DeletedSecret, IssueTokenRequest, IssuedToken, OperatorInfo,
+    OperatorList, PutSecretRequest, PutSecretResponse, RevokedAgent, Role, SecretList,
+    SecretMetadata, Sensitivity, SidecarInfo, SidecarList, TokenInfo, TokenStatus,
 };
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::secret::SecretString;
@@ -107,6 +107,23 @@ pub async fn agent(global: &GlobalArgs, cmd: AgentCommand, out: Output) -> Resul
                 },
             )
         }
+        AgentCommand::Revoke { id } => {
+            let doc = api
+                .request(
+                    Method::POST,
+                    &["agents", checked_id(&id)?, "revoke"],
+                    &token,
+                )?
+                .json()
+                .await?;
+            show(out, &doc, |r: RevokedAgent, w| {
+                writeln!(
+                    w,
+                    "agent {} revoked at {}; {} token(s) revoked",
+                    r.id, r.revoked_at, r.tokens_revoked
+                )
+            })
+        }
         AgentCommand::List => {
             let doc = api
                 .request(Method::GET, &["agents"], &token)?
@@ -114,9 +131,14 @@ pub async fn agent(global: &GlobalArgs, cmd: AgentCommand, out: Output) -> Resul
                 .await?;
             show(out, &doc, |list: AgentList, w| {
                 list.agents.iter().try_for_each(|a| {
+                    let state = if a.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
                     writeln!(
                         w,
-                        "{}  {}  trust_tier={}  created {}",
+                        "{}  {}  trust_tier={}  {state}  created {}",
                         a.id, a.name, a.trust_tier, a.created_at
                     )
                 })
@@ -155,17 +177,30 @@ pub async fn operator(
                 .json()
                 .await?;
             show(out, &doc, |list: OperatorList, w| {
-                list.operators.iter().try_for_each(|o| {
-                    let state = if o.revoked_at.is_some() {
-                        "revoked"
-                    } else {
-                        "active"
-                    };
-                    writeln!(w, "{}  {}  {}  {state}", o.id, o.name, o.role.as_str())
-                })
+                list.operators.iter().try_for_each(|o| print_operator(o, w))
             })
         }
+        OperatorCommand::Revoke { id } => {
+            let doc = api
+                .request(
+                    Method::POST,
+                    &["operators", checked_id(&id)?, "revoke"],
+                    &token,
+                )?
+                .json()
+                .await?;
+            show(out, &doc, |o: OperatorInfo, w| print_operator(&o, w))
+        }
     }
+}
+
+fn print_operator(o: &OperatorInfo, w: Human<'_>) -> io::Result<()> {
+    let state = if o.revoked_at.is_some() {
+        "revoked"
+    } else {
+        "active"
+    };
+    writeln!(w, "{}  {}  {}  {state}", o.id, o.name, o.role.as_str())
 }
 
 pub async fn secret(global: &GlobalArgs, cmd: SecretCommand, out: Output) -> Result<(), Failure> {

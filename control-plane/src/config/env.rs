@@ -98,8 +98,12 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
     if let Some(n) = env.parse("TOKENS_GRANT_CACHE_TTL_SECONDS", "a number of seconds")? {
         config.tokens.grant_cache_ttl_seconds = n;
     }
+    if let Some(n) = env.parse("TOKENS_USE_RESERVATION_SECONDS", "a number of seconds")? {
+        config.tokens.use_reservation_seconds = n;
+    }
 
     apply_kms(config, &env)?;
+    apply_limits(config, &env)?;
 
     if let Some(level) = env.get("LOG_LEVEL") {
         config.log.level = level;
@@ -189,6 +193,62 @@ fn apply_kms(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
     }
     if let Some(n) = env.parse("KMS_RETIRE_GRACE_HOURS", "a number of hours")? {
         kms.retire_grace_hours = n;
+    }
+    Ok(())
+}
+
+/// `[server]` and `[rate_limits]`: `AGENT_SECRET_SERVER_<KEY>` and
+/// `AGENT_SECRET_RATE_LIMITS_<LIMIT>_PER_SECOND` / `_BURST`.
+fn apply_limits(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
+    let server = &mut config.server;
+    for (name, field) in [
+        (
+            "SERVER_TLS_HANDSHAKE_TIMEOUT_SECONDS",
+            &mut server.tls_handshake_timeout_seconds,
+        ),
+        (
+            "SERVER_HEADER_READ_TIMEOUT_SECONDS",
+            &mut server.header_read_timeout_seconds,
+        ),
+        (
+            "SERVER_IDLE_TIMEOUT_SECONDS",
+            &mut server.idle_timeout_seconds,
+        ),
+    ] {
+        if let Some(n) = env.parse(name, "a number of seconds")? {
+            *field = n;
+        }
+    }
+    for (name, field) in [
+        ("SERVER_MAX_HEADER_BYTES", &mut server.max_header_bytes),
+        (
+            "SERVER_MAX_CONNECTIONS_PER_IP",
+            &mut server.max_connections_per_ip,
+        ),
+        ("SERVER_MAX_CONNECTIONS", &mut server.max_connections),
+    ] {
+        if let Some(n) = env.parse(name, "a positive integer")? {
+            *field = n;
+        }
+    }
+    let limits = &mut config.rate_limits;
+    for (name, limit) in [
+        ("TOKENS_PER_AGENT", &mut limits.tokens_per_agent),
+        ("TOKENS_PER_IP", &mut limits.tokens_per_ip),
+        ("RESOLVE_PER_SIDECAR", &mut limits.resolve_per_sidecar),
+        ("RESOLVE_PER_IP", &mut limits.resolve_per_ip),
+        ("AUTH_FAILURES_PER_IP", &mut limits.auth_failures_per_ip),
+    ] {
+        let rate = format!("RATE_LIMITS_{name}_PER_SECOND");
+        if let Some(n) = env.parse(&rate, "a positive integer")? {
+            limit.per_second = n;
+        }
+        if let Some(n) = env.parse(&format!("RATE_LIMITS_{name}_BURST"), "a positive integer")? {
+            limit.burst = n;
+        }
+    }
+    if let Some(n) = env.parse("RATE_LIMITS_ALERT_WINDOW_SECONDS", "a number of seconds")? {
+        limits.alert_window_seconds = n;
     }
     Ok(())
 }

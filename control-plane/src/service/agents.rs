@@ -1,9 +1,13 @@
 //! Agents: identities that ask for scoped tokens with their agent key.
 //!
 //! Rotating an agent key is the response to a leak, so it also revokes every token the agent
-//! holds, in the same transaction.
+//! holds, in the same transaction. Revoking an agent does the same for good: its key stops
+//! authenticating and every token it holds is revoked in the store (not only in sidecar
+//! caches), so a token of a revoked agent is refused by resolve from that commit on.
 
-use agent_secret_core::api::{AgentInfo, AgentList, CreatedAgent, Role, RotatedAgentKey};
+use agent_secret_core::api::{
+    AgentInfo, AgentList, CreatedAgent, RevokedAgent, Role, RotatedAgentKey,
+};
 use agent_secret_core::api::{ErrorCode, WatchEvent};
 use agent_secret_core::credential::{issue, CredentialKind};
 use agent_secret_core::ids::AgentId;
@@ -43,6 +47,7 @@ pub async fn create(
         key_hash: credential.hash.to_vec(),
         created_at: now_micros(),
         key_rotated_at: None,
+        revoked_at: None,
     };
     let audit = AuditDraft::new(AuditEventType::AgentCreated, caller.actor())
         .client(ctx.ip_string(), ctx.user_agent.clone())
@@ -95,6 +100,7 @@ pub async fn rotate_key(
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ServiceError::NotFound("agent"),
+            StoreError::Conflict(why) => ServiceError::Conflict(format!("agent {id}: {why}")),
             other => other.into(),
         })?;
     let event = WatchEvent::AgentKeyRotated {
@@ -108,6 +114,40 @@ pub async fn rotate_key(
     })
 }
 
+pub async fn revoke(
+    app: &App,
+    caller: OperatorPrincipal,
+    id: AgentId,
+    ctx: &RequestContext,
+) -> ServiceResult<RevokedAgent> {
+    caller.require(&[Role::Admin])?;
+    let at = now_micros();
+    let audit = AuditDraft::new(AuditEventType::AgentRevoked, caller.actor())
+        .client(ctx.ip_string(), ctx.user_agent.clone())
+        .reason(format!("agent {id}"));
+    let token_audit = AuditDraft::new(AuditEventType::TokenRevoked, caller.actor())
+        .client(ctx.ip_string(), ctx.user_agent.clone())
+        .reason(format!("revoked with agent {id}"));
+    let revoked = app
+        .store
+        .revoke_agent(caller.tenant, id, at, audit, token_audit)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ServiceError::NotFound("agent"),
+            StoreError::Conflict(_) => ServiceError::Conflict(format!("agent {id} is revoked")),
+            other => other.into(),
+        })?;
+    let event = WatchEvent::AgentRevoked {
+        agent_id: id.to_string(),
+    };
+    app.events.publish(caller.tenant, event).await;
+    Ok(RevokedAgent {
+        id: id.to_string(),
+        revoked_at: at,
+        tokens_revoked: revoked,
+    })
+}
+
 fn info(record: AgentRecord) -> AgentInfo {
     AgentInfo {
         id: record.id.to_string(),
@@ -115,5 +155,6 @@ fn info(record: AgentRecord) -> AgentInfo {
         trust_tier: record.trust_tier,
         created_at: record.created_at,
         key_rotated_at: record.key_rotated_at,
+        revoked_at: record.revoked_at,
     }
 }

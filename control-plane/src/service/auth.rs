@@ -2,7 +2,8 @@
 //!
 //! The credential's id finds its tenant in the credential index; the row is then read inside
 //! that tenant (under row-level security) and the keyed hash compared in constant time. A
-//! credential of one kind is never accepted where another kind is expected.
+//! credential of one kind is never accepted where another kind is expected. Failures are
+//! rate limited per client address and their audit events aggregated (`crate::limits`).
 
 use agent_secret_core::api::Role;
 use agent_secret_core::credential::{CredentialKind, PresentedCredential};
@@ -10,6 +11,7 @@ use agent_secret_core::ids::{AgentId, OperatorId, SidecarId, TenantId};
 
 use super::{App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{Actor, AuditDraft, AuditEventType};
+use crate::limits;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OperatorPrincipal {
@@ -78,20 +80,46 @@ impl Principal {
     }
 }
 
+/// What checking a presented credential found.
+enum Verdict {
+    Verified(Principal),
+    /// Refused; `known` names the tenant and credential when the id exists (worth an
+    /// `auth.failed` event in that tenant's log).
+    Refused {
+        known: Option<(TenantId, Actor)>,
+    },
+}
+
 /// Authenticates `bearer` as any kind of credential except scoped tokens (those are presented
 /// to sidecars, never to the control plane directly).
+///
+/// A client address over its failed-authentication limit is refused (429 `rate_limited`)
+/// before its credential is looked at; every failure counts toward that limit, and failures
+/// against a known credential id are audited, aggregated per address (see `limits`).
 pub async fn authenticate(
     app: &App,
     bearer: &str,
     ctx: &RequestContext,
 ) -> ServiceResult<Principal> {
-    let presented =
-        PresentedCredential::parse(bearer).map_err(|_| ServiceError::Unauthenticated)?;
+    if let Err(refused) = app.limits.auth_failures.check(ctx.ip) {
+        return Err(limits::refuse(app, None, Actor::system(), ctx, refused).await);
+    }
+    match verify(app, bearer).await? {
+        Verdict::Verified(principal) => Ok(principal),
+        Verdict::Refused { known } => Err(record_failure(app, known, ctx).await),
+    }
+}
+
+async fn verify(app: &App, bearer: &str) -> ServiceResult<Verdict> {
+    let unknown = Verdict::Refused { known: None };
+    let Ok(presented) = PresentedCredential::parse(bearer) else {
+        return Ok(unknown);
+    };
     let Some((tenant, kind)) = app.store.lookup_credential(presented.id).await? else {
-        return Err(ServiceError::Unauthenticated);
+        return Ok(unknown);
     };
     if kind != presented.kind {
-        return Err(ServiceError::Unauthenticated);
+        return Ok(unknown);
     }
     let verified = match kind {
         CredentialKind::Operator => verify_operator(app, tenant, &presented).await?,
@@ -99,13 +127,12 @@ pub async fn authenticate(
         CredentialKind::Sidecar => verify_sidecar(app, tenant, &presented).await?,
         CredentialKind::Token => None,
     };
-    match verified {
-        Some(principal) => Ok(principal),
-        None => {
-            record_failure(app, tenant, kind, &presented, ctx).await;
-            Err(ServiceError::Unauthenticated)
-        }
-    }
+    Ok(match verified {
+        Some(principal) => Verdict::Verified(principal),
+        None => Verdict::Refused {
+            known: Some((tenant, Actor::new(kind.as_str(), presented.id))),
+        },
+    })
 }
 
 async fn verify_operator(
@@ -158,23 +185,31 @@ async fn verify_sidecar(
         .map(|sc| Principal::Sidecar(SidecarPrincipal { tenant, id: sc.id })))
 }
 
-/// A known credential id with a wrong secret (or revoked) is worth an `auth.failed` event in
-/// its tenant's log. The denial stands even if the event cannot be written.
+/// Counts a failure toward its address's limit (429 once over it, else 401) and audits it
+/// when the credential id is known: in its tenant's log, aggregated per address. The denial
+/// stands even if the event cannot be written.
 async fn record_failure(
     app: &App,
-    tenant: TenantId,
-    kind: CredentialKind,
-    presented: &PresentedCredential,
+    known: Option<(TenantId, Actor)>,
     ctx: &RequestContext,
-) {
-    let draft = AuditDraft::new(
-        AuditEventType::AuthFailed,
-        Actor::new(kind.as_str(), presented.id),
-    )
-    .client(ctx.ip_string(), ctx.user_agent.clone())
-    .failed("invalid_credential");
-    if let Err(e) = app.store.append_audit(tenant, draft).await {
-        tracing::error!(error = %e, "could not write auth.failed audit event");
+) -> ServiceError {
+    app.metrics.auth_failures.inc();
+    let tenant = known.as_ref().map(|(tenant, _)| *tenant);
+    let actor = known
+        .as_ref()
+        .map_or_else(Actor::system, |(_, actor)| actor.clone());
+    if let Some((tenant, actor)) = known {
+        let draft = AuditDraft::new(AuditEventType::AuthFailed, actor)
+            .client(ctx.ip_string(), ctx.user_agent.clone())
+            .failed("invalid_credential");
+        app.limits
+            .auth_failures
+            .record(app, tenant, ctx.ip, draft)
+            .await;
+    }
+    match app.limits.auth_failures.count(ctx.ip) {
+        Ok(()) => ServiceError::Unauthenticated,
+        Err(refused) => limits::refuse(app, tenant, actor, ctx, refused).await,
     }
 }
 

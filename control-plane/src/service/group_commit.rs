@@ -10,6 +10,10 @@
 //!
 //! The log still fails closed: a caller gets `Counted` only after the commit that holds its
 //! events succeeded; if the batch fails, every caller in it gets the error.
+//!
+//! A use of a `max_uses` token also writes its reservation row in the same batch (see
+//! `release`), under the token row lock its count took, so the count stays exact and a batch
+//! still commits once; uses of unlimited tokens carry none and cost nothing more.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

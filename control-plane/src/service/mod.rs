@@ -10,6 +10,7 @@ pub mod auth;
 pub mod group_commit;
 pub mod kms;
 pub mod operators;
+pub mod release;
 pub mod resolve;
 pub mod secrets;
 pub mod sidecars;
@@ -22,8 +23,11 @@ use std::sync::Arc;
 
 use agent_secret_core::api::ErrorCode;
 use agent_secret_core::credential::Pepper;
-use agent_secret_core::kms::{Kms, KmsError};
+use agent_secret_core::envelope::EnvelopeError;
+use agent_secret_core::ids::TenantId;
+use agent_secret_core::kms::{Kms, KmsError, KmsFault};
 
+use crate::audit::AuditDraft;
 use crate::events::EventHub;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -35,6 +39,10 @@ pub struct Policy {
     pub max_token_ttl_seconds: u64,
     /// How long a sidecar may cache a resolved grant (never for `max_uses` tokens).
     pub grant_cache_ttl_seconds: u64,
+    /// How long a reserved use of a `max_uses` token may be released by the sidecar that
+    /// resolved it (its value was never injected); after that the use is spent for good. 0
+    /// turns reservations off: every use is spent at resolve.
+    pub use_reservation_seconds: u64,
 }
 
 impl Default for Policy {
@@ -42,6 +50,7 @@ impl Default for Policy {
         Self {
             max_token_ttl_seconds: 86_400,
             grant_cache_ttl_seconds: 30,
+            use_reservation_seconds: 60,
         }
     }
 }
@@ -56,6 +65,8 @@ pub struct App {
     pub events: Arc<EventHub>,
     /// Batches concurrent resolves of a tenant into one transaction.
     pub group_commit: Arc<group_commit::GroupCommit>,
+    /// Connection caps, timeouts and request rate limits (`[server]`, `[rate_limits]`).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 impl App {
@@ -77,7 +88,14 @@ impl App {
             metrics,
             events: Arc::new(EventHub::local()),
             group_commit,
+            limits: Arc::new(crate::limits::Limits::default()),
         }
+    }
+
+    /// Replaces the default limits, e.g. with the configured ones.
+    pub fn with_limits(mut self, limits: crate::limits::Limits) -> App {
+        self.limits = Arc::new(limits);
+        self
     }
 
     /// Replaces the (single-replica) event hub, e.g. with a PostgreSQL-backed one.
@@ -119,6 +137,13 @@ pub enum ServiceError {
     /// A resolve denial with its stable code.
     #[error("{message}")]
     Denied { code: ErrorCode, message: String },
+    /// Too many requests from one agent, sidecar or client address (429 `rate_limited`).
+    #[error("{message}")]
+    RateLimited {
+        /// Whole seconds until a request fits the limit again (the `Retry-After` header).
+        retry_after_secs: u64,
+        message: String,
+    },
     #[error("key management service error")]
     Kms(#[from] KmsError),
     #[error("storage error")]
@@ -149,8 +174,13 @@ impl ServiceError {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Conflict(_) => ErrorCode::Conflict,
-            Self::Kms(KmsError::Unavailable(_)) => ErrorCode::KmsUnavailable,
-            Self::Kms(_) | Self::Internal(_) => ErrorCode::Internal,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Kms(e) => match e.fault() {
+                KmsFault::Unavailable => ErrorCode::KmsUnavailable,
+                KmsFault::Integrity => ErrorCode::KmsIntegrityFailed,
+                KmsFault::Other => ErrorCode::Internal,
+            },
+            Self::Internal(_) => ErrorCode::Internal,
             Self::Store(StoreError::NotFound) => ErrorCode::NotFound,
             Self::Store(StoreError::Conflict(_)) => ErrorCode::Conflict,
             Self::Store(_) => ErrorCode::Unavailable,
@@ -159,6 +189,35 @@ impl ServiceError {
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// The error for a failed seal, counted and, for an integrity failure, audited: `draft` (the
+/// event the write would have appended) is recorded as failed with `kms_integrity_failed`.
+/// An answer that fails its checks means something between us and the KMS corrupts or forges
+/// data, which operators must hear about even though nothing was written. If that event cannot
+/// be appended either, the failure is logged; the write fails regardless.
+pub(crate) async fn sealing_failed(
+    app: &App,
+    tenant: TenantId,
+    draft: AuditDraft,
+    error: EnvelopeError,
+) -> ServiceError {
+    let EnvelopeError::Kms(error) = error else {
+        return ServiceError::Internal(error.to_string());
+    };
+    let fault = match error.fault() {
+        KmsFault::Unavailable => "unavailable",
+        KmsFault::Integrity => "integrity",
+        KmsFault::Other => return ServiceError::Kms(error),
+    };
+    app.metrics.kms_failures.with_label_values(&[fault]).inc();
+    if error.fault() == KmsFault::Integrity {
+        let event = draft.failed(ErrorCode::KmsIntegrityFailed.as_str());
+        if let Err(e) = app.store.append_audit(tenant, event).await {
+            tracing::error!(error = %e, "could not audit a KMS integrity failure");
+        }
+    }
+    ServiceError::Kms(error)
+}
 
 /// Names (tenants, agents, sidecars, operators): 1–64 printable ASCII characters, no controls,
 /// so they are safe in logs, CSV exports and terminal output.

@@ -8,11 +8,17 @@
 //! not), existence (`secret_not_found`), sensitivity (`scope_denied`), destination
 //! (`destination_not_allowed`) and finally the atomic use count (`uses_exhausted`). The checks
 //! are pure functions; only the final use count and the audit events touch the store.
+//!
+//! A use of a `max_uses` token is counted as a reservation the sidecar may give back before
+//! its deadline if the value never reached the upstream (`release`): the response carries its
+//! id. It counts against `max_uses` from the start, so the count stays exact under any
+//! concurrency, and it costs the group-commit batch one indexed DELETE and one INSERT per
+//! limited use (unlimited tokens, the common case, are unchanged).
 
 use std::net::IpAddr;
 
 use agent_secret_core::api::{
-    ErrorCode, Grant, ResolveRequest, ResolveResponse, ResolvedSecret, TokenStatus,
+    ErrorCode, Grant, ResolveRequest, ResolveResponse, ResolvedSecret, TokenStatus, UseReservation,
 };
 use agent_secret_core::credential::{CredentialKind, PresentedCredential};
 use agent_secret_core::host::Destination;
@@ -24,7 +30,7 @@ use chrono::{DateTime, Utc};
 use super::auth::SidecarPrincipal;
 use super::{App, ServiceError, ServiceResult};
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
-use crate::store::{StoredSecret, TokenRecord, TokenUse, UseOutcome};
+use crate::store::{NewReservation, StoredSecret, TokenRecord, TokenUse, UseOutcome};
 
 /// Most secrets one request may resolve at once.
 pub const MAX_PATHS: usize = 16;
@@ -250,6 +256,7 @@ pub async fn resolve(
         return Ok(ResolveResponse {
             grant: grant(app, &token, token.uses, now),
             secrets: Vec::new(),
+            reservation: None,
         });
     }
     let secrets = match check_secrets(&token, &paths, &found, &destination) {
@@ -264,10 +271,12 @@ pub async fn resolve(
                 .reason(format!("version {}", s.record.current_version))
         })
         .collect();
+    let reservation = reservation_for(app, &token, sidecar, now);
     let one = TokenUse {
         id: token.id,
         now,
         audit: events,
+        reservation,
     };
     let uses = match app
         .group_commit
@@ -301,6 +310,30 @@ pub async fn resolve(
                 envelope: s.envelope.clone(),
             })
             .collect(),
+        reservation: reservation.map(|r| UseReservation {
+            id: r.id.to_string(),
+            expires_at: r.deadline,
+        }),
+    })
+}
+
+/// A reservation for a use of a `max_uses` token, releasable until the policy's deadline;
+/// none for unlimited tokens (nothing to give back) or when reservations are off (0).
+fn reservation_for(
+    app: &App,
+    token: &TokenRecord,
+    sidecar: SidecarPrincipal,
+    now: DateTime<Utc>,
+) -> Option<NewReservation> {
+    // A day bounds the arithmetic; no sensible deadline comes near it.
+    let seconds = app.policy.use_reservation_seconds.min(86_400);
+    if token.max_uses.is_none() || seconds == 0 {
+        return None;
+    }
+    Some(NewReservation {
+        id: uuid::Uuid::new_v4(),
+        sidecar: sidecar.id,
+        deadline: now + chrono::Duration::seconds(i64::try_from(seconds).unwrap_or(86_400)),
     })
 }
 

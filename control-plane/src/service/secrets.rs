@@ -4,6 +4,9 @@
 //! Each write creates a new version under a fresh DEK whose AAD binds tenant, path and version.
 //! Because the version is inside the AAD, it is chosen before sealing; a concurrent writer that
 //! took the same number makes the store answer `Conflict`, and we reseal under the next one.
+//! Versions keep increasing across delete and re-create (the store remembers the last one), so
+//! sidecars, which reuse a cached value when the resolved version matches, never mistake an
+//! old value for a new secret at the same path.
 
 use agent_secret_core::api::{
     DeletedSecret, ErrorCode, PutSecretRequest, PutSecretResponse, Role, SecretList,
@@ -90,18 +93,22 @@ pub async fn put(
             .sensitivity
             .or(current.as_ref().map(|c| c.sensitivity))
             .unwrap_or(Sensitivity::Standard);
-        let version = current.map_or(1, |c| c.current_version + 1);
+        let version = app.store.last_secret_version(caller.tenant, &path).await? + 1;
         let aad = SecretAad {
             tenant: caller.tenant,
             path: path.as_str(),
             version,
         };
-        let envelope = seal(app.kms.as_ref(), &aad, &value)
-            .await
-            .map_err(|e| match e {
-                agent_secret_core::envelope::EnvelopeError::Kms(k) => ServiceError::Kms(k),
-                other => ServiceError::Internal(other.to_string()),
-            })?;
+        let envelope = match seal(app.kms.as_ref(), &aad, &value).await {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                // Counted, and audited when the KMS's answer failed its integrity checks.
+                let draft = AuditDraft::new(AuditEventType::SecretWrite, caller.actor())
+                    .client(ctx.ip_string(), ctx.user_agent.clone())
+                    .path(path.as_str());
+                return Err(super::sealing_failed(app, caller.tenant, draft, e).await);
+            }
+        };
         let new = NewSecretVersion {
             path: path.clone(),
             version,

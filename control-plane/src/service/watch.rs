@@ -3,6 +3,7 @@
 
 use agent_secret_core::api::{
     ErrorCode, SidecarAuditAccepted, SidecarAuditBatch, SidecarAuditEvent, WatchEvent,
+    AUDIT_DROPPED_REASON,
 };
 use futures::stream::{self, Stream};
 use tokio::sync::broadcast::error::RecvError;
@@ -17,28 +18,44 @@ pub const MAX_AUDIT_BATCH: usize = 500;
 /// Longest free-text field a sidecar may report (user agents are truncated to this).
 const MAX_FIELD: usize = 512;
 
-/// The tenant's events, in order. The stream ends if this subscriber fell behind and missed
-/// events (the sidecar then reconnects and, as on every reconnect, flushes its caches), and
-/// when this sidecar's key is revoked (its reconnect is then refused).
+/// The tenant's events, in order, and `resync` whenever events may have been missed: this
+/// replica's PostgreSQL listener reconnected (see `crate::events`), or this subscriber fell
+/// behind its buffer. The sidecar flushes every cached grant and value on `resync`. The stream
+/// ends when this sidecar's key is revoked (its reconnect is then refused).
 pub fn subscribe(app: &App, sidecar: SidecarPrincipal) -> impl Stream<Item = WatchEvent> + Send {
     let receiver = app.events.subscribe();
-    stream::unfold(receiver, move |mut receiver| async move {
-        loop {
-            match receiver.recv().await {
-                Ok(e) if e.tenant != sidecar.tenant => continue,
-                Ok(e) => match e.signal {
-                    Signal::Watch(event) => return Some((event, receiver)),
-                    Signal::SidecarRevoked(id) if id == sidecar.id => return None,
-                    Signal::SidecarRevoked(_) => continue,
-                },
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, sidecar = %sidecar.id, "watcher fell behind; closing");
-                    return None;
+    let resyncs = app.events.resyncs();
+    stream::unfold(
+        (receiver, resyncs),
+        move |(mut receiver, mut resyncs)| async move {
+            loop {
+                let received = tokio::select! {
+                    // A resync goes out before any event received after it.
+                    biased;
+                    changed = resyncs.changed() => match changed {
+                        Ok(()) => return Some((WatchEvent::Resync, (receiver, resyncs))),
+                        // The hub is gone.
+                        Err(_) => return None,
+                    },
+                    received = receiver.recv() => received,
+                };
+                match received {
+                    Ok(e) if e.tenant != sidecar.tenant => continue,
+                    Ok(e) => match e.signal {
+                        Signal::Watch(event) => return Some((event, (receiver, resyncs))),
+                        Signal::SidecarRevoked(id) if id == sidecar.id => return None,
+                        Signal::SidecarRevoked(_) => continue,
+                    },
+                    Err(RecvError::Lagged(missed)) => {
+                        let id = sidecar.id;
+                        tracing::warn!(missed, sidecar = %id, "watcher fell behind; resyncing");
+                        return Some((WatchEvent::Resync, (receiver, resyncs)));
+                    }
+                    Err(RecvError::Closed) => return None,
                 }
-                Err(RecvError::Closed) => return None,
             }
-        }
-    })
+        },
+    )
 }
 
 fn bounded(field: Option<String>) -> Option<String> {
@@ -51,6 +68,23 @@ fn bounded(field: Option<String>) -> Option<String> {
 }
 
 fn draft(sidecar: SidecarPrincipal, e: SidecarAuditEvent) -> AuditDraft {
+    if let Some(count) = e.dropped_count() {
+        return AuditDraft {
+            event_type: AuditEventType::AuditDropped,
+            actor: sidecar.actor(),
+            ip: None,
+            user_agent: None,
+            path: None,
+            destination_host: None,
+            success: false,
+            reason: Some(format!(
+                "{AUDIT_DROPPED_REASON}: {count} audit events this control plane refused were \
+                 moved to the dead-letter file of sidecar {}",
+                sidecar.id
+            )),
+            occurred_at: e.occurred_at.trunc_subsecs_micros(),
+        };
+    }
     let actor = match &e.token_id {
         Some(id) => Actor::new("token", id.chars().take(64).collect::<String>()),
         None => sidecar.actor(),

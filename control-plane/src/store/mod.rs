@@ -81,6 +81,9 @@ pub struct AgentRecord {
     pub key_hash: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub key_rotated_at: Option<DateTime<Utc>>,
+    /// Set by [`AgentStore::revoke_agent`]; a revoked agent's key is out of the credential
+    /// index and it is never rotated again.
+    pub revoked_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,9 +105,10 @@ pub struct StoredSecret {
     pub envelope: Envelope,
 }
 
-/// A new version to write. `version` is `current_version + 1` as read by the caller (1 for a
-/// new secret); the envelope's AAD already binds it, so the store must refuse to write it under
-/// any other number (`StoreError::Conflict` when another writer got there first).
+/// A new version to write. `version` is [`SecretStore::last_secret_version`] + 1 as read by the
+/// caller (1 for a path never written); the envelope's AAD already binds it, so the store must
+/// refuse to write it under any other number (`StoreError::Conflict` when another writer got
+/// there first).
 #[derive(Clone, Debug)]
 pub struct NewSecretVersion {
     pub path: SecretPath,
@@ -185,6 +189,26 @@ pub trait OperatorStore {
         id: OperatorId,
     ) -> StoreResult<Option<OperatorRecord>>;
     async fn list_operators(&self, tenant: TenantId) -> StoreResult<Vec<OperatorRecord>>;
+    /// Sets `revoked_at`, unless that would leave the tenant without an active admin; the
+    /// check and the update are serialised per tenant (behind the audit chain's row lock), so
+    /// two admins revoking each other at once cannot both succeed.
+    async fn revoke_operator(
+        &self,
+        tenant: TenantId,
+        id: OperatorId,
+        at: DateTime<Utc>,
+        audit: AuditDraft,
+    ) -> StoreResult<OperatorRevocation>;
+}
+
+/// What [`OperatorStore::revoke_operator`] did. Nothing is written unless `Revoked`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OperatorRevocation {
+    Revoked,
+    NotFound,
+    AlreadyRevoked,
+    /// The operator is the tenant's last active admin.
+    LastAdmin,
 }
 
 #[async_trait]
@@ -229,6 +253,19 @@ pub trait AgentStore {
         at: DateTime<Utc>,
         audit: AuditDraft,
     ) -> StoreResult<u64>;
+    /// Revokes the agent for good, in one transaction: its key leaves the credential index,
+    /// `revoked_at` is set (a later rotation is refused) and every unrevoked token it holds is
+    /// revoked. Appends `audit` and, per revoked token, `token_audit` with the token id in its
+    /// reason. Returns the number of tokens revoked. `NotFound` if the agent does not exist,
+    /// `Conflict` if it is already revoked.
+    async fn revoke_agent(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        at: DateTime<Utc>,
+        audit: AuditDraft,
+        token_audit: AuditDraft,
+    ) -> StoreResult<u64>;
 }
 
 #[async_trait]
@@ -258,6 +295,10 @@ pub trait SecretStore {
         path: &SecretPath,
         audit: AuditDraft,
     ) -> StoreResult<bool>;
+    /// The highest version `path` has ever had: its current version, or the last version it
+    /// reached before it was deleted; 0 for a path never written. A write creates this + 1,
+    /// so (path, version) pairs are never reused across delete and re-create.
+    async fn last_secret_version(&self, tenant: TenantId, path: &SecretPath) -> StoreResult<i64>;
     /// The current version of each existing path; missing paths are simply absent.
     async fn current_secrets(
         &self,
@@ -307,6 +348,40 @@ pub trait TokenStore {
         tenant: TenantId,
         uses: Vec<TokenUse>,
     ) -> StoreResult<Vec<UseOutcome>>;
+    /// Gives back the use reserved as `reservation` by `sidecar` (see [`TokenUse::reservation`]):
+    /// in one transaction the token's `uses` goes down by one, the reservation is marked
+    /// released and `audit(token)` is appended — only if it is this sidecar's, unreleased and
+    /// before its deadline at `now`. Otherwise nothing is written.
+    async fn release_token_use(
+        &self,
+        tenant: TenantId,
+        reservation: Uuid,
+        sidecar: SidecarId,
+        now: DateTime<Utc>,
+        audit: &(dyn Fn(TokenId) -> AuditDraft + Send + Sync),
+    ) -> StoreResult<ReleaseResult>;
+}
+
+/// A use counted as reserved: it counts against `max_uses` at once, and is spent for good
+/// unless `sidecar` releases it before `deadline`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewReservation {
+    pub id: Uuid,
+    pub sidecar: SidecarId,
+    pub deadline: DateTime<Utc>,
+}
+
+/// What [`TokenStore::release_token_use`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseResult {
+    /// The use was given back.
+    Released { token: TokenId },
+    /// An earlier release of the same reservation already gave it back.
+    AlreadyReleased,
+    /// The deadline passed: the use stands.
+    Expired,
+    /// No such reservation of this sidecar (another sidecar's is never visible here).
+    NotFound,
 }
 
 /// One use of a token to count, with the events it writes when counted.
@@ -315,6 +390,8 @@ pub struct TokenUse {
     pub id: TokenId,
     pub now: DateTime<Utc>,
     pub audit: Vec<AuditDraft>,
+    /// Record the counted use as a reservation the sidecar may release (`max_uses` tokens).
+    pub reservation: Option<NewReservation>,
 }
 
 #[async_trait]

@@ -12,7 +12,9 @@
 //!
 //! Only `UNAVAILABLE` and `DEADLINE_EXCEEDED` (including our own per-attempt timeout and a
 //! refused connection, which gRPC also reports as `UNAVAILABLE`) are retried, with jittered
-//! exponential backoff; everything else is answered at once. The client's own retry loop is
+//! exponential backoff; everything else is answered at once. Every outage, including a 5xx
+//! such as `INTERNAL`, reaches callers as [`KmsError::Unavailable`] and every failed check as
+//! [`KmsError::Integrity`] (see [`super::KmsFault`]). The client's own retry loop is
 //! switched off so that these are the only retries.
 //!
 //! Separation of duties: the control plane only ever calls encrypt, key creation and key reads
@@ -583,7 +585,7 @@ impl Kms for GcpKms {
             return Err(integrity("the plaintext does not match its checksum"));
         }
         Dek::from_bytes(&response.plaintext)
-            .map_err(|_| KmsError::Corrupt("the unwrapped DEK is not 32 bytes".into()))
+            .map_err(|_| integrity("the unwrapped DEK is not 32 bytes"))
     }
 }
 
@@ -608,6 +610,9 @@ enum Kind {
     InvalidArgument,
     /// FAILED_PRECONDITION: on decrypt, the version is disabled or destroyed.
     FailedPrecondition,
+    /// Any other 5xx (INTERNAL, UNKNOWN, a bare 500): answered at once, reported as
+    /// unavailable, since nothing was decided about the data.
+    ServerError,
     Other,
 }
 
@@ -630,6 +635,9 @@ impl CallError {
                     }
                     Code::InvalidArgument => Kind::InvalidArgument,
                     Code::FailedPrecondition => Kind::FailedPrecondition,
+                    // HTTP 500 from the service itself: a fault on its side, not an answer
+                    // about our data. Not retried here (AIP-194), but an outage to the caller.
+                    Code::Internal | Code::Unknown => Kind::ServerError,
                     _ => Kind::Other,
                 };
                 (kind, format!("{:?}: {}", status.code, status.message))
@@ -646,6 +654,9 @@ impl CallError {
                 (Kind::Unavailable, e.to_string())
             }
             None if e.is_authentication() => (Kind::PermissionDenied, e.to_string()),
+            None if matches!(e.http_status_code(), Some(500..=599)) => {
+                (Kind::ServerError, e.to_string())
+            }
             None => (Kind::Other, e.to_string()),
         };
         CallError {
@@ -657,7 +668,9 @@ impl CallError {
     /// The usual mapping; call sites handle the kinds whose meaning depends on the call.
     fn into_kms(self, tenant: TenantId) -> KmsError {
         match self.kind {
-            Kind::Unavailable => KmsError::Unavailable(format!("Cloud KMS {}", self.message)),
+            Kind::Unavailable | Kind::ServerError => {
+                KmsError::Unavailable(format!("Cloud KMS {}", self.message))
+            }
             Kind::NotFound => KmsError::UnknownTenant(tenant),
             Kind::PermissionDenied => KmsError::PermissionDenied(self.message),
             Kind::ChecksumRejected => KmsError::Integrity(self.message),

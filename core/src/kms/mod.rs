@@ -160,9 +160,39 @@ impl KmsError {
             KmsError::PrimaryVersion { .. } => "kms_primary_version",
             KmsError::Unavailable(_) => "kms_unavailable",
             KmsError::PermissionDenied(_) => "kms_permission_denied",
-            KmsError::Integrity(_) => "kms_integrity_check_failed",
+            KmsError::Integrity(_) => "kms_integrity_failed",
             KmsError::Config(_) => "kms_config_invalid",
             KmsError::Io(_) | KmsError::Corrupt(_) | KmsError::Remote(_) => "kms_error",
+        }
+    }
+}
+
+/// What a caller (and the agent or operator behind it) can do about a [`KmsError`]; both the
+/// control plane and the sidecar map errors through this, so one fault has one code everywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KmsFault {
+    /// The service could not be reached, timed out or answered a 5xx (or the local keyring
+    /// could not be read): retry later (503
+    /// `kms_unavailable` with `Retry-After`). Nothing was decided about the data.
+    Unavailable,
+    /// The service answered, but the answer failed a check (CRC32C mismatch either way, a key
+    /// version of another key, unverified checksum flags, a DEK of the wrong size): the path to
+    /// the KMS is corrupting or tampering with data. Never retried blindly (502
+    /// `kms_integrity_failed`, a metric and an audit event).
+    Integrity,
+    /// Anything else: a refusal (wrong key, disabled version, permission) or a local fault.
+    Other,
+}
+
+impl KmsError {
+    /// The class of this error; see [`KmsFault`].
+    pub fn fault(&self) -> KmsFault {
+        match self {
+            // A keyring file that cannot be read (a network volume gone away) is the local
+            // backend's outage.
+            KmsError::Unavailable(_) | KmsError::Io(_) => KmsFault::Unavailable,
+            KmsError::Integrity(_) => KmsFault::Integrity,
+            _ => KmsFault::Other,
         }
     }
 }

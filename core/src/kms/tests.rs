@@ -291,8 +291,29 @@ fn error_codes_are_stable() {
         (KmsError::Unavailable("timeout".into()), "kms_unavailable"),
         (KmsError::Io("disk".into()), "kms_error"),
         (KmsError::Corrupt("json".into()), "kms_error"),
+        (KmsError::Integrity("crc".into()), "kms_integrity_failed"),
     ];
     for (err, code) in codes {
         assert_eq!(err.code(), code);
     }
+}
+
+#[test]
+fn faults_classify_what_the_caller_can_do() {
+    use super::KmsFault;
+    let cases = [
+        (KmsError::Unavailable("down".into()), KmsFault::Unavailable),
+        (KmsError::Integrity("crc".into()), KmsFault::Integrity),
+        (KmsError::Io("disk".into()), KmsFault::Unavailable),
+        (KmsError::WrongKey, KmsFault::Other),
+        (KmsError::Remote("odd".into()), KmsFault::Other),
+    ];
+    for (err, fault) in cases {
+        assert_eq!(err.fault(), fault, "{err:?}");
+    }
+    // The integrity code is the API's: one fault, one code, in logs, CLI output and audit.
+    assert_eq!(
+        KmsError::Integrity("crc".into()).code(),
+        crate::api::ErrorCode::KmsIntegrityFailed.as_str()
+    );
 }

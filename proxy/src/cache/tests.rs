@@ -204,3 +204,75 @@ fn cached_value_checks_destination_binding() {
     assert!(!v.allows(&Destination::parse("api.example.com:8443").unwrap()));
     assert!(!v.allows(&Destination::parse("evil.example.com").unwrap()));
 }
+
+/// A cache holding one grant of `agent` and the value of `prod/key` in two tenants.
+async fn warm(caches: &Caches, agent: &str) -> (Uuid, [TenantId; 2], SecretPath) {
+    let id = Uuid::new_v4();
+    let g = CachedGrant::new(grant(id, agent, 30, None), Duration::from_secs(60)).unwrap();
+    caches.put_grant([7; 32], Arc::new(g)).await;
+    let path = SecretPath::parse("prod/key").unwrap();
+    let tenants = [TenantId::new(), TenantId::new()];
+    for tenant in tenants {
+        let v = CachedValue::new(
+            path.clone(),
+            1,
+            SecretBytes::new(b"cached-value".to_vec()),
+            Sensitivity::Standard,
+            vec![HostPattern::parse("api.example.com").unwrap()],
+        )
+        .unwrap();
+        caches.put_value(tenant, Arc::new(v)).await;
+    }
+    assert!(caches.grant(&[7; 32]).await.is_some());
+    (id, tenants, path)
+}
+
+#[tokio::test]
+async fn a_resync_event_flushes_cached_grants_and_values() {
+    let caches = Caches::new(&config(60, 60, 100));
+    let metrics = crate::metrics::Metrics::new().unwrap();
+    let (_, tenants, path) = warm(&caches, "agent-1").await;
+    for tenant in tenants {
+        assert!(caches.value(tenant, &path).await.is_some());
+    }
+    // Exactly what the control plane sends: `event: resync`, `data: {"type":"resync"}`.
+    let data = serde_json::to_string(&agent_secret_core::api::WatchEvent::Resync).unwrap();
+    assert_eq!(data, r#"{"type":"resync"}"#);
+    crate::watch::apply(&caches, &metrics, "resync", &data).await;
+    assert!(
+        caches.grant(&[7; 32]).await.is_none(),
+        "a revocation may have been missed"
+    );
+    for tenant in tenants {
+        assert!(
+            caches.value(tenant, &path).await.is_none(),
+            "a value may have been deleted, re-bound or replaced meanwhile"
+        );
+    }
+    assert_eq!(metrics.watch_events.with_label_values(&["resync"]).get(), 1);
+}
+
+#[tokio::test]
+async fn an_agent_revoked_event_drops_its_grants_and_remembers_its_tokens() {
+    let caches = Caches::new(&config(60, 60, 100));
+    let metrics = crate::metrics::Metrics::new().unwrap();
+    let (id, tenants, path) = warm(&caches, "agent-1").await;
+    let other = Uuid::new_v4();
+    let g = CachedGrant::new(grant(other, "agent-2", 30, None), Duration::from_secs(60)).unwrap();
+    caches.put_grant([8; 32], Arc::new(g)).await;
+    caches.grants.as_ref().unwrap().run_pending_tasks().await;
+    let data = serde_json::to_string(&agent_secret_core::api::WatchEvent::AgentRevoked {
+        agent_id: "agent-1".into(),
+    })
+    .unwrap();
+    crate::watch::apply(&caches, &metrics, "agent_revoked", &data).await;
+    assert!(caches.grant(&[7; 32]).await.is_none());
+    assert!(caches.is_dead(id).await);
+    assert!(
+        caches.grant(&[8; 32]).await.is_some(),
+        "other agents keep theirs"
+    );
+    assert!(!caches.is_dead(other).await);
+    // Values are not the agent's: they stay.
+    assert!(caches.value(tenants[0], &path).await.is_some());
+}

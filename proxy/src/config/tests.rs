@@ -42,6 +42,11 @@ fn the_documented_example_file_parses_and_validates() {
     config.validate().unwrap();
     assert!(!config.hosts.is_empty());
     assert!(!config.routes.is_empty());
+    // The documented values are the defaults.
+    let minimal = ProxyConfig::from_toml_str(MINIMAL).unwrap();
+    assert_eq!(config.limits, minimal.limits);
+    assert_eq!(config.limits, crate::inject::Limits::default());
+    assert_eq!(config.rate_limits, minimal.rate_limits);
 }
 
 #[test]
@@ -51,6 +56,8 @@ fn unknown_keys_are_an_error_in_every_section() {
         "[cache]\ngrant_ttl = 3\n",
         "[audit]\nspool = \"x\"\n",
         "[upstream]\nca_file = \"x\"\n",
+        "[limits]\nmax_placeholders = 3\n",
+        "[rate_limits]\ntoken_rps = 3\n",
         "[[hosts]]\nname = \"a.example.com\"\nplaintxt = true\n",
         "[[routes]]\nprefix = \"/a/\"\nupstream = \"https://a.example.com/\"\nhost = \"x\"\n",
     ] {

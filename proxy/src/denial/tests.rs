@@ -69,3 +69,61 @@ fn ssrf_refusals_are_destination_not_allowed() {
     assert_eq!(d.code, "destination_not_allowed");
     assert!(d.message.contains("SSRF"));
 }
+
+#[test]
+fn kms_faults_have_their_own_codes() {
+    let down = Denial::from(ResolveError::Kms("Cloud KMS decrypt: UNAVAILABLE".into()));
+    assert_eq!(down.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(down.code, "kms_unavailable");
+    assert_eq!(down.retry_after, Some(KMS_RETRY_AFTER_SECONDS));
+    assert!(!down.message.contains("UNAVAILABLE"), "{}", down.message);
+
+    let forged = Denial::from(ResolveError::KmsIntegrity {
+        path: "prod/a".into(),
+        reason: "the plaintext does not match its checksum".into(),
+    });
+    assert_eq!(forged.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(forged.code, "kms_integrity_failed");
+    assert_eq!(
+        forged.retry_after, None,
+        "an integrity failure is not retried blindly"
+    );
+    assert!(!forged.message.contains("checksum"), "{}", forged.message);
+
+    // The resolver's own code for each error matches what the agent is answered.
+    for e in [
+        ResolveError::Kms("x".into()),
+        ResolveError::KmsIntegrity {
+            path: "p".into(),
+            reason: "r".into(),
+        },
+        ResolveError::Denied {
+            code: ErrorCode::UsesExhausted,
+            message: "m".into(),
+        },
+    ] {
+        let code = e.code();
+        assert_eq!(Denial::from(e).code, code);
+    }
+}
+
+#[test]
+fn a_control_plane_rate_limit_reaches_the_agent_as_429_with_retry_after() {
+    let d = Denial::from_code(ErrorCode::RateLimited, "slow down");
+    assert_eq!(d.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(d.code, "rate_limited");
+    assert_eq!(d.retry_after, Some(1));
+}
+
+#[test]
+fn sidecar_rate_limits_round_retry_after_up_to_whole_seconds() {
+    let limited = crate::rate_limit::Limited {
+        limit: crate::rate_limit::Limit::TokenInjections,
+        retry_after: std::time::Duration::from_millis(1500),
+        first_trip: true,
+    };
+    let d = Denial::rate_limited(&limited);
+    assert_eq!((d.status.as_u16(), d.code), (429, "rate_limited"));
+    assert_eq!(d.retry_after, Some(2));
+    assert!(d.message.contains("token_injections"), "{}", d.message);
+}

@@ -29,7 +29,7 @@ fn finds_placeholders_in_any_header_value() {
         ),
         ("accept", "application/json"),
     ]);
-    let scan = scan(&h, b"/v1/x").unwrap();
+    let scan = scan(&h, b"/v1/x", &Limits::default()).unwrap();
     assert_eq!(scan.headers.len(), 2);
     assert_eq!(scan.paths(), vec![path("prod/a"), path("prod/openai/key")]);
 }
@@ -40,7 +40,7 @@ fn plain_requests_have_no_placeholders() {
         ("authorization", "Bearer sk-123"),
         ("x-json", "{{\"a\":1}}"),
     ]);
-    assert!(scan(&h, b"/").unwrap().is_empty());
+    assert!(scan(&h, b"/", &Limits::default()).unwrap().is_empty());
 }
 
 #[test]
@@ -54,7 +54,10 @@ fn malformed_placeholders_are_refused() {
     ] {
         let h = headers(&[("authorization", bad)]);
         assert!(
-            matches!(scan(&h, b"/"), Err(InjectError::Malformed { .. })),
+            matches!(
+                scan(&h, b"/", &Limits::default()),
+                Err(InjectError::Malformed { .. })
+            ),
             "{bad}"
         );
     }
@@ -63,26 +66,28 @@ fn malformed_placeholders_are_refused() {
 #[test]
 fn placeholders_in_host_or_target_are_refused() {
     let h = headers(&[("host", "{{secret:a/b}}.example.com")]);
-    assert_eq!(scan(&h, b"/").unwrap_err(), InjectError::InHost);
+    assert_eq!(
+        scan(&h, b"/", &Limits::default()).unwrap_err(),
+        InjectError::InHost
+    );
     let h = headers(&[]);
     assert_eq!(
-        scan(&h, b"/x?k={{secret:a/b}}").unwrap_err(),
+        scan(&h, b"/x?k={{secret:a/b}}", &Limits::default()).unwrap_err(),
         InjectError::InTarget
     );
     assert_eq!(
-        scan(&h, b"/x?k={{SECRET:a/b}}").unwrap_err(),
+        scan(&h, b"/x?k={{SECRET:a/b}}", &Limits::default()).unwrap_err(),
         InjectError::InTarget
     );
-    assert!(scan(&h, b"/x?k={{name}}").unwrap().is_empty());
+    assert!(scan(&h, b"/x?k={{name}}", &Limits::default())
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
-fn proxy_authorization_and_control_headers_are_not_scanned() {
-    let h = headers(&[
-        ("proxy-authorization", "Bearer {{secret:x}}"),
-        ("x-agent-secret-note", "{{secret:bad path}}"),
-    ]);
-    assert!(scan(&h, b"/").unwrap().is_empty());
+fn control_headers_are_not_scanned() {
+    let h = headers(&[("x-agent-secret-note", "{{secret:bad path}}")]);
+    assert!(scan(&h, b"/", &Limits::default()).unwrap().is_empty());
 }
 
 #[test]
@@ -93,7 +98,7 @@ fn substitution_keeps_every_value_of_the_header_in_order() {
         ("x-key", "last"),
         ("authorization", "Bearer {{secret:c}}"),
     ]);
-    let scan = scan(&h, b"/").unwrap();
+    let scan = scan(&h, b"/", &Limits::default()).unwrap();
     let values = [
         (path("a/b"), b"VALUE-AB".to_vec()),
         (path("c"), b"VALUE-C".to_vec()),
@@ -104,7 +109,7 @@ fn substitution_keeps_every_value_of_the_header_in_order() {
             .find(|(q, _)| q == p)
             .map(|(_, v)| v.as_slice())
     };
-    let out = substitute_headers(&h, &scan, lookup).unwrap();
+    let out = substitute_headers(&h, &scan, lookup, &Limits::default()).unwrap();
     let x_key = out.iter().find(|s| s.name == "x-key").unwrap();
     let rendered: Vec<&[u8]> = x_key.values.iter().map(|v| v.as_bytes()).collect();
     assert_eq!(
@@ -123,16 +128,121 @@ fn substitution_keeps_every_value_of_the_header_in_order() {
 #[test]
 fn a_missing_value_fails_substitution() {
     let h = headers(&[("authorization", "Bearer {{secret:c}}")]);
-    let scan = scan(&h, b"/").unwrap();
-    assert!(substitute_headers(&h, &scan, |_| None).is_err());
+    let scan = scan(&h, b"/", &Limits::default()).unwrap();
+    assert!(substitute_headers(&h, &scan, |_| None, &Limits::default()).is_err());
 }
 
 #[test]
 fn values_that_would_break_the_header_are_refused() {
     let h = headers(&[("authorization", "Bearer {{secret:c}}")]);
-    let scan = scan(&h, b"/").unwrap();
-    let err = substitute_headers(&h, &scan, |_| Some(&b"x\r\nInjected: 1"[..]))
+    let scan = scan(&h, b"/", &Limits::default()).unwrap();
+    let err = substitute_headers(
+        &h,
+        &scan,
+        |_| Some(&b"x\r\nInjected: 1"[..]),
+        &Limits::default(),
+    )
+    .err()
+    .unwrap();
+    assert_eq!(err, InjectError::InvalidValue("authorization".into()));
+}
+
+#[test]
+fn framing_and_hop_by_hop_headers_never_take_a_placeholder() {
+    for name in [
+        "transfer-encoding",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+        "proxy-anything",
+    ] {
+        let h = headers(&[(name, "{{secret:prod/a}}")]);
+        assert_eq!(
+            scan(&h, b"/", &Limits::default()).unwrap_err(),
+            InjectError::InFramingHeader(name.into()),
+            "{name}"
+        );
+    }
+    assert_eq!(
+        scan(
+            &headers(&[("host", "{{secret:prod/a}}")]),
+            b"/",
+            &Limits::default()
+        )
+        .unwrap_err(),
+        InjectError::InHost
+    );
+}
+
+#[test]
+fn headers_named_by_connection_are_hop_by_hop_too() {
+    let h = headers(&[
+        ("connection", "keep-alive, X-Hop"),
+        ("x-hop", "Bearer {{secret:prod/a}}"),
+    ]);
+    assert_eq!(
+        scan(&h, b"/", &Limits::default()).unwrap_err(),
+        InjectError::InFramingHeader("x-hop".into())
+    );
+    // The same header, not named by Connection, is an ordinary end-to-end header.
+    let h = headers(&[("x-hop", "Bearer {{secret:prod/a}}")]);
+    assert_eq!(scan(&h, b"/", &Limits::default()).unwrap().paths().len(), 1);
+}
+
+#[test]
+fn placeholder_counts_are_capped_per_header_and_per_request() {
+    let limits = Limits {
+        max_placeholders_per_request: 3,
+        max_placeholders_per_header: 2,
+        max_header_value_bytes: 64,
+    };
+    let h = headers(&[("x-a", "{{secret:a}} {{secret:b}}")]);
+    assert_eq!(scan(&h, b"/", &limits).unwrap().paths().len(), 2);
+    let h = headers(&[("x-a", "{{secret:a}} {{secret:b}} {{secret:a}}")]);
+    assert_eq!(
+        scan(&h, b"/", &limits).unwrap_err(),
+        InjectError::TooManyInHeader {
+            header: "x-a".into(),
+            limit: 2
+        }
+    );
+    // Repeats count: the cap bounds the work, not only the distinct paths.
+    let h = headers(&[
+        ("x-a", "{{secret:a}} {{secret:a}}"),
+        ("x-b", "{{secret:a}} {{secret:a}}"),
+    ]);
+    assert_eq!(
+        scan(&h, b"/", &limits).unwrap_err(),
+        InjectError::TooMany { limit: 3 }
+    );
+    let err = InjectError::TooMany { limit: 3 }.to_string();
+    assert!(err.contains("more than 3 placeholders"), "{err}");
+}
+
+#[test]
+fn a_header_value_too_long_after_substitution_is_refused() {
+    let limits = Limits {
+        max_header_value_bytes: 32,
+        ..Limits::default()
+    };
+    let h = headers(&[("authorization", "Bearer {{secret:c}}")]);
+    let scan = scan(&h, b"/", &limits).unwrap();
+    let long = vec![b'k'; 40];
+    let err = substitute_headers(&h, &scan, |_| Some(long.as_slice()), &limits)
         .err()
         .unwrap();
-    assert_eq!(err, InjectError::InvalidValue("authorization".into()));
+    assert_eq!(
+        err,
+        InjectError::ValueTooLong {
+            header: "authorization".into(),
+            limit: 32
+        }
+    );
+    let short = vec![b'k'; 8];
+    assert!(substitute_headers(&h, &scan, |_| Some(short.as_slice()), &limits).is_ok());
 }

@@ -1,7 +1,7 @@
 //! Choosing a body scrubber from the response's `Content-Encoding`, and the errors that make a
 //! response unscannable.
 //!
-//! Fail closed: a coding we cannot decode (br, zstd, compress, stacked codings) is refused up
+//! Fail closed: a coding we cannot decode (zstd, compress, stacked codings) is refused up
 //! front with [`Unscannable`], and a stream that fails to decode midway is a [`ScrubError`];
 //! the proxy answers 502 `unscannable_response` (or aborts the stream) and never forwards the
 //! bytes unscanned. The scrubbed body's length differs from the upstream's: the caller drops
@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::{DeflateScrubber, GzipScrubber, ScrubSet, StreamScrubber};
+use super::{BrotliScrubber, DeflateScrubber, GzipScrubber, ScrubSet, StreamScrubber};
 
 /// The scrubber for one response body.
 #[derive(Debug)]
@@ -20,6 +20,7 @@ pub enum BodyScrubber {
     Identity(StreamScrubber),
     Gzip(GzipScrubber),
     Deflate(DeflateScrubber),
+    Brotli(BrotliScrubber),
 }
 
 /// The response's content coding cannot be scanned.
@@ -74,6 +75,9 @@ impl BodyScrubber {
             Some(c) if c.eq_ignore_ascii_case("deflate") => {
                 BodyScrubber::Deflate(DeflateScrubber::new(set))
             }
+            Some(c) if c.eq_ignore_ascii_case("br") => {
+                BodyScrubber::Brotli(BrotliScrubber::new(set))
+            }
             Some(_) => return Err(unscannable()),
         };
         if codings.next().is_some() {
@@ -88,6 +92,7 @@ impl BodyScrubber {
             BodyScrubber::Identity(s) => Ok(s.push(chunk)),
             BodyScrubber::Gzip(s) => s.push(chunk),
             BodyScrubber::Deflate(s) => s.push(chunk),
+            BodyScrubber::Brotli(s) => s.push(chunk),
         }
     }
 
@@ -97,6 +102,7 @@ impl BodyScrubber {
             BodyScrubber::Identity(s) => Ok(s.finish()),
             BodyScrubber::Gzip(s) => s.finish(),
             BodyScrubber::Deflate(s) => s.finish(),
+            BodyScrubber::Brotli(s) => s.finish(),
         }
     }
 }

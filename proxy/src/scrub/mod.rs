@@ -1,40 +1,72 @@
-//! Response scrubbing: an injected secret that the upstream echoes back reaches the agent as
-//! `[REDACTED:<path>]`, in headers and in bodies, whatever the chunking and through gzip.
+//! Response scrubbing: an injected secret that the upstream echoes back, whole, partly or
+//! encoded, reaches the agent as `[REDACTED:<path>]` — in headers, trailers and bodies, whatever
+//! the chunking and through gzip, deflate and brotli.
 //!
 //! Why here: the agent must never see a credential it asked us to inject, and a malicious or
-//! buggy upstream (an echo endpoint, a verbose error page) is the obvious side channel.
+//! buggy upstream (an echo endpoint, a verbose error page, a "key ends in …4f9a" hint) is the
+//! obvious side channel.
 //!
-//! A [`ScrubSet`] is built once per request from the values injected into it. It generates the
-//! encoded forms of each value (see [`forms`]) and compiles all of them into one leftmost-longest
-//! multi-pattern searcher (aho-corasick's SIMD packed searcher, or its automaton for large
-//! sets; see `matcher.rs`) — no regex, no per-chunk compilation. Bodies go through a
-//! [`StreamScrubber`] (a sliding window holding back only a tail that could still grow into a
-//! form, at most `max_pattern_len - 1` bytes) or,
-//! for compressed bodies, a [`GzipScrubber`]/[`DeflateScrubber`] that decodes, scrubs and
-//! re-encodes incrementally; [`BodyScrubber`] picks one from the `Content-Encoding`.
+//! What is scrubbed, for each injected value (see [`forms`] and `windows.rs`):
+//! * its forms: raw, hex, base64 (standard and URL-safe, padded or not, at each of the three
+//!   alignments inside a larger blob), percent-encoding, JSON string escapes (`\uXXXX`
+//!   included), all matched ASCII case-insensitively (`DEADBEEF` = `deadbeef`, `%2F` = `%2f`);
+//! * for values of 12 bytes or more, any run of at least `max(12, ⌈len/2⌉)` consecutive
+//!   characters of any form — a truncated or partly masked echo — and the whole run is
+//!   redacted, not just the part that triggered it.
 //!
-//! Secret material: the forms are kept in `Zeroizing` buffers (for the hold-back prefix checks)
-//! and wiped when the set is dropped. The searcher keeps its own copy of the patterns, which is
-//! not wiped
+//! What is not: values shorter than 4 bytes; for values shorter than 12 bytes, partial echoes
+//! (whole forms only); runs shorter than the window; MIME-wrapped base64, nested encodings,
+//! HTML entities, non-ASCII case folding; bodies under `scrub = "headers"` (see config); and
+//! for long values a few edge characters of a partial echo (see `windows.rs`).
+//!
+//! A [`ScrubSet`] is built once per value version (cached) or per request for several values.
+//! All patterns of all values go into one ASCII case-insensitive Aho-Corasick automaton that
+//! reports overlapping matches (see `matcher.rs`): one pass, no per-form scans, no regex. A
+//! sampling prefilter (`filter.rs`: one hash probe per 7 bytes) picks the regions the
+//! automaton scans, so a body without secrets costs the same however many windows there are.
+//! Budget: at most 4096 windows of at most 32 bytes per value (`windows.rs`); a 4 KiB value
+//! builds about 4 MiB of automaton and prefilter.
+//!
+//! The union of the matches is replaced, so the output never contains a window (a run left
+//! of a longer echo would be one). The replacement text is checked when the set is built:
+//! its delimiters are bytes no pattern contains and no pattern occurs inside it, so a
+//! replacement can never complete a window with its neighbours (a value containing `[` or `]`
+//! gets `<REDACTED:path>` or another free pair).
+//!
+//! Bodies go through a [`StreamScrubber`] (holding back only a tail that could still grow into
+//! a match, and a run that could still grow) or, for compressed bodies, a
+//! [`GzipScrubber`]/[`DeflateScrubber`]/[`BrotliScrubber`] that decodes, scrubs and re-encodes
+//! incrementally; [`BodyScrubber`] picks one from the `Content-Encoding`. Trailers are header
+//! values: [`ScrubSet::scrub_header_value`].
+//!
+//! Secret material: the forms and windows live in `Zeroizing` buffers only while the set is
+//! built; the hold-back tables (which bytes and byte pairs occur in the patterns) and the
+//! prefilter's table of pattern m-grams are `Zeroizing` too. The automaton keeps its own copy of the patterns, which is not wiped
 //! (aho-corasick offers no hook); response bytes passing through are not secret-managed either,
 //! since pingora holds them in ordinary buffers anyway.
 
 mod body;
+mod brotli;
 mod compression;
+mod filter;
 pub mod forms;
 mod matcher;
 mod stream;
+pub mod windows;
 
 #[cfg(test)]
 mod tests;
 
+use std::collections::HashMap;
 use std::fmt;
 
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::secret::SecretBytes;
+use zeroize::Zeroizing;
 
-use matcher::Matcher;
+use matcher::{Matcher, Run, Scratch};
 
+pub use self::brotli::BrotliScrubber;
 pub use body::{BodyScrubber, ScrubError, Unscannable};
 pub use compression::{DeflateScrubber, GzipScrubber};
 pub use stream::StreamScrubber;
@@ -44,17 +76,94 @@ pub struct ScrubSet {
     /// `None` when no value was long enough to scrub: everything passes unchanged.
     matcher: Option<Matcher>,
     max_pattern_len: usize,
-    /// Pattern id → index into `replacements`.
+    /// Pattern id → index into `replacements` (the first value that has the pattern).
     pattern_owner: Vec<usize>,
-    /// `[REDACTED:<path>]` per injected path.
+    /// Pattern id → the pattern belongs to several values (a prefix two tokens share): a run
+    /// is labelled by one of its patterns that is not shared, when it has one.
+    pattern_shared: Vec<bool>,
+    /// `[REDACTED:<path>]` (or another safe spelling, see the module docs) per injected path.
     replacements: Vec<Vec<u8>>,
     paths: Vec<SecretPath>,
-    /// The forms themselves, for [`ScrubSet::could_continue`]: a streamed body holds back
-    /// only a tail that could still become one of them.
-    patterns: Vec<zeroize::Zeroizing<Vec<u8>>>,
-    /// `starts[b]`: some pattern begins with byte `b` (cheap rejection before prefix checks).
-    starts: [bool; 256],
+    /// What the hold-back check needs to know about the patterns.
+    tables: ByteTables,
 }
+
+/// Which (ASCII-lower-cased) bytes and byte pairs occur in the patterns, and which bytes start
+/// one: a tail of the body can only grow into a match if all its bytes and adjacent pairs
+/// occur and its first byte starts a pattern. A conservative prefix test in O(tail) with no
+/// per-pattern work, however many windows there are. Wiped on drop: it says a lot about the
+/// value.
+struct ByteTables {
+    /// Bits 0..256: bytes; 256..512: first bytes; 512..: byte pairs (`a << 8 | b`).
+    bits: Zeroizing<Vec<u64>>,
+}
+
+const BYTES: usize = 0;
+const STARTS: usize = 256;
+const PAIRS: usize = 512;
+
+impl ByteTables {
+    fn new() -> ByteTables {
+        ByteTables {
+            bits: Zeroizing::new(vec![0; (PAIRS + 65536) / 64]),
+        }
+    }
+
+    fn set(&mut self, bit: usize) {
+        if let Some(word) = self.bits.get_mut(bit / 64) {
+            *word |= 1 << (bit % 64);
+        }
+    }
+
+    fn get(&self, bit: usize) -> bool {
+        self.bits
+            .get(bit / 64)
+            .is_some_and(|word| word & (1 << (bit % 64)) != 0)
+    }
+
+    fn add(&mut self, pattern: &[u8]) {
+        if let Some(&first) = pattern.first() {
+            self.set(STARTS + usize::from(first.to_ascii_lowercase()));
+        }
+        for &b in pattern {
+            self.set(BYTES + usize::from(b.to_ascii_lowercase()));
+        }
+        for pair in pattern.windows(2) {
+            self.set(PAIRS + pair_index(pair[0], pair[1]));
+        }
+    }
+
+    fn has_byte(&self, b: u8) -> bool {
+        self.get(BYTES + usize::from(b.to_ascii_lowercase()))
+    }
+
+    fn starts(&self, b: u8) -> bool {
+        self.get(STARTS + usize::from(b.to_ascii_lowercase()))
+    }
+
+    fn has_pair(&self, a: u8, b: u8) -> bool {
+        self.get(PAIRS + pair_index(a, b))
+    }
+}
+
+fn pair_index(a: u8, b: u8) -> usize {
+    usize::from(a.to_ascii_lowercase()) << 8 | usize::from(b.to_ascii_lowercase())
+}
+
+/// Replacement delimiters, in order of preference: the first pair whose bytes occur in no
+/// pattern is used, so a replacement can never be part of a window (see the module docs).
+const DELIMITERS: [(u8, u8); 10] = [
+    (b'[', b']'),
+    (b'<', b'>'),
+    (b'(', b')'),
+    (b'{', b'}'),
+    (b'|', b'|'),
+    (b'#', b'#'),
+    (b'~', b'~'),
+    (b'^', b'^'),
+    (b'!', b'!'),
+    (b'@', b'@'),
+];
 
 /// The searcher could not be built (only on absurd pattern counts or sizes).
 #[derive(Debug, thiserror::Error)]
@@ -63,43 +172,65 @@ pub struct ScrubSetError(#[from] aho_corasick::BuildError);
 
 impl ScrubSet {
     /// Compile the values injected into this request. A path given twice with the same value,
-    /// or two paths sharing a value, redact as the first path listed.
+    /// or two paths sharing a pattern, redact as the first path listed.
     pub fn new(values: &[(SecretPath, SecretBytes)]) -> Result<ScrubSet, ScrubSetError> {
-        let mut patterns = Vec::new();
+        let mut patterns: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         let mut pattern_owner = Vec::new();
-        let mut replacements = Vec::with_capacity(values.len());
         let mut paths = Vec::with_capacity(values.len());
         for (index, (path, value)) in values.iter().enumerate() {
-            replacements.push(format!("[REDACTED:{path}]").into_bytes());
             paths.push(path.clone());
-            for form in forms::forms(value.expose()) {
-                if !patterns.contains(&form) {
-                    patterns.push(form);
-                    pattern_owner.push(index);
+            let own = self::patterns(value.expose());
+            pattern_owner.extend(std::iter::repeat_n(index, own.len()));
+            patterns.extend(own);
+        }
+        // Deduplicate across values (within one value, forms and windows already are).
+        let mut seen: HashMap<&[u8], usize> = HashMap::with_capacity(patterns.len());
+        let mut keep = Vec::with_capacity(patterns.len());
+        let mut pattern_shared = Vec::with_capacity(patterns.len());
+        for (i, p) in patterns.iter().enumerate() {
+            match seen.get(p.as_slice()) {
+                None => {
+                    seen.insert(p.as_slice(), keep.len());
+                    keep.push(i);
+                    pattern_shared.push(false);
+                }
+                Some(&id) => {
+                    if let (Some(shared), Some(first), Some(this)) = (
+                        pattern_shared.get_mut(id),
+                        keep.get(id).and_then(|&k| pattern_owner.get(k)),
+                        pattern_owner.get(i),
+                    ) {
+                        *shared |= first != this;
+                    }
                 }
             }
         }
-        let max_pattern_len = patterns.iter().map(|p| p.len()).max().unwrap_or(0);
-        let matcher = if patterns.is_empty() {
+        drop(seen);
+        let pattern_owner: Vec<usize> = keep.iter().map(|&i| pattern_owner[i]).collect();
+        let slices: Vec<&[u8]> = keep.iter().map(|&i| patterns[i].as_slice()).collect();
+
+        let max_pattern_len = slices.iter().map(|p| p.len()).max().unwrap_or(0);
+        let mut tables = ByteTables::new();
+        for p in &slices {
+            tables.add(p);
+        }
+        let matcher = if slices.is_empty() {
             None
         } else {
-            let slices: Vec<&[u8]> = patterns.iter().map(|p| p.as_slice()).collect();
             Some(Matcher::new(&slices)?)
         };
-        let mut starts = [false; 256];
-        for p in &patterns {
-            if let Some(&b) = p.first() {
-                starts[usize::from(b)] = true;
-            }
-        }
+        let replacements = paths
+            .iter()
+            .map(|path| replacement_for(path, &tables, matcher.as_ref()))
+            .collect();
         Ok(ScrubSet {
             matcher,
             max_pattern_len,
             pattern_owner,
+            pattern_shared,
             replacements,
             paths,
-            patterns,
-            starts,
+            tables,
         })
     }
 
@@ -109,24 +240,31 @@ impl ScrubSet {
             matcher: None,
             max_pattern_len: 0,
             pattern_owner: Vec::new(),
+            pattern_shared: Vec::new(),
             replacements: Vec::new(),
             paths: Vec::new(),
-            patterns: Vec::new(),
-            starts: [false; 256],
+            tables: ByteTables::new(),
         }
     }
 
-    /// Whether `tail` (the end of the bytes seen so far) is a proper prefix of some form, i.e.
-    /// the next chunk could complete a secret that starts here.
-    pub(crate) fn could_continue(&self, tail: &[u8]) -> bool {
-        let Some(&first) = tail.first() else {
-            return false;
-        };
-        self.starts[usize::from(first)]
-            && self
-                .patterns
-                .iter()
-                .any(|p| p.len() > tail.len() && p.starts_with(tail))
+    /// The first position of `buf` from which the rest of `buf` could be the beginning of a
+    /// match completed by bytes not seen yet (`buf.len()` when there is none). Conservative:
+    /// it may return an earlier position than strictly needed, never a later one.
+    pub(crate) fn hold_from(&self, buf: &[u8]) -> usize {
+        let len = buf.len();
+        let floor = len.saturating_sub(self.max_pattern_len.saturating_sub(1));
+        let mut i = len;
+        while i > floor {
+            let b = buf[i - 1];
+            if !self.tables.has_byte(b) || (i < len && !self.tables.has_pair(b, buf[i])) {
+                break;
+            }
+            i -= 1;
+        }
+        while i < len && !self.tables.starts(buf[i]) {
+            i += 1;
+        }
+        i
     }
 
     /// True when nothing can match: bodies and headers pass through untouched.
@@ -134,7 +272,8 @@ impl ScrubSet {
         self.matcher.is_none()
     }
 
-    /// The longest form, in bytes; a body scrubber holds back one byte less than this.
+    /// The longest pattern, in bytes; a body scrubber holds back one byte less than this
+    /// (plus a run that is still growing).
     pub fn max_pattern_len(&self) -> usize {
         self.max_pattern_len
     }
@@ -144,20 +283,40 @@ impl ScrubSet {
         &self.paths
     }
 
-    /// The header value with every form replaced, or `None` if it contained none.
+    /// The header (or trailer) value with every secret run replaced, or `None` if it had none.
     pub fn scrub_header_value(&self, value: &[u8]) -> Option<Vec<u8>> {
         let matcher = self.matcher.as_ref()?;
-        let mut hits = matcher.find_iter(value).peekable();
-        hits.peek()?;
-        let mut out = Vec::with_capacity(value.len() + 16);
-        let mut cursor = 0;
-        for hit in hits {
-            out.extend_from_slice(&value[cursor..hit.start]);
-            out.extend_from_slice(self.replacement(hit.pattern));
-            cursor = hit.end;
+        let mut runs = Vec::new();
+        self.find_runs(matcher, value, &mut Scratch::default(), &mut runs);
+        if runs.is_empty() {
+            return None;
         }
-        out.extend_from_slice(&value[cursor..]);
+        let mut out = Vec::with_capacity(value.len() + 16);
+        self.replace_runs(value, &runs, &mut out);
         Some(out)
+    }
+
+    /// Append `buf` to `out` with each run (sorted, disjoint, within `buf`) replaced.
+    pub(crate) fn replace_runs(&self, buf: &[u8], runs: &[Run], out: &mut Vec<u8>) {
+        let mut cursor = 0;
+        for run in runs {
+            out.extend_from_slice(&buf[cursor..run.start]);
+            out.extend_from_slice(self.replacement(run.pattern));
+            cursor = run.end;
+        }
+        out.extend_from_slice(&buf[cursor..]);
+    }
+
+    /// The runs of `haystack` (see [`Matcher::runs`]), labelled by an unshared pattern.
+    pub(crate) fn find_runs(
+        &self,
+        matcher: &Matcher,
+        haystack: &[u8],
+        scratch: &mut Scratch,
+        out: &mut Vec<Run>,
+    ) {
+        let unshared = |p: usize| !self.pattern_shared.get(p).copied().unwrap_or(true);
+        matcher.runs(haystack, unshared, scratch, out);
     }
 
     fn matcher(&self) -> Option<&Matcher> {
@@ -172,12 +331,51 @@ impl ScrubSet {
     }
 }
 
+/// The patterns one value puts into the automaton, lower-cased and deduplicated: the windows
+/// of its forms (values of [`forms::MIN_WINDOW_VALUE_LEN`] bytes or more) or its whole forms.
+pub fn patterns(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
+    let forms = forms::forms(value);
+    match forms::window_len(value.len()) {
+        Some(window_len) => windows::windows(&forms, window_len),
+        None => forms
+            .iter()
+            .map(|f| Zeroizing::new(f.to_ascii_lowercase()))
+            .collect(),
+    }
+}
+
+/// `[REDACTED:<path>]`, or the first spelling whose delimiters occur in no pattern and that
+/// contains no pattern: then no window can overlap a replacement. (Only a value containing
+/// every delimiter pair and the replacement text itself gets the plain spelling regardless.)
+fn replacement_for(path: &SecretPath, tables: &ByteTables, matcher: Option<&Matcher>) -> Vec<u8> {
+    let labelled = format!("REDACTED:{path}");
+    for inner in [labelled.as_str(), "REDACTED"] {
+        for (open, close) in DELIMITERS {
+            if tables.has_byte(open) || tables.has_byte(close) {
+                continue;
+            }
+            let mut candidate = Vec::with_capacity(inner.len() + 2);
+            candidate.push(open);
+            candidate.extend_from_slice(inner.as_bytes());
+            candidate.push(close);
+            if !matcher.is_some_and(|m| m.is_match(&candidate)) {
+                return candidate;
+            }
+        }
+    }
+    format!("[{labelled}]").into_bytes()
+}
+
 impl fmt::Debug for ScrubSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScrubSet")
             .field("paths", &self.paths)
             .field("patterns", &self.pattern_owner.len())
             .field("max_pattern_len", &self.max_pattern_len())
+            .field(
+                "automaton_bytes",
+                &self.matcher.as_ref().map_or(0, Matcher::memory_usage),
+            )
             .finish()
     }
 }

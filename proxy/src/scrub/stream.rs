@@ -1,31 +1,37 @@
 //! Streaming scrubber for identity bodies: a sliding window over the chunk stream.
 //!
-//! Each push scans `pending ++ chunk` and emits everything except a tail that could be the
-//! start of a form completed by the next chunk (never more than `max_pattern_len - 1` bytes,
-//! and nothing at all when the tail cannot begin any form).
-//! Any form *starting* before that point fits entirely in what we have, so the output is
-//! byte-for-byte what a leftmost-longest scan of the whole body would produce — while only a
-//! few dozen bytes are ever held back and SSE events flow chunk by chunk.
+//! Each push appends the chunk to the bytes held back so far, finds the runs (unions of
+//! overlapping matches, see `matcher.rs`) in that buffer and emits everything before the first
+//! point where the future could still change the result:
+//! * a tail that could be the start of a match completed by the next chunk
+//!   ([`ScrubSet::hold_from`], never more than `max_pattern_len - 1` bytes, and nothing at all
+//!   when the tail cannot begin any pattern — SSE events ending in `\n\n` flow at once);
+//! * a run that reaches that tail: a match starting there would extend it, and the run must be
+//!   replaced as one.
 //!
-//! The chunk is not copied into a scratch buffer: matches that begin in the held-back bytes are
-//! found in a small "stitch" (`pending ++ first max_pattern_len - 1 bytes of chunk`), the rest
-//! directly in the chunk. The only allocation per push is the output.
+//! So the output is byte-for-byte what scrubbing the whole body at once produces, except after
+//! a single run longer than [`MAX_HELD_RUN`] (only a value repeating itself in a long stream):
+//! the run is then redacted in pieces, which keeps memory and rescanning bounded.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
+use super::matcher::{Run, Scratch};
 use super::ScrubSet;
+
+/// A run still growing at the end of the buffer is held back up to this many bytes; beyond,
+/// it is redacted and emitted as it is and its continuation gets its own replacement.
+pub const MAX_HELD_RUN: usize = 16 * 1024;
 
 /// Scrubs one body pushed in arbitrary chunks. Call [`finish`](Self::finish) at the end.
 pub struct StreamScrubber {
     set: Arc<ScrubSet>,
-    /// Bytes held back from previous pushes (at most `max_pattern_len - 1`).
+    /// Bytes not emitted yet: the held-back tail of earlier pushes, then the current chunk.
     pending: Vec<u8>,
-    /// Reused buffer for the stitch between `pending` and the new chunk.
-    stitch: Vec<u8>,
-    /// Reused buffer for the last `max_pattern_len - 1` bytes seen (see `hold_from`).
-    tail: Vec<u8>,
+    /// Reused buffers for the matches and runs of `pending`.
+    scratch: Scratch,
+    runs: Vec<Run>,
 }
 
 /// Hand-written: `pending` may hold the first bytes of a secret.
@@ -44,12 +50,12 @@ impl StreamScrubber {
         StreamScrubber {
             set,
             pending: Vec::with_capacity(cap),
-            stitch: Vec::with_capacity(cap * 2),
-            tail: Vec::with_capacity(cap),
+            scratch: Scratch::default(),
+            runs: Vec::new(),
         }
     }
 
-    /// The most bytes a push may hold back.
+    /// The most bytes a push holds back when no secret run is growing at the end of it.
     pub fn holdback(&self) -> usize {
         self.set.max_pattern_len().saturating_sub(1)
     }
@@ -70,75 +76,35 @@ impl StreamScrubber {
 
     /// [`push`](Self::push), appending to a caller-owned buffer.
     pub(crate) fn push_into(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        if self.set.matcher().is_none() {
-            out.extend_from_slice(chunk);
-            return;
-        }
-        let held = self.pending.len();
-        let total = held + chunk.len();
-        // Forms starting before `limit` are complete within `pending ++ chunk`; of the last
-        // `max_pattern_len - 1` bytes only a tail that could still grow into a form is held.
-        let window = total.saturating_sub(self.set.max_pattern_len() - 1);
-        let limit = self.hold_from(chunk, window, total);
         let set: &ScrubSet = &self.set;
         let Some(matcher) = set.matcher() else {
+            out.extend_from_slice(chunk);
             return;
         };
-        let mut cursor = 0;
-
-        if held > 0 {
-            let take = chunk.len().min(set.max_pattern_len() - 1);
-            self.stitch.clear();
-            self.stitch.extend_from_slice(&self.pending);
-            self.stitch.extend_from_slice(&chunk[..take]);
-            for m in matcher.find_iter(self.stitch.as_slice()) {
-                if m.start >= held || m.start >= limit {
-                    break;
-                }
-                out.extend_from_slice(&self.stitch[cursor..m.start]);
-                out.extend_from_slice(set.replacement(m.pattern));
-                cursor = m.end;
-            }
-        }
-
-        let from = cursor.saturating_sub(held);
-        for m in matcher.find_iter(&chunk[from..]) {
-            let (start, end) = (held + from + m.start, held + from + m.end);
-            if start >= limit {
+        self.pending.extend_from_slice(chunk);
+        set.find_runs(matcher, &self.pending, &mut self.scratch, &mut self.runs);
+        let tail = set.hold_from(&self.pending);
+        // Hold back from the first run that reaches the tail (a match starting in the tail
+        // would touch or overlap it).
+        let mut safe = tail;
+        for run in self.runs.iter().rev() {
+            if run.end < safe {
                 break;
             }
-            self.emit(chunk, cursor, start, out);
-            out.extend_from_slice(set.replacement(m.pattern));
-            cursor = end;
+            safe = safe.min(run.start);
         }
-
-        let hold_from = cursor.max(limit);
-        self.emit(chunk, cursor, hold_from, out);
-        if hold_from < held {
-            self.pending.drain(..hold_from);
-            self.pending.extend_from_slice(chunk);
-        } else {
-            self.pending.clear();
-            self.pending.extend_from_slice(&chunk[hold_from - held..]);
+        if tail - safe > MAX_HELD_RUN {
+            // A run that keeps growing: redact what we have, up to its end.
+            safe = self
+                .runs
+                .iter()
+                .filter(|r| r.start < tail)
+                .map(|r| r.end)
+                .fold(tail, usize::max);
         }
-    }
-
-    /// The first position in `[window, total)` of `pending ++ chunk` whose tail is a proper
-    /// prefix of some form, or `total` when none is: holding back less than the full window
-    /// lets small chunks (SSE events) through at once. Any longer match starting before the
-    /// returned point would itself be such a tail, so leftmost-longest results are unchanged.
-    fn hold_from(&mut self, chunk: &[u8], window: usize, total: usize) -> usize {
-        let held = self.pending.len();
-        self.tail.clear();
-        if window < held {
-            self.tail.extend_from_slice(&self.pending[window..]);
-            self.tail.extend_from_slice(chunk);
-        } else {
-            self.tail.extend_from_slice(&chunk[window - held..]);
-        }
-        (0..self.tail.len())
-            .find(|&i| self.set.could_continue(&self.tail[i..]))
-            .map_or(total, |i| window + i)
+        let done = self.runs.partition_point(|r| r.start < safe);
+        set.replace_runs(&self.pending[..safe], &self.runs[..done], out);
+        self.pending.drain(..safe);
     }
 
     /// [`finish`](Self::finish), appending to a caller-owned buffer.
@@ -146,30 +112,11 @@ impl StreamScrubber {
         let set: &ScrubSet = &self.set;
         match set.matcher() {
             Some(matcher) => {
-                let mut cursor = 0;
-                for m in matcher.find_iter(self.pending.as_slice()) {
-                    out.extend_from_slice(&self.pending[cursor..m.start]);
-                    out.extend_from_slice(set.replacement(m.pattern));
-                    cursor = m.end;
-                }
-                out.extend_from_slice(&self.pending[cursor..]);
+                set.find_runs(matcher, &self.pending, &mut self.scratch, &mut self.runs);
+                set.replace_runs(&self.pending, &self.runs, out);
             }
             None => out.extend_from_slice(&self.pending),
         }
         self.pending.clear();
-    }
-
-    /// Append bytes `[from, to)` of the logical buffer `pending ++ chunk`.
-    fn emit(&self, chunk: &[u8], from: usize, to: usize, out: &mut Vec<u8>) {
-        if from >= to {
-            return;
-        }
-        let held = self.pending.len();
-        if from < held {
-            out.extend_from_slice(&self.pending[from..to.min(held)]);
-        }
-        if to > held {
-            out.extend_from_slice(&chunk[from.max(held) - held..to - held]);
-        }
     }
 }

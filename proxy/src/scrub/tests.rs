@@ -172,7 +172,7 @@ fn each_path_gets_its_own_replacement() {
 }
 
 #[test]
-fn many_values_fall_back_to_the_automaton() {
+fn many_values_share_one_automaton_and_keep_their_labels() {
     let owned: Vec<(String, String)> = (0..12)
         .map(|i| {
             (
@@ -186,10 +186,7 @@ fn many_values_fall_back_to_the_automaton() {
         .map(|(p, v)| (p.as_str(), v.as_str()))
         .collect();
     let set = set_of(&pairs);
-    assert!(
-        matches!(set.matcher(), Some(matcher::Matcher::Automaton(_))),
-        "{set:?}"
-    );
+    assert!(!set.matcher().unwrap().is_dfa(), "{set:?}");
     let body = format!("a {} b {} c", owned[3].1, STANDARD.encode(&owned[11].1));
     let b = body.as_bytes();
     for i in 0..=b.len() {
@@ -257,7 +254,8 @@ fn no_false_positive_without_the_value() {
     let body: Vec<u8> = (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect();
     let chunks: Vec<&[u8]> = body.chunks(997).collect();
     assert_eq!(stream(&set, &chunks), body);
-    let near = format!("{} {}", &KEY[..KEY.len() - 1], &KEY[1..]);
+    // Runs one character shorter than the window (16 for this 32-byte key) are left alone.
+    let near = format!("{} {} {}", &KEY[..15], &KEY[15..30], &KEY[17..]);
     assert_eq!(text(&stream(&set, &[near.as_bytes()])), near);
 }
 
@@ -367,7 +365,8 @@ fn content_encoding_selection() {
     ));
     assert!(matches!(pick(Some(" GZIP ")), Ok(BodyScrubber::Gzip(_))));
     assert!(matches!(pick(Some("x-gzip")), Ok(BodyScrubber::Gzip(_))));
-    for bad in ["br", "zstd", "compress", "gzip, br", "gzip, gzip"] {
+    assert!(matches!(pick(Some("BR")), Ok(BodyScrubber::Brotli(_))));
+    for bad in ["zstd", "compress", "gzip, br", "br, br", "gzip, gzip"] {
         assert_eq!(pick(Some(bad)).unwrap_err().encoding, bad);
     }
     let empty = Arc::new(ScrubSet::empty());
@@ -449,7 +448,9 @@ fn throughput() {
     let rounds = 200;
     let t = Instant::now();
     for _ in 0..rounds {
-        assert_eq!(set.matcher().unwrap().find_iter(body.as_slice()).count(), 0);
+        let (mut scratch, mut runs) = (matcher::Scratch::default(), Vec::new());
+        set.find_runs(set.matcher().unwrap(), &body, &mut scratch, &mut runs);
+        assert!(runs.is_empty());
     }
     println!(
         "raw find_iter {:.0} MiB/s",
@@ -480,5 +481,304 @@ fn throughput() {
         "copy {:.0} MiB/s, scrub {:.0} MiB/s",
         mb / copy.as_secs_f64(),
         mb / scrub.as_secs_f64()
+    );
+}
+
+// ---- issue 10 item 1: transformed, case-folded and partial echoes ----
+
+fn brotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut w = ::brotli::CompressorWriter::new(&mut out, 4096, 9, 22);
+        w.write_all(data).unwrap();
+    }
+    out
+}
+
+fn unbrotli(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    ::brotli::Decompressor::new(data, 4096)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn hex_upper(data: &[u8]) -> String {
+    data.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+#[test]
+fn case_folded_hex_percent_and_json_unicode_forms_are_replaced() {
+    let value = "p@ss/Word-with+Sign_0123";
+    let set = set_of(&[("a/b", value)]);
+    let unicode_all: String = value
+        .chars()
+        .map(|c| format!("\\u{:04X}", c as u32))
+        .collect();
+    let cases = [
+        value.to_uppercase(),
+        value.to_lowercase(),
+        hex_upper(value.as_bytes()),
+        hex_upper(value.as_bytes()).to_lowercase(),
+        "p%40ss%2fWord-with%2BSign_0123".to_owned(),
+        value
+            .bytes()
+            .map(|b| format!("%{b:02x}"))
+            .collect::<String>(),
+        unicode_all.clone(),
+        unicode_all.to_lowercase(),
+        // Go's HTML-safe escaping of `&`-free values equals the plain one; .NET's:
+        "p@ss/Word-with\\u002BSign_0123".to_owned(),
+    ];
+    for echo in cases {
+        let body = format!("{{\"echo\":\"{echo}\"}}");
+        assert_eq!(
+            text(&stream(&set, &[body.as_bytes()])),
+            "{\"echo\":\"[REDACTED:a/b]\"}",
+            "{echo}"
+        );
+        let header = set.scrub_header_value(echo.as_bytes()).unwrap();
+        assert_eq!(text(&header), "[REDACTED:a/b]", "{echo}");
+    }
+}
+
+#[test]
+fn partial_echoes_of_half_the_value_are_replaced_whole() {
+    let set = key_set();
+    // The window for a 32-byte key is 16: any 16-character run is redacted, all of it.
+    for (from, to) in [(0, 16), (16, 32), (5, 29), (1, 31), (0, 31)] {
+        let piece = &KEY[from..to];
+        let body = format!("key={piece}; masked={}****", &KEY[..20]);
+        let expected = format!("key={RED}; masked={RED}****");
+        let b = body.as_bytes();
+        for i in 0..=b.len() {
+            assert_eq!(
+                text(&stream(&set, &[&b[..i], &b[i..]])),
+                expected,
+                "{piece} at {i}"
+            );
+        }
+    }
+    // Truncated encodings too: half of the hex, a middle slice of the base64.
+    let hex = hex_upper(KEY.as_bytes());
+    let b64 = URL_SAFE_NO_PAD.encode(KEY);
+    for piece in [
+        &hex[..32],
+        &hex[20..52],
+        &b64[3..23],
+        &b64[b64.len() - 18..],
+    ] {
+        let out = text(&stream(&set, &[format!("<{piece}>").as_bytes()]));
+        assert_eq!(out, format!("<{RED}>"), "{piece}");
+    }
+}
+
+#[test]
+fn short_values_scrub_whole_forms_only() {
+    let value = "short-val1"; // 10 bytes: below the 12-byte window rule
+    let set = set_of(&[("a/b", value)]);
+    assert_eq!(
+        text(&stream(&set, &[b"x SHORT-VAL1 y short-val z"])),
+        "x [REDACTED:a/b] y short-val z"
+    );
+}
+
+#[test]
+fn touching_and_overlapping_echoes_merge_into_one_replacement() {
+    let set = key_set();
+    let body = format!("{KEY}{KEY} {}{}", &KEY[..20], &KEY[10..]);
+    assert_eq!(
+        text(&stream(&set, &[body.as_bytes()])),
+        format!("{RED} {RED}")
+    );
+}
+
+#[test]
+fn replacement_never_completes_a_window() {
+    // A value containing the replacement's delimiters gets another pair.
+    let value = "x]REDACTED:a/b[0123456789";
+    let set = set_of(&[("a/b", value)]);
+    let out = text(&stream(&set, &[format!("({value})").as_bytes()]));
+    assert_eq!(out, "(<REDACTED:a/b>)");
+}
+
+#[test]
+fn a_value_repeating_forever_is_redacted_in_bounded_pieces() {
+    let value = "abcabcabcabcabcabcabcabc"; // periodic: every window recurs
+    let set = set_of(&[("a/b", value)]);
+    let mut s = StreamScrubber::new(Arc::clone(&set));
+    let mut out = Vec::new();
+    let chunk = "abc".repeat(1000);
+    let mut emitted_early = false;
+    for _ in 0..40 {
+        let piece = s.push(chunk.as_bytes());
+        emitted_early |= !piece.is_empty();
+        out.extend_from_slice(&piece);
+    }
+    assert!(emitted_early, "a growing run must not be held forever");
+    out.extend_from_slice(&s.finish());
+    let out = text(&out);
+    assert!(
+        !out.contains("abcabcabcabc"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
+    assert!(out.contains("[REDACTED:a/b]"));
+}
+
+#[test]
+fn a_4_kib_value_builds_within_budget_and_is_scrubbed() {
+    // A PEM-like body: pseudo-random base64 with line breaks.
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let value: String = (0..4096u32)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            if i % 65 == 64 {
+                '\n'
+            } else {
+                char::from(alphabet[(x % 64) as usize])
+            }
+        })
+        .collect();
+    let set = set_of(&[("big/pem", &value)]);
+    println!("{set:?}");
+    let patterns = set.pattern_owner.len();
+    assert!(patterns <= windows::MAX_WINDOWS + 64, "{set:?}");
+    let memory = set.matcher().unwrap().memory_usage();
+    assert!(memory < 64 << 20, "{set:?}");
+    let red = "[REDACTED:big/pem]";
+    let whole = text(&stream(&set, &[format!("k={value};").as_bytes()]));
+    assert_eq!(whole, format!("k={red};"));
+    // A partial echo of this size is covered by strided windows: at most `stride - 1`
+    // characters survive at either edge (documented in windows.rs), never a window_len run.
+    let half = &value[1000..3100];
+    let out = text(&stream(&set, &[format!("k={half};").as_bytes()]));
+    let (left, right) = out.split_once(red).unwrap();
+    assert!(left.len() < 2 + windows::MAX_STRIDED_WINDOW_LEN, "{out}");
+    assert!(right.len() < 1 + windows::MAX_STRIDED_WINDOW_LEN, "{out}");
+    let b64 = STANDARD.encode(&value);
+    let out = text(&stream(&set, &[b64.as_bytes()]));
+    assert_eq!(out, red);
+}
+
+#[test]
+fn brotli_round_trip_is_scrubbed_and_valid() {
+    let set = key_set();
+    let plain = format!("{{\"headers\":{{\"authorization\":\"Bearer {KEY}\"}}}}").repeat(50);
+    let compressed = brotli(plain.as_bytes());
+    for chunk in [1, 7, 64, 4096] {
+        let mut s = BodyScrubber::for_content_encoding(Arc::clone(&set), Some("br")).unwrap();
+        let out = body_through(&mut s, &compressed, chunk).unwrap();
+        assert_eq!(
+            text(&unbrotli(&out)),
+            plain.replace(KEY, RED),
+            "chunk {chunk}"
+        );
+    }
+}
+
+#[test]
+fn brotli_output_flows_before_finish() {
+    let plain: Vec<u8> = (0..200_000u32)
+        .map(|i| (i * 31 % 26) as u8 + b'a')
+        .collect();
+    let compressed = brotli(&plain);
+    let mut s = BrotliScrubber::new(key_set());
+    let first = s.push(&compressed[..compressed.len() / 2]).unwrap();
+    assert!(!first.is_empty());
+    let mut all = first.to_vec();
+    all.extend_from_slice(&s.push(&compressed[compressed.len() / 2..]).unwrap());
+    all.extend_from_slice(&s.finish().unwrap());
+    assert_eq!(unbrotli(&all), plain);
+}
+
+#[test]
+fn corrupt_truncated_or_trailing_brotli_is_an_error() {
+    let set = key_set();
+    let good = brotli(format!("hello {KEY} there").repeat(20).as_bytes());
+
+    let mut s = BrotliScrubber::new(Arc::clone(&set));
+    assert!(s
+        .push(b"\xff\xff\xff\xff not brotli at all")
+        .and_then(|_| s.finish())
+        .is_err());
+    assert!(s.push(&good).is_err(), "a failed stream stays failed");
+
+    let mut s = BrotliScrubber::new(Arc::clone(&set));
+    s.push(&good[..good.len() / 2]).unwrap();
+    assert!(matches!(
+        s.finish(),
+        Err(ScrubError::Corrupt { encoding: "br", .. })
+    ));
+
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"garbage");
+    let mut s = BrotliScrubber::new(Arc::clone(&set));
+    assert!(s.push(&trailing).and_then(|_| s.finish()).is_err());
+
+    let mut s = BrotliScrubber::new(set);
+    assert!(s.finish().unwrap().is_empty(), "an empty body is fine");
+}
+
+/// The issue's scenario: a compressed body echoing the value base64url-encoded, hex-encoded
+/// and half-truncated, each split across chunk boundaries, in every coding.
+#[test]
+fn compressed_bodies_echoing_transformed_values_across_chunks() {
+    let set = key_set();
+    let b64url = URL_SAFE_NO_PAD.encode(format!("user:{KEY}"));
+    let hex = hex_upper(KEY.as_bytes());
+    let half = &KEY[KEY.len() / 2..];
+    let plain = format!(
+        "{{\"b64\":\"{b64url}\",\"hex\":\"{hex}\",\"tail\":\"{half}\",\"pad\":\"{}\"}}",
+        "x".repeat(3000)
+    );
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(plain.as_bytes()).unwrap();
+    let mut zl = ZlibEncoder::new(Vec::new(), Compression::default());
+    zl.write_all(plain.as_bytes()).unwrap();
+    let encoded = [
+        ("gzip", gz.finish().unwrap()),
+        ("deflate", zl.finish().unwrap()),
+        ("br", brotli(plain.as_bytes())),
+    ];
+    let decode = |coding: &str, data: &[u8]| -> Vec<u8> {
+        match coding {
+            "gzip" => gunzip(data),
+            "deflate" => {
+                let mut out = Vec::new();
+                ZlibDecoder::new(data).read_to_end(&mut out).unwrap();
+                out
+            }
+            _ => unbrotli(data),
+        }
+    };
+    for (coding, compressed) in &encoded {
+        for chunk in [1, 3, 17, 256] {
+            let mut s = BodyScrubber::for_content_encoding(Arc::clone(&set), Some(coding)).unwrap();
+            let out = body_through(&mut s, compressed, chunk).unwrap();
+            let decoded = text(&decode(coding, &out));
+            assert!(
+                !decoded.contains(&b64url[10..30]),
+                "{coding}/{chunk}: {decoded:.200}"
+            );
+            assert!(!decoded.to_lowercase().contains(&hex.to_lowercase()[..16]));
+            assert!(!decoded.contains(half), "{coding}/{chunk}");
+            assert!(decoded.starts_with("{\"b64\":\""), "{coding}/{chunk}");
+            assert!(decoded.contains(&format!("\"hex\":\"{RED}\",\"tail\":\"{RED}\"")));
+            assert!(decoded.ends_with(&format!("{}\"}}", "x".repeat(3000))));
+        }
+    }
+}
+
+#[test]
+fn trailer_values_scrub_like_headers() {
+    let set = key_set();
+    let trailer = format!("sha={}", hex_upper(&KEY.as_bytes()[4..28]));
+    assert_eq!(
+        text(&set.scrub_header_value(trailer.as_bytes()).unwrap()),
+        format!("sha={RED}")
     );
 }

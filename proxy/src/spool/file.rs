@@ -8,7 +8,9 @@
 //! created with mode 0600 (it names tokens, client IPs and paths, never secret values).
 //!
 //! Lines that do not parse at start-up (a torn write from a crash, a format from another
-//! version) are moved to `<file>.corrupt` and reported, never silently discarded.
+//! version) are moved to `<file>.corrupt` and reported, never silently discarded. Lines that
+//! parse are capped like new events (see [`super::bound`]), so a file written before the caps
+//! existed — with events too large for the control plane to accept — still drains.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
@@ -44,12 +46,16 @@ pub(crate) struct SpoolFile {
     bytes: u64,
     /// The file no longer matches `entries` (events acknowledged, or a write failed).
     needs_rewrite: bool,
+    /// Events whose fields were capped while loading.
+    truncated_on_load: u64,
 }
 
 impl Queued {
-    pub(crate) fn new(event: SidecarAuditEvent) -> Queued {
+    /// The event with its fields capped (see [`super::bound`]), and whether anything was cut.
+    pub(crate) fn capped(mut event: SidecarAuditEvent) -> (Queued, bool) {
+        let truncated = super::bound::cap_event(&mut event);
         let bytes = encoded_len(&event) + 1;
-        Queued { event, bytes }
+        (Queued { event, bytes }, truncated)
     }
 }
 
@@ -96,6 +102,7 @@ impl SpoolFile {
         let raw = fs::read(path)?;
         let mut entries = VecDeque::new();
         let mut bytes = 0;
+        let mut truncated_on_load = 0;
         let mut corrupt: Vec<&[u8]> = Vec::new();
         for line in raw
             .split(|&b| b == b'\n')
@@ -103,9 +110,10 @@ impl SpoolFile {
         {
             match serde_json::from_slice::<SidecarAuditEvent>(line) {
                 Ok(event) => {
-                    let size = line.len() as u64 + 1;
-                    bytes += size;
-                    entries.push_back(Queued { event, bytes: size });
+                    let (queued, truncated) = Queued::capped(event);
+                    truncated_on_load += u64::from(truncated);
+                    bytes += queued.bytes;
+                    entries.push_back(queued);
                 }
                 Err(_) => corrupt.push(line),
             }
@@ -119,8 +127,16 @@ impl SpoolFile {
             file,
             entries,
             bytes,
-            needs_rewrite: !corrupt.is_empty() || torn_tail,
+            needs_rewrite: !corrupt.is_empty() || torn_tail || truncated_on_load > 0,
+            truncated_on_load,
         };
+        if truncated_on_load > 0 {
+            tracing::warn!(
+                events = truncated_on_load,
+                file = %path.display(),
+                "audit spool held events too large to send; capped their fields"
+            );
+        }
         spool.sync()?;
         Ok(spool)
     }
@@ -139,6 +155,10 @@ impl SpoolFile {
 
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes
+    }
+
+    pub(crate) fn truncated_on_load(&self) -> u64 {
+        self.truncated_on_load
     }
 
     /// Add events at the end, durably. On a write error the events are still kept in memory
@@ -165,11 +185,12 @@ impl SpoolFile {
         written
     }
 
-    /// Take up to `n` events from the front, for sending. Give them back with
-    /// [`put_front`](Self::put_front) if the sink refused them, or call
-    /// [`acknowledged`](Self::acknowledged) once it accepted them.
-    pub(crate) fn take_front(&mut self, n: usize) -> Vec<Queued> {
-        let n = n.min(self.entries.len());
+    /// Take the next batch from the front (at most `max_events`, and below the byte limit of
+    /// [`super::bound::batch_len`]), for sending. Give back what the sink did not take with
+    /// [`put_front`](Self::put_front), and call [`acknowledged`](Self::acknowledged) for what
+    /// it accepted or what was dead-lettered.
+    pub(crate) fn take_batch(&mut self, max_events: usize) -> Vec<Queued> {
+        let n = super::bound::batch_len(&self.entries, max_events);
         self.entries.drain(..n).collect()
     }
 
@@ -179,7 +200,8 @@ impl SpoolFile {
         }
     }
 
-    /// Events taken with [`take_front`](Self::take_front) were accepted; `bytes` is their size.
+    /// Events taken with [`take_batch`](Self::take_batch) left the spool (accepted or
+    /// dead-lettered); `bytes` is their size.
     pub(crate) fn acknowledged(&mut self, bytes: u64) {
         self.bytes = self.bytes.saturating_sub(bytes);
         self.needs_rewrite = true;
@@ -237,7 +259,7 @@ fn quarantine(path: &Path, lines: &[&[u8]]) -> io::Result<()> {
     Ok(())
 }
 
-fn sibling(path: &Path, suffix: &str) -> PathBuf {
+pub(crate) fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(".");
     name.push(suffix);
@@ -245,24 +267,24 @@ fn sibling(path: &Path, suffix: &str) -> PathBuf {
 }
 
 #[cfg(unix)]
-fn open_private(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+pub(crate) fn open_private(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     options.mode(0o600).open(path)
 }
 
 #[cfg(not(unix))]
-fn open_private(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+pub(crate) fn open_private(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     options.open(path)
 }
 
 #[cfg(unix)]
-fn restrict_permissions(path: &Path) -> io::Result<()> {
+pub(crate) fn restrict_permissions(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(0o600))
 }
 
 #[cfg(not(unix))]
-fn restrict_permissions(_path: &Path) -> io::Result<()> {
+pub(crate) fn restrict_permissions(_path: &Path) -> io::Result<()> {
     Ok(())
 }
 

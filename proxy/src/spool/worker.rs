@@ -4,17 +4,27 @@
 //! One task does all of it, sending one batch at a time, so ordering is simple: while the
 //! spool holds anything, new batches are appended behind it rather than sent ahead of it.
 //! File I/O runs on the blocking pool so an fsync never stalls the proxy's runtime.
+//!
+//! A batch refused as too large or as invalid is split in halves, resent piece by piece in
+//! order, and single events still refused are dead-lettered (see the parent module's docs);
+//! [`AuditWorker::report_dead_lettered`] then puts one `audit_dropped` report in the spool.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_secret_core::api::SidecarAuditBatch;
+use agent_secret_core::api::{
+    SidecarAuditBatch, SidecarAuditEvent, MAX_SIDECAR_AUDIT_BATCH_EVENTS,
+};
+use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::bound::{batch_len, BATCH_ENVELOPE_BYTES, MAX_BATCH_BYTES};
+use super::dead_letter::{DeadLetter, DeadLetterError};
 use super::file::Queued;
-use super::{AuditSink, Inner, Msg, SinkError, SpoolConfig};
+use super::{AuditSink, Inner, Msg, SinkError, SinkErrorKind, SpoolConfig};
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -27,10 +37,31 @@ pub struct AuditWorker {
     batch_size: usize,
     flush_interval: Duration,
     batch: Vec<Queued>,
+    /// JSON-line bytes of `batch`.
+    batch_bytes: u64,
     batch_deadline: Option<Instant>,
     /// When to retry the spool; `Some` whenever it is non-empty.
     retry_at: Option<Instant>,
     backoff: Duration,
+    dead_letter: DeadLetter,
+    /// Events dead-lettered and not yet reported to the control plane.
+    unreported: u64,
+}
+
+/// Where the events being sent came from, for accounting.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The in-memory batch (counted in `queued`).
+    Memory,
+    /// Taken from the front of the spool (counted in `spooled`).
+    Spool,
+}
+
+/// What became of events that left the pipeline.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    Sent,
+    DeadLettered,
 }
 
 impl AuditWorker {
@@ -40,17 +71,26 @@ impl AuditWorker {
         sink: Arc<dyn AuditSink>,
         config: &SpoolConfig,
     ) -> AuditWorker {
-        let spool_pending = !inner.lock_spool().is_empty();
+        let (spool_pending, dead_letter) = {
+            let spool = inner.lock_spool();
+            (
+                !spool.is_empty(),
+                DeadLetter::new(spool.path(), config.max_bytes),
+            )
+        };
         AuditWorker {
             inner,
             rx,
             sink,
-            batch_size: config.batch_size.max(1),
+            batch_size: config.batch_size.clamp(1, MAX_SIDECAR_AUDIT_BATCH_EVENTS),
             flush_interval: config.flush_interval,
             batch: Vec::new(),
+            batch_bytes: BATCH_ENVELOPE_BYTES,
             batch_deadline: None,
             retry_at: spool_pending.then(Instant::now),
             backoff: FIRST_RETRY,
+            dead_letter,
+            unreported: 0,
         }
     }
 
@@ -68,8 +108,9 @@ impl AuditWorker {
                         if self.batch.is_empty() {
                             self.batch_deadline = Some(Instant::now() + self.flush_interval);
                         }
+                        self.batch_bytes += q.bytes;
                         self.batch.push(q);
-                        if self.batch.len() >= self.batch_size {
+                        if self.batch.len() >= self.batch_size || self.batch_bytes >= MAX_BATCH_BYTES {
                             self.deliver(false).await;
                         }
                     }
@@ -117,57 +158,54 @@ impl AuditWorker {
     /// spool even before its backoff expires.
     async fn deliver(&mut self, force: bool) {
         self.batch_deadline = None;
-        let mut pending = std::mem::take(&mut self.batch);
+        self.batch_bytes = BATCH_ENVELOPE_BYTES;
+        let mut pending: VecDeque<Queued> = std::mem::take(&mut self.batch).into();
         if !self.inner.lock_spool().is_empty() {
             let due = self.retry_at.is_none_or(|r| r <= Instant::now());
             if force || due {
                 self.drain_spool().await;
             }
             if !self.inner.lock_spool().is_empty() {
-                self.spool(pending).await;
+                self.spool(pending.into()).await;
                 return;
             }
         }
         while !pending.is_empty() {
-            let rest = pending.split_off(self.batch_size.min(pending.len()));
-            let n = pending.len() as u64;
-            match self.send(pending).await {
-                Ok(()) => {
-                    self.inner.queued.fetch_sub(n, Ordering::Relaxed);
-                    pending = rest;
-                }
-                Err(mut refused) => {
-                    refused.extend(rest);
-                    self.spool(refused).await;
-                    return;
-                }
+            let n = batch_len(&pending, self.batch_size);
+            let chunk: Vec<Queued> = pending.drain(..n).collect();
+            if let Err(mut unsent) = self.push(chunk, Source::Memory).await {
+                unsent.extend(pending);
+                self.spool(unsent).await;
+                break;
             }
+        }
+        if self.report_dead_lettered().await {
+            self.drain_spool().await;
         }
     }
 
     /// Send spooled events in order until the spool is empty or the sink fails.
     async fn drain_spool(&mut self) {
-        let mut accepted_any = false;
+        let mut left_spool = false;
         loop {
-            let chunk = self.inner.lock_spool().take_front(self.batch_size);
+            let chunk = self.inner.lock_spool().take_batch(self.batch_size);
             if chunk.is_empty() {
+                // Everything went (or was dead-lettered): report the losses, and send the
+                // report too.
+                if self.report_dead_lettered().await {
+                    continue;
+                }
                 break;
             }
-            let n = chunk.len() as u64;
-            let bytes = chunk.iter().map(|q| q.bytes).sum();
-            match self.send(chunk).await {
-                Ok(()) => {
-                    self.inner.lock_spool().acknowledged(bytes);
-                    self.inner.spooled.fetch_sub(n, Ordering::Relaxed);
-                    accepted_any = true;
-                }
-                Err(chunk) => {
-                    self.inner.lock_spool().put_front(chunk);
-                    break;
-                }
+            left_spool = true;
+            if let Err(unsent) = self.push(chunk, Source::Spool).await {
+                self.inner.lock_spool().put_front(unsent);
+                // Report what was dead-lettered before the failure; it is sent with the rest.
+                self.report_dead_lettered().await;
+                break;
             }
         }
-        if accepted_any {
+        if left_spool {
             let inner = Arc::clone(&self.inner);
             let synced = tokio::task::spawn_blocking(move || inner.lock_spool().sync()).await;
             match synced {
@@ -182,39 +220,159 @@ impl AuditWorker {
         }
     }
 
-    /// One batch to the sink. On success the events' room is released (the caller adjusts its
-    /// own gauge); on failure they are handed back and the retry is scheduled.
-    async fn send(&mut self, events: Vec<Queued>) -> Result<(), Vec<Queued>> {
-        let sizes: Vec<u64> = events.iter().map(|q| q.bytes).collect();
-        let batch = SidecarAuditBatch {
-            events: events.into_iter().map(|q| q.event).collect(),
-        };
-        match self.sink.send(&batch).await {
-            Ok(()) => {
-                let n = sizes.len() as u64;
-                self.inner.give_back(sizes.iter().sum());
-                self.inner.sent.fetch_add(n, Ordering::Relaxed);
-                Ok(())
+    /// Deliver `events` (in order) or dead-letter the ones the sink refuses on their own.
+    /// On a failure worth retrying, hands back the events not yet settled, in order, and
+    /// schedules the retry.
+    async fn push(&mut self, events: Vec<Queued>, source: Source) -> Result<(), Vec<Queued>> {
+        let mut todo: VecDeque<Vec<Queued>> = VecDeque::from([events]);
+        while let Some(mut piece) = todo.pop_front() {
+            let Err(e) = self.send(&mut piece).await else {
+                self.settle(&piece, source, Settled::Sent);
+                continue;
+            };
+            self.inner.send_failures.fetch_add(1, Ordering::Relaxed);
+            let refused = matches!(e.kind, SinkErrorKind::TooLarge | SinkErrorKind::Rejected);
+            if refused && piece.len() > 1 {
+                tracing::warn!(error = %e, events = piece.len(), "audit batch refused; resending it in halves");
+                let second = piece.split_off(piece.len() / 2);
+                todo.push_front(second);
+                todo.push_front(piece);
+                continue;
             }
-            Err(e) => {
-                self.failed(&e);
-                Err(batch
-                    .events
-                    .into_iter()
-                    .zip(sizes)
-                    .map(|(event, bytes)| Queued { event, bytes })
-                    .collect())
-            }
+            let failure = if refused {
+                match self.dead_letter_events(&piece, &e).await {
+                    Ok(()) => {
+                        self.settle(&piece, source, Settled::DeadLettered);
+                        continue;
+                    }
+                    Err(dl) => {
+                        tracing::error!(error = %dl, refusal = %e, "audit event refused by the control plane and not dead-lettered; keeping it and retrying");
+                        None
+                    }
+                }
+            } else {
+                Some(&e)
+            };
+            self.schedule_retry(failure);
+            piece.extend(todo.into_iter().flatten());
+            return Err(piece);
         }
+        Ok(())
     }
 
-    fn failed(&mut self, e: &SinkError) {
-        self.inner.send_failures.fetch_add(1, Ordering::Relaxed);
-        if e.retryable {
-            tracing::warn!(error = %e, retry_in = ?self.backoff, "audit batch not delivered; spooling");
-        } else {
-            self.backoff = MAX_RETRY;
-            tracing::error!(error = %e, retry_in = ?self.backoff, "audit batch refused; spooling and retrying");
+    /// One batch to the sink; the events are moved into the request and back.
+    async fn send(&self, events: &mut Vec<Queued>) -> Result<(), SinkError> {
+        let sizes: Vec<u64> = events.iter().map(|q| q.bytes).collect();
+        let batch = SidecarAuditBatch {
+            events: std::mem::take(events)
+                .into_iter()
+                .map(|q| q.event)
+                .collect(),
+        };
+        let result = self.sink.send(&batch).await;
+        *events = batch
+            .events
+            .into_iter()
+            .zip(sizes)
+            .map(|(event, bytes)| Queued { event, bytes })
+            .collect();
+        result
+    }
+
+    /// Events left the pipeline: release their room and update the counters.
+    fn settle(&self, events: &[Queued], source: Source, how: Settled) {
+        let n = events.len() as u64;
+        let bytes: u64 = events.iter().map(|q| q.bytes).sum();
+        self.inner.give_back(bytes);
+        match source {
+            Source::Memory => {
+                self.inner.queued.fetch_sub(n, Ordering::Relaxed);
+            }
+            Source::Spool => {
+                self.inner.lock_spool().acknowledged(bytes);
+                self.inner.spooled.fetch_sub(n, Ordering::Relaxed);
+            }
+        }
+        let counter = match how {
+            Settled::Sent => &self.inner.sent,
+            Settled::DeadLettered => &self.inner.dead_lettered,
+        };
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Move events the sink refused on their own to the dead-letter file, durably.
+    async fn dead_letter_events(
+        &mut self,
+        events: &[Queued],
+        refusal: &SinkError,
+    ) -> Result<(), DeadLetterError> {
+        let lines = DeadLetter::render(
+            events.iter().map(|q| &q.event),
+            refusal.status,
+            &refusal.message,
+        );
+        let len = lines.len() as u64;
+        self.dead_letter.check_room(len)?;
+        let path = self.dead_letter.path().to_path_buf();
+        let written = tokio::task::spawn_blocking(move || DeadLetter::write(&path, &lines))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        written.map_err(|e| self.dead_letter.io_error(e))?;
+        self.dead_letter.wrote(len);
+        let mut reports = 0;
+        for q in events {
+            match q.event.dropped_count() {
+                // A refused report is not reported again (no loop); it is in the file.
+                Some(count) => {
+                    reports += 1;
+                    tracing::error!(
+                        count,
+                        file = %self.dead_letter.path().display(),
+                        "the control plane refused a report of dead-lettered audit events"
+                    );
+                }
+                None => self.unreported += 1,
+            }
+        }
+        tracing::error!(
+            events = events.len() - reports,
+            status = refusal.status,
+            error = %refusal.message,
+            file = %self.dead_letter.path().display(),
+            "audit events refused by the control plane moved to the dead-letter file"
+        );
+        Ok(())
+    }
+
+    /// Put one `audit_dropped` report of the events dead-lettered so far into the spool (it
+    /// goes out with the next drain). Returns whether there was anything to report.
+    async fn report_dead_lettered(&mut self) -> bool {
+        if self.unreported == 0 {
+            return false;
+        }
+        let report = SidecarAuditEvent::audit_dropped(self.unreported, Utc::now());
+        self.unreported = 0;
+        let queued = self.inner.capped(report);
+        // The loss already happened: its report is never refused for room.
+        self.inner.used.fetch_add(queued.bytes, Ordering::AcqRel);
+        self.inner.queued.fetch_add(1, Ordering::Relaxed);
+        self.spool(vec![queued]).await;
+        self.retry_at = Some(Instant::now());
+        true
+    }
+
+    /// Schedule the next attempt after a failure; `None` is a failure of our own (the
+    /// dead-letter file), retried at the slowest pace.
+    fn schedule_retry(&mut self, e: Option<&SinkError>) {
+        match e.map(|e| (e, e.kind)) {
+            Some((e, SinkErrorKind::Unavailable)) => {
+                tracing::warn!(error = %e, retry_in = ?self.backoff, "audit batch not delivered; spooling");
+            }
+            Some((e, _)) => {
+                self.backoff = MAX_RETRY;
+                tracing::error!(error = %e, retry_in = ?self.backoff, "audit batch refused; spooling and retrying");
+            }
+            None => self.backoff = MAX_RETRY,
         }
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(MAX_RETRY);

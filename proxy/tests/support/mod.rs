@@ -272,6 +272,32 @@ async fn echo(
             builder = builder.header("content-encoding", "br");
             full(&b"\x0b\x02\x80opaque\x03"[..])
         }
+        "/zstd" => {
+            builder = builder.header("content-encoding", "zstd");
+            full(&b"\x28\xb5\x2f\xfdopaque"[..])
+        }
+        // Echoes the Authorization value transformed (base64url, upper-case hex, its last 12
+        // characters), brotli-compressed and sent in 7-byte frames.
+        "/br-echo" => {
+            use base64::Engine;
+            let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&auth);
+            let hex: String = auth.bytes().map(|b| format!("{b:02X}")).collect();
+            let tail = &auth[auth.len().saturating_sub(12)..];
+            let echo = format!("{{\"b64\":\"{b64}\",\"hex\":\"{hex}\",\"tail\":\"{tail}\"}}");
+            let mut compressed = Vec::new();
+            {
+                let mut w = brotli::CompressorWriter::new(&mut compressed, 4096, 9, 22);
+                w.write_all(echo.as_bytes()).unwrap();
+            }
+            builder = builder
+                .header("content-encoding", "br")
+                .header("content-type", "application/json");
+            let chunks: Vec<Result<Frame<Bytes>, Infallible>> = compressed
+                .chunks(7)
+                .map(|c| Ok(Frame::data(Bytes::copy_from_slice(c))))
+                .collect();
+            BodyExt::boxed(StreamBody::new(futures::stream::iter(chunks)))
+        }
         "/chunked" => {
             let chunks: Vec<Result<Frame<Bytes>, Infallible>> = json
                 .as_bytes()
@@ -681,6 +707,7 @@ async fn resolve(
     Json(ResolveResponse {
         grant,
         secrets: resolved,
+        reservation: None,
     })
     .into_response()
 }

@@ -44,6 +44,8 @@ pub enum Fault {
     Unavailable { times: usize },
     /// The next `times` requests get 504 `DEADLINE_EXCEEDED`, which the client never retries.
     DeadlineExceeded { times: usize },
+    /// The next `times` requests get 500 `INTERNAL`: a failure inside the service.
+    Internal { times: usize },
     /// 403 `PERMISSION_DENIED` for every call of `method` (as named by [`FakeGcpKms::calls`]):
     /// the caller's identity lacks that IAM permission, e.g. separation of duties.
     PermissionDenied { method: &'static str },
@@ -153,14 +155,15 @@ impl FakeGcpKms {
         }
     }
 
-    /// Switches a fault on, alongside any already on; `Unavailable` and `DeadlineExceeded`
-    /// replace a pending count of the same kind.
+    /// Switches a fault on, alongside any already on; `Unavailable`, `DeadlineExceeded` and
+    /// `Internal` replace a pending count of the same kind.
     pub fn set_fault(&self, fault: Fault) {
         let mut inner = self.shared.lock();
         let faults = &mut inner.faults;
         match fault {
             Fault::Unavailable { times } => faults.unavailable = times,
             Fault::DeadlineExceeded { times } => faults.deadline_exceeded = times,
+            Fault::Internal { times } => faults.internal = times,
             Fault::PermissionDenied { method } => {
                 assert!(
                     route::METHODS.contains(&method),

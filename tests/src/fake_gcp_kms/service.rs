@@ -28,6 +28,7 @@ use super::wire::{bytes_value, int64_value, Encoding, PROTECTION_LEVEL};
 pub(super) struct Faults {
     pub(super) unavailable: usize,
     pub(super) deadline_exceeded: usize,
+    pub(super) internal: usize,
     pub(super) permission_denied: BTreeSet<&'static str>,
     pub(super) corrupt_request: bool,
     pub(super) drop_verified_flags: bool,
@@ -54,6 +55,13 @@ impl Faults {
             return Some(RpcError::new(
                 RpcCode::DeadlineExceeded,
                 "Deadline expired before operation could complete.",
+            ));
+        }
+        if self.internal > 0 {
+            self.internal -= 1;
+            return Some(RpcError::new(
+                RpcCode::Internal,
+                "Internal error encountered.",
             ));
         }
         None

@@ -20,6 +20,8 @@ pub(super) enum RpcCode {
     PermissionDenied,
     Unavailable,
     DeadlineExceeded,
+    /// A failure inside the service (HTTP 500).
+    Internal,
     /// For requests that are valid for Cloud KMS but outside what the fake implements.
     Unimplemented,
 }
@@ -35,6 +37,7 @@ impl RpcCode {
             Self::PermissionDenied => "PERMISSION_DENIED",
             Self::Unavailable => "UNAVAILABLE",
             Self::DeadlineExceeded => "DEADLINE_EXCEEDED",
+            Self::Internal => "INTERNAL",
             Self::Unimplemented => "UNIMPLEMENTED",
         }
     }
@@ -48,6 +51,7 @@ impl RpcCode {
             Self::PermissionDenied => StatusCode::FORBIDDEN,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unimplemented => StatusCode::NOT_IMPLEMENTED,
         }
     }

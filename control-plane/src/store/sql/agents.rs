@@ -1,8 +1,10 @@
-//! Agents and agent-key rotation.
+//! Agents, agent-key rotation and agent revocation.
 //!
 //! An agent's credential-index row is keyed by its current `key_id`, not its id, so rotation
 //! swaps the index row: the old key stops resolving at the same commit that stores the new
-//! hash and revokes every token the old key could have obtained.
+//! hash and revokes every token the old key could have obtained. Revocation removes the index
+//! row for good and sets `revoked_at`, which every rotation checks, so a revoked agent cannot
+//! be given a working key again.
 
 use agent_secret_core::credential::CredentialKind;
 use agent_secret_core::ids::{AgentId, TenantId};
@@ -23,19 +25,28 @@ const INSERT_AGENT: &str = "INSERT INTO agents \
      (id, tenant_id, name, trust_tier, key_id, key_hash, created_at, key_rotated_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 const SELECT_AGENT: &str = "SELECT id, tenant_id, name, trust_tier, key_id, key_hash, \
-     created_at, key_rotated_at FROM agents WHERE tenant_id = $1 AND id = $2";
+     created_at, key_rotated_at, revoked_at FROM agents WHERE tenant_id = $1 AND id = $2";
 const SELECT_AGENT_BY_KEY: &str = "SELECT id, tenant_id, name, trust_tier, key_id, key_hash, \
-     created_at, key_rotated_at FROM agents WHERE tenant_id = $1 AND key_id = $2";
+     created_at, key_rotated_at, revoked_at FROM agents WHERE tenant_id = $1 AND key_id = $2";
 const LIST_AGENTS: &str = "SELECT id, tenant_id, name, trust_tier, key_id, key_hash, \
-     created_at, key_rotated_at FROM agents WHERE tenant_id = $1 ORDER BY created_at, id";
-const SELECT_KEY_ID: &str = "SELECT key_id FROM agents WHERE tenant_id = $1 AND id = $2";
+     created_at, key_rotated_at, revoked_at FROM agents WHERE tenant_id = $1 \
+     ORDER BY created_at, id";
+const SELECT_KEY_ID: &str =
+    "SELECT key_id, revoked_at FROM agents WHERE tenant_id = $1 AND id = $2";
 /// Guarded by the key id read in the same transaction: a concurrent rotation makes it miss.
+/// A revoked agent is never rotated.
 const ROTATE_KEY: &str = "UPDATE agents SET key_id = $4, key_hash = $5, key_rotated_at = $6 \
-     WHERE tenant_id = $1 AND id = $2 AND key_id = $3";
+     WHERE tenant_id = $1 AND id = $2 AND key_id = $3 AND revoked_at IS NULL";
+const REVOKE_AGENT: &str = "UPDATE agents SET revoked_at = $3 \
+     WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL";
 /// The tenant filter is deliberate: credential_index is not row-level secured.
 const DELETE_CREDENTIAL: &str = "DELETE FROM credential_index WHERE id = $1 AND tenant_id = $2";
 const REVOKE_AGENT_TOKENS: &str = "UPDATE tokens SET status = 'revoked', revoked_at = $3 \
      WHERE tenant_id = $1 AND agent_id = $2 AND revoked_at IS NULL";
+/// As [`REVOKE_AGENT_TOKENS`], naming each token revoked (for its audit event).
+const REVOKE_AGENT_TOKENS_RETURNING: &str = "UPDATE tokens \
+     SET status = 'revoked', revoked_at = $3 \
+     WHERE tenant_id = $1 AND agent_id = $2 AND revoked_at IS NULL RETURNING id";
 
 #[async_trait]
 impl AgentStore for SqlStore {
@@ -121,13 +132,16 @@ impl AgentStore for SqlStore {
         let new_key_id = new_key_id.hyphenated().to_string();
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
-            let old_key_id: String = sqlx::query_scalar(SELECT_KEY_ID)
+            let (old_key_id, revoked_at): (String, Option<i64>) = sqlx::query_as(SELECT_KEY_ID)
                 .bind(&tenant_text)
                 .bind(&agent_text)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_error)?
                 .ok_or(StoreError::NotFound)?;
+            if revoked_at.is_some() {
+                return Err(revoked());
+            }
             let rotated = sqlx::query(ROTATE_KEY)
                 .bind(&tenant_text)
                 .bind(&agent_text)
@@ -163,4 +177,69 @@ impl AgentStore for SqlStore {
             Ok(revoked)
         })
     }
+
+    async fn revoke_agent(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        at: DateTime<Utc>,
+        audit: AuditDraft,
+        token_audit: AuditDraft,
+    ) -> StoreResult<u64> {
+        let (tenant_text, agent_text) = (tenant.to_string(), id.to_string());
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let (key_id, revoked_at): (String, Option<i64>) = sqlx::query_as(SELECT_KEY_ID)
+                .bind(&tenant_text)
+                .bind(&agent_text)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .ok_or(StoreError::NotFound)?;
+            if revoked_at.is_some() {
+                return Err(revoked());
+            }
+            let marked = sqlx::query(REVOKE_AGENT)
+                .bind(&tenant_text)
+                .bind(&agent_text)
+                .bind(micros(at))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            if marked != 1 {
+                return Err(revoked());
+            }
+            sqlx::query(DELETE_CREDENTIAL)
+                .bind(&key_id)
+                .bind(&tenant_text)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let tokens: Vec<String> = sqlx::query_scalar(REVOKE_AGENT_TOKENS_RETURNING)
+                .bind(&tenant_text)
+                .bind(&agent_text)
+                .bind(micros(at))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let mut drafts = Vec::with_capacity(tokens.len() + 1);
+            drafts.push(audit);
+            drafts.extend(tokens.iter().map(|token| {
+                let mut draft = token_audit.clone();
+                draft.reason = Some(match &token_audit.reason {
+                    Some(why) => format!("token {token}; {why}"),
+                    None => format!("token {token}"),
+                });
+                draft
+            }));
+            tx.append_chain_many(tenant, drafts).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(tokens.len() as u64)
+        })
+    }
+}
+
+fn revoked() -> StoreError {
+    StoreError::Conflict("the agent is revoked".into())
 }

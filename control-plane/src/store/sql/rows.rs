@@ -61,6 +61,7 @@ pub(super) struct AgentRow {
     key_hash: Vec<u8>,
     created_at: i64,
     key_rotated_at: Option<i64>,
+    revoked_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -174,6 +175,7 @@ impl TryFrom<AgentRow> for AgentRecord {
             key_hash: row.key_hash,
             created_at: time(row.created_at, "agents.created_at")?,
             key_rotated_at: opt_time(row.key_rotated_at, "agents.key_rotated_at")?,
+            revoked_at: opt_time(row.revoked_at, "agents.revoked_at")?,
         })
     }
 }

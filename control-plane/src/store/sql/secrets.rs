@@ -1,7 +1,10 @@
 //! Secrets and their sealed versions.
 //!
-//! A write names the version it creates (`current_version + 1` as the caller read it), because
-//! the envelope's AAD already binds that number: the store refuses any other (`Conflict`).
+//! A write names the version it creates (`last_secret_version + 1` as the caller read it),
+//! because the envelope's AAD already binds that number: the store refuses any other
+//! (`Conflict`). Deleting a secret leaves a tombstone with the last version it reached, and a
+//! secret created again at that path continues from there: a (path, version) pair names one
+//! value forever, so a sidecar that cached it under that pair can never serve it for another.
 //! The version bump is a conditional `UPDATE ... WHERE current_version = $expected`, so of two
 //! concurrent writers exactly one wins on either backend, without `SELECT ... FOR UPDATE`
 //! (which SQLite lacks).
@@ -42,7 +45,18 @@ const INSERT_VERSION: &str = "INSERT INTO secret_versions \
      (secret_id, tenant_id, version, key_name, key_version, wrapped_dek, nonce, ciphertext, \
       created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 /// Versions go with it through `ON DELETE CASCADE`.
-const DELETE_SECRET: &str = "DELETE FROM secrets WHERE tenant_id = $1 AND path = $2";
+const DELETE_SECRET: &str =
+    "DELETE FROM secrets WHERE tenant_id = $1 AND path = $2 RETURNING current_version";
+/// A path is re-created only above its tombstone, so `last_version` only ever grows.
+const UPSERT_TOMBSTONE: &str = "INSERT INTO secret_tombstones \
+     (tenant_id, path, last_version, deleted_at) VALUES ($1, $2, $3, $4) \
+     ON CONFLICT (tenant_id, path) \
+     DO UPDATE SET last_version = excluded.last_version, deleted_at = excluded.deleted_at";
+const SELECT_TOMBSTONE: &str =
+    "SELECT last_version FROM secret_tombstones WHERE tenant_id = $1 AND path = $2";
+const SELECT_LAST_VERSION: &str = "SELECT COALESCE(\
+     (SELECT current_version FROM secrets WHERE tenant_id = $1 AND path = $2), \
+     (SELECT last_version FROM secret_tombstones WHERE tenant_id = $1 AND path = $2), 0)";
 /// Followed by a bound tenant id, ` AND s.path IN (...)` and `CURRENT_SECRETS_ORDER`.
 pub(super) const CURRENT_SECRETS: &str = "SELECT s.id, s.tenant_id, s.path, s.sensitivity, \
      s.allowed_hosts, s.current_version, s.created_at, s.updated_at, v.key_name, \
@@ -112,7 +126,16 @@ impl SecretStore for SqlStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            let current = existing.as_ref().map_or(0, |row| row.1);
+            let current = match &existing {
+                Some(row) => row.1,
+                None => sqlx::query_scalar::<_, i64>(SELECT_TOMBSTONE)
+                    .bind(&tenant_text)
+                    .bind(new.path.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_error)?
+                    .unwrap_or(0),
+            };
             if new.version != current + 1 {
                 return Err(stale_version(&new.path, current, new.version));
             }
@@ -191,20 +214,41 @@ impl SecretStore for SqlStore {
     ) -> StoreResult<bool> {
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
-            let deleted = sqlx::query(DELETE_SECRET)
+            let deleted: Option<i64> = sqlx::query_scalar(DELETE_SECRET)
                 .bind(tenant.to_string())
                 .bind(path.as_str())
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(db_error)?
-                .rows_affected();
-            if deleted == 0 {
+                .map_err(db_error)?;
+            let Some(last_version) = deleted else {
                 tx.rollback().await.map_err(db_error)?;
                 return Ok(false);
-            }
+            };
+            sqlx::query(UPSERT_TOMBSTONE)
+                .bind(tenant.to_string())
+                .bind(path.as_str())
+                .bind(last_version)
+                .bind(micros(now_micros()))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
             tx.append_chain(tenant, audit).await?;
             tx.commit().await.map_err(db_error)?;
             Ok(true)
+        })
+    }
+
+    async fn last_secret_version(&self, tenant: TenantId, path: &SecretPath) -> StoreResult<i64> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let last: i64 = sqlx::query_scalar(SELECT_LAST_VERSION)
+                .bind(tenant.to_string())
+                .bind(path.as_str())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(last)
         })
     }
 

@@ -5,15 +5,23 @@
 //! locks. Under PostgreSQL's READ COMMITTED a waiting writer re-evaluates the condition on the
 //! row the previous writer committed, and SQLite's `BEGIN IMMEDIATE` runs writers one at a
 //! time, so N parallel uses of a `max_uses = 5` token count exactly 5 on either backend.
+//!
+//! A use of a `max_uses` token is counted as a *reservation* (a `token_reservations` row, see
+//! migrations/postgres/0006_use_reservations.sql): it counts against `max_uses` at once, and the
+//! sidecar that made it may give it back before its deadline if the value was never injected.
+//! A release locks the token row first and the reservation second, like a reservation does, so
+//! the two never deadlock; the conditional UPDATE of the reservation (`released_at IS NULL`)
+//! makes a release count once even when two race.
 
 use agent_secret_core::credential::CredentialKind;
-use agent_secret_core::ids::{TenantId, TokenId};
+use agent_secret_core::ids::{SidecarId, TenantId, TokenId};
 use agent_secret_core::path::SecretPath;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use uuid::Uuid;
 
 use super::audit::AuditChain;
-use super::rows::{list_to_json, micros, opt_micros, record, records, TokenRow};
+use super::rows::{list_to_json, micros, opt_micros, parse, record, records, TokenRow};
 use super::secrets::{fetch_current_secrets, CURRENT_SECRETS, CURRENT_SECRETS_ORDER};
 use super::tenants::IndexCredential;
 use super::transaction::{db_error, TenantPool};
@@ -21,7 +29,8 @@ use super::SqlStore;
 use crate::audit::AuditDraft;
 use crate::db::on_db;
 use crate::store::{
-    StoreError, StoreResult, StoredSecret, TokenRecord, TokenStore, TokenUse, UseOutcome,
+    ReleaseResult, StoreError, StoreResult, StoredSecret, TokenRecord, TokenStore, TokenUse,
+    UseOutcome,
 };
 
 const INSERT_TOKEN: &str = "INSERT INTO tokens \
@@ -37,6 +46,50 @@ const CONSUME_USE: &str = "UPDATE tokens SET uses = uses + 1 \
      WHERE tenant_id = $1 AND id = $2 AND status = 'active' AND revoked_at IS NULL \
      AND expires_at > $3 AND (max_uses IS NULL OR uses < max_uses) \
      RETURNING uses";
+/// Reservations of the token past their deadline mean nothing any more (spent for good).
+const PRUNE_RESERVATIONS: &str = "DELETE FROM token_reservations \
+     WHERE tenant_id = $1 AND token_id = $2 AND deadline <= $3";
+const INSERT_RESERVATION: &str = "INSERT INTO token_reservations \
+     (id, tenant_id, token_id, sidecar_id, created_at, deadline, released_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, NULL)";
+/// The token row first (the lock order of a reservation), found through the reservation.
+const RELEASE_USE: &str = "UPDATE tokens SET uses = uses - 1 \
+     WHERE tenant_id = $1 AND uses > 0 AND id = (SELECT token_id FROM token_reservations \
+       WHERE tenant_id = $1 AND id = $2 AND sidecar_id = $3 AND released_at IS NULL \
+       AND deadline > $4) \
+     RETURNING id";
+/// Exactly one of racing releases changes the row; the others roll their decrement back.
+const MARK_RELEASED: &str = "UPDATE token_reservations SET released_at = $4 \
+     WHERE tenant_id = $1 AND id = $2 AND sidecar_id = $3 AND released_at IS NULL \
+     AND deadline > $4";
+const SELECT_RESERVATION: &str = "SELECT released_at, deadline FROM token_reservations \
+     WHERE tenant_id = $1 AND id = $2 AND sidecar_id = $3";
+
+/// Records a counted use as a reservation, after pruning the token's expired ones (under the
+/// token row lock the count just took, so reservations of one token never race here). A macro
+/// rather than a function: the executor is a concretely typed transaction per backend.
+macro_rules! reserve {
+    ($tx:expr, $tenant:expr, $one:expr, $reservation:expr) => {{
+        let token = $one.id.to_string();
+        sqlx::query(PRUNE_RESERVATIONS)
+            .bind($tenant)
+            .bind(&token)
+            .bind(micros($one.now))
+            .execute($tx)
+            .await
+            .map_err(db_error)?;
+        sqlx::query(INSERT_RESERVATION)
+            .bind($reservation.id.to_string())
+            .bind($tenant)
+            .bind(&token)
+            .bind($reservation.sidecar.to_string())
+            .bind(micros($one.now))
+            .bind(micros($reservation.deadline.max($one.now)))
+            .execute($tx)
+            .await
+            .map_err(db_error)?;
+    }};
+}
 
 #[async_trait]
 impl TokenStore for SqlStore {
@@ -144,7 +197,15 @@ impl TokenStore for SqlStore {
         audit: Vec<AuditDraft>,
     ) -> StoreResult<UseOutcome> {
         let mut outcomes = self
-            .consume_token_uses(tenant, vec![TokenUse { id, now, audit }])
+            .consume_token_uses(
+                tenant,
+                vec![TokenUse {
+                    id,
+                    now,
+                    audit,
+                    reservation: None,
+                }],
+            )
             .await?;
         outcomes.pop().ok_or(StoreError::NotFound)
     }
@@ -174,6 +235,9 @@ impl TokenStore for SqlStore {
                     .await
                     .map_err(db_error)?;
                 if let Some(count) = counted {
+                    if let Some(reservation) = &one.reservation {
+                        reserve!(&mut *tx, &tenant_text, &one, reservation);
+                    }
                     events[i] = one.audit;
                     outcomes[i] = UseOutcome::Counted { uses: count };
                 }
@@ -188,6 +252,74 @@ impl TokenStore for SqlStore {
                 .await?;
             tx.commit().await.map_err(db_error)?;
             Ok(outcomes)
+        })
+    }
+
+    async fn release_token_use(
+        &self,
+        tenant: TenantId,
+        reservation: Uuid,
+        sidecar: SidecarId,
+        now: DateTime<Utc>,
+        audit: &(dyn Fn(TokenId) -> AuditDraft + Send + Sync),
+    ) -> StoreResult<ReleaseResult> {
+        let (tenant_text, id, sidecar) = (
+            tenant.to_string(),
+            reservation.to_string(),
+            sidecar.to_string(),
+        );
+        let now_us = micros(now);
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let token: Option<String> = sqlx::query_scalar(RELEASE_USE)
+                .bind(&tenant_text)
+                .bind(&id)
+                .bind(&sidecar)
+                .bind(now_us)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if let Some(token) = token {
+                let marked = sqlx::query(MARK_RELEASED)
+                    .bind(&tenant_text)
+                    .bind(&id)
+                    .bind(&sidecar)
+                    .bind(now_us)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?
+                    .rows_affected();
+                if marked == 1 {
+                    let token: TokenId = parse(&token, "token_reservations.token_id")?;
+                    tx.append_chain(tenant, audit(token)).await?;
+                    tx.commit().await.map_err(db_error)?;
+                    return Ok(ReleaseResult::Released { token });
+                }
+            }
+            // Nothing to give back: say why, from what is committed now.
+            tx.rollback().await.map_err(db_error)?;
+            let mut tx = pool.begin_read(tenant).await?;
+            let row: Option<(Option<i64>, i64)> = sqlx::query_as(SELECT_RESERVATION)
+                .bind(&tenant_text)
+                .bind(&id)
+                .bind(&sidecar)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(match row {
+                None => ReleaseResult::NotFound,
+                Some((Some(_), _)) => ReleaseResult::AlreadyReleased,
+                Some((None, deadline)) if deadline <= now_us => ReleaseResult::Expired,
+                // Unreleased and in time, yet the decrement did not apply: the token row says
+                // no use is counted, which a reservation makes impossible. Refuse rather than
+                // guess.
+                Some((None, _)) => {
+                    return Err(StoreError::Corrupt(
+                        "a reserved use is not counted on its token".into(),
+                    ))
+                }
+            })
         })
     }
 }

@@ -276,6 +276,18 @@ backend = "local"
 keyring = {keyring}
 master_key_file = {master}
 
+# One token drives every request of a run: limits high enough never to trip, so the check
+# itself is measured but not the 429s.
+[rate_limits]
+token_requests_per_second = 100000000
+token_requests_burst = 100000000
+token_injections_per_second = 100000000
+token_injections_burst = 100000000
+agent_requests_per_second = 100000000
+agent_requests_burst = 100000000
+agent_injections_per_second = 100000000
+agent_injections_burst = 100000000
+
 [audit]
 spool_path = {spool:?}
 {extra}

@@ -1,0 +1,111 @@
+//! Size limits that keep every audit event and every batch sendable.
+//!
+//! The control plane refuses request bodies above [`MAX_REQUEST_BODY_BYTES`] (413), and it
+//! takes a batch all or nothing, so one event too large to send would block the spool behind
+//! it forever. Two rules make that impossible:
+//!
+//! * every event is capped field by field when it is recorded (and when a spool file written
+//!   by an older sidecar is loaded), so its JSON never exceeds [`MAX_EVENT_BYTES`]:
+//!   control characters are removed (the control plane drops them too), `user_agent`, `path`
+//!   and `destination_host` keep at most [`MAX_TEXT_CHARS`] characters, `reason` at most
+//!   [`MAX_REASON_CHARS`], `token_id` and `client_ip` at most [`MAX_ID_CHARS`]; a cut field
+//!   ends in `…`. A query string or fragment in `path` or `destination_host` is dropped (not
+//!   hashed: a hash of a short credential in a URL could be brute-forced) and replaced by
+//!   `?…`. The control plane keeps 512 characters of each field, so the caps lose nothing
+//!   it would have stored;
+//! * batches are cut by bytes as well as by count, so their JSON stays below
+//!   [`MAX_BATCH_BYTES`], leaving [`BATCH_HEADROOM_BYTES`] under the server's limit.
+
+use agent_secret_core::api::{SidecarAuditEvent, MAX_REQUEST_BODY_BYTES};
+
+use super::file::Queued;
+
+/// Characters kept of `user_agent`, `path` and `destination_host`.
+pub const MAX_TEXT_CHARS: usize = 512;
+/// Characters kept of `reason`.
+pub const MAX_REASON_CHARS: usize = 256;
+/// Characters kept of `token_id` and `client_ip`.
+pub const MAX_ID_CHARS: usize = 64;
+/// Largest compact JSON of one capped event: 1,920 characters of at most 4 UTF-8 bytes each,
+/// plus keys, quotes and the timestamp.
+pub const MAX_EVENT_BYTES: u64 = 8 * 1024;
+/// `{"events":[` and `]}` around the events of a batch.
+pub const BATCH_ENVELOPE_BYTES: u64 = 13;
+/// Room left under the server's limit, should its count differ from ours by a little.
+pub const BATCH_HEADROOM_BYTES: u64 = 1024;
+/// Largest JSON body of one `POST /v1/sidecar/audit`.
+pub const MAX_BATCH_BYTES: u64 = MAX_REQUEST_BODY_BYTES as u64 - BATCH_HEADROOM_BYTES;
+
+const _: () = assert!(MAX_EVENT_BYTES + BATCH_ENVELOPE_BYTES < MAX_BATCH_BYTES);
+
+/// What is appended to a field that was cut.
+const ELLIPSIS: char = '…';
+/// What replaces a dropped query string or fragment.
+const QUERY_DROPPED: &str = "?…";
+
+/// Cap `event`'s fields (see the module docs). Returns whether anything changed.
+pub(crate) fn cap_event(event: &mut SidecarAuditEvent) -> bool {
+    let mut changed = drop_query(&mut event.path);
+    changed |= drop_query(&mut event.destination_host);
+    changed |= cap(&mut event.user_agent, MAX_TEXT_CHARS);
+    changed |= cap(&mut event.path, MAX_TEXT_CHARS);
+    changed |= cap(&mut event.destination_host, MAX_TEXT_CHARS);
+    changed |= cap(&mut event.reason, MAX_REASON_CHARS);
+    changed |= cap(&mut event.token_id, MAX_ID_CHARS);
+    changed |= cap(&mut event.client_ip, MAX_ID_CHARS);
+    changed
+}
+
+/// How many of `items` (from the front) go into the next batch: at most `max_events`, and no
+/// more than fit in [`MAX_BATCH_BYTES`] — but always at least one, so a batch is never empty.
+pub(crate) fn batch_len<'a>(
+    items: impl IntoIterator<Item = &'a Queued>,
+    max_events: usize,
+) -> usize {
+    let mut bytes = BATCH_ENVELOPE_BYTES;
+    let mut n = 0;
+    for q in items.into_iter().take(max_events.max(1)) {
+        // `q.bytes` counts a newline: the comma that separates it from the next event.
+        if n > 0 && bytes + q.bytes > MAX_BATCH_BYTES {
+            break;
+        }
+        bytes += q.bytes;
+        n += 1;
+    }
+    n
+}
+
+fn drop_query(field: &mut Option<String>) -> bool {
+    match field {
+        Some(s) => match s.find(['?', '#']) {
+            Some(at) if &s[at..] == QUERY_DROPPED => false,
+            Some(at) => {
+                s.truncate(at);
+                s.push_str(QUERY_DROPPED);
+                true
+            }
+            None => false,
+        },
+        None => false,
+    }
+}
+
+fn cap(field: &mut Option<String>, max_chars: usize) -> bool {
+    let Some(s) = field else {
+        return false;
+    };
+    // The common case, checked without allocating: short printable ASCII.
+    if s.len() <= max_chars && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return false;
+    }
+    let mut kept: String = s.chars().filter(|c| !c.is_control()).collect();
+    if kept.chars().count() > max_chars {
+        kept = kept.chars().take(max_chars.saturating_sub(1)).collect();
+        kept.push(ELLIPSIS);
+    }
+    if kept == *s {
+        return false;
+    }
+    *s = kept;
+    true
+}
