@@ -8,6 +8,12 @@
 //!   which zeroizes on drop; moka drops an entry's last reference when it is evicted,
 //!   invalidated or expires, and readers hold an `Arc` only for the duration of one request.
 //!
+//! * **Combined scrubbers**, keyed by (tenant, the sorted (path, version) list) of a request
+//!   that injects several values: each value's own scrubber is built once per version (in
+//!   [`CachedValue`]), but a combination would otherwise be compiled per request — thousands
+//!   of windows, milliseconds of CPU, an amplifier for an agent sending many placeholders.
+//!   Weighed by memory ([`COMBINED_SCRUB_BYTES`] in all) and dropped with their paths.
+//!
 //! Watch events invalidate by token id, agent id or path with moka's invalidation predicates,
 //! which `get` honours at once. Token ids known to be revoked, expired or invalid are also
 //! remembered (the id is embedded in the token), so a token whose grant was dropped is not
@@ -67,11 +73,18 @@ pub enum GrantError {
 
 type ValueKey = (TenantId, SecretPath);
 
+/// A combination of injected values: the tenant and each (path, version), sorted.
+type ScrubKey = (TenantId, Vec<(SecretPath, i64)>);
+
+/// Memory all cached combined scrubbers may hold together.
+pub const COMBINED_SCRUB_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Both caches plus the dead-token memory.
 #[derive(Clone)]
 pub struct Caches {
     grants: Option<Cache<[u8; 32], Arc<CachedGrant>>>,
     values: Option<Cache<ValueKey, Arc<CachedValue>>>,
+    scrub_sets: Option<Cache<ScrubKey, Arc<ScrubSet>>>,
     dead_tokens: Cache<Uuid, ()>,
     grant_ttl_cap: Duration,
 }
@@ -193,9 +206,20 @@ impl Caches {
                 .support_invalidation_closures()
                 .build()
         });
+        let scrub_sets = (enabled && config.value_ttl_seconds > 0).then(|| {
+            Cache::builder()
+                .max_capacity(COMBINED_SCRUB_BYTES / 1024)
+                .weigher(|_: &ScrubKey, set: &Arc<ScrubSet>| {
+                    u32::try_from(set.memory_usage() / 1024 + 1).unwrap_or(u32::MAX)
+                })
+                .time_to_live(Duration::from_secs(config.value_ttl_seconds))
+                .support_invalidation_closures()
+                .build()
+        });
         Caches {
             grants,
             values,
+            scrub_sets,
             dead_tokens: Cache::builder()
                 .max_capacity(DEAD_TOKEN_ENTRIES)
                 .time_to_live(DEAD_TOKEN_TTL)
@@ -272,6 +296,32 @@ impl Caches {
         self.drop_grants_where(move |g| g.grant.agent_id == id);
     }
 
+    /// The scrubber of the values injected into one request: a single value's own (built once
+    /// per version), or the combination's, built once per combination of versions.
+    pub async fn scrub_set(
+        &self,
+        tenant: TenantId,
+        values: &[Arc<CachedValue>],
+    ) -> Result<Arc<ScrubSet>, Arc<ScrubSetError>> {
+        if let [only] = values {
+            return Ok(only.scrub.clone());
+        }
+        let build = || {
+            let values: Vec<(SecretPath, SecretBytes)> = values
+                .iter()
+                .map(|v| (v.path.clone(), v.value.clone()))
+                .collect();
+            ScrubSet::new(&values).map(Arc::new)
+        };
+        let Some(sets) = &self.scrub_sets else {
+            return build().map_err(Arc::new);
+        };
+        let mut parts: Vec<(SecretPath, i64)> =
+            values.iter().map(|v| (v.path.clone(), v.version)).collect();
+        parts.sort();
+        sets.try_get_with((tenant, parts), async { build() }).await
+    }
+
     /// `secret_updated` / `secret_deleted`: drop the path's value in every tenant.
     pub fn drop_path(&self, path: &str) {
         if let Some(values) = &self.values {
@@ -279,6 +329,15 @@ impl Caches {
             if let Err(e) = values.invalidate_entries_if(move |(_, p), _| p.as_str() == path) {
                 tracing::warn!(error = %e, "cannot invalidate cached values; flushing all");
                 values.invalidate_all();
+            }
+        }
+        if let Some(sets) = &self.scrub_sets {
+            let path = path.to_owned();
+            let dropped = sets.invalidate_entries_if(move |(_, parts), _| {
+                parts.iter().any(|(p, _)| p.as_str() == path)
+            });
+            if dropped.is_err() {
+                sets.invalidate_all();
             }
         }
     }
@@ -292,6 +351,9 @@ impl Caches {
         }
         if let Some(values) = &self.values {
             values.invalidate_all();
+        }
+        if let Some(sets) = &self.scrub_sets {
+            sets.invalidate_all();
         }
     }
 

@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 
 use agent_secret_core::api::SidecarAuditEvent;
 use agent_secret_core::path::SecretPath;
-use agent_secret_core::secret::SecretBytes;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
@@ -37,7 +36,6 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::audit::Audit;
 use crate::auth::{is_sidecar_header, AgentToken, PROXY_AUTHENTICATE};
-use crate::cache::CachedValue;
 use crate::config::ScrubMode;
 use crate::denial::Denial;
 use crate::inject::{self, Substituted};
@@ -153,11 +151,31 @@ impl SecretProxy {
                         .find(|v| &v.path == path)
                         .map(|v| v.value.expose())
                 };
-                let substituted =
-                    inject::substitute_headers(&req.headers, &scan, lookup, &self.limits)?;
-                // Headers are always scrubbed; `scrub = "headers"` only skips the body.
-                Ok((substituted, scrub_set(&resolved.values)?))
+                Ok(inject::substitute_headers(
+                    &req.headers,
+                    &scan,
+                    lookup,
+                    &self.limits,
+                )?)
             });
+        // Headers are always scrubbed; `scrub = "headers"` only skips the body.
+        let prepared = match prepared {
+            Ok(substituted) => self
+                .resolver
+                .caches()
+                .scrub_set(resolved.grant.tenant, &resolved.values)
+                .await
+                .map(|scrub| (substituted, scrub))
+                .map_err(|e| {
+                    tracing::error!(error = %e, "cannot build the response scrubber");
+                    Denial::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "the response scrubber could not be built",
+                    )
+                }),
+            Err(denial) => Err(denial),
+        };
         let (substituted, scrub) = match prepared {
             Ok(prepared) => prepared,
             Err(denial) => {
@@ -581,26 +599,6 @@ fn error_denial(e: &Error) -> Denial {
     }
 }
 
-/// The scrubber for the values injected into one request: the value's own (built once per
-/// version, in the cache) when there is one, a combined one for several.
-fn scrub_set(values: &[Arc<CachedValue>]) -> Result<Arc<ScrubSet>, Denial> {
-    if let [only] = values {
-        return Ok(only.scrub.clone());
-    }
-    let values: Vec<(SecretPath, SecretBytes)> = values
-        .iter()
-        .map(|v| (v.path.clone(), v.value.clone()))
-        .collect();
-    ScrubSet::new(&values).map(Arc::new).map_err(|e| {
-        tracing::error!(error = %e, "cannot build the response scrubber");
-        Denial::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the response scrubber could not be built",
-        )
-    })
-}
-
 /// Replace injected values in every response header; true if any was found.
 fn scrub_headers(response: &mut ResponseHeader, set: &ScrubSet) -> pingora::Result<bool> {
     let mut changed: Vec<(HeaderName, Vec<HeaderValue>)> = Vec::new();
@@ -676,6 +674,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+    use agent_secret_core::secret::SecretBytes;
 
     const VALUE: &str = "sk-live-0123456789abcdef";
 

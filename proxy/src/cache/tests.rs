@@ -276,3 +276,60 @@ async fn an_agent_revoked_event_drops_its_grants_and_remembers_its_tokens() {
     // Values are not the agent's: they stay.
     assert!(caches.value(tenants[0], &path).await.is_some());
 }
+
+fn value(path: &str, version: i64, secret: &str) -> Arc<CachedValue> {
+    Arc::new(
+        CachedValue::new(
+            SecretPath::parse(path).unwrap(),
+            version,
+            SecretBytes::new(secret.as_bytes().to_vec()),
+            Sensitivity::Standard,
+            vec![],
+        )
+        .unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_combination_of_values_is_compiled_once_per_versions_and_dropped_with_its_paths() {
+    let caches = Caches::new(&config(60, 60, 100));
+    let tenant = TenantId::new();
+    let a = value("prod/a", 1, "sk-live-aaaaaaaaaaaaaaaaaaaa");
+    let b = value("prod/b", 1, "sk-live-bbbbbbbbbbbbbbbbbbbb");
+    // A single value uses its own scrubber, built with the value.
+    let only = caches.scrub_set(tenant, &[a.clone()]).await.unwrap();
+    assert!(Arc::ptr_eq(&only, &a.scrub));
+
+    let first = caches
+        .scrub_set(tenant, &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    let again = caches
+        .scrub_set(tenant, &[b.clone(), a.clone()])
+        .await
+        .unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "same combination, any order");
+    assert_eq!(
+        first.scrub_header_value(b"x sk-live-bbbbbbbbbbbbbbbbbbbb y"),
+        Some(b"x [REDACTED:prod/b] y".to_vec())
+    );
+
+    // A new version of one value is another combination.
+    let b2 = value("prod/b", 2, "sk-live-cccccccccccccccccccc");
+    let newer = caches
+        .scrub_set(tenant, &[a.clone(), b2.clone()])
+        .await
+        .unwrap();
+    assert!(!Arc::ptr_eq(&first, &newer));
+    assert!(newer
+        .scrub_header_value(b"sk-live-cccccccccccccccccccc")
+        .is_some());
+
+    // An update of prod/a drops every combination holding it.
+    caches.drop_path("prod/a");
+    let rebuilt = caches
+        .scrub_set(tenant, &[a.clone(), b.clone()])
+        .await
+        .unwrap();
+    assert!(!Arc::ptr_eq(&first, &rebuilt));
+}

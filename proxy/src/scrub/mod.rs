@@ -234,6 +234,14 @@ impl ScrubSet {
         })
     }
 
+    /// Approximate heap bytes held (the searcher and the hold-back tables), for cache weights.
+    pub fn memory_usage(&self) -> usize {
+        self.matcher.as_ref().map_or(0, Matcher::memory_usage)
+            + self.tables.bits.len() * 8
+            + self.replacements.iter().map(Vec::len).sum::<usize>()
+            + self.pattern_owner.len() * (std::mem::size_of::<usize>() + 1)
+    }
+
     /// A set that scrubs nothing (no secret was injected).
     pub fn empty() -> ScrubSet {
         ScrubSet {
