@@ -9,10 +9,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod served;
+mod support;
 
 use std::time::Duration;
 
-use agent_secret_store::config::{RateLimitsConfig, ServerConfig};
+use agent_secret_store::config::ServerConfig;
 use served::{ip, roomy_server, Served};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
@@ -38,7 +39,7 @@ async fn admin_lists_agents(served: &Served, from: &str) -> reqwest::StatusCode 
     served
         .client_from(from)
         .get(served.url("/v1/agents"))
-        .bearer_auth(&served.admin)
+        .bearer_auth(served.admin())
         .send()
         .await
         .expect("the legitimate call got an answer")
@@ -47,17 +48,17 @@ async fn admin_lists_agents(served: &Served, from: &str) -> reqwest::StatusCode 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_connections_do_not_block_a_legitimate_call_and_are_closed() {
-    let served = Served::start(
-        ServerConfig {
+    let served = Served::builder()
+        .server(ServerConfig {
             tls_handshake_timeout_seconds: 2,
             header_read_timeout_seconds: 2,
             // Longer than the header timeout, so each stalled kind closes for its own reason.
             idle_timeout_seconds: 30,
             ..roomy_server()
-        },
-        RateLimitsConfig::default(),
-    )
-    .await;
+        })
+        .tenant("acme")
+        .start()
+        .await;
 
     // 150 sockets that never start the TLS handshake.
     let mut raw = Vec::new();
@@ -114,14 +115,14 @@ async fn stalled_connections_do_not_block_a_legitimate_call_and_are_closed() {
 
 #[tokio::test]
 async fn a_connection_with_no_request_is_closed_when_idle() {
-    let served = Served::start(
-        ServerConfig {
+    let served = Served::builder()
+        .server(ServerConfig {
             idle_timeout_seconds: 2,
             ..roomy_server()
-        },
-        RateLimitsConfig::default(),
-    )
-    .await;
+        })
+        .tenant("acme")
+        .start()
+        .await;
     // Handshake done, then silence: neither a request head nor an HTTP/2 preface.
     let silent = served.tls_from("127.0.0.1").await.expect("handshake");
     assert!(
@@ -134,14 +135,14 @@ async fn a_connection_with_no_request_is_closed_when_idle() {
 
 #[tokio::test]
 async fn connections_are_capped_per_client_address_and_others_are_served() {
-    let served = Served::start(
-        ServerConfig {
+    let served = Served::builder()
+        .server(ServerConfig {
             max_connections_per_ip: 5,
             ..roomy_server()
-        },
-        RateLimitsConfig::default(),
-    )
-    .await;
+        })
+        .tenant("acme")
+        .start()
+        .await;
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(served.tls_from("127.0.0.2").await.expect("within the cap"));
@@ -174,17 +175,17 @@ async fn connections_are_capped_per_client_address_and_others_are_served() {
 
 #[tokio::test]
 async fn an_oversized_request_head_is_refused() {
-    let served = Served::start(
-        ServerConfig {
+    let served = Served::builder()
+        .server(ServerConfig {
             max_header_bytes: 8192,
             ..roomy_server()
-        },
-        RateLimitsConfig::default(),
-    )
-    .await;
+        })
+        .tenant("acme")
+        .start()
+        .await;
     let big = "a".repeat(20_000);
     let h1 = served
-        .builder()
+        .client_builder()
         .http1_only()
         .build()
         .unwrap()
@@ -197,7 +198,7 @@ async fn an_oversized_request_head_is_refused() {
 
     // Over HTTP/2 the header list is bounded too: the request is not served.
     let h2 = served
-        .builder()
+        .client_builder()
         .http2_prior_knowledge()
         .build()
         .unwrap()
@@ -221,7 +222,11 @@ async fn an_oversized_request_head_is_refused() {
 
 #[tokio::test]
 async fn metrics_label_unknown_methods_as_other_never_the_raw_method() {
-    let served = Served::start(roomy_server(), RateLimitsConfig::default()).await;
+    let served = Served::builder()
+        .server(roomy_server())
+        .tenant("acme")
+        .start()
+        .await;
     let client = served.client_from("127.0.0.1");
     let foobar = reqwest::Method::from_bytes(b"FOOBAR").unwrap();
     let r = client

@@ -6,15 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod serving;
+mod served;
 mod support;
 
 use std::process::Command;
 
-use agent_secret_store::db::Db;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use serving::{code, sqlite, Served, Tenant};
+use served::{code, Served, Tenant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-secret-store");
 
@@ -163,7 +162,7 @@ async fn admins_revoking_each_other_at_once_leave_one_admin(cp: &Served) {
 /// `operator list --json` and `operator revoke ID --json` print exactly one JSON document.
 fn cli(cp: &Served, token: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(BIN)
-        .args(["--server", &cp.url, "--ca-cert"])
+        .args(["--server", &cp.url(""), "--ca-cert"])
         .arg(&cp.ca_file)
         .args(args)
         .env("AGENT_SECRET_STORE_TOKEN", token)
@@ -230,8 +229,7 @@ async fn cli_lists_and_revokes_operators(cp: &Served) {
 
 #[tokio::test]
 async fn sqlite_a_revoked_operator_is_refused_on_its_next_call() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Served::start(sqlite(dir.path()).await, dir.path()).await;
+    let cp = Served::builder().start().await;
     a_revoked_operator_is_refused_on_its_next_call(&cp).await;
     the_last_active_admin_cannot_be_revoked(&cp).await;
     admins_revoking_each_other_at_once_leave_one_admin(&cp).await;
@@ -242,8 +240,7 @@ async fn postgres_a_revoked_operator_is_refused_on_its_next_call() {
     let Some(pg) = support::postgres_test_db().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Served::start(Db::connect(&pg.service_url).await.unwrap(), dir.path()).await;
+    let cp = Served::builder().postgres(&pg).start().await;
     a_revoked_operator_is_refused_on_its_next_call(&cp).await;
     the_last_active_admin_cannot_be_revoked(&cp).await;
     admins_revoking_each_other_at_once_leave_one_admin(&cp).await;
@@ -252,7 +249,6 @@ async fn postgres_a_revoked_operator_is_refused_on_its_next_call() {
 // The CLI runs as a blocking child process: the server needs a thread of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_operator_list_and_revoke_print_one_json_document() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Served::start(sqlite(dir.path()).await, dir.path()).await;
+    let cp = Served::builder().start().await;
     cli_lists_and_revokes_operators(&cp).await;
 }

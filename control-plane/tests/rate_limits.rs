@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod served;
+mod support;
 
 use std::time::Duration;
 
@@ -115,14 +116,15 @@ async fn alerts_for(served: &Served, limit: &str) -> Vec<Value> {
 
 #[tokio::test]
 async fn token_issuance_is_limited_per_agent_key() {
-    let served = Served::start(
-        roomy_server(),
-        RateLimitsConfig {
+    let served = Served::builder()
+        .server(roomy_server())
+        .rate_limits(RateLimitsConfig {
             tokens_per_agent: TIGHT,
             ..roomy_limits()
-        },
-    )
-    .await;
+        })
+        .tenant("acme")
+        .start()
+        .await;
     let (noisy_id, noisy) = served.agent("noisy").await;
     let (_, quiet) = served.agent("quiet").await;
     let (refused, before) = until_refused(|| issue(&served, "127.0.0.2", &noisy)).await;
@@ -153,14 +155,15 @@ async fn token_issuance_is_limited_per_agent_key() {
 
 #[tokio::test]
 async fn token_issuance_is_limited_per_client_address() {
-    let served = Served::start(
-        roomy_server(),
-        RateLimitsConfig {
+    let served = Served::builder()
+        .server(roomy_server())
+        .rate_limits(RateLimitsConfig {
             tokens_per_ip: TIGHT,
             ..roomy_limits()
-        },
-    )
-    .await;
+        })
+        .tenant("acme")
+        .start()
+        .await;
     let (_, a) = served.agent("a").await;
     let (_, b) = served.agent("b").await;
     // Several agents behind one address share its bucket.
@@ -200,14 +203,15 @@ async fn sidecar_and_token(served: &Served, name: &str) -> (String, String) {
 
 #[tokio::test]
 async fn resolve_is_limited_per_sidecar_key() {
-    let served = Served::start(
-        roomy_server(),
-        RateLimitsConfig {
+    let served = Served::builder()
+        .server(roomy_server())
+        .rate_limits(RateLimitsConfig {
             resolve_per_sidecar: TIGHT,
             ..roomy_limits()
-        },
-    )
-    .await;
+        })
+        .tenant("acme")
+        .start()
+        .await;
     let (busy, token) = sidecar_and_token(&served, "busy").await;
     let (other, other_token) = sidecar_and_token(&served, "other").await;
     let (refused, before) = until_refused(|| resolve(&served, "127.0.0.2", &busy, &token)).await;
@@ -233,14 +237,15 @@ async fn resolve_is_limited_per_sidecar_key() {
 
 #[tokio::test]
 async fn resolve_is_limited_per_sidecar_address() {
-    let served = Served::start(
-        roomy_server(),
-        RateLimitsConfig {
+    let served = Served::builder()
+        .server(roomy_server())
+        .rate_limits(RateLimitsConfig {
             resolve_per_ip: TIGHT,
             ..roomy_limits()
-        },
-    )
-    .await;
+        })
+        .tenant("acme")
+        .start()
+        .await;
     let (a, token_a) = sidecar_and_token(&served, "a").await;
     let (b, token_b) = sidecar_and_token(&served, "b").await;
     let mut turn = 0;
@@ -272,7 +277,7 @@ async fn resolve_is_limited_per_sidecar_address() {
 
 /// A well-formed operator credential with the admin's id and a wrong secret.
 fn forged_admin(served: &Served) -> String {
-    let id = PresentedCredential::parse(&served.admin).unwrap().id;
+    let id = PresentedCredential::parse(served.admin()).unwrap().id;
     issue_with_id(CredentialKind::Operator, id, &Pepper::generate())
         .token
         .expose()
@@ -291,17 +296,18 @@ async fn list_agents(served: &Served, from: &str, credential: &str) -> reqwest::
 
 #[tokio::test]
 async fn failed_authentications_are_limited_per_address_then_even_a_valid_key_waits() {
-    let served = Served::start(
-        roomy_server(),
-        RateLimitsConfig {
+    let served = Served::builder()
+        .server(roomy_server())
+        .rate_limits(RateLimitsConfig {
             auth_failures_per_ip: RateLimit {
                 per_second: 1,
                 burst: 5,
             },
             ..roomy_limits()
-        },
-    )
-    .await;
+        })
+        .tenant("acme")
+        .start()
+        .await;
     let forged = forged_admin(&served);
     let (refused, before) = until_refused(|| list_agents(&served, "127.0.0.2", &forged)).await;
     assert!(
@@ -311,13 +317,13 @@ async fn failed_authentications_are_limited_per_address_then_even_a_valid_key_wa
     assert_rate_limited(refused, "a failure past the address's burst").await;
     // While over the limit, the address learns nothing: a right credential is refused too.
     assert_rate_limited(
-        list_agents(&served, "127.0.0.2", &served.admin).await,
+        list_agents(&served, "127.0.0.2", served.admin()).await,
         "valid key from a throttled address",
     )
     .await;
     // Another address is unaffected.
     assert_eq!(
-        list_agents(&served, "127.0.0.3", &served.admin)
+        list_agents(&served, "127.0.0.3", served.admin())
             .await
             .status(),
         200
@@ -355,14 +361,15 @@ fn failures_in(event: &Value) -> u64 {
 
 #[tokio::test]
 async fn a_burst_of_failed_authentications_is_audited_as_few_events_with_its_count() {
-    let served = Served::start(
-        roomy_server(),
-        RateLimitsConfig {
+    let served = Served::builder()
+        .server(roomy_server())
+        .rate_limits(RateLimitsConfig {
             alert_window_seconds: 3,
             ..RateLimitsConfig::default()
-        },
-    )
-    .await;
+        })
+        .tenant("acme")
+        .start()
+        .await;
     let forged = forged_admin(&served);
     let client = served.client_from("127.0.0.2");
     for _ in 0..50 {
@@ -410,7 +417,12 @@ async fn a_burst_of_failed_authentications_is_audited_as_few_events_with_its_cou
 
 #[tokio::test]
 async fn csv_export_neutralises_formulas_from_a_sidecar_user_agent() {
-    let served = Served::start(roomy_server(), roomy_limits()).await;
+    let served = Served::builder()
+        .server(roomy_server())
+        .rate_limits(roomy_limits())
+        .tenant("acme")
+        .start()
+        .await;
     let (_, sidecar) = served.sidecar("host-1").await;
     let formula = r#"=HYPERLINK("http://x","y")"#;
     let event = SidecarAuditEvent {
@@ -438,7 +450,7 @@ async fn csv_export_neutralises_formulas_from_a_sidecar_user_agent() {
     let csv = served
         .client_from("127.0.0.1")
         .get(served.url("/v1/audit?format=csv"))
-        .bearer_auth(&served.admin)
+        .bearer_auth(served.admin())
         .send()
         .await
         .unwrap()

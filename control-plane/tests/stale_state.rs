@@ -10,20 +10,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod serving;
+mod served;
 mod support;
 
 use std::time::Duration;
 
 use agent_secret_core::api::WatchEvent;
 use agent_secret_core::envelope::{open, Envelope, SecretAad};
-use agent_secret_store::db::Db;
 use agent_secret_store::service::auth::{authenticate, expect_sidecar};
 use agent_secret_store::service::{watch, RequestContext};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use serving::{code, sqlite, Served, Tenant};
+use served::{code, Served, Tenant};
 
 /// Reads server-sent events from `res` until one named `name` arrives; returns its data.
 async fn wait_for_event(res: &mut reqwest::Response, name: &str, within: Duration) -> String {
@@ -67,8 +66,7 @@ async fn a_listener_reconnect_sends_resync_to_every_watcher() {
     let Some(pg) = support::postgres_test_db().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Served::start(Db::connect(&pg.service_url).await.unwrap(), dir.path()).await;
+    let cp = Served::builder().postgres(&pg).start().await;
     let a = Tenant::create(&cp, "a").await;
     let b = Tenant::create(&cp, "b").await;
     let mut watch_a = open_watch(&cp, &a).await;
@@ -113,8 +111,7 @@ async fn a_listener_reconnect_sends_resync_to_every_watcher() {
 
 #[tokio::test]
 async fn a_resync_reaches_watchers_of_every_tenant_and_keeps_their_streams_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Served::start(sqlite(dir.path()).await, dir.path()).await;
+    let cp = Served::builder().start().await;
     let a = Tenant::create(&cp, "a").await;
     let b = Tenant::create(&cp, "b").await;
     let ctx = RequestContext::default();
@@ -251,8 +248,7 @@ async fn revoking_an_agent_revokes_every_token_it_holds(cp: &Served) {
 
 #[tokio::test]
 async fn revoking_an_agent_revokes_every_token_it_holds_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Served::start(sqlite(dir.path()).await, dir.path()).await;
+    let cp = Served::builder().start().await;
     revoking_an_agent_revokes_every_token_it_holds(&cp).await;
 }
 
@@ -261,8 +257,7 @@ async fn revoking_an_agent_revokes_every_token_it_holds_postgres() {
     let Some(pg) = support::postgres_test_db().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Served::start(Db::connect(&pg.service_url).await.unwrap(), dir.path()).await;
+    let cp = Served::builder().postgres(&pg).start().await;
     revoking_an_agent_revokes_every_token_it_holds(&cp).await;
 }
 
@@ -330,8 +325,7 @@ async fn a_recreated_secret_never_reuses_a_version(cp: &Served) {
 
 #[tokio::test]
 async fn a_recreated_secret_never_reuses_a_version_sqlite() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Served::start(sqlite(dir.path()).await, dir.path()).await;
+    let cp = Served::builder().start().await;
     a_recreated_secret_never_reuses_a_version(&cp).await;
 }
 
@@ -340,7 +334,6 @@ async fn a_recreated_secret_never_reuses_a_version_postgres() {
     let Some(pg) = support::postgres_test_db().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let cp = Served::start(Db::connect(&pg.service_url).await.unwrap(), dir.path()).await;
+    let cp = Served::builder().postgres(&pg).start().await;
     a_recreated_secret_never_reuses_a_version(&cp).await;
 }

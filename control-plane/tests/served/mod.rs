@@ -1,64 +1,109 @@
-//! A control plane served for real: SQLite in a temp dir, local KMS, a dev CA, TLS on
-//! 127.0.0.1:0, with the limits a test chooses, plus clients that connect from a chosen
-//! loopback address (127.0.0.0/8 is all local on Linux), so per-address limits can be told
-//! apart in one process.
+//! A control plane served for real, in-process: the HTTPS server on 127.0.0.1:0 with a dev CA,
+//! a local KMS keyring, over SQLite in a temp dir or a PostgreSQL test database (as the service
+//! role), with the server and rate-limit settings a test chooses.
+//!
+//! Clients can connect from a chosen loopback address (127.0.0.0/8 is all local on Linux), so
+//! per-address limits can be told apart in one process. [`Tenant`] sets a tenant up the way an
+//! operator would and drives it as its admin, agent and sidecar.
+//!
+//! The database helpers come from `support`: a test file declares `mod support;` next to
+//! `mod served;`.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_secret_core::credential::Pepper;
-use agent_secret_core::ids::TenantId;
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
+use agent_secret_store::bootstrap::event_hub;
 use agent_secret_store::config::{RateLimitsConfig, ServerConfig};
 use agent_secret_store::db::Db;
 use agent_secret_store::limits::Limits;
 use agent_secret_store::service::{tenants, App, Policy};
 use agent_secret_store::store::sql::SqlStore;
 use agent_secret_store::{server, tls};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::{TcpSocket, TcpStream};
 
-pub struct Served {
-    pub app: Arc<App>,
-    pub addr: SocketAddr,
-    pub ca_pem: Vec<u8>,
-    pub admin: String,
-    pub tenant: TenantId,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-    _dir: tempfile::TempDir,
+use crate::support::{self, TestDb};
+
+/// Where the served control plane keeps its data.
+enum Backend {
+    /// A fresh SQLite file in the server's temp dir.
+    Sqlite,
+    /// A PostgreSQL URL (a [`TestDb`]'s service role).
+    Postgres(String),
 }
 
-pub fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+/// Options of a [`Served`]; every one defaults to what production runs with.
+pub struct ServedBuilder {
+    server: ServerConfig,
+    rate_limits: RateLimitsConfig,
+    backend: Backend,
+    tenant: Option<String>,
 }
 
-impl Served {
-    pub async fn start(server_config: ServerConfig, rates: RateLimitsConfig) -> Served {
+impl ServedBuilder {
+    /// `[server]`: timeouts, header and connection caps.
+    pub fn server(mut self, server: ServerConfig) -> Self {
+        self.server = server;
+        self
+    }
+
+    /// `[rate_limits]`.
+    pub fn rate_limits(mut self, rate_limits: RateLimitsConfig) -> Self {
+        self.rate_limits = rate_limits;
+        self
+    }
+
+    /// Serves `db` connected as its service role, as production does (default: SQLite).
+    pub fn postgres(mut self, db: &TestDb) -> Self {
+        self.backend = Backend::Postgres(db.service_url.clone());
+        self
+    }
+
+    /// Creates tenant `name` before serving; its admin token is [`Served::admin`].
+    pub fn tenant(mut self, name: &str) -> Self {
+        self.tenant = Some(name.to_owned());
+        self
+    }
+
+    pub async fn start(self) -> Served {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::connect(&format!(
-            "sqlite://{}",
-            dir.path().join("store.db").display()
-        ))
-        .await
-        .unwrap();
-        db.migrate().await.unwrap();
+        let (dir, store) = match self.backend {
+            Backend::Sqlite => {
+                let (sqlite, store) = support::sqlite_test_db().await;
+                (sqlite.dir, store)
+            }
+            Backend::Postgres(url) => (
+                tempfile::tempdir().unwrap(),
+                SqlStore::new(Db::connect(&url).await.unwrap()),
+            ),
+        };
+        let events = event_hub(store.db());
         let kms =
             LocalKms::open_or_create(dir.path().join("keyring"), MasterKey::generate()).unwrap();
         let app = Arc::new(
             App::new(
-                Arc::new(SqlStore::new(db)),
+                Arc::new(store),
                 Arc::new(kms),
                 Arc::new(Pepper::generate()),
                 Policy::default(),
             )
-            .with_limits(Limits::new(&server_config, &rates)),
+            .with_events(events)
+            .with_limits(Limits::new(&self.server, &self.rate_limits)),
         );
-        let created = tenants::create_tenant(&app, "acme").await.unwrap();
+        let admin = match &self.tenant {
+            Some(name) => {
+                let created = tenants::create_tenant(&app, name).await.unwrap();
+                Some(created.admin_token.expose().to_owned())
+            }
+            None => None,
+        };
         let cert = tls::self_signed(&dir.path().join("tls")).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -71,32 +116,93 @@ impl Served {
                 let _ = stopped.await;
             },
         ));
+        let ca_pem = std::fs::read(&cert.cert_path).unwrap();
+        let client = trusting(&ca_pem).build().unwrap();
         Served {
             app,
             addr,
-            ca_pem: std::fs::read(&cert.cert_path).unwrap(),
-            admin: created.admin_token.expose().to_owned(),
-            tenant: created.tenant_id,
+            ca_pem,
+            ca_file: cert.cert_path,
+            client,
+            admin,
             stop: Some(stop),
             handle: Some(handle),
             _dir: dir,
         }
     }
+}
 
+/// One running control plane. Dropping it stops the server; [`Served::stop`] also waits for it.
+pub struct Served {
+    pub app: Arc<App>,
+    pub addr: SocketAddr,
+    /// The dev CA clients trust, as PEM.
+    pub ca_pem: Vec<u8>,
+    /// The same CA as a file (what `--ca-cert` takes).
+    pub ca_file: PathBuf,
+    /// A client trusting the CA, behind [`Served::call`]; it keeps its connections open between
+    /// calls.
+    pub client: reqwest::Client,
+    /// The admin token of the tenant created at start ([`ServedBuilder::tenant`]).
+    admin: Option<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A client builder trusting `ca_pem` and nothing else, ignoring proxy settings. No overall
+/// timeout: a watch stream stays open as long as a test reads it.
+fn trusting(ca_pem: &[u8]) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca_pem).unwrap())
+        .no_proxy()
+}
+
+impl Served {
+    /// Production settings on SQLite, no tenant; see [`ServedBuilder`] for the options.
+    pub fn builder() -> ServedBuilder {
+        ServedBuilder {
+            server: ServerConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+            backend: Backend::Sqlite,
+            tenant: None,
+        }
+    }
+
+    /// `path` on this server (`url("")` is the base URL, what `--server` takes).
     pub fn url(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.addr.port())
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
     }
 
-    /// An HTTPS client whose connections come from `local` (e.g. 127.0.0.2).
+    /// The admin token of the tenant created at start.
+    pub fn admin(&self) -> &str {
+        self.admin.as_deref().expect("built with .tenant(name)")
+    }
+
+    /// A client builder trusting the dev CA (requests time out after 30 s), for a client of
+    /// other settings.
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        trusting(&self.ca_pem).timeout(Duration::from_secs(30))
+    }
+
+    /// A fresh HTTPS client whose connections come from `local` (e.g. 127.0.0.2).
     pub fn client_from(&self, local: &str) -> reqwest::Client {
-        self.builder().local_address(ip(local)).build().unwrap()
-    }
-
-    pub fn builder(&self) -> reqwest::ClientBuilder {
-        reqwest::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&self.ca_pem).unwrap())
-            .no_proxy()
-            .timeout(Duration::from_secs(30))
+        self.client_builder()
+            .local_address(ip(local))
+            .build()
+            .unwrap()
     }
 
     /// A raw TCP connection to the server from `local`.
@@ -142,47 +248,96 @@ impl Served {
             .map_or(0.0, |v| v.trim().parse().unwrap())
     }
 
-    pub async fn create(&self, what: &str, name: &str, key_field: &str) -> (String, String) {
-        let r = self
-            .client_from("127.0.0.1")
-            .post(self.url(&format!("/v1/{what}")))
-            .bearer_auth(&self.admin)
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 201);
-        let body: Value = r.json().await.unwrap();
+    /// A request with `credential` as its bearer token, on [`Served::client`].
+    pub fn request(&self, method: Method, path: &str, credential: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(credential)
+    }
+
+    /// Status and body (JSON, or the text as a JSON string) of one call.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        credential: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.request(method, path, credential);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// The body of a call that must succeed.
+    pub async fn ok(
+        &self,
+        method: Method,
+        path: &str,
+        credential: &str,
+        body: Option<Value>,
+    ) -> Value {
+        let (status, body) = self.call(method.clone(), path, credential, body).await;
+        assert!(status.is_success(), "{method} {path}: {status} {body}");
+        body
+    }
+
+    /// `(id, key)` of a new `what` (`agents` or `sidecars`) named `name`, created by `admin`.
+    pub async fn create_as(
+        &self,
+        admin: &str,
+        what: &str,
+        name: &str,
+        key_field: &str,
+    ) -> (String, String) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                &format!("/v1/{what}"),
+                admin,
+                Some(json!({ "name": name })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
         (
             body["id"].as_str().unwrap().to_owned(),
             body[key_field].as_str().unwrap().to_owned(),
         )
     }
 
-    /// An agent's (id, key).
+    /// An agent's (id, key), in the tenant created at start.
     pub async fn agent(&self, name: &str) -> (String, String) {
-        self.create("agents", name, "agent_key").await
-    }
-
-    /// A sidecar's (id, key).
-    pub async fn sidecar(&self, name: &str) -> (String, String) {
-        self.create("sidecars", name, "sidecar_key").await
-    }
-
-    /// Audit events of `types` (comma-separated), as the admin sees them.
-    pub async fn audit(&self, types: &str) -> Vec<Value> {
-        let r = self
-            .client_from("127.0.0.1")
-            .get(self.url(&format!("/v1/audit?type={types}")))
-            .bearer_auth(&self.admin)
-            .send()
+        self.create_as(self.admin(), "agents", name, "agent_key")
             .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let body: Value = r.json().await.unwrap();
+    }
+
+    /// A sidecar's (id, key), in the tenant created at start.
+    pub async fn sidecar(&self, name: &str) -> (String, String) {
+        self.create_as(self.admin(), "sidecars", name, "sidecar_key")
+            .await
+    }
+
+    /// Audit events of `types` (comma-separated) of the tenant created at start.
+    pub async fn audit(&self, types: &str) -> Vec<Value> {
+        let body = self
+            .ok(
+                Method::GET,
+                &format!("/v1/audit?type={types}"),
+                self.admin(),
+                None,
+            )
+            .await;
         body["events"].as_array().unwrap().clone()
     }
 
+    /// Stops serving and waits until the server has shut down cleanly.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -203,4 +358,101 @@ pub fn roomy_server() -> ServerConfig {
         max_connections_per_ip: 1000,
         max_connections: 10_000,
     }
+}
+
+/// A tenant set up as an operator would: admin token, sidecar key, one agent.
+pub struct Tenant {
+    pub admin: String,
+    pub sidecar_key: String,
+    pub agent_id: String,
+    pub agent_key: String,
+}
+
+impl Tenant {
+    pub async fn create(cp: &Served, name: &str) -> Tenant {
+        let created = tenants::create_tenant(&cp.app, name).await.unwrap();
+        let admin = created.admin_token.expose().to_owned();
+        let (_, sidecar_key) = cp
+            .create_as(&admin, "sidecars", "host-1", "sidecar_key")
+            .await;
+        let (agent_id, agent_key) = cp.create_as(&admin, "agents", "bot", "agent_key").await;
+        Tenant {
+            admin,
+            sidecar_key,
+            agent_id,
+            agent_key,
+        }
+    }
+
+    /// Stores `value` at `path` bound to api.example.com; returns the version written.
+    pub async fn put(&self, cp: &Served, path: &str, value: &str) -> i64 {
+        let body = json!({"value": value, "allowed_hosts": ["api.example.com"]});
+        let put = cp
+            .ok(
+                Method::PUT,
+                &format!("/v1/secrets/{path}"),
+                &self.admin,
+                Some(body),
+            )
+            .await;
+        put["version"].as_i64().unwrap()
+    }
+
+    /// `(id, token)` of a fresh token with `scopes`.
+    pub async fn token(&self, cp: &Served, scopes: &[&str]) -> (String, String) {
+        let body = json!({"scopes": scopes, "ttl_seconds": 600});
+        let t = cp
+            .ok(Method::POST, "/v1/tokens", &self.agent_key, Some(body))
+            .await;
+        (
+            t["id"].as_str().unwrap().to_owned(),
+            t["token"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// What the sidecar would be told for `token` and `paths` going to api.example.com.
+    pub async fn resolve(&self, cp: &Served, token: &str, paths: &[&str]) -> (StatusCode, Value) {
+        let body = json!({
+            "token": token,
+            "paths": paths,
+            "destination_host": "api.example.com",
+            "client_ip": "127.0.0.1",
+        });
+        cp.call(
+            Method::POST,
+            "/v1/sidecar/resolve",
+            &self.sidecar_key,
+            Some(body),
+        )
+        .await
+    }
+
+    /// Event types of the tenant's audit log, in order.
+    pub async fn audit_types(&self, cp: &Served) -> Vec<(String, Option<String>)> {
+        let body = cp.ok(Method::GET, "/v1/audit", &self.admin, None).await;
+        let events = body
+            .get("events")
+            .and_then(Value::as_array)
+            .or_else(|| body.as_array())
+            .cloned()
+            .unwrap_or_default();
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e["event_type"]
+                        .as_str()
+                        .or_else(|| e["type"].as_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    e["reason"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
+    }
+}
+
+/// `code` of an error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no code>")
 }
