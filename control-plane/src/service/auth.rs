@@ -93,20 +93,26 @@ enum Verdict {
 /// Authenticates `bearer` as any kind of credential except scoped tokens (those are presented
 /// to sidecars, never to the control plane directly).
 ///
-/// A client address over its failed-authentication limit is refused (429 `rate_limited`)
-/// before its credential is looked at; every failure counts toward that limit, and failures
-/// against a known credential id are audited, aggregated per address (see `limits`).
+/// Every failure counts toward the client address's failed-authentication limit, and failures
+/// against a known credential id are audited, aggregated per address (see `limits`). An
+/// address over the limit gets 429 `rate_limited` for every credential that does *not*
+/// verify; one that verifies always passes. Refusing valid credentials too would let anyone
+/// sharing an address (pods behind one egress NAT, agents beside a sidecar) lock every sidecar
+/// and operator on it out with garbage tokens, and with 256-bit credentials telling a right
+/// guess from a wrong one gives a guesser nothing.
 pub async fn authenticate(
     app: &App,
     bearer: &str,
     ctx: &RequestContext,
 ) -> ServiceResult<Principal> {
-    if let Err(refused) = app.limits.auth_failures.check(ctx.ip) {
-        return Err(limits::refuse(app, None, Actor::system(), ctx, refused).await);
-    }
     match verify(app, bearer).await? {
         Verdict::Verified(principal) => Ok(principal),
-        Verdict::Refused { known } => Err(record_failure(app, known, ctx).await),
+        Verdict::Refused { known } => {
+            if let Err(refused) = app.limits.auth_failures.check(ctx.ip) {
+                return Err(limits::refuse(app, None, Actor::system(), ctx, refused).await);
+            }
+            Err(record_failure(app, known, ctx).await)
+        }
     }
 }
 
