@@ -3,7 +3,8 @@
 //! Audit fails closed (DESIGN.md "Audit"): a secret is substituted only once room for its
 //! `secret.read` event is reserved in the spool, so a full spool refuses injections with 503
 //! `audit_unavailable` instead of injecting unaudited. Refusals are recorded best effort — the
-//! request is refused either way. The spool itself (batching, persistence, delivery to
+//! request is refused either way — and only into the first quarter of the spool, so a flood of
+//! requests refused for free cannot crowd out the events of injections. The spool itself (batching, persistence, delivery to
 //! `POST /v1/sidecar/audit`) lives in [`crate::spool`]; this module only adapts it to the two
 //! calls the request path makes.
 
@@ -22,6 +23,11 @@ pub trait AuditBackend: Send + Sync + 'static {
     fn release(&self, count: usize);
     /// Record an event into previously reserved room.
     fn record_reserved(&self, event: SidecarAuditEvent);
+    /// Reserve room for one refusal event, which may use only part of the room (see
+    /// `spool::REFUSAL_SHARE`); false when that part is full.
+    fn try_reserve_refusal(&self) -> bool {
+        self.try_reserve(1)
+    }
 }
 
 /// Handle used by the request path.
@@ -60,7 +66,14 @@ impl Audit {
 
     /// Record a refusal if there is room.
     pub fn record_denial(&self, event: SidecarAuditEvent) -> Result<(), AuditFull> {
-        self.reserve(1)?.record(vec![event]);
+        if !self.backend.try_reserve_refusal() {
+            return Err(AuditFull);
+        }
+        AuditPermit {
+            backend: self.backend.clone(),
+            remaining: 1,
+        }
+        .record(vec![event]);
         Ok(())
     }
 }
@@ -92,6 +105,9 @@ impl AuditBackend for AuditPipeline {
     }
     fn record_reserved(&self, event: SidecarAuditEvent) {
         AuditPipeline::record_reserved(self, event)
+    }
+    fn try_reserve_refusal(&self) -> bool {
+        AuditPipeline::try_reserve_refusal(self)
     }
 }
 

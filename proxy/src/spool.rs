@@ -65,6 +65,10 @@ use file::{Queued, SpoolFile};
 /// 250–400 bytes, capped ones at most [`bound::MAX_EVENT_BYTES`].
 pub const RESERVED_EVENT_BYTES: u64 = 1024;
 
+/// Refusal events may fill at most 1/`REFUSAL_SHARE` of the spool; the rest is kept for the
+/// `secret.read` events of injections.
+pub const REFUSAL_SHARE: u64 = 4;
+
 /// Where batches go: the control plane's `POST /v1/sidecar/audit`, or a fake in tests.
 #[async_trait::async_trait]
 pub trait AuditSink: Send + Sync + 'static {
@@ -279,6 +283,16 @@ impl AuditPipeline {
             .is_ok()
     }
 
+    /// Reserve room for one *refusal* event: only while the spool is under
+    /// [`REFUSAL_SHARE`] full. Refusals cost the sender nothing (no token is needed to be
+    /// refused), so without this share a local flood of refused requests could fill the spool
+    /// and turn every injection into 503 `audit_unavailable`.
+    pub fn try_reserve_refusal(&self) -> bool {
+        self.inner
+            .take_within(RESERVED_EVENT_BYTES, self.inner.max / REFUSAL_SHARE)
+            .is_ok()
+    }
+
     /// Give back room for `events` reserved events that will not be recorded.
     pub fn release(&self, events: usize) {
         self.inner
@@ -344,12 +358,17 @@ impl Drop for Permit {
 impl Inner {
     /// Count `bytes` against the bound, or refuse.
     fn take(&self, bytes: u64) -> Result<(), SpoolFull> {
+        self.take_within(bytes, self.max)
+    }
+
+    /// Take `bytes` only while the bound stays at or below `limit` (≤ `max`).
+    fn take_within(&self, bytes: u64, limit: u64) -> Result<(), SpoolFull> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(SpoolFull);
         }
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
-                used.checked_add(bytes).filter(|&total| total <= self.max)
+                used.checked_add(bytes).filter(|&total| total <= limit)
             })
             .map(|_| ())
             .map_err(|_| SpoolFull)

@@ -734,3 +734,32 @@ async fn restart_with_a_poisoned_spool_drains_and_injections_work_again() {
         "spool file emptied"
     );
 }
+
+#[tokio::test]
+async fn refusals_may_fill_only_a_quarter_of_the_spool_and_injections_keep_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.jsonl");
+    let max = RESERVED_EVENT_BYTES * 40;
+    let (p, sink) = start(&path, max, 3);
+    sink.set_down(true);
+    // A flood of refused requests: each refusal reserves before it records.
+    let mut refusals = 0;
+    while p.try_reserve_refusal() {
+        p.record_reserved(event(refusals));
+        refusals += 1;
+        assert!(refusals < 100, "refusals never stop being accepted");
+    }
+    assert!(refusals >= 1);
+    assert!(
+        p.stats().used_bytes <= max / REFUSAL_SHARE,
+        "refusals stay within their share: {} of {max}",
+        p.stats().used_bytes
+    );
+    // Injections still find room: the flood cannot turn them into audit_unavailable.
+    for _ in 0..20 {
+        assert!(
+            p.try_reserve(1),
+            "an injection was refused after a refusal flood"
+        );
+    }
+}
