@@ -4,9 +4,9 @@
 //! `secret.read` event is reserved in the spool, so a full spool refuses injections with 503
 //! `audit_unavailable` instead of injecting unaudited. Refusals are recorded best effort — the
 //! request is refused either way — and only into the first quarter of the spool, so a flood of
-//! requests refused for free cannot crowd out the events of injections. The spool itself (batching, persistence, delivery to
-//! `POST /v1/sidecar/audit`) lives in [`crate::spool`]; this module only adapts it to the two
-//! calls the request path makes.
+//! requests refused for free cannot crowd out the events of injections. The spool itself
+//! (batching, persistence, delivery to `POST /v1/sidecar/audit`) lives in [`crate::spool`];
+//! this module only adapts it to the two calls the request path makes.
 
 use std::sync::Arc;
 

@@ -297,7 +297,10 @@ async fn a_combination_of_values_is_compiled_once_per_versions_and_dropped_with_
     let a = value("prod/a", 1, "sk-live-aaaaaaaaaaaaaaaaaaaa");
     let b = value("prod/b", 1, "sk-live-bbbbbbbbbbbbbbbbbbbb");
     // A single value uses its own scrubber, built with the value.
-    let only = caches.scrub_set(tenant, &[a.clone()]).await.unwrap();
+    let only = caches
+        .scrub_set(tenant, std::slice::from_ref(&a))
+        .await
+        .unwrap();
     assert!(Arc::ptr_eq(&only, &a.scrub));
 
     let first = caches
