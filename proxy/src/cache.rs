@@ -78,6 +78,17 @@ type ScrubKey = (TenantId, Vec<(SecretPath, i64)>);
 
 /// Memory all cached combined scrubbers may hold together.
 pub const COMBINED_SCRUB_BYTES: u64 = 64 * 1024 * 1024;
+/// Largest combination compiled for one request (the sum of its values' own scrubbers).
+pub const MAX_COMBINED_SCRUB_BYTES: usize = 16 * 1024 * 1024;
+
+/// Why a request's combined scrubber cannot be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CombinedScrubError {
+    #[error("the injected values together need a {bytes}-byte scrubber, over the per-request cap")]
+    TooLarge { bytes: usize },
+    #[error("cannot build the response scrubber: {0}")]
+    Build(String),
+}
 
 /// Both caches plus the dead-token memory.
 #[derive(Clone)]
@@ -85,6 +96,8 @@ pub struct Caches {
     grants: Option<Cache<[u8; 32], Arc<CachedGrant>>>,
     values: Option<Cache<ValueKey, Arc<CachedValue>>>,
     scrub_sets: Option<Cache<ScrubKey, Arc<ScrubSet>>>,
+    /// One combined scrubber compiles at a time, on a blocking thread.
+    scrub_builds: Arc<tokio::sync::Semaphore>,
     dead_tokens: Cache<Uuid, ()>,
     grant_ttl_cap: Duration,
 }
@@ -220,6 +233,7 @@ impl Caches {
             grants,
             values,
             scrub_sets,
+            scrub_builds: Arc::new(tokio::sync::Semaphore::new(1)),
             dead_tokens: Cache::builder()
                 .max_capacity(DEAD_TOKEN_ENTRIES)
                 .time_to_live(DEAD_TOKEN_TTL)
@@ -297,29 +311,45 @@ impl Caches {
     }
 
     /// The scrubber of the values injected into one request: a single value's own (built once
-    /// per version), or the combination's, built once per combination of versions.
+    /// per version), or the combination's, built once per combination of versions. A
+    /// combination is compiled off the async runtime, one at a time per sidecar, and refused
+    /// when its values' scrubbers together exceed [`MAX_COMBINED_SCRUB_BYTES`]: an agent
+    /// cannot make the sidecar compile tens of megabytes of automaton per request.
     pub async fn scrub_set(
         &self,
         tenant: TenantId,
         values: &[Arc<CachedValue>],
-    ) -> Result<Arc<ScrubSet>, Arc<ScrubSetError>> {
+    ) -> Result<Arc<ScrubSet>, CombinedScrubError> {
         if let [only] = values {
             return Ok(only.scrub.clone());
         }
-        let build = || {
-            let values: Vec<(SecretPath, SecretBytes)> = values
-                .iter()
-                .map(|v| (v.path.clone(), v.value.clone()))
-                .collect();
-            ScrubSet::new(&values).map(Arc::new)
+        let bytes: usize = values.iter().map(|v| v.scrub.memory_usage()).sum();
+        if bytes > MAX_COMBINED_SCRUB_BYTES {
+            return Err(CombinedScrubError::TooLarge { bytes });
+        }
+        let owned: Vec<(SecretPath, SecretBytes)> = values
+            .iter()
+            .map(|v| (v.path.clone(), v.value.clone()))
+            .collect();
+        let builds = self.scrub_builds.clone();
+        let build = async move {
+            let _permit = builds.acquire_owned().await.map_err(|_| {
+                CombinedScrubError::Build("the scrubber build queue is closed".into())
+            })?;
+            tokio::task::spawn_blocking(move || ScrubSet::new(&owned).map(Arc::new))
+                .await
+                .map_err(|e| CombinedScrubError::Build(e.to_string()))?
+                .map_err(|e| CombinedScrubError::Build(e.to_string()))
         };
         let Some(sets) = &self.scrub_sets else {
-            return build().map_err(Arc::new);
+            return build.await;
         };
         let mut parts: Vec<(SecretPath, i64)> =
             values.iter().map(|v| (v.path.clone(), v.version)).collect();
         parts.sort();
-        sets.try_get_with((tenant, parts), async { build() }).await
+        sets.try_get_with((tenant, parts), build)
+            .await
+            .map_err(|e| (*e).clone())
     }
 
     /// `secret_updated` / `secret_deleted`: drop the path's value in every tenant.

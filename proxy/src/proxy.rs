@@ -36,6 +36,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::audit::Audit;
 use crate::auth::{is_sidecar_header, AgentToken, PROXY_AUTHENTICATE};
+use crate::cache::CombinedScrubError;
 use crate::config::ScrubMode;
 use crate::denial::Denial;
 use crate::inject::{self, Substituted};
@@ -166,13 +167,20 @@ impl SecretProxy {
                 .scrub_set(resolved.grant.tenant, &resolved.values)
                 .await
                 .map(|scrub| (substituted, scrub))
-                .map_err(|e| {
-                    tracing::error!(error = %e, "cannot build the response scrubber");
-                    Denial::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "internal",
-                        "the response scrubber could not be built",
-                    )
+                .map_err(|e| match e {
+                    CombinedScrubError::TooLarge { .. } => Denial::new(
+                        StatusCode::BAD_REQUEST,
+                        agent_secret_core::api::ErrorCode::InvalidPlaceholder.as_str(),
+                        "these secrets are too large to scrub together in one request; send them in separate requests",
+                    ),
+                    CombinedScrubError::Build(reason) => {
+                        tracing::error!(%reason, "cannot build the response scrubber");
+                        Denial::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal",
+                            "the response scrubber could not be built",
+                        )
+                    }
                 }),
             Err(denial) => Err(denial),
         };

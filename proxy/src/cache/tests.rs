@@ -336,3 +336,29 @@ async fn a_combination_of_values_is_compiled_once_per_versions_and_dropped_with_
         .unwrap();
     assert!(!Arc::ptr_eq(&first, &rebuilt));
 }
+
+#[tokio::test]
+async fn a_combination_too_large_to_scrub_together_is_refused_not_compiled() {
+    let caches = Caches::new(&config(60, 60, 100));
+    let tenant = TenantId::new();
+    // Long, varied values (certificates, service-account keys) have the largest scrubbers.
+    let mut values = Vec::new();
+    let mut total = 0;
+    let mut i = 0u32;
+    while total <= MAX_COMBINED_SCRUB_BYTES {
+        let secret: String = (0..4000u32)
+            .map(|j| char::from(b'!' + ((j * 7 + i * 13 + j / 5) % 90) as u8))
+            .collect();
+        let v = value(&format!("prod/big{i}"), 1, &secret);
+        total += v.scrub.memory_usage();
+        values.push(v);
+        i += 1;
+        assert!(i < 64, "values this long should have large scrubbers");
+    }
+    match caches.scrub_set(tenant, &values).await {
+        Err(CombinedScrubError::TooLarge { bytes }) => assert_eq!(bytes, total),
+        other => panic!("expected TooLarge, got {:?}", other.map(|_| ())),
+    }
+    // Fewer of them still combine.
+    assert!(caches.scrub_set(tenant, &values[..2]).await.is_ok());
+}
