@@ -185,12 +185,12 @@ fn is_framing_header(name: &HeaderName, headers: &HeaderMap) -> bool {
     let name = name.as_str();
     FRAMING_HEADERS.contains(&name)
         || name.starts_with("proxy-")
+        // Bytes, not `to_str`: a value with obs-text or a tab must not hide the names it lists.
         || headers
             .get_all(CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case(name))
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Substitute every placeholder of `scan` with the value `lookup` gives, returning the full

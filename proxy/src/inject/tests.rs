@@ -189,6 +189,16 @@ fn headers_named_by_connection_are_hop_by_hop_too() {
         scan(&h, b"/", &Limits::default()).unwrap_err(),
         InjectError::InFramingHeader("x-hop".into())
     );
+    // A Connection value that is not visible ASCII still names its headers.
+    let mut h = headers(&[("x-hop", "Bearer {{secret:prod/a}}")]);
+    h.append(
+        CONNECTION,
+        HeaderValue::from_bytes(b"x-hop,\t\x80").unwrap(),
+    );
+    assert_eq!(
+        scan(&h, b"/", &Limits::default()).unwrap_err(),
+        InjectError::InFramingHeader("x-hop".into())
+    );
     // The same header, not named by Connection, is an ordinary end-to-end header.
     let h = headers(&[("x-hop", "Bearer {{secret:prod/a}}")]);
     assert_eq!(scan(&h, b"/", &Limits::default()).unwrap().paths().len(), 1);
