@@ -145,6 +145,9 @@ pub struct ServerConfig {
     pub header_read_timeout_seconds: u64,
     /// A connection with no request in flight for this long is closed (HTTP/2: GOAWAY).
     pub idle_timeout_seconds: u64,
+    /// A request body not fully received by then is abandoned (408): a client trickling a
+    /// body holds a request "in flight", which the idle timeout does not cover.
+    pub request_body_timeout_seconds: u64,
     /// Largest request head (HTTP/1.1 read buffer; HTTP/2 header list). At least 8192.
     pub max_header_bytes: usize,
     /// Concurrent connections from one client address (an IPv6 /64 counts as one address).
@@ -236,6 +239,7 @@ impl Default for ServerConfig {
             tls_handshake_timeout_seconds: 10,
             header_read_timeout_seconds: 10,
             idle_timeout_seconds: 120,
+            request_body_timeout_seconds: 30,
             max_header_bytes: 16 * 1024,
             max_connections_per_ip: 256,
             max_connections: 10_000,
@@ -495,6 +499,10 @@ impl Config {
                 server.header_read_timeout_seconds,
             ),
             ("server.idle_timeout_seconds", server.idle_timeout_seconds),
+            (
+                "server.request_body_timeout_seconds",
+                server.request_body_timeout_seconds,
+            ),
             (
                 "rate_limits.alert_window_seconds",
                 self.rate_limits.alert_window_seconds,

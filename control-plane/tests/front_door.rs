@@ -257,3 +257,50 @@ async fn metrics_label_unknown_methods_as_other_never_the_raw_method() {
     assert!(!text.contains("FOOBAR"), "a raw method became a label");
     served.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickled_request_body_is_abandoned_and_its_connection_freed() {
+    let served = Served::builder()
+        .server(ServerConfig {
+            request_body_timeout_seconds: 2,
+            // Longer than the body timeout: the idle timer does not run while a request is in
+            // flight, so only the body timeout can end this one.
+            idle_timeout_seconds: 60,
+            ..roomy_server()
+        })
+        .tenant("acme")
+        .start()
+        .await;
+    let mut tls = served.tls_from("127.0.0.1").await.expect("handshake");
+    let head = format!(
+        "POST /v1/agents HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"name\":",
+        served.admin()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    // The body never completes; the server must answer or close on its own. (40 s is a
+    // liveness bound for a 2 s timeout, not a performance assertion.)
+    let mut answer = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(40), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a trickled body held its request open");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(
+        text.is_empty() || !text.starts_with("HTTP/1.1 2"),
+        "an incomplete body was not served: {text}"
+    );
+    // Nothing was created from half a body.
+    assert_eq!(admin_lists_agents(&served, "127.0.0.1").await, 200);
+    served.stop().await;
+}

@@ -71,6 +71,11 @@ pub fn app(state: Arc<App>) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A body trickled byte by byte would hold its connection "in flight" for ever: the
+        // connection's idle timeout only runs between requests.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            std::time::Duration::from_secs(state.limits.server.request_body_timeout_seconds),
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,

@@ -214,6 +214,10 @@ fn apply_limits(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
             "SERVER_IDLE_TIMEOUT_SECONDS",
             &mut server.idle_timeout_seconds,
         ),
+        (
+            "SERVER_REQUEST_BODY_TIMEOUT_SECONDS",
+            &mut server.request_body_timeout_seconds,
+        ),
     ] {
         if let Some(n) = env.parse(name, "a number of seconds")? {
             *field = n;

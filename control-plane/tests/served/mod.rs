@@ -354,6 +354,7 @@ pub fn roomy_server() -> ServerConfig {
         tls_handshake_timeout_seconds: 30,
         header_read_timeout_seconds: 30,
         idle_timeout_seconds: 60,
+        request_body_timeout_seconds: 30,
         max_header_bytes: 16 * 1024,
         max_connections_per_ip: 1000,
         max_connections: 10_000,
