@@ -872,6 +872,40 @@ async fn rotating_an_agent_key_revokes_its_tokens_and_swaps_the_credential(h: &H
     );
 }
 
+async fn a_revoked_agent_cannot_be_issued_a_token(h: &Harness) {
+    let store = h.store();
+    let (tenant, _) = new_tenant(store).await;
+    let agent = new_agent(store, tenant.id).await;
+    let bystander = new_agent(store, tenant.id).await;
+    store
+        .revoke_agent(
+            tenant.id,
+            agent.id,
+            now_micros(),
+            draft(AuditEventType::AgentRevoked),
+            draft(AuditEventType::TokenRevoked),
+        )
+        .await
+        .unwrap();
+    let late = token(
+        tenant.id,
+        agent.id,
+        TokenStatus::Active,
+        None,
+        Duration::hours(1),
+    );
+    let refused = store
+        .insert_token(&late, draft(AuditEventType::TokenIssued))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Conflict(_))),
+        "a token was issued to a revoked agent: {refused:?}"
+    );
+    assert!(store.get_token(tenant.id, late.id).await.unwrap().is_none());
+    // Other agents are unaffected.
+    new_token(store, tenant.id, bystander.id, None).await;
+}
+
 async fn rotating_an_unknown_agent_is_not_found(h: &Harness) {
     let store = h.store();
     let (tenant, _) = new_tenant(store).await;
@@ -1472,6 +1506,7 @@ backend_suite!(
     a_token_cannot_reference_another_tenants_agent,
     rotating_an_agent_key_revokes_its_tokens_and_swaps_the_credential,
     rotating_an_unknown_agent_is_not_found,
+    a_revoked_agent_cannot_be_issued_a_token,
     parallel_uses_of_a_max_uses_token_count_exactly_max,
     a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one,
     expired_revoked_and_inactive_tokens_refuse_uses,

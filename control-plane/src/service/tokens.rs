@@ -14,7 +14,7 @@ use ipnet::IpNet;
 use super::auth::{AgentPrincipal, Principal};
 use super::{App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
-use crate::store::TokenRecord;
+use crate::store::{StoreError, TokenRecord};
 
 pub const MAX_SCOPES: usize = 32;
 pub const MAX_CIDRS: usize = 64;
@@ -100,7 +100,13 @@ pub async fn issue(
     let audit = AuditDraft::new(AuditEventType::TokenIssued, agent.actor())
         .client(ctx.ip_string(), ctx.user_agent.clone())
         .reason(format!("token {id}; scopes {}", request.scopes.join(" ")));
-    app.store.insert_token(&record, audit).await?;
+    match app.store.insert_token(&record, audit).await {
+        Ok(()) => {}
+        // Revoked while this request was in flight: its key is dead, as it would be a moment
+        // later (see `LOCK_AGENT_FOR_ISSUE`).
+        Err(StoreError::Conflict(_)) => return Err(ServiceError::Unauthenticated),
+        Err(e) => return Err(e.into()),
+    }
     app.metrics.tokens_issued.inc();
     Ok(IssuedToken {
         id: id.to_string(),

@@ -37,6 +37,12 @@ const INSERT_TOKEN: &str = "INSERT INTO tokens \
      (id, tenant_id, agent_id, scopes, key_hash, status, approved_sensitivity, ip_allowlist, \
       max_uses, uses, expires_at, created_at, revoked_at) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+/// Locks the issuing agent's row for the rest of the transaction and reads whether it is
+/// revoked. An agent revocation locks the same row first, so the two serialise: either the
+/// revocation waits and then revokes this token with the others, or this insert waits, sees
+/// `revoked_at` and refuses. (A plain read would miss a revocation that is committing.)
+const LOCK_AGENT_FOR_ISSUE: &str = "UPDATE agents SET revoked_at = revoked_at \
+     WHERE tenant_id = $1 AND id = $2 RETURNING revoked_at";
 const SELECT_TOKEN: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
      approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
      FROM tokens WHERE tenant_id = $1 AND id = $2";
@@ -97,6 +103,15 @@ impl TokenStore for SqlStore {
         let tenant = token.tenant_id;
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
+            let agent: Option<(Option<i64>,)> = sqlx::query_as(LOCK_AGENT_FOR_ISSUE)
+                .bind(tenant.to_string())
+                .bind(token.agent_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if matches!(agent, Some((Some(_),))) {
+                return Err(StoreError::Conflict("the agent has been revoked".into()));
+            }
             sqlx::query(INSERT_TOKEN)
                 .bind(token.id.to_string())
                 .bind(tenant.to_string())
