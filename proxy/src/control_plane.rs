@@ -110,23 +110,21 @@ impl ControlPlane {
 
     /// `POST /v1/sidecar/resolve`.
     pub async fn resolve(&self, request: &ResolveRequest) -> Result<ResolveResponse, CpError> {
-        let url = format!("{}/v1/sidecar/resolve", self.base);
-        let started = Instant::now();
-        let result = self
-            .send(|| {
-                self.http
-                    .post(&url)
-                    .json(request)
-                    .timeout(self.request_timeout)
-            })
-            .await;
-        self.observe("resolve", started);
-        json_or_refusal(result?).await
+        self.post_json("resolve", request).await
     }
 
     /// `POST /v1/sidecar/release`: give back a reserved use whose value was never injected.
     pub async fn release(&self, request: &ReleaseUseRequest) -> Result<ReleasedUse, CpError> {
-        let url = format!("{}/v1/sidecar/release", self.base);
+        self.post_json("release", request).await
+    }
+
+    /// `POST /v1/sidecar/{op}` with retries, timed as `op`, answered with JSON or a refusal.
+    async fn post_json<T: serde::de::DeserializeOwned>(
+        &self,
+        op: &'static str,
+        request: &(impl serde::Serialize + Sync),
+    ) -> Result<T, CpError> {
+        let url = format!("{}/v1/sidecar/{op}", self.base);
         let started = Instant::now();
         let result = self
             .send(|| {
@@ -136,7 +134,7 @@ impl ControlPlane {
                     .timeout(self.request_timeout)
             })
             .await;
-        self.observe("release", started);
+        self.observe(op, started);
         json_or_refusal(result?).await
     }
 
