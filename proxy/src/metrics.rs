@@ -195,6 +195,7 @@ impl Metrics {
             ("spooled", stats.spooled),
             ("sent", stats.sent),
             ("send_failures", stats.send_failures),
+            ("refused_whole", stats.refused_whole),
             ("used_bytes", stats.used_bytes),
             ("max_bytes", stats.max_bytes),
         ] {

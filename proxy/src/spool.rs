@@ -26,14 +26,28 @@
 //! * [`TooLarge`](SinkErrorKind::TooLarge) (413) and [`Rejected`](SinkErrorKind::Rejected)
 //!   (any other 4xx): the control plane takes a batch all or nothing, so the batch is split in
 //!   halves and each half resent, down to single events. A single event it still refuses is
-//!   moved to the dead-letter file next to the spool ([`DEAD_LETTER_SUFFIX`]), counted in
-//!   [`SpoolStats::dead_lettered`], and reported to the control plane as one
-//!   [`audit_dropped`](SidecarAuditEvent::audit_dropped) event carrying the count, which it
-//!   records as `audit.dropped` in the hash-chained log. So an event is either delivered or
-//!   dead-lettered *and* its loss is audited; none is silently dropped (`dropped` stays 0). If
-//!   the dead-letter file cannot be written or is full, the events stay in the spool (fail
-//!   closed). A refused `audit_dropped` report is dead-lettered without a new report, so a
-//!   control plane refusing everything cannot start a loop.
+//!   dead-lettered only when the refusal is evidently about that event: another piece of the
+//!   same batch was accepted. It then moves to the dead-letter file next to the spool
+//!   ([`DEAD_LETTER_SUFFIX`]), is counted in [`SpoolStats::dead_lettered`], and is reported to
+//!   the control plane as one [`audit_dropped`](SidecarAuditEvent::audit_dropped) event
+//!   carrying the count, which it records as `audit.dropped` in the hash-chained log. So an
+//!   event is either delivered or dead-lettered *and* its loss is audited; none is silently
+//!   dropped (`dropped` stays 0). If the dead-letter file cannot be written or is full, the
+//!   events stay in the spool (fail closed).
+//!
+//! A 4xx is not always about the events: an L7 proxy in front of the control plane answering
+//! 400/404, a request format the control plane no longer takes after an upgrade, or a
+//! constraint violation mapped to 409 refuse *every* batch. Dead-lettering then would turn
+//! fail-closed into fail-open (injections continuing, audited nowhere, until the dead-letter
+//! file filled). So when every piece of a batch is refused, down to single events, or the
+//! `audit_dropped` report itself is refused (it is never dead-lettered), the sink is treated
+//! as unavailable: nothing is dead-lettered, the events stay in the spool in order and are
+//! retried at the slowest backoff with small probe batches, an error is logged and
+//! [`SpoolStats::refused_whole`] counts it. The spool fills and injections get 503
+//! `audit_unavailable` until the control plane accepts events again; then everything is
+//! delivered in order. The cost: an event refused on its own while alone in its batch (no
+//! sibling to compare with) waits in the spool until the next event arrives; the next retry
+//! sends both, and the accepted one proves the refusal specific.
 //!
 //! Delivery is at-least-once: spooled events leave the file only after the sink accepted them
 //! (or they were dead-lettered), so a crash between that and the file rewrite sends them again
@@ -99,8 +113,9 @@ pub enum SinkErrorKind {
     Unauthorized,
     /// The body was too large (413): split the batch.
     TooLarge,
-    /// The batch will never be accepted as it is (another 4xx): split it, and dead-letter the
-    /// single events still refused.
+    /// The batch will not be accepted as it is (another 4xx): split it, and dead-letter the
+    /// single events still refused while other pieces are accepted (if every piece is
+    /// refused, retry like [`Unavailable`](Self::Unavailable)).
     Rejected,
 }
 
@@ -173,6 +188,10 @@ pub struct SpoolStats {
     pub dropped: u64,
     /// Events the control plane refused on their own, moved to the dead-letter file since start.
     pub dead_lettered: u64,
+    /// Times since start the control plane refused a batch whole (every piece, down to single
+    /// events) or refused a loss report: the events were kept and retried, not dead-lettered.
+    /// Anything above 0 that keeps growing means it refuses every request (see the module docs).
+    pub refused_whole: u64,
     /// Events whose fields were capped to fit a request since start (including on load).
     pub truncated: u64,
     /// Batches the sink refused since start.
@@ -204,6 +223,7 @@ pub(crate) struct Inner {
     sent: AtomicU64,
     send_failures: AtomicU64,
     dead_lettered: AtomicU64,
+    refused_whole: AtomicU64,
     truncated: AtomicU64,
     spool: Mutex<SpoolFile>,
 }
@@ -251,6 +271,7 @@ impl AuditPipeline {
             sent: AtomicU64::new(0),
             send_failures: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            refused_whole: AtomicU64::new(0),
             truncated: AtomicU64::new(spool.truncated_on_load()),
             spool: Mutex::new(spool),
         });
@@ -331,6 +352,7 @@ impl AuditPipeline {
             sent: i.sent.load(Ordering::Relaxed),
             dropped: 0,
             dead_lettered: i.dead_lettered.load(Ordering::Relaxed),
+            refused_whole: i.refused_whole.load(Ordering::Relaxed),
             truncated: i.truncated.load(Ordering::Relaxed),
             send_failures: i.send_failures.load(Ordering::Relaxed),
             used_bytes: i.used.load(Ordering::Relaxed),

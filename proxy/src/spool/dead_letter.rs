@@ -1,5 +1,6 @@
 //! The dead-letter file: audit events the control plane refused on their own (a 4xx other
-//! than 401/403, once the batch was split down to that single event).
+//! than 401/403, once the batch was split down to that single event, while another piece of
+//! the same batch was accepted — a control plane refusing everything dead-letters nothing).
 //!
 //! Keeping such an event in the spool would block every event behind it and, once the spool
 //! filled, every injection; dropping it would lose it silently. So it moves here — a JSON

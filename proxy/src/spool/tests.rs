@@ -18,10 +18,12 @@ const POISON: &str = "poison";
 
 /// A control plane as the pipeline sees it: refuses bodies above `body_limit` with 413 (the
 /// real one's behaviour), batches holding a [`POISON`] event with 422, everything with
-/// `status` when set, and fails without an answer while `down`. Remembers what it accepted
+/// `status` when set, batches holding an `audit_dropped` report with 400 while
+/// `refuse_reports`, and fails without an answer while `down`. Remembers what it accepted
 /// and every body size it was sent.
 struct FakeSink {
     down: AtomicBool,
+    refuse_reports: AtomicBool,
     status: Mutex<Option<u16>>,
     body_limit: AtomicUsize,
     accepted: Mutex<Vec<Vec<SidecarAuditEvent>>>,
@@ -32,6 +34,7 @@ impl Default for FakeSink {
     fn default() -> FakeSink {
         FakeSink {
             down: AtomicBool::new(false),
+            refuse_reports: AtomicBool::new(false),
             status: Mutex::new(None),
             body_limit: AtomicUsize::new(MAX_REQUEST_BODY_BYTES),
             accepted: Mutex::default(),
@@ -57,6 +60,10 @@ impl AuditSink for FakeSink {
             .any(|e| e.user_agent.as_deref() == Some(POISON))
         {
             Some(422)
+        } else if self.refuse_reports.load(Ordering::SeqCst)
+            && batch.events.iter().any(|e| e.dropped_count().is_some())
+        {
+            Some(400)
         } else {
             None
         };
@@ -501,30 +508,171 @@ async fn a_rejected_event_is_quarantined_with_a_metric_and_a_report_and_the_queu
     assert_eq!(sink.tokens().last().map(String::as_str), Some("tok-0011"));
 }
 
+/// Token ids of the events in the spool file, in order.
+fn spooled_tokens(path: &Path) -> Vec<String> {
+    lines(path)
+        .into_iter()
+        .map(|e| e.token_id.unwrap())
+        .collect()
+}
+
 #[tokio::test]
-async fn a_control_plane_refusing_everything_cannot_start_a_report_loop() {
+async fn a_control_plane_refusing_everything_dead_letters_nothing_and_fails_closed() {
+    // An L7 proxy answering 400/404, version skew, a constraint mapped to 409...: every batch
+    // and every piece of it is refused, so no refusal is evidently about particular events.
+    for status in [400, 404, 409, 422, 413] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spool.jsonl");
+        let one = file::encoded_len(&event(0)) + 1;
+        let (p, sink) = start(&path, one * 12 + one / 2, 5);
+        sink.set_status(Some(status));
+        let mut recorded = 0;
+        while p.record(event(recorded)).is_ok() {
+            p.flush().await;
+            recorded += 1;
+            assert!(recorded < 100, "{status}: the spool never filled");
+        }
+        p.flush().await;
+        assert_eq!(recorded, 12, "{status}");
+        assert!(
+            p.reserve().is_err(),
+            "{status}: injections refused (fail closed)"
+        );
+        assert!(!p.try_reserve(1), "{status}");
+        assert!(sink.tokens().is_empty(), "{status}");
+        assert!(
+            sink.refusals().iter().all(|&s| s == status),
+            "{status}: every piece was tried"
+        );
+        assert!(
+            dead_letters(&path).is_empty(),
+            "{status}: nothing dead-lettered"
+        );
+        assert_eq!(
+            spooled_tokens(&path),
+            tokens(0..12),
+            "{status}: kept, in order"
+        );
+        let stats = p.stats();
+        assert_eq!(
+            (
+                stats.dead_lettered,
+                stats.spooled,
+                stats.queued,
+                stats.dropped
+            ),
+            (0, 12, 0, 0),
+            "{status}"
+        );
+        assert!(stats.refused_whole > 0, "{status}: counted");
+        let metrics = crate::metrics::Metrics::new().unwrap();
+        metrics.observe_spool(&stats);
+        let rendered = String::from_utf8(metrics.render()).unwrap();
+        assert!(
+            rendered.contains(&format!(
+                "agent_secret_proxy_audit_spool{{kind=\"refused_whole\"}} {}",
+                stats.refused_whole
+            )),
+            "{rendered}"
+        );
+
+        // The control plane accepts events again: every one is delivered, in order, and no
+        // loss is reported because none happened.
+        sink.set_status(None);
+        p.flush().await;
+        assert_eq!(
+            sink.tokens(),
+            tokens(0..12),
+            "{status}: all delivered in order"
+        );
+        assert!(dead_letters(&path).is_empty(), "{status}");
+        let stats = p.stats();
+        assert_eq!(
+            (
+                stats.sent,
+                stats.dead_lettered,
+                stats.spooled,
+                stats.used_bytes
+            ),
+            (12, 0, 0, 0),
+            "{status}"
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "{status}");
+        p.reserve().unwrap().record(event(12));
+        p.flush().await;
+        assert_eq!(sink.tokens(), tokens(0..13), "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_loss_report_is_kept_and_retried_not_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spool.jsonl");
     let (p, sink) = start(&path, 1 << 20, 10);
-    sink.set_status(Some(400));
-    for i in 0..3 {
-        p.record(event(i)).unwrap();
+    sink.refuse_reports.store(true, Ordering::SeqCst);
+    for i in 0..6 {
+        let e = if i == 2 {
+            with_agent(i, POISON)
+        } else {
+            event(i)
+        };
+        p.record(e).unwrap();
     }
     p.flush().await;
     p.flush().await;
-    assert!(sink.tokens().is_empty());
+    let mut delivered = vec!["tok-0000", "tok-0001", "tok-0003", "tok-0004", "tok-0005"];
+    assert_eq!(
+        sink.tokens(),
+        delivered,
+        "the poisoned event's siblings went"
+    );
     let dead = dead_letters(&path);
-    let reports: Vec<_> = dead
-        .iter()
-        .filter(|d| d["event"]["reason"] == "audit_dropped:3")
-        .collect();
-    assert_eq!((dead.len(), reports.len()), (4, 1), "{dead:?}");
+    assert_eq!(dead.len(), 1, "only the poisoned event: {dead:?}");
+    assert_eq!(dead[0]["event"]["token_id"], "tok-0002");
+    let spooled = lines(&path);
+    assert_eq!(spooled.len(), 1);
+    assert_eq!(spooled[0].dropped_count(), Some(1), "the report is kept");
+    let stats = p.stats();
+    assert_eq!((stats.dead_lettered, stats.spooled), (1, 1));
+    assert!(stats.refused_whole > 0);
+
+    sink.refuse_reports.store(false, Ordering::SeqCst);
+    p.record(event(6)).unwrap();
+    p.flush().await;
+    delivered.extend(["dropped:1", "tok-0006"]);
+    assert_eq!(sink.tokens(), delivered, "the report, then the rest");
+    assert_eq!(dead_letters(&path).len(), 1);
+    assert_eq!((p.stats().spooled, p.stats().used_bytes), (0, 0));
+}
+
+#[tokio::test]
+async fn a_lone_refused_event_is_kept_until_a_sibling_proves_the_refusal_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spool.jsonl");
+    let (p, sink) = start(&path, 1 << 20, 10);
+    p.record(with_agent(0, POISON)).unwrap();
+    p.flush().await;
+    // Alone, its refusal could as well be the control plane refusing everything.
+    assert!(dead_letters(&path).is_empty());
+    assert_eq!(spooled_tokens(&path), tokens(0..1));
+    assert_eq!(p.stats().refused_whole, 1);
+
+    p.record(event(1)).unwrap();
+    p.flush().await;
+    p.flush().await;
+    assert_eq!(
+        sink.tokens(),
+        vec!["tok-0001".to_owned(), "dropped:1".into()],
+        "its sibling was accepted, so it was dead-lettered and reported"
+    );
+    let dead = dead_letters(&path);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0]["event"]["token_id"], "tok-0000");
     let stats = p.stats();
     assert_eq!(
         (stats.dead_lettered, stats.spooled, stats.used_bytes),
-        (4, 0, 0)
+        (1, 0, 0)
     );
-    p.record(event(3)).unwrap();
 }
 
 #[tokio::test]

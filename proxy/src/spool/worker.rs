@@ -5,9 +5,11 @@
 //! spool holds anything, new batches are appended behind it rather than sent ahead of it.
 //! File I/O runs on the blocking pool so an fsync never stalls the proxy's runtime.
 //!
-//! A batch refused as too large or as invalid is split in halves, resent piece by piece in
-//! order, and single events still refused are dead-lettered (see the parent module's docs);
-//! [`AuditWorker::report_dead_lettered`] then puts one `audit_dropped` report in the spool.
+//! A batch refused as too large or as invalid is split in halves and resent piece by piece in
+//! order. A single event still refused is dead-lettered only when another piece of the same
+//! batch was accepted; when every piece is refused the batch is kept and retried, as when the
+//! sink is down (see the parent module's docs). [`AuditWorker::report_dead_lettered`] puts one
+//! `audit_dropped` report of the dead-lettered events in the spool.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
@@ -29,6 +31,13 @@ use super::{AuditSink, Inner, Msg, SinkError, SinkErrorKind, SpoolConfig};
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(5);
 
+/// Most events per batch while the sink refuses everything. Finding out whether a refusal is
+/// about particular events takes about two requests per event (the split down to singles), so
+/// a control plane refusing every request costs at most ~15 requests per retry, not ~200. A
+/// poisoned event at the front still has up to 7 good ones behind it to prove the refusal is
+/// its own.
+const PROBE_EVENTS: usize = 8;
+
 /// Runs the pipeline; see [`AuditPipeline::open`](super::AuditPipeline::open).
 pub struct AuditWorker {
     inner: Arc<Inner>,
@@ -46,6 +55,9 @@ pub struct AuditWorker {
     dead_letter: DeadLetter,
     /// Events dead-lettered and not yet reported to the control plane.
     unreported: u64,
+    /// The sink refused the last batch whole (every piece, or a loss report): retries send
+    /// at most [`PROBE_EVENTS`] events until it accepts something again.
+    refusing: bool,
 }
 
 /// Where the events being sent came from, for accounting.
@@ -91,6 +103,7 @@ impl AuditWorker {
             backoff: FIRST_RETRY,
             dead_letter,
             unreported: 0,
+            refusing: false,
         }
     }
 
@@ -171,7 +184,7 @@ impl AuditWorker {
             }
         }
         while !pending.is_empty() {
-            let n = batch_len(&pending, self.batch_size);
+            let n = batch_len(&pending, self.chunk_limit());
             let chunk: Vec<Queued> = pending.drain(..n).collect();
             if let Err(mut unsent) = self.push(chunk, Source::Memory).await {
                 unsent.extend(pending);
@@ -184,11 +197,21 @@ impl AuditWorker {
         }
     }
 
+    /// Most events in the next batch (see [`PROBE_EVENTS`]).
+    fn chunk_limit(&self) -> usize {
+        if self.refusing {
+            PROBE_EVENTS.min(self.batch_size)
+        } else {
+            self.batch_size
+        }
+    }
+
     /// Send spooled events in order until the spool is empty or the sink fails.
     async fn drain_spool(&mut self) {
         let mut left_spool = false;
         loop {
-            let chunk = self.inner.lock_spool().take_batch(self.batch_size);
+            let limit = self.chunk_limit();
+            let chunk = self.inner.lock_spool().take_batch(limit);
             if chunk.is_empty() {
                 // Everything went (or was dead-lettered): report the losses, and send the
                 // report too.
@@ -223,12 +246,38 @@ impl AuditWorker {
     /// Deliver `events` (in order) or dead-letter the ones the sink refuses on their own.
     /// On a failure worth retrying, hands back the events not yet settled, in order, and
     /// schedules the retry.
+    ///
+    /// A single event refused after a split is only *suspected* until some other piece of the
+    /// same batch is accepted: that acceptance is the evidence that the refusal is about the
+    /// event and not about every request (an L7 proxy answering 404, a request format the
+    /// control plane no longer takes). Without it — every piece refused — nothing is
+    /// dead-lettered: the batch is kept and retried (fail closed). A refused `audit_dropped`
+    /// report is never dead-lettered either.
     async fn push(&mut self, events: Vec<Queued>, source: Source) -> Result<(), Vec<Queued>> {
         let mut todo: VecDeque<Vec<Queued>> = VecDeque::from([events]);
+        // Whether the sink accepted a piece of this batch.
+        let mut accepted = false;
+        // Single events refused while nothing was accepted yet, in order.
+        let mut suspects: Vec<(Queued, SinkError)> = Vec::new();
         while let Some(mut piece) = todo.pop_front() {
-            let Err(e) = self.send(&mut piece).await else {
-                self.settle(&piece, source, Settled::Sent);
-                continue;
+            let e = match self.send(&mut piece).await {
+                Ok(()) => {
+                    self.settle(&piece, source, Settled::Sent);
+                    accepted = true;
+                    self.refusing = false;
+                    let mut suspects = std::mem::take(&mut suspects).into_iter();
+                    while let Some((q, refusal)) = suspects.next() {
+                        if let Err(q) = self.quarantine(q, &refusal, source).await {
+                            self.schedule_retry(None);
+                            let mut unsent: Vec<Queued> = vec![q];
+                            unsent.extend(suspects.map(|(q, _)| q));
+                            unsent.extend(todo.into_iter().flatten());
+                            return Err(unsent);
+                        }
+                    }
+                    continue;
+                }
+                Err(e) => e,
             };
             self.inner.send_failures.fetch_add(1, Ordering::Relaxed);
             let refused = matches!(e.kind, SinkErrorKind::TooLarge | SinkErrorKind::Rejected);
@@ -239,25 +288,70 @@ impl AuditWorker {
                 todo.push_front(piece);
                 continue;
             }
-            let failure = if refused {
-                match self.dead_letter_events(&piece, &e).await {
-                    Ok(()) => {
-                        self.settle(&piece, source, Settled::DeadLettered);
+            let is_report = piece.iter().any(|q| q.event.dropped_count().is_some());
+            if refused && !is_report {
+                if let Some(q) = piece.pop() {
+                    if !accepted {
+                        suspects.push((q, e));
                         continue;
                     }
-                    Err(dl) => {
-                        tracing::error!(error = %dl, refusal = %e, "audit event refused by the control plane and not dead-lettered; keeping it and retrying");
-                        None
+                    match self.quarantine(q, &e, source).await {
+                        Ok(()) => continue,
+                        Err(q) => piece.push(q),
                     }
                 }
+                self.schedule_retry(None);
+            } else if refused {
+                self.refused_whole(&e, "the control plane refused a report of dead-lettered audit events; keeping it in the spool and retrying");
             } else {
-                Some(&e)
-            };
-            self.schedule_retry(failure);
-            piece.extend(todo.into_iter().flatten());
-            return Err(piece);
+                self.schedule_retry(Some(&e));
+            }
+            let mut unsent: Vec<Queued> = suspects.into_iter().map(|(q, _)| q).collect();
+            unsent.extend(piece);
+            unsent.extend(todo.into_iter().flatten());
+            return Err(unsent);
+        }
+        if let Some((_, refusal)) = suspects.last() {
+            let refusal = refusal.clone();
+            self.refused_whole(&refusal, "the control plane refused every piece of an audit batch, down to single events; it may be refusing every request, so nothing is dead-lettered: keeping the events in the spool and retrying");
+            return Err(suspects.into_iter().map(|(q, _)| q).collect());
         }
         Ok(())
+    }
+
+    /// The sink refused everything we could try: count it, log it, retry at the slowest pace
+    /// and probe with small batches until it accepts something again.
+    fn refused_whole(&mut self, refusal: &SinkError, what: &'static str) {
+        self.inner.refused_whole.fetch_add(1, Ordering::Relaxed);
+        self.refusing = true;
+        self.schedule_retry(None);
+        tracing::error!(
+            status = refusal.status,
+            error = %refusal.message,
+            retry_in = ?MAX_RETRY,
+            "{what}"
+        );
+    }
+
+    /// Dead-letter one event the sink refused on its own and settle it; hands it back when
+    /// the dead-letter file cannot take it (it then stays in the spool).
+    async fn quarantine(
+        &mut self,
+        q: Queued,
+        refusal: &SinkError,
+        source: Source,
+    ) -> Result<(), Queued> {
+        let one = std::slice::from_ref(&q);
+        match self.dead_letter_events(one, refusal).await {
+            Ok(()) => {
+                self.settle(one, source, Settled::DeadLettered);
+                Ok(())
+            }
+            Err(dl) => {
+                tracing::error!(error = %dl, refusal = %refusal, "audit event refused by the control plane and not dead-lettered; keeping it and retrying");
+                Err(q)
+            }
+        }
     }
 
     /// One batch to the sink; the events are moved into the request and back.
@@ -319,23 +413,11 @@ impl AuditWorker {
             .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         written.map_err(|e| self.dead_letter.io_error(e))?;
         self.dead_letter.wrote(len);
-        let mut reports = 0;
-        for q in events {
-            match q.event.dropped_count() {
-                // A refused report is not reported again (no loop); it is in the file.
-                Some(count) => {
-                    reports += 1;
-                    tracing::error!(
-                        count,
-                        file = %self.dead_letter.path().display(),
-                        "the control plane refused a report of dead-lettered audit events"
-                    );
-                }
-                None => self.unreported += 1,
-            }
-        }
+        // Reports are never dead-lettered (`push` keeps them), so each of these is a loss to
+        // report.
+        self.unreported += events.len() as u64;
         tracing::error!(
-            events = events.len() - reports,
+            events = events.len(),
             status = refusal.status,
             error = %refusal.message,
             file = %self.dead_letter.path().display(),
@@ -361,8 +443,8 @@ impl AuditWorker {
         true
     }
 
-    /// Schedule the next attempt after a failure; `None` is a failure of our own (the
-    /// dead-letter file), retried at the slowest pace.
+    /// Schedule the next attempt after a failure; `None` is a failure already logged (the
+    /// dead-letter file, or a sink refusing everything), retried at the slowest pace.
     fn schedule_retry(&mut self, e: Option<&SinkError>) {
         match e.map(|e| (e, e.kind)) {
             Some((e, SinkErrorKind::Unavailable)) => {
