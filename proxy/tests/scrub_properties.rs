@@ -5,6 +5,9 @@
 //!
 //! The main property runs 100 000 cases: values come from a fixed pool whose scrubbers and
 //! reference window sets are built once, so each case costs only a scan of a small body.
+//! Values up to 64 bytes are checked there; long values (200 B to ~7.5 KiB, whose windows are
+//! strided: see `proxy/src/scrub/windows.rs`) get their own few hundred cases with whole and
+//! partial echoes of forms of up to 45 KB.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -180,8 +183,9 @@ struct Pooled {
     /// Every window of length `w` of every form, lower-cased (for a short value: the whole
     /// forms), by length.
     windows: Vec<(usize, HashSet<Vec<u8>>)>,
-    /// The scrubber's own patterns (windows of at most 32 characters, so it may redact runs
-    /// shorter than `w`), by length: a body containing none must pass unchanged.
+    /// The scrubber's own patterns (windows of at most 32 characters for these values, so it
+    /// may redact runs shorter than `w`), by length: a body containing none must pass
+    /// unchanged.
     patterns: Vec<(usize, HashSet<Vec<u8>>)>,
     /// Bytes that occur in no form: a separator no match can extend across.
     filler: Vec<u8>,
@@ -418,5 +422,238 @@ proptest! {
         }
         prop_assert!(!pooled.leaks(&decoded));
         prop_assert_eq!(&decoded, &one_shot(&pooled.set, &body));
+    }
+}
+
+// ---- long values: windows spaced out (strided) over forms of tens of kilobytes ----
+
+/// A long pooled value (hundreds of bytes to ~7.5 KiB): its scrubber, its lower-cased forms
+/// and a rolling-hash index of every `window_len` run of them (a set of all the runs
+/// themselves would take gigabytes).
+struct LongPooled {
+    value: Vec<u8>,
+    set: Arc<ScrubSet>,
+    forms: Vec<Vec<u8>>,
+    /// `max(12, ⌈len/2⌉)`.
+    w: usize,
+    /// Rolling hashes of every `w`-run of every (lower-cased) form.
+    runs: HashSet<u64>,
+    /// Length of the scrubber's (strided) windows: at most `k - 1` characters survive at
+    /// either edge of a partial echo.
+    k: usize,
+    /// What a whole echo becomes.
+    replacement: Vec<u8>,
+    /// Bytes that occur in no form.
+    filler: Vec<u8>,
+}
+
+const HASH_BASE: u64 = 0x100_0000_01b3;
+
+/// The rolling hash of every `w`-byte substring of `bytes` (lower-cased), with its start.
+fn rolling(bytes: &[u8], w: usize) -> Vec<(usize, u64)> {
+    if bytes.len() < w {
+        return Vec::new();
+    }
+    let top = (1..w).fold(1u64, |p, _| p.wrapping_mul(HASH_BASE));
+    let lower = |b: u8| u64::from(b.to_ascii_lowercase()) + 1;
+    let mut h = bytes[..w].iter().fold(0u64, |h, &b| {
+        h.wrapping_mul(HASH_BASE).wrapping_add(lower(b))
+    });
+    let mut out = vec![(0, h)];
+    for i in w..bytes.len() {
+        h = h
+            .wrapping_sub(lower(bytes[i - w]).wrapping_mul(top))
+            .wrapping_mul(HASH_BASE)
+            .wrapping_add(lower(bytes[i]));
+        out.push((i + 1 - w, h));
+    }
+    out
+}
+
+impl LongPooled {
+    fn new(value: Vec<u8>) -> LongPooled {
+        let path = SecretPath::parse("pool/long/key").unwrap();
+        let set = Arc::new(ScrubSet::new(&[(path, SecretBytes::new(value.clone()))]).unwrap());
+        let forms: Vec<Vec<u8>> = forms(&value)
+            .iter()
+            .map(|f| f.to_ascii_lowercase())
+            .collect();
+        let w = window_len(value.len()).unwrap();
+        let runs = forms
+            .iter()
+            .flat_map(|f| rolling(f, w).into_iter().map(|(_, h)| h))
+            .collect();
+        let own = patterns(&value);
+        let k = own.iter().map(|p| p.len()).max().unwrap();
+        // A pattern alone is replaced whole: that is the replacement text.
+        let replacement = one_shot(&set, &own[0]);
+        assert_ne!(replacement, own[0].to_vec());
+        let used: HashSet<u8> = forms.iter().flatten().copied().collect();
+        let filler: Vec<u8> = b"\n\t !#$&*;<>?@^`|,()[]{}\"'~%\\:\x01\x02\x03\x04\x05\x06\x07\x7f"
+            .iter()
+            .copied()
+            .filter(|b| !used.contains(b) && !replacement.contains(b))
+            .collect();
+        assert!(!filler.is_empty(), "no filler for a pooled value");
+        LongPooled {
+            value,
+            set,
+            forms,
+            w,
+            runs,
+            k,
+            replacement,
+            filler,
+        }
+    }
+
+    /// A `w`-run of a form that `hay` still holds, in any ASCII case (checked byte for byte).
+    fn leaked_run(&self, hay: &[u8]) -> Option<usize> {
+        let lower = hay.to_ascii_lowercase();
+        rolling(&lower, self.w)
+            .into_iter()
+            .filter(|(_, h)| self.runs.contains(h))
+            .map(|(at, _)| at)
+            .find(|&at| {
+                let run = &lower[at..at + self.w];
+                self.forms.iter().any(|f| contains(f, run))
+            })
+    }
+}
+
+/// Long values: 200 B (a JWT), 2 KiB, 4 KiB (a PEM key) and ~7.5 KiB (just under the 8 KiB
+/// header cap), each random over a key alphabet, punctuation-heavy and non-ASCII.
+fn long_pool() -> &'static [LongPooled] {
+    static POOL: OnceLock<Vec<LongPooled>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let alphabets: [&[u8]; 2] = [
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_.",
+            b"aB3 %\\\"<>&'[]{}()|#~^!@:/?=+-_",
+        ];
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut values = Vec::new();
+        for len in [200usize, 2048, 4096, 7600] {
+            for alphabet in alphabets {
+                values.push(
+                    (0..len)
+                        .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                        .collect::<Vec<u8>>(),
+                );
+            }
+            let mut unicode = String::new();
+            while unicode.len() < len - 4 {
+                unicode.push(['é', '€', '😀', 'a', 'Z', '7', '/', '"'][(next() % 8) as usize]);
+            }
+            values.push(unicode.into_bytes());
+        }
+        values.into_iter().map(LongPooled::new).collect()
+    })
+}
+
+/// What goes into a body for a long value.
+#[derive(Debug, Clone)]
+enum LongEcho {
+    /// A whole form, letters' case flipped where `case_mask` has bits: nothing of it may
+    /// survive.
+    Whole { form: usize, case_mask: u64 },
+    /// A run of `w + extra` characters of a form (the documented minimum when `extra` is 0):
+    /// no `w`-run may survive, and fewer than `k` characters at either edge.
+    Run {
+        form: usize,
+        start: usize,
+        extra: usize,
+    },
+}
+
+fn long_echo_strategy() -> impl Strategy<Value = LongEcho> {
+    prop_oneof![
+        (any::<usize>(), any::<u64>())
+            .prop_map(|(form, case_mask)| LongEcho::Whole { form, case_mask }),
+        (
+            any::<usize>(),
+            any::<usize>(),
+            prop_oneof![Just(0usize), 0usize..5000]
+        )
+            .prop_map(|(form, start, extra)| LongEcho::Run { form, start, extra }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Long values (strided windows): a whole echo of any form leaves no character of it, a
+    /// run of `max(12, ⌈len/2⌉)` characters or more leaves no such run and fewer than `k`
+    /// characters at either edge, under random chunking of the streaming scrubber.
+    #[test]
+    fn long_values_leave_no_run_and_whole_echoes_leave_nothing(
+        which in any::<usize>(),
+        echoes in prop::collection::vec(long_echo_strategy(), 1..4),
+        cuts in prop::collection::vec(any::<usize>(), 0..24),
+    ) {
+        let p = &long_pool()[which % long_pool().len()];
+        let mut body = Vec::new();
+        let mut runs = 0;
+        for (i, echo) in echoes.iter().enumerate() {
+            body.extend_from_slice(&p.filler[..1 + i % p.filler.len()]);
+            match *echo {
+                LongEcho::Whole { form, case_mask } => {
+                    let f = &p.forms[form % p.forms.len()];
+                    body.extend(f.iter().enumerate().map(|(i, &b)| {
+                        if case_mask >> (i % 64) & 1 == 1 { b.to_ascii_uppercase() } else { b }
+                    }));
+                }
+                LongEcho::Run { form, start, extra } => {
+                    let f = &p.forms[form % p.forms.len()];
+                    let len = (p.w + extra).min(f.len());
+                    let start = start % (f.len() - len + 1);
+                    body.extend_from_slice(&f[start..start + len]);
+                    runs += 1;
+                }
+            }
+        }
+        body.extend_from_slice(&p.filler[..1]);
+        let out = stream(&p.set, &chunked(&body, &cuts));
+        if body.len() <= 16 * 1024 {
+            // No run outgrows the stream's held-run cap (`MAX_HELD_RUN`): same as one shot.
+            prop_assert_eq!(&out, &one_shot(&p.set, &body));
+        }
+        prop_assert_eq!(
+            p.leaked_run(&out),
+            None,
+            "a {}-run of a {}-byte value survived (k = {})",
+            p.w,
+            p.value.len(),
+            p.k
+        );
+        // Drop the replacements: what is left that is not filler is secret.
+        let mut rest = Vec::with_capacity(out.len());
+        let mut i = 0;
+        while i < out.len() {
+            if out[i..].starts_with(&p.replacement) {
+                i += p.replacement.len();
+            } else {
+                rest.push(out[i]);
+                i += 1;
+            }
+        }
+        let survivors = rest.iter().filter(|b| !p.filler.contains(b)).count();
+        prop_assert!(
+            survivors <= runs * 2 * (p.k - 1),
+            "{} characters of a {}-byte value survived ({} runs, k = {})",
+            survivors,
+            p.value.len(),
+            runs,
+            p.k
+        );
     }
 }

@@ -9,6 +9,10 @@
 //! there. Matches are thus exactly those of a full scan; on a body without secrets the cost is
 //! one table probe per `m` (up to 7) bytes instead of an NFA step per byte, whatever the
 //! number of windows. Sparse candidates in base64 or hex text only widen the scanned regions.
+//!
+//! The table stores a 32-bit fingerprint of each m-gram, not the m-gram: half the memory (a
+//! long value's windows have hundreds of thousands of m-grams), and a fingerprint collision
+//! only makes the automaton scan one more region, never changes a match.
 
 use zeroize::Zeroizing;
 
@@ -16,12 +20,12 @@ use zeroize::Zeroizing;
 const MAX_BLOCK: usize = 7;
 const OCCUPIED: u64 = 1 << 63;
 
-/// The m-grams of all patterns, in an open-addressing table. Wiped on drop: together they
-/// spell the patterns.
+/// The fingerprints of the m-grams of all patterns, in an open-addressing table (0 = empty).
+/// Wiped on drop: together they say much about the patterns.
 pub(crate) struct GramFilter {
     m: usize,
     max_len: usize,
-    table: Zeroizing<Vec<u64>>,
+    table: Zeroizing<Vec<u32>>,
     shift: u32,
 }
 
@@ -41,7 +45,7 @@ impl GramFilter {
         };
         for p in patterns {
             for gram in p.windows(m) {
-                filter.insert(pack(gram));
+                filter.insert(mix(pack(gram)));
             }
         }
         filter
@@ -49,36 +53,36 @@ impl GramFilter {
 
     /// Heap bytes used by the table.
     pub(crate) fn memory_usage(&self) -> usize {
-        self.table.len() * std::mem::size_of::<u64>()
+        self.table.len() * std::mem::size_of::<u32>()
     }
 
-    fn slot(&self, key: u64) -> usize {
-        // Fibonacci hashing: the top bits of the product index the table.
-        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    /// The slot (top bits of the mixed key) and the fingerprint (low 32 bits, never 0).
+    fn place(&self, mixed: u64) -> (usize, u32) {
+        ((mixed >> self.shift) as usize, mixed as u32 | 1)
     }
 
-    fn insert(&mut self, key: u64) {
+    fn insert(&mut self, mixed: u64) {
         let mask = self.table.len() - 1;
-        let mut i = self.slot(key);
+        let (mut i, fp) = self.place(mixed);
         loop {
             match self.table.get_mut(i) {
                 Some(slot) if *slot == 0 => {
-                    *slot = key;
+                    *slot = fp;
                     return;
                 }
-                Some(slot) if *slot == key => return,
+                Some(slot) if *slot == fp => return,
                 Some(_) => i = (i + 1) & mask,
                 None => return,
             }
         }
     }
 
-    fn contains(&self, key: u64) -> bool {
+    fn contains(&self, mixed: u64) -> bool {
         let mask = self.table.len() - 1;
-        let mut i = self.slot(key);
+        let (mut i, fp) = self.place(mixed);
         loop {
             match self.table.get(i) {
-                Some(&slot) if slot == key => return true,
+                Some(&slot) if slot == fp => return true,
                 Some(&0) | None => return false,
                 Some(_) => i = (i + 1) & mask,
             }
@@ -91,7 +95,7 @@ impl GramFilter {
         out.clear();
         let (m, len) = (self.m, haystack.len());
         for (index, block) in haystack.chunks_exact(m).enumerate() {
-            if !self.contains(pack(block)) {
+            if !self.contains(mix(pack(block))) {
                 continue;
             }
             let q = index * m;
@@ -103,6 +107,15 @@ impl GramFilter {
             }
         }
     }
+}
+
+/// The splitmix64 finalizer: every bit of the key reaches both the slot (top bits) and the
+/// fingerprint (low bits).
+fn mix(key: u64) -> u64 {
+    let mut z = key;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// Up to [`MAX_BLOCK`] bytes, lower-cased, as one table key (never 0).

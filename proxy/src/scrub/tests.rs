@@ -626,11 +626,10 @@ fn a_value_repeating_forever_is_redacted_in_bounded_pieces() {
     assert!(out.contains("[REDACTED:a/b]"));
 }
 
-#[test]
-fn a_4_kib_value_builds_within_budget_and_is_scrubbed() {
-    // A PEM-like body: pseudo-random base64 with line breaks.
+/// A PEM-like value: pseudo-random base64 with line breaks.
+fn pem_like(len: usize) -> String {
     let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let value: String = (0..4096u32)
+    (0..len)
         .map(|i| {
             x ^= x << 13;
             x ^= x >> 7;
@@ -642,7 +641,21 @@ fn a_4_kib_value_builds_within_budget_and_is_scrubbed() {
                 char::from(alphabet[(x % 64) as usize])
             }
         })
+        .collect()
+}
+
+/// The window geometry the scrubber uses for `value`.
+fn geometry_of(value: &[u8]) -> windows::Geometry {
+    let folded: Vec<_> = forms(value)
+        .iter()
+        .map(|f| zeroize::Zeroizing::new(f.to_ascii_lowercase()))
         .collect();
+    windows::geometry(&folded, forms::window_len(value.len()).unwrap())
+}
+
+#[test]
+fn a_4_kib_value_builds_within_budget_and_is_scrubbed() {
+    let value = pem_like(4096);
     let set = set_of(&[("big/pem", &value)]);
     println!("{set:?}");
     let patterns = set.pattern_owner.len();
@@ -652,16 +665,62 @@ fn a_4_kib_value_builds_within_budget_and_is_scrubbed() {
     let red = "[REDACTED:big/pem]";
     let whole = text(&stream(&set, &[format!("k={value};").as_bytes()]));
     assert_eq!(whole, format!("k={red};"));
-    // A partial echo of this size is covered by strided windows: at most `stride - 1`
+    // A partial echo of this size is covered by strided windows: fewer than `stride`
     // characters survive at either edge (documented in windows.rs), never a window_len run.
+    let stride = geometry_of(value.as_bytes()).stride;
+    assert!(stride > 1, "a 4 KiB value is strided");
     let half = &value[1000..3100];
     let out = text(&stream(&set, &[format!("k={half};").as_bytes()]));
     let (left, right) = out.split_once(red).unwrap();
-    assert!(left.len() < 2 + windows::MAX_STRIDED_WINDOW_LEN, "{out}");
-    assert!(right.len() < 1 + windows::MAX_STRIDED_WINDOW_LEN, "{out}");
+    assert!(left.len() < 2 + stride, "{out}");
+    assert!(right.len() < 1 + stride, "{out}");
     let b64 = STANDARD.encode(&value);
     let out = text(&stream(&set, &[b64.as_bytes()]));
     assert_eq!(out, red);
+}
+
+#[test]
+fn strided_windows_tile_every_form_and_fit_every_run() {
+    // Key-like and punctuation-heavy values from 12 bytes to 16 KiB: windows touch
+    // (`stride <= k`, so a whole echo is covered) and every `window_len` run holds one.
+    let punct = b"aB3 %\\\"<>&'[]{}()|#~^!@:/?=+-_";
+    for len in [
+        12, 31, 64, 111, 200, 300, 1000, 2048, 4096, 6000, 7600, 8192, 16384,
+    ] {
+        for value in [
+            pem_like(len).into_bytes(),
+            (0..len)
+                .map(|i| punct[(i * 7 + i / 3) % punct.len()])
+                .collect(),
+        ] {
+            let g = geometry_of(&value);
+            let w = forms::window_len(len).unwrap();
+            assert!(g.stride <= g.k, "{len}: {g:?}");
+            assert!(g.k + g.stride - 1 <= w, "{len}: {g:?}, window_len {w}");
+            let patterns = super::patterns(&value).len();
+            assert!(patterns <= windows::MAX_WINDOWS + 64, "{len}: {patterns}");
+        }
+    }
+}
+
+#[test]
+fn a_whole_echo_longer_than_the_held_run_leaves_nothing() {
+    // JSON `\uXXXX` of a 4 KiB value is 24 KiB: the stream redacts it in pieces, and the
+    // windows straddling each cut are still found, whatever the chunking.
+    let value = pem_like(4096);
+    let set = set_of(&[("big/pem", &value)]);
+    let escaped: String = value
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    assert!(escaped.len() > stream::MAX_HELD_RUN);
+    let body = format!("<{escaped}>");
+    for chunk in [1, 997, 4096, 16 * 1024 + 1, body.len()] {
+        let chunks: Vec<&[u8]> = body.as_bytes().chunks(chunk).collect();
+        let out = text(&stream(&set, &chunks));
+        let rest = out.replace("[REDACTED:big/pem]", "");
+        assert_eq!(rest, "<>", "chunks of {chunk}");
+    }
 }
 
 #[test]
