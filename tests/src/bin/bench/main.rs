@@ -43,10 +43,18 @@ fn main() {
         }),
         Some("run") => run(Settings::from_args(&args)),
         _ => {
-            eprintln!("usage: bench run [--smoke] [--seconds N] [--conns 1,16,64] [--out FILE]");
+            eprintln!(
+                "usage: bench run [--smoke] [--seconds N] [--conns 1,16,64] [--only hot,cold,sse,rss,resolve] [--out FILE]"
+            );
             std::process::exit(2);
         }
     }
+}
+
+fn env_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -67,6 +75,47 @@ struct Settings {
     /// (tokens, secrets) totals per resolve step, per backend.
     sqlite_seeds: Vec<(i64, i64)>,
     pg_seeds: Vec<(i64, i64)>,
+    /// The scenarios to run (`--only`; all by default).
+    only: Vec<Scenario>,
+    /// `BENCH_PROXY_BIN`: the sidecar binary under test, instead of the one built next to
+    /// this runner (e.g. a clean build of a commit while the tree has other edits).
+    proxy: Option<PathBuf>,
+    /// `BENCH_BASELINE_PROXY`: a second sidecar binary (an older build) measured next to the
+    /// new one on the warm rows, same URLs and connection counts.
+    baseline: Option<PathBuf>,
+}
+
+/// A group of measurements `--only` can select.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scenario {
+    /// Warm sidecar rows (small and 1 MiB), with direct and nginx for scale.
+    Hot,
+    /// The caches-off sidecars (every request resolves), SQLite and PostgreSQL.
+    Cold,
+    Sse,
+    Rss,
+    Resolve,
+}
+
+impl Scenario {
+    const ALL: [Scenario; 5] = [
+        Scenario::Hot,
+        Scenario::Cold,
+        Scenario::Sse,
+        Scenario::Rss,
+        Scenario::Resolve,
+    ];
+
+    fn parse(name: &str) -> Scenario {
+        match name {
+            "hot" => Scenario::Hot,
+            "cold" => Scenario::Cold,
+            "sse" => Scenario::Sse,
+            "rss" => Scenario::Rss,
+            "resolve" => Scenario::Resolve,
+            other => panic!("--only: unknown scenario {other:?} (hot, cold, sse, rss, resolve)"),
+        }
+    }
 }
 
 impl Settings {
@@ -106,7 +155,17 @@ impl Settings {
             } else {
                 vec![(1_000, 100), (100_000, 10_000)]
             },
+            only: flag(args, "--only").map_or_else(
+                || Scenario::ALL.to_vec(),
+                |s| s.split(',').map(Scenario::parse).collect(),
+            ),
+            proxy: env_path("BENCH_PROXY_BIN"),
+            baseline: env_path("BENCH_BASELINE_PROXY"),
         }
+    }
+
+    fn runs(&self, scenario: Scenario) -> bool {
+        self.only.contains(&scenario)
     }
 
     /// `taskset -c CPU program` when pinning, else `program`.
@@ -255,7 +314,32 @@ impl Env {
         }
     }
 
-    fn sidecar(&self, name: &str, stack: &Stack, ports: (u16, u16), extra: &str) -> Sidecar {
+    /// The sidecar under test: `BENCH_PROXY_BIN`, else the one built next to this runner.
+    fn proxy_bin(&self) -> PathBuf {
+        self.s
+            .proxy
+            .clone()
+            .unwrap_or_else(|| self.exe.with_file_name("agent-secret-proxy"))
+    }
+
+    /// Whether the sidecar under test takes `[rate_limits]`: the one built with this runner
+    /// does; a `BENCH_PROXY_BIN` is asked (see [`knows_rate_limits`]).
+    fn proxy_rate_limits(&self) -> bool {
+        self.s.proxy.as_deref().is_none_or(knows_rate_limits)
+    }
+
+    /// Starts `bin` (the sidecar) in route mode, with a never-tripping `[rate_limits]` section
+    /// when `rate_limits` (a build that knows it); returns once its watch stream is connected.
+    #[allow(clippy::too_many_arguments)]
+    fn sidecar(
+        &self,
+        name: &str,
+        bin: &Path,
+        rate_limits: bool,
+        stack: &Stack,
+        ports: (u16, u16),
+        extra: &str,
+    ) -> Sidecar {
         let dir = self.dir.path();
         let key_file = dir.join(format!("{name}.key"));
         std::fs::write(&key_file, stack.info["sidecar_key"].as_str().expect("key"))
@@ -276,18 +360,7 @@ backend = "local"
 keyring = {keyring}
 master_key_file = {master}
 
-# One token drives every request of a run: limits high enough never to trip, so the check
-# itself is measured but not the 429s.
-[rate_limits]
-token_requests_per_second = 100000000
-token_requests_burst = 100000000
-token_injections_per_second = 100000000
-token_injections_burst = 100000000
-agent_requests_per_second = 100000000
-agent_requests_burst = 100000000
-agent_injections_per_second = 100000000
-agent_injections_burst = 100000000
-
+{rate_limits}
 [audit]
 spool_path = {spool:?}
 {extra}
@@ -319,13 +392,13 @@ upstream = "http://127.0.0.1:{b}/"
             keyring = stack.info["keyring"],
             master = stack.info["master_key_file"],
             spool = dir.join(format!("{name}-spool.jsonl")),
+            rate_limits = if rate_limits { RATE_LIMITS } else { "" },
             a = ports.0,
             b = ports.1,
         );
         let config_file = dir.join(format!("{name}.toml"));
         std::fs::write(&config_file, config).expect("sidecar config");
-        let bin = self.exe.with_file_name("agent-secret-proxy");
-        let mut cmd = self.s.command(SUT_CPU, &bin);
+        let mut cmd = self.s.command(SUT_CPU, bin);
         cmd.arg("--config").arg(&config_file);
         cmd.env("RUST_LOG", "warn");
         let proc = Proc::spawn(cmd, &dir.join(format!("{name}.log")));
@@ -351,6 +424,30 @@ upstream = "http://127.0.0.1:{b}/"
             cpu: self.s.load_cpu(),
         })
     }
+}
+
+/// One token drives every request of a run: limits high enough never to trip, so the check
+/// itself is measured but not the 429s.
+const RATE_LIMITS: &str = "
+[rate_limits]
+token_requests_per_second = 100000000
+token_requests_burst = 100000000
+token_injections_per_second = 100000000
+token_injections_burst = 100000000
+agent_requests_per_second = 100000000
+agent_requests_burst = 100000000
+agent_injections_per_second = 100000000
+agent_injections_burst = 100000000
+";
+
+/// Whether the sidecar binary at `bin` has a `[rate_limits]` section (issue 10). Its config
+/// rejects unknown keys, so an older build (`BENCH_BASELINE_PROXY`) must not get one; serde
+/// keeps the field names in the binary, which is how this tells them apart.
+fn knows_rate_limits(bin: &Path) -> bool {
+    let needle = b"token_injections_per_second";
+    std::fs::read(bin)
+        .map(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        .unwrap_or_else(|e| panic!("read sidecar binary {}: {e}", bin.display()))
 }
 
 /// One measured row of the table.
@@ -400,29 +497,80 @@ fn run(s: Settings) {
 
     eprintln!("bench: control plane (SQLite), sidecars");
     let mut sqlite = env.control_plane("cp-sqlite", "sqlite", None);
-    let hot = env.sidecar("sidecar-hot", &sqlite, (pa, pb), "");
-    let cold = env.sidecar(
-        "sidecar-nocache",
+    let hot = env.sidecar(
+        "sidecar-hot",
+        &env.proxy_bin(),
+        env.proxy_rate_limits(),
         &sqlite,
         (pa, pb),
-        "\n[cache]\nmax_entries = 0\n",
+        "",
     );
+    let baseline = env.s.baseline.clone().map(|bin| {
+        let rate_limits = knows_rate_limits(&bin);
+        eprintln!(
+            "bench: baseline sidecar {} ({} [rate_limits])",
+            bin.display(),
+            if rate_limits { "with" } else { "without" }
+        );
+        env.sidecar("sidecar-baseline", &bin, rate_limits, &sqlite, (pa, pb), "")
+    });
+    let cold = env.s.runs(Scenario::Cold).then(|| {
+        env.sidecar(
+            "sidecar-nocache",
+            &env.proxy_bin(),
+            env.proxy_rate_limits(),
+            &sqlite,
+            (pa, pb),
+            "\n[cache]\nmax_entries = 0\n",
+        )
+    });
     let headers = vec![
         format!("Proxy-Authorization: Bearer {}", sqlite.token()),
         "Authorization: Bearer {{secret:bench/api_key}}".to_owned(),
     ];
 
-    let direct = format!("http://127.0.0.1:{pa}");
-    let via_nginx = format!("http://127.0.0.1:{nginx_port}");
-    let hot_a = format!("http://127.0.0.1:{}/a", hot.port);
-    let hot_b = format!("http://127.0.0.1:{}/b", hot.port);
-    let cold_a = format!("http://127.0.0.1:{}/a", cold.port);
+    let url = |port: u16, prefix: &str| format!("http://127.0.0.1:{port}{prefix}");
+    let direct = url(pa, "");
+    let via_nginx = url(nginx_port, "");
+    // (target, base URL): the new sidecar's warm rows, each followed by the baseline's.
+    let hot_pair = |target: &str, prefix: &str| -> Vec<(String, String)> {
+        std::iter::once((target.to_owned(), url(hot.port, prefix)))
+            .chain(
+                baseline
+                    .iter()
+                    .map(|b| (format!("{target} (baseline)"), url(b.port, prefix))),
+            )
+            .collect()
+    };
+    let scale = [
+        ("direct".to_owned(), direct.clone()),
+        ("nginx".to_owned(), via_nginx.clone()),
+    ];
+    let mut small: Vec<(String, String)> = Vec::new();
+    let mut large: Vec<(String, String)> = Vec::new();
+    if env.s.runs(Scenario::Hot) || cold.is_some() {
+        small.extend(scale.iter().cloned());
+    }
+    if env.s.runs(Scenario::Hot) {
+        small.extend(hot_pair("sidecar hot", "/a"));
+        large.extend(scale.iter().cloned());
+        large.extend(hot_pair("sidecar scrub full", "/a"));
+        large.extend(hot_pair("sidecar scrub headers", "/b"));
+    }
+    if let Some(cold) = &cold {
+        small.push(("sidecar caches off".to_owned(), url(cold.port, "/a")));
+    }
 
     // Warm caches and upstream pools (the hot path is measured warm).
     let warm = if env.s.smoke { 0.0 } else { 1.0 };
-    for url in [&direct, &via_nginx, &hot_a, &hot_b, &cold_a] {
+    let mut warm_urls = vec![direct.clone(), via_nginx.clone()];
+    for sidecar in std::iter::once(&hot).chain(&baseline).chain(&cold) {
+        warm_urls.push(url(sidecar.port, "/a"));
+        warm_urls.push(url(sidecar.port, "/b"));
+    }
+    for base in &warm_urls {
         let _ = wrk::run(&Load {
-            url: &format!("{url}/small"),
+            url: &format!("{base}/small"),
             conns: 16,
             seconds: warm,
             headers: &headers,
@@ -432,38 +580,27 @@ fn run(s: Settings) {
     }
 
     let mut rows = Vec::new();
-    eprintln!("bench: small bodies");
-    for &c in &env.s.conns {
-        for (target, base) in [
-            ("direct", &direct),
-            ("nginx", &via_nginx),
-            ("sidecar hot", &hot_a),
-            ("sidecar caches off", &cold_a),
-        ] {
-            let run = env.wrk(&format!("{base}/small"), c, &headers, None);
-            rows.push(Row {
-                group: "small",
-                target: target.into(),
-                conns: c,
-                run,
-            });
+    for (group, path, targets) in [("small", "/small", &small), ("1mib", "/1m", &large)] {
+        if targets.is_empty() {
+            continue;
         }
-    }
-    eprintln!("bench: 1 MiB bodies");
-    for &c in &env.s.conns {
-        for (target, base) in [
-            ("direct", &direct),
-            ("nginx", &via_nginx),
-            ("sidecar scrub full", &hot_a),
-            ("sidecar scrub headers", &hot_b),
-        ] {
-            let run = env.wrk(&format!("{base}/1m"), c, &headers, None);
-            rows.push(Row {
-                group: "1mib",
-                target: target.into(),
-                conns: c,
-                run,
-            });
+        eprintln!("bench: {group} bodies");
+        for (i, &c) in env.s.conns.iter().enumerate() {
+            // New and baseline alternate which goes first, so a drift in the machine's load
+            // does not always favour the same one.
+            let mut order: Vec<&(String, String)> = targets.iter().collect();
+            if i % 2 == 1 {
+                swap_baseline_pairs(&mut order);
+            }
+            for (target, base) in order {
+                let run = env.wrk(&format!("{base}{path}"), c, &headers, None);
+                rows.push(Row {
+                    group,
+                    target: target.clone(),
+                    conns: c,
+                    run,
+                });
+            }
         }
     }
 
@@ -471,14 +608,19 @@ fn run(s: Settings) {
         .enable_all()
         .build()
         .expect("runtime");
-    eprintln!("bench: SSE time to first event");
     let mut sse = Vec::new();
-    for (target, port, path) in [
-        ("direct", pa, "/sse"),
-        ("nginx", nginx_port, "/sse"),
-        ("sidecar scrub full", hot.port, "/a/sse"),
-        ("sidecar scrub headers", hot.port, "/b/sse"),
-    ] {
+    let sse_targets = if env.s.runs(Scenario::Sse) {
+        eprintln!("bench: SSE time to first event");
+        vec![
+            ("direct", pa, "/sse"),
+            ("nginx", nginx_port, "/sse"),
+            ("sidecar scrub full", hot.port, "/a/sse"),
+            ("sidecar scrub headers", hot.port, "/b/sse"),
+        ]
+    } else {
+        Vec::new()
+    };
+    for (target, port, path) in sse_targets {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let samples = rt.block_on(probes::sse_ttfe(addr, path, &headers, env.s.sse_samples));
         sse.push(json!({
@@ -489,15 +631,20 @@ fn run(s: Settings) {
         }));
     }
 
-    eprintln!(
-        "bench: RSS with {} idle keep-alive connections",
-        env.s.idle_conns
-    );
     let mut rss = Vec::new();
-    for (target, port, path, pid) in [
-        ("nginx", nginx_port, "/small", nginx.pid()),
-        ("sidecar", hot.port, "/a/small", hot.proc.pid()),
-    ] {
+    let rss_targets = if env.s.runs(Scenario::Rss) {
+        eprintln!(
+            "bench: RSS with {} idle keep-alive connections",
+            env.s.idle_conns
+        );
+        vec![
+            ("nginx", nginx_port, "/small", nginx.pid()),
+            ("sidecar", hot.port, "/a/small", hot.proc.pid()),
+        ]
+    } else {
+        Vec::new()
+    };
+    for (target, port, path, pid) in rss_targets {
         let before = probes::rss_mib(pid);
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let (conns, ok) = rt.block_on(probes::idle_connections(
@@ -516,9 +663,14 @@ fn run(s: Settings) {
     }
 
     let mut resolve = Vec::new();
-    resolve_runs(&env, &mut sqlite, &env.s.sqlite_seeds, &mut resolve);
+    if env.s.runs(Scenario::Resolve) {
+        resolve_runs(&env, &mut sqlite, &env.s.sqlite_seeds, &mut resolve);
+    }
 
-    let pg_admin = postgres_admin_url(&rt);
+    // PostgreSQL serves only the caches-off and resolve scenarios.
+    let pg_admin = (env.s.runs(Scenario::Cold) || env.s.runs(Scenario::Resolve))
+        .then(|| postgres_admin_url(&rt))
+        .flatten();
     if let Some(admin) = &pg_admin {
         let db = format!(
             "ass_bench_{}",
@@ -529,37 +681,42 @@ fn run(s: Settings) {
         eprintln!("bench: control plane (PostgreSQL {db})");
         {
             let mut pg = env.control_plane("cp-postgres", "postgres", Some(&url));
-            let cold_pg = env.sidecar(
-                "sidecar-nocache-pg",
-                &pg,
-                (pa, pb),
-                "\n[cache]\nmax_entries = 0\n",
-            );
-            let pg_headers = vec![
-                format!("Proxy-Authorization: Bearer {}", pg.token()),
-                headers[1].clone(),
-            ];
-            let base = format!("http://127.0.0.1:{}/a/small", cold_pg.port);
-            for &c in &env.s.conns {
-                let run = env.wrk(&base, c, &pg_headers, None);
-                rows.push(Row {
-                    group: "small",
-                    target: "sidecar caches off (PostgreSQL)".into(),
-                    conns: c,
-                    run,
-                });
+            if env.s.runs(Scenario::Cold) {
+                let cold_pg = env.sidecar(
+                    "sidecar-nocache-pg",
+                    &env.proxy_bin(),
+                    env.proxy_rate_limits(),
+                    &pg,
+                    (pa, pb),
+                    "\n[cache]\nmax_entries = 0\n",
+                );
+                let pg_headers = vec![
+                    format!("Proxy-Authorization: Bearer {}", pg.token()),
+                    headers[1].clone(),
+                ];
+                let base = format!("http://127.0.0.1:{}/a/small", cold_pg.port);
+                for &c in &env.s.conns {
+                    let run = env.wrk(&base, c, &pg_headers, None);
+                    rows.push(Row {
+                        group: "small",
+                        target: "sidecar caches off (PostgreSQL)".into(),
+                        conns: c,
+                        run,
+                    });
+                }
             }
-            drop(cold_pg);
-            resolve_runs(&env, &mut pg, &env.s.pg_seeds, &mut resolve);
+            if env.s.runs(Scenario::Resolve) {
+                resolve_runs(&env, &mut pg, &env.s.pg_seeds, &mut resolve);
+            }
         }
         rt.block_on(pg_exec(
             admin,
             &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
         ));
-    } else {
+    } else if env.s.runs(Scenario::Cold) || env.s.runs(Scenario::Resolve) {
         eprintln!("bench: PostgreSQL not reachable; resolve measured on SQLite only");
     }
-    drop((hot, cold, sqlite, nginx, up));
+    drop((hot, baseline, cold, sqlite, nginx, up));
 
     let report = report(&env.s, &rows, &sse, &rss, &resolve, pg_admin.is_some());
     let json = json!({
@@ -578,6 +735,9 @@ fn run(s: Settings) {
         "rss": rss,
         "resolve": resolve,
         "targets": report,
+        "only": env.s.only.iter().map(|o| format!("{o:?}").to_lowercase()).collect::<Vec<_>>(),
+        "proxy": env.proxy_bin().display().to_string(),
+        "baseline_proxy": env.s.baseline.as_ref().map(|b| b.display().to_string()),
     });
     if let Some(parent) = env.s.out.parent() {
         let _ = std::fs::create_dir_all(parent);
@@ -644,6 +804,15 @@ fn start_nginx(env: &Env, port: u16, upstream: u16) -> Proc {
     let proc = Proc::spawn(cmd, &env.dir.path().join("nginx.log"));
     wait_for_port(port, "nginx");
     proc
+}
+
+/// Puts each `X (baseline)` target before its `X`.
+fn swap_baseline_pairs(order: &mut [&(String, String)]) {
+    for i in 1..order.len() {
+        if order[i].0.ends_with(" (baseline)") {
+            order.swap(i - 1, i);
+        }
+    }
 }
 
 /// Resolve throughput at each seed size, with the control plane alone on the SUT core.
@@ -820,6 +989,7 @@ fn report(
             r.run.errors,
         );
     }
+    let versus = baseline_comparison(rows);
     println!("\nSSE time to first event (fresh connection each; upstream sends the 2nd event 20 ms later)");
     for v in sse {
         println!(
@@ -908,39 +1078,48 @@ fn report(
         (Some(a), Some(b)) if res.len() > 1 => ratio(b.1, a.1),
         _ => f64::NAN,
     };
-    let mark = |ok: bool| if ok { "met" } else { "MISSED" };
+    // A NaN is a scenario `--only` left out.
+    let mark = |value: f64, ok: bool| {
+        if value.is_nan() {
+            "not measured"
+        } else if ok {
+            "met"
+        } else {
+            "MISSED"
+        }
+    };
     println!("\nTargets (issue 4), at {top} connections where it applies");
     println!(
         "  hot path ≥ 0.9× nginx            {:>6.2}×   {}",
         hot_vs_nginx,
-        mark(hot_vs_nginx >= 0.9)
+        mark(hot_vs_nginx, hot_vs_nginx >= 0.9)
     );
     for (c, a) in &added_p99 {
         println!(
             "  p99 added ≤ 1 ms over direct     {:>6.3} ms at {c} conns  {}",
             a,
-            mark(*a <= 1.0)
+            mark(*a, *a <= 1.0)
         );
     }
     println!(
         "  caches off ≥ 0.3× nginx          {:>6.2}×   {}",
         cold_vs_nginx,
-        mark(cold_vs_nginx >= 0.3)
+        mark(cold_vs_nginx, cold_vs_nginx >= 0.3)
     );
     println!(
         "  scrub on ≥ 0.8× off (1 MiB)      {:>6.2}×   {}",
         scrub,
-        mark(scrub >= 0.8)
+        mark(scrub, scrub >= 0.8)
     );
     println!(
         "  RSS ≤ 64 MiB, 1,000 idle conns   {:>6.1} MiB {}",
         sidecar_rss,
-        mark(sidecar_rss <= 64.0)
+        mark(sidecar_rss, sidecar_rss <= 64.0)
     );
     println!(
         "  resolve ≥ 3,000/s ({backend})     {:>6.0}/s  {} ({})",
         res_min,
-        mark(res_min >= 3000.0),
+        mark(res_min, res_min >= 3000.0),
         res.iter()
             .map(|(t, r)| format!("{t} tokens: {r:.0}/s"))
             .collect::<Vec<_>>()
@@ -970,5 +1149,47 @@ fn report(
         "resolve_rps": res.iter().map(|(t, r)| json!({"tokens": t, "rps": r})).collect::<Vec<_>>(),
         "resolve_flatness": flat,
         "errors": bad,
+        "new_vs_baseline": versus,
     })
+}
+
+/// Prints each `X (baseline)` row next to its `X` row (same group and connection count) with
+/// the req/s ratio new/baseline; returns them as JSON (empty without a baseline).
+fn baseline_comparison(rows: &[Row]) -> Vec<Value> {
+    let pairs: Vec<(&Row, &Run)> = rows
+        .iter()
+        .filter_map(|base| {
+            let target = base.target.strip_suffix(" (baseline)")?;
+            Some((base, find(rows, base.group, target, base.conns)?))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return Vec::new();
+    }
+    println!("\nNew sidecar vs baseline (BENCH_BASELINE_PROXY), same URLs and connections");
+    println!(
+        "{:<6} {:<24} {:>5} {:>10} {:>10} {:>9} {:>8} {:>8}",
+        "body", "target", "conns", "new req/s", "base req/s", "new/base", "new p99", "base p99"
+    );
+    pairs
+        .iter()
+        .map(|(base, new)| {
+            let target = base.target.trim_end_matches(" (baseline)");
+            let r = ratio(new.rps, base.run.rps);
+            println!(
+                "{:<6} {:<24} {:>5} {:>10.0} {:>10.0} {:>9.3} {:>8.3} {:>8.3}",
+                base.group,
+                target,
+                base.conns,
+                new.rps,
+                base.run.rps,
+                r,
+                new.p99_ms,
+                base.run.p99_ms
+            );
+            json!({"group": base.group, "target": target, "conns": base.conns,
+                   "new_rps": new.rps, "baseline_rps": base.run.rps, "ratio": r,
+                   "new_p99_ms": new.p99_ms, "baseline_p99_ms": base.run.p99_ms})
+        })
+        .collect()
 }
