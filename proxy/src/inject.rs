@@ -133,10 +133,10 @@ pub fn scan(headers: &HeaderMap, raw_target: &[u8], limits: &Limits) -> Result<S
     let mut scan = Scan::default();
     let mut total = 0usize;
     for name in headers.keys() {
-        // Checked before the sidecar's own headers are skipped: `Proxy-Authorization` and
-        // `Proxy-Connection` are `Proxy-*` too.
-        let framing = is_framing_header(name, headers);
-        if !framing && is_sidecar_header(name.as_str()) {
+        // The sidecar's own headers (`Proxy-Authorization`, `Proxy-Connection`,
+        // `X-Agent-Secret-*`) are consumed here and never forwarded: nothing in them is
+        // substituted, and a placeholder in `Proxy-Authorization` fails as a token (407).
+        if is_sidecar_header(name.as_str()) {
             continue;
         }
         for (index, value) in headers.get_all(name).iter().enumerate() {
@@ -154,7 +154,9 @@ pub fn scan(headers: &HeaderMap, raw_target: &[u8], limits: &Limits) -> Result<S
             if name == HOST {
                 return Err(InjectError::InHost);
             }
-            if framing {
+            // Decided only for a value that holds a placeholder: the hot path (no placeholder
+            // in most headers) never looks at `Connection`.
+            if is_framing_header(name, headers) {
                 return Err(InjectError::InFramingHeader(name.as_str().to_owned()));
             }
             if found.len() > limits.max_placeholders_per_header {

@@ -18,6 +18,12 @@ use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
+
+/// The keyed maps hash with foldhash, seeded per process: the keys are SHA-256 digests and
+/// UUIDs, and SipHash (the default) was most of the check's cost on the hot path. The random
+/// seed keeps forged tokens from being ground into one bucket.
+type Keyed<K> = DefaultKeyedRateLimiter<K, governor::middleware::NoOpMiddleware, Hasher>;
+type Hasher = foldhash::fast::RandomState;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -118,10 +124,10 @@ pub struct Limited {
 
 /// The sidecar's limiters.
 pub struct RateLimits {
-    token_requests: Option<DefaultKeyedRateLimiter<[u8; 32]>>,
-    token_injections: Option<DefaultKeyedRateLimiter<[u8; 32]>>,
-    agent_requests: Option<DefaultKeyedRateLimiter<Uuid>>,
-    agent_injections: Option<DefaultKeyedRateLimiter<Uuid>>,
+    token_requests: Option<Keyed<[u8; 32]>>,
+    token_injections: Option<Keyed<[u8; 32]>>,
+    agent_requests: Option<Keyed<Uuid>>,
+    agent_injections: Option<Keyed<Uuid>>,
     /// (limit, subject digest) → when it last tripped.
     trips: Mutex<std::collections::HashMap<(Limit, [u8; 32]), Instant>>,
     clock: DefaultClock,
@@ -228,7 +234,7 @@ impl RateLimits {
 
     fn check<K: std::hash::Hash + Eq + Clone>(
         &self,
-        limiter: &Option<DefaultKeyedRateLimiter<K>>,
+        limiter: &Option<Keyed<K>>,
         limit: Limit,
         key: &K,
         cells: usize,
@@ -275,14 +281,12 @@ impl RateLimits {
     }
 }
 
-fn keyed<K: std::hash::Hash + Eq + Clone>(
-    per_second: u32,
-    burst: u32,
-) -> Option<DefaultKeyedRateLimiter<K>> {
+fn keyed<K: std::hash::Hash + Eq + Clone>(per_second: u32, burst: u32) -> Option<Keyed<K>> {
     let rate = NonZeroU32::new(per_second)?;
     let burst = NonZeroU32::new(burst).unwrap_or(rate);
-    Some(DefaultKeyedRateLimiter::keyed(
+    Some(Keyed::dashmap_with_hasher(
         Quota::per_second(rate).allow_burst(burst),
+        Hasher::default(),
     ))
 }
 
