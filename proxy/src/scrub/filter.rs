@@ -94,11 +94,25 @@ impl GramFilter {
     pub(crate) fn regions(&self, haystack: &[u8], out: &mut Vec<(usize, usize)>) {
         out.clear();
         let (m, len) = (self.m, haystack.len());
-        for (index, block) in haystack.chunks_exact(m).enumerate() {
-            if !self.contains(mix(pack(block))) {
+        let keep = low_bytes(m);
+        let mut q = 0;
+        while q + m <= len {
+            // One 8-byte load where the haystack allows it; `pack` at the tail. Both give the
+            // same key: the block's `m` bytes, little-endian, folded to lower case.
+            let key = match haystack.get(q..q + 8) {
+                Some(word) => {
+                    let mut bytes = [0u8; 8];
+                    bytes.copy_from_slice(word);
+                    lower_word(u64::from_le_bytes(bytes) & keep) | OCCUPIED
+                }
+                None => haystack.get(q..q + m).map_or(OCCUPIED, pack),
+            };
+            let block_start = q;
+            q += m;
+            if !self.contains(mix(key)) {
                 continue;
             }
-            let q = index * m;
+            let q = block_start;
             let start = (q + m).saturating_sub(self.max_len);
             let end = (q + self.max_len).min(len);
             match out.last_mut() {
@@ -118,9 +132,70 @@ fn mix(key: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Up to [`MAX_BLOCK`] bytes, lower-cased, as one table key (never 0).
+/// Up to [`MAX_BLOCK`] bytes, little-endian, lower-cased, as one table key (never 0).
 fn pack(gram: &[u8]) -> u64 {
-    gram.iter()
-        .fold(0, |key, &b| key << 8 | u64::from(b.to_ascii_lowercase()))
-        | OCCUPIED
+    let mut bytes = [0u8; 8];
+    for (slot, &b) in bytes.iter_mut().zip(gram.iter().take(MAX_BLOCK)) {
+        *slot = b;
+    }
+    lower_word(u64::from_le_bytes(bytes)) | OCCUPIED
+}
+
+/// A mask of the low `m` bytes of a word.
+fn low_bytes(m: usize) -> u64 {
+    match m {
+        0 => 0,
+        8.. => u64::MAX,
+        m => (1u64 << (8 * m)) - 1,
+    }
+}
+
+/// `to_ascii_lowercase` on each byte of a word at once: bytes `A`..=`Z` gain 0x20, every
+/// other byte (non-ASCII included) is unchanged. Sums stay below 0x100 per byte, so no carry
+/// crosses into a neighbour.
+fn lower_word(x: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let h = x & LOW7;
+    let at_least_a = h + 0x3f3f_3f3f_3f3f_3f3f; // high bit: h >= b'A'
+    let above_z = h + 0x2525_2525_2525_2525; // high bit: h > b'Z'
+    let upper = at_least_a & !above_z & !x & HIGH;
+    x | (upper >> 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_lowering_matches_byte_lowering_for_every_byte_in_every_position() {
+        for position in 0..8 {
+            for b in 0..=255u8 {
+                let mut bytes = [b'X'; 8];
+                bytes[position] = b;
+                let expected = bytes.map(|b| b.to_ascii_lowercase());
+                assert_eq!(
+                    lower_word(u64::from_le_bytes(bytes)).to_le_bytes(),
+                    expected,
+                    "byte {b:#04x} at {position}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_loaded_block_has_the_key_of_its_packed_gram() {
+        let text = b"Hello-World_0123456789abcdefXYZ\xff\x80tail";
+        for m in 1..=MAX_BLOCK {
+            for q in 0..text.len() - m {
+                let gram = &text[q..q + m];
+                if let Some(word) = text.get(q..q + 8) {
+                    let mut bytes = [0u8; 8];
+                    bytes.copy_from_slice(word);
+                    let loaded = lower_word(u64::from_le_bytes(bytes) & low_bytes(m)) | OCCUPIED;
+                    assert_eq!(loaded, pack(gram), "m {m} at {q}");
+                }
+            }
+        }
+    }
 }
