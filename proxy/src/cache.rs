@@ -49,6 +49,9 @@ pub struct CachedGrant {
     pub tenant: TenantId,
     pub scopes: Vec<Scope>,
     pub ip_allowlist: Vec<IpNet>,
+    /// The agent id, parsed once for the per-agent rate limits (`None` if it is not a UUID:
+    /// the control plane's own limits still apply to such an agent).
+    pub agent: Option<Uuid>,
     ttl: Duration,
 }
 
@@ -151,11 +154,13 @@ impl CachedGrant {
                 .min(ttl_cap)
                 .min(until_expiry)
         };
+        let agent = Uuid::parse_str(&grant.agent_id).ok();
         Ok(CachedGrant {
             grant,
             tenant,
             scopes,
             ip_allowlist,
+            agent,
             ttl,
         })
     }

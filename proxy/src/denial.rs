@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::auth::AuthError;
+use crate::cache::CombinedScrubError;
 use crate::inject::InjectError;
 use crate::resolver::ResolveError;
 use crate::route::RouteError;
@@ -181,6 +182,26 @@ impl From<RouteError> for Denial {
                 ErrorCode::InvalidRequest.as_str(),
                 e.to_string(),
             ),
+        }
+    }
+}
+
+impl From<CombinedScrubError> for Denial {
+    fn from(e: CombinedScrubError) -> Denial {
+        match e {
+            CombinedScrubError::TooLarge { .. } => Denial::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidPlaceholder.as_str(),
+                "these secrets are too large to scrub together in one request; send them in separate requests",
+            ),
+            CombinedScrubError::Build(reason) => {
+                tracing::error!(%reason, "cannot build the response scrubber");
+                Denial::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorCode::Internal.as_str(),
+                    "the response scrubber could not be built",
+                )
+            }
         }
     }
 }

@@ -36,13 +36,13 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::audit::Audit;
 use crate::auth::{is_sidecar_header, AgentToken, PROXY_AUTHENTICATE};
-use crate::cache::CombinedScrubError;
+use crate::cache::CachedGrant;
 use crate::config::ScrubMode;
 use crate::denial::Denial;
 use crate::inject::{self, Substituted};
 use crate::metrics::Metrics;
 use crate::rate_limit::{Limited, RateLimits};
-use crate::resolver::Resolver;
+use crate::resolver::{Resolved, Resolver};
 use crate::route::{Router, Target};
 use crate::scrub::{BodyScrubber, ScrubSet};
 use crate::ssrf;
@@ -116,7 +116,7 @@ impl SecretProxy {
                 .resolver
                 .check_token(&token, &target.destination, caller.client_ip)
                 .await?;
-            self.check_agent_limit(&grant.grant.agent_id, 0, caller)?;
+            self.check_agent_limit(&grant, 0, caller)?;
             ctx.upstream_addr = Some(self.checked_address(&target).await?);
             ctx.target = Some(target);
             return Ok(());
@@ -142,49 +142,10 @@ impl SecretProxy {
         };
         // From here a refusal gives back the use reserved for a `max_uses` token: nothing
         // was injected.
-        let prepared = self
-            .check_agent_limit(&resolved.grant.grant.agent_id, paths.len(), caller)
-            .and_then(|()| {
-                let lookup = |path: &SecretPath| {
-                    resolved
-                        .values
-                        .iter()
-                        .find(|v| &v.path == path)
-                        .map(|v| v.value.expose())
-                };
-                Ok(inject::substitute_headers(
-                    &req.headers,
-                    &scan,
-                    lookup,
-                    &self.limits,
-                )?)
-            });
-        // Headers are always scrubbed; `scrub = "headers"` only skips the body.
-        let prepared = match prepared {
-            Ok(substituted) => self
-                .resolver
-                .caches()
-                .scrub_set(resolved.grant.tenant, &resolved.values)
-                .await
-                .map(|scrub| (substituted, scrub))
-                .map_err(|e| match e {
-                    CombinedScrubError::TooLarge { .. } => Denial::new(
-                        StatusCode::BAD_REQUEST,
-                        agent_secret_core::api::ErrorCode::InvalidPlaceholder.as_str(),
-                        "these secrets are too large to scrub together in one request; send them in separate requests",
-                    ),
-                    CombinedScrubError::Build(reason) => {
-                        tracing::error!(%reason, "cannot build the response scrubber");
-                        Denial::new(
-                            StatusCode::INTERNAL_SERVER_ERROR,
-                            "internal",
-                            "the response scrubber could not be built",
-                        )
-                    }
-                }),
-            Err(denial) => Err(denial),
-        };
-        let (substituted, scrub) = match prepared {
+        let (substituted, scrub) = match self
+            .prepare(req, &scan, paths.len(), &resolved, caller)
+            .await
+        {
             Ok(prepared) => prepared,
             Err(denial) => {
                 self.resolver.release(&resolved, denial.code).await;
@@ -216,16 +177,43 @@ impl SecretProxy {
         Ok(())
     }
 
+    /// After resolve: the agent's budget, the substituted headers and the response scrubber
+    /// (headers are always scrubbed; `scrub = "headers"` only skips the body).
+    async fn prepare(
+        &self,
+        req: &pingora::http::RequestHeader,
+        scan: &inject::Scan,
+        injections: usize,
+        resolved: &Resolved,
+        caller: &mut Caller,
+    ) -> Result<(Vec<Substituted>, Arc<ScrubSet>), Denial> {
+        self.check_agent_limit(&resolved.grant, injections, caller)?;
+        let lookup = |path: &SecretPath| {
+            resolved
+                .values
+                .iter()
+                .find(|v| &v.path == path)
+                .map(|v| v.value.expose())
+        };
+        let substituted = inject::substitute_headers(&req.headers, scan, lookup, &self.limits)?;
+        let scrub = self
+            .resolver
+            .caches()
+            .scrub_set(resolved.grant.tenant, &resolved.values)
+            .await?;
+        Ok((substituted, scrub))
+    }
+
     /// The agent's budget, once a grant vouches for the agent id.
     fn check_agent_limit(
         &self,
-        agent_id: &str,
+        grant: &CachedGrant,
         injections: usize,
         caller: &mut Caller,
     ) -> Result<(), Denial> {
-        // The id comes from the control plane; one that does not parse is not limited here
-        // (the control plane's own limits still apply) rather than refused.
-        let Ok(agent) = uuid::Uuid::parse_str(agent_id) else {
+        // An id that is not a UUID is not limited here (the control plane's own limits still
+        // apply) rather than refused.
+        let Some(agent) = grant.agent else {
             return Ok(());
         };
         self.rate_limits
