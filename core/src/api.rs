@@ -40,6 +40,12 @@ pub enum ErrorCode {
     ControlPlaneUnavailable,
     /// Too many requests for a token, agent, key or client address (429 with `Retry-After`).
     RateLimited,
+    /// The sidecar reached the upstream but could not complete the exchange (an HTTP-level
+    /// failure pingora raised, e.g. a malformed upstream response). Never emitted by the
+    /// control plane.
+    UpstreamError,
+    /// The sidecar could not reach the upstream (connect, TLS or I/O failure). 502.
+    UpstreamUnavailable,
     // Resources
     NotFound,
     Conflict,
@@ -79,6 +85,8 @@ impl ErrorCode {
             Self::SecretNotFound => "secret_not_found",
             Self::ControlPlaneUnavailable => "control_plane_unavailable",
             Self::RateLimited => "rate_limited",
+            Self::UpstreamError => "upstream_error",
+            Self::UpstreamUnavailable => "upstream_unavailable",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::KmsUnavailable => "kms_unavailable",
