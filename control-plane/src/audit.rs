@@ -17,118 +17,57 @@ use sha2::{Digest, Sha256};
 /// The hash that precedes a tenant's first event.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
-/// Event types of DESIGN.md "Audit". Stored and exported as their dotted names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-pub enum AuditEventType {
-    #[serde(rename = "secret.read")]
-    SecretRead,
-    #[serde(rename = "secret.write")]
-    SecretWrite,
-    #[serde(rename = "secret.delete")]
-    SecretDelete,
-    #[serde(rename = "token.issued")]
-    TokenIssued,
-    #[serde(rename = "token.expired")]
-    TokenExpired,
-    #[serde(rename = "token.revoked")]
-    TokenRevoked,
-    #[serde(rename = "approval.requested")]
-    ApprovalRequested,
-    #[serde(rename = "approval.approved")]
-    ApprovalApproved,
-    #[serde(rename = "approval.denied")]
-    ApprovalDenied,
-    #[serde(rename = "auth.failed")]
-    AuthFailed,
-    #[serde(rename = "alert.raised")]
-    AlertRaised,
-    #[serde(rename = "kms.rotated")]
-    KmsRotated,
-    #[serde(rename = "kms.rewrapped")]
-    KmsRewrapped,
-    #[serde(rename = "kms.version_retired")]
-    KmsVersionRetired,
-    #[serde(rename = "tenant.created")]
-    TenantCreated,
-    #[serde(rename = "agent.created")]
-    AgentCreated,
-    #[serde(rename = "agent.key_rotated")]
-    AgentKeyRotated,
-    #[serde(rename = "sidecar.created")]
-    SidecarCreated,
-    #[serde(rename = "sidecar.revoked")]
-    SidecarRevoked,
-    #[serde(rename = "operator.created")]
-    OperatorCreated,
-    /// A sidecar reports events the control plane refused, moved to its dead-letter file; the
-    /// reason carries the count.
-    #[serde(rename = "audit.dropped")]
-    AuditDropped,
-    #[serde(rename = "operator.revoked")]
-    OperatorRevoked,
-    #[serde(rename = "agent.revoked")]
-    AgentRevoked,
-    /// A sidecar gave back a reserved use of a `max_uses` token whose value it never injected.
-    #[serde(rename = "token.use_released")]
-    TokenUseReleased,
+/// Declares the event types once: the enum, its dotted names (stored, exported and matched by
+/// SIEM rules, so never renamed), `ALL` and the name lookups all come from this one list.
+macro_rules! audit_event_types {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)+) => {
+        /// Event types of the audit log (docs/architecture.md "Audit"). Stored and exported as
+        /// their dotted names.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+        pub enum AuditEventType {
+            $($(#[$doc])* #[serde(rename = $name)] $variant,)+
+        }
+
+        impl AuditEventType {
+            pub const ALL: &'static [AuditEventType] = &[$(Self::$variant),+];
+
+            pub fn as_str(&self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl AuditEventType {
-    pub const ALL: [AuditEventType; 24] = [
-        Self::SecretRead,
-        Self::SecretWrite,
-        Self::SecretDelete,
-        Self::TokenIssued,
-        Self::TokenExpired,
-        Self::TokenRevoked,
-        Self::ApprovalRequested,
-        Self::ApprovalApproved,
-        Self::ApprovalDenied,
-        Self::AuthFailed,
-        Self::AlertRaised,
-        Self::KmsRotated,
-        Self::KmsRewrapped,
-        Self::KmsVersionRetired,
-        Self::TenantCreated,
-        Self::AgentCreated,
-        Self::AgentKeyRotated,
-        Self::SidecarCreated,
-        Self::SidecarRevoked,
-        Self::OperatorCreated,
-        Self::AuditDropped,
-        Self::OperatorRevoked,
-        Self::AgentRevoked,
-        Self::TokenUseReleased,
-    ];
-
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::SecretRead => "secret.read",
-            Self::SecretWrite => "secret.write",
-            Self::SecretDelete => "secret.delete",
-            Self::TokenIssued => "token.issued",
-            Self::TokenExpired => "token.expired",
-            Self::TokenRevoked => "token.revoked",
-            Self::ApprovalRequested => "approval.requested",
-            Self::ApprovalApproved => "approval.approved",
-            Self::ApprovalDenied => "approval.denied",
-            Self::AuthFailed => "auth.failed",
-            Self::AlertRaised => "alert.raised",
-            Self::KmsRotated => "kms.rotated",
-            Self::KmsRewrapped => "kms.rewrapped",
-            Self::KmsVersionRetired => "kms.version_retired",
-            Self::TenantCreated => "tenant.created",
-            Self::AgentCreated => "agent.created",
-            Self::AgentKeyRotated => "agent.key_rotated",
-            Self::SidecarCreated => "sidecar.created",
-            Self::SidecarRevoked => "sidecar.revoked",
-            Self::OperatorCreated => "operator.created",
-            Self::AuditDropped => "audit.dropped",
-            Self::OperatorRevoked => "operator.revoked",
-            Self::AgentRevoked => "agent.revoked",
-            Self::TokenUseReleased => "token.use_released",
-        }
-    }
+audit_event_types! {
+    SecretRead => "secret.read",
+    SecretWrite => "secret.write",
+    SecretDelete => "secret.delete",
+    TokenIssued => "token.issued",
+    TokenExpired => "token.expired",
+    TokenRevoked => "token.revoked",
+    ApprovalRequested => "approval.requested",
+    ApprovalApproved => "approval.approved",
+    ApprovalDenied => "approval.denied",
+    AuthFailed => "auth.failed",
+    AlertRaised => "alert.raised",
+    KmsRotated => "kms.rotated",
+    KmsRewrapped => "kms.rewrapped",
+    KmsVersionRetired => "kms.version_retired",
+    TenantCreated => "tenant.created",
+    AgentCreated => "agent.created",
+    AgentKeyRotated => "agent.key_rotated",
+    SidecarCreated => "sidecar.created",
+    SidecarRevoked => "sidecar.revoked",
+    OperatorCreated => "operator.created",
+    /// A sidecar reports events the control plane refused, moved to its dead-letter file; the
+    /// reason carries the count.
+    AuditDropped => "audit.dropped",
+    OperatorRevoked => "operator.revoked",
+    AgentRevoked => "agent.revoked",
+    /// A sidecar gave back a reserved use of a `max_uses` token whose value it never injected.
+    TokenUseReleased => "token.use_released",
 }
 
 impl fmt::Display for AuditEventType {
@@ -145,7 +84,8 @@ impl FromStr for AuditEventType {
     type Err = UnknownEventType;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|t| t.as_str() == s)
             .ok_or_else(|| UnknownEventType(s.to_owned()))
     }
@@ -464,7 +404,7 @@ mod tests {
 
     #[test]
     fn event_types_round_trip_through_their_names() {
-        for t in AuditEventType::ALL {
+        for &t in AuditEventType::ALL {
             assert_eq!(t.as_str().parse::<AuditEventType>().unwrap(), t);
             assert_eq!(
                 serde_json::to_string(&t).unwrap(),

@@ -188,7 +188,7 @@ pub struct RateLimitsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
-    /// A `tracing` filter: `info`, `debug`, `agent_secret_store=debug,sqlx=warn`, ...
+    /// A `tracing` filter: `info`, `debug`, `agent_secret_control_plane=debug,sqlx=warn`, ...
     pub level: String,
     pub format: LogFormat,
 }

@@ -1,15 +1,13 @@
-//! `agent-secret-store`: the control plane.
+//! `agent-secret-control-plane`: the control plane as a library. The `agent-secret-store`
+//! binary (crate `app/`) wires it to the command line; this crate never links the sidecar.
 //!
 //! Domain logic (`audit`, `service`) is free of HTTP and SQL; `store` owns SQL, `api` owns HTTP.
 
 pub mod api;
 pub mod audit;
 pub mod bootstrap;
-pub mod cli;
 pub mod config;
 pub mod db;
-#[cfg(feature = "dev")]
-pub mod dev;
 pub mod events;
 pub mod limits;
 pub mod metrics;

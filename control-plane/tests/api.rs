@@ -5,17 +5,17 @@
 
 use std::sync::Arc;
 
+use agent_secret_control_plane::audit::{Actor, AuditDraft, AuditEventType, ChainVerifier};
+use agent_secret_control_plane::db::Db;
+use agent_secret_control_plane::service::{tenants, App, Policy};
+use agent_secret_control_plane::store::sql::SqlStore;
+use agent_secret_control_plane::store::{AuditFilter, TokenRecord};
 use agent_secret_core::api::{Sensitivity, TokenStatus};
 use agent_secret_core::credential::{issue_with_id, CredentialKind, Pepper, PresentedCredential};
 use agent_secret_core::envelope::{open, Envelope, SecretAad};
 use agent_secret_core::ids::{AgentId, TenantId, TokenId};
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::scope::Scope;
-use agent_secret_store::audit::{Actor, AuditDraft, AuditEventType, ChainVerifier};
-use agent_secret_store::db::Db;
-use agent_secret_store::service::{tenants, App, Policy};
-use agent_secret_store::store::sql::SqlStore;
-use agent_secret_store::store::{AuditFilter, TokenRecord};
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use chrono::{Duration, Utc};
@@ -66,7 +66,7 @@ impl TestApp {
         ));
         let created = tenants::create_tenant(&app, "acme").await.unwrap();
         TestApp {
-            router: agent_secret_store::api::app(app.clone()),
+            router: agent_secret_control_plane::api::app(app.clone()),
             admin: created.admin_token.expose().to_owned(),
             tenant: created.tenant_id,
             app,

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use agent_secret_control_plane::config::{Config, ConfigError, KmsBackend, KmsRole, LogFormat};
 use agent_secret_core::kms::gcp::{GcpCredentials, GcpProtection};
-use agent_secret_store::config::{Config, ConfigError, KmsBackend, KmsRole, LogFormat};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 

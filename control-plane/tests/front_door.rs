@@ -13,7 +13,7 @@ mod support;
 
 use std::time::Duration;
 
-use agent_secret_store::config::ServerConfig;
+use agent_secret_control_plane::config::ServerConfig;
 use served::{ip, roomy_server, Served};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 

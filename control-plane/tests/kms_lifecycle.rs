@@ -14,6 +14,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_secret_control_plane::audit::{Actor, AuditEventType};
+use agent_secret_control_plane::db::Db;
+use agent_secret_control_plane::events::Signal;
+use agent_secret_control_plane::service::auth::OperatorPrincipal;
+use agent_secret_control_plane::service::kms::{self, KeyAdminError};
+use agent_secret_control_plane::service::{secrets, tenants, App, Policy, RequestContext};
+use agent_secret_control_plane::store::sql::SqlStore;
+use agent_secret_control_plane::store::AuditFilter;
 use agent_secret_core::api::{PutSecretRequest, WatchEvent};
 use agent_secret_core::credential::Pepper;
 use agent_secret_core::envelope::{open, SecretAad};
@@ -21,14 +29,6 @@ use agent_secret_core::ids::TenantId;
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::kms::{KmsError, WrappedDek};
 use agent_secret_core::path::SecretPath;
-use agent_secret_store::audit::{Actor, AuditEventType};
-use agent_secret_store::db::Db;
-use agent_secret_store::events::Signal;
-use agent_secret_store::service::auth::OperatorPrincipal;
-use agent_secret_store::service::kms::{self, KeyAdminError};
-use agent_secret_store::service::{secrets, tenants, App, Policy, RequestContext};
-use agent_secret_store::store::sql::SqlStore;
-use agent_secret_store::store::AuditFilter;
 use chrono::Utc;
 
 /// Two replicas of the control plane over one database and one keyring file.
@@ -72,7 +72,7 @@ impl Cluster {
         let kms_b = LocalKms::open_or_create(&keyring, master).unwrap();
         let pepper = Arc::new(Pepper::generate());
         let app = |store: SqlStore, kms: LocalKms| {
-            let events = agent_secret_store::bootstrap::event_hub(store.db());
+            let events = agent_secret_control_plane::bootstrap::event_hub(store.db());
             Arc::new(
                 App::new(
                     Arc::new(store),
@@ -225,7 +225,7 @@ impl CloneForTest for MasterKey {
 
 /// The key version of the next `kek_rotated` watch event, if one arrives within 5 s.
 async fn kek_rotation(
-    rx: &mut tokio::sync::broadcast::Receiver<agent_secret_store::events::TenantEvent>,
+    rx: &mut tokio::sync::broadcast::Receiver<agent_secret_control_plane::events::TenantEvent>,
 ) -> Option<String> {
     let wait = async {
         loop {
@@ -364,8 +364,8 @@ async fn a_rotation_by_another_process_is_recorded_and_announced_once(c: &Cluste
     // The CLI (another process) rotates the keyring file; this replica's scheduler sees it.
     c.b.kms.rotate(c.tenant).await.unwrap();
     let mut announced = HashMap::new();
-    agent_secret_store::rotation::check_all(&c.a, ninety_days(), &mut announced).await;
-    agent_secret_store::rotation::check_all(&c.b, ninety_days(), &mut HashMap::new()).await;
+    agent_secret_control_plane::rotation::check_all(&c.a, ninety_days(), &mut announced).await;
+    agent_secret_control_plane::rotation::check_all(&c.b, ninety_days(), &mut HashMap::new()).await;
     assert_eq!(announced.get(&c.tenant).map(String::as_str), Some("2"));
     assert_eq!(c.events(&c.a, AuditEventType::KmsRotated).await, 1);
     let recorded = c.a.store.recorded_key(c.tenant).await.unwrap().unwrap();

@@ -12,18 +12,20 @@
 
 mod support;
 
+use agent_secret_control_plane::audit::{
+    now_micros, Actor, AuditDraft, AuditEventType, ChainVerifier,
+};
+use agent_secret_control_plane::store::sql::SqlStore;
+use agent_secret_control_plane::store::{
+    AgentRecord, AgentStore, AuditFilter, AuditStore, KeyStore, NewSecretVersion, OperatorRecord,
+    SecretStore, SidecarRecord, SidecarStore, TenantRecord, TenantStore, TokenRecord, TokenStore,
+};
 use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
 use agent_secret_core::envelope::Envelope;
 use agent_secret_core::host::HostPattern;
 use agent_secret_core::ids::{AgentId, OperatorId, SidecarId, TenantId, TokenId};
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::scope::Scope;
-use agent_secret_store::audit::{now_micros, Actor, AuditDraft, AuditEventType, ChainVerifier};
-use agent_secret_store::store::sql::SqlStore;
-use agent_secret_store::store::{
-    AgentRecord, AgentStore, AuditFilter, AuditStore, KeyStore, NewSecretVersion, OperatorRecord,
-    SecretStore, SidecarRecord, SidecarStore, TenantRecord, TenantStore, TokenRecord, TokenStore,
-};
 use chrono::Duration;
 use sqlx::{PgPool, Postgres, Transaction};
 use support::{TestDb, SERVICE_ROLE};
@@ -131,11 +133,11 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
         .insert_token(&limited, draft(AuditEventType::TokenIssued))
         .await
         .unwrap();
-    let reserved = agent_secret_store::store::TokenUse {
+    let reserved = agent_secret_control_plane::store::TokenUse {
         id: limited.id,
         now,
         audit: vec![draft(AuditEventType::SecretRead)],
-        reservation: Some(agent_secret_store::store::NewReservation {
+        reservation: Some(agent_secret_control_plane::store::NewReservation {
             id: Uuid::new_v4(),
             sidecar: agent_secret_core::ids::SidecarId::new(),
             deadline: now + Duration::minutes(1),
@@ -224,7 +226,7 @@ async fn refused(pool: &PgPool, tenant: TenantId, sql: &'static str) -> (String,
 async fn chain_report(
     store: &SqlStore,
     tenant: TenantId,
-) -> agent_secret_store::audit::ChainReport {
+) -> agent_secret_control_plane::audit::ChainReport {
     let events = store
         .list_audit(tenant, &AuditFilter::default())
         .await

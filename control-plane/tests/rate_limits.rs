@@ -14,10 +14,10 @@ mod support;
 
 use std::time::Duration;
 
+use agent_secret_control_plane::config::{Config, RateLimit, RateLimitsConfig};
 use agent_secret_core::api::{SidecarAuditBatch, SidecarAuditEvent};
 use agent_secret_core::credential::{issue_with_id, PresentedCredential};
 use agent_secret_core::credential::{CredentialKind, Pepper};
-use agent_secret_store::config::{Config, RateLimit, RateLimitsConfig};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use served::{roomy_server, Served};

@@ -15,10 +15,10 @@ mod support;
 
 use std::time::Duration;
 
+use agent_secret_control_plane::service::auth::{authenticate, expect_sidecar};
+use agent_secret_control_plane::service::{watch, RequestContext};
 use agent_secret_core::api::WatchEvent;
 use agent_secret_core::envelope::{open, Envelope, SecretAad};
-use agent_secret_store::service::auth::{authenticate, expect_sidecar};
-use agent_secret_store::service::{watch, RequestContext};
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};

@@ -12,6 +12,15 @@ mod support;
 
 use std::sync::Arc;
 
+use agent_secret_control_plane::audit::{
+    now_micros, Actor, AuditDraft, AuditEventType, ChainVerifier,
+};
+use agent_secret_control_plane::db::Db;
+use agent_secret_control_plane::store::sql::SqlStore;
+use agent_secret_control_plane::store::{
+    AgentRecord, AuditFilter, NewSecretVersion, OperatorRecord, SidecarRecord, Store, StoreError,
+    TenantRecord, TokenRecord, TokenUse, UseOutcome,
+};
 use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
 use agent_secret_core::credential::CredentialKind;
 use agent_secret_core::envelope::{seal, Envelope, SecretAad};
@@ -22,13 +31,6 @@ use agent_secret_core::kms::Kms;
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::scope::Scope;
 use agent_secret_core::secret::SecretBytes;
-use agent_secret_store::audit::{now_micros, Actor, AuditDraft, AuditEventType, ChainVerifier};
-use agent_secret_store::db::Db;
-use agent_secret_store::store::sql::SqlStore;
-use agent_secret_store::store::{
-    AgentRecord, AuditFilter, NewSecretVersion, OperatorRecord, SidecarRecord, Store, StoreError,
-    TenantRecord, TokenRecord, TokenUse, UseOutcome,
-};
 use chrono::Duration;
 use support::{SqliteTestDb, TestDb};
 use uuid::Uuid;

@@ -4,12 +4,12 @@
 
 use std::sync::Arc;
 
+use agent_secret_control_plane::db::Db;
+use agent_secret_control_plane::service::{App, Policy};
+use agent_secret_control_plane::store::sql::SqlStore;
+use agent_secret_control_plane::{server, tls};
 use agent_secret_core::credential::Pepper;
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
-use agent_secret_store::db::Db;
-use agent_secret_store::service::{App, Policy};
-use agent_secret_store::store::sql::SqlStore;
-use agent_secret_store::{server, tls};
 use rustls::pki_types::ServerName;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsConnector;

@@ -11,13 +11,13 @@ mod support;
 
 use std::sync::Arc;
 
+use agent_secret_control_plane::audit::{now_micros, Actor, AuditDraft, AuditEventType};
+use agent_secret_control_plane::service::{tenants, App, Policy};
+use agent_secret_control_plane::store::sql::SqlStore;
+use agent_secret_control_plane::store::{AuditFilter, ReleaseResult};
 use agent_secret_core::credential::Pepper;
 use agent_secret_core::ids::{SidecarId, TenantId, TokenId};
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
-use agent_secret_store::audit::{now_micros, Actor, AuditDraft, AuditEventType};
-use agent_secret_store::service::{tenants, App, Policy};
-use agent_secret_store::store::sql::SqlStore;
-use agent_secret_store::store::{AuditFilter, ReleaseResult};
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use http_body_util::BodyExt;
@@ -77,7 +77,7 @@ impl World {
         ));
         let created = tenants::create_tenant(&app, "acme").await.unwrap();
         let mut world = World {
-            router: agent_secret_store::api::app(app.clone()),
+            router: agent_secret_control_plane::api::app(app.clone()),
             admin: created.admin_token.expose().to_owned(),
             tenant: created.tenant_id,
             app,

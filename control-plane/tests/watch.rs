@@ -8,17 +8,17 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use agent_secret_control_plane::bootstrap::event_hub;
+use agent_secret_control_plane::db::Db;
+use agent_secret_control_plane::service::auth::{authenticate, expect_sidecar, SidecarPrincipal};
+use agent_secret_control_plane::service::{
+    agents, sidecars, tenants, tokens, watch, App, Policy, RequestContext,
+};
+use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_core::api::{SidecarAuditBatch, SidecarAuditEvent, WatchEvent};
 use agent_secret_core::credential::Pepper;
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::kms::Kms;
-use agent_secret_store::bootstrap::event_hub;
-use agent_secret_store::db::Db;
-use agent_secret_store::service::auth::{authenticate, expect_sidecar, SidecarPrincipal};
-use agent_secret_store::service::{
-    agents, sidecars, tenants, tokens, watch, App, Policy, RequestContext,
-};
-use agent_secret_store::store::sql::SqlStore;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use futures::StreamExt;
@@ -33,16 +33,16 @@ fn app_on(db: Db, kms: Arc<dyn Kms>, pepper: Arc<Pepper>) -> Arc<App> {
 }
 
 struct Tenant {
-    admin: agent_secret_store::service::auth::OperatorPrincipal,
+    admin: agent_secret_control_plane::service::auth::OperatorPrincipal,
     sidecar: SidecarPrincipal,
     sidecar_key: String,
-    agent: agent_secret_store::service::auth::AgentPrincipal,
+    agent: agent_secret_control_plane::service::auth::AgentPrincipal,
 }
 
 async fn tenant(app: &App, name: &str) -> Tenant {
     let ctx = RequestContext::default();
     let created = tenants::create_tenant(app, name).await.unwrap();
-    let admin = agent_secret_store::service::auth::expect_operator(
+    let admin = agent_secret_control_plane::service::auth::expect_operator(
         authenticate(app, created.admin_token.expose(), &ctx)
             .await
             .unwrap(),
@@ -51,7 +51,7 @@ async fn tenant(app: &App, name: &str) -> Tenant {
     let sc = sidecars::create(app, admin, "host", &ctx).await.unwrap();
     let sidecar = expect_sidecar(authenticate(app, &sc.sidecar_key, &ctx).await.unwrap()).unwrap();
     let agent = agents::create(app, admin, "bot", None, &ctx).await.unwrap();
-    let agent = agent_secret_store::service::auth::expect_agent(
+    let agent = agent_secret_control_plane::service::auth::expect_agent(
         authenticate(app, &agent.agent_key, &ctx).await.unwrap(),
     )
     .unwrap();
@@ -102,7 +102,7 @@ async fn revocations_reach_watchers_of_the_same_tenant_only() {
     let token_b = issue(&app, &b).await;
     let token_a = issue(&app, &a).await;
     let ctx = RequestContext::default();
-    use agent_secret_store::service::auth::Principal;
+    use agent_secret_control_plane::service::auth::Principal;
     tokens::revoke(
         &app,
         Principal::Agent(a.agent),
@@ -162,7 +162,7 @@ async fn watch_endpoint_streams_server_sent_events() {
     let dir = tempfile::tempdir().unwrap();
     let app = sqlite_app(dir.path()).await;
     let a = tenant(&app, "a").await;
-    let router = agent_secret_store::api::app(app.clone());
+    let router = agent_secret_control_plane::api::app(app.clone());
     let req = Request::get("/v1/sidecar/watch")
         .header(header::AUTHORIZATION, format!("Bearer {}", a.sidecar_key))
         .body(Body::empty())
@@ -178,7 +178,7 @@ async fn watch_endpoint_streams_server_sent_events() {
         serde_json::json!({"value": "v-123456789", "allowed_hosts": ["x.example.com"]}),
     )
     .unwrap();
-    agent_secret_store::service::secrets::put(
+    agent_secret_control_plane::service::secrets::put(
         &app,
         a.admin,
         "a/b",
@@ -227,11 +227,11 @@ async fn sidecar_audit_batches_land_in_the_chain_all_or_nothing() {
     };
     assert!(watch::ingest_audit(&app, a.sidecar, too_big).await.is_err());
 
-    let query = agent_secret_store::service::audit_log::AuditQuery {
+    let query = agent_secret_control_plane::service::audit_log::AuditQuery {
         types: vec!["secret.read".into()],
         ..Default::default()
     };
-    let events = agent_secret_store::service::audit_log::export(&app, a.admin, query)
+    let events = agent_secret_control_plane::service::audit_log::export(&app, a.admin, query)
         .await
         .unwrap();
     assert_eq!(events.len(), 2, "the oversized batch wrote nothing");
@@ -248,7 +248,7 @@ async fn sidecar_audit_batches_land_in_the_chain_all_or_nothing() {
         .as_deref()
         .unwrap()
         .starts_with("scope_denied; reported by sidecar"));
-    let report = agent_secret_store::service::audit_log::verify(&app, a.admin)
+    let report = agent_secret_control_plane::service::audit_log::verify(&app, a.admin)
         .await
         .unwrap();
     assert!(report.valid, "{report:?}");
@@ -274,7 +274,7 @@ async fn an_event_raised_on_one_replica_reaches_watchers_of_another() {
     let mut watch_on_b = Box::pin(watch::subscribe(&replica_b, t.sidecar));
     // LISTEN is asynchronous: keep revoking fresh tokens until one event arrives on B.
     let ctx = RequestContext::default();
-    use agent_secret_store::service::auth::Principal;
+    use agent_secret_control_plane::service::auth::Principal;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let token = issue(&replica_a, &t).await;

@@ -5,15 +5,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use agent_secret_control_plane::bootstrap::event_hub;
+use agent_secret_control_plane::db::Db;
+use agent_secret_control_plane::service::{tenants, App, Policy};
+use agent_secret_control_plane::store::sql::SqlStore;
+use agent_secret_control_plane::{server, tls};
 use agent_secret_core::credential::Pepper;
 use agent_secret_core::kms::gcp::{GcpCredentials, GcpKms, GcpKmsConfig};
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::kms::Kms;
-use agent_secret_store::bootstrap::event_hub;
-use agent_secret_store::db::Db;
-use agent_secret_store::service::{tenants, App, Policy};
-use agent_secret_store::store::sql::SqlStore;
-use agent_secret_store::{server, tls};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -116,13 +116,13 @@ impl Install {
 /// The default limits, except token issuance: the benchmark seeds 1,000 tokens with one agent
 /// key, past the default per-agent burst. The limits themselves are tested in
 /// `control-plane/tests/rate_limits.rs`.
-fn harness_limits() -> agent_secret_store::limits::Limits {
-    use agent_secret_store::config::{RateLimit, RateLimitsConfig, ServerConfig};
+fn harness_limits() -> agent_secret_control_plane::limits::Limits {
+    use agent_secret_control_plane::config::{RateLimit, RateLimitsConfig, ServerConfig};
     let seeding = RateLimit {
         per_second: 100_000,
         burst: 100_000,
     };
-    agent_secret_store::limits::Limits::new(
+    agent_secret_control_plane::limits::Limits::new(
         &ServerConfig::default(),
         &RateLimitsConfig {
             tokens_per_agent: seeding,

@@ -1,7 +1,7 @@
 //! Test support for end-to-end tests: the real control plane over TLS, the real sidecar, and
 //! real upstream servers, all on `127.0.0.1:0` in the test's process.
 //!
-//! Nothing here is a stub of the product: `ControlPlane` runs `agent_secret_store::server`
+//! Nothing here is a stub of the product: `ControlPlane` runs `agent_secret_control_plane::server`
 //! with its SQL store and local KMS, and `start_sidecar` runs `agent_secret_proxy::Sidecar`
 //! with a config file's worth of TOML. Only the upstreams are test servers, because they stand
 //! in for third-party APIs.

@@ -11,9 +11,9 @@
 use std::path::Path;
 use std::time::Duration;
 
+use agent_secret_control_plane::service::Policy;
 use agent_secret_core::api::SidecarAuditEvent;
 use agent_secret_proxy::{ProxyConfig, RunningSidecar, Sidecar};
-use agent_secret_store::service::Policy;
 use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
 use agent_secret_tests::{eventually, Upstream};
 use chrono::Utc;

@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use agent_secret_control_plane::audit::Actor;
+use agent_secret_control_plane::service::kms;
+use agent_secret_control_plane::service::Policy;
 use agent_secret_core::ids::TenantId;
-use agent_secret_store::audit::Actor;
-use agent_secret_store::service::kms;
-use agent_secret_store::service::Policy;
 use agent_secret_tests::fake_gcp_kms::{FakeGcpKms, Fault};
 use agent_secret_tests::sidecar::start_sidecar;
 use agent_secret_tests::{control_plane::Install, control_plane::Tenant, ControlPlane, Upstream};
@@ -168,7 +168,7 @@ async fn an_automatic_rotation_is_observed_announced_and_rewrapped() {
 
     // Cloud KMS rotates the key on its schedule; the control plane's next check notices.
     assert_eq!(w.fake.rotate(&w.key_name()), "2");
-    agent_secret_store::rotation::check_all(
+    agent_secret_control_plane::rotation::check_all(
         &w.cp.app,
         Duration::from_secs(90 * 86_400),
         &mut HashMap::new(),

@@ -13,8 +13,8 @@
 
 use std::time::Duration;
 
+use agent_secret_control_plane::service::Policy;
 use agent_secret_proxy::RunningSidecar;
-use agent_secret_store::service::Policy;
 use agent_secret_tests::fake_gcp_kms::{FakeGcpKms, Fault};
 use agent_secret_tests::sidecar::start_sidecar;
 use agent_secret_tests::{control_plane::Install, control_plane::Tenant, ControlPlane, Upstream};

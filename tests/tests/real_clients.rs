@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use agent_secret_store::service::Policy;
+use agent_secret_control_plane::service::Policy;
 use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
 use agent_secret_tests::sidecar::start_sidecar;
 use agent_secret_tests::Upstream;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use agent_secret_store::service::Policy;
+use agent_secret_control_plane::service::Policy;
 use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
 use agent_secret_tests::pki::TestCa;
 use agent_secret_tests::sidecar::start_sidecar;

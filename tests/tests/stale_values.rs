@@ -8,8 +8,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use agent_secret_control_plane::service::Policy;
 use agent_secret_proxy::{ProxyConfig, RunningSidecar, Sidecar};
-use agent_secret_store::service::Policy;
 use std::time::Duration;
 
 use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};

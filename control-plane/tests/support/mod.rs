@@ -17,8 +17,8 @@
 
 use std::path::PathBuf;
 
-use agent_secret_store::db::Db;
-use agent_secret_store::store::sql::SqlStore;
+use agent_secret_control_plane::db::Db;
+use agent_secret_control_plane::store::sql::SqlStore;
 use sqlx::{Connection, PgConnection, PgPool};
 
 pub const DATABASE_URL_VAR: &str = "AGENT_SECRET_STORE_TEST_DATABASE_URL";

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use agent_secret_store::service::Policy;
+use agent_secret_control_plane::service::Policy;
 use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnection;

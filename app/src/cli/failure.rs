@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::config::ConfigError;
+use agent_secret_control_plane::config::ConfigError;
 
 /// Exit status: the operation was refused or failed (the server said no, or a local step failed).
 pub const EXIT_FAILED: u8 = 1;

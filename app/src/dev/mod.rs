@@ -19,12 +19,14 @@ use agent_secret_core::secret::SecretString;
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::bootstrap;
 use crate::cli::failure::Failure;
 use crate::cli::output::Output;
-use crate::config::{Config, DatabaseUrl};
-use crate::service::auth::{authenticate, expect_agent, expect_operator, OperatorPrincipal};
-use crate::service::{secrets, tokens, App, RequestContext};
+use agent_secret_control_plane::bootstrap;
+use agent_secret_control_plane::config::{Config, DatabaseUrl};
+use agent_secret_control_plane::service::auth::{
+    authenticate, expect_agent, expect_operator, OperatorPrincipal,
+};
+use agent_secret_control_plane::service::{secrets, tokens, App, RequestContext};
 
 pub use state::DevState;
 
@@ -82,7 +84,7 @@ pub async fn run(
     ensure_demo_secret(&app, admin, &state, echo_host).await?;
     let demo_token = issue_demo_token(&app, &state).await?;
 
-    let tls = crate::tls::self_signed(&dir.join("tls"))
+    let tls = agent_secret_control_plane::tls::self_signed(&dir.join("tls"))
         .map_err(|e| Failure::failed("dev_failed", e.to_string()))?;
     let cp_listener = bind(args.listen, "control plane").await?;
     let cp_addr = cp_listener
@@ -92,8 +94,11 @@ pub async fn run(
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let rotation = crate::rotation::spawn(app.clone(), bootstrap::rotation_schedule(&config));
-    let cp_task = tokio::spawn(crate::server::serve(
+    let rotation = agent_secret_control_plane::rotation::spawn(
+        app.clone(),
+        bootstrap::rotation_schedule(&config),
+    );
+    let cp_task = tokio::spawn(agent_secret_control_plane::server::serve(
         cp_listener,
         Arc::new(tls.config),
         app.clone(),

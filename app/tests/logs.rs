@@ -36,7 +36,7 @@ impl Drop for Server {
 /// A config with every path inside `dir`, the dev TLS pair minted there, and JSON logs at
 /// `level` (one event a line, so the test can read each event's level and target).
 fn write_config(dir: &Path, level: &str) -> std::path::PathBuf {
-    agent_secret_store::tls::self_signed(&dir.join("tls")).unwrap();
+    agent_secret_control_plane::tls::self_signed(&dir.join("tls")).unwrap();
     let text = format!(
         "listen = \"127.0.0.1:0\"\n\
          [database]\nurl = \"sqlite://{}\"\n\

@@ -11,8 +11,8 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 use crate::cli::failure::Failure;
-use crate::service::auth::expect_operator;
-use crate::service::{agents, sidecars, tenants, App, RequestContext};
+use agent_secret_control_plane::service::auth::expect_operator;
+use agent_secret_control_plane::service::{agents, sidecars, tenants, App, RequestContext};
 
 #[derive(Clone, Serialize, Deserialize)]
 pub struct DevState {
@@ -74,13 +74,19 @@ impl DevState {
 }
 
 async fn create(app: &App) -> Result<DevState, Failure> {
-    let fail = |e: crate::service::ServiceError| Failure::failed("dev_failed", e.to_string());
+    let fail = |e: agent_secret_control_plane::service::ServiceError| {
+        Failure::failed("dev_failed", e.to_string())
+    };
     let ctx = RequestContext::default();
     let tenant = tenants::create_tenant(app, "dev").await.map_err(fail)?;
-    let admin = crate::service::auth::authenticate(app, tenant.admin_token.expose(), &ctx)
-        .await
-        .and_then(expect_operator)
-        .map_err(fail)?;
+    let admin = agent_secret_control_plane::service::auth::authenticate(
+        app,
+        tenant.admin_token.expose(),
+        &ctx,
+    )
+    .await
+    .and_then(expect_operator)
+    .map_err(fail)?;
     let sidecar = sidecars::create(app, admin, "dev-sidecar", &ctx)
         .await
         .map_err(fail)?;

@@ -6,7 +6,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::{LogConfig, LogFormat};
+use agent_secret_control_plane::config::{LogConfig, LogFormat};
 
 /// Default filter of the non-server commands.
 const CLI_DEFAULT_FILTER: &str = "warn";
@@ -56,7 +56,10 @@ fn install(filter: EnvFilter, format: LogFormat) {
 /// `dev`: warnings from everything, plus what the servers have to say, unless `RUST_LOG` says
 /// otherwise.
 pub fn init_dev() {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,agent_secret_store=info,agent_secret_proxy=info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(
+            "warn,agent_secret_store=info,agent_secret_control_plane=info,agent_secret_proxy=info",
+        )
+    });
     install(filter, LogFormat::Text);
 }

@@ -431,7 +431,7 @@ impl Drop for Server {
 #[test]
 fn end_to_end_agent_secret_and_token_through_a_real_server() {
     let tls_dir = tempfile::tempdir().unwrap();
-    let tls = agent_secret_store::tls::self_signed(tls_dir.path()).unwrap();
+    let tls = agent_secret_control_plane::tls::self_signed(tls_dir.path()).unwrap();
     let cert = tls_dir.path().join("server.pem");
     let key = tls_dir.path().join("server.key");
     let install = Install::with_tls(Some((&cert, &key)));
@@ -551,7 +551,7 @@ fn end_to_end_agent_secret_and_token_through_a_real_server() {
     // A wrong CA is a connection failure, not a silent success.
     let wrong_ca = install.path("wrong-ca.pem");
     let other = tempfile::tempdir().unwrap();
-    let other_tls = agent_secret_store::tls::self_signed(other.path()).unwrap();
+    let other_tls = agent_secret_control_plane::tls::self_signed(other.path()).unwrap();
     std::fs::copy(&other_tls.cert_path, &wrong_ca).unwrap();
     let out = run(
         cli(&["agent", "list", "--json", "--server", &url, "--ca-cert"])

@@ -6,7 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../control-plane/tests/served/mod.rs"]
 mod served;
+#[path = "../../control-plane/tests/support/mod.rs"]
 mod support;
 
 use std::process::Command;

@@ -15,10 +15,10 @@ use super::failure::{error_chain, Failure, EXIT_FAILED, EXIT_USAGE};
 use super::logging;
 use super::output::Output;
 use super::{InitArgs, ServeArgs};
-use crate::bootstrap::{self, KeyFile};
-use crate::config::{Config, KmsBackend, KmsRole};
-use crate::service::tenants::{create_tenant, CreatedTenant};
-use crate::service::{App, ServiceError};
+use agent_secret_control_plane::bootstrap::{self, KeyFile};
+use agent_secret_control_plane::config::{Config, KmsBackend, KmsRole};
+use agent_secret_control_plane::service::tenants::{create_tenant, CreatedTenant};
+use agent_secret_control_plane::service::{App, ServiceError};
 use agent_secret_core::kms::Kms;
 
 /// `serve`: open the store, bind `listen`, serve HTTPS until SIGINT or SIGTERM.
@@ -50,8 +50,13 @@ pub async fn serve(args: &ServeArgs, out: Output) -> Result<(), Failure> {
     out.emit(&json!({ "listen": url }), |_| Ok(()))?;
     tracing::info!(%addr, "listening");
     let app = Arc::new(app);
-    let rotation = crate::rotation::spawn(app.clone(), bootstrap::rotation_schedule(&config));
-    let served = crate::server::serve(listener, Arc::new(tls), app, shutdown_signal()).await;
+    let rotation = agent_secret_control_plane::rotation::spawn(
+        app.clone(),
+        bootstrap::rotation_schedule(&config),
+    );
+    let served =
+        agent_secret_control_plane::server::serve(listener, Arc::new(tls), app, shutdown_signal())
+            .await;
     rotation.abort();
     served.map_err(|e| Failure::failed("serve_failed", e.to_string()))
 }
@@ -71,10 +76,12 @@ fn server_tls(
     };
     match (&config.tls.cert_file, &config.tls.key_file, dev_tls) {
         (Some(cert), Some(key), _) => {
-            crate::tls::server_config_from_files(cert, key).map_err(|e| invalid(&e))
+            agent_secret_control_plane::tls::server_config_from_files(cert, key)
+                .map_err(|e| invalid(&e))
         }
         (None, None, Some(dir)) => {
-            let minted = crate::tls::self_signed(dir).map_err(|e| invalid(&e))?;
+            let minted =
+                agent_secret_control_plane::tls::self_signed(dir).map_err(|e| invalid(&e))?;
             out.note(&format!(
                 "development TLS: trust {} (CA SHA-256 fingerprint {})",
                 minted.cert_path.display(),

@@ -12,11 +12,11 @@ use serde_json::json;
 use super::failure::{Failure, EXIT_FAILED, EXIT_USAGE};
 use super::output::Output;
 use super::KmsCommand;
-use crate::audit::Actor;
-use crate::bootstrap;
-use crate::config::{Config, KmsRole};
-use crate::service::kms::{self, KeyAdminError, TenantKeyStatus};
-use crate::service::App;
+use agent_secret_control_plane::audit::Actor;
+use agent_secret_control_plane::bootstrap;
+use agent_secret_control_plane::config::{Config, KmsRole};
+use agent_secret_control_plane::service::kms::{self, KeyAdminError, TenantKeyStatus};
+use agent_secret_control_plane::service::App;
 
 pub async fn run(cmd: KmsCommand, out: Output) -> Result<(), Failure> {
     match cmd {
