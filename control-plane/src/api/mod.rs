@@ -16,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 
 use self::error::ApiError;
@@ -28,41 +28,7 @@ pub use openapi::ApiDoc;
 pub const MAX_BODY_BYTES: usize = agent_secret_core::api::MAX_REQUEST_BODY_BYTES;
 
 pub fn app(state: Arc<App>) -> Router {
-    let v1 = Router::new()
-        .route(
-            "/sidecars",
-            post(handlers::create_sidecar).get(handlers::list_sidecars),
-        )
-        .route("/sidecars/{id}/revoke", post(handlers::revoke_sidecar))
-        .route(
-            "/agents",
-            post(handlers::create_agent).get(handlers::list_agents),
-        )
-        .route("/agents/{id}", get(handlers::get_agent))
-        .route("/agents/{id}/rotate-key", post(handlers::rotate_agent_key))
-        .route("/agents/{id}/revoke", post(handlers::revoke_agent))
-        .route(
-            "/operators",
-            post(handlers::create_operator).get(handlers::list_operators),
-        )
-        .route("/operators/{id}/revoke", post(handlers::revoke_operator))
-        .route("/secrets", get(handlers::list_secrets))
-        .route(
-            "/secrets/{*path}",
-            get(handlers::get_secret)
-                .put(handlers::put_secret)
-                .delete(handlers::delete_secret),
-        )
-        .route("/tokens", post(handlers::issue_token))
-        .route("/tokens/{id}", get(handlers::get_token))
-        .route("/tokens/{id}/revoke", post(handlers::revoke_token))
-        .route("/audit", get(handlers::export_audit))
-        .route("/audit/verify", get(handlers::verify_audit))
-        .route("/sidecar/resolve", post(handlers::resolve_secrets))
-        .route("/sidecar/release", post(handlers::release_use))
-        .route("/sidecar/watch", get(handlers::watch))
-        .route("/sidecar/audit", post(handlers::sidecar_audit))
-        .route("/openapi.json", get(openapi_json));
+    let v1 = handlers::router().route("/openapi.json", get(openapi_json));
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(healthz))

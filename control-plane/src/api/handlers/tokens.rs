@@ -1,0 +1,65 @@
+//! Scoped tokens: issue (agent key), read and revoke (agent for its own, or operator).
+
+use std::sync::Arc;
+
+use agent_secret_core::api::*;
+use agent_secret_core::ids::TokenId;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Json;
+use axum::Router;
+
+use crate::api::error::ApiResult;
+use crate::api::extract::{ApiJson, Caller, Ctx};
+use crate::service::auth::expect_agent;
+use crate::service::{tokens, App};
+
+use super::parse_id;
+
+pub(super) fn router() -> Router<Arc<App>> {
+    Router::new()
+        .route("/tokens", post(issue_token))
+        .route("/tokens/{id}", get(get_token))
+        .route("/tokens/{id}/revoke", post(revoke_token))
+}
+
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = IssueTokenRequest,
+    responses((status = 201, body = IssuedToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody, description = "rate_limited, with Retry-After")),
+    security(("agent" = [])))]
+pub async fn issue_token(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Ctx(ctx): Ctx,
+    ApiJson(req): ApiJson<IssueTokenRequest>,
+) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
+    let agent = expect_agent(caller)?;
+    crate::limits::admit_token_issue(&app, agent, &ctx).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(tokens::issue(&app, agent, req, &ctx).await?),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/tokens/{id}", tag = "tokens", params(("id" = String, Path)),
+    responses((status = 200, body = TokenInfo), (status = 404, body = ErrorBody)), security(("agent" = []), ("operator" = [])))]
+pub async fn get_token(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenInfo>> {
+    let id: TokenId = parse_id(&id, "token")?;
+    Ok(Json(tokens::get(&app, caller, id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/tokens/{id}/revoke", tag = "tokens", params(("id" = String, Path)),
+    responses((status = 200, body = TokenInfo), (status = 404, body = ErrorBody)), security(("agent" = []), ("operator" = [])))]
+pub async fn revoke_token(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TokenInfo>> {
+    let id: TokenId = parse_id(&id, "token")?;
+    Ok(Json(tokens::revoke(&app, caller, id, &ctx).await?))
+}
