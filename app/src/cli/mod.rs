@@ -8,6 +8,7 @@
 //! `AGENT_SECRET_STORE_TOKEN`, the agent key from `AGENT_SECRET_AGENT_KEY`, secret values from
 //! stdin or `--value-file`.
 
+pub mod api;
 pub mod client;
 pub mod credentials;
 pub mod failure;

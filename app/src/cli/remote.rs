@@ -1,4 +1,5 @@
-//! The commands that call the control-plane API: one function per command group.
+//! The commands that call the control-plane API: one function per command group, through the
+//! typed client of `api.rs`.
 //!
 //! Each sends one request and prints the answer: with `--json` the server's JSON body verbatim
 //! (so scripts see exactly the API's document), otherwise a human rendering of the typed
@@ -7,20 +8,20 @@
 
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::str::FromStr;
 
 use agent_secret_core::api::{
-    AgentList, CreateAgentRequest, CreateOperatorRequest, CreateSidecarRequest, CreatedAgent,
-    CreatedOperator, CreatedSidecar, DeletedSecret, IssueTokenRequest, IssuedToken, OperatorInfo,
-    OperatorList, PutSecretRequest, PutSecretResponse, RevokedAgent, Role, SecretList,
-    SecretMetadata, Sensitivity, SidecarInfo, SidecarList, TokenInfo, TokenStatus,
+    CreateAgentRequest, CreateOperatorRequest, CreateSidecarRequest, IssueTokenRequest,
+    OperatorInfo, PutSecretRequest, Role, SecretMetadata, Sensitivity, SidecarInfo, TokenInfo,
+    TokenStatus,
 };
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::secret::SecretString;
-use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use zeroize::Zeroizing;
 
+use super::api::{AuditFilter, ControlPlane, Reply};
 use super::client::ApiClient;
 use super::credentials;
 use super::failure::{Failure, EXIT_FAILED, EXIT_USAGE};
@@ -35,88 +36,54 @@ type Human<'a> = &'a mut dyn Write;
 
 pub async fn sidecar(global: &GlobalArgs, cmd: SidecarCommand, out: Output) -> Result<(), Failure> {
     let token = credentials::operator_token(global)?;
-    let api = client(global)?;
+    let api = ControlPlane::new(client(global)?, &token);
     match cmd {
         SidecarCommand::Create { name } => {
-            let doc = api
-                .request(Method::POST, &["sidecars"], &token)?
-                .body(&CreateSidecarRequest { name })
-                .json()
-                .await?;
-            show(out, &doc, |c: CreatedSidecar, w| {
+            let reply = api.create_sidecar(&CreateSidecarRequest { name }).await?;
+            show(out, &reply, |c, w| {
                 note_once(out, "sidecar", &c.id);
                 writeln!(w, "{}", c.sidecar_key)
             })
         }
         SidecarCommand::List => {
-            let doc = api
-                .request(Method::GET, &["sidecars"], &token)?
-                .json()
-                .await?;
-            show(out, &doc, |list: SidecarList, w| {
+            let reply = api.list_sidecars().await?;
+            show(out, &reply, |list, w| {
                 list.sidecars.iter().try_for_each(|s| print_sidecar(s, w))
             })
         }
         SidecarCommand::Revoke { id } => {
-            let doc = api
-                .request(
-                    Method::POST,
-                    &["sidecars", checked_id(&id)?, "revoke"],
-                    &token,
-                )?
-                .json()
-                .await?;
-            show(out, &doc, |s: SidecarInfo, w| print_sidecar(&s, w))
+            let reply = api.revoke_sidecar(checked_id(&id)?).await?;
+            show(out, &reply, |s, w| print_sidecar(&s, w))
         }
     }
 }
 
 pub async fn agent(global: &GlobalArgs, cmd: AgentCommand, out: Output) -> Result<(), Failure> {
     let token = credentials::operator_token(global)?;
-    let api = client(global)?;
+    let api = ControlPlane::new(client(global)?, &token);
     match cmd {
         AgentCommand::Create { name, trust_tier } => {
-            let doc = api
-                .request(Method::POST, &["agents"], &token)?
-                .body(&CreateAgentRequest { name, trust_tier })
-                .json()
+            let reply = api
+                .create_agent(&CreateAgentRequest { name, trust_tier })
                 .await?;
-            show(out, &doc, |c: CreatedAgent, w| {
+            show(out, &reply, |c, w| {
                 note_once(out, "agent", &c.id);
                 writeln!(w, "{}", c.agent_key)
             })
         }
         AgentCommand::RotateKey { id } => {
-            let doc = api
-                .request(
-                    Method::POST,
-                    &["agents", checked_id(&id)?, "rotate-key"],
-                    &token,
-                )?
-                .json()
-                .await?;
-            show(
-                out,
-                &doc,
-                |r: agent_secret_core::api::RotatedAgentKey, w| {
-                    out.note(&format!(
-                        "agent {}: new key below (shown once); {} token(s) of the old key revoked",
-                        r.id, r.tokens_revoked
-                    ));
-                    writeln!(w, "{}", r.agent_key)
-                },
-            )
+            let reply = api.rotate_agent_key(checked_id(&id)?).await?;
+            show(out, &reply, |r, w| {
+                out.note(&format!(
+                    "agent {}: new key below (shown once); {} token(s) of the old key revoked",
+                    r.id, r.tokens_revoked
+                ));
+                writeln!(w, "{}", r.agent_key)
+            })
         }
         AgentCommand::Revoke { id } => {
-            let doc = api
-                .request(
-                    Method::POST,
-                    &["agents", checked_id(&id)?, "revoke"],
-                    &token,
-                )?
-                .json()
-                .await?;
-            show(out, &doc, |r: RevokedAgent, w| {
+            let reply = api.revoke_agent(checked_id(&id)?).await?;
+            show(out, &reply, |r, w| {
                 writeln!(
                     w,
                     "agent {} revoked at {}; {} token(s) revoked",
@@ -125,11 +92,8 @@ pub async fn agent(global: &GlobalArgs, cmd: AgentCommand, out: Output) -> Resul
             })
         }
         AgentCommand::List => {
-            let doc = api
-                .request(Method::GET, &["agents"], &token)?
-                .json()
-                .await?;
-            show(out, &doc, |list: AgentList, w| {
+            let reply = api.list_agents().await?;
+            show(out, &reply, |list, w| {
                 list.agents.iter().try_for_each(|a| {
                     let state = if a.revoked_at.is_some() {
                         "revoked"
@@ -153,7 +117,7 @@ pub async fn operator(
     out: Output,
 ) -> Result<(), Failure> {
     let token = credentials::operator_token(global)?;
-    let api = client(global)?;
+    let api = ControlPlane::new(client(global)?, &token);
     match cmd {
         OperatorCommand::Create { name, role } => {
             let role = match role {
@@ -161,35 +125,23 @@ pub async fn operator(
                 RoleArg::Approver => Role::Approver,
                 RoleArg::Auditor => Role::Auditor,
             };
-            let doc = api
-                .request(Method::POST, &["operators"], &token)?
-                .body(&CreateOperatorRequest { name, role })
-                .json()
+            let reply = api
+                .create_operator(&CreateOperatorRequest { name, role })
                 .await?;
-            show(out, &doc, |c: CreatedOperator, w| {
+            show(out, &reply, |c, w| {
                 note_once(out, &format!("{} operator", c.role.as_str()), &c.id);
                 writeln!(w, "{}", c.operator_token)
             })
         }
         OperatorCommand::List => {
-            let doc = api
-                .request(Method::GET, &["operators"], &token)?
-                .json()
-                .await?;
-            show(out, &doc, |list: OperatorList, w| {
+            let reply = api.list_operators().await?;
+            show(out, &reply, |list, w| {
                 list.operators.iter().try_for_each(|o| print_operator(o, w))
             })
         }
         OperatorCommand::Revoke { id } => {
-            let doc = api
-                .request(
-                    Method::POST,
-                    &["operators", checked_id(&id)?, "revoke"],
-                    &token,
-                )?
-                .json()
-                .await?;
-            show(out, &doc, |o: OperatorInfo, w| print_operator(&o, w))
+            let reply = api.revoke_operator(checked_id(&id)?).await?;
+            show(out, &reply, |o, w| print_operator(&o, w))
         }
     }
 }
@@ -210,12 +162,12 @@ pub async fn secret(global: &GlobalArgs, cmd: SecretCommand, out: Output) -> Res
         SecretCommand::Put {
             path, value_file, ..
         } => {
-            segments("secrets", path)?;
+            secret_path(path)?;
             Some(read_value(value_file.as_deref(), out)?)
         }
         _ => None,
     };
-    let api = client(global)?;
+    let api = ControlPlane::new(client(global)?, &token);
     match (cmd, value) {
         (
             SecretCommand::Put {
@@ -235,29 +187,18 @@ pub async fn secret(global: &GlobalArgs, cmd: SecretCommand, out: Output) -> Res
                 }),
                 allowed_hosts: allow_hosts,
             };
-            let doc = api
-                .request(Method::PUT, &segments("secrets", &path)?, &token)?
-                .body(&body)
-                .json()
-                .await?;
-            show(out, &doc, |r: PutSecretResponse, w| {
+            let reply = api.put_secret(&secret_path(&path)?, &body).await?;
+            show(out, &reply, |r, w| {
                 writeln!(w, "stored {} version {}", r.path, r.version)
             })
         }
         (SecretCommand::GetMetadata { path }, _) => {
-            let doc = api
-                .request(Method::GET, &segments("secrets", &path)?, &token)?
-                .json()
-                .await?;
-            show(out, &doc, |m: SecretMetadata, w| print_metadata(&m, w))
+            let reply = api.secret_metadata(&secret_path(&path)?).await?;
+            show(out, &reply, |m, w| print_metadata(&m, w))
         }
         (SecretCommand::List { prefix }, _) => {
-            let doc = api
-                .request(Method::GET, &["secrets"], &token)?
-                .query(&[("prefix", prefix.as_deref())])
-                .json()
-                .await?;
-            show(out, &doc, |list: SecretList, w| {
+            let reply = api.list_secrets(prefix.as_deref()).await?;
+            show(out, &reply, |list, w| {
                 list.secrets.iter().try_for_each(|m| {
                     writeln!(
                         w,
@@ -271,13 +212,8 @@ pub async fn secret(global: &GlobalArgs, cmd: SecretCommand, out: Output) -> Res
             })
         }
         (SecretCommand::Delete { path }, _) => {
-            let doc = api
-                .request(Method::DELETE, &segments("secrets", &path)?, &token)?
-                .json()
-                .await?;
-            show(out, &doc, |d: DeletedSecret, w| {
-                writeln!(w, "deleted {}", d.path)
-            })
+            let reply = api.delete_secret(&secret_path(&path)?).await?;
+            show(out, &reply, |d, w| writeln!(w, "deleted {}", d.path))
         }
         (SecretCommand::Put { .. }, None) => Err(Failure::invalid_argument("no secret value read")),
     }
@@ -293,19 +229,15 @@ pub async fn token(global: &GlobalArgs, cmd: TokenCommand, out: Output) -> Resul
         } => {
             let ttl_seconds = parse_ttl(&ttl)?;
             let key = credentials::agent_key()?;
-            let api = client(global)?;
+            let api = ControlPlane::new(client(global)?, &key);
             let body = IssueTokenRequest {
                 scopes,
                 ttl_seconds,
                 ip_allowlist: (!allow_ips.is_empty()).then_some(allow_ips),
                 max_uses,
             };
-            let doc = api
-                .request(Method::POST, &["tokens"], &key)?
-                .body(&body)
-                .json()
-                .await?;
-            show(out, &doc, |t: IssuedToken, w| {
+            let reply = api.issue_token(&body).await?;
+            show(out, &reply, |t, w| {
                 match (t.status, &t.approval_id) {
                     (TokenStatus::PendingApproval, Some(approval)) => out.note(&format!(
                         "token {} waits for approval {approval}; it expires at {}",
@@ -323,23 +255,17 @@ pub async fn token(global: &GlobalArgs, cmd: TokenCommand, out: Output) -> Resul
         }
         TokenCommand::Show { id } => {
             let credential = credentials::operator_or_agent(global)?;
-            let doc = client(global)?
-                .request(Method::GET, &["tokens", checked_id(&id)?], &credential)?
-                .json()
+            let reply = ControlPlane::new(client(global)?, &credential)
+                .token(checked_id(&id)?)
                 .await?;
-            show(out, &doc, |t: TokenInfo, w| print_token(&t, w))
+            show(out, &reply, |t, w| print_token(&t, w))
         }
         TokenCommand::Revoke { id } => {
             let credential = credentials::operator_or_agent(global)?;
-            let doc = client(global)?
-                .request(
-                    Method::POST,
-                    &["tokens", checked_id(&id)?, "revoke"],
-                    &credential,
-                )?
-                .json()
+            let reply = ControlPlane::new(client(global)?, &credential)
+                .revoke_token(checked_id(&id)?)
                 .await?;
-            show(out, &doc, |t: TokenInfo, w| print_token(&t, w))
+            show(out, &reply, |t, w| print_token(&t, w))
         }
     }
 }
@@ -367,41 +293,31 @@ pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Resul
                     })?;
                 }
             }
-            let request = client(global)?
-                .request(Method::GET, &["audit"], &token)?
-                .query(&[
-                    ("since", since.as_deref()),
-                    ("until", until.as_deref()),
-                    ("type", event_type.as_deref()),
-                    (
-                        "format",
-                        Some(if format == AuditFormat::Csv {
-                            "csv"
-                        } else {
-                            "json"
-                        }),
-                    ),
-                ]);
+            let api = ControlPlane::new(client(global)?, &token);
+            let filter = AuditFilter {
+                since: since.as_deref(),
+                until: until.as_deref(),
+                event_type: event_type.as_deref(),
+            };
             if format == AuditFormat::Csv {
-                let csv = request.text().await?;
+                let csv = api.export_audit_csv(&filter).await?;
                 return out.emit(&Value::Null, |w| w.write_all(csv.as_bytes()));
             }
-            let doc = request.json().await?;
+            let reply = api.export_audit(&filter).await?;
+            let doc = reply.doc();
             // Human mode prints JSON Lines: one event per line, easy to grep and stream.
-            out.emit(&doc, |w| {
-                match doc.get("events").and_then(Value::as_array) {
-                    Some(events) => events.iter().try_for_each(|e| writeln!(w, "{e}")),
-                    None => writeln!(w, "{doc}"),
-                }
+            out.emit(doc, |w| match doc.get("events").and_then(Value::as_array) {
+                Some(events) => events.iter().try_for_each(|e| writeln!(w, "{e}")),
+                None => writeln!(w, "{doc}"),
             })
         }
         AuditCommand::Verify => {
-            let doc = client(global)?
-                .request(Method::GET, &["audit", "verify"], &token)?
-                .json()
+            let reply = ControlPlane::new(client(global)?, &token)
+                .verify_audit()
                 .await?;
+            let doc = reply.doc();
             let valid = doc.get("valid").and_then(Value::as_bool);
-            out.emit(&doc, |w| match valid {
+            out.emit(doc, |w| match valid {
                 Some(true) => writeln!(
                     w,
                     "audit chain intact ({} events checked)",
@@ -425,30 +341,27 @@ fn client(global: &GlobalArgs) -> Result<ApiClient, Failure> {
     ApiClient::new(&global.server, global.ca_cert.as_deref())
 }
 
-/// `["secrets", "a", "b"]` for `a/b`, after checking the path's grammar locally (URL
-/// handling would silently drop `.`/`..` segments and so address another secret).
-fn segments<'a>(first: &'a str, path: &'a str) -> Result<Vec<&'a str>, Failure> {
-    SecretPath::parse(path).map_err(|e| Failure::new("invalid_path", e.to_string(), EXIT_USAGE))?;
-    Ok(std::iter::once(first).chain(path.split('/')).collect())
+/// A secret path argument, checked against the grammar locally before any request.
+fn secret_path(raw: &str) -> Result<SecretPath, Failure> {
+    SecretPath::parse(raw).map_err(|e| Failure::new("invalid_path", e.to_string(), EXIT_USAGE))
 }
 
-/// An id argument: a UUID, so it can never change the route it is placed in.
-fn checked_id(raw: &str) -> Result<&str, Failure> {
-    uuid::Uuid::parse_str(raw)
-        .map(|_| raw)
+/// An id argument: a UUID of the kind the command names.
+fn checked_id<Id: FromStr>(raw: &str) -> Result<Id, Failure> {
+    raw.parse()
         .map_err(|_| Failure::invalid_argument(format!("{raw:?} is not an id (a UUID)")))
 }
 
-/// Prints `doc`: verbatim with `--json`, else through `human` (or as pretty JSON should the
-/// answer not have the expected shape, so a newer server never breaks the older CLI).
+/// Prints the answer: verbatim with `--json`, else through `human` (or as pretty JSON should
+/// the answer not have the expected shape, so a newer server never breaks the older CLI).
 fn show<T: DeserializeOwned>(
     out: Output,
-    doc: &Value,
+    reply: &Reply<T>,
     human: impl FnOnce(T, Human<'_>) -> io::Result<()>,
 ) -> Result<(), Failure> {
-    out.emit(doc, |w| match serde_json::from_value::<T>(doc.clone()) {
-        Ok(typed) => human(typed, w),
-        Err(_) => writeln!(w, "{doc:#}"),
+    out.emit(reply.doc(), |w| match reply.typed() {
+        Some(typed) => human(typed, w),
+        None => writeln!(w, "{:#}", reply.doc()),
     })
 }
 
@@ -538,7 +451,7 @@ fn print_token(t: &TokenInfo, w: Human<'_>) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{segments, strip_one_newline};
+    use super::{secret_path, strip_one_newline};
 
     #[test]
     fn strips_exactly_one_trailing_newline() {
@@ -550,12 +463,9 @@ mod tests {
     }
 
     #[test]
-    fn secret_paths_become_url_segments() {
-        assert_eq!(
-            segments("secrets", "prod/openai/key").ok(),
-            Some(vec!["secrets", "prod", "openai", "key"])
-        );
-        assert!(segments("secrets", "prod/../key").is_err());
-        assert!(segments("secrets", "/prod/key").is_err());
+    fn secret_path_arguments_are_checked_locally() {
+        assert!(secret_path("prod/openai/key").is_ok());
+        assert!(secret_path("prod/../key").is_err());
+        assert!(secret_path("/prod/key").is_err());
     }
 }
