@@ -625,30 +625,8 @@ async fn a_rewrap_with_a_broken_dek_reports_it_and_a_rerun_finishes(c: &Cluster)
     }
 }
 
-macro_rules! backend_suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let c = super::Cluster::sqlite().await;
-                    super::$name(&c).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(c) = super::Cluster::postgres().await else { return };
-                    super::$name(&c).await;
-                }
-            )*
-        }
-    };
-}
-
-backend_suite!(
+agent_secret_testkit::backend_suite!(
+    Cluster:
     rotation_then_rewrap_leaves_every_secret_readable,
     scheduled_rotation_happens_once_across_replicas,
     a_rotation_by_another_process_is_recorded_and_announced_once,

@@ -1467,31 +1467,8 @@ async fn secret_plaintext_never_reaches_the_database(h: &Harness) {
     );
 }
 
-/// Expands to one `#[tokio::test]` per behaviour and backend.
-macro_rules! backend_suite {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let h = super::Harness::sqlite().await;
-                    super::$name(&h).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $name() {
-                    let Some(h) = super::Harness::postgres().await else { return };
-                    super::$name(&h).await;
-                }
-            )*
-        }
-    };
-}
-
-backend_suite!(
+agent_secret_testkit::backend_suite!(
+    Harness:
     store_answers_ping,
     tenant_is_created_with_its_admin_and_first_audit_event,
     tenant_names_are_unique,

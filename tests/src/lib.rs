@@ -10,7 +10,6 @@
 
 pub mod control_plane;
 pub mod fake_gcp_kms;
-pub mod pki;
 pub mod sidecar;
 pub mod upstream;
 
@@ -22,36 +21,5 @@ pub fn init_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// PostgreSQL superuser URL for tests, if configured; under `CI=true` its absence is fatal.
-pub fn postgres_url() -> Option<String> {
-    match std::env::var("AGENT_SECRET_STORE_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but AGENT_SECRET_STORE_TEST_DATABASE_URL is not set")
-        }
-        _ => {
-            eprintln!("skipped: set AGENT_SECRET_STORE_TEST_DATABASE_URL");
-            None
-        }
-    }
-}
-
-/// Polls `check` until it returns `Some`, or panics with `what` after `deadline`. For
-/// eventually-consistent effects (revocation push, spool drain); never a timing assertion.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: std::time::Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-}
+pub use agent_secret_testkit::pg::postgres_url;
+pub use agent_secret_testkit::{eventually, pki};
