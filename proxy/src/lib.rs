@@ -15,9 +15,11 @@
 //! `stop().await` at the end.
 
 pub mod admin;
+mod admit;
 pub mod audit;
 pub mod auth;
 pub mod cache;
+mod caller;
 pub mod config;
 pub mod control_plane;
 pub mod denial;
@@ -26,11 +28,13 @@ pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;
 pub mod resolver;
+mod response_plan;
 pub mod route;
 pub mod scrub;
 pub mod sidecar;
 pub mod spool;
 pub mod ssrf;
+mod upstream;
 pub mod watch;
 
 pub use config::ProxyConfig;
