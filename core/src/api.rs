@@ -46,6 +46,15 @@ pub enum ErrorCode {
     UpstreamError,
     /// The sidecar could not reach the upstream (connect, TLS or I/O failure). 502.
     UpstreamUnavailable,
+    /// The sidecar could not resolve the upstream's host name. 502.
+    UpstreamUnresolvable,
+    /// The upstream's response cannot be scanned for injected secrets (an unknown
+    /// content-encoding, or a protocol upgrade after injection); the sidecar refuses it. 502.
+    UnscannableResponse,
+    /// The sidecar's audit spool is full: no secret is injected until it drains. 503.
+    AuditUnavailable,
+    /// The sidecar refuses CONNECT: a tunnel would hide the headers it must rewrite. 405.
+    MethodNotAllowed,
     // Resources
     NotFound,
     Conflict,
@@ -87,6 +96,10 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::UpstreamError => "upstream_error",
             Self::UpstreamUnavailable => "upstream_unavailable",
+            Self::UpstreamUnresolvable => "upstream_unresolvable",
+            Self::UnscannableResponse => "unscannable_response",
+            Self::AuditUnavailable => "audit_unavailable",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::NotFound => "not_found",
             Self::Conflict => "conflict",
             Self::KmsUnavailable => "kms_unavailable",
@@ -696,6 +709,10 @@ mod tests {
             ErrorCode::DestinationNotAllowed,
             ErrorCode::UsesExhausted,
             ErrorCode::ControlPlaneUnavailable,
+            ErrorCode::UpstreamUnresolvable,
+            ErrorCode::UnscannableResponse,
+            ErrorCode::AuditUnavailable,
+            ErrorCode::MethodNotAllowed,
         ] {
             assert_eq!(
                 serde_json::to_string(&code).unwrap(),

@@ -28,7 +28,7 @@
 //!   halves and each half resent, down to single events. A single event it still refuses is
 //!   dead-lettered only when the refusal is evidently about that event: another piece of the
 //!   same batch was accepted. It then moves to the dead-letter file next to the spool
-//!   ([`DEAD_LETTER_SUFFIX`]), is counted in [`SpoolStats::dead_lettered`], and is reported to
+//!   ([`DEAD_LETTER_SUFFIX`](dead_letter::DEAD_LETTER_SUFFIX)), is counted in [`SpoolStats::dead_lettered`], and is reported to
 //!   the control plane as one [`audit_dropped`](SidecarAuditEvent::audit_dropped) event
 //!   carrying the count, which it records as `audit.dropped` in the hash-chained log. So an
 //!   event is either delivered or dead-lettered *and* its loss is audited; none is silently
@@ -69,8 +69,7 @@ use std::time::Duration;
 use agent_secret_core::api::{SidecarAuditBatch, SidecarAuditEvent};
 use tokio::sync::{mpsc, oneshot};
 
-pub use dead_letter::DEAD_LETTER_SUFFIX;
-pub use file::{SpoolError, SPOOL_FILE_NAME};
+pub use file::SpoolError;
 pub use worker::AuditWorker;
 
 use file::{Queued, SpoolFile};
@@ -162,7 +161,7 @@ pub struct SpoolFull;
 /// Tunables, usually from the sidecar's `[audit]` config.
 #[derive(Debug, Clone)]
 pub struct SpoolConfig {
-    /// Spool file, or an existing directory to hold [`SPOOL_FILE_NAME`].
+    /// Spool file, or an existing directory to hold [`SPOOL_FILE_NAME`](file::SPOOL_FILE_NAME).
     pub path: PathBuf,
     /// Bound on events not yet accepted by the sink (memory + file), in JSON-line bytes.
     pub max_bytes: u64,

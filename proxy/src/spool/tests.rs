@@ -11,6 +11,8 @@ use chrono::Utc;
 use super::bound::{
     MAX_BATCH_BYTES, MAX_EVENT_BYTES, MAX_ID_CHARS, MAX_REASON_CHARS, MAX_TEXT_CHARS,
 };
+use super::dead_letter::DEAD_LETTER_SUFFIX;
+use super::file::SPOOL_FILE_NAME;
 use super::*;
 
 /// The user agent of an event [`FakeSink`] refuses 422 (like a field the server rejects).
