@@ -14,7 +14,7 @@ use google_cloud_kms_v1::model::{
 use super::checks::{crc, integrity, version_under};
 use super::config::{GcpKmsConfig, GcpProtection};
 use super::retry::{with_retries, Kind};
-use crate::envelope::Dek;
+use crate::cipher::Dek;
 use crate::ids::TenantId;
 use crate::kms::{tenant_key_id, KeyInfo, KeyRef, Kms, KmsError, WrappedDek};
 
