@@ -8,28 +8,17 @@
 
 use std::fmt;
 
-use aes_gcm::aead::{AeadInOut, Key, KeyInit, Nonce};
-use aes_gcm::Aes256Gcm;
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
+use crate::cipher::{aes_open, aes_seal, random_nonce, NONCE_LEN, TAG_LEN};
 use crate::ids::TenantId;
 use crate::kms::{Kms, KmsError, WrappedDek};
 use crate::secret::SecretBytes;
 
-/// AES-256 key length in bytes.
-pub(crate) const KEY_LEN: usize = 32;
-/// AES-GCM nonce length in bytes (96 bits).
-pub(crate) const NONCE_LEN: usize = 12;
-/// AES-GCM tag length in bytes.
-pub(crate) const TAG_LEN: usize = 16;
+pub use crate::cipher::{Dek, InvalidDekLength};
 
 /// Domain-separation tag at the start of [`SecretAad::to_bytes`]; bump `v1` to change format.
 const SECRET_AAD_TAG: &[u8] = b"agent-secret-store/secret/v1";
-
-/// A data-encryption key: 32 random bytes, wiped on drop, never printed.
-#[derive(Clone)]
-pub struct Dek(Zeroizing<[u8; KEY_LEN]>);
 
 /// What a secret ciphertext is bound to. See [`SecretAad::to_bytes`] for the byte format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,12 +34,12 @@ pub struct SecretAad<'a> {
 pub struct Envelope {
     pub key_name: String,
     pub key_version: String,
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::cipher::base64_bytes")]
     pub wrapped_dek: Vec<u8>,
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::cipher::base64_bytes")]
     pub nonce: Vec<u8>,
     /// AES-256-GCM ciphertext followed by the 16-byte tag.
-    #[serde(with = "base64_bytes")]
+    #[serde(with = "crate::cipher::base64_bytes")]
     pub ciphertext: Vec<u8>,
 }
 
@@ -65,37 +54,6 @@ pub enum EnvelopeError {
     Encrypt,
     #[error("malformed envelope: {0}")]
     Malformed(&'static str),
-}
-
-impl Dek {
-    /// A fresh random 256-bit key from the operating system's CSPRNG.
-    ///
-    /// # Panics
-    /// If the OS random number generator fails (see [`random_key`]).
-    pub fn generate() -> Dek {
-        Dek(random_key())
-    }
-
-    /// Wraps existing key bytes; they must be exactly 32 bytes long.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Dek, EnvelopeError> {
-        let mut key = Zeroizing::new([0u8; KEY_LEN]);
-        if bytes.len() != KEY_LEN {
-            return Err(EnvelopeError::Malformed("a DEK must be 32 bytes"));
-        }
-        key.copy_from_slice(bytes);
-        Ok(Dek(key))
-    }
-
-    /// Borrows the key bytes. Do not copy them into storage that is not zeroized.
-    pub fn expose(&self) -> &[u8; KEY_LEN] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Dek {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Dek([REDACTED])")
-    }
 }
 
 impl SecretAad<'_> {
@@ -242,77 +200,6 @@ fn push_length_prefixed(out: &mut Vec<u8>, field: &[u8]) {
     out.extend_from_slice(field);
 }
 
-/// 32 bytes from the OS CSPRNG, in a buffer wiped on drop.
-///
-/// # Panics
-/// If the OS random number generator fails. A secret store must not continue with weak
-/// keys, and `aead`'s own `Generate::generate` makes the same choice.
-pub(crate) fn random_key() -> Zeroizing<[u8; KEY_LEN]> {
-    let mut key = Zeroizing::new([0u8; KEY_LEN]);
-    fill_random(&mut *key);
-    key
-}
-
-/// A fresh random 96-bit GCM nonce. Panics like [`random_key`].
-pub(crate) fn random_nonce() -> [u8; NONCE_LEN] {
-    let mut nonce = [0u8; NONCE_LEN];
-    fill_random(&mut nonce);
-    nonce
-}
-
-fn fill_random(buf: &mut [u8]) {
-    if let Err(e) = getrandom::fill(buf) {
-        panic!("the operating system's random number generator failed: {e}");
-    }
-}
-
-/// AES-256-GCM encryption; returns ciphertext || tag. The working buffer is zeroized, so a
-/// failure cannot leave plaintext behind in freed memory.
-pub(crate) fn aes_seal(
-    key: &[u8; KEY_LEN],
-    nonce: &[u8; NONCE_LEN],
-    aad: &[u8],
-    plaintext: &[u8],
-) -> Result<Vec<u8>, aes_gcm::Error> {
-    let cipher = Aes256Gcm::new(<&Key<Aes256Gcm>>::from(key));
-    let mut buf = Zeroizing::new(Vec::with_capacity(plaintext.len() + TAG_LEN));
-    buf.extend_from_slice(plaintext);
-    cipher.encrypt_in_place(nonce.into(), aad, &mut *buf)?;
-    Ok(std::mem::take(&mut *buf))
-}
-
-/// AES-256-GCM decryption of ciphertext || tag into a zeroizing buffer.
-pub(crate) fn aes_open(
-    key: &[u8; KEY_LEN],
-    nonce: &[u8],
-    aad: &[u8],
-    ciphertext: &[u8],
-) -> Result<Zeroizing<Vec<u8>>, aes_gcm::Error> {
-    let nonce = <&Nonce<Aes256Gcm>>::try_from(nonce).map_err(|_| aes_gcm::Error)?;
-    let cipher = Aes256Gcm::new(<&Key<Aes256Gcm>>::from(key));
-    let mut buf = Zeroizing::new(ciphertext.to_vec());
-    cipher.decrypt_in_place(nonce, aad, &mut *buf)?;
-    Ok(buf)
-}
-
-/// Serde adapter: `Vec<u8>` as a standard base64 string.
-pub(crate) mod base64_bytes {
-    use base64::engine::general_purpose::STANDARD;
-    use base64::Engine as _;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&STANDARD.encode(bytes))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        STANDARD
-            .decode(text.as_bytes())
-            .map_err(|_| serde::de::Error::custom("expected a standard base64 string"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -387,19 +274,6 @@ mod tests {
             let b = SecretAad { tenant, path: &p2, version: v2 };
             prop_assert_eq!(a.to_bytes() == b.to_bytes(), p1 == p2 && v1 == v2);
         }
-    }
-
-    #[test]
-    fn dek_from_bytes_requires_32_bytes_and_debug_is_redacted() {
-        assert!(matches!(
-            Dek::from_bytes(&[7u8; 31]),
-            Err(EnvelopeError::Malformed(_))
-        ));
-        let dek = Dek::from_bytes(&[0xabu8; 32]).unwrap();
-        assert_eq!(dek.expose(), &[0xabu8; 32]);
-        let shown = format!("{dek:?}");
-        assert!(!shown.contains("171") && !shown.to_lowercase().contains("abab"));
-        assert_ne!(Dek::generate().expose(), Dek::generate().expose());
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod cidr;
+mod cipher;
 pub mod credential;
 pub mod diagnostics;
 pub mod envelope;

@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::envelope::Dek;
+use crate::cipher::Dek;
 use crate::ids::TenantId;
 
 /// The tenant's KEK id in every backend: the local key name, the Cloud KMS CryptoKey id.

@@ -1,0 +1,232 @@
+//! What the sidecar and the control plane say to each other: resolve, release, audit, watch.
+//!
+//! A resolve answers with envelopes, never plaintext; the sidecar unwraps them with its own KMS
+//! access. Requests reject unknown fields, and the scoped token a resolve carries is wiped on
+//! drop and never shown in `Debug`.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::operator::Sensitivity;
+
+/// `POST /v1/sidecar/resolve`: may this token send these secrets to this host, from this IP?
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveRequest {
+    pub token: String,
+    pub paths: Vec<String>,
+    /// The host the sidecar will actually dial, `host[:port]`.
+    pub destination_host: String,
+    pub client_ip: String,
+}
+
+impl Drop for ResolveRequest {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.token);
+    }
+}
+
+impl fmt::Debug for ResolveRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResolveRequest")
+            .field("token", &"[REDACTED]")
+            .field("paths", &self.paths)
+            .field("destination_host", &self.destination_host)
+            .field("client_ip", &self.client_ip)
+            .finish()
+    }
+}
+
+/// What the token is allowed, as of this resolve.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Grant {
+    pub token_id: String,
+    pub tenant_id: String,
+    pub agent_id: String,
+    pub scopes: Vec<String>,
+    /// CIDRs the client must come from (empty: any). Lets a warm sidecar check locally.
+    pub ip_allowlist: Vec<String>,
+    pub approved_sensitivity: Sensitivity,
+    pub expires_at: DateTime<Utc>,
+    pub max_uses: Option<i64>,
+    pub uses: i64,
+    /// How long the sidecar may serve this grant from cache; 0 for `max_uses` tokens.
+    pub cache_ttl_seconds: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResolvedSecret {
+    pub path: String,
+    pub version: i64,
+    pub sensitivity: Sensitivity,
+    /// Destinations this secret may be sent to (`HostPattern` strings), for warm-cache checks.
+    pub allowed_hosts: Vec<String>,
+    #[schema(value_type = Object)]
+    pub envelope: crate::envelope::Envelope,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ResolveResponse {
+    pub grant: Grant,
+    pub secrets: Vec<ResolvedSecret>,
+    /// Set when this resolve took a use of a `max_uses` token: the use is reserved, and the
+    /// sidecar gives it back with `POST /v1/sidecar/release` if the request fails before the
+    /// value is injected (KMS down, decrypt error, a later refusal). A reservation not
+    /// released by `expires_at` is spent for good.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservation: Option<UseReservation>,
+}
+
+/// A reserved use of a `max_uses` token; see [`ResolveResponse::reservation`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UseReservation {
+    pub id: String,
+    /// Until when a release is accepted; after it the use counts whatever happens.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /v1/sidecar/release`: give back a reserved use whose value was never injected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseUseRequest {
+    pub reservation_id: String,
+    /// Why the value was not injected, as a denial code (`kms_unavailable`, ...), for the audit
+    /// record: lowercase letters, digits and `_`, at most 64.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReleasedUse {
+    pub reservation_id: String,
+    pub outcome: ReleaseOutcome,
+}
+
+/// Releases are idempotent: a second release of the same reservation says so and changes
+/// nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseOutcome {
+    Released,
+    AlreadyReleased,
+}
+
+/// One injection as the sidecar saw it, for `POST /v1/sidecar/audit`. Becomes a `secret.read`
+/// event in the tenant's chain with the sidecar as reporter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarAuditEvent {
+    pub token_id: Option<String>,
+    pub client_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub path: Option<String>,
+    pub destination_host: Option<String>,
+    pub success: bool,
+    /// A stable code for failures (`scope_denied`, ...), absent on success.
+    pub reason: Option<String>,
+    pub occurred_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarAuditBatch {
+    pub events: Vec<SidecarAuditEvent>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SidecarAuditAccepted {
+    pub accepted: usize,
+}
+
+/// Most events one `POST /v1/sidecar/audit` may carry (more is refused 400).
+pub const MAX_SIDECAR_AUDIT_BATCH_EVENTS: usize = 500;
+
+/// `reason` prefix of a sidecar's report that the control plane refused some of its events and
+/// the sidecar moved them to its dead-letter file: `audit_dropped:<count>`. The control plane
+/// records it as an `audit.dropped` event, so the loss itself is in the hash-chained log.
+pub const AUDIT_DROPPED_REASON: &str = "audit_dropped";
+
+impl SidecarAuditEvent {
+    /// The report that `count` events were dead-lettered (see [`AUDIT_DROPPED_REASON`]).
+    pub fn audit_dropped(count: u64, occurred_at: DateTime<Utc>) -> SidecarAuditEvent {
+        SidecarAuditEvent {
+            token_id: None,
+            client_ip: None,
+            user_agent: None,
+            path: None,
+            destination_host: None,
+            success: false,
+            reason: Some(format!("{AUDIT_DROPPED_REASON}:{count}")),
+            occurred_at,
+        }
+    }
+
+    /// The count of an [`audit_dropped`](Self::audit_dropped) report; `None` for any other
+    /// event (an injection or refusal names a token or a path, a report never does).
+    pub fn dropped_count(&self) -> Option<u64> {
+        if self.token_id.is_some() || self.path.is_some() || self.success {
+            return None;
+        }
+        self.reason
+            .as_deref()?
+            .strip_prefix(AUDIT_DROPPED_REASON)?
+            .strip_prefix(':')?
+            .parse()
+            .ok()
+    }
+}
+
+/// Server-sent events on `GET /v1/sidecar/watch`: the SSE `event:` field is the variant's
+/// `type`, the `data:` field this JSON. Sidecars drop the affected cache entries at once.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum WatchEvent {
+    TokenRevoked {
+        token_id: String,
+    },
+    AgentKeyRotated {
+        agent_id: String,
+    },
+    SecretUpdated {
+        path: String,
+        version: i64,
+    },
+    SecretDeleted {
+        path: String,
+    },
+    KekRotated {
+        key_name: String,
+        key_version: String,
+    },
+    /// The agent was revoked: its key and every token it held are dead.
+    AgentRevoked {
+        agent_id: String,
+    },
+    /// The control plane may have missed change events (its PostgreSQL listener reconnected):
+    /// drop every cached grant and value.
+    Resync,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn audit_dropped_reports_round_trip_and_nothing_else_reads_as_one() {
+        let report = SidecarAuditEvent::audit_dropped(7, Utc::now());
+        let wire: SidecarAuditEvent =
+            serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!(wire.dropped_count(), Some(7));
+        let mut read = report.clone();
+        read.path = Some("prod/api/key".into());
+        assert_eq!(read.dropped_count(), None);
+        read.path = None;
+        read.reason = Some("audit_dropped:many".into());
+        assert_eq!(read.dropped_count(), None);
+        read.reason = Some("scope_denied".into());
+        assert_eq!(read.dropped_count(), None);
+    }
+}
