@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use agent_secret_core::api::ErrorCode;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -26,6 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::denial::Denial;
 use crate::metrics::Metrics;
 use crate::spool::AuditPipeline;
 
@@ -223,7 +225,12 @@ fn respond(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> 
         _ => (
             StatusCode::NOT_FOUND,
             "application/json",
-            Bytes::from_static(br#"{"error":{"code":"not_found","message":"no such endpoint"}}"#),
+            Denial::new(
+                StatusCode::NOT_FOUND,
+                ErrorCode::NotFound,
+                "no such endpoint",
+            )
+            .body(),
         ),
     };
     let mut response = Response::new(Full::new(body));

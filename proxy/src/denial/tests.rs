@@ -231,3 +231,16 @@ fn a_token_refusal_asks_for_proxy_credentials_and_a_limit_says_when_to_retry() {
     );
     assert!(kms.headers.get("proxy-authenticate").is_none());
 }
+
+#[test]
+fn the_admin_404_body_is_the_bytes_it_always_was() {
+    let d = Denial::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        "no such endpoint",
+    );
+    assert_eq!(
+        d.body(),
+        &br#"{"error":{"code":"not_found","message":"no such endpoint"}}"#[..]
+    );
+}
