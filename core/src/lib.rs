@@ -17,3 +17,4 @@ pub mod path;
 pub mod placeholder;
 pub mod scope;
 pub mod secret;
+pub mod secret_file;

@@ -439,17 +439,10 @@ fn env_secret(lookup: EnvLookup<'_>, name: &str) -> Result<Option<SecretString>,
     }
 }
 
-/// The trimmed content of a secret file. Errors name the key and path, never the content.
+/// The trimmed content of a secret file (see `agent_secret_core::secret_file`, which refuses
+/// files other users can read). Errors name the key and path, never the content.
 fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| invalid(key, &format!("cannot read {}: {e}", path.display())))?,
-    );
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(invalid(key, &format!("{} is empty", path.display())));
-    }
-    Ok(SecretString::new(trimmed.to_owned()))
+    agent_secret_core::secret_file::read(path).map_err(|e| invalid(key, &e.to_string()))
 }
 
 fn invalid(key: &str, message: &str) -> ConfigError {
