@@ -14,8 +14,12 @@ use std::time::Duration;
 
 use agent_secret_core::host::{Destination, HostPattern};
 use agent_secret_core::kms::local::MasterKey;
+use agent_secret_core::kms::KmsSettings;
 use agent_secret_core::secret::SecretString;
 use serde::Deserialize;
+
+/// `[kms] backend`: `local` or `gcp`, the values the control plane's `[kms]` takes too.
+pub use agent_secret_core::kms::KmsBackend;
 
 /// Looks up one environment variable by its full name; `None` when unset.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -94,14 +98,6 @@ pub struct ControlPlaneConfig {
     /// Longest delay between watch reconnection attempts.
     #[serde(default = "default_watch_max_backoff_ms")]
     pub watch_max_backoff_ms: u64,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KmsBackend {
-    #[default]
-    Local,
-    Gcp,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -418,6 +414,23 @@ impl ProxyConfig {
         };
         MasterKey::from_base64(text.expose())
             .map_err(|e| invalid("kms.master_key_file", &e.to_string()))
+    }
+
+    /// What `agent_secret_core::kms::open` takes: the keyring and its master key (read only
+    /// for the local backend) or the Cloud KMS client settings, checked.
+    pub fn kms_settings(&self) -> Result<KmsSettings, ConfigError> {
+        match self.kms.backend {
+            KmsBackend::Local => {
+                let keyring = self.kms.keyring.clone().ok_or_else(|| {
+                    invalid("kms.keyring", "the local backend needs a keyring file")
+                })?;
+                Ok(KmsSettings::Local {
+                    keyring,
+                    master_key: self.master_key()?,
+                })
+            }
+            KmsBackend::Gcp => Ok(KmsSettings::Gcp(self.kms.gcp()?)),
+        }
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -12,9 +12,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_secret_core::kms::gcp::GcpKms;
-use agent_secret_core::kms::local::LocalKms;
-use agent_secret_core::kms::Kms;
+use agent_secret_core::kms::{self, KeyringAccess, OpenError};
 use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::protocols::tls::CaType;
 use pingora::protocols::{GetSocketDigest, SocketDigest};
@@ -30,7 +28,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::audit::{Audit, AuditBackend};
 use crate::cache::Caches;
-use crate::config::{ConfigError, KmsBackend, ProxyConfig, UpstreamConfig};
+use crate::config::{ConfigError, ProxyConfig, UpstreamConfig};
 use crate::control_plane::{ClientError, ControlPlane};
 use crate::metrics::Metrics;
 use crate::proxy::SecretProxy;
@@ -60,8 +58,8 @@ pub struct RunningSidecar {
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot open the keyring: {0}")]
-    Kms(String),
+    #[error(transparent)]
+    Kms(#[from] OpenError),
     #[error(transparent)]
     ControlPlane(#[from] ClientError),
     #[error("invalid upstream.extra_ca_file: {0}")]
@@ -119,7 +117,8 @@ impl Sidecar {
                 (Some(pipeline), backend)
             }
         };
-        let kms = open_kms(&config).await?;
+        // Open only: a sidecar reads the keyring the control plane created, never makes one.
+        let kms = kms::open(config.kms_settings()?, KeyringAccess::OpenExisting).await?;
         let caches = Caches::new(&config.cache);
         let resolver = Resolver::new(control_plane.clone(), kms, caches.clone(), metrics.clone());
         let router = Router::new(&config).map_err(|e| ConfigError::Invalid {
@@ -243,29 +242,6 @@ pub async fn run(config: ProxyConfig) -> Result<(), StartError> {
         .run_until_signal()
         .await
         .map_err(StartError::Signals)
-}
-
-async fn open_kms(config: &ProxyConfig) -> Result<Arc<dyn Kms>, StartError> {
-    match config.kms.backend {
-        KmsBackend::Local => {
-            let keyring = config
-                .kms
-                .keyring
-                .clone()
-                .ok_or_else(|| StartError::Kms("kms.keyring is not set".into()))?;
-            let master = config.master_key()?;
-            let kms = LocalKms::open(&keyring, master)
-                .map_err(|e| StartError::Kms(format!("{}: {e}", keyring.display())))?;
-            Ok(Arc::new(kms))
-        }
-        KmsBackend::Gcp => {
-            let gcp = config.kms.gcp()?;
-            let kms = GcpKms::connect(gcp)
-                .await
-                .map_err(|e| StartError::Kms(e.to_string()))?;
-            Ok(Arc::new(kms))
-        }
-    }
 }
 
 /// The extra CA plus the system roots (a per-peer CA list replaces pingora's default roots,
