@@ -19,8 +19,6 @@ use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::utils::tls::WrappedX509;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -251,16 +249,13 @@ fn upstream_ca(config: &UpstreamConfig) -> Result<Option<Arc<CaType>>, StartErro
         return Ok(None);
     };
     let bad = |reason: String| StartError::UpstreamCa(format!("{}: {reason}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let mut certs = Vec::new();
-    for der in CertificateDer::pem_slice_iter(&pem) {
-        let der = der.map_err(|e| bad(e.to_string()))?;
+    for der in agent_secret_core::pem::certificates(path)
+        .map_err(|e| StartError::UpstreamCa(e.to_string()))?
+    {
         certs.push(
             wrap_certificate(der.to_vec()).ok_or_else(|| bad("not an X.509 certificate".into()))?,
         );
-    }
-    if certs.is_empty() {
-        return Err(bad("no certificate in the file".into()));
     }
     match pingora::tls::load_native_certs() {
         Ok(native) => certs.extend(
