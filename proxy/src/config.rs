@@ -138,7 +138,7 @@ pub struct KmsConfig {
     #[serde(default = "default_kms_max_attempts")]
     pub max_attempts: u32,
     /// Control-plane settings, accepted and ignored so that one `[kms]` section can serve both
-    /// (DESIGN.md: "the sidecar's [kms] takes the same keys").
+    /// (`config/proxy.toml` documents which).
     #[serde(default, rename = "admin_credentials_file")]
     _admin_credentials_file: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "protection_level")]
