@@ -7,23 +7,23 @@
 //! mode 0600 and refuse to replace an existing file, because overwriting a pepper or master key
 //! would orphan every stored credential or the whole keyring.
 
-use std::fs::{DirBuilder, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use agent_secret_core::credential::{Pepper, MIN_PEPPER_LEN};
-use agent_secret_core::kms::gcp::GcpKms;
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
-use agent_secret_core::kms::Kms;
+use agent_secret_core::kms::{self, KeyringAccess, Kms};
+use agent_secret_core::secret_file::create_private_parent;
 use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use rand::TryRngCore as _;
 use zeroize::Zeroizing;
 
-use crate::config::{Config, DatabaseUrl, KmsBackend, KmsRole};
+use crate::config::{Config, DatabaseUrl, KmsRole};
 use crate::db::Db;
 use crate::service::{App, Policy};
 use crate::store::sql::SqlStore;
@@ -31,8 +31,6 @@ use crate::store::Store;
 
 /// Mode of every file holding key material.
 const SECRET_FILE_MODE: u32 = 0o600;
-/// Mode of directories created to hold key material or the SQLite database.
-const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// What [`ensure_pepper_file`] / [`ensure_master_key_file`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,20 +49,14 @@ pub async fn open_app(config: &Config) -> anyhow::Result<App> {
     app_with_kms(config, kms).await
 }
 
-/// The configured KMS backend. `role` picks the Cloud KMS credentials: the server's
+/// The configured KMS backend, through the opener the sidecar uses too; the control plane
+/// may create a missing local keyring. `role` picks the Cloud KMS credentials: the server's
 /// encrypt-only identity, or the privileged one of the `kms` maintenance commands.
 pub async fn open_kms(config: &Config, role: KmsRole) -> anyhow::Result<Arc<dyn Kms>> {
-    match config.kms.backend {
-        KmsBackend::Local => Ok(Arc::new(open_local_kms(config)?)),
-        KmsBackend::Gcp => {
-            let gcp = config.kms.gcp(role)?;
-            let key_ring = gcp.key_ring_name();
-            let kms = GcpKms::connect(gcp)
-                .await
-                .with_context(|| format!("kms: cannot reach Cloud KMS key ring {key_ring}"))?;
-            Ok(Arc::new(kms))
-        }
-    }
+    let settings = config.kms_settings(role)?;
+    kms::open(settings, KeyringAccess::Create)
+        .await
+        .context("kms")
 }
 
 /// [`open_app`] with an already opened KMS (`init` inspects the keyring first).
@@ -109,9 +101,7 @@ pub fn policy(config: &Config) -> Policy {
 /// Opens (creating if missing) the local keyring.
 pub fn open_local_kms(config: &Config) -> anyhow::Result<LocalKms> {
     let master = config.master_key()?;
-    create_private_parent(&config.kms.keyring)?;
-    LocalKms::open_or_create(&config.kms.keyring, master)
-        .with_context(|| format!("kms.keyring: cannot open {}", config.kms.keyring.display()))
+    kms::open_local(&config.kms.keyring, master, KeyringAccess::Create).context("kms.keyring")
 }
 
 /// Runs the migrations (through `owner_url` when set, then granting the service role on
@@ -227,17 +217,6 @@ pub fn write_new_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()
         .open(path)?;
     file.write_all(contents)?;
     file.sync_all()
-}
-
-/// Creates the parent directory of `path` (mode 0700) if it is missing.
-fn create_private_parent(path: &Path) -> std::io::Result<()> {
-    match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() && !parent.exists() => DirBuilder::new()
-            .recursive(true)
-            .mode(PRIVATE_DIR_MODE)
-            .create(parent),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

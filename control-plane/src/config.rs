@@ -16,8 +16,11 @@ mod secrets;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use agent_secret_core::kms::KmsSettings;
 use serde::Deserialize;
 
+/// `[kms] backend`: `local` or `gcp`, the values the sidecar's `[kms]` takes too.
+pub use agent_secret_core::kms::KmsBackend;
 pub use secrets::DatabaseUrl;
 
 /// Prefix of every configuration environment variable.
@@ -123,14 +126,6 @@ pub struct KmsConfig {
     /// under the old version may still be committing (Cloud KMS may keep encrypting under the
     /// previous primary for hours after a change).
     pub retire_grace_hours: u32,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KmsBackend {
-    #[default]
-    Local,
-    Gcp,
 }
 
 /// Connection hygiene of the HTTPS listener: how long and how much a client may hold the
@@ -375,20 +370,25 @@ impl KmsConfig {
     }
 }
 
+impl Config {
+    /// What `agent_secret_core::kms::open` takes: the keyring and its master key (read only
+    /// for the local backend), or the Cloud KMS client settings with `role`'s credentials.
+    pub fn kms_settings(&self, role: KmsRole) -> Result<KmsSettings, ConfigError> {
+        match self.kms.backend {
+            KmsBackend::Local => Ok(KmsSettings::Local {
+                keyring: self.kms.keyring.clone(),
+                master_key: self.master_key()?,
+            }),
+            KmsBackend::Gcp => Ok(KmsSettings::Gcp(self.kms.gcp(role)?)),
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             level: "info".into(),
             format: LogFormat::Text,
-        }
-    }
-}
-
-impl KmsBackend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KmsBackend::Local => "local",
-            KmsBackend::Gcp => "gcp",
         }
     }
 }

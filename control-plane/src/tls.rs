@@ -10,6 +10,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use agent_secret_core::pem::{self, PemError};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -17,20 +18,13 @@ use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Pem(#[from] PemError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path} holds no PEM certificate")]
-    NoCertificate { path: PathBuf },
-    #[error("{path} holds no PEM private key")]
-    NoKey { path: PathBuf },
     #[error("certificate generation failed: {0}")]
     Generate(#[from] rcgen::Error),
     #[error("TLS configuration rejected: {0}")]
@@ -59,39 +53,9 @@ fn tls13_config(
     Ok(config)
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            path: path.to_owned(),
-        });
-    }
-    Ok(certs)
-}
-
-fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .ok()
-        .flatten()
-        .ok_or_else(|| TlsError::NoKey {
-            path: path.to_owned(),
-        })
-}
-
 /// Server config from a PEM chain and key.
 pub fn server_config_from_files(cert: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
-    tls13_config(certs(cert)?, private_key(key)?)
+    tls13_config(pem::certificates(cert)?, pem::private_key(key)?)
 }
 
 /// SHA-256 of a DER certificate as `AB:CD:…`.
@@ -111,7 +75,7 @@ pub fn self_signed(dir: &Path) -> Result<SelfSigned, TlsError> {
     if !(ca_path.exists() && cert_path.exists() && key_path.exists()) {
         mint(dir, &ca_path, &cert_path, &key_path)?;
     }
-    let ca = certs(&ca_path)?;
+    let ca = pem::certificates(&ca_path)?;
     let fingerprint_sha256 = fingerprint(ca[0].as_ref());
     Ok(SelfSigned {
         config: server_config_from_files(&cert_path, &key_path)?,

@@ -24,9 +24,12 @@ fn no_env() -> impl Fn(&str) -> Option<String> {
     env(&[])
 }
 
+/// Writes a file as an operator should write secrets: mode 0600.
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
     path
 }
 
@@ -268,6 +271,58 @@ fn master_key_from_env_file_variant_and_kms_key() {
         .unwrap()
         .master_key()
         .unwrap();
+}
+
+#[test]
+fn secret_files_other_users_can_read_are_refused_naming_key_file_and_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let pepper = write(dir.path(), "pepper", &format!("{PEPPER_B64}\n"));
+    let master = write(dir.path(), "master.key", &format!("{MASTER_B64}\n"));
+    let db_url = write(dir.path(), "db-url", "postgres://app:s3cr3t@db/store\n");
+    for (file, mode) in [(&pepper, 0o640), (&master, 0o604), (&db_url, 0o644)] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let toml =
+        format!("[security]\npepper_file = {pepper:?}\n[kms]\nmaster_key_file = {master:?}\n");
+    let c = load_toml(&toml, &[]).unwrap();
+    let refused = [
+        (
+            "security.pepper_file",
+            &pepper,
+            "0640",
+            c.pepper().map(drop),
+        ),
+        (
+            "kms.master_key_file",
+            &master,
+            "0604",
+            c.master_key().map(drop),
+        ),
+    ];
+    for (key, file, mode, result) in refused {
+        let text = result.unwrap_err().to_string();
+        assert!(text.contains(key), "{text}");
+        assert!(
+            text.contains(file.to_str().unwrap()) && text.contains(mode),
+            "{text}"
+        );
+        assert!(
+            !text.contains(PEPPER_B64) && !text.contains(MASTER_B64),
+            "{text}"
+        );
+    }
+    let err = Config::load(
+        None,
+        &env(&[("AGENT_SECRET_DATABASE_URL_FILE", db_url.to_str().unwrap())]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("AGENT_SECRET_DATABASE_URL_FILE") && err.contains("0644"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cr3t"), "{err}");
 }
 
 #[test]

@@ -14,6 +14,8 @@ pub mod host;
 pub mod ids;
 pub mod kms;
 pub mod path;
+pub mod pem;
 pub mod placeholder;
 pub mod scope;
 pub mod secret;
+pub mod secret_file;

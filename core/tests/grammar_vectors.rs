@@ -1,6 +1,6 @@
 //! Test vectors for the grammars both trust domains share: secret paths, scopes, placeholders
-//! and host patterns. Each table is the readable statement of the contract in DESIGN.md; a
-//! change here is a change to what users, scripts and the other crates rely on.
+//! and host patterns. Each table is the readable statement of the contract README.md describes;
+//! a change here is a change to what users, scripts and the other crates rely on.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -101,7 +101,7 @@ const INVALID_SCOPES: &[(&str, &str)] = &[
 
 /// (scope, path, covered by a request for the scope's own action)
 const SCOPE_MATCHES: &[(&str, &str, bool)] = &[
-    // The DESIGN.md examples.
+    // The documented examples.
     (
         "secrets:read:production/openai/*",
         "production/openai/api_key",

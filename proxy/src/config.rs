@@ -14,8 +14,12 @@ use std::time::Duration;
 
 use agent_secret_core::host::{Destination, HostPattern};
 use agent_secret_core::kms::local::MasterKey;
+use agent_secret_core::kms::KmsSettings;
 use agent_secret_core::secret::SecretString;
 use serde::Deserialize;
+
+/// `[kms] backend`: `local` or `gcp`, the values the control plane's `[kms]` takes too.
+pub use agent_secret_core::kms::KmsBackend;
 
 /// Looks up one environment variable by its full name; `None` when unset.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -96,14 +100,6 @@ pub struct ControlPlaneConfig {
     pub watch_max_backoff_ms: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KmsBackend {
-    #[default]
-    Local,
-    Gcp,
-}
-
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KmsConfig {
@@ -142,7 +138,7 @@ pub struct KmsConfig {
     #[serde(default = "default_kms_max_attempts")]
     pub max_attempts: u32,
     /// Control-plane settings, accepted and ignored so that one `[kms]` section can serve both
-    /// (DESIGN.md: "the sidecar's [kms] takes the same keys").
+    /// (`config/proxy.toml` documents which).
     #[serde(default, rename = "admin_credentials_file")]
     _admin_credentials_file: Option<serde::de::IgnoredAny>,
     #[serde(default, rename = "protection_level")]
@@ -420,6 +416,23 @@ impl ProxyConfig {
             .map_err(|e| invalid("kms.master_key_file", &e.to_string()))
     }
 
+    /// What `agent_secret_core::kms::open` takes: the keyring and its master key (read only
+    /// for the local backend) or the Cloud KMS client settings, checked.
+    pub fn kms_settings(&self) -> Result<KmsSettings, ConfigError> {
+        match self.kms.backend {
+            KmsBackend::Local => {
+                let keyring = self.kms.keyring.clone().ok_or_else(|| {
+                    invalid("kms.keyring", "the local backend needs a keyring file")
+                })?;
+                Ok(KmsSettings::Local {
+                    keyring,
+                    master_key: self.master_key()?,
+                })
+            }
+            KmsBackend::Gcp => Ok(KmsSettings::Gcp(self.kms.gcp()?)),
+        }
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
     }
@@ -439,17 +452,10 @@ fn env_secret(lookup: EnvLookup<'_>, name: &str) -> Result<Option<SecretString>,
     }
 }
 
-/// The trimmed content of a secret file. Errors name the key and path, never the content.
+/// The trimmed content of a secret file (see `agent_secret_core::secret_file`, which refuses
+/// files other users can read). Errors name the key and path, never the content.
 fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(path)
-            .map_err(|e| invalid(key, &format!("cannot read {}: {e}", path.display())))?,
-    );
-    let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err(invalid(key, &format!("{} is empty", path.display())));
-    }
-    Ok(SecretString::new(trimmed.to_owned()))
+    agent_secret_core::secret_file::read(path).map_err(|e| invalid(key, &e.to_string()))
 }
 
 fn invalid(key: &str, message: &str) -> ConfigError {

@@ -65,8 +65,8 @@ impl CpError {
 /// Why the client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot read control_plane.ca_file {path}: {reason}")]
-    CaFile { path: String, reason: String },
+    #[error("invalid control_plane.ca_file: {0}")]
+    CaFile(#[from] agent_secret_core::pem::PemError),
     #[error("the sidecar key is not a valid header value")]
     BadKey,
     #[error("cannot build the control-plane client: {0}")]
@@ -219,18 +219,14 @@ impl ControlPlane {
 /// The CA bundle of `ca_file`, or the system roots when none is configured.
 fn root_certificates(config: &ControlPlaneConfig) -> Result<Vec<Certificate>, ClientError> {
     match &config.ca_file {
-        Some(path) => {
-            let ca_error = |reason: String| ClientError::CaFile {
-                path: path.display().to_string(),
-                reason,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-            let certs = Certificate::from_pem_bundle(&pem).map_err(|e| ca_error(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(ca_error("no certificate in the file".into()));
-            }
-            Ok(certs)
-        }
+        Some(path) => agent_secret_core::pem::certificates(path)?
+            .iter()
+            .map(|der| {
+                Certificate::from_der(der.as_ref()).map_err(|e| {
+                    ClientError::Build(format!("control_plane.ca_file {}: {e}", path.display()))
+                })
+            })
+            .collect(),
         None => {
             let native = pingora::tls::load_native_certs()
                 .map_err(|e| ClientError::Build(format!("cannot load system roots: {e}")))?;

@@ -12,17 +12,13 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_secret_core::kms::gcp::GcpKms;
-use agent_secret_core::kms::local::LocalKms;
-use agent_secret_core::kms::Kms;
+use agent_secret_core::kms::{self, KeyringAccess, OpenError};
 use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::protocols::tls::CaType;
 use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::utils::tls::WrappedX509;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -30,7 +26,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::audit::{Audit, AuditBackend};
 use crate::cache::Caches;
-use crate::config::{ConfigError, KmsBackend, ProxyConfig, UpstreamConfig};
+use crate::config::{ConfigError, ProxyConfig, UpstreamConfig};
 use crate::control_plane::{ClientError, ControlPlane};
 use crate::metrics::Metrics;
 use crate::proxy::SecretProxy;
@@ -60,8 +56,8 @@ pub struct RunningSidecar {
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("cannot open the keyring: {0}")]
-    Kms(String),
+    #[error(transparent)]
+    Kms(#[from] OpenError),
     #[error(transparent)]
     ControlPlane(#[from] ClientError),
     #[error("invalid upstream.extra_ca_file: {0}")]
@@ -119,7 +115,8 @@ impl Sidecar {
                 (Some(pipeline), backend)
             }
         };
-        let kms = open_kms(&config).await?;
+        // Open only: a sidecar reads the keyring the control plane created, never makes one.
+        let kms = kms::open(config.kms_settings()?, KeyringAccess::OpenExisting).await?;
         let caches = Caches::new(&config.cache);
         let resolver = Resolver::new(control_plane.clone(), kms, caches.clone(), metrics.clone());
         let router = Router::new(&config).map_err(|e| ConfigError::Invalid {
@@ -245,29 +242,6 @@ pub async fn run(config: ProxyConfig) -> Result<(), StartError> {
         .map_err(StartError::Signals)
 }
 
-async fn open_kms(config: &ProxyConfig) -> Result<Arc<dyn Kms>, StartError> {
-    match config.kms.backend {
-        KmsBackend::Local => {
-            let keyring = config
-                .kms
-                .keyring
-                .clone()
-                .ok_or_else(|| StartError::Kms("kms.keyring is not set".into()))?;
-            let master = config.master_key()?;
-            let kms = LocalKms::open(&keyring, master)
-                .map_err(|e| StartError::Kms(format!("{}: {e}", keyring.display())))?;
-            Ok(Arc::new(kms))
-        }
-        KmsBackend::Gcp => {
-            let gcp = config.kms.gcp()?;
-            let kms = GcpKms::connect(gcp)
-                .await
-                .map_err(|e| StartError::Kms(e.to_string()))?;
-            Ok(Arc::new(kms))
-        }
-    }
-}
-
 /// The extra CA plus the system roots (a per-peer CA list replaces pingora's default roots,
 /// so both go in), or `None` to use pingora's system roots alone.
 fn upstream_ca(config: &UpstreamConfig) -> Result<Option<Arc<CaType>>, StartError> {
@@ -275,16 +249,13 @@ fn upstream_ca(config: &UpstreamConfig) -> Result<Option<Arc<CaType>>, StartErro
         return Ok(None);
     };
     let bad = |reason: String| StartError::UpstreamCa(format!("{}: {reason}", path.display()));
-    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
     let mut certs = Vec::new();
-    for der in CertificateDer::pem_slice_iter(&pem) {
-        let der = der.map_err(|e| bad(e.to_string()))?;
+    for der in agent_secret_core::pem::certificates(path)
+        .map_err(|e| StartError::UpstreamCa(e.to_string()))?
+    {
         certs.push(
             wrap_certificate(der.to_vec()).ok_or_else(|| bad("not an X.509 certificate".into()))?,
         );
-    }
-    if certs.is_empty() {
-        return Err(bad("no certificate in the file".into()));
     }
     match pingora::tls::load_native_certs() {
         Ok(native) => certs.extend(

@@ -2,6 +2,7 @@
 //! or agent would use against it.
 
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -38,6 +39,8 @@ impl Install {
         let master_key_file = dir.join("master.key");
         let master = MasterKey::generate();
         std::fs::write(&master_key_file, master.to_base64().expose()).unwrap();
+        // Secret files must be private to their owner (`agent_secret_core::secret_file`).
+        std::fs::set_permissions(&master_key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let keyring = dir.join("keyring.json");
         LocalKms::open_or_create(&keyring, master).unwrap();
         let db_url =

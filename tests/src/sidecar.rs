@@ -1,5 +1,7 @@
 //! Starting the real sidecar against a test control plane.
 
+use std::os::unix::fs::PermissionsExt as _;
+
 use agent_secret_proxy::{ProxyConfig, RunningSidecar, Sidecar};
 
 use crate::control_plane::{ControlPlane, Install};
@@ -16,6 +18,8 @@ pub async fn start_sidecar(
         .dir
         .join(format!("sidecar-{}.key", uuid::Uuid::new_v4()));
     std::fs::write(&key_file, sidecar_key).unwrap();
+    // Secret files must be private to their owner (`agent_secret_core::secret_file`).
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let spool = install.dir.join(format!("spool-{}", uuid::Uuid::new_v4()));
     let toml = format!(
         r#"

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
@@ -66,6 +67,7 @@ impl World {
     async fn sidecar(&self) -> RunningSidecar {
         let key_file = self.dir.path().join("sidecar.key");
         std::fs::write(&key_file, &self.tenant.sidecar_key).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
         let toml = format!(
             r#"
 listen = "127.0.0.1:0"

@@ -10,6 +10,7 @@
 
 use agent_secret_control_plane::service::Policy;
 use agent_secret_proxy::{ProxyConfig, RunningSidecar, Sidecar};
+use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
 use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
@@ -28,6 +29,7 @@ async fn unwatched_sidecar(
 ) -> RunningSidecar {
     let key_file = install.dir.join("sidecar.key");
     std::fs::write(&key_file, sidecar_key).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let toml = format!(
         r#"
 listen = "127.0.0.1:0"

@@ -50,8 +50,7 @@ impl Env<'_> {
             (Some(value), None) => Ok(Some(SecretString::new(value))),
             (None, Some(path)) => {
                 let key = format!("{ENV_PREFIX}{file_name}");
-                let text = read_secret_file(&key, &path)?;
-                Ok(Some(SecretString::new(text.trim().to_string())))
+                read_secret_file(&key, &path).map(Some)
             }
             (None, None) => Ok(None),
         }

@@ -1,8 +1,9 @@
 //! Secret-bearing configuration values and the loaders that turn them into key material.
 //!
 //! Key material is read lazily (only the commands that need it pay, and `init` can create a
-//! missing file first) and goes straight into zeroizing types. Error messages name the key and
-//! the file, never the content.
+//! missing file first) and goes straight into zeroizing types, through the one secret-file
+//! reader (`agent_secret_core::secret_file`), which refuses files other users can read. Error
+//! messages name the key and the file, never the content.
 
 use std::fmt;
 use std::path::Path;
@@ -10,10 +11,10 @@ use std::path::Path;
 use agent_secret_core::credential::Pepper;
 use agent_secret_core::kms::local::MasterKey;
 use agent_secret_core::secret::SecretString;
+use agent_secret_core::secret_file::{self, SecretFileError};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
-use zeroize::Zeroizing;
 
 use super::{invalid, Config, ConfigError};
 
@@ -84,17 +85,14 @@ impl Config {
     /// content of `security.pepper_file`. At least 32 bytes once decoded.
     pub fn pepper(&self) -> Result<Pepper, ConfigError> {
         let (key, text) = match &self.security.pepper {
-            Some(inline) => (
-                "AGENT_SECRET_SECURITY_PEPPER",
-                Zeroizing::new(inline.expose().to_string()),
-            ),
+            Some(inline) => ("AGENT_SECRET_SECURITY_PEPPER", inline.clone()),
             None => (
                 "security.pepper_file",
                 read_secret_file("security.pepper_file", &self.security.pepper_file)?,
             ),
         };
         let bytes = STANDARD
-            .decode(text.trim())
+            .decode(text.expose().trim())
             .map_err(|_| invalid(key, "the pepper is not valid standard base64"))?;
         Pepper::from_bytes(bytes).map_err(|e| invalid(key, &e.to_string()))
     }
@@ -103,16 +101,13 @@ impl Config {
     /// base64 content of `kms.master_key_file` (also set by `AGENT_SECRET_MASTER_KEY_FILE`).
     pub fn master_key(&self) -> Result<MasterKey, ConfigError> {
         let (key, text) = match &self.kms.master_key {
-            Some(inline) => (
-                "AGENT_SECRET_MASTER_KEY",
-                Zeroizing::new(inline.expose().to_string()),
-            ),
+            Some(inline) => ("AGENT_SECRET_MASTER_KEY", inline.clone()),
             None => (
                 "kms.master_key_file",
                 read_secret_file("kms.master_key_file", &self.kms.master_key_file)?,
             ),
         };
-        MasterKey::from_base64(&text).map_err(|e| {
+        MasterKey::from_base64(text.expose()).map_err(|e| {
             // KmsError::Corrupt("...") renders as "key service data is corrupt: ..."; keep
             // only the part about the key, which never contains key material.
             let message = match e {
@@ -124,48 +119,15 @@ impl Config {
     }
 }
 
-/// Reads a secret file into zeroizing memory; a missing file suggests `init`.
-pub(super) fn read_secret_file(key: &str, path: &Path) -> Result<Zeroizing<String>, ConfigError> {
-    match std::fs::read(path) {
-        Ok(bytes) => {
-            warn_if_shared(key, path);
-            let bytes = Zeroizing::new(bytes);
-            match std::str::from_utf8(&bytes) {
-                Ok(text) => Ok(Zeroizing::new(text.to_string())),
-                Err(_) => Err(invalid(
-                    key,
-                    &format!("{} is not UTF-8 text", path.display()),
-                )),
-            }
+/// The trimmed content of a secret file (see `agent_secret_core::secret_file`); errors name
+/// `key` and the file, and a missing file suggests `init`.
+pub(super) fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
+    secret_file::read(path).map_err(|e| match e {
+        SecretFileError::Missing { .. } => {
+            invalid(key, &format!("{e} (`agent-secret-store init` creates it)"))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(invalid(
-            key,
-            &format!(
-                "{} does not exist (`agent-secret-store init` creates it)",
-                path.display()
-            ),
-        )),
-        Err(e) => Err(invalid(
-            key,
-            &format!("cannot read {}: {e}", path.display()),
-        )),
-    }
-}
-
-/// Secret files should be private to the service user; say so when they are not.
-fn warn_if_shared(key: &str, path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path) {
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                key,
-                path = %path.display(),
-                mode = format!("{:o}", mode & 0o777),
-                "secret file is readable by other users; chmod 600 it"
-            );
-        }
-    }
+        other => invalid(key, &other.to_string()),
+    })
 }
 
 /// Replaces the password in `scheme://user:password@host/...` and any `password=` query value.

@@ -8,6 +8,7 @@
 
 pub mod gcp;
 pub mod local;
+mod open;
 
 #[cfg(test)]
 mod tests;
@@ -18,6 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cipher::Dek;
 use crate::ids::TenantId;
+
+pub use open::{open, open_local, KeyringAccess, KmsBackend, KmsSettings, OpenError};
 
 /// The tenant's KEK id in every backend: the local key name, the Cloud KMS CryptoKey id.
 pub fn tenant_key_id(tenant: TenantId) -> String {

@@ -129,7 +129,7 @@ fn host_rule_names_are_host_patterns() {
 fn secrets_come_from_env_value_or_file_but_not_both() {
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key");
-    std::fs::write(&key_file, "assc_from_file\n").unwrap();
+    write_private(&key_file, "assc_from_file\n");
     let mut config = ProxyConfig::from_toml_str(MINIMAL).unwrap();
     let vars = env(&[("AGENT_SECRET_SIDECAR_KEY_FILE", key_file.to_str().unwrap())]);
     config.apply_env(&|n| vars.get(n).cloned()).unwrap();
@@ -151,12 +151,38 @@ fn secrets_come_from_env_value_or_file_but_not_both() {
 fn secret_file_errors_never_show_the_content() {
     let dir = tempfile::tempdir().unwrap();
     let master = dir.path().join("master.key");
-    std::fs::write(&master, "not-base64-SECRETISH").unwrap();
+    write_private(&master, "not-base64-SECRETISH");
     let text = MINIMAL.replace("master.key", master.to_str().unwrap());
     let config = ProxyConfig::from_toml_str(&text).unwrap();
     let err = config.master_key().unwrap_err().to_string();
     assert!(err.contains("kms.master_key_file"), "{err}");
+    assert!(err.contains("base64"), "{err}");
     assert!(!err.contains("SECRETISH"), "{err}");
+}
+
+#[test]
+fn a_secret_file_other_users_can_read_is_refused_naming_key_file_and_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("sidecar.key");
+    write_private(&key_file, "assc_SECRETISH\n");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = MINIMAL.replace("sidecar.key", key_file.to_str().unwrap());
+    let config = ProxyConfig::from_toml_str(&text).unwrap();
+    let err = config.sidecar_key().unwrap_err().to_string();
+    assert!(err.contains("control_plane.sidecar_key_file"), "{err}");
+    assert!(
+        err.contains(key_file.to_str().unwrap()) && err.contains("0644"),
+        "{err}"
+    );
+    assert!(!err.contains("SECRETISH"), "{err}");
+}
+
+/// Writes a secret file as an operator should: mode 0600.
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 #[test]

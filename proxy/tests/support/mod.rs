@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -402,6 +403,7 @@ impl FakeCp {
         let master = MasterKey::generate();
         let master_key_file = dir.join("master.key");
         std::fs::write(&master_key_file, master.to_base64().expose()).unwrap();
+        private(&master_key_file);
         let keyring = dir.join("keyring.json");
         let kms = Arc::new(LocalKms::open_or_create(&keyring, master).unwrap());
         let tenant = TenantId::new();
@@ -413,6 +415,7 @@ impl FakeCp {
             .to_owned();
         let sidecar_key_file = dir.join("sidecar.key");
         std::fs::write(&sidecar_key_file, &sidecar_key).unwrap();
+        private(&sidecar_key_file);
         let state = Arc::new(CpState {
             inner: Mutex::new(CpInner::default()),
             sidecar_key,
@@ -953,4 +956,9 @@ pub async fn eventually(deadline: Duration, mut check: impl AsyncFnMut() -> bool
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check().await
+}
+
+/// Secret files must be private to their owner (`agent_secret_core::secret_file`): mode 0600.
+fn private(path: &Path) {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }

@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::audit::AuditChain;
+use super::credential_index::IndexCredential;
 use super::rows::{micros, opt_micros, record, records, AgentRow};
-use super::tenants::IndexCredential;
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;

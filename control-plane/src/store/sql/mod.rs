@@ -11,6 +11,7 @@
 
 mod agents;
 mod audit;
+mod credential_index;
 mod keys;
 mod operators;
 mod rows;

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::audit::AuditChain;
+use super::credential_index::IndexCredential;
 use super::rows::{micros, opt_micros, record, records, SidecarRow};
-use super::tenants::IndexCredential;
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;

@@ -21,9 +21,9 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::audit::AuditChain;
+use super::credential_index::IndexCredential;
 use super::rows::{list_to_json, micros, opt_micros, parse, record, records, TokenRow};
 use super::secrets::{fetch_current_secrets, CURRENT_SECRETS, CURRENT_SECRETS_ORDER};
-use super::tenants::IndexCredential;
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;

@@ -55,8 +55,8 @@ impl GcpCredentials {
 }
 
 impl GcpCredentials {
-    /// The client credentials this setting names. A service-account file is read here; its
-    /// content (a private key) never appears in an error.
+    /// The client credentials this setting names. A service-account file is read here (see
+    /// [`crate::secret_file`]); its content (a private key) never appears in an error.
     pub(super) fn build(&self) -> Result<google_cloud_auth::credentials::Credentials, KmsError> {
         let credentials = match self {
             GcpCredentials::Anonymous => {
@@ -70,13 +70,15 @@ impl GcpCredentials {
                     })?
             }
             GcpCredentials::ServiceAccountFile(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    KmsError::Config(format!("cannot read {}: {e}", path.display()))
-                })?;
-                let json: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
-                    // The file holds a private key: never echo serde's excerpt of it.
-                    KmsError::Config(format!("{} is not valid JSON", path.display()))
-                })?;
+                // A service-account key is a credential like any other: refused when its
+                // group or others can read it.
+                let text =
+                    crate::secret_file::read(path).map_err(|e| KmsError::Config(e.to_string()))?;
+                let json: serde_json::Value =
+                    serde_json::from_str(text.expose()).map_err(|_| {
+                        // The file holds a private key: never echo serde's excerpt of it.
+                        KmsError::Config(format!("{} is not valid JSON", path.display()))
+                    })?;
                 google_cloud_auth::credentials::service_account::Builder::new(json)
                     .build()
                     .map_err(|e| {

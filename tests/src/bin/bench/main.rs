@@ -19,6 +19,7 @@ mod wrk;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -344,6 +345,8 @@ impl Env {
         let key_file = dir.join(format!("{name}.key"));
         std::fs::write(&key_file, stack.info["sidecar_key"].as_str().expect("key"))
             .expect("key file");
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600))
+            .expect("key file mode");
         let (port, admin) = (free_port(), free_port());
         let config = format!(
             r#"listen = "127.0.0.1:{port}"
