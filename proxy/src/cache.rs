@@ -20,15 +20,15 @@
 //! waved through on a format check alone.
 
 use crate::scrub::{ScrubSet, ScrubSetError};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agent_secret_core::api::{Grant, Sensitivity};
-use agent_secret_core::host::{Destination, HostPattern};
+use agent_secret_core::api::{Grant, Sensitivity, TokenStatus};
+use agent_secret_core::host::HostPattern;
 use agent_secret_core::ids::TenantId;
 use agent_secret_core::path::SecretPath;
-use agent_secret_core::scope::{scopes_cover, Action, Scope};
+use agent_secret_core::policy::{GrantFacts, SecretFacts};
+use agent_secret_core::scope::Scope;
 use agent_secret_core::secret::SecretBytes;
 use chrono::Utc;
 use ipnet::IpNet;
@@ -43,7 +43,8 @@ const DEAD_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Most dead token ids remembered.
 const DEAD_TOKEN_ENTRIES: u64 = 100_000;
 
-/// A grant as the control plane returned it, with its scopes and CIDRs parsed once.
+/// A grant as the control plane returned it, with its scopes and CIDRs parsed once, so the
+/// policy's view of it ([`CachedGrant::facts`]) costs nothing per request.
 pub struct CachedGrant {
     pub grant: Grant,
     pub tenant: TenantId,
@@ -55,7 +56,8 @@ pub struct CachedGrant {
     ttl: Duration,
 }
 
-/// A decrypted secret version with what is needed to check it locally, and its response
+/// A decrypted secret version with what the policy needs to check it locally
+/// ([`CachedValue::facts`]), and its response
 /// scrubber, built once per version rather than once per request (building one generates every
 /// encoded form and compiles a searcher: the largest cost of a warm request).
 pub struct CachedValue {
@@ -170,16 +172,21 @@ impl CachedGrant {
         !self.ttl.is_zero()
     }
 
-    pub fn is_expired(&self) -> bool {
-        self.grant.expires_at <= Utc::now()
-    }
-
-    pub fn allows_ip(&self, ip: IpAddr) -> bool {
-        self.ip_allowlist.is_empty() || self.ip_allowlist.iter().any(|net| net.contains(&ip))
-    }
-
-    pub fn covers(&self, path: &SecretPath) -> bool {
-        scopes_cover(&self.scopes, Action::Read, path)
+    /// The policy's view of this grant. The control plane grants only an active, unrevoked
+    /// token (a later revocation reaches the sidecar as a watch event that drops the grant),
+    /// so those two facts are fixed here. `uses` includes the use of the resolve that returned
+    /// the grant; grants of `max_uses` tokens are never cached, so no warm check meets one.
+    pub fn facts(&self) -> GrantFacts<'_> {
+        GrantFacts {
+            status: TokenStatus::Active,
+            revoked: false,
+            expires_at: self.grant.expires_at,
+            ip_allowlist: &self.ip_allowlist,
+            scopes: &self.scopes,
+            approved_sensitivity: self.grant.approved_sensitivity,
+            max_uses: self.grant.max_uses,
+            uses: self.grant.uses,
+        }
     }
 }
 
@@ -202,8 +209,13 @@ impl CachedValue {
         })
     }
 
-    pub fn allows(&self, destination: &Destination) -> bool {
-        self.allowed_hosts.iter().any(|h| h.matches(destination))
+    /// The policy's view of this secret.
+    pub fn facts(&self) -> SecretFacts<'_> {
+        SecretFacts {
+            path: &self.path,
+            sensitivity: self.sensitivity,
+            allowed_hosts: &self.allowed_hosts,
+        }
     }
 }
 

@@ -1,12 +1,15 @@
 //! Just-in-time secrets: may this token send these secrets to this host, and what are they?
 //!
-//! On a warm grant and warm values every check runs locally, with no control-plane call:
-//! expiry, client IP against the grant's allowlist, scope (`read` on each path), sensitivity
-//! against the approved level, and destination binding against the host actually dialled.
-//! Anything missing goes to `POST /v1/sidecar/resolve` (for the missing paths only when the
-//! grant is warm), and the returned envelopes are opened here with the tenant's KEK through the
-//! [`Kms`] trait: the control plane never sees plaintext. A cached value whose version matches
-//! the resolved one is reused without another unwrap.
+//! On a warm grant and warm values every check runs locally, with no control-plane call, and
+//! it is the control plane's own rule: `agent_secret_core::policy` (expiry, client IP against
+//! the grant's allowlist, scope on each path, then per path sensitivity against the approved
+//! level and destination binding against the host actually dialled), in the same order, so a
+//! request gets the same code warm or cold. Anything missing goes to `POST
+//! /v1/sidecar/resolve` (for the missing paths only when the grant is warm), and the returned
+//! envelopes are opened here with the tenant's KEK through the [`Kms`] trait: the control plane
+//! never sees plaintext. What it returns is checked against the same policy before it is
+//! used. A cached value whose version matches the resolved one is reused without another
+//! unwrap.
 //!
 //! A use of a `max_uses` token comes back as a reservation. If the value cannot be injected
 //! after all — the KMS is down or its answer fails an integrity check, the envelope does not
@@ -26,6 +29,8 @@ use agent_secret_core::host::{Destination, HostPattern};
 use agent_secret_core::ids::TenantId;
 use agent_secret_core::kms::{Kms, KmsFault};
 use agent_secret_core::path::SecretPath;
+use agent_secret_core::policy::{self, Denial};
+use chrono::{DateTime, Utc};
 
 use crate::auth::AgentToken;
 use crate::cache::{CachedGrant, CachedValue, Caches};
@@ -80,6 +85,15 @@ impl ResolveError {
     }
 }
 
+impl From<Denial> for ResolveError {
+    fn from(denial: Denial) -> Self {
+        ResolveError::Denied {
+            code: denial.error_code(),
+            message: denial.message(),
+        }
+    }
+}
+
 impl Resolver {
     pub fn new(
         control_plane: ControlPlane,
@@ -110,27 +124,34 @@ impl Resolver {
         if self.caches.is_dead(token.id()).await {
             return Err(denied(ErrorCode::TokenRevoked, "token is no longer valid"));
         }
-        let key = token.cache_key();
-        if let Some(grant) = self.warm_grant(&key).await {
-            check_grant(&grant, client_ip)?;
-            // Every scope first, as the control plane does, so the same request gets the same
-            // code whether the sidecar is warm or cold.
-            if let Some(path) = paths.iter().find(|p| !grant.covers(p)) {
-                return Err(denied(
-                    ErrorCode::ScopeDenied,
-                    format!("token scope does not allow reading `{path}`"),
-                ));
-            }
+        let now = Utc::now();
+        if let Some(grant) = self.warm_grant(&token.cache_key(), now).await {
+            let facts = grant.facts();
+            let request = policy::Request {
+                paths,
+                destination,
+                client_ip,
+                now,
+            };
+            // The grant and every scope first, as the control plane does.
+            policy::admit(&facts, &request)?;
             let mut found = Vec::with_capacity(paths.len());
             let mut missing = Vec::new();
             for path in paths {
-                match self.warm_value(&grant, path).await {
-                    Some(value) if !value.allows(destination) => {
-                        return Err(not_bound(path, destination));
+                let Some(value) = self.warm_value(grant.tenant, path).await else {
+                    missing.push(path.clone());
+                    continue;
+                };
+                if let Err(denial) = policy::check_secret(&facts, &value.facts(), destination) {
+                    // The policy decides path by path: a refusal here stands only if every
+                    // earlier path was decided here too. Otherwise the control plane answers
+                    // for all of them, in its order (an earlier path may not exist).
+                    if missing.is_empty() {
+                        return Err(denial.into());
                     }
-                    Some(value) => found.push(value),
-                    None => missing.push(path.clone()),
+                    return self.remote(token, paths, destination, client_ip).await;
                 }
+                found.push(value);
             }
             if missing.is_empty() {
                 return Ok(Resolved {
@@ -149,9 +170,10 @@ impl Resolver {
         self.remote(token, paths, destination, client_ip).await
     }
 
-    /// For requests without placeholders: the token's cached grant (checked for expiry and
-    /// client IP), or else the control plane's word on the token (a resolve with no paths,
-    /// which reads nothing and counts no use). No request passes on the token's format alone.
+    /// For requests without placeholders: the token's cached grant (checked by the policy:
+    /// expiry, client IP), or else the control plane's word on the token (a resolve with no
+    /// paths, which reads nothing and counts no use). No request passes on the token's format
+    /// alone.
     pub async fn check_token(
         &self,
         token: &AgentToken,
@@ -161,18 +183,22 @@ impl Resolver {
         if self.caches.is_dead(token.id()).await {
             return Err(denied(ErrorCode::TokenRevoked, "token is no longer valid"));
         }
-        match self.warm_grant(&token.cache_key()).await {
+        let now = Utc::now();
+        match self.warm_grant(&token.cache_key(), now).await {
             Some(grant) => {
-                check_grant(&grant, client_ip)?;
+                policy::check_grant(&grant.facts(), client_ip, now)?;
                 Ok(grant)
             }
             None => Ok(self.remote(token, &[], destination, client_ip).await?.grant),
         }
     }
 
-    async fn warm_grant(&self, key: &[u8; 32]) -> Option<Arc<CachedGrant>> {
+    /// A cached grant the policy does not refuse on its lifecycle at `now`; one it refuses
+    /// (past its expiry) is dropped, so the control plane gives the final word and the token
+    /// is remembered as dead.
+    async fn warm_grant(&self, key: &[u8; 32], now: DateTime<Utc>) -> Option<Arc<CachedGrant>> {
         match self.caches.grant(key).await {
-            Some(grant) if grant.is_expired() => {
+            Some(grant) if policy::check_lifecycle(&grant.facts(), now).is_err() => {
                 self.caches.drop_grant(key).await;
                 self.metrics.hot.grant_misses.inc();
                 None
@@ -188,18 +214,14 @@ impl Resolver {
         }
     }
 
-    /// A cached value the grant may read without asking (sensitivity within approval).
-    async fn warm_value(&self, grant: &CachedGrant, path: &SecretPath) -> Option<Arc<CachedValue>> {
-        match self.caches.value(grant.tenant, path).await {
-            Some(value) if value.sensitivity <= grant.grant.approved_sensitivity => {
-                self.metrics.hot.value_hits.inc();
-                Some(value)
-            }
-            _ => {
-                self.metrics.hot.value_misses.inc();
-                None
-            }
+    /// The tenant's cached value of `path`, counted as a hit or a miss.
+    async fn warm_value(&self, tenant: TenantId, path: &SecretPath) -> Option<Arc<CachedValue>> {
+        let value = self.caches.value(tenant, path).await;
+        match value {
+            Some(_) => self.metrics.hot.value_hits.inc(),
+            None => self.metrics.hot.value_misses.inc(),
         }
+        value
     }
 
     async fn remote(
@@ -272,7 +294,9 @@ impl Resolver {
             .inc();
     }
 
-    /// The grant and opened values of a resolve response, checked against `destination`.
+    /// The grant and opened values of a resolve response, each value checked by the policy
+    /// (sensitivity, `destination`) before it is used: the sidecar does not take the control
+    /// plane's word for what it is about to inject.
     async fn accept(
         &self,
         token: &AgentToken,
@@ -289,9 +313,7 @@ impl Resolver {
         let mut values = Vec::with_capacity(paths.len());
         for secret in response.secrets {
             let value = self.open(grant.tenant, secret).await?;
-            if !value.allows(destination) {
-                return Err(not_bound(&value.path, destination));
-            }
+            policy::check_secret(&grant.facts(), &value.facts(), destination)?;
             values.push(value);
         }
         let values = in_order(paths, values);
@@ -403,19 +425,6 @@ impl Resolver {
     }
 }
 
-fn check_grant(grant: &CachedGrant, client_ip: IpAddr) -> Result<(), ResolveError> {
-    if grant.is_expired() {
-        return Err(denied(ErrorCode::TokenExpired, "token has expired"));
-    }
-    if !grant.allows_ip(client_ip) {
-        return Err(denied(
-            ErrorCode::IpNotAllowed,
-            format!("client address {client_ip} is not in the token's ip_allowlist"),
-        ));
-    }
-    Ok(())
-}
-
 /// `values` re-ordered to follow `paths` (each path once).
 fn in_order(
     paths: &[SecretPath],
@@ -433,11 +442,4 @@ fn denied(code: ErrorCode, message: impl Into<String>) -> ResolveError {
         code,
         message: message.into(),
     }
-}
-
-fn not_bound(path: &SecretPath, destination: &Destination) -> ResolveError {
-    denied(
-        ErrorCode::DestinationNotAllowed,
-        format!("`{path}` may not be sent to {destination}"),
-    )
 }

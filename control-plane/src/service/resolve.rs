@@ -1,13 +1,15 @@
 //! The sidecar's question: may this token send these secrets to this host, from this IP?
 //! (With no paths: may this token use the sidecar at all? Nothing is read or counted.)
 //!
-//! Checks run in a fixed order, each with its stable denial code (DESIGN.md "Sidecar
-//! contract"): token (`token_invalid`, `token_revoked`, `approval_pending`, `approval_denied`,
-//! `token_expired`), client IP (`ip_not_allowed`), scope (`scope_denied`, decided before the
-//! path is looked up so a path outside the scope is denied the same way whether it exists or
-//! not), existence (`secret_not_found`), sensitivity (`scope_denied`), destination
-//! (`destination_not_allowed`) and finally the atomic use count (`uses_exhausted`). The checks
-//! are pure functions; only the final use count and the audit events touch the store.
+//! The answer is `agent_secret_core::policy`'s, with its order and its stable denial codes
+//! (see that module): token lifecycle (`token_revoked`, `approval_pending`, `approval_denied`,
+//! `token_expired`), client IP (`ip_not_allowed`), uses left (`uses_exhausted`, as read),
+//! scope (`scope_denied`, decided before the path is looked up so a path outside the scope is
+//! denied the same way whether it exists or not), then path by path existence
+//! (`secret_not_found`), sensitivity (`scope_denied`) and destination
+//! (`destination_not_allowed`). This module adds what only the store can: the credential
+//! check before all of it (`token_invalid`), one read snapshot, the atomic use count at the
+//! end (`uses_exhausted` when the conditional update refuses) and the audit events.
 //!
 //! A use of a `max_uses` token is counted as a reservation the sidecar may give back before
 //! its deadline if the value never reached the upstream (`release`): the response carries its
@@ -18,13 +20,13 @@
 use std::net::IpAddr;
 
 use agent_secret_core::api::{
-    ErrorCode, Grant, ResolveRequest, ResolveResponse, ResolvedSecret, TokenStatus, UseReservation,
+    ErrorCode, Grant, ResolveRequest, ResolveResponse, ResolvedSecret, UseReservation,
 };
 use agent_secret_core::credential::{CredentialKind, PresentedCredential};
 use agent_secret_core::host::Destination;
 use agent_secret_core::ids::TokenId;
 use agent_secret_core::path::SecretPath;
-use agent_secret_core::scope::{scopes_cover, Action};
+use agent_secret_core::policy::{self, Denial, GrantFacts, SecretFacts};
 use chrono::{DateTime, Utc};
 
 use super::auth::SidecarPrincipal;
@@ -35,144 +37,27 @@ use crate::store::{NewReservation, StoredSecret, TokenRecord, TokenUse, UseOutco
 /// Most secrets one request may resolve at once.
 pub const MAX_PATHS: usize = 16;
 
-/// A refusal: its code and a message safe to show the agent.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Denial {
-    pub code: ErrorCode,
-    pub message: String,
-    /// The path the denial concerns, for the audit record.
-    pub path: Option<String>,
-}
-
-impl Denial {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            path: None,
-        }
-    }
-
-    fn at(mut self, path: &SecretPath) -> Self {
-        self.path = Some(path.to_string());
-        self
+/// The policy's view of a token row, as read.
+fn grant_facts(token: &TokenRecord) -> GrantFacts<'_> {
+    GrantFacts {
+        status: token.status,
+        revoked: token.revoked_at.is_some(),
+        expires_at: token.expires_at,
+        ip_allowlist: &token.ip_allowlist,
+        scopes: &token.scopes,
+        approved_sensitivity: token.approved_sensitivity,
+        max_uses: token.max_uses,
+        uses: token.uses,
     }
 }
 
-/// The token's own state at `now`, from the client at `client_ip`.
-pub fn check_token(
-    token: &TokenRecord,
-    now: DateTime<Utc>,
-    client_ip: IpAddr,
-) -> Result<(), Denial> {
-    match token.status {
-        TokenStatus::Revoked => {
-            return Err(Denial::new(
-                ErrorCode::TokenRevoked,
-                "token has been revoked",
-            ))
-        }
-        TokenStatus::PendingApproval => {
-            return Err(Denial::new(
-                ErrorCode::ApprovalPending,
-                "token is waiting for approval",
-            ))
-        }
-        TokenStatus::Denied => {
-            return Err(Denial::new(
-                ErrorCode::ApprovalDenied,
-                "token approval was denied",
-            ))
-        }
-        TokenStatus::Active | TokenStatus::Expired => {}
+/// The policy's view of a secret row.
+fn secret_facts(secret: &StoredSecret) -> SecretFacts<'_> {
+    SecretFacts {
+        path: &secret.record.path,
+        sensitivity: secret.record.sensitivity,
+        allowed_hosts: &secret.record.allowed_hosts,
     }
-    if token.revoked_at.is_some() {
-        return Err(Denial::new(
-            ErrorCode::TokenRevoked,
-            "token has been revoked",
-        ));
-    }
-    if token.status == TokenStatus::Expired || token.expires_at <= now {
-        return Err(Denial::new(ErrorCode::TokenExpired, "token has expired"));
-    }
-    if !token.ip_allowlist.is_empty()
-        && !token
-            .ip_allowlist
-            .iter()
-            .any(|net| net.contains(&client_ip))
-    {
-        return Err(Denial::new(
-            ErrorCode::IpNotAllowed,
-            format!("client address {client_ip} is not in the token's ip_allowlist"),
-        ));
-    }
-    if token.max_uses.is_some_and(|max| token.uses >= max) {
-        return Err(Denial::new(
-            ErrorCode::UsesExhausted,
-            "token has no uses left",
-        ));
-    }
-    Ok(())
-}
-
-/// Scope first, for every path, before anything about the secrets is looked up.
-pub fn check_scope(token: &TokenRecord, paths: &[SecretPath]) -> Result<(), Denial> {
-    for path in paths {
-        if !scopes_cover(&token.scopes, Action::Read, path) {
-            return Err(Denial::new(
-                ErrorCode::ScopeDenied,
-                format!("token scope does not allow reading `{path}`"),
-            )
-            .at(path));
-        }
-    }
-    Ok(())
-}
-
-/// The found secrets, in request order: each must exist, be within the token's approved
-/// sensitivity and be bound to the destination.
-pub fn check_secrets<'a>(
-    token: &TokenRecord,
-    paths: &[SecretPath],
-    found: &'a [StoredSecret],
-    destination: &Destination,
-) -> Result<Vec<&'a StoredSecret>, Denial> {
-    paths
-        .iter()
-        .map(|path| {
-            let secret = found
-                .iter()
-                .find(|s| &s.record.path == path)
-                .ok_or_else(|| {
-                    Denial::new(ErrorCode::SecretNotFound, format!("no secret at `{path}`"))
-                        .at(path)
-                })?;
-            if secret.record.sensitivity > token.approved_sensitivity {
-                return Err(Denial::new(
-                    ErrorCode::ScopeDenied,
-                    format!(
-                        "`{path}` is {} and this token is approved for {} secrets only",
-                        secret.record.sensitivity.as_str(),
-                        token.approved_sensitivity.as_str()
-                    ),
-                )
-                .at(path));
-            }
-            if !secret
-                .record
-                .allowed_hosts
-                .iter()
-                .any(|h| h.matches(destination))
-            {
-                return Err(Denial::new(
-                    ErrorCode::DestinationNotAllowed,
-                    format!("`{path}` may not be sent to {destination}"),
-                )
-                .at(path));
-            }
-            Ok(secret)
-        })
-        .collect()
 }
 
 /// Parses the request shape; malformed input is a 400, not a denial.
@@ -206,6 +91,12 @@ pub async fn resolve(
 ) -> ServiceResult<ResolveResponse> {
     let (paths, destination, client_ip) = parse_request(request)?;
     let now = now_micros();
+    let asked = policy::Request {
+        paths: &paths,
+        destination: &destination,
+        client_ip,
+        now,
+    };
     // No paths: the sidecar only asks whether the token may use it at all (a request without
     // placeholders); nothing is read, so no use is counted and only a refusal is audited.
     let validate_only = paths.is_empty();
@@ -220,15 +111,14 @@ pub async fn resolve(
             .destination(destination.to_string())
     };
     // One read transaction for the token and the secrets; the secrets are read only for a
-    // token that passes every check below, so a refused one touches no secret row.
+    // token the policy admits, so a refused one touches no secret row.
     let (token, found) =
         match PresentedCredential::parse_kind(CredentialKind::Token, &request.token) {
             Err(_) => (None, Vec::new()),
             Ok(credential) => {
                 let admit = |t: &TokenRecord| {
                     credential.verify(&app.pepper, &t.key_hash)
-                        && check_token(t, now, client_ip).is_ok()
-                        && check_scope(t, &paths).is_ok()
+                        && policy::admit(&grant_facts(t), &asked).is_ok()
                 };
                 let (row, found) = app
                     .store
@@ -239,15 +129,19 @@ pub async fn resolve(
             }
         };
     let Some(token) = token else {
-        let denial = Denial::new(ErrorCode::TokenInvalid, "token is not valid");
-        return deny(app, sidecar, base(sidecar.actor()), denial).await;
+        return deny(app, sidecar, base(sidecar.actor()), Denial::TokenInvalid).await;
     };
     let actor = Actor::new("token", token.id);
-    if let Err(denial) =
-        check_token(&token, now, client_ip).and_then(|()| check_scope(&token, &paths))
-    {
-        return deny(app, sidecar, base(actor), denial).await;
-    }
+    let lookup = |path: &SecretPath| {
+        found
+            .iter()
+            .find(|s| &s.record.path == path)
+            .map(|s| (s, secret_facts(s)))
+    };
+    let secrets = match policy::authorize(&grant_facts(&token), &asked, lookup) {
+        Ok(secrets) => secrets,
+        Err(denial) => return deny(app, sidecar, base(actor), denial).await,
+    };
     if validate_only {
         app.metrics
             .resolve_outcomes
@@ -259,10 +153,6 @@ pub async fn resolve(
             reservation: None,
         });
     }
-    let secrets = match check_secrets(&token, &paths, &found, &destination) {
-        Ok(secrets) => secrets,
-        Err(denial) => return deny(app, sidecar, base(actor), denial).await,
-    };
     let events = secrets
         .iter()
         .map(|s| {
@@ -346,11 +236,11 @@ async fn refused_use_reason(
 ) -> ServiceResult<Denial> {
     let token = app.store.get_token(sidecar.tenant, id).await?;
     Ok(match token {
-        None => Denial::new(ErrorCode::TokenInvalid, "token is not valid"),
-        Some(token) => match check_token(&token, now, IpAddr::from([0, 0, 0, 0])) {
-            Err(d) if d.code != ErrorCode::IpNotAllowed => d,
-            _ => Denial::new(ErrorCode::UsesExhausted, "token has no uses left"),
-        },
+        None => Denial::TokenInvalid,
+        // Revoked or expired since the snapshot says so; otherwise the uses ran out.
+        Some(token) => policy::check_lifecycle(&grant_facts(&token), now)
+            .err()
+            .unwrap_or(Denial::UsesExhausted),
     })
 }
 
@@ -385,14 +275,14 @@ async fn deny(
     draft: AuditDraft,
     denial: Denial,
 ) -> ServiceResult<ResolveResponse> {
-    let mut draft = draft.failed(denial.code.as_str());
-    draft.path = denial.path.clone();
+    let mut draft = draft.failed(denial.code());
+    draft.path = denial.path().map(ToString::to_string);
     if let Err(e) = app.store.append_audit(sidecar.tenant, draft).await {
         tracing::error!(error = %e, "could not write resolve denial audit event");
     }
     app.metrics
         .resolve_outcomes
-        .with_label_values(&[denial.code.as_str()])
+        .with_label_values(&[denial.code()])
         .inc();
-    Err(ServiceError::denied(denial.code, denial.message))
+    Err(ServiceError::denied(denial.error_code(), denial.message()))
 }

@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use agent_secret_core::host::Destination;
+use agent_secret_core::policy;
 use chrono::Duration as ChronoDuration;
 
 use super::*;
@@ -34,11 +36,22 @@ fn grant_checks_scope_and_ip_locally() {
         Duration::from_secs(60),
     )
     .unwrap();
-    assert!(g.covers(&SecretPath::parse("prod/key").unwrap()));
-    assert!(!g.covers(&SecretPath::parse("prod/a/key").unwrap()));
-    assert!(g.allows_ip("10.1.2.3".parse().unwrap()));
-    assert!(g.allows_ip("127.0.0.1".parse().unwrap()));
-    assert!(!g.allows_ip("192.168.0.1".parse().unwrap()));
+    let facts = g.facts();
+    let scope = |path: &str| policy::check_scope(&facts, &[SecretPath::parse(path).unwrap()]);
+    assert!(scope("prod/key").is_ok());
+    assert_eq!(scope("prod/a/key").unwrap_err().code(), "scope_denied");
+    let from = |ip: &str| policy::check_grant(&facts, ip.parse().unwrap(), Utc::now());
+    assert!(from("10.1.2.3").is_ok());
+    assert!(from("127.0.0.1").is_ok());
+    assert_eq!(from("192.168.0.1").unwrap_err().code(), "ip_not_allowed");
+    let later = g.grant.expires_at + ChronoDuration::seconds(1);
+    assert_eq!(
+        policy::check_grant(&facts, "10.1.2.3".parse().unwrap(), later)
+            .unwrap_err()
+            .code(),
+        "token_expired",
+        "the cached grant carries its expiry into the policy"
+    );
 }
 
 #[test]
@@ -200,9 +213,43 @@ fn cached_value_checks_destination_binding() {
         vec![HostPattern::parse("api.example.com").unwrap()],
     )
     .unwrap();
-    assert!(v.allows(&Destination::parse("api.example.com").unwrap()));
-    assert!(!v.allows(&Destination::parse("api.example.com:8443").unwrap()));
-    assert!(!v.allows(&Destination::parse("evil.example.com").unwrap()));
+    let g = CachedGrant::new(
+        grant(Uuid::new_v4(), "a", 30, None),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let to = |host: &str| {
+        policy::check_secret(&g.facts(), &v.facts(), &Destination::parse(host).unwrap())
+            .map_err(|d| d.code())
+    };
+    assert_eq!(to("api.example.com"), Ok(()));
+    assert_eq!(to("api.example.com:8443"), Err("destination_not_allowed"));
+    assert_eq!(to("evil.example.com"), Err("destination_not_allowed"));
+}
+
+#[test]
+fn a_cached_value_above_the_grants_approval_is_scope_denied() {
+    let v = CachedValue::new(
+        SecretPath::parse("prod/payments").unwrap(),
+        1,
+        SecretBytes::new(b"v".to_vec()),
+        Sensitivity::Critical,
+        vec![HostPattern::parse("api.example.com").unwrap()],
+    )
+    .unwrap();
+    let to = Destination::parse("api.example.com").unwrap();
+    let standard = CachedGrant::new(
+        grant(Uuid::new_v4(), "a", 30, None),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let denial = policy::check_secret(&standard.facts(), &v.facts(), &to).unwrap_err();
+    assert_eq!(denial.code(), "scope_denied");
+    assert_eq!(denial.path(), Some(&v.path));
+    let mut approved = grant(Uuid::new_v4(), "a", 30, None);
+    approved.approved_sensitivity = Sensitivity::Critical;
+    let critical = CachedGrant::new(approved, Duration::from_secs(60)).unwrap();
+    assert!(policy::check_secret(&critical.facts(), &v.facts(), &to).is_ok());
 }
 
 /// A cache holding one grant of `agent` and the value of `prod/key` in two tenants.

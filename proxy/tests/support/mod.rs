@@ -1,14 +1,15 @@
 //! Real parts for the sidecar's integration tests: a CA minted per run, echo upstreams (HTTP
 //! and HTTPS) that record what they received, a fake control plane over TLS that seals real
-//! envelopes with a real local KMS and answers resolve by simple rules, and a raw HTTP/1.1
-//! client that talks to the proxy exactly as an agent would.
+//! envelopes with a real local KMS and answers resolve with the real access policy
+//! (`agent_secret_core::policy`, as the control plane does), and a raw HTTP/1.1 client that
+//! talks to the proxy exactly as an agent would.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,8 +18,9 @@ use std::time::Duration;
 
 use agent_secret_core::api::{
     ErrorBody, ErrorCode, Grant, ResolveRequest, ResolveResponse, ResolvedSecret, Sensitivity,
-    SidecarAuditAccepted, SidecarAuditBatch, SidecarAuditEvent, WatchEvent,
+    SidecarAuditAccepted, SidecarAuditBatch, SidecarAuditEvent, TokenStatus, WatchEvent,
 };
+use agent_secret_core::cidr::parse_cidr;
 use agent_secret_core::credential::{issue, CredentialKind, Pepper};
 use agent_secret_core::envelope::{seal, Envelope, SecretAad};
 use agent_secret_core::host::{Destination, HostPattern};
@@ -26,7 +28,8 @@ use agent_secret_core::ids::TenantId;
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::kms::Kms;
 use agent_secret_core::path::SecretPath;
-use agent_secret_core::scope::{scopes_cover, Action, Scope};
+use agent_secret_core::policy::{self, GrantFacts, SecretFacts};
+use agent_secret_core::scope::Scope;
 use agent_secret_core::secret::SecretBytes;
 use agent_secret_proxy::ProxyConfig;
 use axum::extract::State;
@@ -344,6 +347,8 @@ pub struct FakeToken {
     pub scopes: Vec<String>,
     pub max_uses: Option<i64>,
     pub uses: i64,
+    /// Stored lifecycle state; `Active` unless a test says otherwise.
+    pub status: TokenStatus,
     pub revoked: bool,
     pub expires_at: DateTime<Utc>,
     pub ip_allowlist: Vec<String>,
@@ -357,6 +362,8 @@ struct FakeSecret {
     version: i64,
     sensitivity: Sensitivity,
     allowed_hosts: Vec<String>,
+    /// `allowed_hosts` parsed, for the policy.
+    host_patterns: Vec<HostPattern>,
     envelope: Envelope,
 }
 
@@ -503,6 +510,10 @@ impl FakeCp {
                 version,
                 sensitivity,
                 allowed_hosts: allowed_hosts.iter().map(|h| h.to_string()).collect(),
+                host_patterns: allowed_hosts
+                    .iter()
+                    .map(|h| HostPattern::parse(h).unwrap())
+                    .collect(),
                 envelope,
             },
         );
@@ -525,6 +536,7 @@ impl FakeCp {
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             max_uses: None,
             uses: 0,
+            status: TokenStatus::Active,
             revoked: false,
             expires_at: Utc::now() + chrono::Duration::hours(1),
             ip_allowlist: Vec::new(),
@@ -626,70 +638,65 @@ async fn resolve(
     if let Some(code) = token.force {
         return forbidden(code);
     }
-    if token.revoked {
-        return forbidden(ErrorCode::TokenRevoked);
-    }
-    if token.expires_at <= Utc::now() {
-        return forbidden(ErrorCode::TokenExpired);
-    }
-    let client_ip: IpAddr = req.client_ip.parse().unwrap();
-    if !token.ip_allowlist.is_empty()
-        && !token
-            .ip_allowlist
-            .iter()
-            .any(|n| n.parse::<ipnet::IpNet>().unwrap().contains(&client_ip))
-    {
-        return forbidden(ErrorCode::IpNotAllowed);
-    }
     let scopes: Vec<Scope> = token
         .scopes
         .iter()
         .map(|s| Scope::parse(s).unwrap())
         .collect();
+    let ip_allowlist: Vec<ipnet::IpNet> = token
+        .ip_allowlist
+        .iter()
+        .map(|n| parse_cidr(n).unwrap())
+        .collect();
+    let facts = GrantFacts {
+        status: token.status,
+        revoked: token.revoked,
+        expires_at: token.expires_at,
+        ip_allowlist: &ip_allowlist,
+        scopes: &scopes,
+        approved_sensitivity: token.approved,
+        max_uses: token.max_uses,
+        uses: token.uses,
+    };
     let paths: Vec<SecretPath> = req
         .paths
         .iter()
         .map(|p| SecretPath::parse(p).unwrap())
         .collect();
-    if paths
-        .iter()
-        .any(|p| !scopes_cover(&scopes, Action::Read, p))
-    {
-        return forbidden(ErrorCode::ScopeDenied);
-    }
     let destination = Destination::parse(&req.destination_host).unwrap();
-    let mut resolved = Vec::new();
-    for path in &paths {
-        let Some(secret) = secrets.get(path.as_str()) else {
-            return refuse(
-                AxumStatus::NOT_FOUND,
-                ErrorCode::SecretNotFound,
-                "no such secret",
-            );
-        };
-        if secret.sensitivity > token.approved {
-            return forbidden(ErrorCode::ScopeDenied);
-        }
-        if !secret
-            .allowed_hosts
-            .iter()
-            .any(|h| HostPattern::parse(h).unwrap().matches(&destination))
-        {
-            return forbidden(ErrorCode::DestinationNotAllowed);
-        }
-        resolved.push(ResolvedSecret {
+    let request = policy::Request {
+        paths: &paths,
+        destination: &destination,
+        client_ip: req.client_ip.parse().unwrap(),
+        now: Utc::now(),
+    };
+    // The control plane's rule, in its order; the mutex makes the uses check exact here.
+    let resolved = match policy::authorize(&facts, &request, |path| {
+        let secret = secrets.get(path.as_str())?;
+        let resolved = ResolvedSecret {
             path: path.to_string(),
             version: secret.version,
             sensitivity: secret.sensitivity,
             allowed_hosts: secret.allowed_hosts.clone(),
             envelope: secret.envelope.clone(),
-        });
-    }
-    if let Some(max) = token.max_uses {
-        if token.uses >= max {
-            return forbidden(ErrorCode::UsesExhausted);
+        };
+        let facts = SecretFacts {
+            path,
+            sensitivity: secret.sensitivity,
+            allowed_hosts: &secret.host_patterns,
+        };
+        Some((resolved, facts))
+    }) {
+        Ok(resolved) => resolved,
+        Err(denial) => {
+            let status = if denial.error_code() == ErrorCode::SecretNotFound {
+                AxumStatus::NOT_FOUND
+            } else {
+                AxumStatus::FORBIDDEN
+            };
+            return refuse(status, denial.error_code(), &denial.message());
         }
-    }
+    };
     token.uses += 1;
     let grant = Grant {
         token_id: token.id.hyphenated().to_string(),
