@@ -11,6 +11,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::os::unix::fs::PermissionsExt as _;
+
 use std::time::Duration;
 
 use agent_secret_control_plane::service::Policy;
@@ -382,6 +384,7 @@ async fn the_cli_secret_put_reports_the_kms_codes() {
     let w = World::new().await;
     let token_file = w.install.dir.join("admin.token");
     std::fs::write(&token_file, &w.tenant.admin).unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let value_file = w.install.dir.join("value");
     std::fs::write(&value_file, "v-0123456789").unwrap();
     let put = || {

@@ -54,21 +54,16 @@ fn find_operator_token(global: &GlobalArgs) -> Result<Option<SecretString>, Fail
     }
 }
 
+/// The operator token from `--token-file`, through the one secret-file reader: a file other
+/// users can access is refused, as every other key file is.
 fn read_token_file(path: &Path) -> Result<SecretString, Failure> {
-    let bytes = Zeroizing::new(std::fs::read(path).map_err(|e| {
-        Failure::missing_credential(format!("--token-file {}: cannot read: {e}", path.display()))
-    })?);
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        Failure::invalid_argument(format!("--token-file {}: not UTF-8 text", path.display()))
-    })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(Failure::missing_credential(format!(
-            "--token-file {}: the file is empty",
-            path.display()
-        )));
-    }
-    Ok(SecretString::new(token.to_string()))
+    use agent_secret_core::secret_file::{read, SecretFileError};
+    read(path).map_err(|e| match e {
+        SecretFileError::NotUtf8 { .. } | SecretFileError::TooLarge { .. } => {
+            Failure::invalid_argument(format!("--token-file: {e}"))
+        }
+        _ => Failure::missing_credential(format!("--token-file: {e}")),
+    })
 }
 
 fn from_env(name: &str) -> Option<SecretString> {
