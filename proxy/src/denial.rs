@@ -292,7 +292,7 @@ impl From<SsrfError> for Denial {
 impl From<ResolveError> for Denial {
     fn from(e: ResolveError) -> Denial {
         match e {
-            ResolveError::Denied { code, message } => Denial::from_code(code, message),
+            ResolveError::Denied { code, message, .. } => Denial::from_code(code, message),
             ResolveError::Unavailable(reason) => {
                 tracing::warn!(%reason, "control plane unavailable");
                 Denial::control_plane_unavailable()

@@ -59,7 +59,12 @@ pub struct Resolved {
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("{code}: {message}")]
-    Denied { code: ErrorCode, message: String },
+    Denied {
+        code: ErrorCode,
+        message: String,
+        /// The path refused, when the refusal concerns one path (for the audit record).
+        path: Option<SecretPath>,
+    },
     #[error("control plane unavailable: {0}")]
     Unavailable(String),
     #[error("key service unavailable: {0}")]
@@ -74,6 +79,14 @@ pub enum ResolveError {
 impl ResolveError {
     /// The code the agent sees for this error (see `Denial::from`), also the reason given
     /// when a reservation is released because of it.
+    /// The path a denial concerns, if it concerns one.
+    pub fn denied_path(&self) -> Option<&SecretPath> {
+        match self {
+            ResolveError::Denied { path, .. } => path.as_ref(),
+            _ => None,
+        }
+    }
+
     pub fn code(&self) -> &'static str {
         match self {
             ResolveError::Denied { code, .. } => code.as_str(),
@@ -90,6 +103,7 @@ impl From<Denial> for ResolveError {
         ResolveError::Denied {
             code: denial.error_code(),
             message: denial.message(),
+            path: denial.path().cloned(),
         }
     }
 }
@@ -418,6 +432,7 @@ impl Resolver {
                 ResolveError::Denied {
                     code,
                     message: body.error.message,
+                    path: None,
                 }
             }
             other => ResolveError::Unavailable(other.to_string()),
@@ -441,5 +456,6 @@ fn denied(code: ErrorCode, message: impl Into<String>) -> ResolveError {
     ResolveError::Denied {
         code,
         message: message.into(),
+        path: None,
     }
 }

@@ -100,6 +100,7 @@ fn kms_faults_have_their_own_codes() {
         ResolveError::Denied {
             code: ErrorCode::UsesExhausted,
             message: "m".into(),
+            path: None,
         },
     ] {
         let code = e.code();
@@ -243,4 +244,15 @@ fn the_admin_404_body_is_the_bytes_it_always_was() {
         d.body(),
         &br#"{"error":{"code":"not_found","message":"no such endpoint"}}"#[..]
     );
+}
+
+#[test]
+fn a_policy_denial_keeps_the_path_it_refused_for_the_audit_record() {
+    let path = agent_secret_core::path::SecretPath::parse("prod/second").unwrap();
+    let e = ResolveError::from(agent_secret_core::policy::Denial::SecretNotFound {
+        path: path.clone(),
+    });
+    assert_eq!(e.denied_path(), Some(&path));
+    assert_eq!(e.code(), "secret_not_found");
+    assert_eq!(ResolveError::Unavailable("x".into()).denied_path(), None);
 }

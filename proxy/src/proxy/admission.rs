@@ -92,7 +92,8 @@ impl SecretProxy {
     }
 
     /// The values of the request's paths. A refusal gives back the audit room first, then is
-    /// audited with the destination and the first path.
+    /// audited with the destination and the path refused (the first path when the refusal
+    /// names none, e.g. one the control plane decided).
     async fn resolve(
         &self,
         ask: &Ask,
@@ -111,10 +112,11 @@ impl SecretProxy {
         match resolved {
             Ok(resolved) => Ok((resolved, permit)),
             Err(e) => {
+                let refused = e.denied_path().cloned();
                 let denial = Denial::from(e);
                 drop(permit);
-                let (target, path) = (Some(&ask.target), ask.paths.first());
-                self.audit_denial(caller, target, path, &denial);
+                let path = refused.as_ref().or(ask.paths.first());
+                self.audit_denial(caller, Some(&ask.target), path, &denial);
                 caller.audited = true;
                 Err(denial)
             }
