@@ -1,6 +1,6 @@
 //! The proxy's view of auditing: reserve room before injecting, record after.
 //!
-//! Audit fails closed (DESIGN.md "Audit"): a secret is substituted only once room for its
+//! Audit fails closed (docs/architecture.md "Audit"): a secret is substituted only once room for its
 //! `secret.read` event is reserved in the spool, so a full spool refuses injections with 503
 //! `audit_unavailable` instead of injecting unaudited. Refusals are recorded best effort — the
 //! request is refused either way — and only into the first quarter of the spool, so a flood of

@@ -1,7 +1,7 @@
 //! The audit pipeline: every injection's `secret.read` event reaches the control plane
 //! (`POST /v1/sidecar/audit`, batched), and survives the control plane being down.
 //!
-//! Why this shape: auditing must fail closed (DESIGN.md "Audit") without putting a network
+//! Why this shape: auditing must fail closed (docs/architecture.md "Audit") without putting a network
 //! call on the request path. [`AuditPipeline::record`] (or [`AuditPipeline::reserve`] before
 //! injecting, then [`Permit::record`]) only does a little accounting and a channel send; a
 //! background worker batches events to an [`AuditSink`]. When the sink fails, the batch goes

@@ -1,7 +1,7 @@
 //! Where a command's result goes: one JSON document on stdout with `--json`, human text
 //! otherwise; notes and progress always on stderr.
 //!
-//! The `--json` contract (DESIGN.md "CLI contract"): stdout holds exactly one JSON document and
+//! The `--json` contract (docs/architecture.md "CLI contract"): stdout holds exactly one JSON document and
 //! nothing else, so `agent-secret-store ... --json | jq` always works. On failure stdout stays
 //! empty; the error goes to stderr as `error: <code>: <message>` and the exit status is
 //! non-zero.

@@ -49,7 +49,7 @@ impl ApiError {
 /// a caller should wait a little before the next attempt.
 pub const KMS_RETRY_AFTER_SECONDS: u64 = 5;
 
-/// Status for a denial code of DESIGN.md. Resolve denials are 403 at the control plane (the
+/// Status for a denial code (docs/architecture.md "Error codes"). Resolve denials are 403 at the control plane (the
 /// sidecar turns the token ones into 407 for its agent); a missing secret is 404.
 fn denial_status(code: ErrorCode) -> StatusCode {
     match code {
