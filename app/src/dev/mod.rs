@@ -157,12 +157,14 @@ pub async fn run(
 }
 
 mod sidecar {
-    //! The embedded sidecar's configuration, built as TOML so it goes through exactly the
-    //! validation a config file does.
+    //! The embedded sidecar's configuration, built in code; `Sidecar::start` validates it as
+    //! it validates a config file.
 
     use std::net::SocketAddr;
     use std::path::Path;
 
+    use agent_secret_core::host::HostPattern;
+    use agent_secret_proxy::config::{ControlPlaneConfig, HostRule, KmsConfig};
     use agent_secret_proxy::ProxyConfig;
 
     use super::DevArgs;
@@ -175,33 +177,23 @@ mod sidecar {
         args: &DevArgs,
         echo: SocketAddr,
     ) -> Result<ProxyConfig, Failure> {
-        let path = |p: &Path| toml::Value::String(p.display().to_string());
-        let mut root = toml::Table::new();
-        root.insert("listen".into(), args.proxy_listen.to_string().into());
-        root.insert("admin_listen".into(), args.admin_listen.to_string().into());
-        root.insert("shutdown_grace_seconds".into(), 1.into());
-        let mut cp = toml::Table::new();
-        cp.insert("url".into(), format!("https://{control_plane}").into());
-        cp.insert("ca_file".into(), path(ca));
-        cp.insert("sidecar_key_file".into(), path(&dir.join("sidecar.key")));
-        root.insert("control_plane".into(), cp.into());
-        let mut kms = toml::Table::new();
-        kms.insert("backend".into(), "local".into());
-        kms.insert("keyring".into(), path(&dir.join("keyring.json")));
-        kms.insert("master_key_file".into(), path(&dir.join("master.key")));
-        root.insert("kms".into(), kms.into());
-        let mut host = toml::Table::new();
-        host.insert("name".into(), echo.to_string().into());
-        host.insert("plaintext".into(), true.into());
-        host.insert("allow_private".into(), true.into());
-        root.insert("hosts".into(), toml::Value::Array(vec![host.into()]));
-        let mut audit = toml::Table::new();
-        audit.insert("spool_path".into(), path(&dir.join("audit-spool")));
-        root.insert("audit".into(), audit.into());
-        let text =
-            toml::to_string(&root).map_err(|e| Failure::failed("sidecar_failed", e.to_string()))?;
-        ProxyConfig::from_toml_str(&text)
-            .map_err(|e| Failure::failed("sidecar_failed", e.to_string()))
+        let mut cp = ControlPlaneConfig::new(format!("https://{control_plane}"));
+        cp.ca_file = Some(ca.to_owned());
+        cp.sidecar_key_file = Some(dir.join("sidecar.key"));
+        let kms = KmsConfig::local(dir.join("keyring.json"), dir.join("master.key"));
+        let mut config = ProxyConfig::new(cp, kms);
+        config.listen = args.proxy_listen;
+        config.admin_listen = args.admin_listen;
+        config.shutdown_grace_seconds = 1;
+        config.audit.spool_path = dir.join("audit-spool");
+        let echo = HostPattern::parse(&echo.to_string())
+            .map_err(|e| Failure::failed("sidecar_failed", e.to_string()))?;
+        config.hosts.push(HostRule {
+            plaintext: true,
+            allow_private: true,
+            ..HostRule::new(echo)
+        });
+        Ok(config)
     }
 }
 

@@ -20,6 +20,37 @@ fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
+/// A configuration built in code starts where the same settings in a file start: one set of
+/// defaults, whichever way an embedder or an operator configures the sidecar.
+#[test]
+fn a_config_built_in_code_equals_the_same_config_read_from_toml() {
+    let mut control_plane = ControlPlaneConfig::new("https://127.0.0.1:8200");
+    control_plane.sidecar_key_file = Some("sidecar.key".into());
+    let built = ProxyConfig::new(
+        control_plane,
+        KmsConfig::local("keyring.json".into(), "master.key".into()),
+    );
+    built.validate().unwrap();
+    let read = ProxyConfig::from_toml_str(MINIMAL).unwrap();
+    assert_eq!(format!("{built:?}"), format!("{read:?}"));
+
+    let mut with_host = built.clone();
+    with_host.hosts.push(HostRule {
+        plaintext: true,
+        allow_private: true,
+        ..HostRule::new("127.0.0.1:18080".parse().unwrap())
+    });
+    let text = format!("{MINIMAL}\n[[hosts]]\nname = \"127.0.0.1:18080\"\nplaintext = true\nallow_private = true\n");
+    let read = ProxyConfig::from_toml_str(&text).unwrap();
+    assert_eq!(format!("{with_host:?}"), format!("{read:?}"));
+
+    let gcp = KmsConfig::cloud_kms("p", "l", "r");
+    let read: KmsConfig =
+        toml::from_str("backend = \"gcp\"\nproject = \"p\"\nlocation = \"l\"\nkey_ring = \"r\"\n")
+            .unwrap();
+    assert_eq!(format!("{gcp:?}"), format!("{read:?}"));
+}
+
 #[test]
 fn minimal_config_gets_documented_defaults() {
     let config = ProxyConfig::from_toml_str(MINIMAL).unwrap();

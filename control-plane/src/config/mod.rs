@@ -1,0 +1,258 @@
+//! The control plane's one typed configuration, loaded once at start-up.
+//!
+//! Layers, each overriding the one before: built-in defaults → the TOML file given with
+//! `--config` → `AGENT_SECRET_<SECTION>_<KEY>` environment variables. Unknown TOML keys are an
+//! error (a typo must never silently fall back to a default), and every error names the key or
+//! variable at fault. Secrets never sit in plain fields: the database URLs are [`DatabaseUrl`]
+//! (its `Debug` hides the password), the pepper and master key are read from files, or from
+//! `*_FILE` / base64 env vars, only when [`Config::pepper`] / [`Config::master_key`] is called.
+//!
+//! The environment is read through an injected lookup function so tests pass a map instead of
+//! mutating the process environment. See `config/control-plane.toml` for every key.
+
+mod env;
+mod secrets;
+
+mod sections;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use agent_secret_core::kms::KmsSettings;
+use serde::Deserialize;
+
+pub use agent_secret_core::kms::KmsBackend;
+pub use secrets::DatabaseUrl;
+/// `[kms] backend`: `local` or `gcp`, the values the sidecar's `[kms]` takes too.
+pub use sections::{
+    DatabaseConfig, KmsConfig, KmsRole, LogConfig, LogFormat, RateLimit, RateLimitsConfig,
+    SecurityConfig, ServerConfig, TlsConfig, TokensConfig,
+};
+
+/// Prefix of every configuration environment variable.
+pub const ENV_PREFIX: &str = "AGENT_SECRET_";
+
+/// Looks up one environment variable by its full name; `None` when unset.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// Everything the control plane reads at start-up.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTPS API listens on.
+    pub listen: SocketAddr,
+    pub tls: TlsConfig,
+    pub database: DatabaseConfig,
+    pub security: SecurityConfig,
+    pub tokens: TokensConfig,
+    pub kms: KmsConfig,
+    pub log: LogConfig,
+    pub server: ServerConfig,
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// Why the configuration could not be loaded. Always names the key, variable or file at fault;
+/// never contains a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8200)),
+            tls: TlsConfig::default(),
+            database: DatabaseConfig::default(),
+            security: SecurityConfig::default(),
+            tokens: TokensConfig::default(),
+            kms: KmsConfig::default(),
+            log: LogConfig::default(),
+            server: ServerConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// What `agent_secret_core::kms::open` takes: the keyring and its master key (read only
+    /// for the local backend), or the Cloud KMS client settings with `role`'s credentials.
+    pub fn kms_settings(&self, role: KmsRole) -> Result<KmsSettings, ConfigError> {
+        match self.kms.backend {
+            KmsBackend::Local => Ok(KmsSettings::Local {
+                keyring: self.kms.keyring.clone(),
+                master_key: self.master_key()?,
+            }),
+            KmsBackend::Gcp => Ok(KmsSettings::Gcp(self.kms.gcp(role)?)),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if any), then the environment seen through `env`; then validated.
+    pub fn load(file: Option<&Path>, env: EnvLookup<'_>) -> Result<Config, ConfigError> {
+        let mut config = match file {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        env::apply(&mut config, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] with the process environment.
+    pub fn load_from_process_env(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Config::load(file, &|name| std::env::var(name).ok())
+    }
+
+    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        // Never `e.to_string()`: it quotes the offending line, which may hold a password.
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: agent_secret_core::diagnostics::located(
+                e.message(),
+                &text,
+                e.span().map(|s| s.start),
+            ),
+        })
+    }
+
+    /// Cross-key checks that serde cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls.key_file",
+                    "required when tls.cert_file is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls.cert_file",
+                    "required when tls.key_file is set",
+                ))
+            }
+            _ => {}
+        }
+        self.database.url.check_scheme("database.url")?;
+        if let Some(owner) = &self.database.owner_url {
+            owner.check_scheme("database.owner_url")?;
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.database.service_role.is_empty() {
+            return Err(invalid("database.service_role", "must not be empty"));
+        }
+        if self.tokens.max_ttl_seconds == 0 {
+            return Err(invalid("tokens.max_ttl_seconds", "must be at least 1"));
+        }
+        if self.kms.rotation_period_days == 0 {
+            return Err(invalid("kms.rotation_period_days", "must be at least 1"));
+        }
+        if self.kms.rotation_check_interval_seconds == 0 {
+            return Err(invalid(
+                "kms.rotation_check_interval_seconds",
+                "must be at least 1",
+            ));
+        }
+        if self.kms.max_attempts == 0 || self.kms.timeout_ms == 0 {
+            return Err(invalid(
+                "kms.max_attempts",
+                "kms.max_attempts and kms.timeout_ms must be at least 1",
+            ));
+        }
+        if self.kms.backend == KmsBackend::Gcp {
+            self.kms.gcp(KmsRole::Service)?;
+            self.kms.gcp(KmsRole::Admin)?;
+        }
+        self.validate_limits()?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid(
+                "log.level",
+                &format!("not a valid log filter: {e}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        for (key, value) in [
+            (
+                "server.tls_handshake_timeout_seconds",
+                server.tls_handshake_timeout_seconds,
+            ),
+            (
+                "server.header_read_timeout_seconds",
+                server.header_read_timeout_seconds,
+            ),
+            ("server.idle_timeout_seconds", server.idle_timeout_seconds),
+            (
+                "server.request_body_timeout_seconds",
+                server.request_body_timeout_seconds,
+            ),
+            (
+                "rate_limits.alert_window_seconds",
+                self.rate_limits.alert_window_seconds,
+            ),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        // hyper refuses (panics on) read buffers below 8 KiB.
+        if !(8192..=1024 * 1024).contains(&server.max_header_bytes) {
+            return Err(invalid(
+                "server.max_header_bytes",
+                "must be between 8192 and 1048576",
+            ));
+        }
+        if server.max_connections_per_ip == 0 || server.max_connections == 0 {
+            return Err(invalid(
+                "server.max_connections_per_ip",
+                "server.max_connections_per_ip and server.max_connections must be at least 1",
+            ));
+        }
+        let limits = &self.rate_limits;
+        for (key, limit) in [
+            ("rate_limits.tokens_per_agent", limits.tokens_per_agent),
+            ("rate_limits.tokens_per_ip", limits.tokens_per_ip),
+            (
+                "rate_limits.resolve_per_sidecar",
+                limits.resolve_per_sidecar,
+            ),
+            ("rate_limits.resolve_per_ip", limits.resolve_per_ip),
+            (
+                "rate_limits.auth_failures_per_ip",
+                limits.auth_failures_per_ip,
+            ),
+        ] {
+            if limit.per_second == 0 || limit.burst == 0 {
+                return Err(invalid(key, "per_second and burst must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.to_string(),
+    }
+}
