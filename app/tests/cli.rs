@@ -2,10 +2,12 @@
 //! key files created by `init`, and (end to end) remote commands against a real `serve`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+
+use agent_secret_testkit::process::Spawned;
 
 use serde_json::Value;
 
@@ -418,16 +420,6 @@ fn migrate_reports_one_json_document() {
     assert_eq!(doc["migrated"], true);
 }
 
-/// Kills the server process it wraps when the test ends, pass or fail.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn end_to_end_agent_secret_and_token_through_a_real_server() {
     let tls_dir = tempfile::tempdir().unwrap();
@@ -443,13 +435,12 @@ fn end_to_end_agent_secret_and_token_through_a_real_server() {
     ])));
     let admin_token = admin["admin_token"].as_str().unwrap().to_owned();
 
-    let mut child = cli(&["serve", "--config", install.cfg(), "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut server_out = BufReader::new(child.stdout.take().unwrap());
-    let server = Server(child);
+    let mut server = Spawned::start(
+        cli(&["serve", "--config", install.cfg(), "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let mut server_out = server.take_stdout();
     let mut line = String::new();
     server_out.read_line(&mut line).unwrap();
     let listen: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
@@ -577,21 +568,20 @@ fn serve_without_tls_refuses_and_dev_tls_mints_a_trusted_ca() {
     );
 
     let tls_dir = install.path("tls");
-    let mut child = cli(&[
-        "serve",
-        "--config",
-        install.cfg(),
-        "--dev-tls",
-        tls_dir.to_str().unwrap(),
-        "--json",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut server_out = BufReader::new(child.stdout.take().unwrap());
-    let mut server_err = BufReader::new(child.stderr.take().unwrap());
-    let _server = Server(child);
+    let mut server = Spawned::start(
+        cli(&[
+            "serve",
+            "--config",
+            install.cfg(),
+            "--dev-tls",
+            tls_dir.to_str().unwrap(),
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped()),
+    );
+    let mut server_out = server.take_stdout();
+    let mut server_err = server.take_stderr();
     let mut line = String::new();
     server_out.read_line(&mut line).unwrap();
     let url = serde_json::from_str::<Value>(&line).unwrap()["listen"]

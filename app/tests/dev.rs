@@ -4,40 +4,30 @@
 #![cfg(feature = "dev")]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+use agent_secret_testkit::process::Spawned;
 
 use serde_json::Value;
 
-struct Dev(Child);
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `dev` on free ports and returns its `dev.json` document.
-fn start(dir: &std::path::Path) -> (Dev, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_agent-secret-store"))
-        .args(["dev", "--json", "--dir"])
-        .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"])
-        .args([
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--echo-listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let dev = Dev(child);
+fn start(dir: &std::path::Path) -> (Spawned, Value) {
+    let mut dev = Spawned::start(
+        Command::new(env!("CARGO_BIN_EXE_agent-secret-store"))
+            .args(["dev", "--json", "--dir"])
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0", "--proxy-listen", "127.0.0.1:0"])
+            .args([
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--echo-listen",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    );
+    let mut stdout = dev.take_stdout();
     let mut doc = String::new();
     loop {
         let mut line = String::new();

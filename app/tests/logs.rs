@@ -11,9 +11,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+use agent_secret_testkit::process::Spawned;
 use std::time::Duration;
 
 use reqwest::{Client, Method};
@@ -22,16 +24,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-secret-store");
 const SECRET: &str = "sk-trace-log-secret-value-0123456789";
-
-/// Kills the server it wraps if the test ends early.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A config with every path inside `dir`, the dev TLS pair minted there, and JSON logs at
 /// `level` (one event a line, so the test can read each event's level and target).
@@ -175,20 +167,19 @@ async fn trace_logging_keeps_libraries_pinned_and_prints_no_credential_or_secret
 
     // A file, not a pipe: at trace the server writes a lot, and must never block on it.
     let log_file = dir.path().join("serve.log");
-    let mut child = Command::new(BIN)
-        .env_clear()
-        .env("RUST_LOG", "trace")
-        .env("NO_COLOR", "1")
-        .args(["serve", "--config"])
-        .arg(&config)
-        .arg("--json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log_file).unwrap())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let mut server = Server(child);
+    let mut server = Spawned::start(
+        Command::new(BIN)
+            .env_clear()
+            .env("RUST_LOG", "trace")
+            .env("NO_COLOR", "1")
+            .args(["serve", "--config"])
+            .arg(&config)
+            .arg("--json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log_file).unwrap()),
+    );
+    let mut stdout = server.take_stdout();
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
     let listen: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line:?}"));
@@ -219,19 +210,8 @@ async fn trace_logging_keeps_libraries_pinned_and_prints_no_credential_or_secret
     credentials.extend(operator_agent_and_sidecar(&client(false), &base, &admin, "h2").await);
 
     // SIGINT, as an operator stops it; the log is complete once the process has exited.
-    let interrupted = Command::new("kill")
-        .args(["-INT", &server.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(interrupted.success());
-    let mut exited = false;
-    for _ in 0..300 {
-        if matches!(server.0.try_wait(), Ok(Some(_))) {
-            exited = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    server.interrupt();
+    let exited = server.exited(Duration::from_secs(30)).await.is_some();
     assert!(exited, "serve did not exit after SIGINT");
 
     let log = std::fs::read_to_string(&log_file).unwrap();

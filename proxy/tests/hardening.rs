@@ -28,6 +28,7 @@ struct World {
 impl World {
     async fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
+        init();
         let ca = TestCa::new();
         let ca_file = ca.write(dir.path());
         let cp = FakeCp::start(&ca, dir.path()).await;
@@ -50,11 +51,12 @@ impl World {
         let tables = format!("{tables}{}", World::host_rule(self.http.addr.port()));
         let config = sidecar_config(&self.cp, &self.ca_file, self.dir.path(), &tables);
         let sidecar = Sidecar::start(config).await.unwrap();
-        let watching = eventually(DEADLINE, async || {
-            sidecar.metrics().watch_connected.get() == 1
-        })
+        eventually(
+            "the sidecar never connected its watch stream",
+            DEADLINE,
+            async || sidecar.metrics().watch_connected.get() == 1,
+        )
         .await;
-        assert!(watching, "the sidecar never connected its watch stream");
         sidecar
     }
 
@@ -371,7 +373,7 @@ async fn a_token_past_its_rate_limit_gets_429_with_retry_after_and_one_audit_eve
         3
     );
     // The first trip is audited once, the repeats are only counted.
-    let audited = eventually(DEADLINE, async || {
+    eventually("one rate_limited audit event", DEADLINE, async || {
         w.cp.audits()
             .iter()
             .filter(|e| e.reason.as_deref() == Some("rate_limited"))
@@ -385,7 +387,7 @@ async fn a_token_past_its_rate_limit_gets_429_with_retry_after_and_one_audit_eve
             .into_iter()
             .filter(|e| e.reason.as_deref() == Some("rate_limited"))
             .collect();
-    assert!(audited && limited.len() == 1, "{limited:?}");
+    assert!(limited.len() == 1, "{limited:?}");
     assert_eq!(
         limited[0].token_id.as_deref(),
         Some(token.id.hyphenated().to_string().as_str())
@@ -530,17 +532,17 @@ flush_interval_ms = 50
     );
     let config_file = w.dir.path().join("proxy.toml");
     std::fs::write(&config_file, config).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"))
-        .arg("--config")
-        .arg(&config_file)
-        .env("AGENT_SECRET_SIDECAR_KEY_FILE", &w.cp.sidecar_key_file)
-        .env("AGENT_SECRET_MASTER_KEY_FILE", &w.cp.master_key_file)
-        .env("RUST_LOG", "trace")
-        .env("NO_COLOR", "1")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut child = Spawned::start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"))
+            .arg("--config")
+            .arg(&config_file)
+            .env("AGENT_SECRET_SIDECAR_KEY_FILE", &w.cp.sidecar_key_file)
+            .env("AGENT_SECRET_MASTER_KEY_FILE", &w.cp.master_key_file)
+            .env("RUST_LOG", "trace")
+            .env("NO_COLOR", "1")
+            .stderr(std::process::Stdio::piped()),
+    );
+    let stderr = child.take_stderr();
     let (tx, rx) = std::sync::mpsc::channel();
     let collector = std::thread::spawn(move || {
         let mut all = Vec::new();
@@ -574,13 +576,9 @@ flush_interval_ms = 50
     assert_eq!(resp.status, 403);
     // Let the audit batch go out, then stop.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let exited = eventually(DEADLINE, async || matches!(child.try_wait(), Ok(Some(_)))).await;
-    assert!(exited, "the sidecar did not exit after SIGINT");
+    child.interrupt();
+    let exited = child.exited(DEADLINE).await;
+    assert!(exited.is_some(), "the sidecar did not exit after SIGINT");
     let log = collector.join().unwrap().join("\n");
     assert!(log.contains("sidecar listening"), "{log}");
     assert!(!log.contains(SECRET), "the secret value is in the log");

@@ -32,6 +32,7 @@ struct World {
 impl World {
     async fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
+        init();
         let ca = TestCa::new();
         let ca_file = ca.write(dir.path());
         let cp = FakeCp::start(&ca, dir.path()).await;
@@ -68,11 +69,12 @@ allow_private = true
         let config = sidecar_config(&self.cp, &self.ca_file, self.dir.path(), tables);
         let sidecar = Sidecar::start(config).await.unwrap();
         // The first watch connection flushes the grant cache; let it happen before warming.
-        let watching = eventually(DEADLINE, async || {
-            sidecar.metrics().watch_connected.get() == 1
-        })
+        eventually(
+            "the sidecar never connected its watch stream",
+            DEADLINE,
+            async || sidecar.metrics().watch_connected.get() == 1,
+        )
         .await;
-        assert!(watching, "the sidecar never connected its watch stream");
         sidecar
     }
 
@@ -583,7 +585,7 @@ async fn requests_without_placeholders_need_a_pass_through_host() {
 async fn ssrf_guard_blocks_loopback_and_metadata_unless_allowed() {
     let w = World::new().await;
     let token = w.secret_and_token().await;
-    let loop2 = Upstream::start("127.0.0.2:0".parse().unwrap(), Some(w.ca.server_config())).await;
+    let loop2 = Upstream::start("127.0.0.2:0".parse().unwrap(), Some(w.ca.loopback_tls13())).await;
     let port = loop2.addr.port();
     w.cp.put_secret(
         PATH,
@@ -689,10 +691,10 @@ async fn a_revocation_event_drops_the_warm_grant() {
         w.http.addr.port()
     );
     let sidecar = w.sidecar(&tables).await;
-    assert!(
-        eventually(DEADLINE, async || w.cp.watchers() >= 1).await,
-        "sidecar never watched"
-    );
+    eventually("sidecar never watched", DEADLINE, async || {
+        w.cp.watchers() >= 1
+    })
+    .await;
     let resp = get(
         sidecar.proxy_addr(),
         &w.http_url("/echo"),
@@ -704,20 +706,20 @@ async fn a_revocation_event_drops_the_warm_grant() {
     w.cp.push(WatchEvent::TokenRevoked {
         token_id: token.id.hyphenated().to_string(),
     });
-    let refused = eventually(DEADLINE, async || {
-        let resp = get(
-            sidecar.proxy_addr(),
-            &w.http_url("/echo"),
-            &with_placeholder(&token),
-        )
-        .await;
-        resp.status == 407 && resp.code() == "token_revoked"
-    })
+    eventually(
+        "the revoked token kept working through the warm sidecar",
+        DEADLINE,
+        async || {
+            let resp = get(
+                sidecar.proxy_addr(),
+                &w.http_url("/echo"),
+                &with_placeholder(&token),
+            )
+            .await;
+            resp.status == 407 && resp.code() == "token_revoked"
+        },
+    )
     .await;
-    assert!(
-        refused,
-        "the revoked token kept working through the warm sidecar"
-    );
     // Requests without placeholders are refused too: the sidecar remembers the revoked id.
     let resp = get(
         sidecar.proxy_addr(),
@@ -734,7 +736,10 @@ async fn a_watch_reconnect_flushes_grants_it_may_have_missed_events_for() {
     let w = World::new().await;
     let token = w.secret_and_token().await;
     let sidecar = w.default_sidecar().await;
-    assert!(eventually(DEADLINE, async || w.cp.watchers() >= 1).await);
+    eventually("w.cp.watchers() >= 1", DEADLINE, async || {
+        w.cp.watchers() >= 1
+    })
+    .await;
     let resp = get(
         sidecar.proxy_addr(),
         &w.http_url("/echo"),
@@ -745,24 +750,24 @@ async fn a_watch_reconnect_flushes_grants_it_may_have_missed_events_for() {
     // Revoked while no event reaches the sidecar, then the stream drops and comes back.
     w.cp.revoke_silently(&token);
     w.cp.disconnect_watchers();
-    assert!(
-        eventually(DEADLINE, async || w.cp.watchers() >= 2).await,
-        "sidecar never reconnected"
-    );
-    let refused = eventually(DEADLINE, async || {
-        let resp = get(
-            sidecar.proxy_addr(),
-            &w.http_url("/echo"),
-            &with_placeholder(&token),
-        )
-        .await;
-        resp.status == 407
+    eventually("sidecar never reconnected", DEADLINE, async || {
+        w.cp.watchers() >= 2
     })
     .await;
-    assert!(
-        refused,
-        "a grant cached before the reconnect was still served"
-    );
+    eventually(
+        "a grant cached before the reconnect was still served",
+        DEADLINE,
+        async || {
+            let resp = get(
+                sidecar.proxy_addr(),
+                &w.http_url("/echo"),
+                &with_placeholder(&token),
+            )
+            .await;
+            resp.status == 407
+        },
+    )
+    .await;
     sidecar.stop().await;
 }
 
@@ -771,7 +776,10 @@ async fn a_secret_update_event_drops_the_cached_value() {
     let w = World::new().await;
     let token = w.secret_and_token().await;
     let sidecar = w.default_sidecar().await;
-    assert!(eventually(DEADLINE, async || w.cp.watchers() >= 1).await);
+    eventually("w.cp.watchers() >= 1", DEADLINE, async || {
+        w.cp.watchers() >= 1
+    })
+    .await;
     get(
         sidecar.proxy_addr(),
         &w.http_url("/echo"),
@@ -786,17 +794,20 @@ async fn a_secret_update_event_drops_the_cached_value() {
         path: PATH.into(),
         version,
     });
-    let rotated = eventually(DEADLINE, async || {
-        get(
-            sidecar.proxy_addr(),
-            &w.http_url("/echo"),
-            &with_placeholder(&token),
-        )
-        .await;
-        w.http.last().header("authorization") == Some("Bearer sk-live-rotated-value-42")
-    })
+    eventually(
+        "the sidecar kept injecting the old version",
+        DEADLINE,
+        async || {
+            get(
+                sidecar.proxy_addr(),
+                &w.http_url("/echo"),
+                &with_placeholder(&token),
+            )
+            .await;
+            w.http.last().header("authorization") == Some("Bearer sk-live-rotated-value-42")
+        },
+    )
     .await;
-    assert!(rotated, "the sidecar kept injecting the old version");
     sidecar.stop().await;
 }
 
@@ -1162,16 +1173,16 @@ spool_path = "{spool}"
     );
     let config_file = w.dir.path().join("proxy.toml");
     std::fs::write(&config_file, config).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"))
-        .arg("--config")
-        .arg(&config_file)
-        .env("AGENT_SECRET_SIDECAR_KEY_FILE", &w.cp.sidecar_key_file)
-        .env("AGENT_SECRET_MASTER_KEY_FILE", &w.cp.master_key_file)
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut child = Spawned::start(
+        std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"))
+            .arg("--config")
+            .arg(&config_file)
+            .env("AGENT_SECRET_SIDECAR_KEY_FILE", &w.cp.sidecar_key_file)
+            .env("AGENT_SECRET_MASTER_KEY_FILE", &w.cp.master_key_file)
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped()),
+    );
+    let stderr = child.take_stderr();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
@@ -1197,14 +1208,10 @@ spool_path = "{spool}"
         w.http.last().header("authorization"),
         Some(format!("Bearer {SECRET}").as_str())
     );
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let exited = eventually(DEADLINE, async || matches!(child.try_wait(), Ok(Some(_)))).await;
-    assert!(exited, "the sidecar did not exit after SIGINT");
-    assert!(child.wait().unwrap().success());
+    child.interrupt();
+    let exited = child.exited(DEADLINE).await;
+    assert!(exited.is_some(), "the sidecar did not exit after SIGINT");
+    assert!(exited.unwrap().success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1219,16 +1226,16 @@ async fn audit_events_reach_the_control_plane_and_survive_its_outage() {
     )
     .await;
     assert_eq!(resp.status, 200);
-    let delivered = eventually(DEADLINE, async || {
-        w.cp.audits()
-            .iter()
-            .any(|e| e.success && e.path.as_deref() == Some(PATH))
-    })
+    eventually(
+        "the secret.read event never reached the control plane",
+        DEADLINE,
+        async || {
+            w.cp.audits()
+                .iter()
+                .any(|e| e.success && e.path.as_deref() == Some(PATH))
+        },
+    )
     .await;
-    assert!(
-        delivered,
-        "the secret.read event never reached the control plane"
-    );
 
     // Audit endpoint down: the event waits in the spool, then drains.
     w.cp.state.audit_unavailable.store(true, Ordering::SeqCst);
@@ -1240,24 +1247,27 @@ async fn audit_events_reach_the_control_plane_and_survive_its_outage() {
         "injection continues while the spool has room"
     );
     let audit = sidecar.audit().unwrap();
-    assert!(
-        eventually(DEADLINE, async || audit.stats().spooled >= 1).await,
-        "{:?}",
-        audit.stats()
-    );
+    eventually(
+        "the event is spooled during the outage",
+        DEADLINE,
+        async || audit.stats().spooled >= 1,
+    )
+    .await;
     w.cp.state.audit_unavailable.store(false, Ordering::SeqCst);
-    let drained = eventually(Duration::from_secs(20), async || {
-        w.cp.audits()
-            .iter()
-            .any(|e| e.user_agent.as_deref() == Some("during-outage"))
+    eventually(
+        "the spooled event is delivered after the outage",
+        Duration::from_secs(20),
+        async || {
+            w.cp.audits()
+                .iter()
+                .any(|e| e.user_agent.as_deref() == Some("during-outage"))
+        },
+    )
+    .await;
+    eventually("audit.stats().spooled == 0", DEADLINE, async || {
+        audit.stats().spooled == 0
     })
     .await;
-    assert!(
-        drained,
-        "spooled events were not delivered after the outage: {:?}",
-        audit.stats()
-    );
-    assert!(eventually(DEADLINE, async || audit.stats().spooled == 0).await);
     sidecar.stop().await;
 }
 

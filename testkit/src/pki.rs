@@ -53,6 +53,31 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A TLS 1.3-only server config for the loopback names (`localhost`, `127.0.0.1`,
+    /// `127.0.0.2`, `::1`) offering h2 and http/1.1: what the control plane serves.
+    pub fn loopback_tls13(&self) -> std::sync::Arc<rustls::ServerConfig> {
+        let key = KeyPair::generate().unwrap();
+        let names = ["localhost", "127.0.0.1", "127.0.0.2", "::1"].map(str::to_owned);
+        let leaf = CertificateParams::new(names.to_vec())
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let chain = vec![CertificateDer::from(leaf.der().to_vec())];
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let mut config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        std::sync::Arc::new(config)
+    }
+}
+
 impl Default for TestCa {
     fn default() -> Self {
         Self::new()

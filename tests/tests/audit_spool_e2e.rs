@@ -8,15 +8,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
 use agent_secret_control_plane::service::Policy;
 use agent_secret_core::api::SidecarAuditEvent;
-use agent_secret_proxy::{ProxyConfig, RunningSidecar, Sidecar};
-use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
-use agent_secret_tests::{eventually, Upstream};
+use agent_secret_proxy::RunningSidecar;
+use agent_secret_testkit::control_plane::{ControlPlane, Install, Tenant};
+use agent_secret_testkit::sidecar;
+use agent_secret_testkit::{eventually, Upstream};
 use chrono::Utc;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
@@ -65,50 +65,15 @@ impl World {
     /// [`MAX_SPOOL_BYTES`], and the default batch size and flush interval (so a burst of
     /// requests fills whole batches of 100).
     async fn sidecar(&self) -> RunningSidecar {
-        let key_file = self.dir.path().join("sidecar.key");
-        std::fs::write(&key_file, &self.tenant.sidecar_key).unwrap();
-        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let toml = format!(
-            r#"
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-shutdown_grace_seconds = 1
-
-[control_plane]
-url = "{url}"
-ca_file = {ca:?}
-sidecar_key_file = {key:?}
-retries = 1
-retry_backoff_ms = 50
-
-{kms}
-[audit]
-spool_path = {spool:?}
-max_spool_bytes = {MAX_SPOOL_BYTES}
-batch_size = 100
-flush_interval_ms = 1000
-
-[[hosts]]
-name = "{upstream}"
-plaintext = true
-allow_private = true
-"#,
-            url = self.cp.url,
-            ca = self.cp.ca_file,
-            key = key_file,
-            kms = self.install.sidecar_kms_toml(),
-            spool = self.spool_path(),
-            upstream = self.upstream.authority(),
-        );
-        let config = ProxyConfig::from_toml_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-        let sidecar = Sidecar::start(config).await.unwrap();
-        eventually(
-            "the sidecar's watch stream connects",
-            Duration::from_secs(10),
-            || async { (sidecar.metrics().watch_connected.get() == 1).then_some(()) },
-        )
-        .await;
-        sidecar
+        let mut config = sidecar::config(&self.install, &self.cp, &self.tenant.sidecar_key);
+        config.audit.spool_path = self.spool_path();
+        config.audit.max_spool_bytes = MAX_SPOOL_BYTES;
+        config.audit.batch_size = 100;
+        config.audit.flush_interval_ms = 1000;
+        config
+            .hosts
+            .push(sidecar::local_host(&self.upstream.authority()));
+        sidecar::start(config).await
     }
 
     async fn token(&self) -> (String, String) {

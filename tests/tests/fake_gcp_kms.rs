@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use agent_secret_tests::fake_gcp_kms::{FakeGcpKms, Fault};
+use agent_secret_testkit::fake_gcp_kms::{FakeGcpKms, Fault};
 use google_cloud_gax::error::rpc::Code;
 use google_cloud_gax::exponential_backoff::ExponentialBackoffBuilder;
 use google_cloud_gax::options::RequestOptionsBuilder;
@@ -24,7 +24,7 @@ const RING: (&str, &str, &str) = ("test-project", "global", "agent-secrets");
 const NINETY_DAYS: i64 = 90 * 24 * 3600;
 
 async fn client_for(fake: &FakeGcpKms) -> KeyManagementService {
-    agent_secret_tests::init_crypto();
+    agent_secret_testkit::init_crypto();
     let creds = google_cloud_auth::credentials::anonymous::Builder::new().build();
     KeyManagementService::builder()
         .with_endpoint(fake.endpoint())

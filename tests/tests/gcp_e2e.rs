@@ -11,9 +11,9 @@ use agent_secret_control_plane::audit::Actor;
 use agent_secret_control_plane::service::kms;
 use agent_secret_control_plane::service::Policy;
 use agent_secret_core::ids::TenantId;
-use agent_secret_tests::fake_gcp_kms::{FakeGcpKms, Fault};
-use agent_secret_tests::sidecar::start_sidecar;
-use agent_secret_tests::{control_plane::Install, control_plane::Tenant, ControlPlane, Upstream};
+use agent_secret_testkit::fake_gcp_kms::{FakeGcpKms, Fault};
+use agent_secret_testkit::sidecar::{local_host, start_sidecar};
+use agent_secret_testkit::{control_plane::Install, control_plane::Tenant, ControlPlane, Upstream};
 use google_cloud_kms_v1::model::ProtectionLevel;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -62,11 +62,11 @@ impl World {
     }
 
     async fn sidecar(&self) -> agent_secret_proxy::RunningSidecar {
-        let rule = format!(
-            "[[hosts]]\nname = \"{}\"\nplaintext = true\nallow_private = true\n",
-            self.upstream.authority()
-        );
-        start_sidecar(&self.install, &self.cp, &self.tenant.sidecar_key, &rule).await
+        let host = self.upstream.authority();
+        start_sidecar(&self.install, &self.cp, &self.tenant.sidecar_key, |c| {
+            c.hosts.push(local_host(&host))
+        })
+        .await
     }
 
     async fn call(&self, sidecar: &agent_secret_proxy::RunningSidecar) -> (StatusCode, String) {
@@ -176,7 +176,7 @@ async fn an_automatic_rotation_is_observed_announced_and_rewrapped() {
     .await;
     let rotated = w.tenant.audit(&w.cp, "type=kms.rotated").await;
     assert_eq!(rotated.len(), 1, "{rotated:?}");
-    agent_secret_tests::eventually(
+    agent_secret_testkit::eventually(
         "the sidecar hears kek_rotated",
         Duration::from_secs(5),
         || async {

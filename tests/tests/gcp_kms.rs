@@ -12,7 +12,7 @@ use agent_secret_core::envelope::{Dek, SecretAad};
 use agent_secret_core::ids::TenantId;
 use agent_secret_core::kms::gcp::{GcpCredentials, GcpKms, GcpKmsConfig, GcpProtection};
 use agent_secret_core::kms::{KeyRef, Kms, KmsError, WrappedDek};
-use agent_secret_tests::fake_gcp_kms::{FakeGcpKms, Fault};
+use agent_secret_testkit::fake_gcp_kms::{FakeGcpKms, Fault};
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use google_cloud_kms_v1::model::crypto_key::CryptoKeyPurpose;
@@ -35,7 +35,7 @@ fn config_for(fake: &FakeGcpKms) -> GcpKmsConfig {
 
 /// A fake with the key ring `p/l/r` and a backend for it, its config adjusted by `adjust`.
 async fn setup_with(adjust: impl FnOnce(&mut GcpKmsConfig)) -> (FakeGcpKms, GcpKms) {
-    agent_secret_tests::init_crypto();
+    agent_secret_testkit::init_crypto();
     let fake = FakeGcpKms::start().await;
     fake.add_key_ring("p", "l", "r");
     let mut cfg = config_for(&fake);

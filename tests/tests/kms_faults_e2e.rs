@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use agent_secret_control_plane::service::Policy;
 use agent_secret_proxy::RunningSidecar;
-use agent_secret_tests::fake_gcp_kms::{FakeGcpKms, Fault};
-use agent_secret_tests::sidecar::start_sidecar;
-use agent_secret_tests::{control_plane::Install, control_plane::Tenant, ControlPlane, Upstream};
+use agent_secret_testkit::fake_gcp_kms::{FakeGcpKms, Fault};
+use agent_secret_testkit::sidecar::{local_host, start_sidecar};
+use agent_secret_testkit::{control_plane::Install, control_plane::Tenant, ControlPlane, Upstream};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -73,11 +73,11 @@ impl World {
     }
 
     async fn sidecar(&self) -> RunningSidecar {
-        let rule = format!(
-            "[[hosts]]\nname = \"{}\"\nplaintext = true\nallow_private = true\n",
-            self.upstream.authority()
-        );
-        start_sidecar(&self.install, &self.cp, &self.tenant.sidecar_key, &rule).await
+        let host = self.upstream.authority();
+        start_sidecar(&self.install, &self.cp, &self.tenant.sidecar_key, |c| {
+            c.hosts.push(local_host(&host))
+        })
+        .await
     }
 
     /// `(id, token)` of a token for the secret; `max_uses` when given.
@@ -270,7 +270,7 @@ async fn a_corrupted_decrypt_answer_is_a_502_kms_integrity_failed_and_audited() 
             .get(),
         2
     );
-    let failed = agent_secret_tests::eventually(
+    let failed = agent_secret_testkit::eventually(
         "the sidecar's integrity refusals reach the audit log",
         Duration::from_secs(10),
         || async {

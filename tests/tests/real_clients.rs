@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use agent_secret_control_plane::service::Policy;
-use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
-use agent_secret_tests::sidecar::start_sidecar;
-use agent_secret_tests::Upstream;
+use agent_secret_testkit::control_plane::{ControlPlane, Install, Tenant};
+use agent_secret_testkit::sidecar::{local_host, route, start_sidecar};
+use agent_secret_testkit::Upstream;
 use serde_json::json;
 
 const KEY: &str = "sk-proj-realclient-0123456789abcdef";
@@ -62,12 +62,12 @@ async fn setup() -> Setup {
     tenant
         .put_secret(&cp, "prod/openai/api_key", KEY, &[&upstream.authority()])
         .await;
-    let extra = format!(
-        "[[hosts]]\nname = \"{a}\"\nplaintext = true\nallow_private = true\n\
-         [[routes]]\nprefix = \"/openai/\"\nupstream = \"http://{a}/\"\n",
-        a = upstream.authority()
-    );
-    let sidecar = start_sidecar(&install, &cp, &tenant.sidecar_key, &extra).await;
+    let host = upstream.authority();
+    let sidecar = start_sidecar(&install, &cp, &tenant.sidecar_key, |c| {
+        c.hosts.push(local_host(&host));
+        c.routes.push(route("/openai/", &format!("http://{host}/")));
+    })
+    .await;
     let (_, token) = tenant
         .token(&cp, &["secrets:read:prod/openai/*"], json!({}))
         .await;

@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use agent_secret_control_plane::service::Policy;
-use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
-use agent_secret_tests::sidecar::start_sidecar;
-use agent_secret_tests::{eventually, postgres_url, Upstream};
+use agent_secret_testkit::control_plane::{ControlPlane, Install, Tenant};
+use agent_secret_testkit::pg::postgres_url;
+use agent_secret_testkit::sidecar::{local_host, start_sidecar};
+use agent_secret_testkit::{eventually, Upstream};
 use reqwest::StatusCode;
 use serde_json::json;
 use sqlx::Connection;
@@ -58,12 +59,12 @@ async fn a_revocation_on_one_replica_reaches_a_sidecar_watching_another() {
             &[&upstream.authority()],
         )
         .await;
-    let rule = format!(
-        "[[hosts]]\nname = \"{}\"\nplaintext = true\nallow_private = true\n",
-        upstream.authority()
-    );
+    let host = upstream.authority();
     // The sidecar talks only to replica B.
-    let sidecar = start_sidecar(&install, &replica_b, &tenant.sidecar_key, &rule).await;
+    let sidecar = start_sidecar(&install, &replica_b, &tenant.sidecar_key, |c| {
+        c.hosts.push(local_host(&host))
+    })
+    .await;
     let (id, token) = tenant
         .token(&replica_a, &["secrets:read:prod/**"], json!({}))
         .await;

@@ -6,10 +6,12 @@
 use std::time::Duration;
 
 use agent_secret_control_plane::service::Policy;
-use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
-use agent_secret_tests::pki::TestCa;
-use agent_secret_tests::sidecar::start_sidecar;
-use agent_secret_tests::{eventually, Upstream};
+use agent_secret_proxy::config::HostRule;
+use agent_secret_proxy::ProxyConfig;
+use agent_secret_testkit::control_plane::{ControlPlane, Install, Tenant};
+use agent_secret_testkit::pki::TestCa;
+use agent_secret_testkit::sidecar::{local_host, route, start_sidecar};
+use agent_secret_testkit::{eventually, Upstream};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -43,16 +45,17 @@ impl World {
         }
     }
 
-    fn local_host_rule(&self, upstream: &Upstream) -> String {
-        format!(
-            "[[hosts]]\nname = \"{}\"\nplaintext = true\nallow_private = true\n",
-            upstream.authority()
-        )
-    }
-
-    async fn sidecar(&self, extra: &str) -> agent_secret_proxy::RunningSidecar {
-        let extra = format!("{}{extra}", self.local_host_rule(&self.upstream));
-        start_sidecar(&self.install, &self.cp, &self.tenant.sidecar_key, &extra).await
+    /// A sidecar that may reach the world's upstream, changed by `configure`.
+    async fn sidecar(
+        &self,
+        configure: impl FnOnce(&mut ProxyConfig),
+    ) -> agent_secret_proxy::RunningSidecar {
+        let host = self.upstream.authority();
+        start_sidecar(&self.install, &self.cp, &self.tenant.sidecar_key, |c| {
+            c.hosts.push(local_host(&host));
+            configure(c);
+        })
+        .await
     }
 
     async fn token(&self, scopes: &[&str], extra: Value) -> (String, String) {
@@ -87,7 +90,7 @@ fn code(body: &str) -> String {
 #[tokio::test]
 async fn the_upstream_receives_the_secret_and_never_the_token() {
     let w = World::new().await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/api/*"], json!({})).await;
     let client = agent(&sidecar, &token);
     let url = format!("http://{}/echo", w.upstream.authority());
@@ -129,8 +132,15 @@ async fn https_upstreams_get_tls_from_the_sidecar() {
         .put_secret(&w.cp, "prod/tls/key", KEY, &[&host])
         .await;
     let ca_file = ca.write(&w.install.dir);
-    let extra = format!("[upstream]\nextra_ca_file = {ca_file:?}\n[[hosts]]\nname = \"{host}\"\nallow_private = true\n");
-    let sidecar = w.sidecar(&extra).await;
+    let sidecar = w
+        .sidecar(|c| {
+            c.upstream.extra_ca_file = Some(ca_file);
+            c.hosts.push(HostRule {
+                allow_private: true,
+                ..HostRule::new(host.parse().unwrap())
+            });
+        })
+        .await;
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
     // Forward mode: the agent speaks plain HTTP to the sidecar, which originates TLS.
     let (status, body) = get(
@@ -154,7 +164,9 @@ async fn denials_carry_their_codes() {
     w.tenant
         .put_secret(&w.cp, "prod/other/key", KEY, &["api.example.com"])
         .await;
-    let sidecar = w.sidecar(&w.local_host_rule(&other)).await;
+    let sidecar = w
+        .sidecar(|c| c.hosts.push(local_host(&other.authority())))
+        .await;
     let url = format!("http://{}/echo", w.upstream.authority());
 
     let (status, body) = get(
@@ -291,7 +303,7 @@ async fn denials_carry_their_codes() {
 #[tokio::test]
 async fn a_revoked_token_is_refused_by_a_warm_sidecar_within_a_second() {
     let w = World::new().await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar(|_| {}).await;
     let (id, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
     let client = agent(&sidecar, &token);
     let url = format!("http://{}/echo", w.upstream.authority());
@@ -316,7 +328,7 @@ async fn a_revoked_token_is_refused_by_a_warm_sidecar_within_a_second() {
 #[tokio::test]
 async fn echoed_values_never_reach_the_agent_in_any_form() {
     let w = World::new().await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
     let client = reqwest::Client::builder()
         .proxy(
@@ -394,7 +406,7 @@ async fn echoed_values_never_reach_the_agent_in_any_form() {
 #[tokio::test]
 async fn host_spoofing_and_unlisted_destinations_are_refused() {
     let w = World::new().await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
     let client = agent(&sidecar, &token);
     // Absolute URI to the allowed upstream, Host header naming another: pingora refuses.
@@ -441,7 +453,7 @@ async fn host_spoofing_and_unlisted_destinations_are_refused() {
 #[tokio::test]
 async fn server_sent_events_arrive_incrementally() {
     let w = World::new().await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
     let res = agent(&sidecar, &token)
         .get(format!("http://{}/sse", w.upstream.authority()))
@@ -486,7 +498,16 @@ async fn the_ssrf_guard_blocks_internal_addresses_unless_allowed() {
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
 
     // Listed as plaintext (so the request is well-formed) but not allow_private.
-    let guarded = w.sidecar(&format!("[[hosts]]\nname = \"{host}\"\nplaintext = true\n[[hosts]]\nname = \"169.254.169.254\"\nplaintext = true\n")).await;
+    let guarded = w
+        .sidecar(|c| {
+            for name in [host.as_str(), "169.254.169.254"] {
+                c.hosts.push(HostRule {
+                    plaintext: true,
+                    ..HostRule::new(name.parse().unwrap())
+                });
+            }
+        })
+        .await;
     for url in [
         format!("http://{host}/echo"),
         "http://169.254.169.254/latest/meta-data/".to_owned(),
@@ -506,11 +527,7 @@ async fn the_ssrf_guard_blocks_internal_addresses_unless_allowed() {
     assert!(internal.received().is_empty());
     guarded.stop().await;
 
-    let allowed = w
-        .sidecar(&format!(
-            "[[hosts]]\nname = \"{host}\"\nplaintext = true\nallow_private = true\n"
-        ))
-        .await;
+    let allowed = w.sidecar(|c| c.hosts.push(local_host(&host))).await;
     let (status, body) = get(
         &agent(&allowed, &token),
         &format!("http://{host}/echo"),
@@ -528,7 +545,7 @@ async fn the_ssrf_guard_blocks_internal_addresses_unless_allowed() {
 #[tokio::test]
 async fn redirects_are_passed_to_the_agent_not_followed() {
     let w = World::new().await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
     let client = reqwest::Client::builder()
         .proxy(
@@ -553,7 +570,7 @@ async fn redirects_are_passed_to_the_agent_not_followed() {
 #[tokio::test]
 async fn audit_events_are_spooled_through_a_control_plane_outage_and_drain_after() {
     let mut w = World::new().await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
     let client = agent(&sidecar, &token);
     let url = format!("http://{}/echo", w.upstream.authority());
@@ -616,11 +633,8 @@ async fn audit_events_are_spooled_through_a_control_plane_outage_and_drain_after
 #[tokio::test]
 async fn requests_without_placeholders_still_need_a_token_the_control_plane_accepts() {
     let w = World::new().await;
-    let route = format!(
-        "[[routes]]\nprefix = \"/up/\"\nupstream = \"http://{}/\"\n",
-        w.upstream.authority()
-    );
-    let sidecar = w.sidecar(&route).await;
+    let upstream = format!("http://{}/", w.upstream.authority());
+    let sidecar = w.sidecar(|c| c.routes.push(route("/up/", &upstream))).await;
     let (id, token) = w
         .token(&["secrets:read:prod/**"], json!({"max_uses": 1}))
         .await;
@@ -666,7 +680,7 @@ async fn requests_without_placeholders_still_need_a_token_the_control_plane_acce
 #[tokio::test]
 async fn reason_phrases_stacked_encodings_and_upgrades_cannot_smuggle_the_value_back() {
     let w = World::new().await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
     let base = format!("http://{}", w.upstream.authority());
     let proxy = format!("http://agent:{token}@{}", sidecar.proxy_addr());
@@ -719,7 +733,7 @@ async fn reason_phrases_stacked_encodings_and_upgrades_cannot_smuggle_the_value_
 #[tokio::test]
 async fn a_forged_token_with_a_victims_id_does_not_lock_the_victim_out() {
     let w = World::new().await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar(|_| {}).await;
     let (id, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
     let url = format!("http://{}/echo", w.upstream.authority());
     let victim_id = uuid::Uuid::parse_str(&id).unwrap();

@@ -9,13 +9,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use agent_secret_control_plane::service::Policy;
-use agent_secret_proxy::{ProxyConfig, RunningSidecar, Sidecar};
-use std::os::unix::fs::PermissionsExt as _;
+use agent_secret_proxy::RunningSidecar;
 use std::time::Duration;
 
-use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
-use agent_secret_tests::sidecar::start_sidecar;
-use agent_secret_tests::{eventually, postgres_url, Upstream};
+use agent_secret_testkit::control_plane::{ControlPlane, Install, Tenant};
+use agent_secret_testkit::pg::postgres_url;
+use agent_secret_testkit::sidecar::{local_host, start_sidecar};
+use agent_secret_testkit::{eventually, Upstream};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Connection;
@@ -27,42 +27,11 @@ async fn unwatched_sidecar(
     sidecar_key: &str,
     upstream: &Upstream,
 ) -> RunningSidecar {
-    let key_file = install.dir.join("sidecar.key");
-    std::fs::write(&key_file, sidecar_key).unwrap();
-    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let toml = format!(
-        r#"
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-shutdown_grace_seconds = 1
-
-[control_plane]
-url = "{url}"
-ca_file = {ca:?}
-sidecar_key_file = {key:?}
-retries = 1
-retry_backoff_ms = 50
-watch = false
-
-{kms}
-[audit]
-spool_path = {spool:?}
-flush_interval_ms = 100
-
-[[hosts]]
-name = "{host}"
-plaintext = true
-allow_private = true
-"#,
-        url = cp.url,
-        ca = cp.ca_file,
-        key = key_file,
-        kms = install.sidecar_kms_toml(),
-        spool = install.dir.join("spool"),
-        host = upstream.authority(),
-    );
-    let config = ProxyConfig::from_toml_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    Sidecar::start(config).await.unwrap()
+    start_sidecar(install, cp, sidecar_key, |c| {
+        c.control_plane.watch = false;
+        c.hosts.push(local_host(&upstream.authority()));
+    })
+    .await
 }
 
 #[tokio::test]
@@ -159,8 +128,10 @@ async fn a_revocation_whose_notify_was_lost_reaches_a_warm_sidecar_through_resyn
     tenant
         .put_secret(&cp, "prod/api/key", "sk-resync-0123456789", &[&host])
         .await;
-    let rule = format!("[[hosts]]\nname = \"{host}\"\nplaintext = true\nallow_private = true\n");
-    let sidecar = start_sidecar(&install, &cp, &tenant.sidecar_key, &rule).await;
+    let sidecar = start_sidecar(&install, &cp, &tenant.sidecar_key, |c| {
+        c.hosts.push(local_host(&host))
+    })
+    .await;
     let (id, token) = tenant
         .token(&cp, &["secrets:read:prod/**"], json!({}))
         .await;

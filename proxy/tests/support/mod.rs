@@ -48,8 +48,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, Notify};
@@ -57,60 +55,11 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::BroadcastStream;
 use uuid::Uuid;
 
+pub use agent_secret_testkit::pki::TestCa;
+pub use agent_secret_testkit::{eventually, process::Spawned};
+
 pub fn init() {
     let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-// ---------------------------------------------------------------------------------------------
-// Test CA
-// ---------------------------------------------------------------------------------------------
-
-pub struct TestCa {
-    issuer: Issuer<'static, KeyPair>,
-    pub pem: String,
-}
-
-impl TestCa {
-    pub fn new() -> TestCa {
-        init();
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = params.self_signed(&key).unwrap();
-        TestCa {
-            pem: cert.pem(),
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A TLS 1.3 server config for localhost, 127.0.0.1, 127.0.0.2 and ::1.
-    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
-        let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(vec![
-            "localhost".to_owned(),
-            "127.0.0.1".to_owned(),
-            "127.0.0.2".to_owned(),
-            "::1".to_owned(),
-        ])
-        .unwrap();
-        let leaf = params.signed_by(&key, &self.issuer).unwrap();
-        let chain = vec![CertificateDer::from(leaf.der().to_vec())];
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        let mut config =
-            rustls::ServerConfig::builder_with_protocol_versions(&[&rustls::version::TLS13])
-                .with_no_client_auth()
-                .with_single_cert(chain, key)
-                .unwrap();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Arc::new(config)
-    }
-
-    pub fn write(&self, dir: &Path) -> PathBuf {
-        let path = dir.join("ca.pem");
-        std::fs::write(&path, &self.pem).unwrap();
-        path
-    }
 }
 
 /// Serve hyper connections (optionally over TLS) on `listener` with `service`.
@@ -201,7 +150,7 @@ impl Upstream {
     }
 
     pub async fn https(ca: &TestCa) -> Upstream {
-        Upstream::start("127.0.0.1:0".parse().unwrap(), Some(ca.server_config())).await
+        Upstream::start("127.0.0.1:0".parse().unwrap(), Some(ca.loopback_tls13())).await
     }
 
     pub async fn start(addr: SocketAddr, tls: Option<Arc<rustls::ServerConfig>>) -> Upstream {
@@ -441,7 +390,7 @@ impl FakeCp {
             .with_state(state.clone());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let acceptor = TlsAcceptor::from(ca.server_config());
+        let acceptor = TlsAcceptor::from(ca.loopback_tls13());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -951,18 +900,6 @@ pub fn dechunk(mut data: &[u8]) -> Vec<u8> {
         data = &data[(size + 2).min(data.len())..];
     }
     out
-}
-
-/// Poll `check` until it is true or `deadline` passes; returns whether it became true.
-pub async fn eventually(deadline: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let until = tokio::time::Instant::now() + deadline;
-    while tokio::time::Instant::now() < until {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    check().await
 }
 
 /// Secret files must be private to their owner (`agent_secret_core::secret_file`): mode 0600.

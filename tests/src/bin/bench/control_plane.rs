@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use agent_secret_control_plane::service::Policy;
-use agent_secret_tests::control_plane::{ControlPlane, Install, Tenant};
+use agent_secret_testkit::control_plane::{ControlPlane, Install, Tenant};
 use serde_json::{json, Value};
 use sqlx::postgres::PgConnection;
 use sqlx::sqlite::SqliteConnection;

@@ -15,6 +15,7 @@ use agent_secret_core::credential::Pepper;
 use agent_secret_core::kms::gcp::{GcpCredentials, GcpKms, GcpKmsConfig};
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::kms::Kms;
+use agent_secret_proxy::config::KmsConfig;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -82,21 +83,17 @@ impl Install {
     }
 
     /// The sidecar's `[kms]` section for this install.
-    pub fn sidecar_kms_toml(&self) -> String {
+    pub fn sidecar_kms(&self) -> KmsConfig {
         match &self.gcp {
-            Some(gcp) => format!(
-                "[kms]\nbackend = \"gcp\"\nproject = {:?}\nlocation = {:?}\nkey_ring = {:?}\n\
-                 endpoint = {:?}\ncredentials_file = \"anonymous\"\ntimeout_ms = 2000\n\
-                 max_attempts = 3\n",
-                gcp.project,
-                gcp.location,
-                gcp.key_ring,
-                gcp.endpoint.clone().unwrap_or_default(),
-            ),
-            None => format!(
-                "[kms]\nbackend = \"local\"\nkeyring = {:?}\nmaster_key_file = {:?}\n",
-                self.keyring, self.master_key_file
-            ),
+            Some(gcp) => {
+                let mut kms = KmsConfig::cloud_kms(&gcp.project, &gcp.location, &gcp.key_ring);
+                kms.endpoint = gcp.endpoint.clone();
+                kms.credentials_file = Some("anonymous".into());
+                kms.timeout_ms = 2000;
+                kms.max_attempts = 3;
+                kms
+            }
+            None => KmsConfig::local(self.keyring.clone(), self.master_key_file.clone()),
         }
     }
 
@@ -223,6 +220,18 @@ impl ControlPlane {
         let (status, body) = self.call(method.clone(), path, credential, body).await;
         assert!(status.is_success(), "{method} {path}: {status} {body}");
         body
+    }
+}
+
+/// A control plane a test forgot to stop, or one whose test panicked, stops serving here.
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
     }
 }
 
