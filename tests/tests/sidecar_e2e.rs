@@ -9,6 +9,7 @@ use agent_secret_control_plane::service::Policy;
 use agent_secret_proxy::config::HostRule;
 use agent_secret_proxy::ProxyConfig;
 use agent_secret_testkit::control_plane::{ControlPlane, Install, Tenant};
+use agent_secret_testkit::harness::{agent, AgentToken, Harness, Issued};
 use agent_secret_testkit::pki::TestCa;
 use agent_secret_testkit::sidecar::{local_host, route, start_sidecar};
 use agent_secret_testkit::{eventually, Upstream};
@@ -64,7 +65,7 @@ impl World {
 }
 
 /// An agent's HTTP client: the sidecar is its proxy, the token its proxy credential.
-fn agent(sidecar: &agent_secret_proxy::RunningSidecar, token: &str) -> reqwest::Client {
+fn agent_client(sidecar: &agent_secret_proxy::RunningSidecar, token: &str) -> reqwest::Client {
     let proxy = reqwest::Proxy::http(format!("http://{}", sidecar.proxy_addr()))
         .unwrap()
         .basic_auth("agent", token);
@@ -92,7 +93,7 @@ async fn the_upstream_receives_the_secret_and_never_the_token() {
     let w = World::new().await;
     let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/api/*"], json!({})).await;
-    let client = agent(&sidecar, &token);
+    let client = agent_client(&sidecar, &token);
     let url = format!("http://{}/echo", w.upstream.authority());
     let res = client
         .get(&url)
@@ -144,7 +145,7 @@ async fn https_upstreams_get_tls_from_the_sidecar() {
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
     // Forward mode: the agent speaks plain HTTP to the sidecar, which originates TLS.
     let (status, body) = get(
-        &agent(&sidecar, &token),
+        &agent_client(&sidecar, &token),
         &format!("http://{host}/echo"),
         "Bearer {{secret:prod/tls/key}}",
     )
@@ -157,147 +158,91 @@ async fn https_upstreams_get_tls_from_the_sidecar() {
     sidecar.stop().await;
 }
 
+/// Every refusal an agent can meet end to end, one row each: what it sends, with which token,
+/// and the status and code it gets back. Nothing is forwarded on a refusal.
 #[tokio::test]
 async fn denials_carry_their_codes() {
-    let w = World::new().await;
     let other = Upstream::http().await;
-    w.tenant
-        .put_secret(&w.cp, "prod/other/key", KEY, &["api.example.com"])
+    let other_host = other.authority();
+    let h = Harness::builder()
+        .secret("prod/api/key", KEY)
+        .sidecar(move |c| c.hosts.push(local_host(&other_host)))
+        .start()
         .await;
-    let sidecar = w
-        .sidecar(|c| c.hosts.push(local_host(&other.authority())))
+    // Bound to api.example.com, never to a test upstream.
+    h.tenant
+        .put_secret(&h.cp, "prod/other/key", KEY, &["api.example.com"])
         .await;
-    let url = format!("http://{}/echo", w.upstream.authority());
-
-    let (status, body) = get(
-        &agent(&sidecar, "asst_garbage"),
-        &url,
+    let (here, there) = (h.url("/echo"), format!("http://{}/echo", other.authority()));
+    let (api, bound_elsewhere) = (
         "Bearer {{secret:prod/api/key}}",
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (
-            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-            "token_invalid".into()
-        )
-    );
-    let no_token = reqwest::Client::builder()
-        .proxy(reqwest::Proxy::http(format!("http://{}", sidecar.proxy_addr())).unwrap())
-        .build()
-        .unwrap();
-    let (status, _) = get(&no_token, &url, "Bearer {{secret:prod/api/key}}").await;
-    assert_eq!(status, StatusCode::PROXY_AUTHENTICATION_REQUIRED);
-
-    let (_, narrow) = w.token(&["secrets:read:prod/other/*"], json!({})).await;
-    let (status, body) = get(
-        &agent(&sidecar, &narrow),
-        &url,
-        "Bearer {{secret:prod/api/key}}",
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::FORBIDDEN, "scope_denied".into())
-    );
-
-    // The secret is bound to api.example.com, not to this upstream.
-    let (status, body) = get(
-        &agent(&sidecar, &narrow),
-        &url,
         "Bearer {{secret:prod/other/key}}",
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::FORBIDDEN, "destination_not_allowed".into())
     );
-    // Nor may a secret bound to this upstream be sent to another one.
-    let (_, wide) = w.token(&["secrets:read:prod/**"], json!({})).await;
-    let (status, body) = get(
-        &agent(&sidecar, &wide),
-        &format!("http://{}/echo", other.authority()),
-        "Bearer {{secret:prod/api/key}}",
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::FORBIDDEN, "destination_not_allowed".into())
-    );
+    let wide = || agent().scope("secrets:read:prod/**");
+    let narrow = || agent().scope("secrets:read:prod/other/*");
+    let forged = Issued {
+        id: String::new(),
+        token: "asst_garbage".into(),
+    };
+    use StatusCode as S;
+    #[rustfmt::skip]
+    let rows: Vec<(&str, Option<AgentToken>, &str, &str, S, &str)> = vec![
+        ("forged token", None, &here, api, S::PROXY_AUTHENTICATION_REQUIRED, "token_invalid"),
+        ("scope too narrow", Some(narrow()), &here, api, S::FORBIDDEN, "scope_denied"),
+        ("secret bound elsewhere", Some(narrow()), &here, bound_elsewhere, S::FORBIDDEN, "destination_not_allowed"),
+        ("secret to another upstream", Some(wide()), &there, api, S::FORBIDDEN, "destination_not_allowed"),
+        ("outside the IP allowlist", Some(wide().from_ips(&["10.0.0.0/8"])), &here, api, S::FORBIDDEN, "ip_not_allowed"),
+        ("malformed placeholder", Some(wide()), &here, "Bearer {{secret:prod/api/key", S::BAD_REQUEST, "invalid_placeholder"),
+    ];
+    for (why, request, url, auth, status, expected) in rows {
+        let token = match request {
+            Some(request) => h.issue(request).await,
+            None => forged.clone(),
+        };
+        let (got, body) = get(&h.agent(&token), url, auth).await;
+        assert_eq!(
+            (got, code(&body).as_str()),
+            (status, expected),
+            "{why}: {body}"
+        );
+    }
     assert!(
         other.received().is_empty(),
         "nothing was forwarded on a denial"
     );
-
-    let (_, fenced) = w
-        .token(
-            &["secrets:read:prod/**"],
-            json!({"ip_allowlist": ["10.0.0.0/8"]}),
-        )
-        .await;
-    let (status, body) = get(
-        &agent(&sidecar, &fenced),
-        &url,
-        "Bearer {{secret:prod/api/key}}",
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::FORBIDDEN, "ip_not_allowed".into())
+    assert!(
+        h.upstream.received().is_empty(),
+        "nothing was forwarded on a denial"
     );
 
-    let (_, twice) = w
-        .token(&["secrets:read:prod/**"], json!({"max_uses": 2}))
-        .await;
+    // No proxy credential at all.
+    let no_token = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http(format!("http://{}", h.sidecar.proxy_addr())).unwrap())
+        .build()
+        .unwrap();
+    let (status, _) = get(&no_token, &here, api).await;
+    assert_eq!(status, StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+
+    // Used up: two uses pass, the third is refused.
+    let twice = h.issue(wide().max_uses(2)).await;
     for _ in 0..2 {
-        let (status, body) = get(
-            &agent(&sidecar, &twice),
-            &url,
-            "Bearer {{secret:prod/api/key}}",
-        )
-        .await;
+        let (status, body) = get(&h.agent(&twice), &here, api).await;
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    let (status, body) = get(
-        &agent(&sidecar, &twice),
-        &url,
-        "Bearer {{secret:prod/api/key}}",
-    )
-    .await;
+    let (status, body) = get(&h.agent(&twice), &here, api).await;
     assert_eq!(
-        (status, code(&body)),
-        (StatusCode::FORBIDDEN, "uses_exhausted".into())
+        (status, code(&body).as_str()),
+        (S::FORBIDDEN, "uses_exhausted")
     );
 
-    let (_, short) = w
-        .token(&["secrets:read:prod/**"], json!({"ttl_seconds": 1}))
-        .await;
+    // Expired.
+    let short = h.issue(wide().ttl(1)).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (status, body) = get(
-        &agent(&sidecar, &short),
-        &url,
-        "Bearer {{secret:prod/api/key}}",
-    )
-    .await;
+    let (status, body) = get(&h.agent(&short), &here, api).await;
     assert_eq!(
-        (status, code(&body)),
-        (
-            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
-            "token_expired".into()
-        )
+        (status, code(&body).as_str()),
+        (S::PROXY_AUTHENTICATION_REQUIRED, "token_expired")
     );
-
-    let (status, body) = get(
-        &agent(&sidecar, &wide),
-        &url,
-        "Bearer {{secret:prod/api/key",
-    )
-    .await;
-    assert_eq!(
-        (status, code(&body)),
-        (StatusCode::BAD_REQUEST, "invalid_placeholder".into())
-    );
-    sidecar.stop().await;
 }
 
 #[tokio::test]
@@ -305,7 +250,7 @@ async fn a_revoked_token_is_refused_by_a_warm_sidecar_within_a_second() {
     let w = World::new().await;
     let sidecar = w.sidecar(|_| {}).await;
     let (id, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
-    let client = agent(&sidecar, &token);
+    let client = agent_client(&sidecar, &token);
     let url = format!("http://{}/echo", w.upstream.authority());
     for _ in 0..2 {
         let (status, body) = get(&client, &url, "Bearer {{secret:prod/api/key}}").await;
@@ -408,7 +353,7 @@ async fn host_spoofing_and_unlisted_destinations_are_refused() {
     let w = World::new().await;
     let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
-    let client = agent(&sidecar, &token);
+    let client = agent_client(&sidecar, &token);
     // Absolute URI to the allowed upstream, Host header naming another: pingora refuses.
     let res = client
         .get(format!("http://{}/echo", w.upstream.authority()))
@@ -455,7 +400,7 @@ async fn server_sent_events_arrive_incrementally() {
     let w = World::new().await;
     let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
-    let res = agent(&sidecar, &token)
+    let res = agent_client(&sidecar, &token)
         .get(format!("http://{}/sse", w.upstream.authority()))
         .header("authorization", "Bearer {{secret:prod/api/key}}")
         .send()
@@ -513,7 +458,7 @@ async fn the_ssrf_guard_blocks_internal_addresses_unless_allowed() {
         "http://169.254.169.254/latest/meta-data/".to_owned(),
     ] {
         let (status, body) = get(
-            &agent(&guarded, &token),
+            &agent_client(&guarded, &token),
             &url,
             "Bearer {{secret:prod/internal/key}}",
         )
@@ -529,7 +474,7 @@ async fn the_ssrf_guard_blocks_internal_addresses_unless_allowed() {
 
     let allowed = w.sidecar(|c| c.hosts.push(local_host(&host))).await;
     let (status, body) = get(
-        &agent(&allowed, &token),
+        &agent_client(&allowed, &token),
         &format!("http://{host}/echo"),
         "Bearer {{secret:prod/internal/key}}",
     )
@@ -572,7 +517,7 @@ async fn audit_events_are_spooled_through_a_control_plane_outage_and_drain_after
     let mut w = World::new().await;
     let sidecar = w.sidecar(|_| {}).await;
     let (_, token) = w.token(&["secrets:read:prod/**"], json!({})).await;
-    let client = agent(&sidecar, &token);
+    let client = agent_client(&sidecar, &token);
     let url = format!("http://{}/echo", w.upstream.authority());
     let (status, _) = get(&client, &url, "Bearer {{secret:prod/api/key}}").await;
     assert_eq!(status, StatusCode::OK, "warm the caches");
@@ -743,7 +688,7 @@ async fn a_forged_token_with_a_victims_id_does_not_lock_the_victim_out() {
         &agent_secret_core::credential::Pepper::generate(),
     );
     let (status, body) = get(
-        &agent(&sidecar, forged.token.expose()),
+        &agent_client(&sidecar, forged.token.expose()),
         &url,
         "Bearer {{secret:prod/api/key}}",
     )
@@ -756,7 +701,7 @@ async fn a_forged_token_with_a_victims_id_does_not_lock_the_victim_out() {
         )
     );
     let (status, body) = get(
-        &agent(&sidecar, &token),
+        &agent_client(&sidecar, &token),
         &url,
         "Bearer {{secret:prod/api/key}}",
     )
