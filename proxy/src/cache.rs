@@ -1,5 +1,7 @@
 //! The sidecar's two caches, so a warm request needs no control-plane call.
 //!
+//! Over 400 lines: three caches that share one invalidation story (watch, versions, expiry).
+//!
 //! * **Grants**, keyed by SHA-256 of the token (never the token itself), each for
 //!   `min(control plane's cache_ttl_seconds, config cap, time to the token's expiry)`. Grants of
 //!   `max_uses` tokens are never cached: every use is an atomic decrement at the control plane.

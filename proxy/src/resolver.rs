@@ -1,5 +1,7 @@
 //! Just-in-time secrets: may this token send these secrets to this host, and what are they?
 //!
+//! Over 400 lines: the warm and cold paths of one decision, side by side to keep one check order.
+//!
 //! On a warm grant and warm values every check runs locally, with no control-plane call, and
 //! it is the control plane's own rule: `agent_secret_core::policy` (expiry, client IP against
 //! the grant's allowlist, scope on each path, then per path sensitivity against the approved

@@ -158,6 +158,17 @@ async fn https_upstreams_get_tls_from_the_sidecar() {
     sidecar.stop().await;
 }
 
+/// One row of `denials_carry_their_codes`: why, the token request (`None`: a forged token), the
+/// URL, the `Authorization` header, and the status and code expected.
+type Denial<'a> = (
+    &'a str,
+    Option<AgentToken>,
+    &'a str,
+    &'a str,
+    StatusCode,
+    &'a str,
+);
+
 /// Every refusal an agent can meet end to end, one row each: what it sends, with which token,
 /// and the status and code it gets back. Nothing is forwarded on a refusal.
 #[tokio::test]
@@ -186,7 +197,7 @@ async fn denials_carry_their_codes() {
     };
     use StatusCode as S;
     #[rustfmt::skip]
-    let rows: Vec<(&str, Option<AgentToken>, &str, &str, S, &str)> = vec![
+    let rows: Vec<Denial> = vec![
         ("forged token", None, &here, api, S::PROXY_AUTHENTICATION_REQUIRED, "token_invalid"),
         ("scope too narrow", Some(narrow()), &here, api, S::FORBIDDEN, "scope_denied"),
         ("secret bound elsewhere", Some(narrow()), &here, bound_elsewhere, S::FORBIDDEN, "destination_not_allowed"),

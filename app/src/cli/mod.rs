@@ -1,6 +1,8 @@
 //! The `agent-secret-store` command line: one binary for the server, installation steps and
 //! the operator and agent commands that call the API.
 //!
+//! Over 400 lines: every command's clap declaration, so all `--help` text is in one file.
+//!
 //! This file only declares the commands (clap derive) and dispatches them: installation commands
 //! (`serve`, `init`, `migrate`, `tenant create`) open the store directly (`local`), everything
 //! else calls the HTTPS API (`remote`). Credentials never come from argv, where `ps` and shell

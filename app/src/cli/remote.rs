@@ -1,6 +1,8 @@
 //! The commands that call the control-plane API: one function per command group, through the
 //! typed client of `api.rs`.
 //!
+//! Over 400 lines: one short function per API command, sharing the output helpers.
+//!
 //! Each sends one request and prints the answer: with `--json` the server's JSON body verbatim
 //! (so scripts see exactly the API's document), otherwise a human rendering of the typed
 //! response. New credentials go alone on stdout so `KEY=$(agent-secret-store agent create x)`

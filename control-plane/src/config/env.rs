@@ -10,10 +10,12 @@ use std::str::FromStr;
 use agent_secret_core::kms::gcp::GcpProtection;
 use agent_secret_core::secret::SecretString;
 
+use super::error::{invalid, ConfigError};
 use super::secrets::read_secret_file;
-use super::{
-    invalid, Config, ConfigError, DatabaseUrl, EnvLookup, KmsBackend, LogFormat, ENV_PREFIX,
-};
+use super::secrets::DatabaseUrl;
+use super::sections::LogFormat;
+use super::{Config, EnvLookup, ENV_PREFIX};
+use agent_secret_core::kms::KmsBackend;
 
 /// Reads `AGENT_SECRET_*` variables through an injected lookup.
 struct Env<'a> {

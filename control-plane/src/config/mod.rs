@@ -13,10 +13,14 @@
 mod env;
 mod secrets;
 
+mod error;
 mod sections;
 
+use error::invalid;
+pub use error::ConfigError;
+
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use agent_secret_core::kms::KmsSettings;
 use serde::Deserialize;
@@ -49,21 +53,6 @@ pub struct Config {
     pub log: LogConfig,
     pub server: ServerConfig,
     pub rate_limits: RateLimitsConfig,
-}
-
-/// Why the configuration could not be loaded. Always names the key, variable or file at fault;
-/// never contains a secret.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    ReadFile {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{key}: {message}")]
-    Invalid { key: String, message: String },
 }
 
 impl Default for Config {
@@ -247,12 +236,5 @@ impl Config {
             }
         }
         Ok(())
-    }
-}
-
-fn invalid(key: &str, message: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_string(),
-        message: message.to_string(),
     }
 }

@@ -16,7 +16,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde::{Deserialize, Deserializer};
 
-use super::{invalid, Config, ConfigError};
+use super::error::{invalid, ConfigError};
+use super::Config;
 
 /// A database connection URL. It may embed a password, so `Debug` and `Display` show it with
 /// the password (userinfo or `password=` query parameter) replaced by `[REDACTED]`.

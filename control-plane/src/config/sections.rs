@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{invalid, ConfigError, DatabaseUrl, KmsBackend};
+use super::error::{invalid, ConfigError};
+use super::secrets::DatabaseUrl;
+use agent_secret_core::kms::KmsBackend;
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]

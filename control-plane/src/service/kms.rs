@@ -1,6 +1,8 @@
 //! KEK lifecycle: rotation (scheduled and forced), observing rotations made by the KMS itself,
 //! re-wrapping DEKs onto the primary version, the DEK inventory, and retiring old versions.
 //!
+//! Over 400 lines: rotate, observe, rewrap and retire are one lifecycle guarding one invariant.
+//!
 //! Rotation never touches a secret: old versions keep unwrapping, so a rotation only changes
 //! which version *new* DEKs are wrapped under. `rewrap` then moves stored DEKs onto the primary
 //! (unwrap + wrap in the KMS; the value ciphertext is not read), and only once `kms status`

@@ -1,5 +1,7 @@
 //! Storage behind narrow, per-domain traits.
 //!
+//! Over 400 lines: the whole storage contract, each trait method with its audit/locking rule.
+//!
 //! One implementation (`SqlStore`) serves both SQLite and PostgreSQL with the same SQL; the
 //! storage test suite runs every trait method against both. Every mutating method takes the
 //! audit event(s) describing it and writes them in the same transaction: if the audit insert

@@ -9,7 +9,7 @@
 //! or env straight into zeroizing types, and only when the sidecar starts.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use agent_secret_core::host::Destination;
@@ -62,25 +62,15 @@ pub struct ProxyConfig {
     pub rate_limits: crate::rate_limit::RateLimitConfig,
 }
 
+mod error;
 mod sections;
+
+use error::invalid;
+pub use error::ConfigError;
 pub use sections::{
     AuditConfig, CacheConfig, ControlPlaneConfig, HostRule, KmsConfig, RouteConfig, ScrubMode,
     UpstreamConfig,
 };
-
-/// Why the configuration cannot be used. Names the key or file; never a secret's content.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("invalid configuration: {0}")]
-    Parse(String),
-    #[error("invalid `{key}`: {message}")]
-    Invalid { key: String, message: String },
-}
 
 impl ProxyConfig {
     /// A configuration built in code (embedders, `dev`, tests): `control_plane` and `kms` are
@@ -280,13 +270,6 @@ fn env_secret(lookup: EnvLookup<'_>, name: &str) -> Result<Option<SecretString>,
 /// files other users can read). Errors name the key and path, never the content.
 fn read_secret_file(key: &str, path: &Path) -> Result<SecretString, ConfigError> {
     agent_secret_core::secret_file::read(path).map_err(|e| invalid(key, &e.to_string()))
-}
-
-fn invalid(key: &str, message: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.to_owned(),
-        message: message.to_owned(),
-    }
 }
 
 fn default_listen() -> SocketAddr {

@@ -9,7 +9,8 @@ use agent_secret_core::host::HostPattern;
 use agent_secret_core::secret::SecretString;
 use serde::Deserialize;
 
-use super::{invalid, ConfigError, KmsBackend};
+use super::error::{invalid, ConfigError};
+use agent_secret_core::kms::KmsBackend;
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

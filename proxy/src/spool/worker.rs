@@ -1,6 +1,8 @@
 //! The background half of the audit pipeline: batches queued events, sends them, spools
 //! what the sink refuses and drains the spool — oldest first — when the sink recovers.
 //!
+//! Over 400 lines: one task's state machine (batch, split, spool, drain) and its ordering.
+//!
 //! One task does all of it, sending one batch at a time, so ordering is simple: while the
 //! spool holds anything, new batches are appended behind it rather than sent ahead of it.
 //! File I/O runs on the blocking pool so an fsync never stalls the proxy's runtime.
