@@ -50,7 +50,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     // Every connection task holds a sender; `recv` yields `None` once all have ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
-    let janitor = tokio::spawn(crate::limits::janitor(app.clone()));
+    let janitor = tokio::spawn(crate::service::limits::janitor(app.clone()));
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -103,7 +103,10 @@ pub async fn serve(
     }
     janitor.abort();
     // Failures counted but not yet written still reach the audit log.
-    app.limits.auth_failures.flush(&app, true).await;
+    app.limits
+        .auth_failures
+        .flush(app.store.as_ref(), true)
+        .await;
     Ok(())
 }
 

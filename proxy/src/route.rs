@@ -16,6 +16,10 @@ use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
 
 use crate::config::{HostRule, ProxyConfig, ScrubMode};
 
+pub(crate) mod grammar;
+pub use grammar::{check_prefix, RouteUpstream};
+use grammar::{default_port, dialled};
+
 /// How the agent addressed the sidecar.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -37,16 +41,6 @@ pub struct Target {
     pub path_and_query: PathAndQuery,
     /// The `[[hosts]]` rule for this destination, if any.
     pub rule: Option<HostRule>,
-}
-
-/// A parsed `[[routes]] upstream`.
-#[derive(Clone, Debug)]
-pub struct RouteUpstream {
-    pub tls: bool,
-    pub port: u16,
-    pub destination: Destination,
-    /// Always ends with `/`.
-    pub base_path: String,
 }
 
 /// Longest-prefix route table plus the host rules, built once from the config.
@@ -134,7 +128,8 @@ impl Router {
         let rule = self.rule(&asked);
         let tls = https || !rule.is_some_and(|r| r.plaintext);
         let port = asked.port().unwrap_or(default_port(tls));
-        let destination = dialled(&asked, tls, port)?;
+        let destination =
+            dialled(&asked, tls, port).map_err(|e| RouteError::BadTarget(e.to_string()))?;
         // The rule is looked up again for the normalised destination (`host:443` → `host`).
         let rule = self.rule(&destination).or(rule).cloned();
         Ok(Target {
@@ -211,71 +206,6 @@ impl Target {
     pub fn scrub_mode(&self) -> ScrubMode {
         self.rule.as_ref().map_or(ScrubMode::Full, |r| r.scrub)
     }
-}
-
-impl RouteUpstream {
-    /// Parse `https://host[:port][/base/]`.
-    pub fn parse(s: &str) -> Result<RouteUpstream, String> {
-        let uri: Uri = s.parse().map_err(|e| format!("`{s}` is not a URL: {e}"))?;
-        let tls = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => return Err(format!("`{s}` must start with https:// (or http://)")),
-        };
-        let authority = uri
-            .authority()
-            .ok_or_else(|| format!("`{s}` has no host"))?
-            .as_str();
-        if authority.contains('@') {
-            return Err(format!("`{s}` must not contain user info"));
-        }
-        if uri.query().is_some() {
-            return Err(format!("`{s}` must not have a query"));
-        }
-        let asked = Destination::parse(authority).map_err(|e| format!("`{s}`: {e}"))?;
-        let port = asked.port().unwrap_or(default_port(tls));
-        let destination = dialled(&asked, tls, port).map_err(|e| e.to_string())?;
-        let mut base_path = uri.path().to_owned();
-        if !base_path.ends_with('/') {
-            base_path.push('/');
-        }
-        Ok(RouteUpstream {
-            tls,
-            port,
-            destination,
-            base_path,
-        })
-    }
-}
-
-/// A route prefix starts and ends with `/` and is more than `/` alone.
-pub fn check_prefix(prefix: &str) -> Result<(), String> {
-    if prefix.len() < 3 || !prefix.starts_with('/') || !prefix.ends_with('/') {
-        return Err(format!("`{prefix}` must look like `/name/`"));
-    }
-    if PathAndQuery::try_from(prefix).is_err() || prefix.contains('?') {
-        return Err(format!("`{prefix}` is not a valid URL path"));
-    }
-    Ok(())
-}
-
-fn default_port(tls: bool) -> u16 {
-    if tls {
-        443
-    } else {
-        80
-    }
-}
-
-/// The destination secrets are bound to: the port only when it is not the scheme's default.
-fn dialled(asked: &Destination, tls: bool, port: u16) -> Result<Destination, RouteError> {
-    let port = (port != default_port(tls)).then_some(port);
-    let host = asked.host();
-    let bare = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    Destination::from_parts(bare, port).map_err(|e| RouteError::BadTarget(e.to_string()))
 }
 
 /// Origin-form target from the bytes after the absolute-form authority.

@@ -72,7 +72,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use file::SpoolError;
 pub use worker::AuditWorker;
 
-use file::{Queued, SpoolFile};
+use bound::Queued;
+use file::SpoolFile;
 
 /// What a permit reserves before the event's real size is known; typical events are
 /// 250–400 bytes, capped ones at most [`bound::MAX_EVENT_BYTES`].

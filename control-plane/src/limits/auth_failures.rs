@@ -21,7 +21,7 @@ use super::rates::{retry_after_secs, Bucket, Limit, Refused};
 use super::ClientAddr;
 use crate::audit::{now_micros, Actor, AuditDraft};
 use crate::config::RateLimit;
-use crate::service::App;
+use crate::store::AuditStore;
 
 /// Failures of one address against one tenant within a window.
 struct Burst {
@@ -109,7 +109,13 @@ impl AuthFailures {
 
     /// Audits one failure against `tenant`: written now if it opens a burst, else counted into
     /// the burst's summary. A summary of a closed burst under the same key is written first.
-    pub async fn record(&self, app: &App, tenant: TenantId, ip: Option<IpAddr>, draft: AuditDraft) {
+    pub async fn record(
+        &self,
+        store: &(dyn AuditStore + Send + Sync),
+        tenant: TenantId,
+        ip: Option<IpAddr>,
+        draft: AuditDraft,
+    ) {
         let key = (tenant, ip.map(ClientAddr::of));
         let (closed, write_now) = {
             let mut bursts = lock(&self.bursts);
@@ -134,14 +140,14 @@ impl AuthFailures {
             (closed, draft)
         };
         if let Some(burst) = closed {
-            self.write_summary(app, tenant, burst).await;
+            self.write_summary(store, tenant, burst).await;
         }
-        write(app, tenant, write_now).await;
+        write(store, tenant, write_now).await;
     }
 
     /// Writes the summary of every burst whose window has closed (`all`: of every burst, at
     /// shutdown).
-    pub async fn flush(&self, app: &App, all: bool) {
+    pub async fn flush(&self, store: &(dyn AuditStore + Send + Sync), all: bool) {
         let closed: Vec<(BurstKey, Burst)> = {
             let mut bursts = lock(&self.bursts);
             let keys: Vec<BurstKey> = bursts
@@ -154,11 +160,16 @@ impl AuthFailures {
                 .collect()
         };
         for ((tenant, _), burst) in closed {
-            self.write_summary(app, tenant, burst).await;
+            self.write_summary(store, tenant, burst).await;
         }
     }
 
-    async fn write_summary(&self, app: &App, tenant: TenantId, burst: Burst) {
+    async fn write_summary(
+        &self,
+        store: &(dyn AuditStore + Send + Sync),
+        tenant: TenantId,
+        burst: Burst,
+    ) {
         if burst.more == 0 {
             return;
         }
@@ -173,7 +184,7 @@ impl AuthFailures {
             burst.more,
             self.window.as_secs().max(1)
         ));
-        write(app, tenant, draft).await;
+        write(store, tenant, draft).await;
     }
 
     /// Forgets refilled buckets and served penalties.
@@ -185,8 +196,8 @@ impl AuthFailures {
 }
 
 /// The refusal stands even if its event cannot be written (it is logged instead).
-async fn write(app: &App, tenant: TenantId, draft: AuditDraft) {
-    if let Err(e) = app.store.append_audit(tenant, draft).await {
+async fn write(store: &(dyn AuditStore + Send + Sync), tenant: TenantId, draft: AuditDraft) {
+    if let Err(e) = store.append_audit(tenant, draft).await {
         tracing::error!(error = %e, "could not write auth.failed audit event");
     }
 }

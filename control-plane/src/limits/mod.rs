@@ -4,25 +4,20 @@
 //! Every limit is configured (`[server]`, `[rate_limits]` in `config/control-plane.toml`), and
 //! every refusal is counted in a metric labelled from a closed set ([`Limit`]). The state is
 //! bounded by live subjects: connection counts are dropped with their last connection, and the
-//! keyed rate limiters, penalty box and alert windows are pruned by [`janitor`].
+//! keyed rate limiters, penalty box and alert windows are pruned by `service::limits::janitor`.
 
 mod auth_failures;
 mod connections;
-mod enforce;
 mod rates;
 
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{RateLimitsConfig, ServerConfig};
-use crate::service::App;
 
 pub use auth_failures::AuthFailures;
 pub use connections::{ConnectionPermit, ConnectionRefusal, ConnectionTracker};
-pub(crate) use enforce::refuse;
-pub use enforce::{admit_resolve, admit_token_issue};
 pub use rates::{AlertWindows, Limit, RateLimits, Refused};
 
 /// All limits of one control plane, shared by its connections and requests.
@@ -84,29 +79,6 @@ impl fmt::Display for ClientAddr {
         match self.0 {
             IpAddr::V4(v4) => v4.fmt(f),
             IpAddr::V6(v6) => write!(f, "{v6}/64"),
-        }
-    }
-}
-
-/// How often the janitor flushes finished `auth.failed` bursts.
-const JANITOR_TICK: Duration = Duration::from_secs(1);
-/// Every this many ticks it also forgets idle limiter keys, expired penalties and windows.
-const PRUNE_EVERY_TICKS: u32 = 30;
-
-/// Background upkeep until aborted: writes the aggregated `auth.failed` event of each burst
-/// whose window has closed, and keeps the keyed state bounded by recently active subjects.
-pub async fn janitor(app: Arc<App>) {
-    let mut tick = tokio::time::interval(JANITOR_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks = 0u32;
-    loop {
-        tick.tick().await;
-        app.limits.auth_failures.flush(&app, false).await;
-        ticks = ticks.wrapping_add(1);
-        if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
-            app.limits.rates.prune();
-            app.limits.auth_failures.prune();
-            app.limits.alerts.prune();
         }
     }
 }

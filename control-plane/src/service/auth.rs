@@ -5,62 +5,12 @@
 //! credential of one kind is never accepted where another kind is expected. Failures are
 //! rate limited per client address and their audit events aggregated (`crate::limits`).
 
-use agent_secret_core::api::Role;
 use agent_secret_core::credential::{CredentialKind, PresentedCredential};
-use agent_secret_core::ids::{AgentId, OperatorId, SidecarId, TenantId};
+use agent_secret_core::ids::{OperatorId, SidecarId, TenantId};
 
+pub use super::principal::{AgentPrincipal, OperatorPrincipal, SidecarPrincipal};
 use super::{App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{Actor, AuditDraft, AuditEventType};
-use crate::limits;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OperatorPrincipal {
-    pub tenant: TenantId,
-    pub id: OperatorId,
-    pub role: Role,
-}
-
-impl OperatorPrincipal {
-    pub fn actor(&self) -> Actor {
-        Actor::new("operator", self.id)
-    }
-
-    /// Refuses unless the operator holds one of `roles`.
-    pub fn require(&self, roles: &[Role]) -> ServiceResult<()> {
-        if roles.contains(&self.role) {
-            Ok(())
-        } else {
-            Err(ServiceError::Forbidden(format!(
-                "role `{}` may not do this",
-                self.role.as_str()
-            )))
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AgentPrincipal {
-    pub tenant: TenantId,
-    pub id: AgentId,
-}
-
-impl AgentPrincipal {
-    pub fn actor(&self) -> Actor {
-        Actor::new("agent", self.id)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SidecarPrincipal {
-    pub tenant: TenantId,
-    pub id: SidecarId,
-}
-
-impl SidecarPrincipal {
-    pub fn actor(&self) -> Actor {
-        Actor::new("sidecar", self.id)
-    }
-}
 
 /// A caller of an endpoint open to several kinds of credential.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +59,7 @@ pub async fn authenticate(
         Verdict::Verified(principal) => Ok(principal),
         Verdict::Refused { known } => {
             if let Err(refused) = app.limits.auth_failures.check(ctx.ip) {
-                return Err(limits::refuse(app, None, Actor::system(), ctx, refused).await);
+                return Err(super::limits::refuse(app, None, Actor::system(), ctx, refused).await);
             }
             Err(record_failure(app, known, ctx).await)
         }
@@ -210,12 +160,12 @@ async fn record_failure(
             .failed("invalid_credential");
         app.limits
             .auth_failures
-            .record(app, tenant, ctx.ip, draft)
+            .record(app.store.as_ref(), tenant, ctx.ip, draft)
             .await;
     }
     match app.limits.auth_failures.count(ctx.ip) {
         Ok(()) => ServiceError::Unauthenticated,
-        Err(refused) => limits::refuse(app, tenant, actor, ctx, refused).await,
+        Err(refused) => super::limits::refuse(app, tenant, actor, ctx, refused).await,
     }
 }
 

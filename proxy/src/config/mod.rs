@@ -155,9 +155,9 @@ impl ProxyConfig {
         }
         self.validate_kms()?;
         for (i, route) in self.routes.iter().enumerate() {
-            let upstream = crate::route::RouteUpstream::parse(&route.upstream)
+            let upstream = crate::route::grammar::RouteUpstream::parse(&route.upstream)
                 .map_err(|e| invalid(&format!("routes[{i}].upstream"), &e))?;
-            crate::route::check_prefix(&route.prefix)
+            crate::route::grammar::check_prefix(&route.prefix)
                 .map_err(|e| invalid(&format!("routes[{i}].prefix"), &e))?;
             if !upstream.tls
                 && !self

@@ -18,7 +18,43 @@
 
 use agent_secret_core::api::{SidecarAuditEvent, MAX_REQUEST_BODY_BYTES};
 
-use super::file::Queued;
+use std::io::{self, Write};
+
+/// An event waiting for the control plane, with its size as a spool line.
+#[derive(Debug, Clone)]
+pub(crate) struct Queued {
+    pub event: SidecarAuditEvent,
+    /// Bytes of its JSON line, newline included: what it costs against `max_spool_bytes`.
+    pub bytes: u64,
+}
+
+impl Queued {
+    /// The event with its fields capped (see this module's caps), and whether anything was cut.
+    pub(crate) fn capped(mut event: SidecarAuditEvent) -> (Queued, bool) {
+        let truncated = cap_event(&mut event);
+        let bytes = encoded_len(&event) + 1;
+        (Queued { event, bytes }, truncated)
+    }
+}
+
+/// Length of the event's compact JSON, computed without allocating.
+pub(crate) fn encoded_len(event: &SidecarAuditEvent) -> u64 {
+    struct Counter(u64);
+    impl Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Serializing these plain fields cannot fail; on the impossible error the count is short,
+    // which only affects accounting, not what is written.
+    let _ = serde_json::to_writer(&mut counter, event);
+    counter.0
+}
 
 /// Characters kept of `user_agent`, `path` and `destination_host`.
 pub const MAX_TEXT_CHARS: usize = 512;

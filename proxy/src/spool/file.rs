@@ -19,16 +19,10 @@ use std::path::{Path, PathBuf};
 
 use agent_secret_core::api::SidecarAuditEvent;
 
+use super::bound::Queued;
+
 /// File name used when the configured spool path is a directory.
 pub const SPOOL_FILE_NAME: &str = "audit-spool.jsonl";
-
-/// An event waiting for the control plane, with its size as a spool line.
-#[derive(Debug, Clone)]
-pub(crate) struct Queued {
-    pub event: SidecarAuditEvent,
-    /// Bytes of its JSON line, newline included: what it costs against `max_spool_bytes`.
-    pub bytes: u64,
-}
 
 /// The spool could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -48,34 +42,6 @@ pub(crate) struct SpoolFile {
     needs_rewrite: bool,
     /// Events whose fields were capped while loading.
     truncated_on_load: u64,
-}
-
-impl Queued {
-    /// The event with its fields capped (see [`super::bound`]), and whether anything was cut.
-    pub(crate) fn capped(mut event: SidecarAuditEvent) -> (Queued, bool) {
-        let truncated = super::bound::cap_event(&mut event);
-        let bytes = encoded_len(&event) + 1;
-        (Queued { event, bytes }, truncated)
-    }
-}
-
-/// Length of the event's compact JSON, computed without allocating.
-pub(crate) fn encoded_len(event: &SidecarAuditEvent) -> u64 {
-    struct Counter(u64);
-    impl Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut counter = Counter(0);
-    // Serializing these plain fields cannot fail; on the impossible error the count is short,
-    // which only affects accounting, not what is written.
-    let _ = serde_json::to_writer(&mut counter, event);
-    counter.0
 }
 
 impl SpoolFile {

@@ -247,7 +247,7 @@ async fn spool_drains_on_its_own_once_the_sink_recovers() {
 async fn full_spool_refuses_and_drops_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spool.jsonl");
-    let one = file::encoded_len(&event(0)) + 1;
+    let one = bound::encoded_len(&event(0)) + 1;
     let (p, sink) = start(&path, one * 4 + one / 2, 3);
     sink.set_down(true);
     let mut accepted = 0;
@@ -400,7 +400,7 @@ async fn a_batch_refused_as_too_large_is_split_in_halves_and_all_delivered_in_or
     let dir = tempfile::tempdir().unwrap();
     let (p, sink) = start(&dir.path().join("spool.jsonl"), 1 << 20, 8);
     // Room for three events per request: a batch of 8 is refused 413 and must be split.
-    let one = usize::try_from(file::encoded_len(&event(0))).unwrap() + 1;
+    let one = usize::try_from(bound::encoded_len(&event(0))).unwrap() + 1;
     sink.body_limit.store(13 + 3 * one, Ordering::SeqCst);
     for i in 0..8 {
         p.record(event(i)).unwrap();
@@ -434,7 +434,7 @@ async fn a_single_event_still_too_large_is_dead_lettered_and_reported() {
     let (p, sink) = start(&path, 1 << 20, 10);
     let big = "b".repeat(400);
     // Small events and the loss report fit; one with a long user agent never does.
-    let limit = usize::try_from(file::encoded_len(&event(0))).unwrap() + 100;
+    let limit = usize::try_from(bound::encoded_len(&event(0))).unwrap() + 100;
     sink.body_limit.store(limit, Ordering::SeqCst);
     p.record(event(0)).unwrap();
     p.record(with_agent(1, &big)).unwrap();
@@ -525,7 +525,7 @@ async fn a_control_plane_refusing_everything_dead_letters_nothing_and_fails_clos
     for status in [400, 404, 409, 422, 413] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.jsonl");
-        let one = file::encoded_len(&event(0)) + 1;
+        let one = bound::encoded_len(&event(0)) + 1;
         let (p, sink) = start(&path, one * 12 + one / 2, 5);
         sink.set_status(Some(status));
         let mut recorded = 0;
@@ -790,7 +790,7 @@ async fn an_oversized_event_is_capped_field_by_field() {
         capped.client_ip.as_deref().unwrap().chars().count(),
         MAX_ID_CHARS
     );
-    assert!(file::encoded_len(capped) <= MAX_EVENT_BYTES);
+    assert!(bound::encoded_len(capped) <= MAX_EVENT_BYTES);
     assert_eq!(
         &accepted[1],
         &event_like(&accepted[1], 1),
@@ -824,9 +824,9 @@ fn the_worst_case_capped_event_fits_max_event_bytes() {
     };
     assert!(bound::cap_event(&mut e));
     assert!(
-        file::encoded_len(&e) <= MAX_EVENT_BYTES,
+        bound::encoded_len(&e) <= MAX_EVENT_BYTES,
         "{} > {MAX_EVENT_BYTES}",
-        file::encoded_len(&e)
+        bound::encoded_len(&e)
     );
     assert!(!bound::cap_event(&mut e), "capping is idempotent");
 }

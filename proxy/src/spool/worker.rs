@@ -25,9 +25,9 @@ use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::bound::Queued;
 use super::bound::{batch_len, BATCH_ENVELOPE_BYTES, MAX_BATCH_BYTES};
 use super::dead_letter::{DeadLetter, DeadLetterError};
-use super::file::Queued;
 use super::{AuditSink, Inner, Msg, SinkError, SinkErrorKind, SpoolConfig};
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);

@@ -32,7 +32,7 @@ pub async fn resolve_secrets(
     ApiJson(req): ApiJson<ResolveRequest>,
 ) -> ApiResult<Json<ResolveResponse>> {
     let sidecar = expect_sidecar(caller)?;
-    crate::limits::admit_resolve(&app, sidecar, &ctx).await?;
+    crate::service::limits::admit_resolve(&app, sidecar, &ctx).await?;
     Ok(Json(resolve::resolve(&app, sidecar, &req).await?))
 }
 

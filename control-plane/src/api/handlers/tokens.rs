@@ -34,7 +34,7 @@ pub async fn issue_token(
     ApiJson(req): ApiJson<IssueTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
     let agent = expect_agent(caller)?;
-    crate::limits::admit_token_issue(&app, agent, &ctx).await?;
+    crate::service::limits::admit_token_issue(&app, agent, &ctx).await?;
     Ok((
         StatusCode::CREATED,
         Json(tokens::issue(&app, agent, req, &ctx).await?),

@@ -1,12 +1,16 @@
-//! Applying the request rate limits: the checks the handlers call, and what a refusal does
-//! (a metric, one `alert.raised` event per subject per window, 429 `rate_limited`).
+//! Applying the request rate limits (`crate::limits` holds their state): the checks the
+//! handlers call, what a refusal does (a metric, one `alert.raised` event per subject per
+//! window, 429 `rate_limited`), and the janitor that keeps that state bounded.
 
 use agent_secret_core::ids::TenantId;
 
-use super::Refused;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::principal::{AgentPrincipal, SidecarPrincipal};
+use super::{App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{Actor, AuditDraft, AuditEventType};
-use crate::service::auth::{AgentPrincipal, SidecarPrincipal};
-use crate::service::{App, RequestContext, ServiceError, ServiceResult};
+use crate::limits::Refused;
 
 /// `POST /v1/tokens`, per agent key and per client address.
 pub async fn admit_token_issue(
@@ -75,5 +79,31 @@ pub(crate) async fn refuse(
     ServiceError::RateLimited {
         retry_after_secs: secs,
         message: format!("too many requests ({limit}); retry after {secs}s"),
+    }
+}
+
+/// How often the janitor flushes finished `auth.failed` bursts.
+const JANITOR_TICK: Duration = Duration::from_secs(1);
+/// Every this many ticks it also forgets idle limiter keys, expired penalties and windows.
+const PRUNE_EVERY_TICKS: u32 = 30;
+
+/// Background upkeep until aborted: writes the aggregated `auth.failed` event of each burst
+/// whose window has closed, and keeps the keyed state bounded by recently active subjects.
+pub async fn janitor(app: Arc<App>) {
+    let mut tick = tokio::time::interval(JANITOR_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u32;
+    loop {
+        tick.tick().await;
+        app.limits
+            .auth_failures
+            .flush(app.store.as_ref(), false)
+            .await;
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(PRUNE_EVERY_TICKS) {
+            app.limits.rates.prune();
+            app.limits.auth_failures.prune();
+            app.limits.alerts.prune();
+        }
     }
 }
