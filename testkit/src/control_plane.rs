@@ -16,7 +16,9 @@ use agent_secret_core::kms::gcp::{GcpCredentials, GcpKms, GcpKmsConfig};
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
 use agent_secret_core::kms::Kms;
 use agent_secret_proxy::config::KmsConfig;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
+
+use crate::api::Api;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
@@ -138,7 +140,8 @@ pub struct ControlPlane {
     pub addr: SocketAddr,
     pub url: String,
     pub ca_file: PathBuf,
-    pub client: reqwest::Client,
+    /// Calls to its API ([`Api::call`], [`Api::ok`]...) go through `Deref`.
+    pub api: Api,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -171,7 +174,10 @@ impl ControlPlane {
             addr,
             url: format!("https://127.0.0.1:{}", addr.port()),
             ca_file: minted.cert_path,
-            client,
+            api: Api {
+                client,
+                base: format!("https://127.0.0.1:{}", addr.port()),
+            },
             stop: Some(stop),
             task: Some(task),
         }
@@ -186,40 +192,12 @@ impl ControlPlane {
             let _ = task.await;
         }
     }
+}
 
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        credential: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(credential);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let text = res.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    pub async fn ok(
-        &self,
-        method: Method,
-        path: &str,
-        credential: &str,
-        body: Option<Value>,
-    ) -> Value {
-        let (status, body) = self.call(method.clone(), path, credential, body).await;
-        assert!(status.is_success(), "{method} {path}: {status} {body}");
-        body
+impl std::ops::Deref for ControlPlane {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`eventually`]: wait for an eventually-consistent effect, never a timing assertion.
 //! - [`pg`]: the PostgreSQL test URL and a fresh database per test with production-like roles.
 //! - [`backend_suite!`]: one `#[tokio::test]` per behaviour and backend.
+//! - [`api::Api`]: calls to an in-process control plane's HTTPS API.
 //! - [`process::Spawned`]: a spawned binary, stopped when the test ends, also on panic.
 //!
 //! The `harness` feature adds the running system for end-to-end tests, nothing of it a stub of
@@ -16,6 +17,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api;
 pub mod pg;
 pub mod pki;
 pub mod process;

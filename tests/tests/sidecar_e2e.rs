@@ -90,13 +90,11 @@ fn code(body: &str) -> String {
 
 #[tokio::test]
 async fn the_upstream_receives_the_secret_and_never_the_token() {
-    let w = World::new().await;
-    let sidecar = w.sidecar(|_| {}).await;
-    let (_, token) = w.token(&["secrets:read:prod/api/*"], json!({})).await;
-    let client = agent_client(&sidecar, &token);
-    let url = format!("http://{}/echo", w.upstream.authority());
-    let res = client
-        .get(&url)
+    let h = Harness::builder().secret("prod/api/key", KEY).start().await;
+    let issued = h.issue(agent().scope("secrets:read:prod/api/*")).await;
+    let res = h
+        .agent(&issued)
+        .get(h.url("/echo"))
         .header("authorization", "Bearer {{secret:prod/api/key}}")
         .header("x-agent-secret-debug", "drop me")
         .send()
@@ -104,13 +102,13 @@ async fn the_upstream_receives_the_secret_and_never_the_token() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     let body = res.text().await.unwrap();
-    let received = w.upstream.last();
+    let received = h.upstream.last();
     assert_eq!(
         received.header("authorization"),
         Some(format!("Bearer {KEY}").as_str())
     );
     assert!(
-        !received.everything().contains(&token),
+        !received.everything().contains(&issued.token),
         "the agent's token reached the upstream"
     );
     assert!(received.header("proxy-authorization").is_none());
@@ -120,7 +118,6 @@ async fn the_upstream_receives_the_secret_and_never_the_token() {
         "the echoed value reached the agent: {body}"
     );
     assert!(body.contains("[REDACTED:prod/api/key]"), "{body}");
-    sidecar.stop().await;
 }
 
 #[tokio::test]

@@ -29,6 +29,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::{TcpSocket, TcpStream};
 
+use agent_secret_testkit::api::Api;
+
 use crate::support::{self, TestDb};
 
 /// Where the served control plane keeps its data.
@@ -123,7 +125,10 @@ impl ServedBuilder {
             addr,
             ca_pem,
             ca_file: cert.cert_path,
-            client,
+            api: Api {
+                client,
+                base: format!("https://127.0.0.1:{}", addr.port()),
+            },
             admin,
             stop: Some(stop),
             handle: Some(handle),
@@ -140,14 +145,21 @@ pub struct Served {
     pub ca_pem: Vec<u8>,
     /// The same CA as a file (what `--ca-cert` takes).
     pub ca_file: PathBuf,
-    /// A client trusting the CA, behind [`Served::call`]; it keeps its connections open between
-    /// calls.
-    pub client: reqwest::Client,
+    /// Calls to its API (`call`, `ok`, `url`...) through `Deref`; its client trusts the CA and
+    /// keeps its connections open between calls.
+    pub api: Api,
     /// The admin token of the tenant created at start ([`ServedBuilder::tenant`]).
     admin: Option<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Served {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Drop for Served {
@@ -179,11 +191,6 @@ impl Served {
             backend: Backend::Sqlite,
             tenant: None,
         }
-    }
-
-    /// `path` on this server (`url("")` is the base URL, what `--server` takes).
-    pub fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.addr.port())
     }
 
     /// The admin token of the tenant created at start.
@@ -246,47 +253,6 @@ impl Served {
         text.lines()
             .find_map(|line| line.strip_prefix(&name))
             .map_or(0.0, |v| v.trim().parse().unwrap())
-    }
-
-    /// A request with `credential` as its bearer token, on [`Served::client`].
-    pub fn request(&self, method: Method, path: &str, credential: &str) -> reqwest::RequestBuilder {
-        self.client
-            .request(method, self.url(path))
-            .bearer_auth(credential)
-    }
-
-    /// Status and body (JSON, or the text as a JSON string) of one call.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        credential: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, Value) {
-        let mut req = self.request(method, path, credential);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let text = res.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    /// The body of a call that must succeed.
-    pub async fn ok(
-        &self,
-        method: Method,
-        path: &str,
-        credential: &str,
-        body: Option<Value>,
-    ) -> Value {
-        let (status, body) = self.call(method.clone(), path, credential, body).await;
-        assert!(status.is_success(), "{method} {path}: {status} {body}");
-        body
     }
 
     /// `(id, key)` of a new `what` (`agents` or `sidecars`) named `name`, created by `admin`.
