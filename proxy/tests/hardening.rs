@@ -506,7 +506,6 @@ async fn a_secret_echoed_in_a_response_trailer_never_reaches_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trace_logging_never_prints_the_token_or_the_injected_value() {
-    use std::io::BufRead;
     let w = World::new().await;
     let token = w.secret_and_token().await;
     let config = format!(
@@ -532,39 +531,8 @@ flush_interval_ms = 50
     );
     let config_file = w.dir.path().join("proxy.toml");
     std::fs::write(&config_file, config).unwrap();
-    let mut child = Spawned::start(
-        std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"))
-            .arg("--config")
-            .arg(&config_file)
-            .env("AGENT_SECRET_SIDECAR_KEY_FILE", &w.cp.sidecar_key_file)
-            .env("AGENT_SECRET_MASTER_KEY_FILE", &w.cp.master_key_file)
-            .env("RUST_LOG", "trace")
-            .env("NO_COLOR", "1")
-            .stderr(std::process::Stdio::piped()),
-    );
-    let stderr = child.take_stderr();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let collector = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line.clone());
-            all.push(line);
-        }
-        all
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .expect("the binary logs its listening address");
-        if let Some(rest) = line.split("proxy_addr=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<std::net::SocketAddr>()
-                .unwrap();
-        }
-    };
+    let binary = ProxyBinary::start(&w.cp, &config_file, "trace");
+    let addr = binary.addr;
     // An injection, a response that echoes it (scrubbed), and a refusal.
     let resp = get(addr, &w.url("/echo"), &with_placeholder(&token)).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
@@ -576,10 +544,7 @@ flush_interval_ms = 50
     assert_eq!(resp.status, 403);
     // Let the audit batch go out, then stop.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    child.interrupt();
-    let exited = child.exited(DEADLINE).await;
-    assert!(exited.is_some(), "the sidecar did not exit after SIGINT");
-    let log = collector.join().unwrap().join("\n");
+    let (_, log) = binary.stop().await;
     assert!(log.contains("sidecar listening"), "{log}");
     assert!(!log.contains(SECRET), "the secret value is in the log");
     assert!(!log.contains(&token.token), "the token is in the log");

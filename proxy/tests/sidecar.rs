@@ -1146,7 +1146,6 @@ async fn injections_and_denials_are_audited_and_a_full_spool_fails_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_serves_and_exits_cleanly_on_sigint() {
-    use std::io::BufRead;
     let w = World::new().await;
     let token = w.secret_and_token().await;
     let config = format!(
@@ -1173,45 +1172,16 @@ spool_path = "{spool}"
     );
     let config_file = w.dir.path().join("proxy.toml");
     std::fs::write(&config_file, config).unwrap();
-    let mut child = Spawned::start(
-        std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"))
-            .arg("--config")
-            .arg(&config_file)
-            .env("AGENT_SECRET_SIDECAR_KEY_FILE", &w.cp.sidecar_key_file)
-            .env("AGENT_SECRET_MASTER_KEY_FILE", &w.cp.master_key_file)
-            .env("RUST_LOG", "info")
-            .stderr(std::process::Stdio::piped()),
-    );
-    let stderr = child.take_stderr();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr = loop {
-        let line = rx
-            .recv_timeout(DEADLINE)
-            .expect("the binary logs its listening address");
-        if let Some(rest) = line.split("proxy_addr=").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .parse::<std::net::SocketAddr>()
-                .unwrap();
-        }
-    };
+    let binary = ProxyBinary::start(&w.cp, &config_file, "info");
+    let addr = binary.addr;
     let resp = get(addr, &w.http_url("/echo"), &with_placeholder(&token)).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(
         w.http.last().header("authorization"),
         Some(format!("Bearer {SECRET}").as_str())
     );
-    child.interrupt();
-    let exited = child.exited(DEADLINE).await;
-    assert!(exited.is_some(), "the sidecar did not exit after SIGINT");
-    assert!(exited.unwrap().success());
+    let (status, _) = binary.stop().await;
+    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -906,3 +906,55 @@ pub fn dechunk(mut data: &[u8]) -> Vec<u8> {
 fn private(path: &Path) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// The `agent-secret-proxy` binary running `config_file` against `cp` (its key files through
+/// the environment), with its stderr collected; started once it logs its proxy address.
+pub struct ProxyBinary {
+    pub child: Spawned,
+    pub addr: SocketAddr,
+    log: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl ProxyBinary {
+    pub fn start(cp: &FakeCp, config_file: &Path, rust_log: &str) -> ProxyBinary {
+        let mut child = Spawned::start(
+            std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"))
+                .arg("--config")
+                .arg(config_file)
+                .env("AGENT_SECRET_SIDECAR_KEY_FILE", &cp.sidecar_key_file)
+                .env("AGENT_SECRET_MASTER_KEY_FILE", &cp.master_key_file)
+                .env("RUST_LOG", rust_log)
+                .env("NO_COLOR", "1")
+                .stderr(std::process::Stdio::piped()),
+        );
+        let stderr = child.take_stderr();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            let mut all = Vec::new();
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                all.push(line);
+            }
+            all
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("the binary logs its listening address");
+            if let Some(rest) = line.split("proxy_addr=").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap();
+                break addr.parse::<SocketAddr>().unwrap();
+            }
+        };
+        ProxyBinary { child, addr, log }
+    }
+
+    /// Interrupts it (SIGINT) and returns its exit status and everything it logged.
+    pub async fn stop(mut self) -> (std::process::ExitStatus, String) {
+        self.child.interrupt();
+        let exited = self.child.exited(Duration::from_secs(10)).await;
+        let status = exited.expect("the sidecar did not exit after SIGINT");
+        (status, self.log.join().unwrap().join("\n"))
+    }
+}
