@@ -6,78 +6,15 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use agent_secret_proxy::{RunningSidecar, Sidecar};
+use agent_secret_proxy::RunningSidecar;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const SECRET: &str = "sk-live-0123456789abcdef";
-const PATH: &str = "prod/api/key";
-const PLACEHOLDER: &str = "Bearer {{secret:prod/api/key}}";
-const DEADLINE: Duration = Duration::from_secs(10);
-
-struct World {
-    dir: tempfile::TempDir,
-    ca_file: PathBuf,
-    cp: FakeCp,
-    http: Upstream,
-}
-
-impl World {
-    async fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        init();
-        let ca = TestCa::new();
-        let ca_file = ca.write(dir.path());
-        let cp = FakeCp::start(&ca, dir.path()).await;
-        let http = Upstream::http().await;
-        World {
-            dir,
-            ca_file,
-            cp,
-            http,
-        }
-    }
-
-    fn host_rule(port: u16) -> String {
-        format!(
-            "\n[[hosts]]\nname = \"127.0.0.1:{port}\"\nplaintext = true\nallow_private = true\n"
-        )
-    }
-
-    async fn sidecar(&self, tables: &str) -> RunningSidecar {
-        let tables = format!("{tables}{}", World::host_rule(self.http.addr.port()));
-        let config = sidecar_config(&self.cp, &self.ca_file, self.dir.path(), &tables);
-        let sidecar = Sidecar::start(config).await.unwrap();
-        eventually(
-            "the sidecar never connected its watch stream",
-            DEADLINE,
-            async || sidecar.metrics().watch_connected.get() == 1,
-        )
-        .await;
-        sidecar
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http.addr.port())
-    }
-
-    async fn secret_and_token(&self) -> IssuedToken {
-        let host = format!("127.0.0.1:{}", self.http.addr.port());
-        self.cp.put_secret(PATH, SECRET, &[&host]).await;
-        self.cp.issue_token(&["secrets:read:prod/**"])
-    }
-}
 
 /// Headers pingora itself must understand to frame a request body.
 fn framed_by_pingora(name: &str) -> bool {
     name.eq_ignore_ascii_case("transfer-encoding") || name.eq_ignore_ascii_case("content-length")
-}
-
-fn with_placeholder(token: &IssuedToken) -> Vec<(String, String)> {
-    vec![bearer(token), ("Authorization".into(), PLACEHOLDER.into())]
 }
 
 /// One keep-alive connection to the sidecar, for requests that must share the pooled
@@ -161,7 +98,7 @@ async fn placeholders_in_framing_headers_are_refused_before_anything_is_dialled(
         &[&format!("127.0.0.1:{}", w.http.addr.port())],
     )
     .await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar_with("").await;
     for (name, value) in [
         ("Transfer-Encoding", "{{secret:prod/framing}}"),
         ("Content-Length", "{{secret:prod/framing}}"),
@@ -174,7 +111,7 @@ async fn placeholders_in_framing_headers_are_refused_before_anything_is_dialled(
     ] {
         let mut headers = vec![bearer(&token)];
         headers.push((name.into(), value.into()));
-        let resp = get(sidecar.proxy_addr(), &w.url("/echo"), &headers).await;
+        let resp = get(sidecar.proxy_addr(), &w.http_url("/echo"), &headers).await;
         assert_eq!(resp.status, 400, "{name}: {}", resp.text());
         if framed_by_pingora(name) {
             // pingora's HTTP/1 parser refuses a request it cannot frame (a Content-Length that
@@ -195,7 +132,7 @@ async fn placeholders_in_framing_headers_are_refused_before_anything_is_dialled(
         ("Connection".into(), "X-Hop".into()),
         ("X-Hop".into(), "{{secret:prod/framing}}".into()),
     ];
-    let resp = get(sidecar.proxy_addr(), &w.url("/echo"), &headers).await;
+    let resp = get(sidecar.proxy_addr(), &w.http_url("/echo"), &headers).await;
     assert_eq!(resp.code(), "invalid_placeholder", "{}", resp.text());
     assert!(w.http.requests().is_empty(), "nothing reached the upstream");
     assert_eq!(w.cp.resolves(), 0, "nothing was resolved");
@@ -214,11 +151,11 @@ async fn a_smuggling_attempt_cannot_desynchronise_the_pooled_upstream_connection
         &[&format!("127.0.0.1:{}", w.http.addr.port())],
     )
     .await;
-    let sidecar = w.sidecar("").await;
+    let sidecar = w.sidecar_with("").await;
     let mut agent = Agent::connect(&sidecar).await;
 
     let first = agent
-        .exchange(&request_head(&w.url("/first"), &token, &[]))
+        .exchange(&request_head(&w.http_url("/first"), &token, &[]))
         .await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.json()["target"], "/first");
@@ -237,7 +174,7 @@ async fn a_smuggling_attempt_cannot_desynchronise_the_pooled_upstream_connection
     ] {
         let attack = format!(
             "POST {url} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nProxy-Authorization: Bearer {token}\r\n{framing}\r\nContent-Length: {len}\r\n\r\n{smuggled}",
-            url = w.url("/attack"),
+            url = w.http_url("/attack"),
             port = w.http.addr.port(),
             token = token.token,
             len = smuggled.len(),
@@ -252,7 +189,7 @@ async fn a_smuggling_attempt_cannot_desynchronise_the_pooled_upstream_connection
     // The next request on the pool gets its own response, not one meant for a smuggled request.
     let mut again = Agent::connect(&sidecar).await;
     let second = again
-        .exchange(&request_head(&w.url("/second"), &token, &[]))
+        .exchange(&request_head(&w.http_url("/second"), &token, &[]))
         .await;
     assert_eq!(second.status, 200, "{}", second.text());
     assert_eq!(second.json()["target"], "/second");
@@ -270,13 +207,13 @@ async fn too_many_placeholders_or_an_oversized_header_is_400_with_a_clear_messag
     let w = World::new().await;
     let token = w.secret_and_token().await;
     let sidecar = w
-        .sidecar("\n[limits]\nmax_placeholders_per_request = 3\nmax_placeholders_per_header = 2\nmax_header_value_bytes = 64\n")
+        .sidecar_with("\n[limits]\nmax_placeholders_per_request = 3\nmax_placeholders_per_header = 2\nmax_header_value_bytes = 64\n")
         .await;
     let mut headers = vec![bearer(&token)];
     for i in 0..4 {
         headers.push((format!("X-Key-{i}"), "{{secret:prod/api/key}}".into()));
     }
-    let resp = get(sidecar.proxy_addr(), &w.url("/echo"), &headers).await;
+    let resp = get(sidecar.proxy_addr(), &w.http_url("/echo"), &headers).await;
     assert_eq!(resp.status, 400, "{}", resp.text());
     assert_eq!(resp.code(), "invalid_placeholder");
     assert!(
@@ -292,7 +229,7 @@ async fn too_many_placeholders_or_an_oversized_header_is_400_with_a_clear_messag
             "{{secret:prod/api/key}}{{secret:prod/api/key}}{{secret:prod/api/key}}".into(),
         ),
     ];
-    let resp = get(sidecar.proxy_addr(), &w.url("/echo"), &headers).await;
+    let resp = get(sidecar.proxy_addr(), &w.http_url("/echo"), &headers).await;
     assert!(
         resp.text().contains("more than 2 placeholders"),
         "{}",
@@ -307,7 +244,7 @@ async fn too_many_placeholders_or_an_oversized_header_is_400_with_a_clear_messag
             format!("{padding} {{{{secret:prod/api/key}}}}"),
         ),
     ];
-    let resp = get(sidecar.proxy_addr(), &w.url("/echo"), &headers).await;
+    let resp = get(sidecar.proxy_addr(), &w.http_url("/echo"), &headers).await;
     assert_eq!(resp.status, 400);
     assert!(
         resp.text().contains("longer than 64 bytes"),
@@ -327,12 +264,12 @@ async fn a_token_past_its_rate_limit_gets_429_with_retry_after_and_one_audit_eve
         t.agent_id = uuid::Uuid::new_v4().to_string();
     });
     let sidecar = w
-        .sidecar("\n[rate_limits]\ntoken_requests_per_second = 1\ntoken_requests_burst = 2\n")
+        .sidecar_with("\n[rate_limits]\ntoken_requests_per_second = 1\ntoken_requests_burst = 2\n")
         .await;
     for _ in 0..2 {
         let resp = get(
             sidecar.proxy_addr(),
-            &w.url("/echo"),
+            &w.http_url("/echo"),
             &with_placeholder(&token),
         )
         .await;
@@ -342,7 +279,7 @@ async fn a_token_past_its_rate_limit_gets_429_with_retry_after_and_one_audit_eve
     for _ in 0..3 {
         let resp = get(
             sidecar.proxy_addr(),
-            &w.url("/echo"),
+            &w.http_url("/echo"),
             &with_placeholder(&token),
         )
         .await;
@@ -359,7 +296,7 @@ async fn a_token_past_its_rate_limit_gets_429_with_retry_after_and_one_audit_eve
     // Another token is not affected by this one's flood.
     let resp = get(
         sidecar.proxy_addr(),
-        &w.url("/echo"),
+        &w.http_url("/echo"),
         &with_placeholder(&other),
     )
     .await;
@@ -407,13 +344,15 @@ async fn an_agent_past_its_injection_limit_is_refused_across_its_tokens() {
         })
         .collect();
     let sidecar = w
-        .sidecar("\n[rate_limits]\nagent_injections_per_second = 1\nagent_injections_burst = 2\n")
+        .sidecar_with(
+            "\n[rate_limits]\nagent_injections_per_second = 1\nagent_injections_burst = 2\n",
+        )
         .await;
     let mut statuses = Vec::new();
     for token in &tokens {
         let resp = get(
             sidecar.proxy_addr(),
-            &w.url("/echo"),
+            &w.http_url("/echo"),
             &with_placeholder(token),
         )
         .await;
@@ -479,7 +418,7 @@ async fn a_secret_echoed_in_a_response_trailer_never_reaches_the_agent() {
     w.cp.put_secret(PATH, SECRET, &[&format!("127.0.0.1:{}", upstream.port())])
         .await;
     let token = w.cp.issue_token(&["secrets:read:prod/**"]);
-    let sidecar = w.sidecar(&World::host_rule(upstream.port())).await;
+    let sidecar = w.sidecar_with(&local_host_rule(upstream.port())).await;
     let url = format!("http://127.0.0.1:{}/t", upstream.port());
     let head = format!(
         "GET {url} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nProxy-Authorization: Bearer {token}\r\nAuthorization: {PLACEHOLDER}\r\nTE: trailers\r\nConnection: close\r\n\r\n",
@@ -527,20 +466,20 @@ flush_interval_ms = 50
         ca = w.ca_file.display(),
         keyring = w.cp.keyring.display(),
         spool = w.dir.path().join("trace-spool.jsonl").display(),
-        hosts = World::host_rule(w.http.addr.port()),
+        hosts = w.hosts(),
     );
     let config_file = w.dir.path().join("proxy.toml");
     std::fs::write(&config_file, config).unwrap();
     let binary = ProxyBinary::start(&w.cp, &config_file, "trace");
     let addr = binary.addr;
     // An injection, a response that echoes it (scrubbed), and a refusal.
-    let resp = get(addr, &w.url("/echo"), &with_placeholder(&token)).await;
+    let resp = get(addr, &w.http_url("/echo"), &with_placeholder(&token)).await;
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(
         w.http.last().header("authorization"),
         Some(format!("Bearer {SECRET}").as_str())
     );
-    let resp = get(addr, &w.url("/echo"), &[bearer(&token)]).await;
+    let resp = get(addr, &w.http_url("/echo"), &[bearer(&token)]).await;
     assert_eq!(resp.status, 403);
     // Let the audit batch go out, then stop.
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -14,94 +13,6 @@ use agent_secret_proxy::{RunningSidecar, Sidecar};
 use base64::Engine as _;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-const SECRET: &str = "sk-live-0123456789abcdef";
-const PATH: &str = "prod/api/key";
-const PLACEHOLDER: &str = "Bearer {{secret:prod/api/key}}";
-const DEADLINE: Duration = Duration::from_secs(10);
-
-struct World {
-    dir: tempfile::TempDir,
-    ca_file: PathBuf,
-    ca: TestCa,
-    cp: FakeCp,
-    http: Upstream,
-    https: Upstream,
-}
-
-impl World {
-    async fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        init();
-        let ca = TestCa::new();
-        let ca_file = ca.write(dir.path());
-        let cp = FakeCp::start(&ca, dir.path()).await;
-        let http = Upstream::http().await;
-        let https = Upstream::https(&ca).await;
-        World {
-            dir,
-            ca_file,
-            ca,
-            cp,
-            http,
-            https,
-        }
-    }
-
-    /// Host rules for both upstreams (they live on loopback, so the SSRF guard needs lifting).
-    fn hosts(&self) -> String {
-        format!(
-            r#"
-[[hosts]]
-name = "127.0.0.1:{http}"
-plaintext = true
-allow_private = true
-[[hosts]]
-name = "127.0.0.1:{https}"
-allow_private = true
-"#,
-            http = self.http.addr.port(),
-            https = self.https.addr.port(),
-        )
-    }
-
-    async fn sidecar(&self, tables: &str) -> RunningSidecar {
-        let config = sidecar_config(&self.cp, &self.ca_file, self.dir.path(), tables);
-        let sidecar = Sidecar::start(config).await.unwrap();
-        // The first watch connection flushes the grant cache; let it happen before warming.
-        eventually(
-            "the sidecar never connected its watch stream",
-            DEADLINE,
-            async || sidecar.metrics().watch_connected.get() == 1,
-        )
-        .await;
-        sidecar
-    }
-
-    async fn default_sidecar(&self) -> RunningSidecar {
-        self.sidecar(&self.hosts()).await
-    }
-
-    fn http_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http.addr.port())
-    }
-
-    fn https_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.https.addr.port())
-    }
-
-    /// A secret bound to both upstreams and a token that may read it.
-    async fn secret_and_token(&self) -> IssuedToken {
-        let http = format!("127.0.0.1:{}", self.http.addr.port());
-        let https = format!("127.0.0.1:{}", self.https.addr.port());
-        self.cp.put_secret(PATH, SECRET, &[&http, &https]).await;
-        self.cp.issue_token(&["secrets:read:prod/**"])
-    }
-}
-
-fn with_placeholder(token: &IssuedToken) -> Vec<(String, String)> {
-    vec![bearer(token), ("Authorization".into(), PLACEHOLDER.into())]
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn injection_reaches_the_upstream_and_agent_credentials_never_do() {

@@ -91,6 +91,18 @@ async fn verify(app: &App, bearer: &str) -> ServiceResult<Verdict> {
     })
 }
 
+/// The one rule for a long-lived key (operator, agent, sidecar): its row is not revoked and
+/// the presented secret's keyed hash matches the stored one, compared in constant time. (A
+/// revoked key also leaves the credential index; this holds even if a row outlived that.)
+fn accepts(
+    app: &App,
+    presented: &PresentedCredential,
+    key_hash: &[u8],
+    revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+) -> bool {
+    revoked_at.is_none() && presented.verify(&app.pepper, key_hash)
+}
+
 async fn verify_operator(
     app: &App,
     tenant: TenantId,
@@ -101,7 +113,7 @@ async fn verify_operator(
         .get_operator(tenant, OperatorId(presented.id))
         .await?;
     Ok(row
-        .filter(|op| op.revoked_at.is_none() && presented.verify(&app.pepper, &op.key_hash))
+        .filter(|op| accepts(app, presented, &op.key_hash, op.revoked_at))
         .map(|op| {
             Principal::Operator(OperatorPrincipal {
                 tenant,
@@ -118,7 +130,7 @@ async fn verify_agent(
 ) -> ServiceResult<Option<Principal>> {
     let row = app.store.get_agent_by_key(tenant, presented.id).await?;
     Ok(row
-        .filter(|agent| presented.verify(&app.pepper, &agent.key_hash))
+        .filter(|agent| accepts(app, presented, &agent.key_hash, agent.revoked_at))
         .map(|agent| {
             Principal::Agent(AgentPrincipal {
                 tenant,
@@ -137,7 +149,7 @@ async fn verify_sidecar(
         .get_sidecar(tenant, SidecarId(presented.id))
         .await?;
     Ok(row
-        .filter(|sc| sc.revoked_at.is_none() && presented.verify(&app.pepper, &sc.key_hash))
+        .filter(|sc| accepts(app, presented, &sc.key_hash, sc.revoked_at))
         .map(|sc| Principal::Sidecar(SidecarPrincipal { tenant, id: sc.id })))
 }
 

@@ -31,7 +31,7 @@ use agent_secret_core::path::SecretPath;
 use agent_secret_core::policy::{self, GrantFacts, SecretFacts};
 use agent_secret_core::scope::Scope;
 use agent_secret_core::secret::SecretBytes;
-use agent_secret_proxy::ProxyConfig;
+use agent_secret_proxy::{ProxyConfig, RunningSidecar, Sidecar};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -957,4 +957,107 @@ impl ProxyBinary {
         let status = exited.expect("the sidecar did not exit after SIGINT");
         (status, self.log.join().unwrap().join("\n"))
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The world most sidecar tests start from: a fake control plane, an HTTP and an HTTPS echo
+// upstream (test CA), and a secret bound to both.
+// ---------------------------------------------------------------------------------------------
+
+pub const SECRET: &str = "sk-live-0123456789abcdef";
+pub const PATH: &str = "prod/api/key";
+pub const PLACEHOLDER: &str = "Bearer {{secret:prod/api/key}}";
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// A `[[hosts]]` table for a plain-HTTP upstream on loopback.
+pub fn local_host_rule(port: u16) -> String {
+    format!("\n[[hosts]]\nname = \"127.0.0.1:{port}\"\nplaintext = true\nallow_private = true\n")
+}
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub ca_file: PathBuf,
+    pub ca: TestCa,
+    pub cp: FakeCp,
+    pub http: Upstream,
+    pub https: Upstream,
+}
+
+impl World {
+    pub async fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        init();
+        let ca = TestCa::new();
+        let ca_file = ca.write(dir.path());
+        let cp = FakeCp::start(&ca, dir.path()).await;
+        let http = Upstream::http().await;
+        let https = Upstream::https(&ca).await;
+        World {
+            dir,
+            ca_file,
+            ca,
+            cp,
+            http,
+            https,
+        }
+    }
+
+    /// Host rules for both upstreams (they live on loopback, so the SSRF guard needs lifting).
+    pub fn hosts(&self) -> String {
+        format!(
+            r#"
+[[hosts]]
+name = "127.0.0.1:{http}"
+plaintext = true
+allow_private = true
+[[hosts]]
+name = "127.0.0.1:{https}"
+allow_private = true
+"#,
+            http = self.http.addr.port(),
+            https = self.https.addr.port(),
+        )
+    }
+
+    pub async fn sidecar(&self, tables: &str) -> RunningSidecar {
+        let config = sidecar_config(&self.cp, &self.ca_file, self.dir.path(), tables);
+        let sidecar = Sidecar::start(config).await.unwrap();
+        // The first watch connection flushes the grant cache; let it happen before warming.
+        eventually(
+            "the sidecar never connected its watch stream",
+            DEADLINE,
+            async || sidecar.metrics().watch_connected.get() == 1,
+        )
+        .await;
+        sidecar
+    }
+
+    /// A sidecar with `tables` plus the host rules for both upstreams.
+    pub async fn sidecar_with(&self, tables: &str) -> RunningSidecar {
+        self.sidecar(&format!("{tables}{}", self.hosts())).await
+    }
+
+    pub async fn default_sidecar(&self) -> RunningSidecar {
+        self.sidecar(&self.hosts()).await
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http.addr.port())
+    }
+
+    pub fn https_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.https.addr.port())
+    }
+
+    /// A secret bound to both upstreams and a token that may read it.
+    pub async fn secret_and_token(&self) -> IssuedToken {
+        let http = format!("127.0.0.1:{}", self.http.addr.port());
+        let https = format!("127.0.0.1:{}", self.https.addr.port());
+        self.cp.put_secret(PATH, SECRET, &[&http, &https]).await;
+        self.cp.issue_token(&["secrets:read:prod/**"])
+    }
+}
+
+pub fn with_placeholder(token: &IssuedToken) -> Vec<(String, String)> {
+    vec![bearer(token), ("Authorization".into(), PLACEHOLDER.into())]
 }
