@@ -1190,3 +1190,19 @@ impl<R: std::io::Read> ReadToStringSync for R {
         std::io::Read::read_to_string(self, out).unwrap();
     }
 }
+
+/// Dropping the handle without `stop()` (an embedder's early return, a panicking test) still
+/// closes the sidecar's listeners: its tasks end when the handle's shutdown sender is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_sidecar_handle_stops_listening() {
+    let w = World::new().await;
+    let sidecar = w.default_sidecar().await;
+    let (proxy, admin) = (sidecar.proxy_addr(), sidecar.admin_addr());
+    assert!(tokio::net::TcpStream::connect(proxy).await.is_ok());
+    drop(sidecar);
+    eventually("the proxy and admin ports close", DEADLINE, async || {
+        tokio::net::TcpStream::connect(proxy).await.is_err()
+            && tokio::net::TcpStream::connect(admin).await.is_err()
+    })
+    .await;
+}
