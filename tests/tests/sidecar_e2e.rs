@@ -717,3 +717,27 @@ async fn a_forged_token_with_a_victims_id_does_not_lock_the_victim_out() {
     assert_eq!(status, StatusCode::OK, "the real token still works: {body}");
     sidecar.stop().await;
 }
+
+/// What a new end-to-end test looks like on the harness: an injection lands in the tenant's
+/// audit log under the token that made it, with the path and the destination.
+#[tokio::test]
+async fn an_injection_is_audited_under_its_token_with_path_and_destination() {
+    let h = Harness::builder().secret("prod/api/key", KEY).start().await;
+    let token = h.issue(agent().scope("secrets:read:prod/**")).await;
+    let placeholder = "Bearer {{secret:prod/api/key}}";
+    let (status, body) = get(&h.agent(&token), &h.url("/echo"), placeholder).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let reads = eventually(
+        "the secret.read event",
+        Duration::from_secs(10),
+        async || Some(h.audit("type=secret.read").await).filter(|events| !events.is_empty()),
+    )
+    .await;
+    assert_eq!(reads[0]["path"], "prod/api/key");
+    assert_eq!(reads[0]["destination_host"], h.upstream.authority());
+    assert!(
+        reads[0]["actor"].as_str().unwrap().contains(&token.id),
+        "{}",
+        reads[0]
+    );
+}
