@@ -170,59 +170,37 @@ fn secret_value_is_never_accepted_from_argv() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-#[test]
-fn token_issue_without_agent_key_fails_with_a_clear_code() {
-    let out = run(cli(&[
-        "token",
-        "issue",
-        "--scope",
-        "secrets:read:a/*",
-        "--ttl",
-        "1h",
-        "--json",
-    ])
-    .env("AGENT_SECRET_STORE_TOKEN", "asso_not_an_agent_key"));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stdout(&out).is_empty(), "stdout must stay empty on error");
-    let err = stderr(&out);
-    assert!(
-        err.contains("missing_credential") && err.contains("AGENT_SECRET_AGENT_KEY"),
-        "{err}"
-    );
-}
+/// Arguments, one environment variable, and what stderr must name.
+type UsageError<'a> = (&'a [&'a str], Option<(&'a str, &'a str)>, &'a [&'a str]);
 
+/// Usage errors exit 2 with a stable code (and what to set) on stderr and nothing on stdout,
+/// one row each: the arguments, the environment, what stderr must name.
 #[test]
-fn remote_commands_need_an_operator_token_and_a_ca() {
-    let out = run(&mut cli(&["agent", "list", "--json"]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("missing_credential"),
-        "{}",
-        stderr(&out)
-    );
-
-    let out = run(cli(&["agent", "list", "--json"]).env("AGENT_SECRET_STORE_TOKEN", "asso_x"));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("missing_ca_cert"), "{}", stderr(&out));
-}
-
-#[test]
-fn bad_ttl_is_an_invalid_argument() {
-    let out = run(cli(&[
-        "token",
-        "issue",
-        "--scope",
-        "secrets:read:a/*",
-        "--ttl",
-        "1 week",
-    ])
-    .env("AGENT_SECRET_AGENT_KEY", "assa_x"));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("invalid_argument"),
-        "{}",
-        stderr(&out)
-    );
+fn usage_errors_exit_2_with_a_stable_code_and_an_empty_stdout() {
+    let issue = ["token", "issue", "--scope", "secrets:read:a/*", "--ttl"];
+    #[rustfmt::skip]
+    let rows: [UsageError; 4] = [
+        (&[&issue[..], &["1h", "--json"]].concat(), Some(("AGENT_SECRET_STORE_TOKEN", "asso_not_an_agent_key")), &["missing_credential", "AGENT_SECRET_AGENT_KEY"]),
+        (&["agent", "list", "--json"], None, &["missing_credential"]),
+        (&["agent", "list", "--json"], Some(("AGENT_SECRET_STORE_TOKEN", "asso_x")), &["missing_ca_cert"]),
+        (&[&issue[..], &["1 week"]].concat(), Some(("AGENT_SECRET_AGENT_KEY", "assa_x")), &["invalid_argument"]),
+    ];
+    for (args, env, expected) in rows {
+        let mut cmd = cli(args);
+        if let Some((name, value)) = env {
+            cmd.env(name, value);
+        }
+        let out = run(&mut cmd);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            stdout(&out).is_empty(),
+            "{args:?}: stdout must stay empty on error"
+        );
+        for needle in expected {
+            assert!(err.contains(needle), "{args:?}: no {needle} in {err}");
+        }
+    }
 }
 
 #[test]
