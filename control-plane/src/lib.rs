@@ -11,6 +11,7 @@ pub mod db;
 pub mod events;
 pub mod limits;
 pub mod metrics;
+pub mod password;
 pub mod rotation;
 pub mod server;
 pub mod service;
