@@ -24,10 +24,12 @@
 //! (`token_invalid` — no grant matches the credential — comes before all of these and is the
 //! caller's to decide; it is a [`Denial`] variant so that every refusal is one type.)
 //!
-//! Rules still to come (per-agent ceilings, approval quorum and time locks, trust tiers) slot
-//! in as a fact, a check in this order and a [`Denial`] variant; the table in `tests.rs`
-//! covers each rule and each code.
+//! How many human approvals a token needs and whether it has them (sensitivity × trust tier,
+//! quorum of distinct humans, time lock, approvals bound to a digest) is [`approval`]. Rules
+//! still to come (per-agent ceilings) slot in as a fact, a check in this order and a
+//! [`Denial`] variant; the table in `tests.rs` covers each rule and each code.
 
+pub mod approval;
 mod denial;
 pub mod facts;
 
