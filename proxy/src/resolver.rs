@@ -79,8 +79,6 @@ pub enum ResolveError {
 }
 
 impl ResolveError {
-    /// The code the agent sees for this error (see `Denial::from`), also the reason given
-    /// when a reservation is released because of it.
     /// The path a denial concerns, if it concerns one.
     pub fn denied_path(&self) -> Option<&SecretPath> {
         match self {
@@ -89,6 +87,8 @@ impl ResolveError {
         }
     }
 
+    /// The code the agent sees for this error (see `Denial::from`), also the reason given
+    /// when a reservation is released because of it.
     pub fn code(&self) -> &'static str {
         match self {
             ResolveError::Denied { code, .. } => code.as_str(),
