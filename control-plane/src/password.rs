@@ -52,6 +52,10 @@ pub enum PasswordRejected {
 impl PasswordRules {
     /// Refuses a password that is too short, too long or common.
     pub fn check(&self, password: &SecretString) -> Result<(), PasswordRejected> {
+        // A char is at most 4 bytes: this many bytes is too long without counting.
+        if password.expose().len() > 4 * MAX_PASSWORD_CHARS {
+            return Err(PasswordRejected::TooLong);
+        }
         let chars = password.expose().chars().count();
         if chars < self.min_chars {
             return Err(PasswordRejected::TooShort {

@@ -30,6 +30,11 @@ fn short_long_and_common_passwords_are_refused_with_their_reason() {
     }
     let long = "x".repeat(MAX_PASSWORD_CHARS + 1);
     assert_eq!(rules.check(&secret(&long)), Err(PasswordRejected::TooLong));
+    let huge = "é".repeat(1 << 20);
+    assert_eq!(rules.check(&secret(&huge)), Err(PasswordRejected::TooLong));
+    // 1,024 four-byte characters are within the limit.
+    let wide = "😀".repeat(MAX_PASSWORD_CHARS);
+    assert_eq!(rules.check(&secret(&wide)), Ok(()));
 
     let lax = PasswordRules { min_chars: 1 };
     for common in [
