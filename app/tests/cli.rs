@@ -107,6 +107,14 @@ fn every_command_has_help() {
         &["agent", "create"],
         &["agent", "rotate-key"],
         &["agent", "list"],
+        &["agent", "show"],
+        &["agent", "allow"],
+        &["agent", "deny"],
+        &["approval", "list"],
+        &["approval", "show"],
+        &["approval", "approve"],
+        &["approval", "deny"],
+        &["token", "request-access"],
         &["operator", "create"],
         &["operator", "list"],
         &["secret", "put"],
@@ -431,11 +439,43 @@ fn end_to_end_agent_secret_and_token_through_a_real_server() {
         cmd
     };
 
-    let agent = one_json_doc(&run(
-        remote(&["agent", "create", "bot"]).env("AGENT_SECRET_STORE_TOKEN", &admin_token)
-    ));
+    let agent = one_json_doc(&run(remote(&[
+        "agent",
+        "create",
+        "bot",
+        "--allow",
+        "secrets:read:production/openai/*",
+    ])
+    .env("AGENT_SECRET_STORE_TOKEN", &admin_token)));
     let agent_key = agent["agent_key"].as_str().unwrap().to_owned();
     assert!(agent_key.starts_with("assa_"), "{agent}");
+    let agent_id = agent["id"].as_str().unwrap().to_owned();
+    // The ceiling: shown, widened and narrowed again.
+    let widened = one_json_doc(&run(remote(&[
+        "agent",
+        "allow",
+        &agent_id,
+        "secrets:read:staging/**",
+    ])
+    .env("AGENT_SECRET_STORE_TOKEN", &admin_token)));
+    assert_eq!(
+        widened["ceiling"],
+        serde_json::json!([
+            "secrets:read:production/openai/*",
+            "secrets:read:staging/**"
+        ])
+    );
+    run(
+        remote(&["agent", "deny", &agent_id, "secrets:read:staging/**"])
+            .env("AGENT_SECRET_STORE_TOKEN", &admin_token),
+    );
+    let shown = one_json_doc(&run(
+        remote(&["agent", "show", &agent_id]).env("AGENT_SECRET_STORE_TOKEN", &admin_token)
+    ));
+    assert_eq!(
+        shown["ceiling"],
+        serde_json::json!(["secrets:read:production/openai/*"])
+    );
 
     let secret_value = "sk-test-e2e-value-0123456789";
     let mut put = remote(&[
@@ -505,6 +545,40 @@ fn end_to_end_agent_secret_and_token_through_a_real_server() {
         remote(&["token", "show", id]).env("AGENT_SECRET_AGENT_KEY", &agent_key)
     ));
     assert_eq!(shown["status"], "active");
+
+    // Outside the ceiling: refused, unless filed as an access request for a human to approve.
+    let outside = ["--scope", "secrets:read:staging/db", "--ttl", "1h"];
+    let refused = run(remote(&[&["token", "issue"][..], &outside[..]].concat())
+        .env("AGENT_SECRET_AGENT_KEY", &agent_key));
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        stderr(&refused).contains("scope_not_permitted"),
+        "{}",
+        stderr(&refused)
+    );
+    let filed = one_json_doc(&run(remote(
+        &[&["token", "request-access"][..], &outside[..]].concat(),
+    )
+    .env("AGENT_SECRET_AGENT_KEY", &agent_key)));
+    assert_eq!(filed["status"], "pending_approval", "{filed}");
+    let approval = filed["approval_id"].as_str().unwrap().to_owned();
+    let listed = one_json_doc(&run(remote(&["approval", "list", "--status", "pending"])
+        .env("AGENT_SECRET_STORE_TOKEN", &admin_token)));
+    assert_eq!(listed["approvals"][0]["id"], approval.as_str(), "{listed}");
+    assert_eq!(
+        listed["approvals"][0]["unlocks"]["ceiling_additions"][0],
+        "secrets:read:staging/db"
+    );
+    // An operator API token may not approve unless [approvals] token_approver_roles says so.
+    let by_token =
+        run(remote(&["approval", "approve", &approval])
+            .env("AGENT_SECRET_STORE_TOKEN", &admin_token));
+    assert_ne!(by_token.status.code(), Some(0));
+    assert!(
+        stderr(&by_token).contains("forbidden"),
+        "{}",
+        stderr(&by_token)
+    );
 
     // A server error code reaches stderr, stdout stays empty.
     let missing = run(remote(&["secret", "get-metadata", "production/none"])

@@ -78,7 +78,7 @@ async fn operator_agent_and_sidecar(
         Method::POST,
         url("/v1/agents"),
         admin,
-        json!({"name": format!("bot-{label}")}),
+        json!({"name": format!("bot-{label}"), "allow": ["secrets:read:**"]}),
     )
     .await;
     let agent_key = agent["agent_key"].as_str().unwrap().to_owned();

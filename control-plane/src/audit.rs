@@ -50,6 +50,8 @@ audit_event_types! {
     ApprovalRequested => "approval.requested",
     ApprovalApproved => "approval.approved",
     ApprovalDenied => "approval.denied",
+    /// Nobody decided a pending approval request before it expired; its token is denied.
+    ApprovalExpired => "approval.expired",
     AuthFailed => "auth.failed",
     AlertRaised => "alert.raised",
     KmsRotated => "kms.rotated",
@@ -66,6 +68,8 @@ audit_event_types! {
     AuditDropped => "audit.dropped",
     OperatorRevoked => "operator.revoked",
     AgentRevoked => "agent.revoked",
+    /// An admin set an agent's ceiling, or an approved access request widened it.
+    AgentCeilingChanged => "agent.ceiling_changed",
     /// A sidecar gave back a reserved use of a `max_uses` token whose value it never injected.
     TokenUseReleased => "token.use_released",
 }

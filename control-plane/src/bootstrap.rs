@@ -65,12 +65,16 @@ pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<
     let db = open_database(config).await?;
     let events = event_hub(&db);
     let store: Arc<dyn Store> = Arc::new(SqlStore::new(db));
-    Ok(App::new(store, kms, Arc::new(pepper), policy(config))
+    let mut app = App::new(store, kms, Arc::new(pepper), policy(config))
         .with_events(events)
         .with_limits(crate::limits::Limits::new(
             &config.server,
             &config.rate_limits,
-        )))
+        ));
+    if let Some(webhook) = trust_tier_webhook(config)? {
+        app = app.with_trust_tiers(webhook);
+    }
+    Ok(app)
 }
 
 /// Watch events cross replicas through PostgreSQL `NOTIFY`; SQLite has one replica.
@@ -95,7 +99,31 @@ pub fn policy(config: &Config) -> Policy {
         max_token_ttl_seconds: config.tokens.max_ttl_seconds,
         grant_cache_ttl_seconds: config.tokens.grant_cache_ttl_seconds,
         use_reservation_seconds: config.tokens.use_reservation_seconds,
+        approvals: config.approvals.settings(),
     }
+}
+
+/// The trust-tier webhook of `[approvals.trust_tier_webhook]`, when configured.
+pub fn trust_tier_webhook(
+    config: &Config,
+) -> anyhow::Result<Option<crate::service::trust_tiers::TrustTierWebhook>> {
+    let Some(hook) = &config.approvals.trust_tier_webhook else {
+        return Ok(None);
+    };
+    let ca =
+        match &hook.ca_file {
+            Some(path) => Some(std::fs::read(path).with_context(|| {
+                format!("approvals.trust_tier_webhook.ca_file {}", path.display())
+            })?),
+            None => None,
+        };
+    let webhook = crate::service::trust_tiers::TrustTierWebhook::new(
+        &hook.url,
+        std::time::Duration::from_millis(hook.timeout_ms),
+        hook.fallback_tier,
+        ca.as_deref(),
+    )?;
+    Ok(Some(webhook))
 }
 
 /// Opens (creating if missing) the local keyring.

@@ -26,6 +26,7 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// * `credential_index`: rows are added and removed (key rotation), never edited.
 /// * `secret_versions`: written once; only the wrapped DEK may be re-wrapped (KEK rotation).
 /// * `audit_events`: SELECT and INSERT only — the log is append-only for the service.
+/// * `approval_decisions`: SELECT and INSERT only — a human's decision is never rewritten.
 const SERVICE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT ON tenants TO {role}",
     "GRANT UPDATE (audit_seq, audit_head) ON tenants TO {role}",
@@ -36,6 +37,7 @@ const SERVICE_GRANTS: &[&str] = &[
     "GRANT UPDATE (name, key_hash, revoked_at) ON sidecars TO {role}",
     "GRANT SELECT, INSERT, DELETE ON agents TO {role}",
     "GRANT UPDATE (name, trust_tier, key_id, key_hash, key_rotated_at) ON agents TO {role}",
+    "GRANT UPDATE (ceiling) ON agents TO {role}",
     "GRANT UPDATE (revoked_at) ON agents TO {role}",
     "GRANT SELECT, INSERT ON secret_tombstones TO {role}",
     "GRANT UPDATE (last_version, deleted_at) ON secret_tombstones TO {role}",
@@ -51,6 +53,10 @@ const SERVICE_GRANTS: &[&str] = &[
     // Reserved uses: released once (released_at), pruned after their deadline.
     "GRANT SELECT, INSERT, DELETE ON token_reservations TO {role}",
     "GRANT UPDATE (released_at) ON token_reservations TO {role}",
+    // Approval requests change state and digest; decisions are written once.
+    "GRANT SELECT, INSERT ON approval_requests TO {role}",
+    "GRANT UPDATE (status, unlocks, digest, required_approvals, delay_seconds, time_lock_until, decided_at) ON approval_requests TO {role}",
+    "GRANT SELECT, INSERT ON approval_decisions TO {role}",
 ];
 
 /// A connection pool to one of the supported backends.

@@ -51,6 +51,7 @@ pub async fn serve(
     // Every connection task holds a sender; `recv` yields `None` once all have ended.
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let janitor = tokio::spawn(crate::service::limits::janitor(app.clone()));
+    let activation = crate::service::activation::spawn(app.clone());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -102,6 +103,7 @@ pub async fn serve(
         tracing::warn!("connections still open after the drain timeout; closing");
     }
     janitor.abort();
+    activation.abort();
     // Failures counted but not yet written still reach the audit log.
     app.limits
         .auth_failures

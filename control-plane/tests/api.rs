@@ -126,7 +126,11 @@ impl TestApp {
 
     async fn agent(&self) -> (String, String) {
         let r = self
-            .post("/v1/agents", &self.admin, json!({"name": "billing-bot"}))
+            .post(
+                "/v1/agents",
+                &self.admin,
+                json!({"name": "billing-bot", "allow": ["secrets:read:**"]}),
+            )
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
         (
@@ -545,7 +549,7 @@ async fn each_resolve_denial_has_its_stable_code() {
         .await;
     assert_eq!(
         (r.status, r.code()),
-        (StatusCode::FORBIDDEN, "scope_denied"),
+        (StatusCode::FORBIDDEN, "approval_pending"),
         "sensitive needs approval"
     );
 
@@ -1013,6 +1017,12 @@ async fn health_metrics_and_openapi_are_served() {
         "/v1/audit",
         "/v1/audit/verify",
         "/v1/sidecar/resolve",
+        "/v1/agents/{id}/ceiling/allow",
+        "/v1/agents/{id}/ceiling/deny",
+        "/v1/approvals",
+        "/v1/approvals/{id}",
+        "/v1/approvals/{id}/approve",
+        "/v1/approvals/{id}/deny",
     ] {
         assert!(paths.contains_key(p), "openapi lacks {p}");
     }

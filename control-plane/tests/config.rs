@@ -459,3 +459,87 @@ fn debug_never_shows_pepper_master_key_or_database_password() {
     );
     assert!(!c.database.url.to_string().contains("hunter2"));
 }
+
+#[test]
+fn approvals_section_from_toml_and_env_becomes_the_service_policy() {
+    use agent_secret_core::api::{Role, Sensitivity};
+    use std::time::Duration;
+    let c = load_toml(
+        r#"
+        [approvals]
+        sensitive_approvals = 2
+        critical_delay_seconds = 60
+        token_approver_roles = ["approver"]
+        [approvals.trust_tier_webhook]
+        url = "http://127.0.0.1:9/tier"
+        fallback_tier = 1
+        "#,
+        &[
+            ("AGENT_SECRET_APPROVALS_TRUSTED_TIER", "4"),
+            ("AGENT_SECRET_APPROVALS_REQUEST_TTL_SECONDS", "3600"),
+        ],
+    )
+    .unwrap();
+    let settings = c.approvals.settings();
+    assert_eq!(
+        settings
+            .policy
+            .requirement(Sensitivity::Sensitive, 0)
+            .approvals,
+        2
+    );
+    assert_eq!(
+        settings
+            .policy
+            .requirement(Sensitivity::Sensitive, 3)
+            .approvals,
+        2
+    );
+    assert_eq!(
+        settings
+            .policy
+            .requirement(Sensitivity::Sensitive, 4)
+            .approvals,
+        1
+    );
+    assert_eq!(
+        settings.policy.requirement(Sensitivity::Critical, 0).delay,
+        Duration::from_secs(60)
+    );
+    assert_eq!(settings.request_ttl, Duration::from_secs(3600));
+    assert_eq!(settings.token_approver_roles, vec![Role::Approver]);
+    let hook = c.approvals.trust_tier_webhook.unwrap();
+    assert_eq!((hook.fallback_tier, hook.timeout_ms), (1, 2000));
+}
+
+#[test]
+fn approvals_refuse_an_auditor_approving_and_nonsense_values() {
+    for (text, key) in [
+        (
+            "[approvals]\ntoken_approver_roles = [\"auditor\"]",
+            "approvals.token_approver_roles",
+        ),
+        (
+            "[approvals]\nrequest_ttl_seconds = 0",
+            "approvals.request_ttl_seconds",
+        ),
+        ("[approvals]\ntrusted_tier = 9", "approvals.trusted_tier"),
+        (
+            "[approvals.trust_tier_webhook]\nurl = \"http://x\"\nfallback_tier = 7",
+            "approvals.trust_tier_webhook.fallback_tier",
+        ),
+    ] {
+        let err = load_toml(text, &[]).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+    }
+    let err = load_toml(
+        "",
+        &[(
+            "AGENT_SECRET_APPROVALS_TOKEN_APPROVER_ROLES",
+            "approver,root",
+        )],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("APPROVALS_TOKEN_APPROVER_ROLES"), "{err}");
+}

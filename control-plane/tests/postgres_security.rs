@@ -17,8 +17,9 @@ use agent_secret_control_plane::audit::{
 };
 use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::store::{
-    AgentRecord, AgentStore, AuditFilter, AuditStore, KeyStore, NewSecretVersion, OperatorRecord,
-    SecretStore, SidecarRecord, SidecarStore, TenantRecord, TenantStore, TokenRecord, TokenStore,
+    AgentRecord, AgentStore, ApprovalStore, AuditFilter, AuditStore, KeyStore, NewSecretVersion,
+    OperatorRecord, SecretStore, SidecarRecord, SidecarStore, TenantRecord, TenantStore,
+    TokenRecord, TokenStore,
 };
 use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
 use agent_secret_core::envelope::Envelope;
@@ -32,7 +33,7 @@ use support::{TestDb, SERVICE_ROLE};
 use uuid::Uuid;
 
 /// Every row-level-secured table and the column holding its tenant.
-const TENANT_TABLES: [(&str, &str); 11] = [
+const TENANT_TABLES: [(&str, &str); 13] = [
     ("tenants", "SELECT id FROM tenants"),
     ("operators", "SELECT tenant_id FROM operators"),
     ("sidecars", "SELECT tenant_id FROM sidecars"),
@@ -45,6 +46,14 @@ const TENANT_TABLES: [(&str, &str); 11] = [
     (
         "secret_tombstones",
         "SELECT tenant_id FROM secret_tombstones",
+    ),
+    (
+        "approval_requests",
+        "SELECT tenant_id FROM approval_requests",
+    ),
+    (
+        "approval_decisions",
+        "SELECT tenant_id FROM approval_decisions",
     ),
     (
         "token_reservations",
@@ -98,6 +107,8 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
         created_at: now_micros(),
         key_rotated_at: None,
         revoked_at: None,
+        ceiling: Vec::new(),
+        created_by: None,
     };
     store
         .create_agent(&agent, draft(AuditEventType::AgentCreated))
@@ -145,6 +156,67 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
     };
     store
         .consume_token_uses(tenant.id, vec![reserved])
+        .await
+        .unwrap();
+    // A pending token with its approval request and one human's decision.
+    let pending = TokenRecord {
+        id: TokenId::new(),
+        status: TokenStatus::PendingApproval,
+        ..token.clone()
+    };
+    let unlocks = agent_secret_core::api::Unlocks {
+        agent_id: agent.id.to_string(),
+        trust_tier: 0,
+        scopes: vec!["secrets:read:**".into()],
+        secrets: vec![],
+        ceiling_additions: vec![],
+        ttl_seconds: 3600,
+        ip_allowlist: vec![],
+        max_uses: None,
+    };
+    let request = agent_secret_control_plane::store::ApprovalRecord {
+        id: agent_secret_core::ids::ApprovalId::new(),
+        tenant_id: tenant.id,
+        token_id: pending.id,
+        agent_id: agent.id,
+        requested_by: format!("agent:{}", agent.id),
+        status: agent_secret_core::api::ApprovalStatus::Pending,
+        digest: agent_secret_core::policy::approval::digest(&unlocks),
+        unlocks,
+        required_approvals: 2,
+        delay_seconds: 0,
+        time_lock_until: None,
+        created_at: now,
+        expires_at: now + Duration::hours(1),
+        decided_at: None,
+    };
+    let issued = store
+        .issue_token(agent_secret_control_plane::store::NewToken {
+            token: &pending,
+            approval: Some(&request),
+            audit: vec![draft(AuditEventType::ApprovalRequested)],
+            allowed: &|_| true,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        issued,
+        agent_secret_control_plane::store::IssueOutcome::Issued
+    );
+    let decision = agent_secret_control_plane::store::DecisionRecord {
+        request_id: request.id,
+        operator_id: admin.id,
+        approve: true,
+        digest: request.digest,
+        comment: None,
+        decided_at: now,
+    };
+    store
+        .record_decision(
+            tenant.id,
+            &decision,
+            draft(AuditEventType::ApprovalApproved),
+        )
         .await
         .unwrap();
     let secret = NewSecretVersion {

@@ -181,6 +181,8 @@ async fn new_agent(store: &dyn Store, tenant: TenantId) -> AgentRecord {
         created_at: now_micros(),
         key_rotated_at: None,
         revoked_at: None,
+        ceiling: Vec::new(),
+        created_by: None,
     };
     store
         .create_agent(&agent, draft(AuditEventType::AgentCreated))

@@ -85,7 +85,11 @@ impl World {
             _keep: keep,
         };
         let agent = world
-            .post("/v1/agents", &world.admin, json!({"name": "billing-bot"}))
+            .post(
+                "/v1/agents",
+                &world.admin,
+                json!({"name": "billing-bot", "allow": ["secrets:read:**"]}),
+            )
             .await;
         assert_eq!(agent.status, StatusCode::CREATED, "{}", agent.body);
         world.agent_key = agent.body["agent_key"].as_str().unwrap().to_owned();

@@ -50,7 +50,10 @@ async fn tenant(app: &App, name: &str) -> Tenant {
     .unwrap();
     let sc = sidecars::create(app, admin, "host", &ctx).await.unwrap();
     let sidecar = expect_sidecar(authenticate(app, &sc.sidecar_key, &ctx).await.unwrap()).unwrap();
-    let agent = agents::create(app, admin, "bot", None, &ctx).await.unwrap();
+    let everything = ["secrets:read:**".to_owned()];
+    let agent = agents::create(app, admin, "bot", None, &everything, &ctx)
+        .await
+        .unwrap();
     let agent = agent_secret_control_plane::service::auth::expect_agent(
         authenticate(app, &agent.agent_key, &ctx).await.unwrap(),
     )

@@ -88,6 +88,10 @@ typed_id!(
     /// One audit event.
     AuditEventId
 );
+typed_id!(
+    /// An approval request (one per token waiting on humans).
+    ApprovalId
+);
 
 #[cfg(test)]
 mod tests {

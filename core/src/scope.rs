@@ -163,6 +163,47 @@ impl ScopePattern {
         true
     }
 
+    /// The leading literal segments as a path: every path the pattern matches lies at or below
+    /// it, so a listing can start there. `None` when the first segment is a wildcard.
+    pub fn literal_prefix(&self) -> Option<SecretPath> {
+        let literal: Vec<&str> = self
+            .segments
+            .iter()
+            .map_while(|s| match s {
+                PatternSegment::Literal(l) => Some(l.as_str()),
+                PatternSegment::Any => None,
+            })
+            .collect();
+        if literal.is_empty() {
+            return None;
+        }
+        SecretPath::parse(&literal.join("/")).ok()
+    }
+
+    /// True if every path `other` matches, this pattern matches too: `other` lies within it.
+    /// Decided on the patterns alone, exactly (no path is enumerated): how an agent's ceiling
+    /// bounds the scopes it may be granted, so `prod/**` includes `prod/db/*` and `prod`, and
+    /// `prod/*` includes `prod/db` but not `prod/**` (which also names `prod` itself).
+    pub fn includes(&self, other: &ScopePattern) -> bool {
+        for (i, theirs) in other.segments.iter().enumerate() {
+            let Some(ours) = self.segments.get(i) else {
+                // Our fixed part is used up; only a `**` of ours takes the rest.
+                return self.any_tail;
+            };
+            let fits = match (ours, theirs) {
+                (PatternSegment::Any, _) => true,
+                (PatternSegment::Literal(a), PatternSegment::Literal(b)) => a == b,
+                (PatternSegment::Literal(_), PatternSegment::Any) => false,
+            };
+            if !fits {
+                return false;
+            }
+        }
+        // `other` names paths of exactly its length (and longer ones with its `**`): ours
+        // must not need more segments, and must take longer paths whenever `other` does.
+        self.segments.len() == other.segments.len() && (self.any_tail || !other.any_tail)
+    }
+
     pub fn as_str(&self) -> &str {
         &self.raw
     }
@@ -218,6 +259,20 @@ impl Scope {
     pub fn covers(&self, action: Action, path: &SecretPath) -> bool {
         self.action == action && self.pattern.matches(path)
     }
+}
+
+impl Scope {
+    /// True if every grant of `other` is also a grant of this scope.
+    pub fn includes(&self, other: &Scope) -> bool {
+        self.action == other.action && self.pattern.includes(&other.pattern)
+    }
+}
+
+/// True if some scope of `ceiling` includes `scope` whole. A scope straddling two ceiling
+/// entries (`a/**` against `a/x/**` plus `a/y/**`) is outside: the ceiling bounds each grant,
+/// and proving a union cover would need enumerating paths.
+pub fn within_ceiling(ceiling: &[Scope], scope: &Scope) -> bool {
+    ceiling.iter().any(|allowed| allowed.includes(scope))
 }
 
 /// True if any of `scopes` allows `action` on `path`.

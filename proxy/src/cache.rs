@@ -313,6 +313,19 @@ impl Caches {
         self.drop_grants_where(move |g| g.grant.token_id == id);
     }
 
+    /// `token_approved`: forget what is cached for the token without condemning it.
+    pub fn forget_token(&self, token_id: &str) {
+        let id = token_id.to_owned();
+        self.drop_grants_where(move |g| g.grant.token_id == id);
+    }
+
+    /// `agent_ceiling_changed`: drop the agent's grants so its next request asks the control
+    /// plane (tokens left outside the ceiling arrive as `token_revoked` of their own).
+    pub fn forget_agent(&self, agent_id: &str) {
+        let id = agent_id.to_owned();
+        self.drop_grants_where(move |g| g.grant.agent_id == id);
+    }
+
     /// `agent_key_rotated`: every token of the agent dies with its key.
     pub async fn revoke_agent(&self, agent_id: &str) {
         if let Some(grants) = &self.grants {

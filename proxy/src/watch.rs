@@ -143,6 +143,16 @@ pub async fn apply(caches: &Caches, metrics: &Metrics, name: &str, data: &str) {
             caches.revoke_agent(agent_id).await;
             "agent_revoked"
         }
+        // A pending token is refused without caching anything, so there is nothing stale to
+        // keep; dropping the token's entry keeps that true if a denial is ever cached.
+        WatchEvent::TokenApproved { token_id } => {
+            caches.forget_token(token_id);
+            "token_approved"
+        }
+        WatchEvent::AgentCeilingChanged { agent_id } => {
+            caches.forget_agent(agent_id);
+            "agent_ceiling_changed"
+        }
         // The control plane cannot tell what it missed: neither can we.
         WatchEvent::Resync => {
             caches.flush();

@@ -22,6 +22,14 @@ use crate::api::Api;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
+/// The ceiling of the test agent: every action on every path.
+pub const EVERYTHING: [&str; 4] = [
+    "secrets:read:**",
+    "secrets:write:**",
+    "secrets:delete:**",
+    "secrets:list:**",
+];
+
 /// Files a control plane and its sidecars share on one host.
 pub struct Install {
     pub dir: PathBuf,
@@ -249,7 +257,8 @@ impl Tenant {
                 Method::POST,
                 "/v1/agents",
                 &admin,
-                Some(json!({"name": "bot"})),
+                // Every action everywhere: ceilings have tests of their own.
+                Some(json!({"name": "bot", "allow": EVERYTHING})),
             )
             .await;
         Tenant {

@@ -34,6 +34,7 @@ pub fn agent() -> AgentToken {
         ttl_seconds: 600,
         ip_allowlist: None,
         max_uses: None,
+        request_access: false,
     })
 }
 

@@ -9,12 +9,13 @@
 use std::marker::PhantomData;
 
 use agent_secret_core::api::{
-    AgentList, CreateAgentRequest, CreateOperatorRequest, CreateSidecarRequest, CreatedAgent,
-    CreatedOperator, CreatedSidecar, DeletedSecret, IssueTokenRequest, IssuedToken, OperatorInfo,
+    AgentCeiling, AgentInfo, AgentList, ApprovalInfo, ApprovalList, CeilingChange,
+    CreateAgentRequest, CreateOperatorRequest, CreateSidecarRequest, CreatedAgent, CreatedOperator,
+    CreatedSidecar, DecideApproval, DeletedSecret, IssueTokenRequest, IssuedToken, OperatorInfo,
     OperatorList, PutSecretRequest, PutSecretResponse, RevokedAgent, RotatedAgentKey, SecretList,
     SecretMetadata, SidecarInfo, SidecarList, TokenInfo,
 };
-use agent_secret_core::ids::{AgentId, OperatorId, SidecarId, TokenId};
+use agent_secret_core::ids::{AgentId, ApprovalId, OperatorId, SidecarId, TokenId};
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::secret::SecretString;
 use reqwest::Method;
@@ -89,6 +90,56 @@ impl<'a> ControlPlane<'a> {
 
     pub async fn list_agents(&self) -> Call<AgentList> {
         self.send(self.call(Method::GET, &["agents"])?).await
+    }
+
+    pub async fn agent(&self, id: AgentId) -> Call<AgentInfo> {
+        let id = id.to_string();
+        self.send(self.call(Method::GET, &["agents", &id])?).await
+    }
+
+    /// `POST /v1/agents/{id}/ceiling/allow` (or `deny`).
+    pub async fn change_ceiling(
+        &self,
+        id: AgentId,
+        allow: bool,
+        req: &CeilingChange,
+    ) -> Call<AgentCeiling> {
+        let id = id.to_string();
+        let verb = if allow { "allow" } else { "deny" };
+        self.send(
+            self.call(Method::POST, &["agents", &id, "ceiling", verb])?
+                .body(req),
+        )
+        .await
+    }
+
+    pub async fn list_approvals(&self, status: Option<&str>) -> Call<ApprovalList> {
+        let request = self
+            .call(Method::GET, &["approvals"])?
+            .query(&[("status", status)]);
+        self.send(request).await
+    }
+
+    pub async fn approval(&self, id: ApprovalId) -> Call<ApprovalInfo> {
+        let id = id.to_string();
+        self.send(self.call(Method::GET, &["approvals", &id])?)
+            .await
+    }
+
+    /// `POST /v1/approvals/{id}/approve` (or `deny`).
+    pub async fn decide(
+        &self,
+        id: ApprovalId,
+        approve: bool,
+        req: &DecideApproval,
+    ) -> Call<ApprovalInfo> {
+        let id = id.to_string();
+        let verb = if approve { "approve" } else { "deny" };
+        self.send(
+            self.call(Method::POST, &["approvals", &id, verb])?
+                .body(req),
+        )
+        .await
     }
 
     pub async fn rotate_agent_key(&self, id: AgentId) -> Call<RotatedAgentKey> {

@@ -11,6 +11,8 @@
 //! stdin or `--value-file`.
 
 pub mod api;
+pub mod approvals;
+mod call;
 pub mod client;
 pub mod credentials;
 pub mod failure;
@@ -116,6 +118,9 @@ pub enum Command {
     /// Export and verify the audit log (auditor operator token).
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Review and decide approval requests (operator token).
+    #[command(subcommand)]
+    Approval(ApprovalCommand),
 }
 
 #[derive(Debug, Args)]
@@ -220,9 +225,33 @@ pub enum AgentCommand {
     Create {
         /// Agent name.
         name: String,
-        /// Trust tier used by the approval policy (higher = more trusted).
+        /// Trust tier 0-4 used by the approval policy (3 and up need one approval fewer).
         #[arg(long, value_name = "N")]
         trust_tier: Option<i32>,
+        /// A scope the agent may be granted (repeatable), e.g. `secrets:read:prod/openai/*`.
+        /// Without any, the agent may be granted nothing until `agent allow`.
+        #[arg(long = "allow", value_name = "SCOPE")]
+        allow: Vec<String>,
+    },
+    /// Show an agent, its trust tier and its ceiling.
+    Show {
+        /// Agent id.
+        id: String,
+    },
+    /// Widen an agent's ceiling by these scopes.
+    Allow {
+        /// Agent id.
+        id: String,
+        /// Scopes, e.g. `secrets:read:prod/**`.
+        #[arg(required = true, value_name = "SCOPE")]
+        scopes: Vec<String>,
+    },
+    /// Remove ceiling entries (as `agent show` lists them); tokens left outside are revoked.
+    Deny {
+        /// Agent id.
+        id: String,
+        #[arg(required = true, value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
     /// Replace an agent's key; the old key and all its tokens stop working now.
     RotateKey {
@@ -309,21 +338,12 @@ pub enum SecretCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Issue a scoped token with the agent key from AGENT_SECRET_AGENT_KEY.
-    Issue {
-        /// Scope `secrets:<read|write|delete|list>:<path-pattern>` (repeatable; at least one).
-        #[arg(long = "scope", value_name = "SCOPE", required = true)]
-        scopes: Vec<String>,
-        /// Lifetime: 30s, 15m, 1h, 2d or a number of seconds.
-        #[arg(long, value_name = "DURATION")]
-        ttl: String,
-        /// Number of uses before the token is exhausted (1 = single use).
-        #[arg(long, value_name = "N")]
-        max_uses: Option<u32>,
-        /// Client address range allowed to use the token (repeatable), e.g. 10.0.0.0/8.
-        #[arg(long = "allow-ip", value_name = "CIDR")]
-        allow_ips: Vec<String>,
-    },
+    /// Issue a scoped token with the agent key from AGENT_SECRET_AGENT_KEY. Scopes covering
+    /// sensitive or critical secrets give a `pending_approval` token and an approval id.
+    Issue(IssueArgs),
+    /// As `issue`, but scopes outside the agent's ceiling become an access request that
+    /// widens the ceiling when approved (instead of `scope_not_permitted`).
+    RequestAccess(IssueArgs),
     /// Show a token's state (operator token, else the agent key).
     Show {
         /// Token id.
@@ -333,6 +353,53 @@ pub enum TokenCommand {
     Revoke {
         /// Token id.
         id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct IssueArgs {
+    /// Scope `secrets:<read|write|delete|list>:<path-pattern>` (repeatable; at least one).
+    #[arg(long = "scope", value_name = "SCOPE", required = true)]
+    pub scopes: Vec<String>,
+    /// Lifetime: 30s, 15m, 1h, 2d or a number of seconds.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: String,
+    /// Number of uses before the token is exhausted (1 = single use).
+    #[arg(long, value_name = "N")]
+    pub max_uses: Option<u32>,
+    /// Client address range allowed to use the token (repeatable), e.g. 10.0.0.0/8.
+    #[arg(long = "allow-ip", value_name = "CIDR")]
+    pub allow_ips: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApprovalCommand {
+    /// List approval requests, newest first.
+    List {
+        /// pending, approved, denied or expired.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Show what a request would unlock, its digest and the decisions so far.
+    Show {
+        /// Approval id.
+        id: String,
+    },
+    /// Approve with an operator token. Refused unless [approvals] token_approver_roles allows
+    /// your role: approvals normally come from a human's dashboard session.
+    Approve {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
+        /// The digest you reviewed (`approval show`); refused if the request changed since.
+        #[arg(long)]
+        digest: Option<String>,
+    },
+    /// Deny: one denial denies the token.
+    Deny {
+        id: String,
+        #[arg(long)]
+        comment: Option<String>,
     },
 }
 
@@ -407,5 +474,6 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), Failure> {
         Command::Secret(cmd) => remote::secret(&global, cmd, out).await,
         Command::Token(cmd) => remote::token(&global, cmd, out).await,
         Command::Audit(cmd) => remote::audit(&global, cmd, out).await,
+        Command::Approval(cmd) => approvals::approval(&global, cmd, out).await,
     }
 }

@@ -8,9 +8,8 @@
 //! response. New credentials go alone on stdout so `KEY=$(agent-secret-store agent create x)`
 //! works; what they are and that they are shown once is said on stderr.
 
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
-use std::str::FromStr;
 
 use agent_secret_core::api::{
     CreateAgentRequest, CreateOperatorRequest, CreateSidecarRequest, IssueTokenRequest,
@@ -19,12 +18,12 @@ use agent_secret_core::api::{
 };
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::secret::SecretString;
-use serde::de::DeserializeOwned;
+
 use serde_json::Value;
 use zeroize::Zeroizing;
 
-use super::api::{AuditFilter, ControlPlane, Reply};
-use super::client::ApiClient;
+use super::api::{AuditFilter, ControlPlane};
+use super::call::{checked_id, client, show, Human};
 use super::credentials;
 use super::failure::{Failure, EXIT_FAILED, EXIT_USAGE};
 use super::output::Output;
@@ -33,8 +32,6 @@ use super::{
     AgentCommand, AuditCommand, AuditFormat, GlobalArgs, OperatorCommand, RoleArg, SecretCommand,
     SensitivityArg, SidecarCommand, TokenCommand,
 };
-
-type Human<'a> = &'a mut dyn Write;
 
 pub async fn sidecar(global: &GlobalArgs, cmd: SidecarCommand, out: Output) -> Result<(), Failure> {
     let token = credentials::operator_token(global)?;
@@ -64,9 +61,17 @@ pub async fn agent(global: &GlobalArgs, cmd: AgentCommand, out: Output) -> Resul
     let token = credentials::operator_token(global)?;
     let api = ControlPlane::new(client(global)?, &token);
     match cmd {
-        AgentCommand::Create { name, trust_tier } => {
+        AgentCommand::Create {
+            name,
+            trust_tier,
+            allow,
+        } => {
             let reply = api
-                .create_agent(&CreateAgentRequest { name, trust_tier })
+                .create_agent(&CreateAgentRequest {
+                    name,
+                    trust_tier,
+                    allow,
+                })
                 .await?;
             show(out, &reply, |c, w| {
                 note_once(out, "agent", &c.id);
@@ -92,6 +97,13 @@ pub async fn agent(global: &GlobalArgs, cmd: AgentCommand, out: Output) -> Resul
                     r.id, r.revoked_at, r.tokens_revoked
                 )
             })
+        }
+        AgentCommand::Show { id } => super::approvals::show_agent(&api, &id, out).await,
+        AgentCommand::Allow { id, scopes } => {
+            super::approvals::change_ceiling(&api, &id, scopes, true, out).await
+        }
+        AgentCommand::Deny { id, scopes } => {
+            super::approvals::change_ceiling(&api, &id, scopes, false, out).await
         }
         AgentCommand::List => {
             let reply = api.list_agents().await?;
@@ -223,38 +235,8 @@ pub async fn secret(global: &GlobalArgs, cmd: SecretCommand, out: Output) -> Res
 
 pub async fn token(global: &GlobalArgs, cmd: TokenCommand, out: Output) -> Result<(), Failure> {
     match cmd {
-        TokenCommand::Issue {
-            scopes,
-            ttl,
-            max_uses,
-            allow_ips,
-        } => {
-            let ttl_seconds = parse_ttl(&ttl)?;
-            let key = credentials::agent_key()?;
-            let api = ControlPlane::new(client(global)?, &key);
-            let body = IssueTokenRequest {
-                scopes,
-                ttl_seconds,
-                ip_allowlist: (!allow_ips.is_empty()).then_some(allow_ips),
-                max_uses,
-            };
-            let reply = api.issue_token(&body).await?;
-            show(out, &reply, |t, w| {
-                match (t.status, &t.approval_id) {
-                    (TokenStatus::PendingApproval, Some(approval)) => out.note(&format!(
-                        "token {} waits for approval {approval}; it expires at {}",
-                        t.id, t.expires_at
-                    )),
-                    _ => out.note(&format!(
-                        "token {} is {}; it expires at {} (shown once)",
-                        t.id,
-                        t.status.as_str(),
-                        t.expires_at
-                    )),
-                }
-                writeln!(w, "{}", t.token)
-            })
-        }
+        TokenCommand::Issue(args) => issue_token(global, args, false, out).await,
+        TokenCommand::RequestAccess(args) => issue_token(global, args, true, out).await,
         TokenCommand::Show { id } => {
             let credential = credentials::operator_or_agent(global)?;
             let reply = ControlPlane::new(client(global)?, &credential)
@@ -270,6 +252,48 @@ pub async fn token(global: &GlobalArgs, cmd: TokenCommand, out: Output) -> Resul
             show(out, &reply, |t, w| print_token(&t, w))
         }
     }
+}
+
+/// `token issue` and `token request-access` (scopes outside the ceiling become an access
+/// request instead of `scope_not_permitted`).
+async fn issue_token(
+    global: &GlobalArgs,
+    args: super::IssueArgs,
+    request_access: bool,
+    out: Output,
+) -> Result<(), Failure> {
+    let super::IssueArgs {
+        scopes,
+        ttl,
+        max_uses,
+        allow_ips,
+    } = args;
+    let ttl_seconds = parse_ttl(&ttl)?;
+    let key = credentials::agent_key()?;
+    let api = ControlPlane::new(client(global)?, &key);
+    let body = IssueTokenRequest {
+        scopes,
+        ttl_seconds,
+        ip_allowlist: (!allow_ips.is_empty()).then_some(allow_ips),
+        max_uses,
+        request_access,
+    };
+    let reply = api.issue_token(&body).await?;
+    show(out, &reply, |t, w| {
+        match (t.status, &t.approval_id) {
+            (TokenStatus::PendingApproval, Some(approval)) => out.note(&format!(
+                "token {} waits for approval {approval}; it expires at {} (shown once)",
+                t.id, t.expires_at
+            )),
+            _ => out.note(&format!(
+                "token {} is {}; it expires at {} (shown once)",
+                t.id,
+                t.status.as_str(),
+                t.expires_at
+            )),
+        }
+        writeln!(w, "{}", t.token)
+    })
 }
 
 pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Result<(), Failure> {
@@ -339,32 +363,9 @@ pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Resul
     }
 }
 
-fn client(global: &GlobalArgs) -> Result<ApiClient, Failure> {
-    ApiClient::new(&global.server, global.ca_cert.as_deref())
-}
-
 /// A secret path argument, checked against the grammar locally before any request.
 fn secret_path(raw: &str) -> Result<SecretPath, Failure> {
     SecretPath::parse(raw).map_err(|e| Failure::new("invalid_path", e.to_string(), EXIT_USAGE))
-}
-
-/// An id argument: a UUID of the kind the command names.
-fn checked_id<Id: FromStr>(raw: &str) -> Result<Id, Failure> {
-    raw.parse()
-        .map_err(|_| Failure::invalid_argument(format!("{raw:?} is not an id (a UUID)")))
-}
-
-/// Prints the answer: verbatim with `--json`, else through `human` (or as pretty JSON should
-/// the answer not have the expected shape, so a newer server never breaks the older CLI).
-fn show<T: DeserializeOwned>(
-    out: Output,
-    reply: &Reply<T>,
-    human: impl FnOnce(T, Human<'_>) -> io::Result<()>,
-) -> Result<(), Failure> {
-    out.emit(reply.doc(), |w| match reply.typed() {
-        Some(typed) => human(typed, w),
-        None => writeln!(w, "{:#}", reply.doc()),
-    })
 }
 
 fn note_once(out: Output, what: &str, id: &str) {

@@ -259,6 +259,7 @@ async fn issue_demo_token(app: &App, state: &DevState) -> Result<SecretString, F
         ttl_seconds: app.policy.max_token_ttl_seconds,
         ip_allowlist: None,
         max_uses: None,
+        request_access: false,
     };
     let issued = tokens::issue(app, agent, request, &RequestContext::default())
         .await

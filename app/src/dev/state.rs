@@ -90,7 +90,9 @@ async fn create(app: &App) -> Result<DevState, Failure> {
     let sidecar = sidecars::create(app, admin, "dev-sidecar", &ctx)
         .await
         .map_err(fail)?;
-    let agent = agents::create(app, admin, "demo-agent", None, &ctx)
+    // The demo agent may read everything under demo/ and nothing else.
+    let ceiling = [String::from("secrets:read:demo/**")];
+    let agent = agents::create(app, admin, "demo-agent", None, &ceiling, &ctx)
         .await
         .map_err(fail)?;
     // Random, recognisable, and never printed: the demo shows it only as [REDACTED:...].

@@ -105,6 +105,7 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
 
     apply_kms(config, &env)?;
     apply_limits(config, &env)?;
+    apply_approvals(config, &env)?;
 
     if let Some(level) = env.get("LOG_LEVEL") {
         config.log.level = level;
@@ -120,6 +121,71 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
                 ))
             }
         };
+    }
+    Ok(())
+}
+
+fn apply_approvals(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
+    let a = &mut config.approvals;
+    let counts = [
+        ("APPROVALS_SENSITIVE_APPROVALS", &mut a.sensitive_approvals),
+        ("APPROVALS_CRITICAL_APPROVALS", &mut a.critical_approvals),
+        ("APPROVALS_TRUSTED_TIER", &mut a.trusted_tier),
+    ];
+    for (name, field) in counts {
+        if let Some(n) = env.parse(name, "a number from 0 to 255")? {
+            *field = n;
+        }
+    }
+    let seconds = [
+        (
+            "APPROVALS_SENSITIVE_DELAY_SECONDS",
+            &mut a.sensitive_delay_seconds,
+        ),
+        (
+            "APPROVALS_CRITICAL_DELAY_SECONDS",
+            &mut a.critical_delay_seconds,
+        ),
+        ("APPROVALS_REQUEST_TTL_SECONDS", &mut a.request_ttl_seconds),
+        (
+            "APPROVALS_ACTIVATION_INTERVAL_SECONDS",
+            &mut a.activation_interval_seconds,
+        ),
+    ];
+    for (name, field) in seconds {
+        if let Some(n) = env.parse(name, "a number of seconds")? {
+            *field = n;
+        }
+    }
+    if let Some(b) = env.parse("APPROVALS_ALLOW_CREATOR_APPROVAL", "true or false")? {
+        a.allow_creator_approval = b;
+    }
+    if let Some(roles) = env.get("APPROVALS_TOKEN_APPROVER_ROLES") {
+        a.token_approver_roles = roles
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                agent_secret_core::api::Role::parse(r).ok_or_else(|| {
+                    invalid(
+                        "AGENT_SECRET_APPROVALS_TOKEN_APPROVER_ROLES",
+                        &format!("unknown role {r:?}: expected approver or admin, comma-separated"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(url) = env.get("APPROVALS_TRUST_TIER_WEBHOOK_URL") {
+        a.trust_tier_webhook = Some(super::TrustTierWebhookConfig {
+            url,
+            timeout_ms: env
+                .parse("APPROVALS_TRUST_TIER_WEBHOOK_TIMEOUT_MS", "milliseconds")?
+                .unwrap_or(2000),
+            fallback_tier: env
+                .parse("APPROVALS_TRUST_TIER_WEBHOOK_FALLBACK_TIER", "a tier 0-4")?
+                .unwrap_or(0),
+            ca_file: env.path("APPROVALS_TRUST_TIER_WEBHOOK_CA_FILE"),
+        });
     }
     Ok(())
 }

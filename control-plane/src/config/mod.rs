@@ -10,6 +10,7 @@
 //! The environment is read through an injected lookup function so tests pass a map instead of
 //! mutating the process environment. See `config/control-plane.toml` for every key.
 
+mod approvals;
 mod env;
 mod secrets;
 
@@ -26,6 +27,7 @@ use agent_secret_core::kms::KmsSettings;
 use serde::Deserialize;
 
 pub use agent_secret_core::kms::KmsBackend;
+pub use approvals::{ApprovalsConfig, TrustTierWebhookConfig};
 pub use secrets::DatabaseUrl;
 /// `[kms] backend`: `local` or `gcp`, the values the sidecar's `[kms]` takes too.
 pub use sections::{
@@ -53,6 +55,7 @@ pub struct Config {
     pub log: LogConfig,
     pub server: ServerConfig,
     pub rate_limits: RateLimitsConfig,
+    pub approvals: ApprovalsConfig,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             log: LogConfig::default(),
             server: ServerConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            approvals: ApprovalsConfig::default(),
         }
     }
 }
@@ -168,6 +172,7 @@ impl Config {
             self.kms.gcp(KmsRole::Admin)?;
         }
         self.validate_limits()?;
+        self.approvals.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

@@ -17,18 +17,21 @@ use super::{validate_name, App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{now_micros, AuditDraft, AuditEventType};
 use crate::store::{AgentRecord, StoreError};
 
-/// Trust tiers are small integers set by operators (or a future trust-tier webhook).
-const MAX_TRUST_TIER: i32 = 10;
+/// Trust tiers are 0–4, set by operators (or answered by the trust-tier webhook).
+const MAX_TRUST_TIER: i32 = super::trust_tiers::MAX_TIER as i32;
 
+/// Creates an agent with the ceiling `allow` (empty: it may be granted nothing yet).
 pub async fn create(
     app: &App,
     caller: OperatorPrincipal,
     name: &str,
     trust_tier: Option<i32>,
+    allow: &[String],
     ctx: &RequestContext,
 ) -> ServiceResult<CreatedAgent> {
     caller.require(&[Role::Admin])?;
     validate_name(name)?;
+    let ceiling = super::ceilings::parse_ceiling(allow)?;
     let trust_tier = trust_tier.unwrap_or(0);
     if !(0..=MAX_TRUST_TIER).contains(&trust_tier) {
         return Err(ServiceError::invalid(
@@ -48,10 +51,19 @@ pub async fn create(
         created_at: now_micros(),
         key_rotated_at: None,
         revoked_at: None,
+        ceiling,
+        created_by: Some(caller.id),
+    };
+    let allowed = if allow.is_empty() {
+        String::from("nothing")
+    } else {
+        allow.join(" ")
     };
     let audit = AuditDraft::new(AuditEventType::AgentCreated, caller.actor())
         .client(ctx.ip_string(), ctx.user_agent.clone())
-        .reason(format!("agent {id} ({name})"));
+        .reason(format!(
+            "agent {id} ({name}); tier {trust_tier}; allowed {allowed}"
+        ));
     app.store.create_agent(&record, audit).await?;
     Ok(CreatedAgent {
         id: id.to_string(),
@@ -148,7 +160,7 @@ pub async fn revoke(
     })
 }
 
-fn info(record: AgentRecord) -> AgentInfo {
+pub(super) fn info(record: AgentRecord) -> AgentInfo {
     AgentInfo {
         id: record.id.to_string(),
         name: record.name,
@@ -156,5 +168,7 @@ fn info(record: AgentRecord) -> AgentInfo {
         created_at: record.created_at,
         key_rotated_at: record.key_rotated_at,
         revoked_at: record.revoked_at,
+        ceiling: record.ceiling.iter().map(ToString::to_string).collect(),
+        created_by: record.created_by.map(|o| o.to_string()),
     }
 }

@@ -4,9 +4,13 @@
 //! the `ServiceError` to a status in exactly one place (`api::error`). Every function that
 //! changes state hands its audit event to the store, which writes both in one transaction.
 
+pub mod activation;
 pub mod agents;
+pub mod approvals;
 pub mod audit_log;
 pub mod auth;
+pub mod ceilings;
+pub mod decisions;
 pub mod group_commit;
 pub mod kms;
 pub mod limits;
@@ -18,6 +22,7 @@ pub mod secrets;
 pub mod sidecars;
 pub mod tenants;
 pub mod tokens;
+pub mod trust_tiers;
 pub mod watch;
 
 use std::net::IpAddr;
@@ -45,6 +50,8 @@ pub struct Policy {
     /// resolved it (its value was never injected); after that the use is spent for good. 0
     /// turns reservations off: every use is spent at resolve.
     pub use_reservation_seconds: u64,
+    /// `[approvals]`: who must approve what, and who may.
+    pub approvals: approvals::ApprovalSettings,
 }
 
 impl Default for Policy {
@@ -53,6 +60,7 @@ impl Default for Policy {
             max_token_ttl_seconds: 86_400,
             grant_cache_ttl_seconds: 30,
             use_reservation_seconds: 60,
+            approvals: approvals::ApprovalSettings::default(),
         }
     }
 }
@@ -69,6 +77,8 @@ pub struct App {
     pub group_commit: Arc<group_commit::GroupCommit>,
     /// Connection caps, timeouts and request rate limits (`[server]`, `[rate_limits]`).
     pub limits: Arc<crate::limits::Limits>,
+    /// The optional trust-tier webhook (`[approvals.trust_tier_webhook]`).
+    pub trust_tiers: Option<Arc<trust_tiers::TrustTierWebhook>>,
 }
 
 impl App {
@@ -91,7 +101,14 @@ impl App {
             events: Arc::new(EventHub::local()),
             group_commit,
             limits: Arc::new(crate::limits::Limits::default()),
+            trust_tiers: None,
         }
+    }
+
+    /// Asks `webhook` for agents' trust tiers instead of using their stored tier.
+    pub fn with_trust_tiers(mut self, webhook: trust_tiers::TrustTierWebhook) -> App {
+        self.trust_tiers = Some(Arc::new(webhook));
+        self
     }
 
     /// Replaces the default limits, e.g. with the configured ones.

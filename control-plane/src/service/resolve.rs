@@ -20,7 +20,7 @@
 use std::net::IpAddr;
 
 use agent_secret_core::api::{
-    ErrorCode, Grant, ResolveRequest, ResolveResponse, ResolvedSecret, UseReservation,
+    ErrorCode, Grant, ResolveRequest, ResolveResponse, ResolvedSecret, TokenStatus, UseReservation,
 };
 use agent_secret_core::credential::{CredentialKind, PresentedCredential};
 use agent_secret_core::host::Destination;
@@ -30,7 +30,7 @@ use agent_secret_core::policy::{self, Denial, GrantFacts, SecretFacts};
 use chrono::{DateTime, Utc};
 
 use super::auth::SidecarPrincipal;
-use super::{App, ServiceError, ServiceResult};
+use super::{approvals, App, ServiceError, ServiceResult};
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
 use crate::store::{NewReservation, StoredSecret, TokenRecord, TokenUse, UseOutcome};
 
@@ -89,6 +89,30 @@ pub async fn resolve(
     sidecar: SidecarPrincipal,
     request: &ResolveRequest,
 ) -> ServiceResult<ResolveResponse> {
+    match resolve_once(app, sidecar, request, true).await? {
+        Attempt::Done(response) => Ok(*response),
+        // Approved just now: read the token again, as active.
+        Attempt::Activated => match resolve_once(app, sidecar, request, false).await? {
+            Attempt::Done(response) => Ok(*response),
+            Attempt::Activated => Err(ServiceError::Internal("token activated twice".into())),
+        },
+    }
+}
+
+/// One pass of a resolve.
+enum Attempt {
+    Done(Box<ResolveResponse>),
+    /// The token was `pending_approval` and this resolve found its quorum and delay met and
+    /// activated it: resolve again.
+    Activated,
+}
+
+async fn resolve_once(
+    app: &App,
+    sidecar: SidecarPrincipal,
+    request: &ResolveRequest,
+    may_activate: bool,
+) -> ServiceResult<Attempt> {
     let (paths, destination, client_ip) = parse_request(request)?;
     let now = now_micros();
     let asked = policy::Request {
@@ -131,6 +155,14 @@ pub async fn resolve(
     let Some(token) = token else {
         return deny(app, sidecar, base(sidecar.actor()), Denial::TokenInvalid).await;
     };
+    // The background task activates approved tokens every few seconds; the next resolve does
+    // not wait for it.
+    if may_activate
+        && token.status == TokenStatus::PendingApproval
+        && approvals::activate_for_token(app, sidecar.tenant, token.id).await?
+    {
+        return Ok(Attempt::Activated);
+    }
     let actor = Actor::new("token", token.id);
     let lookup = |path: &SecretPath| {
         found
@@ -147,11 +179,11 @@ pub async fn resolve(
             .resolve_outcomes
             .with_label_values(&["validated"])
             .inc();
-        return Ok(ResolveResponse {
+        return Ok(Attempt::Done(Box::new(ResolveResponse {
             grant: grant(app, &token, token.uses, now),
             secrets: Vec::new(),
             reservation: None,
-        });
+        })));
     }
     let events = secrets
         .iter()
@@ -183,7 +215,7 @@ pub async fn resolve(
         .resolve_outcomes
         .with_label_values(&["granted"])
         .inc();
-    Ok(ResolveResponse {
+    Ok(Attempt::Done(Box::new(ResolveResponse {
         grant: grant(app, &token, uses, now),
         secrets: secrets
             .into_iter()
@@ -204,7 +236,7 @@ pub async fn resolve(
             id: r.id.to_string(),
             expires_at: r.deadline,
         }),
-    })
+    })))
 }
 
 /// A reservation for a use of a `max_uses` token, releasable until the policy's deadline;
@@ -269,12 +301,12 @@ fn grant(app: &App, token: &TokenRecord, uses: i64, now: DateTime<Utc>) -> Grant
 
 /// Records the denial and returns it. The denial stands even if its audit event cannot be
 /// written (nothing was granted); the failure is logged.
-async fn deny(
+async fn deny<T>(
     app: &App,
     sidecar: SidecarPrincipal,
     draft: AuditDraft,
     denial: Denial,
-) -> ServiceResult<ResolveResponse> {
+) -> ServiceResult<T> {
     let mut draft = draft.failed(denial.code());
     draft.path = denial.path().map(ToString::to_string);
     if let Err(e) = app.store.append_audit(sidecar.tenant, draft).await {

@@ -12,9 +12,9 @@ use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
 
 use super::auth::{AgentPrincipal, Principal};
-use super::{App, RequestContext, ServiceError, ServiceResult};
+use super::{approvals, ceilings, App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
-use crate::store::{StoreError, TokenRecord};
+use crate::store::{IssueOutcome, NewToken, TokenRecord};
 
 pub const MAX_SCOPES: usize = 32;
 pub const MAX_CIDRS: usize = 64;
@@ -64,6 +64,10 @@ fn expiry(app: &App, ttl_seconds: u64, now: DateTime<Utc>) -> ServiceResult<Date
     Ok(now + ttl)
 }
 
+/// Issues a token within the agent's ceiling. One whose scopes cover a sensitive or critical
+/// secret (or, with `request_access`, reach outside the ceiling) is issued `pending_approval`
+/// with an approval request, and turns active once humans approve it (`approvals`); the
+/// others are active at once, approved for the most sensitive secret they cover.
 pub async fn issue(
     app: &App,
     agent: AgentPrincipal,
@@ -80,16 +84,55 @@ pub async fn issue(
     }
     let now = now_micros();
     let expires_at = expiry(app, request.ttl_seconds, now)?;
+    let agent_record = app
+        .store
+        .get_agent(agent.tenant, agent.id)
+        .await?
+        .ok_or(ServiceError::Unauthenticated)?;
+    let additions: Vec<Scope> = ceilings::outside(&agent_record.ceiling, &scopes)
+        .into_iter()
+        .cloned()
+        .collect();
+    if !additions.is_empty() && !request.request_access {
+        return Err(not_permitted(app, agent, &additions, ctx).await);
+    }
+    let trust_tier = match &app.trust_tiers {
+        Some(webhook) => webhook.tier(agent.tenant, agent.id).await,
+        None => approvals::tier(&agent_record),
+    };
+    let unlocks = approvals::unlocks(
+        app,
+        &approvals::Asked {
+            agent: &agent_record,
+            trust_tier,
+            scopes: &scopes,
+            ceiling_additions: &additions,
+            ttl_seconds: request.ttl_seconds,
+            ip_allowlist: ip_allowlist.iter().map(ToString::to_string).collect(),
+            max_uses: request.max_uses.map(i64::from),
+        },
+    )
+    .await?;
+    let requirement = app.policy.approvals.policy.requirement_for(&unlocks);
+    let pending = requirement.approvals > 0;
     let id = TokenId::new();
     let credential = issue_with_id(CredentialKind::Token, id.0, &app.pepper);
     let record = TokenRecord {
         id,
         tenant_id: agent.tenant,
         agent_id: agent.id,
-        scopes,
+        scopes: scopes.clone(),
         key_hash: credential.hash.to_vec(),
-        status: TokenStatus::Active,
-        approved_sensitivity: Sensitivity::Standard,
+        status: if pending {
+            TokenStatus::PendingApproval
+        } else {
+            TokenStatus::Active
+        },
+        approved_sensitivity: if pending {
+            Sensitivity::Standard
+        } else {
+            unlocks.highest_sensitivity()
+        },
         ip_allowlist,
         max_uses: request.max_uses.map(i64::from),
         uses: 0,
@@ -97,24 +140,106 @@ pub async fn issue(
         created_at: now,
         revoked_at: None,
     };
-    let audit = AuditDraft::new(AuditEventType::TokenIssued, agent.actor())
-        .client(ctx.ip_string(), ctx.user_agent.clone())
-        .reason(format!("token {id}; scopes {}", request.scopes.join(" ")));
-    match app.store.insert_token(&record, audit).await {
-        Ok(()) => {}
+    let approval = pending.then(|| {
+        approvals::new_request(
+            app,
+            id,
+            agent.id,
+            agent.tenant,
+            &agent.actor(),
+            unlocks,
+            now,
+        )
+    });
+    let audit = match &approval {
+        None => AuditDraft::new(AuditEventType::TokenIssued, agent.actor())
+            .client(ctx.ip_string(), ctx.user_agent.clone())
+            .reason(format!(
+                "token {id}; scopes {}; approved for {} secrets",
+                request.scopes.join(" "),
+                record.approved_sensitivity.as_str()
+            )),
+        Some(a) => AuditDraft::new(AuditEventType::ApprovalRequested, agent.actor())
+            .client(ctx.ip_string(), ctx.user_agent.clone())
+            .reason(format!(
+                "approval {}; token {id}; scopes {}; {} secrets up to {}; digest {}; 0 of {}; \
+                 delay {} s{}",
+                a.id,
+                request.scopes.join(" "),
+                a.unlocks.secrets.len(),
+                a.unlocks.highest_sensitivity().as_str(),
+                hex::encode(&a.digest[..8]),
+                a.required_approvals,
+                a.delay_seconds,
+                if additions.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; widens the ceiling by {}",
+                        a.unlocks.ceiling_additions.join(" ")
+                    )
+                }
+            )),
+    };
+    // Re-checked against the ceiling as committed: only the additions asked for may lie
+    // outside it.
+    let allowed = |ceiling: &[Scope]| {
+        ceilings::outside(ceiling, &scopes)
+            .iter()
+            .all(|s| additions.contains(s))
+    };
+    let new = NewToken {
+        token: &record,
+        approval: approval.as_ref(),
+        audit: vec![audit],
+        allowed: &allowed,
+    };
+    match app.store.issue_token(new).await? {
+        IssueOutcome::Issued => {}
         // Revoked while this request was in flight: its key is dead, as it would be a moment
         // later (see `LOCK_AGENT_FOR_ISSUE`).
-        Err(StoreError::Conflict(_)) => return Err(ServiceError::Unauthenticated),
-        Err(e) => return Err(e.into()),
+        IssueOutcome::AgentRevoked => return Err(ServiceError::Unauthenticated),
+        IssueOutcome::OutsideCeiling => return Err(not_permitted(app, agent, &scopes, ctx).await),
     }
-    app.metrics.tokens_issued.inc();
+    if !pending {
+        app.metrics.tokens_issued.inc();
+    }
     Ok(IssuedToken {
         id: id.to_string(),
         token: credential.token.expose().to_owned(),
         status: record.status,
         expires_at,
-        approval_id: None,
+        approval_id: approval.map(|a| a.id.to_string()),
     })
+}
+
+/// 403 `scope_not_permitted`, with a failed `token.issued` event naming the scopes. The
+/// refusal stands even if the event cannot be written (nothing was granted); that is logged.
+async fn not_permitted(
+    app: &App,
+    agent: AgentPrincipal,
+    outside: &[Scope],
+    ctx: &RequestContext,
+) -> ServiceError {
+    let listed: Vec<String> = outside.iter().map(ToString::to_string).collect();
+    let audit = AuditDraft::new(AuditEventType::TokenIssued, agent.actor())
+        .client(ctx.ip_string(), ctx.user_agent.clone())
+        .failed(format!(
+            "{}; outside the agent's ceiling: {}",
+            ErrorCode::ScopeNotPermitted.as_str(),
+            listed.join(" ")
+        ));
+    if let Err(e) = app.store.append_audit(agent.tenant, audit).await {
+        tracing::error!(error = %e, "could not audit a scope_not_permitted refusal");
+    }
+    ServiceError::denied(
+        ErrorCode::ScopeNotPermitted,
+        format!(
+            "outside this agent's ceiling: {}; an admin can allow it (`agent allow`), or ask \
+             with request_access to file an access request",
+            listed.join(" ")
+        ),
+    )
 }
 
 /// A token is visible to operators of its tenant and to the agent that owns it; to anyone

@@ -12,11 +12,13 @@
 //! Timestamps are stored as integer microseconds since the Unix epoch (UTC) on both backends,
 //! so comparisons such as `expires_at > $now` behave identically.
 
-use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
+use agent_secret_core::api::{ApprovalStatus, Role, Sensitivity, TokenStatus, Unlocks};
 use agent_secret_core::credential::CredentialKind;
 use agent_secret_core::envelope::Envelope;
 use agent_secret_core::host::HostPattern;
-use agent_secret_core::ids::{AgentId, OperatorId, SecretId, SidecarId, TenantId, TokenId};
+use agent_secret_core::ids::{
+    AgentId, ApprovalId, OperatorId, SecretId, SidecarId, TenantId, TokenId,
+};
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::scope::Scope;
 use async_trait::async_trait;
@@ -86,6 +88,10 @@ pub struct AgentRecord {
     /// Set by [`AgentStore::revoke_agent`]; a revoked agent's key is out of the credential
     /// index and it is never rotated again.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The scopes the agent may ever be granted (see `docs/approvals.md`).
+    pub ceiling: Vec<Scope>,
+    /// The operator who created it; `None` for agents older than ceilings.
+    pub created_by: Option<OperatorId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -136,6 +142,83 @@ pub struct TokenRecord {
     pub expires_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A request for human approval of one pending token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    pub id: ApprovalId,
+    pub tenant_id: TenantId,
+    pub token_id: TokenId,
+    pub agent_id: AgentId,
+    /// `agent:<id>` or `operator:<id>`.
+    pub requested_by: String,
+    pub status: ApprovalStatus,
+    /// What approving unlocks, as last evaluated, and its digest.
+    pub unlocks: Unlocks,
+    pub digest: [u8; 32],
+    pub required_approvals: u8,
+    pub delay_seconds: u64,
+    pub time_lock_until: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// One human's decision on one digest of a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecisionRecord {
+    pub request_id: ApprovalId,
+    pub operator_id: OperatorId,
+    pub approve: bool,
+    pub digest: [u8; 32],
+    pub comment: Option<String>,
+    pub decided_at: DateTime<Utc>,
+}
+
+/// A token to issue: active, or pending with its approval request, checked against the
+/// agent's ceiling as it stands when the row is locked.
+pub struct NewToken<'a> {
+    pub token: &'a TokenRecord,
+    pub approval: Option<&'a ApprovalRecord>,
+    pub audit: Vec<AuditDraft>,
+    /// Whether the token may be issued under the agent's ceiling as stored at commit time
+    /// (a concurrent `agent deny` serialises with the issue on the agent row).
+    pub allowed: &'a (dyn Fn(&[Scope]) -> bool + Send + Sync),
+}
+
+/// What [`TokenStore::issue_token`] did. Nothing is written unless `Issued`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IssueOutcome {
+    Issued,
+    /// The agent is revoked (or gone).
+    AgentRevoked,
+    /// The ceiling changed under the request and no longer allows it.
+    OutsideCeiling,
+}
+
+/// How a pending request ends, in [`ApprovalStore::settle_approval`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// Quorum and delay met: the token turns active at `sensitivity` and `ceiling_additions`
+    /// join the agent's ceiling.
+    Approved {
+        sensitivity: Sensitivity,
+        ceiling_additions: Vec<Scope>,
+    },
+    /// Nobody decided before `expires_at`: the token is denied.
+    Expired,
+}
+
+/// What [`ApprovalStore::record_decision`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionOutcome {
+    Recorded,
+    /// The request is no longer pending (decided, expired); nothing written.
+    NotPending,
+    /// This human already decided on this digest; nothing written.
+    Duplicate,
+    NotFound,
 }
 
 /// Why a conditional use did not count.
@@ -268,6 +351,84 @@ pub trait AgentStore {
         audit: AuditDraft,
         token_audit: AuditDraft,
     ) -> StoreResult<u64>;
+    /// Replaces the agent's ceiling and, in the same transaction, revokes each unrevoked token
+    /// for which `outside` holds under the new ceiling (appending `token_audit(id)` for each).
+    async fn set_ceiling(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        ceiling: &[Scope],
+        audit: AuditDraft,
+        outside: &(dyn for<'s> Fn(&'s [Scope]) -> bool + Send + Sync),
+        token_audit: &(dyn Fn(TokenId) -> AuditDraft + Send + Sync),
+    ) -> StoreResult<CeilingChange>;
+}
+
+/// What [`AgentStore::set_ceiling`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CeilingChange {
+    /// Stored; these tokens fell outside it and were revoked in the same transaction.
+    Set {
+        revoked: Vec<TokenId>,
+    },
+    NotFound,
+    /// The agent is revoked: its ceiling no longer matters.
+    Revoked,
+}
+
+/// Human approval of pending tokens. Every state change is conditional on the request still
+/// being `pending`, so of several replicas settling the same request exactly one does.
+#[async_trait]
+pub trait ApprovalStore {
+    async fn get_approval(
+        &self,
+        tenant: TenantId,
+        id: ApprovalId,
+    ) -> StoreResult<Option<(ApprovalRecord, Vec<DecisionRecord>)>>;
+    async fn get_approval_for_token(
+        &self,
+        tenant: TenantId,
+        token: TokenId,
+    ) -> StoreResult<Option<(ApprovalRecord, Vec<DecisionRecord>)>>;
+    /// Newest first, at most `limit`.
+    async fn list_approvals(
+        &self,
+        tenant: TenantId,
+        status: Option<ApprovalStatus>,
+        limit: i64,
+    ) -> StoreResult<Vec<(ApprovalRecord, Vec<DecisionRecord>)>>;
+    /// Ids of pending requests, oldest first (the activation task's work list).
+    async fn pending_approvals(&self, tenant: TenantId, limit: i64)
+        -> StoreResult<Vec<ApprovalId>>;
+    /// Records a decision on a pending request with its audit event. A denial also ends the
+    /// request (`denied`) and denies its token, in the same transaction.
+    async fn record_decision(
+        &self,
+        tenant: TenantId,
+        decision: &DecisionRecord,
+        audit: AuditDraft,
+    ) -> StoreResult<DecisionOutcome>;
+    /// Stores a re-evaluation of a pending request: what it unlocks now (a new digest voids
+    /// earlier approvals), its requirement and time lock. `audit` is appended when given (the
+    /// digest changed). `false` if it is no longer pending.
+    async fn update_evaluation(
+        &self,
+        tenant: TenantId,
+        approval: &ApprovalRecord,
+        audit: Option<AuditDraft>,
+    ) -> StoreResult<bool>;
+    /// Ends a pending request as `settlement` says, with its token (active or denied) and,
+    /// when approved, the agent's widened ceiling, in one transaction with `audit`. `false`
+    /// (nothing written) if it was no longer pending or the digest changed since it was read.
+    async fn settle_approval(
+        &self,
+        tenant: TenantId,
+        id: ApprovalId,
+        digest: &[u8; 32],
+        settlement: &Settlement,
+        at: DateTime<Utc>,
+        audit: Vec<AuditDraft>,
+    ) -> StoreResult<bool>;
 }
 
 #[async_trait]
@@ -311,7 +472,18 @@ pub trait SecretStore {
 
 #[async_trait]
 pub trait TokenStore {
+    /// Inserts an active token (no ceiling check): [`TokenStore::issue_token`] with nothing
+    /// pending. `Conflict` if the agent is revoked.
     async fn insert_token(&self, token: &TokenRecord, audit: AuditDraft) -> StoreResult<()>;
+    /// Inserts the token and, for a pending one, its approval request, in one transaction
+    /// that locks the agent row and re-checks `allowed` against the stored ceiling.
+    async fn issue_token(&self, new: NewToken<'_>) -> StoreResult<IssueOutcome>;
+    /// The agent's tokens that are not revoked (to re-check them against a new ceiling).
+    async fn list_agent_tokens(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> StoreResult<Vec<TokenRecord>>;
     async fn get_token(&self, tenant: TenantId, id: TokenId) -> StoreResult<Option<TokenRecord>>;
     /// What a resolve reads, in one read transaction (fewer round trips than two): the token,
     /// and, only if `admit` accepts it, the current version of each of `paths` that exists.
@@ -525,6 +697,7 @@ pub trait Store:
     + AgentStore
     + SecretStore
     + TokenStore
+    + ApprovalStore
     + AuditStore
     + KeyStore
     + Send

@@ -256,6 +256,7 @@ impl Served {
     }
 
     /// `(id, key)` of a new `what` (`agents` or `sidecars`) named `name`, created by `admin`.
+    /// Agents may be granted any read scope: ceilings are tested in `approvals.rs`.
     pub async fn create_as(
         &self,
         admin: &str,
@@ -268,7 +269,11 @@ impl Served {
                 Method::POST,
                 &format!("/v1/{what}"),
                 admin,
-                Some(json!({ "name": name })),
+                Some(if what == "agents" {
+                    json!({ "name": name, "allow": ["secrets:read:**"] })
+                } else {
+                    json!({ "name": name })
+                }),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");

@@ -34,6 +34,8 @@ pub enum ErrorCode {
     TokenExpired,
     TokenRevoked,
     ScopeDenied,
+    /// A token request asked for a scope outside the agent's ceiling (403 at issuance).
+    ScopeNotPermitted,
     DestinationNotAllowed,
     IpNotAllowed,
     ApprovalPending,
@@ -72,7 +74,7 @@ impl ErrorCode {
     /// Every code, in declaration order. [`ErrorCode::as_str`] matches exhaustively, so a new
     /// variant does not compile without its name, and a unit test compares this list with the
     /// variants serde knows, so it cannot be left out here either.
-    pub const ALL: [ErrorCode; 36] = [
+    pub const ALL: [ErrorCode; 37] = [
         Self::InvalidRequest,
         Self::InvalidJson,
         Self::PayloadTooLarge,
@@ -90,6 +92,7 @@ impl ErrorCode {
         Self::TokenExpired,
         Self::TokenRevoked,
         Self::ScopeDenied,
+        Self::ScopeNotPermitted,
         Self::DestinationNotAllowed,
         Self::IpNotAllowed,
         Self::ApprovalPending,
@@ -131,6 +134,7 @@ impl ErrorCode {
             Self::TokenExpired => "token_expired",
             Self::TokenRevoked => "token_revoked",
             Self::ScopeDenied => "scope_denied",
+            Self::ScopeNotPermitted => "scope_not_permitted",
             Self::DestinationNotAllowed => "destination_not_allowed",
             Self::IpNotAllowed => "ip_not_allowed",
             Self::ApprovalPending => "approval_pending",
@@ -173,6 +177,7 @@ impl ErrorCode {
             Self::Unauthenticated => 401,
             Self::Forbidden
             | Self::ScopeDenied
+            | Self::ScopeNotPermitted
             | Self::DestinationNotAllowed
             | Self::IpNotAllowed
             | Self::ApprovalPending

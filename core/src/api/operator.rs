@@ -154,6 +154,10 @@ pub struct CreateAgentRequest {
     pub name: String,
     #[serde(default)]
     pub trust_tier: Option<i32>,
+    /// The agent's ceiling: the scopes it may ever be granted. Empty (the default) means every
+    /// token request is refused `scope_not_permitted` until an admin allows something.
+    #[serde(default)]
+    pub allow: Vec<String>,
 }
 
 #[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -210,6 +214,12 @@ pub struct AgentInfo {
     /// Set once the agent is revoked (`POST /v1/agents/{id}/revoke`).
     #[serde(default)]
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The scopes the agent may ever be granted.
+    #[serde(default)]
+    pub ceiling: Vec<String>,
+    /// The operator who created it (absent for agents older than ceilings).
+    #[serde(default)]
+    pub created_by: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -320,6 +330,10 @@ pub struct IssueTokenRequest {
     pub ip_allowlist: Option<Vec<String>>,
     #[serde(default)]
     pub max_uses: Option<u32>,
+    /// Scopes outside the agent's ceiling become an access request (the token waits
+    /// `pending_approval` and approval widens the ceiling) instead of `scope_not_permitted`.
+    #[serde(default)]
+    pub request_access: bool,
 }
 
 #[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]

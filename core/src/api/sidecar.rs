@@ -204,6 +204,15 @@ pub enum WatchEvent {
     AgentRevoked {
         agent_id: String,
     },
+    /// Humans approved a pending token: it is active now (forget anything cached for it).
+    TokenApproved {
+        token_id: String,
+    },
+    /// The agent's ceiling changed; tokens left outside it were revoked (each also announced
+    /// as `TokenRevoked`). Sidecars drop the agent's cached grants.
+    AgentCeilingChanged {
+        agent_id: String,
+    },
     /// The control plane may have missed change events (its PostgreSQL listener reconnected):
     /// drop every cached grant and value.
     Resync,

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 
-use crate::api::Sensitivity;
+use crate::api::{Sensitivity, Unlocks};
 use crate::ids::OperatorId;
 
 /// `critical` never needs fewer distinct approvers than this.
@@ -80,6 +81,44 @@ impl ApprovalPolicy {
             }
         }
     }
+}
+
+impl ApprovalPolicy {
+    /// What approving `unlocks` needs: by its most sensitive secret and the agent's tier, and
+    /// at least one human whenever it would widen the agent's ceiling (an access request is
+    /// never granted by policy alone).
+    pub fn requirement_for(&self, unlocks: &Unlocks) -> Requirement {
+        let r = self.requirement(unlocks.highest_sensitivity(), unlocks.trust_tier);
+        if unlocks.ceiling_additions.is_empty() {
+            r
+        } else {
+            Requirement {
+                approvals: r.approvals.max(1),
+                ..r
+            }
+        }
+    }
+}
+
+/// Domain separation for [`digest`]: a digest of anything else never equals one of these.
+const DIGEST_DOMAIN: &[u8] = b"agent-secret-store/approval-unlocks/v1\n";
+
+/// The SHA-256 that approvals bind to: over a domain tag and the JSON of `unlocks` (fields in
+/// declaration order, lists sorted by whoever built it), so equal content has one digest and
+/// any change to what would be unlocked gives another.
+pub fn digest(unlocks: &Unlocks) -> [u8; 32] {
+    let mut sorted = unlocks.clone();
+    sorted.scopes.sort();
+    sorted.secrets.sort();
+    sorted.ceiling_additions.sort();
+    sorted.ip_allowlist.sort();
+    // Serializing plain strings, numbers and enums cannot fail; an empty encoding would still
+    // be domain-separated and would only ever fail to match.
+    let json = serde_json::to_vec(&sorted).unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(DIGEST_DOMAIN);
+    h.update(&json);
+    h.finalize().into()
 }
 
 /// One human's approval of one version (digest) of an approval request.

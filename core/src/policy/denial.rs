@@ -33,9 +33,11 @@ pub enum Denial {
     OutsideScope { path: SecretPath },
     #[error("no secret at `{path}`")]
     SecretNotFound { path: SecretPath },
-    /// Reported as `scope_denied`: approval is part of what the token may read.
+    /// Reported as `approval_pending`: the secret needs an approval this token has not had
+    /// (e.g. it was created, or its sensitivity raised, after the token was approved); a token
+    /// requested now would get an approval request for it.
     #[error(
-        "`{path}` is {} and this token is approved for {} secrets only",
+        "`{path}` is {} and this token is approved for {} secrets only; request a new token to have it approved",
         .sensitivity.as_str(),
         .approved.as_str()
     )]
@@ -62,9 +64,8 @@ impl Denial {
             Denial::TokenExpired => ErrorCode::TokenExpired,
             Denial::IpNotAllowed { .. } => ErrorCode::IpNotAllowed,
             Denial::UsesExhausted => ErrorCode::UsesExhausted,
-            Denial::OutsideScope { .. } | Denial::AboveApprovedSensitivity { .. } => {
-                ErrorCode::ScopeDenied
-            }
+            Denial::OutsideScope { .. } => ErrorCode::ScopeDenied,
+            Denial::AboveApprovedSensitivity { .. } => ErrorCode::ApprovalPending,
             Denial::SecretNotFound { .. } => ErrorCode::SecretNotFound,
             Denial::DestinationNotAllowed { .. } => ErrorCode::DestinationNotAllowed,
         }

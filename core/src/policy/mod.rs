@@ -18,7 +18,7 @@
 //! 4. scope, for every path before any secret is looked up (`scope_denied`), so a path
 //!    outside the scope is refused the same way whether it exists or not;
 //! 5. then path by path, in request order: existence (`secret_not_found`), sensitivity
-//!    within the approved level (`scope_denied`), destination binding against the host
+//!    within the approved level (`approval_pending`), destination binding against the host
 //!    actually dialled (`destination_not_allowed`).
 //!
 //! (`token_invalid` — no grant matches the credential — comes before all of these and is the

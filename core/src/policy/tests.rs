@@ -272,7 +272,7 @@ const CASES: &[Case] = &[
         name: "a secret above the approved sensitivity",
         grant: keep,
         request: |r| r.paths = vec!["prod/payments"],
-        want: Want::Denied("scope_denied", Some("prod/payments")),
+        want: Want::Denied("approval_pending", Some("prod/payments")),
     },
     Case {
         name: "approval for critical covers a critical secret",
@@ -384,7 +384,7 @@ const CASES: &[Case] = &[
             r.paths = vec!["prod/payments"];
             r.destination = "other.example.com";
         },
-        want: Want::Denied("scope_denied", Some("prod/payments")),
+        want: Want::Denied("approval_pending", Some("prod/payments")),
     },
 ];
 
@@ -533,8 +533,8 @@ fn every_denial_has_its_documented_code_message_and_path() {
                 sensitivity: Sensitivity::Critical,
                 approved: Sensitivity::Sensitive,
             },
-            ErrorCode::ScopeDenied,
-            "`prod/db` is critical and this token is approved for sensitive secrets only",
+            ErrorCode::ApprovalPending,
+            "`prod/db` is critical and this token is approved for sensitive secrets only; request a new token to have it approved",
             Some(&path),
         ),
         (

@@ -97,3 +97,103 @@ fn serde_round_trips_and_validates() {
     );
     assert_eq!("list".parse::<Action>().unwrap(), Action::List);
 }
+
+#[test]
+fn pattern_inclusion_is_exact() {
+    let includes = |outer: &str, inner: &str| {
+        ScopePattern::parse(outer)
+            .unwrap()
+            .includes(&ScopePattern::parse(inner).unwrap())
+    };
+    type Row = (&'static str, &'static str, bool);
+    let table: &[Row] = &[
+        ("a/b", "a/b", true),
+        ("a/b", "a/c", false),
+        ("a/*", "a/b", true),
+        ("a/*", "a/*", true),
+        ("a/b", "a/*", false),
+        ("a/*", "a/b/c", false),
+        ("a/*", "a", false),
+        ("a/**", "a", true),
+        ("a/**", "a/b/c", true),
+        ("a/**", "a/*/c", true),
+        ("a/**", "a/**", true),
+        ("a/**", "a/b/**", true),
+        ("a/b/**", "a/**", false),
+        ("a/*", "a/**", false),
+        ("a/*/**", "a/**", false),
+        ("a/*/**", "a/b/**", true),
+        ("**", "anything/at/all", true),
+        ("**", "**", true),
+        ("a/**", "b", false),
+        ("*/db", "prod/db", true),
+        ("*/db", "prod/cache", false),
+        ("prod/*/key", "prod/*/key", true),
+        ("prod/x/key", "prod/*/key", false),
+    ];
+    for (outer, inner, want) in table {
+        assert_eq!(includes(outer, inner), *want, "{outer} includes {inner}");
+    }
+}
+
+/// Whatever the patterns, inclusion never claims a path the outer pattern does not match.
+#[test]
+fn inclusion_agrees_with_matching_on_sample_paths() {
+    let patterns = [
+        "a", "a/b", "a/*", "a/**", "*/b", "a/*/c", "a/b/**", "**", "*", "*/**",
+    ];
+    let paths = [
+        "a", "a/b", "a/c", "b", "b/b", "a/b/c", "a/x/c", "a/b/c/d", "x/y/z",
+    ];
+    for outer in patterns {
+        let outer_p = ScopePattern::parse(outer).unwrap();
+        for inner in patterns {
+            let inner_p = ScopePattern::parse(inner).unwrap();
+            if !outer_p.includes(&inner_p) {
+                continue;
+            }
+            for p in paths {
+                if inner_p.matches(&path(p)) {
+                    assert!(
+                        outer_p.matches(&path(p)),
+                        "{outer} ⊇ {inner} but misses {p}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn ceilings_bound_each_scope_by_action_and_pattern() {
+    let ceiling: Vec<Scope> = ["secrets:read:demo/**", "secrets:list:ops/*"]
+        .iter()
+        .map(|s| Scope::parse(s).unwrap())
+        .collect();
+    let within = |s: &str| within_ceiling(&ceiling, &Scope::parse(s).unwrap());
+    assert!(within("secrets:read:demo/echo/api_key"));
+    assert!(within("secrets:read:demo/*"));
+    assert!(!within("secrets:write:demo/echo/api_key"));
+    assert!(!within("secrets:read:ops/x"));
+    assert!(within("secrets:list:ops/x"));
+    assert!(!within_ceiling(
+        &[],
+        &Scope::parse("secrets:read:a").unwrap()
+    ));
+}
+
+#[test]
+fn literal_prefix_is_where_matches_start() {
+    let prefix = |s: &str| {
+        ScopePattern::parse(s)
+            .unwrap()
+            .literal_prefix()
+            .map(|p| p.to_string())
+    };
+    assert_eq!(prefix("prod/db/*").as_deref(), Some("prod/db"));
+    assert_eq!(prefix("prod/**").as_deref(), Some("prod"));
+    assert_eq!(prefix("prod/*/key").as_deref(), Some("prod"));
+    assert_eq!(prefix("a/b").as_deref(), Some("a/b"));
+    assert_eq!(prefix("*/db"), None);
+    assert_eq!(prefix("**"), None);
+}

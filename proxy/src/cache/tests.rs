@@ -228,7 +228,7 @@ fn cached_value_checks_destination_binding() {
 }
 
 #[test]
-fn a_cached_value_above_the_grants_approval_is_scope_denied() {
+fn a_cached_value_above_the_grants_approval_is_approval_pending() {
     let v = CachedValue::new(
         SecretPath::parse("prod/payments").unwrap(),
         1,
@@ -244,7 +244,7 @@ fn a_cached_value_above_the_grants_approval_is_scope_denied() {
     )
     .unwrap();
     let denial = policy::check_secret(&standard.facts(), &v.facts(), &to).unwrap_err();
-    assert_eq!(denial.code(), "scope_denied");
+    assert_eq!(denial.code(), "approval_pending");
     assert_eq!(denial.path(), Some(&v.path));
     let mut approved = grant(Uuid::new_v4(), "a", 30, None);
     approved.approved_sensitivity = Sensitivity::Critical;

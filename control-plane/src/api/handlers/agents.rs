@@ -23,6 +23,45 @@ pub(super) fn router() -> Router<Arc<App>> {
         .route("/agents/{id}", get(get_agent))
         .route("/agents/{id}/rotate-key", post(rotate_agent_key))
         .route("/agents/{id}/revoke", post(revoke_agent))
+        .route("/agents/{id}/ceiling/allow", post(allow_scopes))
+        .route("/agents/{id}/ceiling/deny", post(deny_scopes))
+}
+
+#[utoipa::path(post, path = "/v1/agents/{id}/ceiling/allow", tag = "agents",
+    params(("id" = String, Path)), request_body = CeilingChange,
+    responses((status = 200, body = AgentCeiling), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("operator" = [])))]
+pub async fn allow_scopes(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CeilingChange>,
+) -> ApiResult<Json<AgentCeiling>> {
+    let op = expect_operator(caller)?;
+    let id: AgentId = parse_id(&id, "agent")?;
+    Ok(Json(
+        crate::service::ceilings::allow(&app, op, id, &req.scopes, &ctx).await?,
+    ))
+}
+
+/// Removes entries from the ceiling; the agent's tokens left outside are revoked.
+#[utoipa::path(post, path = "/v1/agents/{id}/ceiling/deny", tag = "agents",
+    params(("id" = String, Path)), request_body = CeilingChange,
+    responses((status = 200, body = AgentCeiling), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("operator" = [])))]
+pub async fn deny_scopes(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CeilingChange>,
+) -> ApiResult<Json<AgentCeiling>> {
+    let op = expect_operator(caller)?;
+    let id: AgentId = parse_id(&id, "agent")?;
+    Ok(Json(
+        crate::service::ceilings::deny(&app, op, id, &req.scopes, &ctx).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/agents", tag = "agents", request_body = CreateAgentRequest,
@@ -35,7 +74,7 @@ pub async fn create_agent(
     ApiJson(req): ApiJson<CreateAgentRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedAgent>)> {
     let op = expect_operator(caller)?;
-    let created = agents::create(&app, op, &req.name, req.trust_tier, &ctx).await?;
+    let created = agents::create(&app, op, &req.name, req.trust_tier, &req.allow, &ctx).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 

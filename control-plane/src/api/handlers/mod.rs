@@ -3,6 +3,7 @@
 //! document's source of truth (`api/openapi.rs`).
 
 pub(super) mod agents;
+pub(super) mod approvals;
 pub(super) mod audit;
 pub(super) mod operators;
 pub(super) mod secrets;
@@ -25,6 +26,7 @@ pub(super) fn router() -> Router<Arc<App>> {
         .merge(operators::router())
         .merge(secrets::router())
         .merge(tokens::router())
+        .merge(approvals::router())
         .merge(audit::router())
         .merge(sidecar::router())
 }

@@ -67,6 +67,8 @@ pub async fn watch(State(app): State<Arc<App>>, Caller(caller): Caller) -> ApiRe
             WatchEvent::SecretDeleted { .. } => "secret_deleted",
             WatchEvent::KekRotated { .. } => "kek_rotated",
             WatchEvent::AgentRevoked { .. } => "agent_revoked",
+            WatchEvent::TokenApproved { .. } => "token_approved",
+            WatchEvent::AgentCeilingChanged { .. } => "agent_ceiling_changed",
             WatchEvent::Resync => "resync",
         };
         Event::default()

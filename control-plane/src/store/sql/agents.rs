@@ -7,30 +7,43 @@
 //! be given a working key again.
 
 use agent_secret_core::credential::CredentialKind;
-use agent_secret_core::ids::{AgentId, TenantId};
+use agent_secret_core::ids::{AgentId, TenantId, TokenId};
+use agent_secret_core::scope::Scope;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::audit::AuditChain;
 use super::credential_index::IndexCredential;
-use super::rows::{micros, opt_micros, record, records, AgentRow};
+use super::rows::{list_to_json, micros, opt_micros, record, records, AgentRow, TokenRow};
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;
 use crate::db::on_db;
-use crate::store::{AgentRecord, AgentStore, StoreError, StoreResult};
+use crate::store::{AgentRecord, AgentStore, CeilingChange, StoreError, StoreResult, TokenRecord};
 
 const INSERT_AGENT: &str = "INSERT INTO agents \
-     (id, tenant_id, name, trust_tier, key_id, key_hash, created_at, key_rotated_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
+     (id, tenant_id, name, trust_tier, key_id, key_hash, created_at, key_rotated_at, ceiling, \
+      created_by) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 const SELECT_AGENT: &str = "SELECT id, tenant_id, name, trust_tier, key_id, key_hash, \
-     created_at, key_rotated_at, revoked_at FROM agents WHERE tenant_id = $1 AND id = $2";
+     created_at, key_rotated_at, revoked_at, ceiling, created_by \
+     FROM agents WHERE tenant_id = $1 AND id = $2";
 const SELECT_AGENT_BY_KEY: &str = "SELECT id, tenant_id, name, trust_tier, key_id, key_hash, \
-     created_at, key_rotated_at, revoked_at FROM agents WHERE tenant_id = $1 AND key_id = $2";
+     created_at, key_rotated_at, revoked_at, ceiling, created_by \
+     FROM agents WHERE tenant_id = $1 AND key_id = $2";
 const LIST_AGENTS: &str = "SELECT id, tenant_id, name, trust_tier, key_id, key_hash, \
-     created_at, key_rotated_at, revoked_at FROM agents WHERE tenant_id = $1 \
+     created_at, key_rotated_at, revoked_at, ceiling, created_by \
+     FROM agents WHERE tenant_id = $1 ORDER BY created_at, id";
+/// Locks the agent row (issuance locks it too, so a narrowing and an issue serialise).
+const SET_CEILING: &str = "UPDATE agents SET ceiling = $3 WHERE tenant_id = $1 AND id = $2 \
+     RETURNING revoked_at";
+const SELECT_LIVE_TOKENS: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
+     approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
+     FROM tokens WHERE tenant_id = $1 AND agent_id = $2 AND revoked_at IS NULL \
      ORDER BY created_at, id";
+const REVOKE_ONE_TOKEN: &str = "UPDATE tokens SET status = 'revoked', revoked_at = $3 \
+     WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL";
 const SELECT_KEY_ID: &str =
     "SELECT key_id, revoked_at FROM agents WHERE tenant_id = $1 AND id = $2";
 /// Guarded by the key id read in the same transaction: a concurrent rotation makes it miss.
@@ -64,6 +77,8 @@ impl AgentStore for SqlStore {
                 .bind(&agent.key_hash)
                 .bind(micros(agent.created_at))
                 .bind(opt_micros(agent.key_rotated_at))
+                .bind(list_to_json(&agent.ceiling))
+                .bind(agent.created_by.map(|o| o.to_string()))
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
@@ -236,6 +251,64 @@ impl AgentStore for SqlStore {
             tx.append_chain_many(tenant, drafts).await?;
             tx.commit().await.map_err(db_error)?;
             Ok(tokens.len() as u64)
+        })
+    }
+
+    async fn set_ceiling(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        ceiling: &[Scope],
+        audit: AuditDraft,
+        outside: &(dyn for<'s> Fn(&'s [Scope]) -> bool + Send + Sync),
+        token_audit: &(dyn Fn(TokenId) -> AuditDraft + Send + Sync),
+    ) -> StoreResult<CeilingChange> {
+        let (tenant_text, agent_text) = (tenant.to_string(), id.to_string());
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let locked: Option<(Option<i64>,)> = sqlx::query_as(SET_CEILING)
+                .bind(&tenant_text)
+                .bind(&agent_text)
+                .bind(list_to_json(ceiling))
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            match locked {
+                None => return Ok(CeilingChange::NotFound),
+                // Dropping the transaction rolls the update back.
+                Some((Some(_),)) => return Ok(CeilingChange::Revoked),
+                Some((None,)) => {}
+            }
+            let rows: Vec<TokenRow> = sqlx::query_as(SELECT_LIVE_TOKENS)
+                .bind(&tenant_text)
+                .bind(&agent_text)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let tokens: Vec<TokenRecord> = records(rows)?;
+            let mut doomed: Vec<TokenId> = Vec::new();
+            for token in tokens {
+                if outside(token.scopes.as_slice()) {
+                    doomed.push(token.id);
+                }
+            }
+            let now = micros(audit.occurred_at);
+            let mut revoked = Vec::new();
+            for token in doomed {
+                sqlx::query(REVOKE_ONE_TOKEN)
+                    .bind(&tenant_text)
+                    .bind(token.to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                revoked.push(token);
+            }
+            let mut drafts = vec![audit];
+            drafts.extend(revoked.iter().map(|t| token_audit(*t)));
+            tx.append_chain_many(tenant, drafts).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(CeilingChange::Set { revoked })
         })
     }
 }

@@ -10,6 +10,7 @@
 //! bound parameters.
 
 mod agents;
+mod approvals;
 mod audit;
 mod credential_index;
 mod keys;

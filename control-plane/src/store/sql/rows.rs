@@ -62,6 +62,8 @@ pub(super) struct AgentRow {
     created_at: i64,
     key_rotated_at: Option<i64>,
     revoked_at: Option<i64>,
+    ceiling: String,
+    created_by: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -176,6 +178,11 @@ impl TryFrom<AgentRow> for AgentRecord {
             created_at: time(row.created_at, "agents.created_at")?,
             key_rotated_at: opt_time(row.key_rotated_at, "agents.key_rotated_at")?,
             revoked_at: opt_time(row.revoked_at, "agents.revoked_at")?,
+            ceiling: list_from_json(&row.ceiling, "agents.ceiling", |s| Scope::parse(s).ok())?,
+            created_by: row
+                .created_by
+                .map(|o| parse(&o, "agents.created_by"))
+                .transpose()?,
         })
     }
 }
@@ -330,6 +337,11 @@ fn list_from_json<T>(
         .collect()
 }
 
+/// A JSON list of scopes (a token's scopes, an agent's ceiling).
+pub(super) fn scopes_from_json(json: &str, column: &'static str) -> StoreResult<Vec<Scope>> {
+    list_from_json(json, column, |s| Scope::parse(s).ok())
+}
+
 pub(super) fn parse<T: FromStr>(s: &str, column: &'static str) -> StoreResult<T> {
     s.parse().map_err(|_| corrupt(column))
 }
@@ -338,7 +350,10 @@ pub(super) fn time(us: i64, column: &'static str) -> StoreResult<DateTime<Utc>> 
     DateTime::from_timestamp_micros(us).ok_or_else(|| corrupt(column))
 }
 
-fn opt_time(us: Option<i64>, column: &'static str) -> StoreResult<Option<DateTime<Utc>>> {
+pub(super) fn opt_time(
+    us: Option<i64>,
+    column: &'static str,
+) -> StoreResult<Option<DateTime<Utc>>> {
     us.map(|us| time(us, column)).transpose()
 }
 

@@ -14,23 +14,26 @@
 //! makes a release count once even when two race.
 
 use agent_secret_core::credential::CredentialKind;
-use agent_secret_core::ids::{SidecarId, TenantId, TokenId};
+use agent_secret_core::ids::{AgentId, SidecarId, TenantId, TokenId};
 use agent_secret_core::path::SecretPath;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::approvals::insert_approval;
 use super::audit::AuditChain;
 use super::credential_index::IndexCredential;
-use super::rows::{list_to_json, micros, opt_micros, parse, record, records, TokenRow};
+use super::rows::{
+    list_to_json, micros, opt_micros, parse, record, records, scopes_from_json, TokenRow,
+};
 use super::secrets::{fetch_current_secrets, CURRENT_SECRETS, CURRENT_SECRETS_ORDER};
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;
 use crate::db::on_db;
 use crate::store::{
-    ReleaseResult, StoreError, StoreResult, StoredSecret, TokenRecord, TokenStore, TokenUse,
-    UseOutcome,
+    IssueOutcome, NewToken, ReleaseResult, StoreError, StoreResult, StoredSecret, TokenRecord,
+    TokenStore, TokenUse, UseOutcome,
 };
 
 const INSERT_TOKEN: &str = "INSERT INTO tokens \
@@ -41,8 +44,14 @@ const INSERT_TOKEN: &str = "INSERT INTO tokens \
 /// revoked. An agent revocation locks the same row first, so the two serialise: either the
 /// revocation waits and then revokes this token with the others, or this insert waits, sees
 /// `revoked_at` and refuses. (A plain read would miss a revocation that is committing.)
+/// It also returns the ceiling as committed: a narrowing (`agent deny`) locks the same row,
+/// so a token is never issued under a ceiling that no longer allows it.
 const LOCK_AGENT_FOR_ISSUE: &str = "UPDATE agents SET revoked_at = revoked_at \
-     WHERE tenant_id = $1 AND id = $2 RETURNING revoked_at";
+     WHERE tenant_id = $1 AND id = $2 RETURNING revoked_at, ceiling";
+const LIST_AGENT_TOKENS: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
+     approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
+     FROM tokens WHERE tenant_id = $1 AND agent_id = $2 AND revoked_at IS NULL \
+     ORDER BY created_at, id";
 const SELECT_TOKEN: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
      approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
      FROM tokens WHERE tenant_id = $1 AND id = $2";
@@ -100,17 +109,37 @@ macro_rules! reserve {
 #[async_trait]
 impl TokenStore for SqlStore {
     async fn insert_token(&self, token: &TokenRecord, audit: AuditDraft) -> StoreResult<()> {
+        let new = NewToken {
+            token,
+            approval: None,
+            audit: vec![audit],
+            allowed: &|_| true,
+        };
+        match self.issue_token(new).await? {
+            IssueOutcome::Issued => Ok(()),
+            IssueOutcome::AgentRevoked | IssueOutcome::OutsideCeiling => {
+                Err(StoreError::Conflict("the agent has been revoked".into()))
+            }
+        }
+    }
+
+    async fn issue_token(&self, new: NewToken<'_>) -> StoreResult<IssueOutcome> {
+        let token = new.token;
         let tenant = token.tenant_id;
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
-            let agent: Option<(Option<i64>,)> = sqlx::query_as(LOCK_AGENT_FOR_ISSUE)
+            let agent: Option<(Option<i64>, String)> = sqlx::query_as(LOCK_AGENT_FOR_ISSUE)
                 .bind(tenant.to_string())
                 .bind(token.agent_id.to_string())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db_error)?;
-            if matches!(agent, Some((Some(_),))) {
-                return Err(StoreError::Conflict("the agent has been revoked".into()));
+            let ceiling = match agent {
+                None | Some((Some(_), _)) => return Ok(IssueOutcome::AgentRevoked),
+                Some((None, ceiling)) => scopes_from_json(&ceiling, "agents.ceiling")?,
+            };
+            if !(new.allowed)(&ceiling) {
+                return Ok(IssueOutcome::OutsideCeiling);
             }
             sqlx::query(INSERT_TOKEN)
                 .bind(token.id.to_string())
@@ -129,10 +158,32 @@ impl TokenStore for SqlStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
+            if let Some(approval) = new.approval {
+                insert_approval!(&mut *tx, approval);
+            }
             tx.index_credential(&token.id.to_string(), &tenant.to_string(), CredentialKind::Token)
                 .await?;
-            tx.append_chain(tenant, audit).await?;
-            tx.commit().await.map_err(db_error)
+            tx.append_chain_many(tenant, new.audit).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(IssueOutcome::Issued)
+        })
+    }
+
+    async fn list_agent_tokens(
+        &self,
+        tenant: TenantId,
+        agent: AgentId,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let rows: Vec<TokenRow> = sqlx::query_as(LIST_AGENT_TOKENS)
+                .bind(tenant.to_string())
+                .bind(agent.to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            records(rows)
         })
     }
 

@@ -193,3 +193,83 @@ fn approvals_of_another_digest_do_not_count() {
         Quorum::Pending { have: 0, need: 1 }
     );
 }
+
+fn unlocks() -> Unlocks {
+    use crate::api::UnlockedSecret;
+    Unlocks {
+        agent_id: "agent-1".into(),
+        trust_tier: 0,
+        scopes: vec!["secrets:read:prod/**".into()],
+        secrets: vec![
+            UnlockedSecret {
+                path: "prod/db".into(),
+                sensitivity: Sensitivity::Critical,
+            },
+            UnlockedSecret {
+                path: "prod/api".into(),
+                sensitivity: Sensitivity::Standard,
+            },
+        ],
+        ceiling_additions: vec![],
+        ttl_seconds: 3600,
+        ip_allowlist: vec![],
+        max_uses: None,
+    }
+}
+
+/// Everything an approver sees is under the digest: each change gives another one, while
+/// order alone does not.
+#[test]
+fn the_digest_changes_with_anything_unlocked_and_only_then() {
+    use crate::api::UnlockedSecret;
+    let base = digest(&unlocks());
+    let mut reordered = unlocks();
+    reordered.secrets.reverse();
+    assert_eq!(digest(&reordered), base, "order is not content");
+
+    type Change = fn(&mut Unlocks);
+    let changes: &[(&str, Change)] = &[
+        ("a new secret under the wildcard", |u| {
+            u.secrets.push(UnlockedSecret {
+                path: "prod/new".into(),
+                sensitivity: Sensitivity::Standard,
+            })
+        }),
+        ("a sensitivity raised", |u| {
+            u.secrets[1].sensitivity = Sensitivity::Sensitive
+        }),
+        ("the agent's tier", |u| u.trust_tier = 3),
+        ("the ttl", |u| u.ttl_seconds = 7200),
+        ("the ip allowlist", |u| {
+            u.ip_allowlist = vec!["10.0.0.0/8".into()]
+        }),
+        ("max uses", |u| u.max_uses = Some(1)),
+        ("a ceiling addition", |u| {
+            u.ceiling_additions = vec!["secrets:read:prod/**".into()]
+        }),
+        ("the agent", |u| u.agent_id = "agent-2".into()),
+        ("the scopes", |u| u.scopes.push("secrets:read:x".into())),
+    ];
+    for (what, change) in changes {
+        let mut changed = unlocks();
+        change(&mut changed);
+        assert_ne!(digest(&changed), base, "{what}");
+    }
+}
+
+#[test]
+fn widening_a_ceiling_always_needs_a_human() {
+    let policy = ApprovalPolicy::default();
+    let mut u = unlocks();
+    u.secrets.clear();
+    assert_eq!(policy.requirement_for(&u), Requirement::NONE);
+    u.ceiling_additions = vec!["secrets:read:prod/**".into()];
+    assert_eq!(policy.requirement_for(&u).approvals, 1);
+    u.trust_tier = 4;
+    assert_eq!(
+        policy.requirement_for(&u).approvals,
+        1,
+        "even for a trusted agent"
+    );
+    assert_eq!(policy.requirement_for(&unlocks()).approvals, 2, "critical");
+}
