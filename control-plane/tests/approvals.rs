@@ -20,6 +20,7 @@ use agent_secret_control_plane::service::activation;
 use agent_secret_control_plane::service::approvals::{self, ApprovalSettings};
 use agent_secret_control_plane::service::auth::{authenticate, expect_operator, OperatorPrincipal};
 use agent_secret_control_plane::service::decisions::{self, Decider};
+use agent_secret_control_plane::service::trust_tiers::TrustTierWebhook;
 use agent_secret_control_plane::service::{
     agents, operators, secrets, sidecars, tenants, App, Policy, RequestContext,
 };
@@ -78,16 +79,28 @@ impl Fixture {
 
     /// An app with these approval settings and a fresh tenant.
     async fn tenant(&self, settings: ApprovalSettings) -> Tenant {
+        self.tenant_with(settings, None).await
+    }
+
+    async fn tenant_with(
+        &self,
+        settings: ApprovalSettings,
+        webhook: Option<TrustTierWebhook>,
+    ) -> Tenant {
         let policy = Policy {
             approvals: settings,
             ..Policy::default()
         };
-        let app = Arc::new(App::new(
+        let mut app = App::new(
             self.store.clone(),
             self.kms.clone(),
             self.pepper.clone(),
             policy,
-        ));
+        );
+        if let Some(webhook) = webhook {
+            app = app.with_trust_tiers(webhook);
+        }
+        let app = Arc::new(app);
         let name = format!("t-{}", uuid::Uuid::new_v4().simple());
         let created = tenants::create_tenant(&app, &name).await.unwrap();
         let admin_token = created.admin_token.expose().to_owned();
@@ -776,6 +789,63 @@ async fn an_approved_access_request_widens_the_ceiling(f: &Fixture) {
         "active"
     );
     assert_eq!(t.events(AuditEventType::AgentCeilingChanged).await.len(), 1);
+}
+
+/// The webhook's answer decides the tier (and so the approvals); any failure gives the
+/// fallback tier. The webhook is a real HTTP server; it answers by the agent's name prefix.
+#[tokio::test]
+async fn the_trust_tier_webhook_decides_the_tier_and_fails_to_the_fallback() {
+    use axum::routing::post;
+    let f = Fixture::sqlite().await;
+    let names: Arc<std::sync::Mutex<std::collections::HashMap<String, &'static str>>> =
+        Arc::default();
+    let seen = names.clone();
+    let hook = axum::Router::new().route(
+        "/tier",
+        post(move |axum::Json(asked): axum::Json<Value>| {
+            let seen = seen.clone();
+            async move {
+                let agent = asked["agent_id"].as_str().unwrap_or_default().to_owned();
+                let answer = seen.lock().unwrap().get(&agent).copied().unwrap_or("fail");
+                match answer {
+                    "trusted" => (StatusCode::OK, r#"{"tier": 4}"#.to_owned()),
+                    "nonsense" => (StatusCode::OK, r#"{"tier": 99}"#.to_owned()),
+                    "slow" => {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        (StatusCode::OK, r#"{"tier": 4}"#.to_owned())
+                    }
+                    _ => (StatusCode::INTERNAL_SERVER_ERROR, String::new()),
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/tier", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, hook).await });
+    let webhook = TrustTierWebhook::new(&url, Duration::from_millis(500), 0, None).unwrap();
+    let t = f
+        .tenant_with(ApprovalSettings::default(), Some(webhook))
+        .await;
+    t.secret("prod/pay", Sensitivity::Sensitive).await;
+    for (answer, status) in [
+        ("trusted", "active"),
+        ("nonsense", "pending_approval"),
+        ("slow", "pending_approval"),
+        ("fail", "pending_approval"),
+    ] {
+        // Stored tier 0 for all: only the webhook can make one trusted.
+        let agent = t.agent(&["secrets:read:prod/*"], 0).await;
+        names.lock().unwrap().insert(agent.id.clone(), answer);
+        let issued = t.issue(&agent, &["secrets:read:prod/pay"]).await;
+        assert_eq!(issued.status, status, "{answer}");
+        if let Some(id) = issued.approval {
+            assert_eq!(
+                t.show(id).await.unlocks.trust_tier,
+                0,
+                "{answer}: the fallback tier"
+            );
+        }
+    }
 }
 
 agent_secret_testkit::backend_suite!(
