@@ -110,19 +110,7 @@ pub async fn seal(
     aad: &SecretAad<'_>,
     plaintext: &SecretBytes,
 ) -> Result<Envelope, EnvelopeError> {
-    let aad_bytes = aad.to_bytes();
-    let dek = Dek::generate();
-    let nonce = random_nonce();
-    let ciphertext = aes_seal(dek.expose(), &nonce, &aad_bytes, plaintext.expose())
-        .map_err(|_| EnvelopeError::Encrypt)?;
-    let wrapped = kms.wrap_dek(aad.tenant, &dek, &aad_bytes).await?;
-    Ok(Envelope {
-        key_name: wrapped.key_name,
-        key_version: wrapped.key_version,
-        wrapped_dek: wrapped.ciphertext,
-        nonce: nonce.to_vec(),
-        ciphertext,
-    })
+    seal_bound(kms, aad.tenant, &aad.to_bytes(), plaintext).await
 }
 
 /// Opens an envelope sealed for exactly the row described by `aad`.
@@ -134,17 +122,44 @@ pub async fn open(
     aad: &SecretAad<'_>,
     envelope: &Envelope,
 ) -> Result<SecretBytes, EnvelopeError> {
+    open_bound(kms, aad.tenant, &aad.to_bytes(), envelope).await
+}
+
+/// [`seal`] for a row of `tenant` that is not a secret version (an operator's TOTP secret):
+/// `aad` is that row's canonical bytes. They must start with a domain tag of their own, so
+/// they can never equal a [`SecretAad`]'s and an envelope cannot be moved between kinds.
+pub async fn seal_bound(
+    kms: &dyn Kms,
+    tenant: TenantId,
+    aad: &[u8],
+    plaintext: &SecretBytes,
+) -> Result<Envelope, EnvelopeError> {
+    let dek = Dek::generate();
+    let nonce = random_nonce();
+    let ciphertext = aes_seal(dek.expose(), &nonce, aad, plaintext.expose())
+        .map_err(|_| EnvelopeError::Encrypt)?;
+    let wrapped = kms.wrap_dek(tenant, &dek, aad).await?;
+    Ok(Envelope {
+        key_name: wrapped.key_name,
+        key_version: wrapped.key_version,
+        wrapped_dek: wrapped.ciphertext,
+        nonce: nonce.to_vec(),
+        ciphertext,
+    })
+}
+
+/// [`open`] for an envelope sealed by [`seal_bound`] with the same `tenant` and `aad`.
+pub async fn open_bound(
+    kms: &dyn Kms,
+    tenant: TenantId,
+    aad: &[u8],
+    envelope: &Envelope,
+) -> Result<SecretBytes, EnvelopeError> {
     check_shape(envelope)?;
-    let aad_bytes = aad.to_bytes();
-    let dek = unwrap_for(kms, aad, &aad_bytes, envelope).await?;
-    aes_open(
-        dek.expose(),
-        &envelope.nonce,
-        &aad_bytes,
-        &envelope.ciphertext,
-    )
-    .map(SecretBytes::from)
-    .map_err(|_| EnvelopeError::Decrypt)
+    let dek = unwrap_for(kms, tenant, aad, envelope).await?;
+    aes_open(dek.expose(), &envelope.nonce, aad, &envelope.ciphertext)
+        .map(SecretBytes::from)
+        .map_err(|_| EnvelopeError::Decrypt)
 }
 
 /// Re-wraps a stored DEK under exactly `to_version` of the tenant's KEK (after a rotation).
@@ -166,14 +181,11 @@ pub async fn rewrap_dek(
 
 async fn unwrap_for(
     kms: &dyn Kms,
-    aad: &SecretAad<'_>,
+    tenant: TenantId,
     aad_bytes: &[u8],
     envelope: &Envelope,
 ) -> Result<Dek, EnvelopeError> {
-    match kms
-        .unwrap_dek(aad.tenant, &envelope.wrapped(), aad_bytes)
-        .await
-    {
+    match kms.unwrap_dek(tenant, &envelope.wrapped(), aad_bytes).await {
         Ok(dek) => Ok(dek),
         Err(KmsError::Unwrap) => Err(EnvelopeError::Decrypt),
         Err(e) => Err(EnvelopeError::Kms(e)),

@@ -15,6 +15,7 @@ mod secrets;
 
 mod error;
 mod sections;
+mod sessions;
 
 use error::invalid;
 pub use error::ConfigError;
@@ -32,6 +33,7 @@ pub use sections::{
     DatabaseConfig, KmsConfig, KmsRole, LogConfig, LogFormat, RateLimit, RateLimitsConfig,
     SecurityConfig, ServerConfig, TlsConfig, TokensConfig,
 };
+pub use sessions::SessionsConfig;
 
 /// Prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "AGENT_SECRET_";
@@ -53,6 +55,7 @@ pub struct Config {
     pub log: LogConfig,
     pub server: ServerConfig,
     pub rate_limits: RateLimitsConfig,
+    pub sessions: SessionsConfig,
 }
 
 impl Default for Config {
@@ -67,6 +70,7 @@ impl Default for Config {
             log: LogConfig::default(),
             server: ServerConfig::default(),
             rate_limits: RateLimitsConfig::default(),
+            sessions: SessionsConfig::default(),
         }
     }
 }
@@ -168,6 +172,7 @@ impl Config {
             self.kms.gcp(KmsRole::Admin)?;
         }
         self.validate_limits()?;
+        self.sessions.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

@@ -15,6 +15,7 @@ pub mod principal;
 pub mod release;
 pub mod resolve;
 pub mod secrets;
+pub mod sessions;
 pub mod sidecars;
 pub mod tenants;
 pub mod tokens;
@@ -69,6 +70,8 @@ pub struct App {
     pub group_commit: Arc<group_commit::GroupCommit>,
     /// Connection caps, timeouts and request rate limits (`[server]`, `[rate_limits]`).
     pub limits: Arc<crate::limits::Limits>,
+    /// Human logins and sessions (`[sessions]`).
+    pub sessions: Arc<sessions::SessionSettings>,
 }
 
 impl App {
@@ -91,12 +94,19 @@ impl App {
             events: Arc::new(EventHub::local()),
             group_commit,
             limits: Arc::new(crate::limits::Limits::default()),
+            sessions: Arc::new(sessions::SessionSettings::default()),
         }
     }
 
     /// Replaces the default limits, e.g. with the configured ones.
     pub fn with_limits(mut self, limits: crate::limits::Limits) -> App {
         self.limits = Arc::new(limits);
+        self
+    }
+
+    /// Replaces the default session settings, e.g. with the configured ones.
+    pub fn with_sessions(mut self, settings: sessions::SessionSettings) -> App {
+        self.sessions = Arc::new(settings);
         self
     }
 

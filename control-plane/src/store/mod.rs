@@ -527,6 +527,7 @@ pub trait Store:
     + TokenStore
     + AuditStore
     + KeyStore
+    + OperatorAccountStore
     + Send
     + Sync
     + 'static
@@ -535,4 +536,9 @@ pub trait Store:
     async fn ping(&self) -> StoreResult<()>;
 }
 
+pub mod operator_accounts;
 pub mod sql;
+
+pub use operator_accounts::{
+    ActiveSession, LockoutPolicy, NewSession, OperatorAccount, OperatorAccountStore, SessionStart,
+};

@@ -7,8 +7,10 @@
 
 pub mod error;
 pub mod operator;
+pub mod session;
 pub mod sidecar;
 
 pub use error::*;
 pub use operator::*;
+pub use session::*;
 pub use sidecar::*;

@@ -6,6 +6,7 @@ pub(super) mod agents;
 pub(super) mod audit;
 pub(super) mod operators;
 pub(super) mod secrets;
+pub(super) mod sessions;
 pub(super) mod sidecar;
 pub(super) mod sidecars;
 pub(super) mod tokens;
@@ -24,6 +25,7 @@ pub(super) fn router() -> Router<Arc<App>> {
         .merge(agents::router())
         .merge(operators::router())
         .merge(secrets::router())
+        .merge(sessions::router())
         .merge(tokens::router())
         .merge(audit::router())
         .merge(sidecar::router())

@@ -13,6 +13,7 @@ mod agents;
 mod audit;
 mod credential_index;
 mod keys;
+mod operator_accounts;
 mod operators;
 mod rows;
 mod secrets;
