@@ -9,6 +9,9 @@
 use std::marker::PhantomData;
 
 use agent_secret_core::api::{
+    AccountInfo, ConfirmTotpRequest, PasswordChanged, SetPasswordRequest, TotpEnrollment,
+};
+use agent_secret_core::api::{
     AgentList, CreateAgentRequest, CreateOperatorRequest, CreateSidecarRequest, CreatedAgent,
     CreatedOperator, CreatedSidecar, DeletedSecret, IssueTokenRequest, IssuedToken, OperatorInfo,
     OperatorList, PutSecretRequest, PutSecretResponse, RevokedAgent, RotatedAgentKey, SecretList,
@@ -115,6 +118,44 @@ impl<'a> ControlPlane<'a> {
     pub async fn revoke_operator(&self, id: OperatorId) -> Call<OperatorInfo> {
         let id = id.to_string();
         self.send(self.call(Method::POST, &["operators", &id, "revoke"])?)
+            .await
+    }
+
+    pub async fn set_password(
+        &self,
+        id: OperatorId,
+        req: &SetPasswordRequest,
+    ) -> Call<PasswordChanged> {
+        let id = id.to_string();
+        self.send(
+            self.call(Method::POST, &["operators", &id, "password"])?
+                .body(req),
+        )
+        .await
+    }
+
+    pub async fn enroll_totp(&self, id: OperatorId) -> Call<TotpEnrollment> {
+        let id = id.to_string();
+        self.send(self.call(Method::POST, &["operators", &id, "totp"])?)
+            .await
+    }
+
+    pub async fn confirm_totp(
+        &self,
+        id: OperatorId,
+        req: &ConfirmTotpRequest,
+    ) -> Call<AccountInfo> {
+        let id = id.to_string();
+        self.send(
+            self.call(Method::POST, &["operators", &id, "totp", "confirm"])?
+                .body(req),
+        )
+        .await
+    }
+
+    pub async fn disable_operator(&self, id: OperatorId) -> Call<AccountInfo> {
+        let id = id.to_string();
+        self.send(self.call(Method::POST, &["operators", &id, "disable"])?)
             .await
     }
 

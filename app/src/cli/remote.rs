@@ -121,20 +121,38 @@ pub async fn operator(
     let token = credentials::operator_token(global)?;
     let api = ControlPlane::new(client(global)?, &token);
     match cmd {
-        OperatorCommand::Create { name, role } => {
+        OperatorCommand::Create {
+            name,
+            role,
+            password_file,
+            password_stdin,
+        } => {
             let role = match role {
                 RoleArg::Admin => Role::Admin,
                 RoleArg::Approver => Role::Approver,
                 RoleArg::Auditor => Role::Auditor,
             };
+            // Read before anything is created, so a bad file creates nothing.
+            let password = match (password_file, password_stdin) {
+                (Some(file), _) => Some(super::accounts::read_password(Some(&file), out)?),
+                (None, true) => Some(super::accounts::read_password(None, out)?),
+                (None, false) => None,
+            };
             let reply = api
                 .create_operator(&CreateOperatorRequest { name, role })
                 .await?;
+            if let Some(password) = password {
+                return super::accounts::created_with_password(&api, &reply, password, out).await;
+            }
             show(out, &reply, |c, w| {
                 note_once(out, &format!("{} operator", c.role.as_str()), &c.id);
                 writeln!(w, "{}", c.operator_token)
             })
         }
+        other @ (OperatorCommand::Passwd { .. }
+        | OperatorCommand::TotpEnroll { .. }
+        | OperatorCommand::TotpConfirm { .. }
+        | OperatorCommand::Disable { .. }) => super::accounts::run(&api, other, out).await,
         OperatorCommand::List => {
             let reply = api.list_operators().await?;
             show(out, &reply, |list, w| {
@@ -349,14 +367,14 @@ fn secret_path(raw: &str) -> Result<SecretPath, Failure> {
 }
 
 /// An id argument: a UUID of the kind the command names.
-fn checked_id<Id: FromStr>(raw: &str) -> Result<Id, Failure> {
+pub(super) fn checked_id<Id: FromStr>(raw: &str) -> Result<Id, Failure> {
     raw.parse()
         .map_err(|_| Failure::invalid_argument(format!("{raw:?} is not an id (a UUID)")))
 }
 
 /// Prints the answer: verbatim with `--json`, else through `human` (or as pretty JSON should
 /// the answer not have the expected shape, so a newer server never breaks the older CLI).
-fn show<T: DeserializeOwned>(
+pub(super) fn show<T: DeserializeOwned>(
     out: Output,
     reply: &Reply<T>,
     human: impl FnOnce(T, Human<'_>) -> io::Result<()>,
@@ -367,7 +385,7 @@ fn show<T: DeserializeOwned>(
     })
 }
 
-fn note_once(out: Output, what: &str, id: &str) {
+pub(super) fn note_once(out: Output, what: &str, id: &str) {
     out.note(&format!(
         "{what} {id} created; its credential is below and is shown only once"
     ));
@@ -401,7 +419,7 @@ fn read_value(file: Option<&Path>, out: Output) -> Result<SecretString, Failure>
 }
 
 /// Length of `bytes` without one trailing `\n` or `\r\n`.
-fn strip_one_newline(bytes: &[u8]) -> usize {
+pub(super) fn strip_one_newline(bytes: &[u8]) -> usize {
     match bytes {
         [.., b'\r', b'\n'] => bytes.len() - 2,
         [.., b'\n'] => bytes.len() - 1,
