@@ -228,6 +228,14 @@ async fn a_totp_step_is_accepted_once(h: &Harness) {
     .unwrap();
     let account = s.get_account(id, op).await.unwrap().unwrap();
     assert_eq!(account.totp, Some(sealed_totp()));
+    // The sealed TOTP secret's DEK counts in the KEK inventory (retire-version must see it).
+    let inventory = s.dek_inventory(id).await.unwrap();
+    assert!(
+        inventory
+            .iter()
+            .any(|d| (d.key_name.as_str(), d.key_version.as_str(), d.deks) == ("k", "1", 1)),
+        "{inventory:?}"
+    );
     assert_eq!(account.totp_confirmed_at, None);
     assert!(s
         .confirm_totp(

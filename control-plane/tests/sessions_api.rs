@@ -779,3 +779,33 @@ async fn the_session_endpoints_are_in_the_openapi_document() {
         "cookie"
     );
 }
+
+#[tokio::test]
+async fn no_password_totp_secret_session_id_or_csrf_token_reaches_the_database() {
+    let t = TestApp::new().await;
+    let id = t.operator("alice", "approver").await;
+    let secret = t.enroll(&id).await;
+    t.clock.advance(Duration::from_secs(30));
+    let r = t.login("alice", PASSWORD, Some(&t.code(&secret))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let b = browser_of(&r);
+    let session_secret = b.cookie.split_once('.').unwrap().1.to_owned();
+    let raw_totp = totp_rs::Secret::try_from_base32(&secret).unwrap().to_vec();
+    let mut stored = Vec::new();
+    for file in ["store.db", "store.db-wal"] {
+        if let Ok(bytes) = std::fs::read(t.dir.path().join(file)) {
+            stored.extend(bytes);
+        }
+    }
+    assert!(!stored.is_empty());
+    let contains = |needle: &[u8]| stored.windows(needle.len()).any(|w| w == needle);
+    for (what, needle) in [
+        ("password", PASSWORD.as_bytes()),
+        ("TOTP secret (base32)", secret.as_bytes()),
+        ("TOTP secret (raw)", &raw_totp[..]),
+        ("session secret", session_secret.as_bytes()),
+        ("CSRF token", b.csrf.as_bytes()),
+    ] {
+        assert!(!contains(needle), "the database holds the {what}");
+    }
+}
