@@ -4,7 +4,9 @@
 use std::io::{self, Read};
 use std::path::Path;
 
-use agent_secret_core::api::{ConfirmTotpRequest, CreatedOperator, SetPasswordRequest};
+use agent_secret_core::api::{
+    ConfirmTotpRequest, CreateOperatorRequest, CreatedOperator, SetPasswordRequest,
+};
 use agent_secret_core::ids::OperatorId;
 use agent_secret_core::secret::SecretString;
 use zeroize::Zeroizing;
@@ -12,11 +14,46 @@ use zeroize::Zeroizing;
 use super::api::{ControlPlane, Reply};
 use super::failure::Failure;
 use super::output::Output;
-use super::remote::{checked_id, note_once, show, strip_one_newline};
-use super::OperatorCommand;
+use super::remote::{checked_id, client, note_once, role_of, show, strip_one_newline};
+use super::{credentials, GlobalArgs, OperatorCommand};
 
-pub async fn run(api: &ControlPlane<'_>, cmd: OperatorCommand, out: Output) -> Result<(), Failure> {
+/// Whether `cmd` is one of this module's: an account command, or `create` with a password.
+pub fn handles(cmd: &OperatorCommand) -> bool {
     match cmd {
+        OperatorCommand::Create {
+            password_file,
+            password_stdin,
+            ..
+        } => password_file.is_some() || *password_stdin,
+        OperatorCommand::List | OperatorCommand::Revoke { .. } => false,
+        _ => true,
+    }
+}
+
+pub async fn operator(
+    global: &GlobalArgs,
+    cmd: OperatorCommand,
+    out: Output,
+) -> Result<(), Failure> {
+    let token = credentials::operator_token(global)?;
+    let api = ControlPlane::new(client(global)?, &token);
+    match cmd {
+        OperatorCommand::Create {
+            name,
+            role,
+            password_file,
+            ..
+        } => {
+            // Read before anything is created, so an unreadable file creates nothing.
+            let password = read_password(password_file.as_deref(), out)?;
+            let reply = api
+                .create_operator(&CreateOperatorRequest {
+                    name,
+                    role: role_of(role),
+                })
+                .await?;
+            created_with_password(&api, &reply, password, out).await
+        }
         OperatorCommand::Passwd {
             id,
             password_file,
@@ -71,7 +108,7 @@ pub async fn run(api: &ControlPlane<'_>, cmd: OperatorCommand, out: Output) -> R
 
 /// `operator create --password-*`: sets the password of the operator just created and prints
 /// the creation answer with `"password_set": true` (one JSON document with `--json`).
-pub async fn created_with_password(
+async fn created_with_password(
     api: &ControlPlane<'_>,
     created: &Reply<CreatedOperator>,
     password: SecretString,

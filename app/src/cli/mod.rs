@@ -437,6 +437,9 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), Failure> {
         Command::Kms(cmd) => kms::run(cmd, out).await,
         Command::Sidecar(cmd) => remote::sidecar(&global, cmd, out).await,
         Command::Agent(cmd) => remote::agent(&global, cmd, out).await,
+        Command::Operator(cmd) if accounts::handles(&cmd) => {
+            accounts::operator(&global, cmd, out).await
+        }
         Command::Operator(cmd) => remote::operator(&global, cmd, out).await,
         Command::Secret(cmd) => remote::secret(&global, cmd, out).await,
         Command::Token(cmd) => remote::token(&global, cmd, out).await,

@@ -121,38 +121,25 @@ pub async fn operator(
     let token = credentials::operator_token(global)?;
     let api = ControlPlane::new(client(global)?, &token);
     match cmd {
-        OperatorCommand::Create {
-            name,
-            role,
-            password_file,
-            password_stdin,
-        } => {
-            let role = match role {
-                RoleArg::Admin => Role::Admin,
-                RoleArg::Approver => Role::Approver,
-                RoleArg::Auditor => Role::Auditor,
-            };
-            // Read before anything is created, so a bad file creates nothing.
-            let password = match (password_file, password_stdin) {
-                (Some(file), _) => Some(super::accounts::read_password(Some(&file), out)?),
-                (None, true) => Some(super::accounts::read_password(None, out)?),
-                (None, false) => None,
-            };
+        // With a password, and the account commands: `accounts`, dispatched before this.
+        OperatorCommand::Create { name, role, .. } => {
             let reply = api
-                .create_operator(&CreateOperatorRequest { name, role })
+                .create_operator(&CreateOperatorRequest {
+                    name,
+                    role: role_of(role),
+                })
                 .await?;
-            if let Some(password) = password {
-                return super::accounts::created_with_password(&api, &reply, password, out).await;
-            }
             show(out, &reply, |c, w| {
                 note_once(out, &format!("{} operator", c.role.as_str()), &c.id);
                 writeln!(w, "{}", c.operator_token)
             })
         }
-        other @ (OperatorCommand::Passwd { .. }
+        OperatorCommand::Passwd { .. }
         | OperatorCommand::TotpEnroll { .. }
         | OperatorCommand::TotpConfirm { .. }
-        | OperatorCommand::Disable { .. }) => super::accounts::run(&api, other, out).await,
+        | OperatorCommand::Disable { .. } => Err(Failure::invalid_argument(
+            "account commands are run by `accounts`",
+        )),
         OperatorCommand::List => {
             let reply = api.list_operators().await?;
             show(out, &reply, |list, w| {
@@ -163,6 +150,14 @@ pub async fn operator(
             let reply = api.revoke_operator(checked_id(&id)?).await?;
             show(out, &reply, |o, w| print_operator(&o, w))
         }
+    }
+}
+
+pub(super) fn role_of(role: RoleArg) -> Role {
+    match role {
+        RoleArg::Admin => Role::Admin,
+        RoleArg::Approver => Role::Approver,
+        RoleArg::Auditor => Role::Auditor,
     }
 }
 
@@ -357,7 +352,7 @@ pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Resul
     }
 }
 
-fn client(global: &GlobalArgs) -> Result<ApiClient, Failure> {
+pub(super) fn client(global: &GlobalArgs) -> Result<ApiClient, Failure> {
     ApiClient::new(&global.server, global.ca_cert.as_deref())
 }
 
