@@ -809,3 +809,74 @@ async fn no_password_totp_secret_session_id_or_csrf_token_reaches_the_database()
         assert!(!contains(needle), "the database holds the {what}");
     }
 }
+
+/// `HumanSession` as the approval endpoints will use it, on a route of its own.
+#[tokio::test]
+async fn the_human_session_extractor_takes_only_a_session_with_its_csrf_token() {
+    use agent_secret_control_plane::api::extract::HumanSession;
+    let t = TestApp::new().await;
+    let id = t.operator("carol", "auditor").await;
+    let b = t.browser("carol", None).await;
+    let probe = axum::Router::new()
+        .route(
+            "/probe",
+            axum::routing::post(|HumanSession(human): HumanSession| async move {
+                human
+                    .require(&[agent_secret_core::api::Role::Auditor])
+                    .unwrap();
+                human.id.to_string()
+            }),
+        )
+        .with_state(t.app.clone());
+    let send = |req: Request<Body>| {
+        let probe = probe.clone();
+        async move { probe.oneshot(req).await.unwrap().status() }
+    };
+    let base = || {
+        Request::builder()
+            .method(Method::POST)
+            .uri("/probe")
+            .header(header::HOST, HOST)
+    };
+    let bearer = base()
+        .header(header::AUTHORIZATION, format!("Bearer {}", t.admin))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(
+        send(bearer).await,
+        StatusCode::UNAUTHORIZED,
+        "an API token is no session"
+    );
+    let no_csrf = base()
+        .header(header::COOKIE, &b.cookie)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(send(no_csrf).await, StatusCode::FORBIDDEN);
+    let ok = base()
+        .header(header::COOKIE, &b.cookie)
+        .header("x-csrf-token", &b.csrf)
+        .body(Body::empty())
+        .unwrap();
+    let res = probe.clone().oneshot(ok).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(String::from_utf8_lossy(&body), id);
+}
+
+#[tokio::test]
+async fn two_logins_racing_with_one_code_open_one_session() {
+    let t = TestApp::new().await;
+    let id = t.operator("alice", "approver").await;
+    let secret = t.enroll(&id).await;
+    t.clock.advance(Duration::from_secs(30));
+    let code = t.code(&secret);
+    let (a, b) = tokio::join!(
+        t.login("alice", PASSWORD, Some(&code)),
+        t.login_from("alice", PASSWORD, Some(&code), "198.51.100.9")
+    );
+    let ok = [a.status, b.status]
+        .iter()
+        .filter(|s| **s == StatusCode::OK)
+        .count();
+    assert_eq!(ok, 1, "{} {}", a.body, b.body);
+}

@@ -30,8 +30,8 @@ use crate::api::Api;
 /// The password every human of the kit gets (long and uncommon enough for the rules).
 pub const HUMAN_PASSWORD: &str = "correct horse battery staple";
 
-/// A logged-in human operator: its ids, its session cookie and CSRF token.
-#[derive(Debug)]
+/// A logged-in human operator: its ids, its session cookie and CSRF token (`Debug` shows the
+/// ids only).
 pub struct HumanLogin {
     api: Api,
     /// The tenant as given to `create` (name or id).
@@ -44,6 +44,16 @@ pub struct HumanLogin {
     pub csrf_token: String,
     totp_secret: String,
     last_step: Mutex<u64>,
+}
+
+impl std::fmt::Debug for HumanLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HumanLogin")
+            .field("username", &self.username)
+            .field("operator_id", &self.operator_id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HumanLogin {
