@@ -289,6 +289,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_bound_envelope_opens_only_with_its_own_aad_and_tenant() {
+        let f = fixture().await;
+        let bound = b"agent-secret-store/operator-totp/v1 alice".to_vec();
+        let sealed = seal_bound(&f.kms, f.tenant, &bound, &value())
+            .await
+            .unwrap();
+        let opened = open_bound(&f.kms, f.tenant, &bound, &sealed).await.unwrap();
+        assert_eq!(opened.expose(), value().expose());
+        let other_row = b"agent-secret-store/operator-totp/v1 bob".to_vec();
+        for (tenant, aad) in [(f.tenant, &other_row), (f.other, &bound)] {
+            let err = open_bound(&f.kms, tenant, aad, &sealed).await.unwrap_err();
+            assert!(
+                matches!(err, EnvelopeError::Decrypt | EnvelopeError::Kms(_)),
+                "{err:?}"
+            );
+        }
+        // Nor does it open as a secret version of the same tenant.
+        assert!(open(&f.kms, &aad(f.tenant), &sealed).await.is_err());
+    }
+
+    #[tokio::test]
     async fn seal_then_open_round_trips() {
         let f = fixture().await;
         let envelope = seal(&f.kms, &aad(f.tenant), &value()).await.unwrap();
