@@ -72,6 +72,18 @@ audit_event_types! {
     AgentCeilingChanged => "agent.ceiling_changed",
     /// A sidecar gave back a reserved use of a `max_uses` token whose value it never injected.
     TokenUseReleased => "token.use_released",
+    /// An operator's password was set or changed (every session of theirs revoked with it).
+    OperatorPasswordSet => "operator.password_set",
+    /// A new TOTP secret was stored for an operator (unconfirmed).
+    OperatorTotpEnrolled => "operator.totp_enrolled",
+    /// A first code confirmed an operator's TOTP enrollment: codes are required from now on.
+    OperatorTotpConfirmed => "operator.totp_confirmed",
+    /// An operator was disabled: no login, API token revoked, sessions revoked.
+    OperatorDisabled => "operator.disabled",
+    /// A human operator logged in.
+    SessionCreated => "session.created",
+    /// A human operator logged out.
+    SessionRevoked => "session.revoked",
 }
 
 impl fmt::Display for AuditEventType {

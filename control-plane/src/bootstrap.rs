@@ -70,6 +70,9 @@ pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<
         .with_limits(crate::limits::Limits::new(
             &config.server,
             &config.rate_limits,
+        ))
+        .with_sessions(crate::service::sessions::SessionSettings::from_config(
+            &config.sessions,
         ));
     if let Some(webhook) = trust_tier_webhook(config)? {
         app = app.with_trust_tiers(webhook);

@@ -543,3 +543,67 @@ fn approvals_refuse_an_auditor_approving_and_nonsense_values() {
     .to_string();
     assert!(err.contains("APPROVALS_TOKEN_APPROVER_ROLES"), "{err}");
 }
+
+#[test]
+fn sessions_come_from_toml_and_env_and_bad_values_are_refused() {
+    use agent_secret_core::api::Role;
+    let defaults = Config::load(None, &no_env()).unwrap().sessions;
+    assert_eq!(
+        (
+            defaults.idle_timeout_seconds,
+            defaults.absolute_timeout_seconds
+        ),
+        (1800, 43200)
+    );
+    assert_eq!(defaults.require_totp_roles, [Role::Admin, Role::Approver]);
+    assert_eq!(
+        (defaults.max_failed_logins, defaults.lockout_seconds),
+        (5, 900)
+    );
+    let c = load_toml(
+        "[sessions]\nidle_timeout_seconds = 60\nrequire_totp_roles = [\"admin\"]\n",
+        &[
+            ("AGENT_SECRET_SESSIONS_ABSOLUTE_TIMEOUT_SECONDS", "3600"),
+            (
+                "AGENT_SECRET_SESSIONS_REQUIRE_TOTP_ROLES",
+                "approver, auditor",
+            ),
+            ("AGENT_SECRET_SESSIONS_MAX_FAILED_LOGINS", "3"),
+        ],
+    )
+    .unwrap();
+    let s = c.sessions;
+    assert_eq!(
+        (s.idle_timeout_seconds, s.absolute_timeout_seconds),
+        (60, 3600)
+    );
+    assert_eq!(s.require_totp_roles, [Role::Approver, Role::Auditor]);
+    assert_eq!(s.max_failed_logins, 3);
+    let none = load_toml("", &[("AGENT_SECRET_SESSIONS_REQUIRE_TOTP_ROLES", "none")]).unwrap();
+    assert!(none.sessions.require_totp_roles.is_empty());
+    for (toml, vars, key) in [
+        (
+            "[sessions]\nidle_timeout_seconds = 0\n",
+            &[][..],
+            "sessions.idle_timeout_seconds",
+        ),
+        (
+            "[sessions]\nmin_password_chars = 8\n",
+            &[][..],
+            "sessions.min_password_chars",
+        ),
+        (
+            "",
+            &[("AGENT_SECRET_SESSIONS_REQUIRE_TOTP_ROLES", "root")][..],
+            "REQUIRE_TOTP_ROLES",
+        ),
+        (
+            "[sessions]\nrequire_totp_roles = [\"root\"]\n",
+            &[][..],
+            "root",
+        ),
+    ] {
+        let err = load_toml(toml, vars).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    }
+}

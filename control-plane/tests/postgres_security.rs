@@ -18,8 +18,8 @@ use agent_secret_control_plane::audit::{
 use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::store::{
     AgentRecord, AgentStore, ApprovalStore, AuditFilter, AuditStore, KeyStore, NewSecretVersion,
-    OperatorRecord, SecretStore, SidecarRecord, SidecarStore, TenantRecord, TenantStore,
-    TokenRecord, TokenStore,
+    NewSession, OperatorAccountStore, OperatorRecord, SecretStore, SidecarRecord, SidecarStore,
+    TenantRecord, TenantStore, TokenRecord, TokenStore,
 };
 use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
 use agent_secret_core::envelope::Envelope;
@@ -33,7 +33,7 @@ use support::{TestDb, SERVICE_ROLE};
 use uuid::Uuid;
 
 /// Every row-level-secured table and the column holding its tenant.
-const TENANT_TABLES: [(&str, &str); 13] = [
+const TENANT_TABLES: [(&str, &str); 15] = [
     ("tenants", "SELECT id FROM tenants"),
     ("operators", "SELECT tenant_id FROM operators"),
     ("sidecars", "SELECT tenant_id FROM sidecars"),
@@ -59,7 +59,19 @@ const TENANT_TABLES: [(&str, &str); 13] = [
         "token_reservations",
         "SELECT tenant_id FROM token_reservations",
     ),
+    (
+        "operator_accounts",
+        "SELECT tenant_id FROM operator_accounts",
+    ),
+    (
+        "operator_sessions",
+        "SELECT tenant_id FROM operator_sessions",
+    ),
 ];
+
+/// The tables read before a tenant is known, outside row-level security. They map names and
+/// ids to a tenant and hold nothing secret.
+const UNCONFINED_TABLES: [&str; 2] = ["credential_index", "operator_logins"];
 
 fn draft(t: AuditEventType) -> AuditDraft {
     AuditDraft::new(t, Actor::system())
@@ -83,6 +95,40 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
     };
     store
         .create_tenant(&tenant, &admin, draft(AuditEventType::TenantCreated))
+        .await
+        .unwrap();
+    // The admin's account (password, TOTP) and a session.
+    store
+        .set_password(
+            tenant.id,
+            admin.id,
+            "$2b$04$hash",
+            now_micros(),
+            draft(AuditEventType::OperatorPasswordSet),
+        )
+        .await
+        .unwrap();
+    store
+        .start_session(
+            &NewSession {
+                tenant_id: tenant.id,
+                operator_id: admin.id,
+                id_hash: *tenant
+                    .id
+                    .0
+                    .as_bytes()
+                    .repeat(2)
+                    .first_chunk::<32>()
+                    .unwrap(),
+                csrf_hash: [9; 32],
+                created_at: now_micros(),
+                expires_at: now_micros() + Duration::hours(1),
+                ip: None,
+                user_agent: None,
+            },
+            None,
+            draft(AuditEventType::SessionCreated),
+        )
         .await
         .unwrap();
     let sidecar = SidecarRecord {
@@ -492,13 +538,21 @@ async fn the_service_role_is_confined_by_construction() {
     .fetch_all(&admin)
     .await
     .unwrap();
-    assert_eq!(tables.len(), TENANT_TABLES.len() + 1, "{tables:?}");
+    assert_eq!(
+        tables.len(),
+        TENANT_TABLES.len() + UNCONFINED_TABLES.len(),
+        "{tables:?}"
+    );
     for (table, owner, rls, forced) in &tables {
         assert_ne!(
             owner, SERVICE_ROLE,
             "{table} must not be owned by the service role"
         );
         let tenant_table = TENANT_TABLES.iter().any(|(t, _)| t == table);
+        assert!(
+            tenant_table || UNCONFINED_TABLES.contains(&table.as_str()),
+            "{table} is neither a tenant table nor a known unconfined one"
+        );
         assert_eq!(
             (*rls, *forced),
             (tenant_table, tenant_table),
@@ -524,5 +578,37 @@ async fn the_service_role_is_confined_by_construction() {
     assert!(
         !update && !delete && !update_any_column,
         "the service must not UPDATE or DELETE audit_events"
+    );
+}
+
+/// The login index is read without a tenant, so it must hold nothing a login could be won
+/// with: names and ids only, no hash of any kind.
+#[tokio::test]
+async fn the_login_index_holds_no_secret_material() {
+    let Some((db, _store, a, _b)) = seeded().await else {
+        return;
+    };
+    let admin = db.admin_pool().await;
+    let columns: Vec<String> = sqlx::query_scalar(
+        "SELECT column_name::text FROM information_schema.columns \
+         WHERE table_name = 'operator_logins' ORDER BY ordinal_position",
+    )
+    .fetch_all(&admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        columns,
+        ["tenant_name", "username", "tenant_id", "operator_id"],
+        "operator_logins grew a column: is it secret?"
+    );
+    let service = db.service_pool().await;
+    let mut tx = begin_as(&service, None).await;
+    let rows: Vec<String> = sqlx::query_scalar("SELECT tenant_id FROM operator_logins")
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    assert!(
+        rows.contains(&a.to_string()),
+        "login finds a tenant before RLS applies"
     );
 }

@@ -118,7 +118,14 @@ impl Install {
                 policy,
             )
             .with_events(events)
-            .with_limits(harness_limits()),
+            .with_limits(harness_limits())
+            // bcrypt's minimum cost: test builds run it unoptimised.
+            .with_sessions(
+                agent_secret_control_plane::service::sessions::SessionSettings {
+                    bcrypt_cost: 4,
+                    ..Default::default()
+                },
+            ),
         )
     }
 }
@@ -234,6 +241,8 @@ async fn bind_retrying(addr: SocketAddr) -> TcpListener {
 
 /// A tenant with an admin, a sidecar key and an agent: what an operator sets up first.
 pub struct Tenant {
+    /// The tenant's id (what `POST /v1/session/login` takes as `tenant`, like its name).
+    pub id: String,
     pub admin: String,
     pub sidecar_key: String,
     pub agent_id: String,
@@ -262,6 +271,7 @@ impl Tenant {
             )
             .await;
         Tenant {
+            id: created.tenant_id.to_string(),
             admin,
             sidecar_key: sidecar["sidecar_key"].as_str().unwrap().to_owned(),
             agent_id: agent["id"].as_str().unwrap().to_owned(),

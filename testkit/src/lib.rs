@@ -14,6 +14,8 @@
 //! sidecar and a real upstream on `127.0.0.1:0`, with fixture builders ([`harness::agent`]) so a
 //! new end-to-end test reads in a few lines; [`control_plane`], [`sidecar`], [`upstream`] and
 //! [`fake_gcp_kms`] are its parts, for tests that arrange the system themselves.
+//! [`human::HumanLogin`] is a human operator (password + TOTP) logged in over real HTTPS, for
+//! the endpoints only a session may call (approvals).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -28,6 +30,8 @@ pub mod control_plane;
 pub mod fake_gcp_kms;
 #[cfg(feature = "harness")]
 pub mod harness;
+#[cfg(feature = "harness")]
+pub mod human;
 #[cfg(feature = "harness")]
 pub mod sidecar;
 #[cfg(feature = "harness")]

@@ -9,11 +9,12 @@
 use std::marker::PhantomData;
 
 use agent_secret_core::api::{
-    AgentCeiling, AgentInfo, AgentList, ApprovalInfo, ApprovalList, CeilingChange,
-    CreateAgentRequest, CreateOperatorRequest, CreateSidecarRequest, CreatedAgent, CreatedOperator,
-    CreatedSidecar, DecideApproval, DeletedSecret, IssueTokenRequest, IssuedToken, OperatorInfo,
-    OperatorList, PutSecretRequest, PutSecretResponse, RevokedAgent, RotatedAgentKey, SecretList,
-    SecretMetadata, SidecarInfo, SidecarList, TokenInfo,
+    AccountInfo, AgentCeiling, AgentInfo, AgentList, ApprovalInfo, ApprovalList, CeilingChange,
+    ConfirmTotpRequest, CreateAgentRequest, CreateOperatorRequest, CreateSidecarRequest,
+    CreatedAgent, CreatedOperator, CreatedSidecar, DecideApproval, DeletedSecret,
+    IssueTokenRequest, IssuedToken, OperatorInfo, OperatorList, PasswordChanged, PutSecretRequest,
+    PutSecretResponse, RevokedAgent, RotatedAgentKey, SecretList, SecretMetadata,
+    SetPasswordRequest, SidecarInfo, SidecarList, TokenInfo, TotpEnrollment,
 };
 use agent_secret_core::ids::{AgentId, ApprovalId, OperatorId, SidecarId, TokenId};
 use agent_secret_core::path::SecretPath;
@@ -166,6 +167,44 @@ impl<'a> ControlPlane<'a> {
     pub async fn revoke_operator(&self, id: OperatorId) -> Call<OperatorInfo> {
         let id = id.to_string();
         self.send(self.call(Method::POST, &["operators", &id, "revoke"])?)
+            .await
+    }
+
+    pub async fn set_password(
+        &self,
+        id: OperatorId,
+        req: &SetPasswordRequest,
+    ) -> Call<PasswordChanged> {
+        let id = id.to_string();
+        self.send(
+            self.call(Method::POST, &["operators", &id, "password"])?
+                .body(req),
+        )
+        .await
+    }
+
+    pub async fn enroll_totp(&self, id: OperatorId) -> Call<TotpEnrollment> {
+        let id = id.to_string();
+        self.send(self.call(Method::POST, &["operators", &id, "totp"])?)
+            .await
+    }
+
+    pub async fn confirm_totp(
+        &self,
+        id: OperatorId,
+        req: &ConfirmTotpRequest,
+    ) -> Call<AccountInfo> {
+        let id = id.to_string();
+        self.send(
+            self.call(Method::POST, &["operators", &id, "totp", "confirm"])?
+                .body(req),
+        )
+        .await
+    }
+
+    pub async fn disable_operator(&self, id: OperatorId) -> Call<AccountInfo> {
+        let id = id.to_string();
+        self.send(self.call(Method::POST, &["operators", &id, "disable"])?)
             .await
     }
 

@@ -10,6 +10,7 @@
 //! `AGENT_SECRET_STORE_TOKEN`, the agent key from `AGENT_SECRET_AGENT_KEY`, secret values from
 //! stdin or `--value-file`.
 
+pub mod accounts;
 pub mod api;
 pub mod approvals;
 mod call;
@@ -269,13 +270,46 @@ pub enum AgentCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum OperatorCommand {
-    /// Create an operator; prints its operator token once.
+    /// Create an operator; prints its operator token once. With `--password-file` or
+    /// `--password-stdin` it also gets a password, so it can log in as a human.
     Create {
-        /// Operator name.
+        /// Operator name (also the user name it logs in with).
         name: String,
         /// What the operator may do.
         #[arg(long, value_enum)]
         role: RoleArg,
+        /// File holding the operator's password (one line).
+        #[arg(long, conflicts_with = "password_stdin")]
+        password_file: Option<PathBuf>,
+        /// Read the operator's password from stdin (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set an operator's password (every session of theirs ends). The new password comes from
+    /// `--password-file` or stdin; changing your own needs `--current-password-file`.
+    Passwd {
+        /// Operator id.
+        id: String,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[arg(long)]
+        current_password_file: Option<PathBuf>,
+    },
+    /// Enroll a new TOTP secret: prints the otpauth:// URL and the base32 secret once. Confirm
+    /// it with `operator totp-confirm` before it is required at login.
+    TotpEnroll {
+        /// Operator id.
+        id: String,
+    },
+    /// Confirm a TOTP enrollment with a first code, read from stdin.
+    TotpConfirm {
+        /// Operator id.
+        id: String,
+    },
+    /// Disable an operator: no more logins, its token and sessions revoked at once.
+    Disable {
+        /// Operator id.
+        id: String,
     },
     /// List operators, with whether each is active or revoked.
     List,
@@ -470,6 +504,9 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), Failure> {
         Command::Kms(cmd) => kms::run(cmd, out).await,
         Command::Sidecar(cmd) => remote::sidecar(&global, cmd, out).await,
         Command::Agent(cmd) => remote::agent(&global, cmd, out).await,
+        Command::Operator(cmd) if accounts::handles(&cmd) => {
+            accounts::operator(&global, cmd, out).await
+        }
         Command::Operator(cmd) => remote::operator(&global, cmd, out).await,
         Command::Secret(cmd) => remote::secret(&global, cmd, out).await,
         Command::Token(cmd) => remote::token(&global, cmd, out).await,

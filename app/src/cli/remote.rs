@@ -133,20 +133,25 @@ pub async fn operator(
     let token = credentials::operator_token(global)?;
     let api = ControlPlane::new(client(global)?, &token);
     match cmd {
-        OperatorCommand::Create { name, role } => {
-            let role = match role {
-                RoleArg::Admin => Role::Admin,
-                RoleArg::Approver => Role::Approver,
-                RoleArg::Auditor => Role::Auditor,
-            };
+        // With a password, and the account commands: `accounts`, dispatched before this.
+        OperatorCommand::Create { name, role, .. } => {
             let reply = api
-                .create_operator(&CreateOperatorRequest { name, role })
+                .create_operator(&CreateOperatorRequest {
+                    name,
+                    role: role_of(role),
+                })
                 .await?;
             show(out, &reply, |c, w| {
                 note_once(out, &format!("{} operator", c.role.as_str()), &c.id);
                 writeln!(w, "{}", c.operator_token)
             })
         }
+        OperatorCommand::Passwd { .. }
+        | OperatorCommand::TotpEnroll { .. }
+        | OperatorCommand::TotpConfirm { .. }
+        | OperatorCommand::Disable { .. } => Err(Failure::invalid_argument(
+            "account commands are run by `accounts`",
+        )),
         OperatorCommand::List => {
             let reply = api.list_operators().await?;
             show(out, &reply, |list, w| {
@@ -157,6 +162,14 @@ pub async fn operator(
             let reply = api.revoke_operator(checked_id(&id)?).await?;
             show(out, &reply, |o, w| print_operator(&o, w))
         }
+    }
+}
+
+pub(super) fn role_of(role: RoleArg) -> Role {
+    match role {
+        RoleArg::Admin => Role::Admin,
+        RoleArg::Approver => Role::Approver,
+        RoleArg::Auditor => Role::Auditor,
     }
 }
 
@@ -368,7 +381,7 @@ fn secret_path(raw: &str) -> Result<SecretPath, Failure> {
     SecretPath::parse(raw).map_err(|e| Failure::new("invalid_path", e.to_string(), EXIT_USAGE))
 }
 
-fn note_once(out: Output, what: &str, id: &str) {
+pub(super) fn note_once(out: Output, what: &str, id: &str) {
     out.note(&format!(
         "{what} {id} created; its credential is below and is shown only once"
     ));
@@ -402,7 +415,7 @@ fn read_value(file: Option<&Path>, out: Output) -> Result<SecretString, Failure>
 }
 
 /// Length of `bytes` without one trailing `\n` or `\r\n`.
-fn strip_one_newline(bytes: &[u8]) -> usize {
+pub(super) fn strip_one_newline(bytes: &[u8]) -> usize {
     match bytes {
         [.., b'\r', b'\n'] => bytes.len() - 2,
         [.., b'\n'] => bytes.len() - 1,

@@ -54,6 +54,7 @@ pub const KMS_RETRY_AFTER_SECONDS: u64 = 5;
 fn denial_status(code: ErrorCode) -> StatusCode {
     match code {
         ErrorCode::SecretNotFound => StatusCode::NOT_FOUND,
+        ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
         _ => StatusCode::FORBIDDEN,
     }
 }

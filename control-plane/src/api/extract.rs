@@ -1,16 +1,18 @@
-//! Request extractors: JSON bodies with our error shape, the caller's principal, and where the
-//! request came from.
+//! Request extractors: JSON bodies with our error shape, the caller's principal (a bearer
+//! credential, or a human's session cookie), and where the request came from.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use agent_secret_core::api::ErrorCode;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{header, Method};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use crate::service::auth::{authenticate, Principal};
+use crate::service::auth::{authenticate, expect_operator, OperatorPrincipal, Principal};
+use crate::service::sessions::{self, HumanOperator, SessionRef, CSRF_HEADER, SESSION_COOKIE};
 use crate::service::{App, RequestContext, ServiceError};
 
 /// The peer address, inserted per connection by the server.
@@ -79,4 +81,120 @@ impl FromRequestParts<Arc<App>> for Caller {
         let principal = authenticate(app, bearer, &context(parts)).await?;
         Ok(Self(principal))
     }
+}
+
+/// A human operator logged in with a password session: only the `__Host-ass_session` cookie
+/// authenticates (a bearer API token or agent key never does, with or without a cookie).
+/// Unsafe methods (anything but GET, HEAD, OPTIONS) must also come from the same origin
+/// (`Origin`, `Sec-Fetch-Site`) and carry the session's `X-CSRF-Token`, else 403
+/// `csrf_failed`. Each use restarts the session's idle timer.
+pub struct HumanSession(pub HumanOperator);
+
+impl FromRequestParts<Arc<App>> for HumanSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        let CurrentSession(session) = CurrentSession::from_request_parts(parts, app).await?;
+        Ok(Self(session.human))
+    }
+}
+
+/// [`HumanSession`] with the session itself (for logout and who-am-I).
+pub struct CurrentSession(pub SessionRef);
+
+impl FromRequestParts<Arc<App>> for CurrentSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        let unsafe_method = !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        if unsafe_method {
+            require_same_origin(parts)?;
+        }
+        let cookie = session_cookie(&parts.headers).ok_or(ServiceError::Unauthenticated)?;
+        let session = sessions::authenticate(app, &cookie).await?;
+        if unsafe_method {
+            let presented = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok());
+            if !session.csrf_matches(app, presented) {
+                return Err(csrf_failed("missing or wrong X-CSRF-Token").into());
+            }
+        }
+        Ok(Self(session))
+    }
+}
+
+/// An operator by API token (`Authorization: Bearer`) or, without one, by [`HumanSession`]:
+/// for the endpoints both the CLI and the dashboard use (an operator's own account).
+pub struct OperatorCaller(pub OperatorPrincipal);
+
+impl FromRequestParts<Arc<App>> for OperatorCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        app: &Arc<App>,
+    ) -> Result<Self, Self::Rejection> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            let Caller(principal) = Caller::from_request_parts(parts, app).await?;
+            return Ok(Self(expect_operator(principal)?));
+        }
+        let HumanSession(human) = HumanSession::from_request_parts(parts, app).await?;
+        Ok(Self(human.into()))
+    }
+}
+
+/// Runs [`require_same_origin`] before the handler's other extractors (login).
+pub struct SameOrigin;
+
+impl<S: Send + Sync> FromRequestParts<S> for SameOrigin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        require_same_origin(parts)?;
+        Ok(Self)
+    }
+}
+
+/// Refuses a request a browser marks as cross-site, or whose `Origin` is not this server.
+/// Also applied to login, so another site cannot log a browser into an attacker's account.
+pub fn require_same_origin(parts: &Parts) -> Result<(), ApiError> {
+    let header_str = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = parts.headers.get("sec-fetch-site") {
+        if !matches!(site.to_str(), Ok("same-origin" | "none")) {
+            return Err(csrf_failed("cross-site request refused (Sec-Fetch-Site)").into());
+        }
+    }
+    if let Some(origin) = parts.headers.get(header::ORIGIN) {
+        let host =
+            header_str(header::HOST.as_str()).or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        let same = match (origin.to_str(), host) {
+            (Ok(origin), Some(host)) => origin.eq_ignore_ascii_case(&format!("https://{host}")),
+            _ => false,
+        };
+        if !same {
+            return Err(csrf_failed("cross-origin request refused (Origin)").into());
+        }
+    }
+    Ok(())
+}
+
+fn csrf_failed(message: &str) -> ServiceError {
+    ServiceError::denied(ErrorCode::CsrfFailed, message)
+}
+
+/// The value of the session cookie, if the request carries one.
+fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.to_owned())
 }

@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' annotations.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::handlers;
@@ -29,6 +29,13 @@ use super::handlers;
         handlers::operators::create_operator,
         handlers::operators::list_operators,
         handlers::operators::revoke_operator,
+        handlers::operators::set_password,
+        handlers::operators::enroll_totp,
+        handlers::operators::confirm_totp,
+        handlers::operators::disable_operator,
+        handlers::sessions::login,
+        handlers::sessions::whoami,
+        handlers::sessions::logout,
         handlers::secrets::put_secret,
         handlers::secrets::list_secrets,
         handlers::secrets::get_secret,
@@ -67,6 +74,14 @@ impl Modify for BearerSchemes {
                 ),
             );
         }
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                "__Host-ass_session",
+                "Human operator session from `POST /v1/session/login`; unsafe requests also need \
+                 its `X-CSRF-Token` and a same-origin `Origin`",
+            ))),
+        );
     }
 }
 

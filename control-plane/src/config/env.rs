@@ -106,6 +106,7 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
     apply_kms(config, &env)?;
     apply_limits(config, &env)?;
     apply_approvals(config, &env)?;
+    apply_sessions(config, &env)?;
 
     if let Some(level) = env.get("LOG_LEVEL") {
         config.log.level = level;
@@ -186,6 +187,46 @@ fn apply_approvals(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError
                 .unwrap_or(0),
             ca_file: env.path("APPROVALS_TRUST_TIER_WEBHOOK_CA_FILE"),
         });
+    }
+    Ok(())
+}
+
+fn apply_sessions(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
+    let sessions = &mut config.sessions;
+    for (name, field) in [
+        (
+            "SESSIONS_IDLE_TIMEOUT_SECONDS",
+            &mut sessions.idle_timeout_seconds,
+        ),
+        (
+            "SESSIONS_ABSOLUTE_TIMEOUT_SECONDS",
+            &mut sessions.absolute_timeout_seconds,
+        ),
+        ("SESSIONS_LOCKOUT_SECONDS", &mut sessions.lockout_seconds),
+        (
+            "SESSIONS_MAX_LOCKOUT_SECONDS",
+            &mut sessions.max_lockout_seconds,
+        ),
+    ] {
+        if let Some(n) = env.parse(name, "a number of seconds")? {
+            *field = n;
+        }
+    }
+    if let Some(n) = env.parse("SESSIONS_MAX_FAILED_LOGINS", "a positive integer")? {
+        sessions.max_failed_logins = n;
+    }
+    if let Some(n) = env.parse("SESSIONS_MIN_PASSWORD_CHARS", "a positive integer")? {
+        sessions.min_password_chars = n;
+    }
+    if let Some(raw) = env.get("SESSIONS_REQUIRE_TOTP_ROLES") {
+        sessions.require_totp_roles = super::sessions::parse_roles(&raw).ok_or_else(|| {
+            invalid(
+                "AGENT_SECRET_SESSIONS_REQUIRE_TOTP_ROLES",
+                &format!(
+                    "invalid value {raw:?}: expected roles like \"admin,approver\" or \"none\""
+                ),
+            )
+        })?;
     }
     Ok(())
 }

@@ -16,6 +16,7 @@ mod secrets;
 
 mod error;
 mod sections;
+mod sessions;
 
 use error::invalid;
 pub use error::ConfigError;
@@ -34,6 +35,7 @@ pub use sections::{
     DatabaseConfig, KmsConfig, KmsRole, LogConfig, LogFormat, RateLimit, RateLimitsConfig,
     SecurityConfig, ServerConfig, TlsConfig, TokensConfig,
 };
+pub use sessions::SessionsConfig;
 
 /// Prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "AGENT_SECRET_";
@@ -56,6 +58,7 @@ pub struct Config {
     pub server: ServerConfig,
     pub rate_limits: RateLimitsConfig,
     pub approvals: ApprovalsConfig,
+    pub sessions: SessionsConfig,
 }
 
 impl Default for Config {
@@ -71,6 +74,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             approvals: ApprovalsConfig::default(),
+            sessions: SessionsConfig::default(),
         }
     }
 }
@@ -173,6 +177,7 @@ impl Config {
         }
         self.validate_limits()?;
         self.approvals.validate()?;
+        self.sessions.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

@@ -25,7 +25,9 @@ pub struct Decider {
     pub tenant: TenantId,
     pub operator: OperatorId,
     pub role: Role,
-    /// True for a session; false for an operator API token.
+    /// True for a human's password session whose login took a second factor (the API sets it
+    /// only for operators with a confirmed TOTP enrollment, which every login must then
+    /// present); false for an operator API token.
     pub human_session: bool,
 }
 

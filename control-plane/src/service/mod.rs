@@ -19,6 +19,7 @@ pub mod principal;
 pub mod release;
 pub mod resolve;
 pub mod secrets;
+pub mod sessions;
 pub mod sidecars;
 pub mod tenants;
 pub mod tokens;
@@ -79,6 +80,8 @@ pub struct App {
     pub limits: Arc<crate::limits::Limits>,
     /// The optional trust-tier webhook (`[approvals.trust_tier_webhook]`).
     pub trust_tiers: Option<Arc<trust_tiers::TrustTierWebhook>>,
+    /// Human logins and sessions (`[sessions]`).
+    pub sessions: Arc<sessions::SessionSettings>,
 }
 
 impl App {
@@ -102,6 +105,7 @@ impl App {
             group_commit,
             limits: Arc::new(crate::limits::Limits::default()),
             trust_tiers: None,
+            sessions: Arc::new(sessions::SessionSettings::default()),
         }
     }
 
@@ -114,6 +118,12 @@ impl App {
     /// Replaces the default limits, e.g. with the configured ones.
     pub fn with_limits(mut self, limits: crate::limits::Limits) -> App {
         self.limits = Arc::new(limits);
+        self
+    }
+
+    /// Replaces the default session settings, e.g. with the configured ones.
+    pub fn with_sessions(mut self, settings: sessions::SessionSettings) -> App {
+        self.sessions = Arc::new(settings);
         self
     }
 

@@ -700,6 +700,7 @@ pub trait Store:
     + ApprovalStore
     + AuditStore
     + KeyStore
+    + OperatorAccountStore
     + Send
     + Sync
     + 'static
@@ -708,4 +709,9 @@ pub trait Store:
     async fn ping(&self) -> StoreResult<()>;
 }
 
+pub mod operator_accounts;
 pub mod sql;
+
+pub use operator_accounts::{
+    ActiveSession, LockoutPolicy, NewSession, OperatorAccount, OperatorAccountStore, SessionStart,
+};

@@ -97,7 +97,14 @@ impl ServedBuilder {
                 Policy::default(),
             )
             .with_events(events)
-            .with_limits(Limits::new(&self.server, &self.rate_limits)),
+            .with_limits(Limits::new(&self.server, &self.rate_limits))
+            // bcrypt's minimum cost: test builds run it unoptimised.
+            .with_sessions(
+                agent_secret_control_plane::service::sessions::SessionSettings {
+                    bcrypt_cost: 4,
+                    ..Default::default()
+                },
+            ),
         );
         let admin = match &self.tenant {
             Some(name) => {

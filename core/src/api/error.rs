@@ -24,11 +24,16 @@ pub enum ErrorCode {
     InvalidTtl,
     InvalidSecretValue,
     InvalidPlaceholder,
+    /// A new operator password breaks the password rules (too short, too long, too common).
+    InvalidPassword,
     /// The sidecar does not tunnel `CONNECT` (405): route mode is the way in.
     MethodNotAllowed,
     // Caller authentication and authorisation
     Unauthenticated,
     Forbidden,
+    /// A session-authenticated unsafe request without the session's `X-CSRF-Token`, or sent
+    /// cross-site (`Origin`, `Sec-Fetch-Site`).
+    CsrfFailed,
     // Resolve and sidecar denials
     TokenInvalid,
     TokenExpired,
@@ -74,7 +79,7 @@ impl ErrorCode {
     /// Every code, in declaration order. [`ErrorCode::as_str`] matches exhaustively, so a new
     /// variant does not compile without its name, and a unit test compares this list with the
     /// variants serde knows, so it cannot be left out here either.
-    pub const ALL: [ErrorCode; 37] = [
+    pub const ALL: [ErrorCode; 39] = [
         Self::InvalidRequest,
         Self::InvalidJson,
         Self::PayloadTooLarge,
@@ -85,9 +90,11 @@ impl ErrorCode {
         Self::InvalidTtl,
         Self::InvalidSecretValue,
         Self::InvalidPlaceholder,
+        Self::InvalidPassword,
         Self::MethodNotAllowed,
         Self::Unauthenticated,
         Self::Forbidden,
+        Self::CsrfFailed,
         Self::TokenInvalid,
         Self::TokenExpired,
         Self::TokenRevoked,
@@ -127,9 +134,11 @@ impl ErrorCode {
             Self::InvalidTtl => "invalid_ttl",
             Self::InvalidSecretValue => "invalid_secret_value",
             Self::InvalidPlaceholder => "invalid_placeholder",
+            Self::InvalidPassword => "invalid_password",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthenticated => "unauthenticated",
             Self::Forbidden => "forbidden",
+            Self::CsrfFailed => "csrf_failed",
             Self::TokenInvalid => "token_invalid",
             Self::TokenExpired => "token_expired",
             Self::TokenRevoked => "token_revoked",
@@ -173,9 +182,11 @@ impl ErrorCode {
             | Self::InvalidCidr
             | Self::InvalidTtl
             | Self::InvalidSecretValue
-            | Self::InvalidPlaceholder => 400,
+            | Self::InvalidPlaceholder
+            | Self::InvalidPassword => 400,
             Self::Unauthenticated => 401,
             Self::Forbidden
+            | Self::CsrfFailed
             | Self::ScopeDenied
             | Self::ScopeNotPermitted
             | Self::DestinationNotAllowed

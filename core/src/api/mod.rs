@@ -8,9 +8,11 @@
 pub mod approval;
 pub mod error;
 pub mod operator;
+pub mod session;
 pub mod sidecar;
 
 pub use approval::*;
 pub use error::*;
 pub use operator::*;
+pub use session::*;
 pub use sidecar::*;

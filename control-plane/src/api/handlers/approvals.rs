@@ -11,8 +11,12 @@ use axum::Json;
 use axum::Router;
 use serde::Deserialize;
 
-use crate::api::error::ApiResult;
-use crate::api::extract::{ApiJson, Caller, Ctx};
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use crate::api::error::{ApiError, ApiResult};
+use crate::api::extract::{ApiJson, Caller, Ctx, HumanSession, OperatorCaller};
 use crate::service::approvals;
 use crate::service::auth::expect_operator;
 use crate::service::decisions::{self, Decider};
@@ -37,13 +41,12 @@ pub struct ApprovalQuery {
 
 #[utoipa::path(get, path = "/v1/approvals", tag = "approvals", params(ApprovalQuery),
     responses((status = 200, body = ApprovalList), (status = 400, body = ErrorBody)),
-    security(("operator" = [])))]
+    security(("session" = []), ("operator" = [])))]
 pub async fn list_approvals(
     State(app): State<Arc<App>>,
-    Caller(caller): Caller,
+    OperatorCaller(op): OperatorCaller,
     Query(query): Query<ApprovalQuery>,
 ) -> ApiResult<Json<ApprovalList>> {
-    let op = expect_operator(caller)?;
     op.require(&[Role::Admin, Role::Approver, Role::Auditor])?;
     let status = match query.status.as_deref() {
         None | Some("") => None,
@@ -59,13 +62,12 @@ pub async fn list_approvals(
 
 #[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals", params(("id" = String, Path)),
     responses((status = 200, body = ApprovalInfo), (status = 404, body = ErrorBody)),
-    security(("operator" = [])))]
+    security(("session" = []), ("operator" = [])))]
 pub async fn get_approval(
     State(app): State<Arc<App>>,
-    Caller(caller): Caller,
+    OperatorCaller(op): OperatorCaller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<ApprovalInfo>> {
-    let op = expect_operator(caller)?;
     op.require(&[Role::Admin, Role::Approver, Role::Auditor])?;
     let id: ApprovalId = parse_id(&id, "approval request")?;
     Ok(Json(approvals::show(&app, op.tenant, id).await?))
@@ -75,10 +77,10 @@ pub async fn get_approval(
     params(("id" = String, Path)), request_body = DecideApproval,
     responses((status = 200, body = ApprovalInfo), (status = 403, body = ErrorBody, description = "not a human approver in a session, the agent's creator, or the requester"),
         (status = 409, body = ErrorBody, description = "no longer pending, already decided, or changed since reviewed")),
-    security(("operator" = [])))]
+    security(("session" = []), ("operator" = [])))]
 pub async fn approve(
     State(app): State<Arc<App>>,
-    Caller(caller): Caller,
+    caller: Decides,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DecideApproval>,
@@ -89,10 +91,10 @@ pub async fn approve(
 #[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals",
     params(("id" = String, Path)), request_body = DecideApproval,
     responses((status = 200, body = ApprovalInfo), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)),
-    security(("operator" = [])))]
+    security(("session" = []), ("operator" = [])))]
 pub async fn deny(
     State(app): State<Arc<App>>,
-    Caller(caller): Caller,
+    caller: Decides,
     Ctx(ctx): Ctx,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<DecideApproval>,
@@ -100,22 +102,57 @@ pub async fn deny(
     decide(&app, caller, &ctx, &id, false, &body).await
 }
 
+/// Who is deciding: a human's session (cookie + CSRF token, same origin), or — when the
+/// request carries `Authorization` — a bearer credential, which only an operator API token of
+/// a role in `[approvals] token_approver_roles` gets past (`decisions::decide`); an agent or
+/// sidecar key is refused here.
+pub struct Decides(Decider);
+
+impl FromRequestParts<Arc<App>> for Decides {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, ApiError> {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            let Caller(principal) = Caller::from_request_parts(parts, app).await?;
+            let op = expect_operator(principal)?;
+            return Ok(Self(Decider {
+                tenant: op.tenant,
+                operator: op.id,
+                role: op.role,
+                human_session: false,
+            }));
+        }
+        let HumanSession(human) = HumanSession::from_request_parts(parts, app).await?;
+        // A confirmed TOTP enrollment makes every login of the operator present a code: the
+        // session's password had its second factor.
+        let account = app
+            .store
+            .get_account(human.tenant, human.id)
+            .await
+            .map_err(ServiceError::from)?;
+        if account.is_none_or(|a| a.totp_confirmed_at.is_none()) {
+            return Err(ServiceError::Forbidden(
+                "approvals need a second factor: enroll and confirm TOTP first".into(),
+            )
+            .into());
+        }
+        Ok(Self(Decider {
+            tenant: human.tenant,
+            operator: human.id,
+            role: human.role,
+            human_session: true,
+        }))
+    }
+}
+
 async fn decide(
     app: &App,
-    caller: crate::service::auth::Principal,
+    Decides(decider): Decides,
     ctx: &crate::service::RequestContext,
     id: &str,
     approve: bool,
     body: &DecideApproval,
 ) -> ApiResult<Json<ApprovalInfo>> {
-    // An agent key or sidecar key is refused here (`forbidden`), before anything is read.
-    let op = expect_operator(caller)?;
-    let decider = Decider {
-        tenant: op.tenant,
-        operator: op.id,
-        role: op.role,
-        human_session: false,
-    };
     let id: ApprovalId = parse_id(id, "approval request")?;
     Ok(Json(
         decisions::decide(app, decider, id, approve, body, ctx).await?,

@@ -7,6 +7,7 @@ pub(super) mod approvals;
 pub(super) mod audit;
 pub(super) mod operators;
 pub(super) mod secrets;
+pub(super) mod sessions;
 pub(super) mod sidecar;
 pub(super) mod sidecars;
 pub(super) mod tokens;
@@ -25,6 +26,7 @@ pub(super) fn router() -> Router<Arc<App>> {
         .merge(agents::router())
         .merge(operators::router())
         .merge(secrets::router())
+        .merge(sessions::router())
         .merge(tokens::router())
         .merge(approvals::router())
         .merge(audit::router())

@@ -14,6 +14,7 @@ mod approvals;
 mod audit;
 mod credential_index;
 mod keys;
+mod operator_accounts;
 mod operators;
 mod rows;
 mod secrets;
