@@ -110,6 +110,7 @@ fn every_command_has_help() {
         &["agent", "show"],
         &["agent", "allow"],
         &["agent", "deny"],
+        &["agent", "request-access"],
         &["approval", "list"],
         &["approval", "show"],
         &["approval", "approve"],

@@ -579,7 +579,13 @@ async fn the_time_lock_ends_by_resolve_or_by_the_task(f: &Fixture) {
         .unwrap()
         .0
         .token_id;
-    let row = t.app.store.get_token(t.id, token).await.unwrap().unwrap();
+    let row = t
+        .app
+        .store
+        .get_token(t.id, token.unwrap())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(row.approved_sensitivity, Sensitivity::Critical);
 }
 
@@ -848,8 +854,73 @@ async fn the_trust_tier_webhook_decides_the_tier_and_fails_to_the_fallback() {
     }
 }
 
+/// An approver asks for an agent's ceiling to widen: never approved by themselves, approved by
+/// another human, and then the agent may be granted it.
+async fn an_operator_never_approves_their_own_access_request(f: &Fixture) {
+    let t = f.tenant(ApprovalSettings::default()).await;
+    t.secret("ops/api", Sensitivity::Standard).await;
+    let agent = t.agent(&["secrets:read:prod/**"], 0).await;
+    let (alice, alice_token) = t.human(Role::Approver).await;
+    let uri = format!("/v1/agents/{}/access-requests", agent.id);
+    let (status, filed) = t
+        .call(
+            Method::POST,
+            &uri,
+            &alice_token,
+            Some(json!({"scopes": ["secrets:read:ops/*"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{filed}");
+    assert_eq!(filed["token_id"], Value::Null);
+    assert_eq!(
+        filed["requested_by"],
+        format!("operator:{}", alice.operator)
+    );
+    let id: ApprovalId = filed["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        t.decide(alice, id, true).await.unwrap_err(),
+        "forbidden",
+        "self-approval"
+    );
+    assert_eq!(t.show(id).await.approvals_counted, 0);
+    let (_, body) = t.try_issue(&agent, &["secrets:read:ops/api"], false).await;
+    assert_eq!(body["error"]["code"], "scope_not_permitted");
+    let (bob, _) = t.human(Role::Approver).await;
+    assert_eq!(
+        t.decide(bob, id, true).await.unwrap().status,
+        ApprovalStatus::Approved
+    );
+    assert_eq!(
+        t.issue(&agent, &["secrets:read:ops/api"]).await.status,
+        "active"
+    );
+    // Within the ceiling already: nothing to file. An auditor and an agent may not file.
+    let (status, _) = t
+        .call(
+            Method::POST,
+            &uri,
+            &alice_token,
+            Some(json!({"scopes": ["secrets:read:ops/*"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (_, auditor_token) = t.human(Role::Auditor).await;
+    for bearer in [&auditor_token, &agent.key] {
+        let (status, _) = t
+            .call(
+                Method::POST,
+                &uri,
+                bearer,
+                Some(json!({"scopes": ["secrets:read:x/*"]})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
+}
+
 agent_secret_testkit::backend_suite!(
     Fixture:
+    an_operator_never_approves_their_own_access_request,
     ceiling_bounds_every_token_request,
     narrowing_a_ceiling_revokes_the_tokens_it_leaves_outside,
     sensitivity_and_tier_decide_what_needs_approval,

@@ -223,7 +223,7 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
     let request = agent_secret_control_plane::store::ApprovalRecord {
         id: agent_secret_core::ids::ApprovalId::new(),
         tenant_id: tenant.id,
-        token_id: pending.id,
+        token_id: Some(pending.id),
         agent_id: agent.id,
         requested_by: format!("agent:{}", agent.id),
         status: agent_secret_core::api::ApprovalStatus::Pending,

@@ -13,14 +13,15 @@ ALTER TABLE agents ALTER COLUMN ceiling SET DEFAULT '[]';
 -- default they may not approve its requests.
 ALTER TABLE agents ADD COLUMN created_by TEXT;
 
--- One request per pending token. `unlocks` is the JSON of what approving it would unlock as
+-- One request per pending token, or an operator's request to widen an agent's ceiling (no
+-- token: `token_id` NULL). `unlocks` is the JSON of what approving it would unlock as
 -- last evaluated (api::Unlocks: secrets with their sensitivities, TTL, IP allowlist, max_uses,
 -- the agent and its tier, scopes added to the ceiling) and `digest` its SHA-256; both are
 -- refreshed whenever an evaluation finds them changed, which voids earlier approvals.
 CREATE TABLE approval_requests (
     id                  TEXT PRIMARY KEY,
     tenant_id           TEXT NOT NULL REFERENCES tenants (id),
-    token_id            TEXT NOT NULL UNIQUE REFERENCES tokens (id),
+    token_id            TEXT UNIQUE REFERENCES tokens (id),
     agent_id            TEXT NOT NULL,
     -- `agent:<id>` or `operator:<id>`: an operator never approves their own request.
     requested_by        TEXT NOT NULL,

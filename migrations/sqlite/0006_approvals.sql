@@ -8,7 +8,7 @@ ALTER TABLE agents ADD COLUMN created_by TEXT;
 CREATE TABLE approval_requests (
     id                  TEXT PRIMARY KEY,
     tenant_id           TEXT NOT NULL REFERENCES tenants (id),
-    token_id            TEXT NOT NULL UNIQUE REFERENCES tokens (id),
+    token_id            TEXT UNIQUE REFERENCES tokens (id),
     agent_id            TEXT NOT NULL,
     requested_by        TEXT NOT NULL,
     status              TEXT NOT NULL

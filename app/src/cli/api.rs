@@ -114,6 +114,16 @@ impl<'a> ControlPlane<'a> {
         .await
     }
 
+    /// `POST /v1/agents/{id}/access-requests`.
+    pub async fn request_access(&self, id: AgentId, req: &CeilingChange) -> Call<ApprovalInfo> {
+        let id = id.to_string();
+        self.send(
+            self.call(Method::POST, &["agents", &id, "access-requests"])?
+                .body(req),
+        )
+        .await
+    }
+
     pub async fn list_approvals(&self, status: Option<&str>) -> Call<ApprovalList> {
         let request = self
             .call(Method::GET, &["approvals"])?

@@ -24,10 +24,12 @@ pub async fn approval(
                 list.approvals.iter().try_for_each(|a| {
                     writeln!(
                         w,
-                        "{}  {}  token {}  agent {}  {} of {} approvals  {} secrets up to {}",
+                        "{}  {}  {}  agent {}  {} of {} approvals  {} secrets up to {}",
                         a.id,
                         a.status,
-                        a.token_id,
+                        a.token_id
+                            .as_deref()
+                            .map_or("ceiling".to_owned(), |t| format!("token {t}")),
                         a.agent_id,
                         a.approvals_counted,
                         a.required_approvals,
@@ -88,6 +90,24 @@ pub async fn change_ceiling(
     })
 }
 
+pub async fn request_access(
+    api: &ControlPlane<'_>,
+    id: &str,
+    scopes: Vec<String>,
+    out: Output,
+) -> Result<(), Failure> {
+    let reply = api
+        .request_access(checked_id(id)?, &CeilingChange { scopes })
+        .await?;
+    show(out, &reply, |a, w| {
+        out.note(&format!(
+            "approval {} filed: another approver must approve it",
+            a.id
+        ));
+        print_approval(&a, w)
+    })
+}
+
 fn print_agent(a: &AgentInfo, w: Human<'_>) -> io::Result<()> {
     writeln!(w, "agent {} ({})", a.id, a.name)?;
     writeln!(w, "  trust tier  {}", a.trust_tier)?;
@@ -107,7 +127,10 @@ fn print_agent(a: &AgentInfo, w: Human<'_>) -> io::Result<()> {
 fn print_approval(a: &ApprovalInfo, w: Human<'_>) -> io::Result<()> {
     let u = &a.unlocks;
     writeln!(w, "approval {} ({})", a.id, a.status)?;
-    writeln!(w, "  token       {}", a.token_id)?;
+    match &a.token_id {
+        Some(token) => writeln!(w, "  token       {token}")?,
+        None => writeln!(w, "  token       none: widens the agent's ceiling only")?,
+    }
     writeln!(w, "  agent       {} (tier {})", u.agent_id, u.trust_tier)?;
     writeln!(w, "  requested   by {} at {}", a.requested_by, a.created_at)?;
     writeln!(w, "  scopes      {}", u.scopes.join(" "))?;

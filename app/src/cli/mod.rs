@@ -247,6 +247,13 @@ pub enum AgentCommand {
         #[arg(required = true, value_name = "SCOPE")]
         scopes: Vec<String>,
     },
+    /// Ask for scopes to join an agent's ceiling (approver or admin); another human approves.
+    RequestAccess {
+        /// Agent id.
+        id: String,
+        #[arg(required = true, value_name = "SCOPE")]
+        scopes: Vec<String>,
+    },
     /// Remove ceiling entries (as `agent show` lists them); tokens left outside are revoked.
     Deny {
         /// Agent id.

@@ -22,6 +22,7 @@ use super::handlers;
         handlers::agents::revoke_agent,
         handlers::agents::allow_scopes,
         handlers::agents::deny_scopes,
+        handlers::agents::request_access,
         handlers::approvals::list_approvals,
         handlers::approvals::get_approval,
         handlers::approvals::approve,

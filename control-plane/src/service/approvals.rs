@@ -14,17 +14,16 @@
 use std::time::Duration;
 
 use agent_secret_core::api::{
-    ApprovalDecision, ApprovalInfo, ApprovalList, ApprovalStatus, Role, UnlockedSecret, Unlocks,
-    WatchEvent,
+    ApprovalDecision, ApprovalInfo, ApprovalList, ApprovalStatus, Role, Unlocks, WatchEvent,
 };
 use agent_secret_core::ids::{AgentId, ApprovalId, TenantId, TokenId};
 use agent_secret_core::policy::approval::{self, Approval, ApprovalPolicy, Quorum, Requirement};
-use agent_secret_core::scope::{Action, Scope};
+use agent_secret_core::scope::Scope;
 use chrono::{DateTime, Utc};
 
-use super::{App, ServiceError, ServiceResult};
+use super::{unlocks, App, ServiceError, ServiceResult};
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
-use crate::store::{AgentRecord, ApprovalRecord, DecisionRecord, Settlement};
+use crate::store::{ApprovalRecord, DecisionRecord, Settlement};
 
 /// Most requests one listing returns.
 pub const MAX_LISTED: i64 = 500;
@@ -56,66 +55,15 @@ impl Default for ApprovalSettings {
     }
 }
 
-/// What a token request would unlock now: the secrets its `read` scopes cover, with their
-/// sensitivities, and everything else the approvers see.
-pub struct Asked<'a> {
-    pub agent: &'a AgentRecord,
-    pub trust_tier: u8,
-    pub scopes: &'a [Scope],
-    pub ceiling_additions: &'a [Scope],
-    pub ttl_seconds: u64,
-    pub ip_allowlist: Vec<String>,
-    pub max_uses: Option<i64>,
-}
-
-pub async fn unlocks(app: &App, asked: &Asked<'_>) -> ServiceResult<Unlocks> {
-    let tenant = asked.agent.tenant_id;
-    let mut secrets: Vec<UnlockedSecret> = Vec::new();
-    for scope in asked.scopes.iter().filter(|s| s.action == Action::Read) {
-        let prefix = scope.pattern.literal_prefix();
-        for secret in app.store.list_secrets(tenant, prefix.as_ref()).await? {
-            if scope.pattern.matches(&secret.path) {
-                secrets.push(UnlockedSecret {
-                    path: secret.path.to_string(),
-                    sensitivity: secret.sensitivity,
-                });
-            }
-        }
-    }
-    secrets.sort();
-    secrets.dedup();
-    let strings = |scopes: &[Scope]| {
-        let mut v: Vec<String> = scopes.iter().map(ToString::to_string).collect();
-        v.sort();
-        v
-    };
-    let mut ip_allowlist = asked.ip_allowlist.clone();
-    ip_allowlist.sort();
-    Ok(Unlocks {
-        agent_id: asked.agent.id.to_string(),
-        trust_tier: asked.trust_tier,
-        scopes: strings(asked.scopes),
-        secrets,
-        ceiling_additions: strings(asked.ceiling_additions),
-        ttl_seconds: asked.ttl_seconds,
-        ip_allowlist,
-        max_uses: asked.max_uses,
-    })
-}
-
-/// The agent's tier as a number the policy takes (stored tiers are 0–4).
-pub fn tier(agent: &AgentRecord) -> u8 {
-    u8::try_from(agent.trust_tier.clamp(0, 4)).unwrap_or(0)
-}
-
 fn seconds(d: Duration) -> u64 {
     d.as_secs()
 }
 
-/// A fresh request for `token` (pending), with what it unlocks and its requirement.
+/// A fresh request for `token` (pending; `None` for an operator's request to widen the
+/// agent's ceiling), with what it unlocks and its requirement.
 pub fn new_request(
     app: &App,
-    token: TokenId,
+    token: Option<TokenId>,
     agent: AgentId,
     tenant: TenantId,
     requested_by: &Actor,
@@ -159,8 +107,8 @@ pub async fn evaluate(app: &App, tenant: TenantId, id: ApprovalId) -> ServiceRes
     if now >= request.expires_at {
         let audit =
             AuditDraft::new(AuditEventType::ApprovalExpired, Actor::system()).reason(format!(
-                "approval {id}; token {}; {} of {} approvals",
-                request.token_id,
+                "approval {id}; {}; {} of {} approvals",
+                subject(&request),
                 counted(&request, &decisions),
                 request.required_approvals
             ));
@@ -181,7 +129,7 @@ pub async fn evaluate(app: &App, tenant: TenantId, id: ApprovalId) -> ServiceRes
         .get_agent(tenant, request.agent_id)
         .await?
         .ok_or(ServiceError::NotFound("agent"))?;
-    let current = current_unlocks(app, &agent, &request.unlocks).await?;
+    let current = unlocks::current_unlocks(app, &agent, &request.unlocks).await?;
     let digest = approval::digest(&current);
     let requirement = app.policy.approvals.policy.requirement_for(&current);
     let approvals: Vec<Approval> = decisions
@@ -206,9 +154,9 @@ pub async fn evaluate(app: &App, tenant: TenantId, id: ApprovalId) -> ServiceRes
     {
         let audit = changed.then(|| {
             AuditDraft::new(AuditEventType::ApprovalRequested, Actor::system()).reason(format!(
-                "approval {id}; token {}; what it unlocks changed (digest {}): approvals of the \
+                "approval {id}; {}; what it unlocks changed (digest {}): approvals of the \
                  earlier digest no longer count; 0 of {}",
-                request.token_id,
+                subject(&request),
                 short(&digest),
                 requirement.approvals
             ))
@@ -239,16 +187,19 @@ async fn settle_approved(
         .map(|s| Scope::parse(s).map_err(|e| ServiceError::Internal(e.to_string())))
         .collect::<ServiceResult<Vec<_>>>()?;
     let sensitivity = unlocks.highest_sensitivity();
-    let mut audit = vec![
-        AuditDraft::new(AuditEventType::TokenIssued, Actor::system()).reason(format!(
-            "token {}; activated by approval {} ({} approvals, digest {}); approved for {} secrets",
-            request.token_id,
-            request.id,
-            requirement.approvals,
-            short(&request.digest),
-            sensitivity.as_str()
-        )),
-    ];
+    let mut audit = Vec::new();
+    if let Some(token) = request.token_id {
+        audit.push(
+            AuditDraft::new(AuditEventType::TokenIssued, Actor::system()).reason(format!(
+                "token {token}; activated by approval {} ({} approvals, digest {}); approved for \
+                 {} secrets",
+                request.id,
+                requirement.approvals,
+                short(&request.digest),
+                sensitivity.as_str()
+            )),
+        );
+    }
     if !ceiling_additions.is_empty() {
         audit.push(
             AuditDraft::new(AuditEventType::AgentCeilingChanged, Actor::system()).reason(format!(
@@ -275,11 +226,13 @@ async fn settle_approved(
         )
         .await?;
     if settled {
-        app.metrics.tokens_issued.inc();
-        let event = WatchEvent::TokenApproved {
-            token_id: request.token_id.to_string(),
-        };
-        app.events.publish(tenant, event).await;
+        if let Some(token) = request.token_id {
+            app.metrics.tokens_issued.inc();
+            let event = WatchEvent::TokenApproved {
+                token_id: token.to_string(),
+            };
+            app.events.publish(tenant, event).await;
+        }
         if !ceiling_additions.is_empty() {
             let event = WatchEvent::AgentCeilingChanged {
                 agent_id: request.agent_id.to_string(),
@@ -288,41 +241,6 @@ async fn settle_approved(
         }
     }
     Ok(())
-}
-
-/// What the stored request unlocks against the secrets and the agent as they are now.
-async fn current_unlocks(
-    app: &App,
-    agent: &AgentRecord,
-    stored: &Unlocks,
-) -> ServiceResult<Unlocks> {
-    let parse = |list: &[String]| {
-        list.iter()
-            .map(|s| Scope::parse(s).map_err(|e| ServiceError::Internal(e.to_string())))
-            .collect::<ServiceResult<Vec<_>>>()
-    };
-    let scopes = parse(&stored.scopes)?;
-    let additions = parse(&stored.ceiling_additions)?;
-    // A tier from the trust-tier webhook was fixed when the request was made; otherwise the
-    // agent's stored tier counts, so an admin changing it changes the digest.
-    let trust_tier = if app.trust_tiers.is_some() {
-        stored.trust_tier
-    } else {
-        tier(agent)
-    };
-    unlocks(
-        app,
-        &Asked {
-            agent,
-            trust_tier,
-            scopes: &scopes,
-            ceiling_additions: &additions,
-            ttl_seconds: stored.ttl_seconds,
-            ip_allowlist: stored.ip_allowlist.clone(),
-            max_uses: stored.max_uses,
-        },
-    )
-    .await
 }
 
 async fn reread(app: &App, tenant: TenantId, id: ApprovalId) -> ServiceResult<ApprovalInfo> {
@@ -381,7 +299,15 @@ fn counted(request: &ApprovalRecord, decisions: &[DecisionRecord]) -> u8 {
     u8::try_from(humans.len()).unwrap_or(u8::MAX)
 }
 
-fn short(digest: &[u8; 32]) -> String {
+/// What a request is about, for audit reasons: its token, or the agent whose ceiling it widens.
+fn subject(request: &ApprovalRecord) -> String {
+    match request.token_id {
+        Some(token) => format!("token {token}"),
+        None => format!("ceiling of agent {}", request.agent_id),
+    }
+}
+
+pub(super) fn short(digest: &[u8; 32]) -> String {
     hex::encode(&digest[..8])
 }
 
@@ -392,7 +318,7 @@ pub fn info(
 ) -> ApprovalInfo {
     ApprovalInfo {
         id: request.id.to_string(),
-        token_id: request.token_id.to_string(),
+        token_id: request.token_id.map(|t| t.to_string()),
         agent_id: request.agent_id.to_string(),
         requested_by: request.requested_by.clone(),
         status: request.status,

@@ -4,16 +4,17 @@
 //! ceiling entry, `agent_secret_core::scope::within_ceiling`); anything outside is refused
 //! `scope_not_permitted`, or becomes an access request when the agent asks for one. Narrowing
 //! a ceiling revokes, in the same transaction, every token of the agent it leaves outside,
-//! and sidecars hear of it on the watch stream like any revocation.
+//! and sidecars hear of it on the watch stream like any revocation. An approver who may not
+//! change a ceiling asks for it instead (`request_access`), and another human approves.
 
-use agent_secret_core::api::{AgentCeiling, ErrorCode, Role, WatchEvent};
+use agent_secret_core::api::{AgentCeiling, ApprovalInfo, ErrorCode, Role, WatchEvent};
 use agent_secret_core::ids::{AgentId, TokenId};
 use agent_secret_core::scope::{within_ceiling, Scope};
 
 use super::auth::OperatorPrincipal;
-use super::{App, RequestContext, ServiceError, ServiceResult};
-use crate::audit::{AuditDraft, AuditEventType};
-use crate::store::CeilingChange;
+use super::{approvals, unlocks, App, RequestContext, ServiceError, ServiceResult};
+use crate::audit::{now_micros, AuditDraft, AuditEventType};
+use crate::store::{CeilingChange, StoreError};
 
 /// Most entries one ceiling holds.
 pub const MAX_CEILING: usize = 64;
@@ -149,4 +150,81 @@ async fn set(
         ceiling: ceiling.iter().map(ToString::to_string).collect(),
         tokens_revoked: revoked.len() as u64,
     })
+}
+
+/// An approver or admin asks for `scopes` to join an agent's ceiling: a request with no token
+/// that another human must approve (the requester never may). Admins may also widen a ceiling
+/// directly (`ceilings::allow`); this is the way for approvers, and for admins who want a
+/// second pair of eyes. Only scopes outside the ceiling are filed; `conflict` if none is.
+pub async fn request_access(
+    app: &App,
+    caller: OperatorPrincipal,
+    agent_id: AgentId,
+    scopes: &[String],
+    ctx: &RequestContext,
+) -> ServiceResult<ApprovalInfo> {
+    caller.require(&[Role::Admin, Role::Approver])?;
+    let requested = parse_ceiling(scopes)?;
+    if requested.is_empty() {
+        return Err(ServiceError::invalid(
+            ErrorCode::InvalidScope,
+            "name at least one scope",
+        ));
+    }
+    let agent = app
+        .store
+        .get_agent(caller.tenant, agent_id)
+        .await?
+        .ok_or(ServiceError::NotFound("agent"))?;
+    let additions: Vec<Scope> = outside(&agent.ceiling, &requested)
+        .into_iter()
+        .cloned()
+        .collect();
+    if additions.is_empty() {
+        return Err(ServiceError::Conflict(format!(
+            "agent {agent_id}'s ceiling already allows every scope asked for"
+        )));
+    }
+    let unlocks = unlocks::unlocks(
+        app,
+        &unlocks::Asked {
+            agent: &agent,
+            trust_tier: unlocks::tier(&agent),
+            scopes: &additions,
+            ceiling_additions: &additions,
+            ttl_seconds: 0,
+            ip_allowlist: Vec::new(),
+            max_uses: None,
+        },
+    )
+    .await?;
+    let now = now_micros();
+    let request = approvals::new_request(
+        app,
+        None,
+        agent_id,
+        caller.tenant,
+        &caller.actor(),
+        unlocks,
+        now,
+    );
+    let audit = AuditDraft::new(AuditEventType::ApprovalRequested, caller.actor())
+        .client(ctx.ip_string(), ctx.user_agent.clone())
+        .reason(format!(
+            "approval {}; ceiling of agent {agent_id}; widens it by {}; digest {}; 0 of {}",
+            request.id,
+            request.unlocks.ceiling_additions.join(" "),
+            approvals::short(&request.digest),
+            request.required_approvals
+        ));
+    app.store
+        .insert_access_request(&request, audit)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                ServiceError::Conflict(format!("agent {agent_id} is revoked"))
+            }
+            other => other.into(),
+        })?;
+    Ok(approvals::info(&request, &[], now))
 }

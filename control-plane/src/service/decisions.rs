@@ -127,8 +127,11 @@ pub async fn decide(
     let audit = AuditDraft::new(event_type, decider.actor())
         .client(ctx.ip_string(), ctx.user_agent.clone())
         .reason(format!(
-            "approval {id}; token {}; digest {}; {so_far}{}{}",
-            current.token_id,
+            "approval {id}; {}; digest {}; {so_far}{}{}",
+            current.token_id.as_deref().map_or_else(
+                || format!("ceiling of agent {}", current.agent_id),
+                |t| format!("token {t}")
+            ),
             &current.digest[..16],
             if decider.human_session {
                 ""

@@ -24,6 +24,7 @@ pub mod sidecars;
 pub mod tenants;
 pub mod tokens;
 pub mod trust_tiers;
+pub mod unlocks;
 pub mod watch;
 
 use std::net::IpAddr;

@@ -12,7 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
 
 use super::auth::{AgentPrincipal, Principal};
-use super::{approvals, ceilings, App, RequestContext, ServiceError, ServiceResult};
+use super::{approvals, ceilings, unlocks, App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
 use crate::store::{IssueOutcome, NewToken, TokenRecord};
 
@@ -98,11 +98,11 @@ pub async fn issue(
     }
     let trust_tier = match &app.trust_tiers {
         Some(webhook) => webhook.tier(agent.tenant, agent.id).await,
-        None => approvals::tier(&agent_record),
+        None => unlocks::tier(&agent_record),
     };
-    let unlocks = approvals::unlocks(
+    let unlocks = unlocks::unlocks(
         app,
-        &approvals::Asked {
+        &unlocks::Asked {
             agent: &agent_record,
             trust_tier,
             scopes: &scopes,
@@ -143,7 +143,7 @@ pub async fn issue(
     let approval = pending.then(|| {
         approvals::new_request(
             app,
-            id,
+            Some(id),
             agent.id,
             agent.tenant,
             &agent.actor(),

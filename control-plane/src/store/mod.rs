@@ -144,12 +144,13 @@ pub struct TokenRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
-/// A request for human approval of one pending token.
+/// A request for human approval: of one pending token, or (no token) of an operator's request
+/// to widen an agent's ceiling.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApprovalRecord {
     pub id: ApprovalId,
     pub tenant_id: TenantId,
-    pub token_id: TokenId,
+    pub token_id: Option<TokenId>,
     pub agent_id: AgentId,
     /// `agent:<id>` or `operator:<id>`.
     pub requested_by: String,
@@ -390,6 +391,13 @@ pub trait ApprovalStore {
         tenant: TenantId,
         token: TokenId,
     ) -> StoreResult<Option<(ApprovalRecord, Vec<DecisionRecord>)>>;
+    /// Files a request without a token (an operator asking to widen `approval.agent_id`'s
+    /// ceiling), with its audit event. `Conflict` if the agent is revoked or gone.
+    async fn insert_access_request(
+        &self,
+        approval: &ApprovalRecord,
+        audit: AuditDraft,
+    ) -> StoreResult<()>;
     /// Newest first, at most `limit`.
     async fn list_approvals(
         &self,

@@ -101,7 +101,8 @@ pub struct ApprovalDecision {
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ApprovalInfo {
     pub id: String,
-    pub token_id: String,
+    /// The pending token; absent for an operator's request to widen a ceiling.
+    pub token_id: Option<String>,
     pub agent_id: String,
     /// Who filed it: `agent:<id>` or `operator:<id>`.
     pub requested_by: String,

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::Router;
 
 use crate::api::error::ApiResult;
-use crate::api::extract::{ApiJson, Caller, Ctx};
+use crate::api::extract::{ApiJson, Caller, Ctx, OperatorCaller};
 use crate::service::auth::expect_operator;
 use crate::service::{agents, App};
 
@@ -25,6 +25,24 @@ pub(super) fn router() -> Router<Arc<App>> {
         .route("/agents/{id}/revoke", post(revoke_agent))
         .route("/agents/{id}/ceiling/allow", post(allow_scopes))
         .route("/agents/{id}/ceiling/deny", post(deny_scopes))
+        .route("/agents/{id}/access-requests", post(request_access))
+}
+
+/// An approver (or admin) asks for scopes to join the agent's ceiling; another human decides.
+#[utoipa::path(post, path = "/v1/agents/{id}/access-requests", tag = "agents",
+    params(("id" = String, Path)), request_body = CeilingChange,
+    responses((status = 201, body = ApprovalInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "already within the ceiling")),
+    security(("session" = []), ("operator" = [])))]
+pub async fn request_access(
+    State(app): State<Arc<App>>,
+    OperatorCaller(op): OperatorCaller,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<CeilingChange>,
+) -> ApiResult<(StatusCode, Json<ApprovalInfo>)> {
+    let id: AgentId = parse_id(&id, "agent")?;
+    let filed = crate::service::ceilings::request_access(&app, op, id, &req.scopes, &ctx).await?;
+    Ok((StatusCode::CREATED, Json(filed)))
 }
 
 #[utoipa::path(post, path = "/v1/agents/{id}/ceiling/allow", tag = "agents",

@@ -63,12 +63,14 @@ const UPDATE_EVALUATION: &str = "UPDATE approval_requests SET unlocks = $3, dige
 const LOCK_CEILING: &str = "UPDATE agents SET ceiling = ceiling \
      WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING ceiling";
 const SET_CEILING: &str = "UPDATE agents SET ceiling = $3 WHERE tenant_id = $1 AND id = $2";
+const LOCK_AGENT: &str = "UPDATE agents SET revoked_at = revoked_at \
+     WHERE tenant_id = $1 AND id = $2 RETURNING revoked_at";
 
 #[derive(sqlx::FromRow)]
 struct ApprovalRow {
     id: String,
     tenant_id: String,
-    token_id: String,
+    token_id: Option<String>,
     agent_id: String,
     requested_by: String,
     status: String,
@@ -104,7 +106,10 @@ impl TryFrom<ApprovalRow> for ApprovalRecord {
         Ok(ApprovalRecord {
             id: parse(&row.id, "approval_requests.id")?,
             tenant_id: parse(&row.tenant_id, "approval_requests.tenant_id")?,
-            token_id: parse(&row.token_id, "approval_requests.token_id")?,
+            token_id: row
+                .token_id
+                .map(|t| parse(&t, "approval_requests.token_id"))
+                .transpose()?,
             agent_id: parse(&row.agent_id, "approval_requests.agent_id")?,
             requested_by: row.requested_by,
             status: ApprovalStatus::parse(&row.status)
@@ -154,7 +159,7 @@ macro_rules! insert_approval {
         sqlx::query($crate::store::sql::approvals::INSERT_APPROVAL)
             .bind(approval.id.to_string())
             .bind(approval.tenant_id.to_string())
-            .bind(approval.token_id.to_string())
+            .bind(approval.token_id.map(|t| t.to_string()))
             .bind(approval.agent_id.to_string())
             .bind(&approval.requested_by)
             .bind(approval.status.as_str())
@@ -234,6 +239,30 @@ impl ApprovalStore for SqlStore {
         })
     }
 
+    async fn insert_access_request(
+        &self,
+        approval: &ApprovalRecord,
+        audit: AuditDraft,
+    ) -> StoreResult<()> {
+        let tenant = approval.tenant_id;
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            // The agent row lock orders this after a revocation in flight.
+            let live: Option<(Option<i64>,)> = sqlx::query_as(LOCK_AGENT)
+                .bind(tenant.to_string())
+                .bind(approval.agent_id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            if !matches!(live, Some((None,))) {
+                return Err(StoreError::Conflict("the agent is revoked".into()));
+            }
+            insert_approval!(&mut *tx, approval);
+            tx.append_chain(tenant, audit).await?;
+            tx.commit().await.map_err(db_error)
+        })
+    }
+
     async fn list_approvals(
         &self,
         tenant: TenantId,
@@ -302,7 +331,7 @@ impl ApprovalStore for SqlStore {
         let operator = decision.operator_id.to_string();
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
-            let locked: Option<(String, String)> = sqlx::query_as(LOCK_PENDING)
+            let locked: Option<(Option<String>, String)> = sqlx::query_as(LOCK_PENDING)
                 .bind(&tenant_text)
                 .bind(&request)
                 .fetch_optional(&mut *tx)
@@ -338,17 +367,19 @@ impl ApprovalStore for SqlStore {
                 .await
                 .map_err(db_error)?;
             if !decision.approve {
+                if let Some(token_id) = &token_id {
+                    sqlx::query(DENY_TOKEN)
+                        .bind(&tenant_text)
+                        .bind(token_id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_error)?;
+                }
                 sqlx::query(END_REQUEST)
                     .bind(&tenant_text)
                     .bind(&request)
                     .bind(ApprovalStatus::Denied.as_str())
                     .bind(micros(decision.decided_at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                sqlx::query(DENY_TOKEN)
-                    .bind(&tenant_text)
-                    .bind(&token_id)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_error)?;
@@ -407,7 +438,7 @@ impl ApprovalStore for SqlStore {
         };
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
-            let ended: Option<(String, String)> = sqlx::query_as(END_REQUEST_AT_DIGEST)
+            let ended: Option<(Option<String>, String)> = sqlx::query_as(END_REQUEST_AT_DIGEST)
                 .bind(&tenant_text)
                 .bind(id.to_string())
                 .bind(status.as_str())
@@ -419,24 +450,28 @@ impl ApprovalStore for SqlStore {
             let Some((token_id, agent_id)) = ended else {
                 return Ok(false);
             };
-            match settlement {
-                Settlement::Expired => {
+            match (settlement, &token_id) {
+                (Settlement::Expired, None) => {}
+                (Settlement::Expired, Some(token_id)) => {
                     sqlx::query(DENY_TOKEN)
                         .bind(&tenant_text)
-                        .bind(&token_id)
+                        .bind(token_id)
                         .execute(&mut *tx)
                         .await
                         .map_err(db_error)?;
                 }
-                Settlement::Approved { sensitivity, ceiling_additions } => {
-                    let activated = sqlx::query(ACTIVATE_TOKEN)
-                        .bind(&tenant_text)
-                        .bind(&token_id)
-                        .bind(sensitivity.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?
-                        .rows_affected();
+                (Settlement::Approved { sensitivity, ceiling_additions }, token_id) => {
+                    let activated = match token_id {
+                        None => 1,
+                        Some(token_id) => sqlx::query(ACTIVATE_TOKEN)
+                            .bind(&tenant_text)
+                            .bind(token_id)
+                            .bind(sensitivity.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(db_error)?
+                            .rows_affected(),
+                    };
                     if activated == 0 {
                         // Revoked meanwhile: nothing to activate, the request stays pending
                         // until it expires (dropping the transaction rolls the end back).
