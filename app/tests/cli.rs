@@ -111,6 +111,7 @@ fn every_command_has_help() {
         &["agent", "allow"],
         &["agent", "deny"],
         &["agent", "request-access"],
+        &["agent", "set-tier"],
         &["approval", "list"],
         &["approval", "show"],
         &["approval", "approve"],

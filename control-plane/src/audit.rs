@@ -70,6 +70,8 @@ audit_event_types! {
     AgentRevoked => "agent.revoked",
     /// An admin set an agent's ceiling, or an approved access request widened it.
     AgentCeilingChanged => "agent.ceiling_changed",
+    /// An admin set an agent's trust tier.
+    AgentTrustTierSet => "agent.trust_tier_set",
     /// A sidecar gave back a reserved use of a `max_uses` token whose value it never injected.
     TokenUseReleased => "token.use_released",
     /// An operator's password was set or changed (every session of theirs revoked with it).

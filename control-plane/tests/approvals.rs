@@ -918,8 +918,71 @@ async fn an_operator_never_approves_their_own_access_request(f: &Fixture) {
     }
 }
 
+/// The tier is an admin's to set; a pending request sees it at its next evaluation (its digest
+/// names the tier, so approvals given under the old tier stop counting).
+async fn an_admin_sets_the_tier_and_pending_requests_follow(f: &Fixture) {
+    let t = f.tenant(ApprovalSettings::default()).await;
+    t.secret("prod/pay", Sensitivity::Sensitive).await;
+    t.secret("vault/root", Sensitivity::Critical).await;
+    let agent = t.agent(&["secrets:read:**"], 0).await;
+    let sensitive = t.issue(&agent, &["secrets:read:prod/pay"]).await;
+    let critical = t.issue(&agent, &["secrets:read:vault/root"]).await;
+    let (alice, approver_token) = t.human(Role::Approver).await;
+    t.decide(alice, critical.approval.unwrap(), true)
+        .await
+        .unwrap();
+    let uri = format!("/v1/agents/{}/trust-tier", agent.id);
+    let (status, _) = t
+        .call(
+            Method::PUT,
+            &uri,
+            &approver_token,
+            Some(json!({"trust_tier": 4})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "admins only");
+    let (status, body) = t
+        .call(
+            Method::PUT,
+            &uri,
+            &t.admin_token,
+            Some(json!({"trust_tier": 7})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
+    let (status, body) = t
+        .call(
+            Method::PUT,
+            &uri,
+            &t.admin_token,
+            Some(json!({"trust_tier": 3})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["trust_tier"].as_i64()),
+        (StatusCode::OK, Some(3)),
+        "{body}"
+    );
+    // Sensitive needs nobody at tier 3: the next evaluation activates the token.
+    assert_eq!(t.resolve(&sensitive.token, "prod/pay").await, Ok(()));
+    let after = t.show(critical.approval.unwrap()).await;
+    assert_eq!(
+        (
+            after.required_approvals,
+            after.approvals_counted,
+            after.unlocks.trust_tier
+        ),
+        (2, 0, 3)
+    );
+    assert_eq!(t.events(AuditEventType::AgentTrustTierSet).await.len(), 1);
+}
+
 agent_secret_testkit::backend_suite!(
     Fixture:
+    an_admin_sets_the_tier_and_pending_requests_follow,
     an_operator_never_approves_their_own_access_request,
     ceiling_bounds_every_token_request,
     narrowing_a_ceiling_revokes_the_tokens_it_leaves_outside,

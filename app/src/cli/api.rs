@@ -14,7 +14,7 @@ use agent_secret_core::api::{
     CreatedAgent, CreatedOperator, CreatedSidecar, DecideApproval, DeletedSecret,
     IssueTokenRequest, IssuedToken, OperatorInfo, OperatorList, PasswordChanged, PutSecretRequest,
     PutSecretResponse, RevokedAgent, RotatedAgentKey, SecretList, SecretMetadata,
-    SetPasswordRequest, SidecarInfo, SidecarList, TokenInfo, TotpEnrollment,
+    SetPasswordRequest, SetTrustTier, SidecarInfo, SidecarList, TokenInfo, TotpEnrollment,
 };
 use agent_secret_core::ids::{AgentId, ApprovalId, OperatorId, SidecarId, TokenId};
 use agent_secret_core::path::SecretPath;
@@ -109,6 +109,16 @@ impl<'a> ControlPlane<'a> {
         let verb = if allow { "allow" } else { "deny" };
         self.send(
             self.call(Method::POST, &["agents", &id, "ceiling", verb])?
+                .body(req),
+        )
+        .await
+    }
+
+    /// `PUT /v1/agents/{id}/trust-tier`.
+    pub async fn set_trust_tier(&self, id: AgentId, req: &SetTrustTier) -> Call<AgentInfo> {
+        let id = id.to_string();
+        self.send(
+            self.call(Method::PUT, &["agents", &id, "trust-tier"])?
                 .body(req),
         )
         .await

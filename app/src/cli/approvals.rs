@@ -2,7 +2,9 @@
 
 use std::io;
 
-use agent_secret_core::api::{AgentInfo, ApprovalInfo, CeilingChange, DecideApproval};
+use agent_secret_core::api::{
+    AgentInfo, ApprovalInfo, CeilingChange, DecideApproval, SetTrustTier,
+};
 
 use super::api::ControlPlane;
 use super::call::{checked_id, client, show, Human};
@@ -106,6 +108,17 @@ pub async fn request_access(
         ));
         print_approval(&a, w)
     })
+}
+
+pub async fn set_tier(
+    api: &ControlPlane<'_>,
+    id: &str,
+    tier: i32,
+    out: Output,
+) -> Result<(), Failure> {
+    let body = SetTrustTier { trust_tier: tier };
+    let reply = api.set_trust_tier(checked_id(id)?, &body).await?;
+    show(out, &reply, |a, w| print_agent(&a, w))
 }
 
 fn print_agent(a: &AgentInfo, w: Human<'_>) -> io::Result<()> {

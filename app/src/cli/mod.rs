@@ -247,6 +247,13 @@ pub enum AgentCommand {
         #[arg(required = true, value_name = "SCOPE")]
         scopes: Vec<String>,
     },
+    /// Set an agent's trust tier (0-4); its pending approval requests are re-evaluated.
+    SetTier {
+        /// Agent id.
+        id: String,
+        /// The tier.
+        tier: i32,
+    },
     /// Ask for scopes to join an agent's ceiling (approver or admin); another human approves.
     RequestAccess {
         /// Agent id.

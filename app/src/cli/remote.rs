@@ -105,6 +105,9 @@ pub async fn agent(global: &GlobalArgs, cmd: AgentCommand, out: Output) -> Resul
         AgentCommand::Deny { id, scopes } => {
             super::approvals::change_ceiling(&api, &id, scopes, false, out).await
         }
+        AgentCommand::SetTier { id, tier } => {
+            super::approvals::set_tier(&api, &id, tier, out).await
+        }
         AgentCommand::RequestAccess { id, scopes } => {
             super::approvals::request_access(&api, &id, scopes, out).await
         }

@@ -23,6 +23,7 @@ use super::handlers;
         handlers::agents::allow_scopes,
         handlers::agents::deny_scopes,
         handlers::agents::request_access,
+        handlers::agents::set_trust_tier,
         handlers::approvals::list_approvals,
         handlers::approvals::get_approval,
         handlers::approvals::approve,

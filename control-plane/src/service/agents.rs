@@ -33,12 +33,7 @@ pub async fn create(
     validate_name(name)?;
     let ceiling = super::ceilings::parse_ceiling(allow)?;
     let trust_tier = trust_tier.unwrap_or(0);
-    if !(0..=MAX_TRUST_TIER).contains(&trust_tier) {
-        return Err(ServiceError::invalid(
-            ErrorCode::InvalidRequest,
-            format!("trust_tier must be between 0 and {MAX_TRUST_TIER}"),
-        ));
-    }
+    check_tier(trust_tier)?;
     let id = AgentId::new();
     let credential = issue(CredentialKind::Agent, &app.pepper);
     let record = AgentRecord {
@@ -158,6 +153,41 @@ pub async fn revoke(
         revoked_at: at,
         tokens_revoked: revoked,
     })
+}
+
+/// Sets the trust tier the approval policy reads (admins; 0–4). Pending requests of the agent
+/// see the new tier at their next evaluation: their digest changes and approvals already given
+/// stop counting.
+pub async fn set_trust_tier(
+    app: &App,
+    caller: OperatorPrincipal,
+    id: AgentId,
+    trust_tier: i32,
+    ctx: &RequestContext,
+) -> ServiceResult<AgentInfo> {
+    caller.require(&[Role::Admin])?;
+    check_tier(trust_tier)?;
+    let audit = AuditDraft::new(AuditEventType::AgentTrustTierSet, caller.actor())
+        .client(ctx.ip_string(), ctx.user_agent.clone())
+        .reason(format!("agent {id}; trust tier {trust_tier}"));
+    if !app
+        .store
+        .set_trust_tier(caller.tenant, id, trust_tier, audit)
+        .await?
+    {
+        return Err(ServiceError::NotFound("agent"));
+    }
+    get(app, caller, id).await
+}
+
+fn check_tier(trust_tier: i32) -> ServiceResult<()> {
+    if (0..=MAX_TRUST_TIER).contains(&trust_tier) {
+        return Ok(());
+    }
+    Err(ServiceError::invalid(
+        ErrorCode::InvalidRequest,
+        format!("trust_tier must be between 0 and {MAX_TRUST_TIER}"),
+    ))
 }
 
 pub(super) fn info(record: AgentRecord) -> AgentInfo {

@@ -352,6 +352,14 @@ pub trait AgentStore {
         audit: AuditDraft,
         token_audit: AuditDraft,
     ) -> StoreResult<u64>;
+    /// Sets the agent's trust tier with its audit event. `Ok(false)` if there is no such agent.
+    async fn set_trust_tier(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        tier: i32,
+        audit: AuditDraft,
+    ) -> StoreResult<bool>;
     /// Replaces the agent's ceiling and, in the same transaction, revokes each unrevoked token
     /// for which `outside` holds under the new ceiling (appending `token_audit(id)` for each).
     async fn set_ceiling(

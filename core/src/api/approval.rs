@@ -147,6 +147,14 @@ pub struct CeilingChange {
     pub scopes: Vec<String>,
 }
 
+/// Body of `PUT /v1/agents/{id}/trust-tier`.
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTrustTier {
+    /// 0–4; agents at or above `[approvals] trusted_tier` need one approval fewer.
+    pub trust_tier: i32,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentCeiling {
     pub agent_id: String,

@@ -6,7 +6,7 @@ use agent_secret_core::api::*;
 use agent_secret_core::ids::AgentId;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Json;
 use axum::Router;
 
@@ -26,6 +26,24 @@ pub(super) fn router() -> Router<Arc<App>> {
         .route("/agents/{id}/ceiling/allow", post(allow_scopes))
         .route("/agents/{id}/ceiling/deny", post(deny_scopes))
         .route("/agents/{id}/access-requests", post(request_access))
+        .route("/agents/{id}/trust-tier", put(set_trust_tier))
+}
+
+#[utoipa::path(put, path = "/v1/agents/{id}/trust-tier", tag = "agents",
+    params(("id" = String, Path)), request_body = SetTrustTier,
+    responses((status = 200, body = AgentInfo), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("operator" = [])))]
+pub async fn set_trust_tier(
+    State(app): State<Arc<App>>,
+    OperatorCaller(op): OperatorCaller,
+    Ctx(ctx): Ctx,
+    Path(id): Path<String>,
+    ApiJson(req): ApiJson<SetTrustTier>,
+) -> ApiResult<Json<AgentInfo>> {
+    let id: AgentId = parse_id(&id, "agent")?;
+    Ok(Json(
+        agents::set_trust_tier(&app, op, id, req.trust_tier, &ctx).await?,
+    ))
 }
 
 /// An approver (or admin) asks for scopes to join the agent's ceiling; another human decides.

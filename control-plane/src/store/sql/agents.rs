@@ -35,6 +35,7 @@ const SELECT_AGENT_BY_KEY: &str = "SELECT id, tenant_id, name, trust_tier, key_i
 const LIST_AGENTS: &str = "SELECT id, tenant_id, name, trust_tier, key_id, key_hash, \
      created_at, key_rotated_at, revoked_at, ceiling, created_by \
      FROM agents WHERE tenant_id = $1 ORDER BY created_at, id";
+const SET_TIER: &str = "UPDATE agents SET trust_tier = $3 WHERE tenant_id = $1 AND id = $2";
 /// Locks the agent row (issuance locks it too, so a narrowing and an issue serialise).
 const SET_CEILING: &str = "UPDATE agents SET ceiling = $3 WHERE tenant_id = $1 AND id = $2 \
      RETURNING revoked_at";
@@ -251,6 +252,32 @@ impl AgentStore for SqlStore {
             tx.append_chain_many(tenant, drafts).await?;
             tx.commit().await.map_err(db_error)?;
             Ok(tokens.len() as u64)
+        })
+    }
+
+    async fn set_trust_tier(
+        &self,
+        tenant: TenantId,
+        id: AgentId,
+        tier: i32,
+        audit: AuditDraft,
+    ) -> StoreResult<bool> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let updated = sqlx::query(SET_TIER)
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .bind(tier)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            if updated == 0 {
+                return Ok(false);
+            }
+            tx.append_chain(tenant, audit).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(true)
         })
     }
 
