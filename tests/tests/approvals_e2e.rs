@@ -10,9 +10,9 @@ use std::time::Duration;
 use agent_secret_control_plane::service::approvals::ApprovalSettings;
 use agent_secret_control_plane::service::Policy;
 use agent_secret_core::policy::approval::{ApprovalPolicy, Requirement};
+use agent_secret_testkit::eventually;
 use agent_secret_testkit::harness::Harness;
 use agent_secret_testkit::human::HumanLogin;
-use agent_secret_testkit::{eventually, Upstream};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -38,6 +38,29 @@ fn policy() -> Policy {
     }
 }
 
+/// The system with a critical secret at `vault/root`, and the agent's token for it as the API
+/// answered it.
+async fn critical_behind_approval() -> (Harness, Value) {
+    let h = Harness::builder().policy(policy()).start().await;
+    let host = h.upstream.authority();
+    h.cp.ok(
+        Method::PUT,
+        "/v1/secrets/vault/root",
+        &h.tenant.admin,
+        Some(json!({"value": ROOT, "sensitivity": "critical", "allowed_hosts": [host]})),
+    )
+    .await;
+    let issued =
+        h.cp.ok(
+            Method::POST,
+            "/v1/tokens",
+            &h.tenant.agent_key,
+            Some(json!({"scopes": ["secrets:read:vault/*"], "ttl_seconds": 600})),
+        )
+        .await;
+    (h, issued)
+}
+
 /// What the agent sees when it sends `{{secret:vault/root}}` upstream: the status and the
 /// error code (empty when the request went through).
 async fn send(h: &Harness, agent: &reqwest::Client) -> (StatusCode, String) {
@@ -58,23 +81,7 @@ async fn send(h: &Harness, agent: &reqwest::Client) -> (StatusCode, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_humans_and_the_time_lock_release_a_critical_secret_to_the_same_token() {
-    let h = Harness::builder().policy(policy()).start().await;
-    let host = h.upstream.authority();
-    h.cp.ok(
-        Method::PUT,
-        "/v1/secrets/vault/root",
-        &h.tenant.admin,
-        Some(json!({"value": ROOT, "sensitivity": "critical", "allowed_hosts": [host]})),
-    )
-    .await;
-    let issued =
-        h.cp.ok(
-            Method::POST,
-            "/v1/tokens",
-            &h.tenant.agent_key,
-            Some(json!({"scopes": ["secrets:read:vault/*"], "ttl_seconds": 600})),
-        )
-        .await;
+    let (h, issued) = critical_behind_approval().await;
     assert_eq!(issued["status"], "pending_approval", "{issued}");
     let approval = issued["approval_id"].as_str().unwrap().to_owned();
     let token = agent_secret_testkit::harness::Issued {
@@ -175,27 +182,7 @@ async fn two_humans_and_the_time_lock_release_a_critical_secret_to_the_same_toke
 /// The admin's API token and the agent's key never approve, even over the real front door.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_and_api_tokens_cannot_approve_over_https() {
-    let h = Harness::builder()
-        .policy(policy())
-        .upstream(Upstream::http().await)
-        .start()
-        .await;
-    let host = h.upstream.authority();
-    h.cp.ok(
-        Method::PUT,
-        "/v1/secrets/vault/root",
-        &h.tenant.admin,
-        Some(json!({"value": ROOT, "sensitivity": "critical", "allowed_hosts": [host]})),
-    )
-    .await;
-    let issued =
-        h.cp.ok(
-            Method::POST,
-            "/v1/tokens",
-            &h.tenant.agent_key,
-            Some(json!({"scopes": ["secrets:read:vault/*"], "ttl_seconds": 600})),
-        )
-        .await;
+    let (h, issued) = critical_behind_approval().await;
     let uri = format!(
         "/v1/approvals/{}/approve",
         issued["approval_id"].as_str().unwrap()
