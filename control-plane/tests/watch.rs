@@ -302,3 +302,89 @@ async fn an_event_raised_on_one_replica_reaches_watchers_of_another() {
         }
     }
 }
+
+/// Ceiling changes and approvals reach watching sidecars like revocations: narrowing revokes
+/// the tokens left outside (each announced) and announces the change; an approval announces
+/// the token it activates.
+#[tokio::test]
+async fn ceiling_changes_and_approvals_reach_watchers() {
+    use agent_secret_control_plane::service::decisions::{self, Decider};
+    use agent_secret_control_plane::service::{ceilings, operators, secrets};
+    use agent_secret_core::api::{DecideApproval, PutSecretRequest, Role, Sensitivity};
+    let dir = tempfile::tempdir().unwrap();
+    let app = sqlite_app(dir.path()).await;
+    let t = tenant(&app, "a").await;
+    let ctx = RequestContext::default();
+    let mut watching = Box::pin(watch::subscribe(&app, t.sidecar));
+    let token = issue(&app, &t).await;
+
+    ceilings::deny(
+        &app,
+        t.admin,
+        t.agent.id,
+        &["secrets:read:**".to_owned()],
+        &ctx,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        next_event(&mut watching).await,
+        WatchEvent::TokenRevoked { token_id: token }
+    );
+    assert_eq!(
+        next_event(&mut watching).await,
+        WatchEvent::AgentCeilingChanged {
+            agent_id: t.agent.id.to_string()
+        }
+    );
+    ceilings::allow(
+        &app,
+        t.admin,
+        t.agent.id,
+        &["secrets:read:a/*".to_owned()],
+        &ctx,
+    )
+    .await
+    .unwrap();
+    next_event(&mut watching).await;
+
+    let put = PutSecretRequest {
+        value: "a-sensitive-value-0123456789".into(),
+        sensitivity: Some(Sensitivity::Sensitive),
+        allowed_hosts: vec!["api.example.com".into()],
+    };
+    secrets::put(&app, t.admin, "a/pay", put, &ctx)
+        .await
+        .unwrap();
+    next_event(&mut watching).await; // secret_updated
+    let req = serde_json::from_value(
+        serde_json::json!({"scopes": ["secrets:read:a/*"], "ttl_seconds": 60}),
+    )
+    .unwrap();
+    let pending = tokens::issue(&app, t.agent, req, &ctx).await.unwrap();
+    let approver = operators::create(&app, t.admin, "alice", Role::Approver, &ctx)
+        .await
+        .unwrap();
+    let approver = agent_secret_control_plane::service::auth::expect_operator(
+        authenticate(&app, &approver.operator_token, &ctx)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let decider = Decider {
+        tenant: approver.tenant,
+        operator: approver.id,
+        role: Role::Approver,
+        human_session: true,
+    };
+    let id = pending.approval_id.unwrap().parse().unwrap();
+    decisions::decide(&app, decider, id, true, &DecideApproval::default(), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_event(&mut watching).await,
+        WatchEvent::TokenApproved {
+            token_id: pending.id
+        }
+    );
+}
