@@ -188,7 +188,7 @@ fn csrf_failed(message: &str) -> ServiceError {
 }
 
 /// The value of the session cookie, if the request carries one.
-fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
+pub(crate) fn session_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 mod handlers;
 mod openapi;
+mod ui;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,6 +32,7 @@ pub fn app(state: Arc<App>) -> Router {
     let v1 = handlers::router().route("/openapi.json", get(openapi_json));
     Router::new()
         .nest("/v1", v1)
+        .merge(ui::router())
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

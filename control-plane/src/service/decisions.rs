@@ -11,6 +11,7 @@ use agent_secret_core::api::{ApprovalInfo, ApprovalStatus, DecideApproval, Error
 use agent_secret_core::ids::{AgentId, ApprovalId, OperatorId, TenantId};
 
 use super::approvals::evaluate;
+use super::sessions::HumanOperator;
 use super::{App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
 use crate::store::{DecisionOutcome, DecisionRecord};
@@ -35,6 +36,23 @@ impl Decider {
     fn actor(&self) -> Actor {
         Actor::new("operator", self.operator)
     }
+}
+
+/// The decider a human's session makes, if its login took a second factor: a confirmed TOTP
+/// enrollment makes every login of the operator present a code. `forbidden` otherwise.
+pub async fn human_decider(app: &App, human: HumanOperator) -> ServiceResult<Decider> {
+    let account = app.store.get_account(human.tenant, human.id).await?;
+    if account.is_none_or(|a| a.totp_confirmed_at.is_none()) {
+        return Err(ServiceError::Forbidden(
+            "approvals need a second factor: enroll and confirm TOTP first".into(),
+        ));
+    }
+    Ok(Decider {
+        tenant: human.tenant,
+        operator: human.id,
+        role: human.role,
+        human_session: true,
+    })
 }
 
 /// Records `decider`'s decision. Refused (403 `forbidden`) for an API token unless the config

@@ -123,25 +123,7 @@ impl FromRequestParts<Arc<App>> for Decides {
             }));
         }
         let HumanSession(human) = HumanSession::from_request_parts(parts, app).await?;
-        // A confirmed TOTP enrollment makes every login of the operator present a code: the
-        // session's password had its second factor.
-        let account = app
-            .store
-            .get_account(human.tenant, human.id)
-            .await
-            .map_err(ServiceError::from)?;
-        if account.is_none_or(|a| a.totp_confirmed_at.is_none()) {
-            return Err(ServiceError::Forbidden(
-                "approvals need a second factor: enroll and confirm TOTP first".into(),
-            )
-            .into());
-        }
-        Ok(Self(Decider {
-            tenant: human.tenant,
-            operator: human.id,
-            role: human.role,
-            human_session: true,
-        }))
+        Ok(Self(decisions::human_decider(app, human).await?))
     }
 }
 

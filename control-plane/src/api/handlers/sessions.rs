@@ -21,7 +21,7 @@ pub(super) fn router() -> Router<Arc<App>> {
         .route("/session/logout", post(logout))
 }
 
-fn cookie(value: &str, max_age: u64) -> ApiResult<HeaderValue> {
+pub(in crate::api) fn cookie(value: &str, max_age: u64) -> ApiResult<HeaderValue> {
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={value}; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age={max_age}"
     ))
