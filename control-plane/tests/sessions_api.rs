@@ -727,6 +727,56 @@ async fn a_new_pepper_makes_every_password_fail() {
 }
 
 #[tokio::test]
+async fn a_new_pepper_voids_totp_enrollments_even_after_a_password_reset() {
+    use agent_secret_control_plane::audit::{Actor, AuditDraft, AuditEventType};
+    let t = TestApp::new().await;
+    let id = t.operator("alice", "approver").await;
+    let secret = t.enroll(&id).await;
+    let elsewhere = t.dir.path().join("replica");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let other = app_on(
+        &t.db_url,
+        &elsewhere,
+        Arc::new(Pepper::generate()),
+        settings(&t.clock),
+        RateLimit {
+            per_second: 10,
+            burst: 50,
+        },
+    )
+    .await;
+    // The password is reset under the new pepper; the TOTP enrollment is not.
+    let password = agent_secret_core::secret::SecretString::new(PASSWORD.into());
+    let hash = other.sessions.hasher(&other).hash(&password).unwrap();
+    other
+        .store
+        .set_password(
+            t.tenant_id,
+            id.parse().unwrap(),
+            &hash,
+            t.clock.now(),
+            AuditDraft::new(AuditEventType::OperatorPasswordSet, Actor::system()),
+        )
+        .await
+        .unwrap();
+    t.clock.advance(Duration::from_secs(30));
+    let t = TestApp {
+        router: agent_secret_control_plane::api::app(other.clone()),
+        app: other,
+        ..t
+    };
+    let r = t.login("alice", PASSWORD, Some(&t.code(&secret))).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        "the old enrollment must not open under another pepper: {}",
+        r.body
+    );
+    assert!(r.headers.get(header::SET_COOKIE).is_none(), "no session");
+    assert!(!r.body.to_string().contains(&secret));
+}
+
+#[tokio::test]
 async fn sessions_end_when_idle_and_at_their_absolute_end() {
     let t = TestApp::with(
         |s| SessionSettings {

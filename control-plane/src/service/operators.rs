@@ -177,7 +177,8 @@ async fn check_current_password(
 }
 
 /// `POST /v1/operators/{id}/totp`: a new TOTP secret, sealed under the pepper-derived TOTP key
-/// ([`crate::totp::seal`], no KMS call) and shown once. It replaces any earlier one and is required at login once confirmed.
+/// ([`crate::totp::seal`], no KMS call) and shown once. It replaces any earlier one and is
+/// required at login once confirmed.
 pub async fn enroll_totp(
     app: &App,
     caller: OperatorPrincipal,
