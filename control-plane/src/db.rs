@@ -60,9 +60,8 @@ const SERVICE_GRANTS: &[&str] = &[
     // Operator accounts: never deleted; the login index is written once per account; sessions
     // are only refreshed and revoked.
     "GRANT SELECT, INSERT ON operator_accounts TO {role}",
-    "GRANT UPDATE (password_hash, password_changed_at, totp_key_name, totp_key_version, \
-     totp_wrapped_dek, totp_nonce, totp_ciphertext, totp_confirmed_at, totp_last_step, \
-     failed_logins, locked_until, lockouts, disabled_at) ON operator_accounts TO {role}",
+    "GRANT UPDATE (password_hash, password_changed_at, totp_nonce, totp_ciphertext, \
+     totp_confirmed_at, totp_last_step, failed_logins, locked_until, lockouts, disabled_at) ON operator_accounts TO {role}",
     "GRANT SELECT, INSERT ON operator_logins TO {role}",
     "GRANT SELECT, INSERT ON operator_sessions TO {role}",
     "GRANT UPDATE (last_seen_at, revoked_at) ON operator_sessions TO {role}",

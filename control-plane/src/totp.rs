@@ -11,6 +11,8 @@ use agent_secret_core::secret::SecretString;
 use totp_rs::{Algorithm, Builder, Secret, Totp};
 use zeroize::Zeroizing;
 
+pub mod seal;
+
 /// The issuer name authenticator apps show next to the account.
 pub const ISSUER: &str = "Agent Secret Store";
 const DIGITS: u8 = 6;

@@ -13,7 +13,7 @@ use agent_secret_control_plane::store::{
     Store, StoreError, TenantRecord,
 };
 use agent_secret_core::api::Role;
-use agent_secret_core::envelope::Envelope;
+use agent_secret_core::cipher::Sealed;
 use agent_secret_core::ids::{OperatorId, TenantId};
 use chrono::{DateTime, Duration, Utc};
 use uuid::Uuid;
@@ -103,11 +103,8 @@ fn session(tenant: TenantId, op: OperatorId, now: DateTime<Utc>, byte: u8) -> Ne
     }
 }
 
-fn sealed_totp() -> Envelope {
-    Envelope {
-        key_name: "k".into(),
-        key_version: "1".into(),
-        wrapped_dek: vec![3; 40],
+fn sealed_totp() -> Sealed {
+    Sealed {
         nonce: vec![4; 12],
         ciphertext: vec![5; 36],
     }
@@ -228,13 +225,36 @@ async fn a_totp_step_is_accepted_once(h: &Harness) {
     .unwrap();
     let account = s.get_account(id, op).await.unwrap().unwrap();
     assert_eq!(account.totp, Some(sealed_totp()));
-    // The sealed TOTP secret's DEK counts in the KEK inventory (retire-version must see it).
+    // Sealed under the pepper-derived key, not a KEK: nothing for kms status or retire-version.
     let inventory = s.dek_inventory(id).await.unwrap();
-    assert!(
-        inventory
-            .iter()
-            .any(|d| (d.key_name.as_str(), d.key_version.as_str(), d.deks) == ("k", "1", 1)),
-        "{inventory:?}"
+    assert!(inventory.is_empty(), "{inventory:?}");
+    // The schema refuses a nonce of the wrong length, or a nonce without its ciphertext.
+    for bad in [
+        Sealed {
+            nonce: vec![4; 11],
+            ciphertext: vec![5; 36],
+        },
+        Sealed {
+            nonce: vec![4; 12],
+            ciphertext: vec![5; 8],
+        },
+    ] {
+        let refused = s
+            .set_totp(
+                id,
+                op,
+                &bad,
+                now_micros(),
+                draft(AuditEventType::OperatorTotpEnrolled),
+            )
+            .await;
+        assert!(refused.is_err(), "{bad:?} was stored");
+    }
+    let account = s.get_account(id, op).await.unwrap().unwrap();
+    assert_eq!(
+        account.totp,
+        Some(sealed_totp()),
+        "a refused seal changed nothing"
     );
     assert_eq!(account.totp_confirmed_at, None);
     assert!(s

@@ -17,8 +17,11 @@ use agent_secret_control_plane::service::sessions::{Clock, SessionSettings};
 use agent_secret_control_plane::service::{tenants, App, Policy};
 use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::store::AuditFilter;
+use agent_secret_core::cipher::Dek;
 use agent_secret_core::credential::Pepper;
+use agent_secret_core::ids::TenantId;
 use agent_secret_core::kms::local::{LocalKms, MasterKey};
+use agent_secret_core::kms::{KeyInfo, KeyRef, Kms, KmsError, WrappedDek};
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use chrono::{TimeZone, Utc};
@@ -74,22 +77,27 @@ async fn app_on(
     settings: SessionSettings,
     ip_limit: RateLimit,
 ) -> Arc<App> {
+    let kms = LocalKms::open_or_create(dir.join("keyring"), MasterKey::generate()).unwrap();
+    app_with_kms(db_url, Arc::new(kms), pepper, settings, ip_limit).await
+}
+
+async fn app_with_kms(
+    db_url: &str,
+    kms: Arc<dyn Kms>,
+    pepper: Arc<Pepper>,
+    settings: SessionSettings,
+    ip_limit: RateLimit,
+) -> Arc<App> {
     let db = Db::connect(db_url).await.unwrap();
     db.migrate().await.unwrap();
-    let kms = LocalKms::open_or_create(dir.join("keyring"), MasterKey::generate()).unwrap();
     let rates = RateLimitsConfig {
         auth_failures_per_ip: ip_limit,
         ..RateLimitsConfig::default()
     };
     Arc::new(
-        App::new(
-            Arc::new(SqlStore::new(db)),
-            Arc::new(kms),
-            pepper,
-            Policy::default(),
-        )
-        .with_limits(Limits::new(&ServerConfig::default(), &rates))
-        .with_sessions(settings),
+        App::new(Arc::new(SqlStore::new(db)), kms, pepper, Policy::default())
+            .with_limits(Limits::new(&ServerConfig::default(), &rates))
+            .with_sessions(settings),
     )
 }
 
@@ -292,6 +300,54 @@ impl TestApp {
             .into_iter()
             .map(|e| e.draft.reason.unwrap_or_default())
             .collect()
+    }
+}
+
+/// A KMS identity like the control plane's on Cloud KMS: it may create keys and encrypt, and
+/// every decrypt is refused (and counted).
+struct EncryptOnlyKms {
+    inner: LocalKms,
+    decrypts: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Kms for EncryptOnlyKms {
+    async fn create_tenant_key(&self, tenant: TenantId) -> Result<KeyRef, KmsError> {
+        self.inner.create_tenant_key(tenant).await
+    }
+    async fn primary_key(&self, tenant: TenantId) -> Result<KeyRef, KmsError> {
+        self.inner.primary_key(tenant).await
+    }
+    async fn key_info(&self, tenant: TenantId) -> Result<KeyInfo, KmsError> {
+        self.inner.key_info(tenant).await
+    }
+    async fn rotate(&self, tenant: TenantId) -> Result<KeyRef, KmsError> {
+        self.inner.rotate(tenant).await
+    }
+    async fn disable_version(&self, tenant: TenantId, v: &str) -> Result<(), KmsError> {
+        self.inner.disable_version(tenant, v).await
+    }
+    async fn enable_version(&self, tenant: TenantId, v: &str) -> Result<(), KmsError> {
+        self.inner.enable_version(tenant, v).await
+    }
+    async fn wrap_dek(&self, t: TenantId, dek: &Dek, aad: &[u8]) -> Result<WrappedDek, KmsError> {
+        self.inner.wrap_dek(t, dek, aad).await
+    }
+    async fn wrap_dek_under(
+        &self,
+        t: TenantId,
+        dek: &Dek,
+        aad: &[u8],
+        v: &str,
+    ) -> Result<WrappedDek, KmsError> {
+        self.inner.wrap_dek_under(t, dek, aad, v).await
+    }
+    async fn unwrap_dek(&self, _: TenantId, _: &WrappedDek, _: &[u8]) -> Result<Dek, KmsError> {
+        self.decrypts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Err(KmsError::PermissionDenied(
+            "cloudkms.cryptoKeyVersions.useToDecrypt".into(),
+        ))
     }
 }
 
@@ -592,6 +648,48 @@ async fn an_address_that_keeps_failing_is_throttled_whatever_the_account() {
 }
 
 #[tokio::test]
+async fn totp_enrollment_and_login_work_with_a_kms_that_refuses_every_decrypt() {
+    let t = TestApp::new().await;
+    let kms = Arc::new(EncryptOnlyKms {
+        inner: LocalKms::open_or_create(t.dir.path().join("keyring-2"), MasterKey::generate())
+            .unwrap(),
+        decrypts: Default::default(),
+    });
+    let app = app_with_kms(
+        &t.db_url,
+        kms.clone(),
+        t.app.pepper.clone(),
+        settings(&t.clock),
+        RateLimit {
+            per_second: 10,
+            burst: 50,
+        },
+    )
+    .await;
+    let created = tenants::create_tenant(&app, "encrypt-only").await.unwrap();
+    let t = TestApp {
+        router: agent_secret_control_plane::api::app(app.clone()),
+        admin: created.admin_token.expose().to_owned(),
+        tenant: "encrypt-only".into(),
+        tenant_id: created.tenant_id,
+        app,
+        ..t
+    };
+    let id = t.operator("alice", "approver").await;
+    let secret = t.enroll(&id).await;
+    t.clock.advance(Duration::from_secs(30));
+    let b = t.browser("alice", Some(&t.code(&secret))).await;
+    assert_eq!(t.whoami(&b).await, StatusCode::OK);
+    let wrong = t.login("alice", PASSWORD, Some("000000")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{}", wrong.body);
+    assert_eq!(
+        kms.decrypts.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "checking a TOTP code must not ask the KMS to decrypt"
+    );
+}
+
+#[tokio::test]
 async fn a_new_pepper_makes_every_password_fail() {
     let t = TestApp::new().await;
     t.operator("carol", "auditor").await;
@@ -626,6 +724,56 @@ async fn a_new_pepper_makes_every_password_fail() {
         StatusCode::UNAUTHORIZED,
         "bcrypt runs over HMAC(pepper, password)"
     );
+}
+
+#[tokio::test]
+async fn a_new_pepper_voids_totp_enrollments_even_after_a_password_reset() {
+    use agent_secret_control_plane::audit::{Actor, AuditDraft, AuditEventType};
+    let t = TestApp::new().await;
+    let id = t.operator("alice", "approver").await;
+    let secret = t.enroll(&id).await;
+    let elsewhere = t.dir.path().join("replica");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let other = app_on(
+        &t.db_url,
+        &elsewhere,
+        Arc::new(Pepper::generate()),
+        settings(&t.clock),
+        RateLimit {
+            per_second: 10,
+            burst: 50,
+        },
+    )
+    .await;
+    // The password is reset under the new pepper; the TOTP enrollment is not.
+    let password = agent_secret_core::secret::SecretString::new(PASSWORD.into());
+    let hash = other.sessions.hasher(&other).hash(&password).unwrap();
+    other
+        .store
+        .set_password(
+            t.tenant_id,
+            id.parse().unwrap(),
+            &hash,
+            t.clock.now(),
+            AuditDraft::new(AuditEventType::OperatorPasswordSet, Actor::system()),
+        )
+        .await
+        .unwrap();
+    t.clock.advance(Duration::from_secs(30));
+    let t = TestApp {
+        router: agent_secret_control_plane::api::app(other.clone()),
+        app: other,
+        ..t
+    };
+    let r = t.login("alice", PASSWORD, Some(&t.code(&secret))).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        "the old enrollment must not open under another pepper: {}",
+        r.body
+    );
+    assert!(r.headers.get(header::SET_COOKIE).is_none(), "no session");
+    assert!(!r.body.to_string().contains(&secret));
 }
 
 #[tokio::test]

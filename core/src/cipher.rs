@@ -1,6 +1,8 @@
 //! AES-256-GCM and the keys it takes: the primitives under both envelope encryption
-//! ([`crate::envelope`]) and the local keyring ([`crate::kms::local`]), and the base64 form
-//! sealed bytes take in JSON.
+//! ([`crate::envelope`]) and the local keyring ([`crate::kms::local`]), the base64 form
+//! sealed bytes take in JSON, and [`seal`]/[`open`] for a caller that holds its own key (the
+//! control plane seals operators' TOTP secrets under a key derived from its pepper, without
+//! the KMS).
 //!
 //! They sit below both so that the envelope layer depends on the KMS layer and not the other
 //! way round: a [`Dek`] is what a KMS wraps, and the envelope only orchestrates. Every buffer
@@ -15,9 +17,9 @@ use zeroize::Zeroizing;
 /// AES-256 key length in bytes.
 pub(crate) const KEY_LEN: usize = 32;
 /// AES-GCM nonce length in bytes (96 bits).
-pub(crate) const NONCE_LEN: usize = 12;
+pub const NONCE_LEN: usize = 12;
 /// AES-GCM tag length in bytes.
-pub(crate) const TAG_LEN: usize = 16;
+pub const TAG_LEN: usize = 16;
 
 /// A data-encryption key: 32 random bytes, wiped on drop, never printed.
 #[derive(Clone)]
@@ -112,6 +114,50 @@ pub(crate) fn aes_open(
     Ok(buf)
 }
 
+/// Bytes sealed by [`seal`]: the random nonce, and the AES-256-GCM ciphertext followed by its
+/// 16-byte tag. Neither is secret; `Debug` shows lengths only all the same.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub nonce: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sealed")
+            .field("nonce_len", &self.nonce.len())
+            .field("ciphertext_len", &self.ciphertext.len())
+            .finish()
+    }
+}
+
+/// Why [`seal`] or [`open`] failed. Never contains key or plaintext bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("the data could not be encrypted")]
+    Encrypt,
+    #[error("authentication failed: wrong key or binding, or altered data")]
+    Decrypt,
+}
+
+/// Seals `plaintext` under `key` with a fresh random nonce, authenticating `aad` (the bytes
+/// that bind the result to its row; start them with a domain tag of their own).
+pub fn seal(key: &Dek, aad: &[u8], plaintext: &[u8]) -> Result<Sealed, SealError> {
+    let nonce = random_nonce();
+    let ciphertext =
+        aes_seal(key.expose(), &nonce, aad, plaintext).map_err(|_| SealError::Encrypt)?;
+    Ok(Sealed {
+        nonce: nonce.to_vec(),
+        ciphertext,
+    })
+}
+
+/// Opens what [`seal`] sealed under the same `key` and `aad`, into a zeroizing buffer. A
+/// nonce of the wrong length fails like a wrong key.
+pub fn open(key: &Dek, aad: &[u8], sealed: &Sealed) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    aes_open(key.expose(), &sealed.nonce, aad, &sealed.ciphertext).map_err(|_| SealError::Decrypt)
+}
+
 /// Serde adapter: `Vec<u8>` as a standard base64 string.
 pub(crate) mod base64_bytes {
     use base64::engine::general_purpose::STANDARD;
@@ -150,5 +196,36 @@ mod tests {
         let shown = format!("{dek:?}");
         assert!(!shown.contains("171") && !shown.to_lowercase().contains("abab"));
         assert_ne!(Dek::generate().expose(), Dek::generate().expose());
+    }
+
+    #[test]
+    fn sealed_bytes_open_only_with_their_key_and_aad() {
+        let key = Dek::generate();
+        let sealed = seal(&key, b"tag/v1 row-a", b"plaintext").unwrap();
+        assert_eq!(sealed.nonce.len(), NONCE_LEN);
+        assert_eq!(sealed.ciphertext.len(), b"plaintext".len() + TAG_LEN);
+        assert_eq!(
+            open(&key, b"tag/v1 row-a", &sealed).unwrap().as_slice(),
+            b"plaintext"
+        );
+        assert_eq!(
+            open(&key, b"tag/v1 row-b", &sealed).unwrap_err(),
+            SealError::Decrypt,
+            "another row's AAD"
+        );
+        assert_eq!(
+            open(&Dek::generate(), b"tag/v1 row-a", &sealed).unwrap_err(),
+            SealError::Decrypt,
+            "another key"
+        );
+        let mut short_nonce = sealed.clone();
+        short_nonce.nonce.pop();
+        assert_eq!(
+            open(&key, b"tag/v1 row-a", &short_nonce).unwrap_err(),
+            SealError::Decrypt
+        );
+        let again = seal(&key, b"tag/v1 row-a", b"plaintext").unwrap();
+        assert_ne!(again.nonce, sealed.nonce, "a fresh nonce per seal");
+        assert!(!format!("{sealed:?}").contains("plaintext"));
     }
 }

@@ -110,7 +110,19 @@ pub async fn seal(
     aad: &SecretAad<'_>,
     plaintext: &SecretBytes,
 ) -> Result<Envelope, EnvelopeError> {
-    seal_bound(kms, aad.tenant, &aad.to_bytes(), plaintext).await
+    let aad_bytes = aad.to_bytes();
+    let dek = Dek::generate();
+    let nonce = random_nonce();
+    let ciphertext = aes_seal(dek.expose(), &nonce, &aad_bytes, plaintext.expose())
+        .map_err(|_| EnvelopeError::Encrypt)?;
+    let wrapped = kms.wrap_dek(aad.tenant, &dek, &aad_bytes).await?;
+    Ok(Envelope {
+        key_name: wrapped.key_name,
+        key_version: wrapped.key_version,
+        wrapped_dek: wrapped.ciphertext,
+        nonce: nonce.to_vec(),
+        ciphertext,
+    })
 }
 
 /// Opens an envelope sealed for exactly the row described by `aad`.
@@ -122,44 +134,17 @@ pub async fn open(
     aad: &SecretAad<'_>,
     envelope: &Envelope,
 ) -> Result<SecretBytes, EnvelopeError> {
-    open_bound(kms, aad.tenant, &aad.to_bytes(), envelope).await
-}
-
-/// [`seal`] for a row of `tenant` that is not a secret version (an operator's TOTP secret):
-/// `aad` is that row's canonical bytes. They must start with a domain tag of their own, so
-/// they can never equal a [`SecretAad`]'s and an envelope cannot be moved between kinds.
-pub async fn seal_bound(
-    kms: &dyn Kms,
-    tenant: TenantId,
-    aad: &[u8],
-    plaintext: &SecretBytes,
-) -> Result<Envelope, EnvelopeError> {
-    let dek = Dek::generate();
-    let nonce = random_nonce();
-    let ciphertext = aes_seal(dek.expose(), &nonce, aad, plaintext.expose())
-        .map_err(|_| EnvelopeError::Encrypt)?;
-    let wrapped = kms.wrap_dek(tenant, &dek, aad).await?;
-    Ok(Envelope {
-        key_name: wrapped.key_name,
-        key_version: wrapped.key_version,
-        wrapped_dek: wrapped.ciphertext,
-        nonce: nonce.to_vec(),
-        ciphertext,
-    })
-}
-
-/// [`open`] for an envelope sealed by [`seal_bound`] with the same `tenant` and `aad`.
-pub async fn open_bound(
-    kms: &dyn Kms,
-    tenant: TenantId,
-    aad: &[u8],
-    envelope: &Envelope,
-) -> Result<SecretBytes, EnvelopeError> {
     check_shape(envelope)?;
-    let dek = unwrap_for(kms, tenant, aad, envelope).await?;
-    aes_open(dek.expose(), &envelope.nonce, aad, &envelope.ciphertext)
-        .map(SecretBytes::from)
-        .map_err(|_| EnvelopeError::Decrypt)
+    let aad_bytes = aad.to_bytes();
+    let dek = unwrap_for(kms, aad.tenant, &aad_bytes, envelope).await?;
+    aes_open(
+        dek.expose(),
+        &envelope.nonce,
+        &aad_bytes,
+        &envelope.ciphertext,
+    )
+    .map(SecretBytes::from)
+    .map_err(|_| EnvelopeError::Decrypt)
 }
 
 /// Re-wraps a stored DEK under exactly `to_version` of the tenant's KEK (after a rotation).
@@ -286,27 +271,6 @@ mod tests {
             let b = SecretAad { tenant, path: &p2, version: v2 };
             prop_assert_eq!(a.to_bytes() == b.to_bytes(), p1 == p2 && v1 == v2);
         }
-    }
-
-    #[tokio::test]
-    async fn a_bound_envelope_opens_only_with_its_own_aad_and_tenant() {
-        let f = fixture().await;
-        let bound = b"agent-secret-store/operator-totp/v1 alice".to_vec();
-        let sealed = seal_bound(&f.kms, f.tenant, &bound, &value())
-            .await
-            .unwrap();
-        let opened = open_bound(&f.kms, f.tenant, &bound, &sealed).await.unwrap();
-        assert_eq!(opened.expose(), value().expose());
-        let other_row = b"agent-secret-store/operator-totp/v1 bob".to_vec();
-        for (tenant, aad) in [(f.tenant, &other_row), (f.other, &bound)] {
-            let err = open_bound(&f.kms, tenant, aad, &sealed).await.unwrap_err();
-            assert!(
-                matches!(err, EnvelopeError::Decrypt | EnvelopeError::Kms(_)),
-                "{err:?}"
-            );
-        }
-        // Nor does it open as a secret version of the same tenant.
-        assert!(open(&f.kms, &aad(f.tenant), &sealed).await.is_err());
     }
 
     #[tokio::test]

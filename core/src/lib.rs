@@ -10,7 +10,7 @@
 
 pub mod api;
 pub mod cidr;
-mod cipher;
+pub mod cipher;
 pub mod credential;
 pub mod diagnostics;
 pub mod envelope;

@@ -16,10 +16,14 @@
 -- Nothing here is a usable secret in the database's hands:
 --   * password_hash is bcrypt (cost 12) over HMAC-SHA256(pepper, password): useless without
 --     the pepper, which never sits next to the database;
---   * the TOTP secret is an envelope like a secret version's (AES-256-GCM under a fresh DEK
---     wrapped by the tenant's KEK), its AAD binding the tenant and the operator id under its
---     own domain tag ("agent-secret-store/operator-totp/v1"), so it cannot be moved to another
---     operator, tenant or a secret row;
+--   * the TOTP secret is AES-256-GCM ciphertext (a fresh random nonce per enrollment) under a
+--     key derived from the pepper, HMAC-SHA256(pepper, "agent-secret-store/operator-totp-seal/
+--     v1\0"), its AAD binding the tenant and the operator id under its own domain tag
+--     ("agent-secret-store/operator-totp/v1"), so it cannot be moved to another operator,
+--     tenant or a secret row. Not the tenant's KEK: checking a code needs the plaintext on every
+--     login, and the control plane may hold an encrypt-only KMS identity (Cloud KMS). So TOTP
+--     secrets do not depend on KEK versions (they are not in the KEK inventory), and a new
+--     pepper voids every enrollment as it voids every password;
 --   * sessions are keyed by HMAC-SHA256(pepper, session secret) and hold the CSRF token only as
 --     HMAC-SHA256(pepper, token): the raw session id and CSRF token exist only in the client.
 
@@ -28,13 +32,10 @@ CREATE TABLE operator_accounts (
     tenant_id            TEXT NOT NULL REFERENCES tenants (id),
     password_hash        TEXT,
     password_changed_at  BIGINT,
-    -- The TOTP envelope (all five set or none) and whether a first code confirmed it; a
-    -- second factor is only required once confirmed.
-    totp_key_name        TEXT,
-    totp_key_version     TEXT,
-    totp_wrapped_dek     BYTEA,
-    totp_nonce           BYTEA,
-    totp_ciphertext      BYTEA,
+    -- The sealed TOTP secret (12-byte nonce and ciphertext || 16-byte tag of a secret of at
+    -- least 128 bits: both set or neither) and whether a first code confirmed it; a second factor is only required once confirmed.
+    totp_nonce           BYTEA CHECK (length(totp_nonce) = 12),
+    totp_ciphertext      BYTEA CHECK (length(totp_ciphertext) >= 32),
     totp_confirmed_at    BIGINT,
     -- RFC 6238 section 5.2: the step of the last accepted code. Logins set it with a
     -- conditional UPDATE ... WHERE totp_last_step < $step, so a code is accepted once, even
@@ -47,7 +48,7 @@ CREATE TABLE operator_accounts (
     lockouts             INTEGER NOT NULL DEFAULT 0 CHECK (lockouts >= 0),
     disabled_at          BIGINT,
     created_at           BIGINT NOT NULL,
-    CHECK ((totp_key_name IS NULL) = (totp_ciphertext IS NULL)),
+    CHECK ((totp_nonce IS NULL) = (totp_ciphertext IS NULL)),
     UNIQUE (tenant_id, operator_id)
 );
 

@@ -1,16 +1,14 @@
 -- Operator accounts and sessions; see migrations/postgres/0008_operator_accounts.sql for the
 -- design (login lookup through operator_logins, what each column holds, why nothing here is a
--- usable secret). Numbered 0007 here: the ceilings/approvals work takes 0006.
+-- usable secret, how the TOTP secret is sealed and why not under the KEK). Numbered 0007
+-- here: the ceilings/approvals work takes 0006.
 CREATE TABLE operator_accounts (
     operator_id          TEXT PRIMARY KEY REFERENCES operators (id),
     tenant_id            TEXT NOT NULL REFERENCES tenants (id),
     password_hash        TEXT,
     password_changed_at  INTEGER,
-    totp_key_name        TEXT,
-    totp_key_version     TEXT,
-    totp_wrapped_dek     BLOB,
-    totp_nonce           BLOB,
-    totp_ciphertext      BLOB,
+    totp_nonce           BLOB CHECK (length(totp_nonce) = 12),
+    totp_ciphertext      BLOB CHECK (length(totp_ciphertext) >= 32),
     totp_confirmed_at    INTEGER,
     totp_last_step       INTEGER NOT NULL DEFAULT 0,
     failed_logins        INTEGER NOT NULL DEFAULT 0 CHECK (failed_logins >= 0),
@@ -18,7 +16,7 @@ CREATE TABLE operator_accounts (
     lockouts             INTEGER NOT NULL DEFAULT 0 CHECK (lockouts >= 0),
     disabled_at          INTEGER,
     created_at           INTEGER NOT NULL,
-    CHECK ((totp_key_name IS NULL) = (totp_ciphertext IS NULL)),
+    CHECK ((totp_nonce IS NULL) = (totp_ciphertext IS NULL)),
     UNIQUE (tenant_id, operator_id)
 ) STRICT;
 

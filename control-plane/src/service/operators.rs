@@ -176,8 +176,9 @@ async fn check_current_password(
     ))
 }
 
-/// `POST /v1/operators/{id}/totp`: a new TOTP secret, sealed under the tenant's KEK and shown
-/// once. It replaces any earlier one and is required at login once confirmed.
+/// `POST /v1/operators/{id}/totp`: a new TOTP secret, sealed under the pepper-derived TOTP key
+/// ([`crate::totp::seal`], no KMS call) and shown once. It replaces any earlier one and is
+/// required at login once confirmed.
 pub async fn enroll_totp(
     app: &App,
     caller: OperatorPrincipal,
@@ -194,7 +195,7 @@ pub async fn enroll_totp(
     let url = secret
         .enrollment_url(&operator.name)
         .map_err(|e| ServiceError::invalid(ErrorCode::InvalidRequest, e.to_string()))?;
-    let sealed = seal_totp(app, caller.tenant, id, &secret).await?;
+    let sealed = seal_totp(app, caller.tenant, id, &secret)?;
     let audit = AuditDraft::new(AuditEventType::OperatorTotpEnrolled, caller.actor())
         .client(ctx.ip_string(), ctx.user_agent.clone())
         .reason(format!("operator {id}"));
@@ -230,8 +231,7 @@ pub async fn confirm_totp(
         .filter(|a| a.totp.is_some())
         .ok_or_else(|| ServiceError::Conflict("no TOTP enrollment to confirm".into()))?;
     let now = app.sessions.clock.now();
-    let step = check_totp(app, &account, code, now)
-        .await?
+    let step = check_totp(app, &account, code, now)?
         .map_err(|e| ServiceError::invalid(ErrorCode::InvalidRequest, e.to_string()))?;
     let audit = AuditDraft::new(AuditEventType::OperatorTotpConfirmed, caller.actor())
         .client(ctx.ip_string(), ctx.user_agent.clone())

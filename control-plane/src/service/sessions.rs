@@ -21,9 +21,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use agent_secret_core::api::{ErrorCode, LoginRequest, Role, SessionInfo};
-use agent_secret_core::envelope::{open_bound, seal_bound, Envelope};
+use agent_secret_core::cipher::Sealed;
 use agent_secret_core::ids::{OperatorId, TenantId};
-use agent_secret_core::secret::{SecretBytes, SecretString};
+use agent_secret_core::secret::SecretString;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -35,6 +35,7 @@ use super::{App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{Actor, AuditDraft, AuditEventType};
 use crate::password::{PasswordHasher, PasswordRules};
 use crate::store::{LockoutPolicy, NewSession, OperatorAccount, SessionStart};
+use crate::totp::seal::TotpSealKey;
 use crate::totp::{self, TotpRejected, TotpSecret};
 
 /// The session cookie's name. `__Host-` makes browsers insist on Secure, Path=/ and no Domain.
@@ -43,7 +44,6 @@ pub const SESSION_COOKIE: &str = "__Host-ass_session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 const SESSION_CONTEXT: &[u8] = b"agent-secret-store session\0";
 const CSRF_CONTEXT: &[u8] = b"agent-secret-store csrf\0";
-const TOTP_AAD_TAG: &[u8] = b"agent-secret-store/operator-totp/v1";
 /// What every failed login is told, whichever factor failed.
 const LOGIN_FAILED: &str = "invalid tenant, username, password or TOTP code";
 
@@ -224,56 +224,20 @@ fn random_token() -> SecretString {
     SecretString::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()))
 }
 
-/// The AAD of an operator's sealed TOTP secret: its own domain tag, then the tenant and the
-/// operator id, length-prefixed (so it can never equal a secret version's AAD).
-pub(crate) fn totp_aad(tenant: TenantId, operator: OperatorId) -> Vec<u8> {
-    let mut out = TOTP_AAD_TAG.to_vec();
-    for field in [tenant.to_string(), operator.to_string()] {
-        let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
-        out.extend_from_slice(&len.to_be_bytes());
-        out.extend_from_slice(field.as_bytes());
-    }
-    out
-}
-
-pub(crate) async fn seal_totp(
+/// Seals a new TOTP secret for `operator` under the pepper-derived key ([`crate::totp::seal`]).
+pub(crate) fn seal_totp(
     app: &App,
     tenant: TenantId,
     operator: OperatorId,
     secret: &TotpSecret,
-) -> ServiceResult<Envelope> {
-    let plaintext = SecretBytes::new(secret.as_bytes().to_vec());
-    seal_bound(
-        app.kms.as_ref(),
-        tenant,
-        &totp_aad(tenant, operator),
-        &plaintext,
-    )
-    .await
-    .map_err(|e| match e {
-        agent_secret_core::envelope::EnvelopeError::Kms(k) => ServiceError::Kms(k),
-        other => ServiceError::Internal(other.to_string()),
-    })
-}
-
-pub(crate) async fn open_totp(
-    app: &App,
-    account: &OperatorAccount,
-    sealed: &Envelope,
-) -> ServiceResult<TotpSecret> {
-    let aad = totp_aad(account.tenant_id, account.operator_id);
-    let plain = open_bound(app.kms.as_ref(), account.tenant_id, &aad, sealed)
-        .await
-        .map_err(|e| match e {
-            agent_secret_core::envelope::EnvelopeError::Kms(k) => ServiceError::Kms(k),
-            other => ServiceError::Internal(format!("operator TOTP secret: {other}")),
-        })?;
-    TotpSecret::from_bytes(plain.expose().to_vec())
-        .map_err(|e| ServiceError::Internal(e.to_string()))
+) -> ServiceResult<Sealed> {
+    TotpSealKey::from_pepper(&app.pepper)
+        .seal(tenant, operator, secret)
+        .map_err(|e| ServiceError::Internal(format!("operator TOTP secret: {e}")))
 }
 
 /// Checks `code` against the account's sealed secret at `now`: the step to record, or why not.
-pub(crate) async fn check_totp(
+pub(crate) fn check_totp(
     app: &App,
     account: &OperatorAccount,
     code: &str,
@@ -282,7 +246,15 @@ pub(crate) async fn check_totp(
     let Some(sealed) = &account.totp else {
         return Ok(Err(TotpRejected::Wrong));
     };
-    let secret = open_totp(app, account, sealed).await?;
+    // No KMS call: the key is derived from the pepper, so an encrypt-only KMS identity is enough.
+    let secret = TotpSealKey::from_pepper(&app.pepper)
+        .open(account.tenant_id, account.operator_id, sealed)
+        .map_err(|e| {
+            ServiceError::Internal(format!(
+                "operator {}'s TOTP secret: {e} (a new pepper voids TOTP enrollments: re-enroll)",
+                account.operator_id
+            ))
+        })?;
     let now_secs = u64::try_from(now.timestamp()).unwrap_or(0);
     let last = u64::try_from(account.totp_last_step)
         .ok()
@@ -400,7 +372,7 @@ pub async fn login(
         let Some(code) = req.totp_code.as_deref() else {
             return Err(failed(app, human, ctx, now, Failure::TotpMissing).await);
         };
-        match check_totp(app, &account, code, now).await? {
+        match check_totp(app, &account, code, now)? {
             Ok(s) => step = Some(s),
             Err(TotpRejected::Replayed) => {
                 return Err(failed(app, human, ctx, now, Failure::TotpReplayed).await)

@@ -3,13 +3,14 @@
 //! Same rules as the rest of the store: every method that changes something takes its audit
 //! event and writes it in the same transaction, and everything but the login lookup runs
 //! confined to one tenant. Nothing stored here is usable without the pepper or the KMS: the
-//! password is a peppered bcrypt hash, the TOTP secret an [`Envelope`], and session ids and
-//! CSRF tokens are HMAC-SHA256(pepper, ·) digests.
+//! password is a peppered bcrypt hash, the TOTP secret is AES-256-GCM [`Sealed`] under a
+//! pepper-derived key (`crate::totp::seal`), and session ids and CSRF tokens are
+//! HMAC-SHA256(pepper, ·) digests.
 
 use std::fmt;
 
 use agent_secret_core::api::Role;
-use agent_secret_core::envelope::Envelope;
+use agent_secret_core::cipher::Sealed;
 use agent_secret_core::ids::{OperatorId, TenantId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -17,7 +18,7 @@ use chrono::{DateTime, Utc};
 use super::{OperatorRevocation, StoreResult};
 use crate::audit::AuditDraft;
 
-/// An operator's login state. `Debug` hides the password hash and the TOTP envelope.
+/// An operator's login state. `Debug` hides the password hash and the sealed TOTP secret.
 #[derive(Clone, PartialEq, Eq)]
 pub struct OperatorAccount {
     pub tenant_id: TenantId,
@@ -25,8 +26,8 @@ pub struct OperatorAccount {
     /// bcrypt over HMAC-SHA256(pepper, password); `None` until a password is set.
     pub password_hash: Option<String>,
     pub password_changed_at: Option<DateTime<Utc>>,
-    /// The sealed TOTP secret; `None` until enrolled.
-    pub totp: Option<Envelope>,
+    /// The sealed TOTP secret (`crate::totp::seal`); `None` until enrolled.
+    pub totp: Option<Sealed>,
     /// Set once a first code confirmed the enrollment: from then on a code is required.
     pub totp_confirmed_at: Option<DateTime<Utc>>,
     /// Step of the last accepted code (0: none yet).
@@ -162,7 +163,7 @@ pub trait OperatorAccountStore {
         &self,
         tenant: TenantId,
         operator: OperatorId,
-        totp: &Envelope,
+        totp: &Sealed,
         at: DateTime<Utc>,
         audit: AuditDraft,
     ) -> StoreResult<()>;

@@ -37,14 +37,10 @@ const CLAIM: &str = "UPDATE tenant_keys SET rotation_claimed_at = $3 \
      WHERE tenant_id = $1 AND primary_version = $2 \
      AND (rotation_claimed_at IS NULL OR rotation_claimed_at < $4)";
 const RELEASE: &str = "UPDATE tenant_keys SET rotation_claimed_at = NULL WHERE tenant_id = $1";
-/// Counts operators' sealed TOTP secrets too, so `kms retire-version` never disables a version
-/// one of them still needs (rewrap does not re-wrap them yet: a TOTP re-enrollment moves one
-/// to the primary).
-const INVENTORY: &str = "SELECT key_name, key_version, COUNT(*) FROM ( \
-     SELECT key_name, key_version FROM secret_versions WHERE tenant_id = $1 \
-     UNION ALL SELECT totp_key_name, totp_key_version FROM operator_accounts \
-     WHERE tenant_id = $1 AND totp_key_name IS NOT NULL) deks \
-     GROUP BY key_name, key_version ORDER BY key_name, key_version";
+/// Secret versions are the only KEK-wrapped rows: operators' TOTP secrets are sealed under a
+/// pepper-derived key (`crate::totp::seal`) and never depend on a KEK version.
+const INVENTORY: &str = "SELECT key_name, key_version, COUNT(*) FROM secret_versions \
+     WHERE tenant_id = $1 GROUP BY key_name, key_version ORDER BY key_name, key_version";
 /// `$4`/`$5` are the cursor (NULL for the start); row-value comparison works on both backends.
 const NOT_UNDER: &str = "SELECT v.secret_id, s.path, v.version, v.key_name, v.key_version, \
      v.wrapped_dek FROM secret_versions v JOIN secrets s \

@@ -5,7 +5,7 @@
 //! same order everywhere (no lock-order deadlock on PostgreSQL), and the event commits or
 //! rolls back with the change.
 
-use agent_secret_core::envelope::Envelope;
+use agent_secret_core::cipher::Sealed;
 use agent_secret_core::ids::{OperatorId, TenantId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -26,9 +26,8 @@ const FIND_LOGIN_BY_NAME: &str = "SELECT tenant_id, operator_id FROM operator_lo
 const FIND_LOGIN_BY_ID: &str = "SELECT tenant_id, operator_id FROM operator_logins \
      WHERE tenant_id = $1 AND username = $2";
 const SELECT_ACCOUNT: &str = "SELECT tenant_id, operator_id, password_hash, \
-     password_changed_at, totp_key_name, totp_key_version, totp_wrapped_dek, totp_nonce, \
-     totp_ciphertext, totp_confirmed_at, totp_last_step, failed_logins, locked_until, lockouts, \
-     disabled_at FROM operator_accounts WHERE tenant_id = $1 AND operator_id = $2";
+     password_changed_at, totp_nonce, totp_ciphertext, totp_confirmed_at, totp_last_step, \
+     failed_logins, locked_until, lockouts, disabled_at FROM operator_accounts WHERE tenant_id = $1 AND operator_id = $2";
 const OPERATOR_EXISTS: &str = "SELECT id FROM operators WHERE tenant_id = $1 AND id = $2";
 const UPSERT_PASSWORD: &str = "INSERT INTO operator_accounts \
      (operator_id, tenant_id, password_hash, password_changed_at, created_at) \
@@ -43,9 +42,8 @@ const INDEX_LOGIN: &str = "INSERT INTO operator_logins \
      WHERE o.tenant_id = $1 AND o.id = $2 ON CONFLICT (operator_id) DO NOTHING";
 const REVOKE_OPERATOR_SESSIONS: &str = "UPDATE operator_sessions SET revoked_at = $3 \
      WHERE tenant_id = $1 AND operator_id = $2 AND revoked_at IS NULL";
-const SET_TOTP: &str = "UPDATE operator_accounts SET totp_key_name = $3, totp_key_version = $4, \
-     totp_wrapped_dek = $5, totp_nonce = $6, totp_ciphertext = $7, totp_confirmed_at = NULL \
-     WHERE tenant_id = $1 AND operator_id = $2";
+const SET_TOTP: &str = "UPDATE operator_accounts SET totp_nonce = $3, totp_ciphertext = $4, \
+     totp_confirmed_at = NULL WHERE tenant_id = $1 AND operator_id = $2";
 const CONFIRM_TOTP: &str = "UPDATE operator_accounts SET totp_confirmed_at = $4, \
      totp_last_step = $3 WHERE tenant_id = $1 AND operator_id = $2 \
      AND totp_ciphertext IS NOT NULL AND totp_last_step < $3";
@@ -173,7 +171,7 @@ impl OperatorAccountStore for SqlStore {
         &self,
         tenant: TenantId,
         operator: OperatorId,
-        totp: &Envelope,
+        totp: &Sealed,
         _at: DateTime<Utc>,
         audit: AuditDraft,
     ) -> StoreResult<()> {
@@ -183,9 +181,6 @@ impl OperatorAccountStore for SqlStore {
             let updated = sqlx::query(SET_TOTP)
                 .bind(tenant.to_string())
                 .bind(operator.to_string())
-                .bind(&totp.key_name)
-                .bind(&totp.key_version)
-                .bind(&totp.wrapped_dek)
                 .bind(&totp.nonce)
                 .bind(&totp.ciphertext)
                 .execute(&mut *tx).await.map_err(db_error)?

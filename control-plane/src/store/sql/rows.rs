@@ -12,6 +12,7 @@ use std::fmt::Display;
 use std::str::FromStr;
 
 use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
+use agent_secret_core::cipher::Sealed;
 use agent_secret_core::credential::CredentialKind;
 use agent_secret_core::envelope::Envelope;
 use agent_secret_core::host::HostPattern;
@@ -116,9 +117,6 @@ pub(super) struct OperatorAccountRow {
     operator_id: String,
     password_hash: Option<String>,
     password_changed_at: Option<i64>,
-    totp_key_name: Option<String>,
-    totp_key_version: Option<String>,
-    totp_wrapped_dek: Option<Vec<u8>>,
     totp_nonce: Option<Vec<u8>>,
     totp_ciphertext: Option<Vec<u8>>,
     totp_confirmed_at: Option<i64>,
@@ -271,27 +269,9 @@ impl TryFrom<TokenRow> for TokenRecord {
 impl TryFrom<OperatorAccountRow> for OperatorAccount {
     type Error = StoreError;
     fn try_from(row: OperatorAccountRow) -> StoreResult<Self> {
-        let totp = match (
-            row.totp_key_name,
-            row.totp_key_version,
-            row.totp_wrapped_dek,
-            row.totp_nonce,
-            row.totp_ciphertext,
-        ) {
-            (
-                Some(key_name),
-                Some(key_version),
-                Some(wrapped_dek),
-                Some(nonce),
-                Some(ciphertext),
-            ) => Some(Envelope {
-                key_name,
-                key_version,
-                wrapped_dek,
-                nonce,
-                ciphertext,
-            }),
-            (None, None, None, None, None) => None,
+        let totp = match (row.totp_nonce, row.totp_ciphertext) {
+            (Some(nonce), Some(ciphertext)) => Some(Sealed { nonce, ciphertext }),
+            (None, None) => None,
             _ => return Err(corrupt("operator_accounts.totp_*")),
         };
         Ok(OperatorAccount {
