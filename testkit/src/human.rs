@@ -67,6 +67,21 @@ impl HumanLogin {
         username: &str,
         role: &str,
     ) -> HumanLogin {
+        let mut human = HumanLogin::enrolled(api, tenant, admin_token, username, role).await;
+        let (status, body) = human.login_again().await;
+        assert_eq!(status, StatusCode::OK, "login of {username}: {body}");
+        human
+    }
+
+    /// [`HumanLogin::create`] without the login: the operator exists with its password and a
+    /// confirmed TOTP enrollment, and logs in elsewhere (a browser) with [`HumanLogin::next_code`].
+    pub async fn enrolled(
+        api: &Api,
+        tenant: &str,
+        admin_token: &str,
+        username: &str,
+        role: &str,
+    ) -> HumanLogin {
         let created = api
             .ok(
                 Method::POST,
@@ -91,7 +106,7 @@ impl HumanLogin {
                 None,
             )
             .await;
-        let mut human = HumanLogin {
+        let human = HumanLogin {
             api: api.clone(),
             tenant: tenant.to_owned(),
             username: username.to_owned(),
@@ -110,8 +125,6 @@ impl HumanLogin {
             Some(json!({ "code": code })),
         )
         .await;
-        let (status, body) = human.login_again().await;
-        assert_eq!(status, StatusCode::OK, "login of {username}: {body}");
         human
     }
 

@@ -24,6 +24,8 @@ pub mod pg;
 pub mod pki;
 pub mod process;
 
+#[cfg(feature = "browser")]
+pub mod browser;
 #[cfg(feature = "harness")]
 pub mod control_plane;
 #[cfg(feature = "harness")]

@@ -169,7 +169,14 @@ pub fn require_same_origin(parts: &Parts) -> Result<(), ApiError> {
             return Err(csrf_failed("cross-site request refused (Sec-Fetch-Site)").into());
         }
     }
-    if let Some(origin) = parts.headers.get(header::ORIGIN) {
+    // Under `Referrer-Policy: no-referrer` (the dashboard's) a browser's own form post says
+    // `Origin: null`; `Sec-Fetch-Site: same-origin` is then what tells it apart.
+    let same_site_says_so = header_str("sec-fetch-site") == Some("same-origin");
+    if let Some(origin) = parts
+        .headers
+        .get(header::ORIGIN)
+        .filter(|o| !(same_site_says_so && o.as_bytes() == b"null"))
+    {
         let host =
             header_str(header::HOST.as_str()).or_else(|| parts.uri.authority().map(|a| a.as_str()));
         let same = match (origin.to_str(), host) {

@@ -1,0 +1,137 @@
+//! The dashboard in a real browser (headless Chromium, `testkit::browser`): two approvers log
+//! in with password and TOTP through the login form, find the pending critical request in the
+//! queue, review and approve it; after the test-shortened time lock the agent's token injects
+//! through the real sidecar. Every page visited is screenshotted at both viewports and checked
+//! with axe-core (no serious or critical violations).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use agent_secret_control_plane::service::approvals::ApprovalSettings;
+use agent_secret_control_plane::service::Policy;
+use agent_secret_core::policy::approval::{ApprovalPolicy, Requirement};
+use agent_secret_testkit::browser::Browser;
+use agent_secret_testkit::eventually;
+use agent_secret_testkit::harness::{Harness, Issued};
+use agent_secret_testkit::human::{HumanLogin, HUMAN_PASSWORD};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+const ROOT: &str = "root-credential-0123456789-browser";
+
+fn policy() -> Policy {
+    Policy {
+        approvals: ApprovalSettings {
+            policy: ApprovalPolicy {
+                critical: Requirement {
+                    approvals: 2,
+                    delay: Duration::from_secs(2),
+                },
+                ..ApprovalPolicy::default()
+            },
+            activation_interval: Duration::from_secs(1),
+            ..ApprovalSettings::default()
+        },
+        ..Policy::default()
+    }
+}
+
+/// Logs `human` in through the form and lands on the queue.
+async fn log_in(b: &Browser, base: &str, tenant: &str, human: &HumanLogin) {
+    b.goto(&format!("{base}/ui/login")).await;
+    b.fill("#tenant", tenant).await;
+    b.fill("#username", &human.username).await;
+    b.fill("#password", HUMAN_PASSWORD).await;
+    b.fill("#totp_code", &human.next_code()).await;
+    b.click_through("form button[type=submit]").await;
+    assert_eq!(b.path().await, "/ui/approvals", "{}", b.text().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_approvers_release_a_critical_secret_from_the_dashboard() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let h = Harness::builder().policy(policy()).start().await;
+    let base = h.cp.url("").trim_end_matches('/').to_owned();
+    h.cp.ok(
+        Method::PUT,
+        "/v1/secrets/vault/root",
+        &h.tenant.admin,
+        Some(json!({"value": ROOT, "sensitivity": "critical", "allowed_hosts": [h.upstream.authority()]})),
+    )
+    .await;
+    let issued =
+        h.cp.ok(
+            Method::POST,
+            "/v1/tokens",
+            &h.tenant.agent_key,
+            Some(json!({"scopes": ["secrets:read:vault/*"], "ttl_seconds": 600})),
+        )
+        .await;
+    assert_eq!(issued["status"], "pending_approval");
+    let token = Issued {
+        id: issued["id"].as_str().unwrap().to_owned(),
+        token: issued["token"].as_str().unwrap().to_owned(),
+    };
+    let alice =
+        HumanLogin::enrolled(&h.cp, &h.tenant.id, &h.tenant.admin, "alice", "approver").await;
+    let bob = HumanLogin::enrolled(&h.cp, &h.tenant.id, &h.tenant.admin, "bob", "approver").await;
+    let mut violations = Vec::new();
+
+    // No session: the queue sends the browser to the login form.
+    b.goto(&format!("{base}/ui/approvals")).await;
+    assert_eq!(b.path().await, "/ui/login");
+    violations.extend(b.capture("login").await);
+
+    for (human, approvals_after) in [(&alice, "1 of 2"), (&bob, "2 of 2")] {
+        log_in(&b, &base, &h.tenant.id, human).await;
+        let queue = b.text().await;
+        assert!(
+            queue.contains("vault/root") && queue.contains("critical"),
+            "{queue}"
+        );
+        violations.extend(b.capture("approvals").await);
+        b.click_through("a[href^='/ui/approvals/']").await;
+        let detail = b.text().await;
+        assert!(
+            detail.contains("vault/root") && detail.contains("600 seconds"),
+            "{detail}"
+        );
+        violations.extend(b.capture("approval").await);
+        b.fill("#comment", "reviewed in the browser test").await;
+        b.click("input[name=confirm]").await;
+        b.click_through("button[value=approve]").await;
+        let after = b.text().await;
+        assert!(after.contains(approvals_after), "{after}");
+        b.click_through("form.logout button").await;
+        assert_eq!(b.path().await, "/ui/login");
+    }
+    assert!(
+        violations.is_empty(),
+        "accessibility:\n{}",
+        violations.join("\n")
+    );
+
+    // After the time lock the same token injects through the sidecar.
+    let agent = h.agent(&token);
+    eventually(
+        "the approved token injects",
+        Duration::from_secs(30),
+        || async {
+            let res = agent
+                .get(h.url("/echo"))
+                .header("authorization", "Bearer {{secret:vault/root}}")
+                .send()
+                .await
+                .unwrap();
+            res.status() == StatusCode::OK
+        },
+    )
+    .await;
+    assert_eq!(
+        h.upstream.last().header("authorization"),
+        Some(format!("Bearer {ROOT}").as_str())
+    );
+}
