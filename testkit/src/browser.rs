@@ -146,6 +146,11 @@ impl Browser {
         .await;
     }
 
+    /// How many elements `css` selects on the page shown now.
+    pub async fn count(&self, css: &str) -> usize {
+        self.client.find_all(Locator::Css(css)).await.unwrap().len()
+    }
+
     pub async fn text(&self) -> String {
         self.client
             .find(Locator::Css("body"))

@@ -105,6 +105,25 @@ async fn two_approvers_release_a_critical_secret_from_the_dashboard() {
         b.click_through("button[value=approve]").await;
         let after = b.text().await;
         assert!(after.contains(approvals_after), "{after}");
+        if human.username == "alice" {
+            // The listings an approver may see, and the one it may not.
+            for page in ["secrets", "agents"] {
+                b.goto(&format!("{base}/ui/{page}")).await;
+                violations.extend(b.capture(page).await);
+            }
+            assert!(
+                b.text().await.contains("secrets:read:**"),
+                "the agent's ceiling"
+            );
+            b.goto(&format!("{base}/ui/operators")).await;
+            let refused = b.text().await;
+            assert!(refused.contains("Not allowed"), "{refused}");
+            assert_eq!(
+                b.count("nav a[href='/ui/operators']").await,
+                0,
+                "no link for an approver"
+            );
+        }
         b.click_through("form.logout button").await;
         assert_eq!(b.path().await, "/ui/login");
     }

@@ -9,6 +9,7 @@
 //! origin (`Origin` / `Sec-Fetch-Site`). Responses forbid framing, inline script and style,
 //! referrers and caching (`security_headers`).
 
+mod listings;
 mod pages;
 
 use std::sync::Arc;
@@ -56,6 +57,9 @@ pub fn router() -> Router<Arc<App>> {
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/approvals/{id}", get(pages::approval))
         .route("/ui/approvals/{id}/decide", post(pages::decide))
+        .route("/ui/secrets", get(listings::secrets))
+        .route("/ui/agents", get(listings::agents))
+        .route("/ui/operators", get(listings::operators))
         .route("/ui/assets/app.css", get(css))
         .route("/ui/assets/app.js", get(js))
         .layer(middleware::from_fn(security_headers))

@@ -1,4 +1,5 @@
-//! The dashboard's pages: login, the approval queue and one request with its decision form.
+//! The dashboard's pages: login, the approval queue and one request with its decision form
+//! (the listings of secrets, agents and operators are `listings`).
 
 use std::sync::Arc;
 
@@ -18,14 +19,18 @@ use crate::service::decisions::{self, human_decider};
 use crate::service::{approvals, sessions, App, ServiceError};
 
 /// The header bar of every page after login.
-struct Nav {
-    current: &'static str,
-    pending: usize,
-    csrf: String,
-    role: &'static str,
+pub(super) struct Nav {
+    pub(super) current: &'static str,
+    pub(super) pending: usize,
+    pub(super) csrf: String,
+    pub(super) role: &'static str,
 }
 
-async fn nav(app: &App, visitor: &Visitor, current: &'static str) -> Result<Nav, Response> {
+pub(super) async fn nav(
+    app: &App,
+    visitor: &Visitor,
+    current: &'static str,
+) -> Result<Nav, Response> {
     let pending = approvals::list(app, visitor.0.human.tenant, Some(ApprovalStatus::Pending))
         .await
         .map_err(failure)?
@@ -76,7 +81,7 @@ struct ApprovalPage<'a> {
     expires: String,
 }
 
-fn render(status: StatusCode, page: &impl Template) -> Response {
+pub(super) fn render(status: StatusCode, page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => (status, Html(html)).into_response(),
         Err(e) => {
@@ -87,7 +92,7 @@ fn render(status: StatusCode, page: &impl Template) -> Response {
 }
 
 /// A service error as a page: the message is safe to show (no secrets, see `ServiceError`).
-fn failure(e: ServiceError) -> Response {
+pub(super) fn failure(e: ServiceError) -> Response {
     let status = e.code().http_status().unwrap_or(500);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let message = match e {
