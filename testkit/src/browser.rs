@@ -146,6 +146,21 @@ impl Browser {
         .await;
     }
 
+    /// The body of a same-origin `GET path` fetched by the page (with its session cookie).
+    pub async fn fetch_text(&self, path: &str) -> String {
+        let v = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\
+                 fetch(arguments[0], {credentials: 'same-origin'}).then(r => r.text()).then(done)\
+                    .catch(e => done('fetch failed: ' + e));",
+                vec![json!(path)],
+            )
+            .await
+            .unwrap();
+        v.as_str().unwrap_or_default().to_owned()
+    }
+
     /// How many elements `css` selects on the page shown now.
     pub async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.unwrap().len()

@@ -127,6 +127,44 @@ async fn two_approvers_release_a_critical_secret_from_the_dashboard() {
         b.click_through("form.logout button").await;
         assert_eq!(b.path().await, "/ui/login");
     }
+    // A page after logout sends the browser back to the login form.
+    b.goto(&format!("{base}/ui/agents")).await;
+    assert_eq!(b.path().await, "/ui/login");
+
+    // An admin sees the operators, all three humans among them.
+    let carol = HumanLogin::enrolled(&h.cp, &h.tenant.id, &h.tenant.admin, "carol", "admin").await;
+    log_in(&b, &base, &h.tenant.id, &carol).await;
+    b.goto(&format!("{base}/ui/operators")).await;
+    let listed = b.text().await;
+    for name in ["alice", "bob", "carol"] {
+        assert!(listed.contains(name), "{listed}");
+    }
+    violations.extend(b.capture("operators").await);
+
+    // The audit page shows both approvals, and its CSV export of that filter parses.
+    b.goto(&format!("{base}/ui/audit?type=approval.approved&verify=1"))
+        .await;
+    let audit = b.text().await;
+    assert!(audit.contains("Hash chain verified"), "{audit}");
+    violations.extend(b.capture("audit").await);
+    let csv = b
+        .fetch_text("/ui/audit/export?format=csv&type=approval.approved")
+        .await;
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let actor = headers.iter().position(|h| h == "actor").unwrap();
+    let actors: Vec<String> = reader
+        .records()
+        .map(|r| r.unwrap()[actor].to_owned())
+        .collect();
+    assert_eq!(
+        actors,
+        vec![
+            format!("operator:{}", alice.operator_id),
+            format!("operator:{}", bob.operator_id)
+        ],
+        "{csv}"
+    );
     assert!(
         violations.is_empty(),
         "accessibility:\n{}",

@@ -57,6 +57,18 @@ fn for_spreadsheet(event: &AuditEventView) -> AuditEventView {
     safe
 }
 
+/// One JSON document per line (`format=jsonl`).
+pub fn to_jsonl(events: &[AuditEventView]) -> Result<String, ServiceError> {
+    let mut body = String::new();
+    for e in events {
+        body.push_str(
+            &serde_json::to_string(e).map_err(|e| ServiceError::Internal(e.to_string()))?,
+        );
+        body.push('\n');
+    }
+    Ok(body)
+}
+
 pub fn to_csv(events: &[AuditEventView]) -> Result<String, ServiceError> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     for event in events {

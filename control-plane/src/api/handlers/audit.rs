@@ -16,7 +16,7 @@ use crate::api::extract::Caller;
 use crate::audit::ChainReport;
 use crate::service::audit_log::{AuditEventView, AuditQuery};
 use crate::service::auth::expect_operator;
-use crate::service::{audit_log, App, ServiceError};
+use crate::service::{audit_log, App};
 
 pub(super) fn router() -> Router<Arc<App>> {
     Router::new()
@@ -87,16 +87,11 @@ pub async fn export_audit(
             crate::api::audit_csv::to_csv(&events)?,
         )
             .into_response(),
-        "jsonl" => {
-            let mut body = String::new();
-            for e in &events {
-                body.push_str(
-                    &serde_json::to_string(e).map_err(|e| ServiceError::Internal(e.to_string()))?,
-                );
-                body.push('\n');
-            }
-            ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
-        }
+        "jsonl" => (
+            [(header::CONTENT_TYPE, "application/x-ndjson")],
+            crate::api::audit_csv::to_jsonl(&events)?,
+        )
+            .into_response(),
         _ => Json(AuditEventList { events }).into_response(),
     })
 }

@@ -108,7 +108,7 @@ pub async fn operators(State(app): State<Arc<App>>, visitor: Visitor) -> Respons
 }
 
 /// A role that may not see a page gets a page saying so (403); bad input its message.
-fn refused_or_failure(nav: Nav, e: ServiceError) -> Response {
+pub(super) fn refused_or_failure(nav: Nav, e: ServiceError) -> Response {
     match e {
         ServiceError::Forbidden(message) => {
             render(StatusCode::FORBIDDEN, &RefusedPage { nav, message })

@@ -9,6 +9,7 @@
 //! origin (`Origin` / `Sec-Fetch-Site`). Responses forbid framing, inline script and style,
 //! referrers and caching (`security_headers`).
 
+mod audit;
 mod listings;
 mod pages;
 
@@ -60,6 +61,8 @@ pub fn router() -> Router<Arc<App>> {
         .route("/ui/secrets", get(listings::secrets))
         .route("/ui/agents", get(listings::agents))
         .route("/ui/operators", get(listings::operators))
+        .route("/ui/audit", get(audit::audit))
+        .route("/ui/audit/export", get(audit::export))
         .route("/ui/assets/app.css", get(css))
         .route("/ui/assets/app.js", get(js))
         .layer(middleware::from_fn(security_headers))
