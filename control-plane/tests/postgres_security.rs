@@ -138,6 +138,8 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
         key_hash: vec![7; 32],
         created_at: now_micros(),
         revoked_at: None,
+        last_seen_at: None,
+        last_version: None,
     };
     store
         .create_sidecar(&sidecar, draft(AuditEventType::SidecarCreated))

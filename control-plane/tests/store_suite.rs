@@ -360,6 +360,8 @@ async fn credential_index_resolves_every_principal_to_its_tenant(h: &Harness) {
         key_hash: vec![4; 32],
         created_at: now_micros(),
         revoked_at: None,
+        last_seen_at: None,
+        last_version: None,
     };
     store
         .create_sidecar(&sidecar, draft(AuditEventType::SidecarCreated))
@@ -430,6 +432,8 @@ async fn sidecars_are_listed_and_revoked_once(h: &Harness) {
         key_hash: vec![4; 32],
         created_at: now_micros(),
         revoked_at: None,
+        last_seen_at: None,
+        last_version: None,
     };
     store
         .create_sidecar(&sidecar, draft(AuditEventType::SidecarCreated))

@@ -87,7 +87,9 @@ impl ControlPlane {
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_keepalive(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none());
+            .redirect(reqwest::redirect::Policy::none())
+            // The control plane lists the version each sidecar last reported.
+            .user_agent(concat!("agent-secret-sidecar/", env!("CARGO_PKG_VERSION")));
         for cert in root_certificates(config)? {
             builder = builder.add_root_certificate(cert);
         }

@@ -164,6 +164,14 @@ impl<S: Send + Sync> FromRequestParts<S> for SameOrigin {
 /// Also applied to login, so another site cannot log a browser into an attacker's account.
 pub fn require_same_origin(parts: &Parts) -> Result<(), ApiError> {
     let header_str = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    // A browser sends each at most once; two would let one check read a different value.
+    for name in [header::ORIGIN.as_str(), "sec-fetch-site"] {
+        if parts.headers.get_all(name).iter().count() > 1 {
+            return Err(
+                csrf_failed("a repeated Origin or Sec-Fetch-Site header is refused").into(),
+            );
+        }
+    }
     if let Some(site) = parts.headers.get("sec-fetch-site") {
         if !matches!(site.to_str(), Ok("same-origin" | "none")) {
             return Err(csrf_failed("cross-site request refused (Sec-Fetch-Site)").into());

@@ -56,6 +56,10 @@ pub async fn authenticate(
     ctx: &RequestContext,
 ) -> ServiceResult<Principal> {
     match verify(app, bearer).await? {
+        Verdict::Verified(Principal::Sidecar(sidecar)) => {
+            super::sidecars::seen(app, sidecar, ctx.user_agent.as_deref()).await;
+            Ok(Principal::Sidecar(sidecar))
+        }
         Verdict::Verified(principal) => Ok(principal),
         Verdict::Refused { known } => {
             if let Err(refused) = app.limits.auth_failures.check(ctx.ip) {

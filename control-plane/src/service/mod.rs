@@ -83,6 +83,8 @@ pub struct App {
     pub trust_tiers: Option<Arc<trust_tiers::TrustTierWebhook>>,
     /// Human logins and sessions (`[sessions]`).
     pub sessions: Arc<sessions::SessionSettings>,
+    /// When each sidecar's heartbeat was last written (`sidecars::seen`).
+    pub heartbeats: Arc<sidecars::Heartbeats>,
 }
 
 impl App {
@@ -107,6 +109,7 @@ impl App {
             limits: Arc::new(crate::limits::Limits::default()),
             trust_tiers: None,
             sessions: Arc::new(sessions::SessionSettings::default()),
+            heartbeats: Arc::new(sidecars::Heartbeats::default()),
         }
     }
 

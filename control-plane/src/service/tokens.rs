@@ -1,17 +1,17 @@
 //! Scoped tokens: short-lived, narrowly scoped credentials an agent presents to its sidecar.
 
 use agent_secret_core::api::{
-    ErrorCode, IssueTokenRequest, IssuedToken, Role, Sensitivity, TokenInfo, TokenStatus,
-    WatchEvent,
+    ErrorCode, IssueTokenRequest, IssuedToken, Role, Sensitivity, TokenInfo, TokenList,
+    TokenStatus, WatchEvent,
 };
 use agent_secret_core::cidr::parse_cidr;
 use agent_secret_core::credential::{issue_with_id, CredentialKind};
-use agent_secret_core::ids::TokenId;
+use agent_secret_core::ids::{AgentId, TokenId};
 use agent_secret_core::scope::Scope;
 use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
 
-use super::auth::{AgentPrincipal, Principal};
+use super::auth::{AgentPrincipal, OperatorPrincipal, Principal};
 use super::{approvals, ceilings, unlocks, App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
 use crate::store::{IssueOutcome, NewToken, TokenRecord};
@@ -263,6 +263,32 @@ async fn visible_token(app: &App, caller: Principal, id: TokenId) -> ServiceResu
 pub async fn get(app: &App, caller: Principal, id: TokenId) -> ServiceResult<TokenInfo> {
     let token = visible_token(app, caller, id).await?;
     Ok(info(&token, now_micros()))
+}
+
+/// Most tokens one listing returns.
+pub const MAX_LISTED: u32 = 500;
+
+/// The tenant's tokens (or one agent's) newest first, optionally only those in `status` as a
+/// caller sees it (`expired` is derived). The status filter applies to the newest `limit`.
+pub async fn list(
+    app: &App,
+    caller: OperatorPrincipal,
+    agent: Option<AgentId>,
+    status: Option<TokenStatus>,
+    limit: Option<u32>,
+) -> ServiceResult<TokenList> {
+    caller.require(&[Role::Admin, Role::Approver, Role::Auditor])?;
+    let limit = limit.unwrap_or(100).clamp(1, MAX_LISTED);
+    let now = now_micros();
+    let tokens = app
+        .store
+        .list_tokens(caller.tenant, agent, limit)
+        .await?
+        .iter()
+        .map(|t| info(t, now))
+        .filter(|t| status.is_none_or(|s| t.status == s))
+        .collect();
+    Ok(TokenList { tokens })
 }
 
 pub async fn revoke(

@@ -72,6 +72,9 @@ pub struct SidecarRecord {
     pub key_hash: Vec<u8>,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it last authenticated (recorded at most once a minute) and the version it reported.
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub last_version: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -306,6 +309,14 @@ pub trait SidecarStore {
         id: SidecarId,
     ) -> StoreResult<Option<SidecarRecord>>;
     async fn list_sidecars(&self, tenant: TenantId) -> StoreResult<Vec<SidecarRecord>>;
+    /// Records a sidecar's heartbeat: not audited (it is not an operation on anything).
+    async fn sidecar_seen(
+        &self,
+        tenant: TenantId,
+        id: SidecarId,
+        at: DateTime<Utc>,
+        version: Option<&str>,
+    ) -> StoreResult<()>;
     /// `Ok(false)` if the sidecar does not exist or was already revoked (no event written).
     async fn revoke_sidecar(
         &self,
@@ -499,6 +510,13 @@ pub trait TokenStore {
         &self,
         tenant: TenantId,
         agent: AgentId,
+    ) -> StoreResult<Vec<TokenRecord>>;
+    /// The tenant's tokens (or one agent's), newest first, revoked ones included.
+    async fn list_tokens(
+        &self,
+        tenant: TenantId,
+        agent: Option<AgentId>,
+        limit: u32,
     ) -> StoreResult<Vec<TokenRecord>>;
     async fn get_token(&self, tenant: TenantId, id: TokenId) -> StoreResult<Option<TokenRecord>>;
     /// What a resolve reads, in one read transaction (fewer round trips than two): the token,

@@ -141,6 +141,12 @@ pub struct SidecarInfo {
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// When it last authenticated to the control plane (to the minute).
+    #[serde(default)]
+    pub last_seen_at: Option<DateTime<Utc>>,
+    /// The version it reported then (`agent-secret-sidecar/VERSION`).
+    #[serde(default)]
+    pub version: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -356,6 +362,12 @@ impl fmt::Debug for IssuedToken {
             .field("expires_at", &self.expires_at)
             .finish()
     }
+}
+
+/// `GET /v1/tokens`: newest first, at most `limit` (default 100, at most 500).
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct TokenList {
+    pub tokens: Vec<TokenInfo>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]

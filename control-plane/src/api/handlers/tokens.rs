@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use agent_secret_core::api::*;
-use agent_secret_core::ids::TokenId;
-use axum::extract::{Path, State};
+use agent_secret_core::ids::{AgentId, TokenId};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Json;
@@ -12,14 +12,14 @@ use axum::Router;
 
 use crate::api::error::ApiResult;
 use crate::api::extract::{ApiJson, Caller, Ctx};
-use crate::service::auth::expect_agent;
-use crate::service::{tokens, App};
+use crate::service::auth::{expect_agent, expect_operator};
+use crate::service::{tokens, App, ServiceError};
 
 use super::parse_id;
 
 pub(super) fn router() -> Router<Arc<App>> {
     Router::new()
-        .route("/tokens", post(issue_token))
+        .route("/tokens", post(issue_token).get(list_tokens))
         .route("/tokens/{id}", get(get_token))
         .route("/tokens/{id}/revoke", post(revoke_token))
 }
@@ -38,6 +38,43 @@ pub async fn issue_token(
     Ok((
         StatusCode::CREATED,
         Json(tokens::issue(&app, agent, req, &ctx).await?),
+    ))
+}
+
+/// Filters of `GET /v1/tokens`.
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub struct TokenQuery {
+    /// Only this agent's tokens.
+    agent_id: Option<String>,
+    /// Only tokens in this state: pending_approval, active, denied, revoked or expired.
+    status: Option<String>,
+    /// At most this many (default 100, at most 500), newest first.
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/tokens", tag = "tokens", params(TokenQuery),
+    responses((status = 200, body = TokenList), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody)), security(("operator" = [])))]
+pub async fn list_tokens(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+    Query(q): Query<TokenQuery>,
+) -> ApiResult<Json<TokenList>> {
+    let operator = expect_operator(caller)?;
+    let agent = match q.agent_id.as_deref().filter(|a| !a.is_empty()) {
+        Some(raw) => Some(parse_id::<AgentId>(raw, "agent")?),
+        None => None,
+    };
+    let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
+        Some(raw) => Some(TokenStatus::parse(raw).ok_or_else(|| {
+            ServiceError::invalid(
+                ErrorCode::InvalidRequest,
+                format!("unknown token status {raw:?}"),
+            )
+        })?),
+        None => None,
+    };
+    Ok(Json(
+        tokens::list(&app, operator, agent, status, q.limit).await?,
     ))
 }
 

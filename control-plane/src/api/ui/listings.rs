@@ -1,26 +1,17 @@
-//! Read-only listings: secrets (metadata only, by path prefix), agents with their tier and
-//! ceiling, and operators (admins only; anyone else gets a 403 page).
+//! Read-only listings: agents with their tier and ceiling, and operators (admins only; anyone
+//! else gets a 403 page).
 
 use std::sync::Arc;
 
-use agent_secret_core::api::{AgentInfo, OperatorInfo, SecretMetadata};
+use agent_secret_core::api::{AgentInfo, OperatorInfo};
 use askama::Template;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde::Deserialize;
 
 use super::pages::{failure, nav, render, Nav};
 use super::Visitor;
-use crate::service::{agents, operators, secrets, App, ServiceError};
-
-#[derive(Template)]
-#[template(path = "secrets.html")]
-struct SecretsPage {
-    nav: Nav,
-    prefix: String,
-    rows: Vec<SecretMetadata>,
-}
+use crate::service::{agents, operators, App, ServiceError};
 
 #[derive(Template)]
 #[template(path = "agents.html")]
@@ -41,36 +32,6 @@ struct OperatorsPage {
 struct RefusedPage {
     nav: Nav,
     message: String,
-}
-
-#[derive(Deserialize)]
-pub struct PrefixQuery {
-    #[serde(default)]
-    prefix: String,
-}
-
-pub async fn secrets(
-    State(app): State<Arc<App>>,
-    visitor: Visitor,
-    Query(q): Query<PrefixQuery>,
-) -> Response {
-    let nav = match nav(&app, &visitor, "secrets").await {
-        Ok(nav) => nav,
-        Err(page) => return page,
-    };
-    let prefix = q.prefix.trim().to_owned();
-    let filter = Some(prefix.as_str()).filter(|p| !p.is_empty());
-    match secrets::list(&app, visitor.0.human.into(), filter).await {
-        Ok(list) => render(
-            StatusCode::OK,
-            &SecretsPage {
-                nav,
-                prefix,
-                rows: list.secrets,
-            },
-        ),
-        Err(e) => refused_or_failure(nav, e),
-    }
 }
 
 pub async fn agents(State(app): State<Arc<App>>, visitor: Visitor) -> Response {

@@ -9,9 +9,12 @@
 //! origin (`Origin` / `Sec-Fetch-Site`). Responses forbid framing, inline script and style,
 //! referrers and caching (`security_headers`).
 
+mod agents;
 mod audit;
 mod listings;
 mod pages;
+mod secrets;
+mod tokens;
 
 use std::sync::Arc;
 
@@ -58,8 +61,17 @@ pub fn router() -> Router<Arc<App>> {
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/approvals/{id}", get(pages::approval))
         .route("/ui/approvals/{id}/decide", post(pages::decide))
-        .route("/ui/secrets", get(listings::secrets))
-        .route("/ui/agents", get(listings::agents))
+        .route("/ui/secrets", get(secrets::list).post(secrets::write))
+        .route("/ui/agents", get(listings::agents).post(agents::create))
+        .route("/ui/agents/{id}", get(agents::agent))
+        .route("/ui/agents/{id}/rotate", post(agents::rotate))
+        .route("/ui/agents/{id}/disable", post(agents::disable))
+        .route("/ui/agents/{id}/tier", post(agents::set_tier))
+        .route("/ui/agents/{id}/ceiling", post(agents::ceiling))
+        .route("/ui/tokens", get(tokens::list))
+        .route("/ui/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/ui/sidecars", get(tokens::sidecar_list))
+        .route("/ui/sidecars/{id}/revoke", post(tokens::sidecar_revoke))
         .route("/ui/operators", get(listings::operators))
         .route("/ui/audit", get(audit::audit))
         .route("/ui/audit/export", get(audit::export))

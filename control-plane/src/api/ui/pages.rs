@@ -93,6 +93,12 @@ pub(super) fn render(status: StatusCode, page: &impl Template) -> Response {
 
 /// A service error as a page: the message is safe to show (no secrets, see `ServiceError`).
 pub(super) fn failure(e: ServiceError) -> Response {
+    failure_message(e).into_response()
+}
+
+/// The status and the words a page shows for a service error: its own message, except for
+/// failures of the server's parts, which are logged where they happen and not detailed here.
+pub(super) fn failure_message(e: ServiceError) -> (StatusCode, String) {
     let status = e.code().http_status().unwrap_or(500);
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let message = match e {
@@ -101,7 +107,7 @@ pub(super) fn failure(e: ServiceError) -> Response {
         }
         other => other.to_string(),
     };
-    (status, message).into_response()
+    (status, message)
 }
 
 fn utc(t: chrono::DateTime<chrono::Utc>) -> String {

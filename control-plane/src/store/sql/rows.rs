@@ -53,6 +53,8 @@ pub(super) struct SidecarRow {
     key_hash: Vec<u8>,
     created_at: i64,
     revoked_at: Option<i64>,
+    last_seen_at: Option<i64>,
+    last_version: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -181,6 +183,8 @@ impl TryFrom<SidecarRow> for SidecarRecord {
             key_hash: row.key_hash,
             created_at: time(row.created_at, "sidecars.created_at")?,
             revoked_at: opt_time(row.revoked_at, "sidecars.revoked_at")?,
+            last_seen_at: opt_time(row.last_seen_at, "sidecars.last_seen_at")?,
+            last_version: row.last_version,
         })
     }
 }

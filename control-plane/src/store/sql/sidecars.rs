@@ -19,10 +19,12 @@ use crate::store::{SidecarRecord, SidecarStore, StoreResult};
 
 const INSERT_SIDECAR: &str = "INSERT INTO sidecars \
      (id, tenant_id, name, key_hash, created_at, revoked_at) VALUES ($1, $2, $3, $4, $5, $6)";
-const SELECT_SIDECAR: &str = "SELECT id, tenant_id, name, key_hash, created_at, revoked_at \
-     FROM sidecars WHERE tenant_id = $1 AND id = $2";
-const LIST_SIDECARS: &str = "SELECT id, tenant_id, name, key_hash, created_at, revoked_at \
-     FROM sidecars WHERE tenant_id = $1 ORDER BY created_at, id";
+const SELECT_SIDECAR: &str = "SELECT id, tenant_id, name, key_hash, created_at, revoked_at, \
+     last_seen_at, last_version FROM sidecars WHERE tenant_id = $1 AND id = $2";
+const LIST_SIDECARS: &str = "SELECT id, tenant_id, name, key_hash, created_at, revoked_at, \
+     last_seen_at, last_version FROM sidecars WHERE tenant_id = $1 ORDER BY created_at, id";
+const SIDECAR_SEEN: &str = "UPDATE sidecars SET last_seen_at = $3, last_version = $4 \
+     WHERE tenant_id = $1 AND id = $2";
 const REVOKE_SIDECAR: &str = "UPDATE sidecars SET revoked_at = $3 \
      WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL";
 
@@ -77,6 +79,27 @@ impl SidecarStore for SqlStore {
                 .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
             records(rows)
+        })
+    }
+
+    async fn sidecar_seen(
+        &self,
+        tenant: TenantId,
+        id: SidecarId,
+        at: DateTime<Utc>,
+        version: Option<&str>,
+    ) -> StoreResult<()> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            sqlx::query(SIDECAR_SEEN)
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .bind(micros(at))
+                .bind(version)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)
         })
     }
 

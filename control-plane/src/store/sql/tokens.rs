@@ -52,6 +52,10 @@ const LIST_AGENT_TOKENS: &str = "SELECT id, tenant_id, agent_id, scopes, key_has
      approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
      FROM tokens WHERE tenant_id = $1 AND agent_id = $2 AND revoked_at IS NULL \
      ORDER BY created_at, id";
+const LIST_TOKENS: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
+     approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
+     FROM tokens WHERE tenant_id = $1 AND (CAST($2 AS TEXT) IS NULL OR agent_id = $2) \
+     ORDER BY created_at DESC, id DESC LIMIT $3";
 const SELECT_TOKEN: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
      approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
      FROM tokens WHERE tenant_id = $1 AND id = $2";
@@ -179,6 +183,26 @@ impl TokenStore for SqlStore {
             let rows: Vec<TokenRow> = sqlx::query_as(LIST_AGENT_TOKENS)
                 .bind(tenant.to_string())
                 .bind(agent.to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            records(rows)
+        })
+    }
+
+    async fn list_tokens(
+        &self,
+        tenant: TenantId,
+        agent: Option<AgentId>,
+        limit: u32,
+    ) -> StoreResult<Vec<TokenRecord>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let rows: Vec<TokenRow> = sqlx::query_as(LIST_TOKENS)
+                .bind(tenant.to_string())
+                .bind(agent.map(|a| a.to_string()))
+                .bind(i64::from(limit))
                 .fetch_all(&mut *tx)
                 .await
                 .map_err(db_error)?;
