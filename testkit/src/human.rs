@@ -42,8 +42,20 @@ pub struct HumanLogin {
     /// `__Host-ass_session=...`, as a `Cookie` header value.
     pub cookie: String,
     pub csrf_token: String,
-    totp_secret: String,
+    authenticator: Authenticator,
+}
+
+/// What an authenticator app does with one base32 TOTP secret (SHA-1, 6 digits, 30 s): a code
+/// for a step after every code it already gave out, as the server accepts each step once.
+pub struct Authenticator {
+    secret: String,
     last_step: Mutex<u64>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator([REDACTED])")
+    }
 }
 
 impl std::fmt::Debug for HumanLogin {
@@ -114,8 +126,7 @@ impl HumanLogin {
             role: role.to_owned(),
             cookie: String::new(),
             csrf_token: String::new(),
-            totp_secret: enrolled["secret"].as_str().unwrap().to_owned(),
-            last_step: Mutex::new(0),
+            authenticator: Authenticator::new(enrolled["secret"].as_str().unwrap()),
         };
         let code = human.next_code();
         api.ok(
@@ -187,15 +198,30 @@ impl HumanLogin {
         )
     }
 
-    /// A TOTP code for a step after every code this human already used: the current step, or
-    /// the next one (accepted with the server's one step of skew), waiting only if both are
-    /// used up.
+    /// A TOTP code for a step after every code this human already used
+    /// ([`Authenticator::next_code`]).
+    pub fn next_code(&self) -> String {
+        self.authenticator.next_code()
+    }
+}
+
+impl Authenticator {
+    /// An authenticator holding `secret` (base32, as an enrollment shows it).
+    pub fn new(secret: &str) -> Authenticator {
+        Authenticator {
+            secret: secret.to_owned(),
+            last_step: Mutex::new(0),
+        }
+    }
+
+    /// The current step's code, or the next one's (accepted with the server's one step of
+    /// skew), waiting only if both are used up.
     pub fn next_code(&self) -> String {
         let totp = totp_rs::Builder::new()
             .with_algorithm(totp_rs::Algorithm::SHA1)
             .with_digits(6)
             .with_step_duration(30)
-            .with_secret(totp_rs::Secret::try_from_base32(&self.totp_secret).unwrap())
+            .with_secret(totp_rs::Secret::try_from_base32(&self.secret).unwrap())
             .build()
             .unwrap();
         loop {

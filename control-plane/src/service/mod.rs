@@ -11,6 +11,7 @@ pub mod audit_log;
 pub mod auth;
 pub mod ceilings;
 pub mod decisions;
+pub mod enrollment;
 pub mod group_commit;
 pub mod kms;
 pub mod limits;

@@ -8,6 +8,7 @@ use agent_secret_core::api::{
     AccountInfo, CreatedOperator, ErrorCode, OperatorInfo, OperatorList, PasswordChanged, Role,
     SetPasswordRequest, TotpEnrollment,
 };
+use agent_secret_core::cipher::Sealed;
 use agent_secret_core::credential::{issue_with_id, CredentialKind};
 use agent_secret_core::ids::OperatorId;
 use agent_secret_core::secret::SecretString;
@@ -185,6 +186,17 @@ pub async fn enroll_totp(
     id: OperatorId,
     ctx: &RequestContext,
 ) -> ServiceResult<TotpEnrollment> {
+    Ok(enroll_totp_sealed(app, caller, id, ctx).await?.0)
+}
+
+/// [`enroll_totp`], also returning the sealed secret as stored (the dashboard's self-service
+/// enrollment binds its confirmation ticket to it).
+pub(crate) async fn enroll_totp_sealed(
+    app: &App,
+    caller: OperatorPrincipal,
+    id: OperatorId,
+    ctx: &RequestContext,
+) -> ServiceResult<(TotpEnrollment, Sealed)> {
     self_or_admin(caller, id)?;
     let operator = app
         .store
@@ -208,11 +220,12 @@ pub async fn enroll_totp(
             }
             other => ServiceError::Store(other),
         })?;
-    Ok(TotpEnrollment {
+    let enrollment = TotpEnrollment {
         operator_id: id.to_string(),
         secret: secret.to_base32().expose().to_owned(),
         otpauth_url: url.expose().to_owned(),
-    })
+    };
+    Ok((enrollment, sealed))
 }
 
 /// `POST /v1/operators/{id}/totp/confirm`: a first code turns the enrollment on.
@@ -230,8 +243,22 @@ pub async fn confirm_totp(
         .await?
         .filter(|a| a.totp.is_some())
         .ok_or_else(|| ServiceError::Conflict("no TOTP enrollment to confirm".into()))?;
+    confirm_enrollment(app, caller, &account, code, ctx).await?;
+    account_info(app, caller, id).await
+}
+
+/// Turns `account`'s stored enrollment on with a first `code`, checked against that very
+/// secret and refused if replayed. The caller has checked that `caller` may.
+pub(crate) async fn confirm_enrollment(
+    app: &App,
+    caller: OperatorPrincipal,
+    account: &OperatorAccount,
+    code: &str,
+    ctx: &RequestContext,
+) -> ServiceResult<()> {
+    let id = account.operator_id;
     let now = app.sessions.clock.now();
-    let step = check_totp(app, &account, code, now)?
+    let step = check_totp(app, account, code, now)?
         .map_err(|e| ServiceError::invalid(ErrorCode::InvalidRequest, e.to_string()))?;
     let audit = AuditDraft::new(AuditEventType::OperatorTotpConfirmed, caller.actor())
         .client(ctx.ip_string(), ctx.user_agent.clone())
@@ -246,7 +273,7 @@ pub async fn confirm_totp(
             "the TOTP code was already used; wait for the next one",
         ));
     }
-    account_info(app, caller, id).await
+    Ok(())
 }
 
 /// `POST /v1/operators/{id}/disable` (admin): no more logins, the API token revoked and every

@@ -15,7 +15,9 @@
 //! `locked_until`), so a guesser spreading over replicas or addresses still locks the account.
 //! Every failure against a known account writes `auth.failed` with a reason naming the factor
 //! (`bad_password`, `bad_totp`, `totp_replayed`, ...), never what was typed. An unknown user
-//! name costs the same bcrypt verification as a known one.
+//! name costs the same bcrypt verification as a known one. The dashboard's self-service TOTP
+//! enrollment proves the password through the very same checks
+//! ([`verify_password_for_enrollment`]), so its failures count toward the same throttles.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -282,7 +284,15 @@ pub(crate) async fn verify_password(
     .map_err(|e| ServiceError::Internal(format!("password check task: {e}")))
 }
 
-/// Why a login failed, as the audit reason says it (never what was typed).
+/// What a password was presented for: it names the check in the audit reason of a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Login,
+    /// The dashboard's self-service TOTP enrollment (`service::enrollment`).
+    Enrollment,
+}
+
+/// Why a password check or login failed, as the audit reason says it (never what was typed).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Failure {
     BadPassword,
@@ -293,15 +303,27 @@ enum Failure {
 }
 
 impl Failure {
-    fn reason(self) -> &'static str {
-        match self {
-            Failure::BadPassword => "login: bad_password",
-            Failure::BadTotp => "login: bad_totp",
-            Failure::TotpMissing => "login: totp_missing",
-            Failure::TotpReplayed => "login: totp_replayed",
-            Failure::Disabled => "login: account_disabled",
-        }
+    fn reason(self, purpose: Purpose) -> String {
+        let purpose = match purpose {
+            Purpose::Login => "login",
+            Purpose::Enrollment => "totp_self_enrollment",
+        };
+        let failure = match self {
+            Failure::BadPassword => "bad_password",
+            Failure::BadTotp => "bad_totp",
+            Failure::TotpMissing => "totp_missing",
+            Failure::TotpReplayed => "totp_replayed",
+            Failure::Disabled => "account_disabled",
+        };
+        format!("{purpose}: {failure}")
     }
+}
+
+/// An account whose password was just proven: not locked, not disabled, not revoked.
+pub(crate) struct Unlocked {
+    pub(crate) human: HumanOperator,
+    pub(crate) account: OperatorAccount,
+    pub(crate) now: DateTime<Utc>,
 }
 
 /// `POST /v1/session/login`.
@@ -310,14 +332,80 @@ pub async fn login(
     req: &LoginRequest,
     ctx: &RequestContext,
 ) -> ServiceResult<LoginOutcome> {
+    let Unlocked {
+        human,
+        account,
+        now,
+    } = unlock(
+        app,
+        &req.tenant,
+        &req.username,
+        &req.password,
+        ctx,
+        Purpose::Login,
+    )
+    .await?;
+    let login_failed = |failure| failed(app, human, ctx, now, Purpose::Login, failure);
+    let totp_required = account.totp_confirmed_at.is_some()
+        || app.sessions.require_totp_roles.contains(&human.role);
+    let mut step = None;
+    if totp_required {
+        if account.totp_confirmed_at.is_none() {
+            let draft = AuditDraft::new(AuditEventType::AuthFailed, human.actor())
+                .client(ctx.ip_string(), ctx.user_agent.clone())
+                .failed("login: totp_not_enrolled");
+            app.store.append_audit(human.tenant, draft).await?;
+            return Err(ServiceError::Forbidden(format!(
+                "role `{}` needs a confirmed TOTP enrollment before it can log in",
+                human.role.as_str()
+            )));
+        }
+        let Some(code) = req.totp_code.as_deref() else {
+            return Err(login_failed(Failure::TotpMissing).await);
+        };
+        match check_totp(app, &account, code, now)? {
+            Ok(s) => step = Some(s),
+            Err(TotpRejected::Replayed) => return Err(login_failed(Failure::TotpReplayed).await),
+            Err(_) => return Err(login_failed(Failure::BadTotp).await),
+        }
+    }
+    start(app, human, step, ctx, now).await
+}
+
+/// The dashboard's self-service TOTP enrollment starts here: the same password check as a
+/// login, with the same throttles (per address, per account, lock-out) and the same
+/// `auth.failed` events for a wrong password, so it is no side door for guessing. Whether the
+/// account may enroll (no confirmed TOTP yet) is the caller's decision.
+pub(crate) async fn verify_password_for_enrollment(
+    app: &App,
+    tenant: &str,
+    username: &str,
+    password: &str,
+    ctx: &RequestContext,
+) -> ServiceResult<Unlocked> {
+    unlock(app, tenant, username, password, ctx, Purpose::Enrollment).await
+}
+
+/// The checks every password presentation goes through, in this order: the address's
+/// failure budget, the account (an unknown one costs a bcrypt run too), its lock-out, the
+/// password, then whether the operator is revoked or disabled. Each failure is counted and
+/// audited by [`failed`].
+async fn unlock(
+    app: &App,
+    tenant: &str,
+    username: &str,
+    password: &str,
+    ctx: &RequestContext,
+    purpose: Purpose,
+) -> ServiceResult<Unlocked> {
     let settings = &app.sessions;
     if let Err(refused) = app.limits.auth_failures.check(ctx.ip) {
         return Err(super::limits::refuse(app, None, Actor::system(), ctx, refused).await);
     }
-    let password = SecretString::new(req.password.clone());
+    let password = SecretString::new(password.to_owned());
     let hasher = settings.hasher(app);
-    let found = if req.tenant.len() <= 128 && req.username.len() <= 64 {
-        app.store.find_login(&req.tenant, &req.username).await?
+    let found = if tenant.len() <= 128 && username.len() <= 64 {
+        app.store.find_login(tenant, username).await?
     } else {
         None
     };
@@ -350,37 +438,16 @@ pub async fn login(
     }
     let password_ok = verify_password(hasher, password, account.password_hash.clone()).await?;
     if !password_ok {
-        return Err(failed(app, human, ctx, now, Failure::BadPassword).await);
+        return Err(failed(app, human, ctx, now, purpose, Failure::BadPassword).await);
     }
     if operator.revoked_at.is_some() || account.disabled_at.is_some() {
-        return Err(failed(app, human, ctx, now, Failure::Disabled).await);
+        return Err(failed(app, human, ctx, now, purpose, Failure::Disabled).await);
     }
-    let totp_required =
-        account.totp_confirmed_at.is_some() || settings.require_totp_roles.contains(&human.role);
-    let mut step = None;
-    if totp_required {
-        if account.totp_confirmed_at.is_none() {
-            let draft = AuditDraft::new(AuditEventType::AuthFailed, human.actor())
-                .client(ctx.ip_string(), ctx.user_agent.clone())
-                .failed("login: totp_not_enrolled");
-            app.store.append_audit(tenant, draft).await?;
-            return Err(ServiceError::Forbidden(format!(
-                "role `{}` needs a confirmed TOTP enrollment before it can log in",
-                human.role.as_str()
-            )));
-        }
-        let Some(code) = req.totp_code.as_deref() else {
-            return Err(failed(app, human, ctx, now, Failure::TotpMissing).await);
-        };
-        match check_totp(app, &account, code, now)? {
-            Ok(s) => step = Some(s),
-            Err(TotpRejected::Replayed) => {
-                return Err(failed(app, human, ctx, now, Failure::TotpReplayed).await)
-            }
-            Err(_) => return Err(failed(app, human, ctx, now, Failure::BadTotp).await),
-        }
-    }
-    start(app, human, step, ctx, now).await
+    Ok(Unlocked {
+        human,
+        account,
+        now,
+    })
 }
 
 /// Opens the session (recording the TOTP step only if it is still after the last one).
@@ -421,24 +488,25 @@ async fn start(
             expires_at: session.expires_at,
         }),
         SessionStart::TotpReplayed => {
-            Err(failed(app, human, ctx, now, Failure::TotpReplayed).await)
+            Err(failed(app, human, ctx, now, Purpose::Login, Failure::TotpReplayed).await)
         }
     }
 }
 
-/// A failed login against a known account: counted per account (maybe locking it) with its
+/// A failed login (or enrollment's password check) against a known account: counted per account (maybe locking it) with its
 /// `auth.failed` event, and per address. 401, or 429 once the address is over its limit.
 async fn failed(
     app: &App,
     human: HumanOperator,
     ctx: &RequestContext,
     now: DateTime<Utc>,
+    purpose: Purpose,
     failure: Failure,
 ) -> ServiceError {
     app.metrics.auth_failures.inc();
     let draft = AuditDraft::new(AuditEventType::AuthFailed, human.actor())
         .client(ctx.ip_string(), ctx.user_agent.clone())
-        .failed(failure.reason());
+        .failed(failure.reason(purpose));
     let lockout = app.sessions.lockout;
     match app
         .store

@@ -4,11 +4,13 @@
 //!
 //! Every page needs a human's session (the `__Host-ass_session` cookie of `POST
 //! /v1/session/login`, or the login form here); without one a page redirects to the login form.
+//! Only the login form and the authenticator setup before a first login (`account`) do not.
 //! Forms carry a per-session token derived from the session (HMAC under the pepper of the
 //! session's keyed id hash), compared in constant time, and every POST must come from this
 //! origin (`Origin` / `Sec-Fetch-Site`). Responses forbid framing, inline script and style,
 //! referrers and caching (`security_headers`).
 
+mod account;
 mod agents;
 mod audit;
 mod listings;
@@ -58,6 +60,13 @@ pub fn router() -> Router<Arc<App>> {
         .route("/ui", get(|| async { Redirect::to("/ui/approvals") }))
         .route("/ui/login", get(pages::login_form).post(pages::login))
         .route("/ui/logout", post(pages::logout))
+        .route(
+            "/ui/enroll",
+            get(account::enroll_form).post(account::enroll),
+        )
+        .route("/ui/enroll/confirm", post(account::enroll_confirm))
+        .route("/ui/account", get(account::account))
+        .route("/ui/account/password", post(account::change_password))
         .route("/ui/approvals", get(pages::approvals))
         .route("/ui/approvals/{id}", get(pages::approval))
         .route("/ui/approvals/{id}/decide", post(pages::decide))

@@ -48,6 +48,7 @@ pub(super) async fn nav(
 #[template(path = "login.html")]
 struct LoginPage<'a> {
     error: Option<&'a str>,
+    notice: Option<&'a str>,
     tenant: &'a str,
     username: &'a str,
 }
@@ -117,6 +118,8 @@ fn utc(t: chrono::DateTime<chrono::Utc>) -> String {
 #[derive(Deserialize)]
 pub struct LoginQuery {
     expired: Option<String>,
+    enrolled: Option<String>,
+    password_changed: Option<String>,
 }
 
 pub async fn login_form(Query(q): Query<LoginQuery>) -> Response {
@@ -124,10 +127,16 @@ pub async fn login_form(Query(q): Query<LoginQuery>) -> Response {
         .expired
         .is_some()
         .then_some("Your session ended. Log in again.");
+    let notice = match (q.enrolled.is_some(), q.password_changed.is_some()) {
+        (true, _) => Some("Authenticator set up. Log in with a code."),
+        (_, true) => Some("Password changed. Log in with the new one."),
+        _ => None,
+    };
     render(
         StatusCode::OK,
         &LoginPage {
             error,
+            notice,
             tenant: "",
             username: "",
         },
@@ -179,7 +188,7 @@ pub async fn login(
                 ),
                 ServiceError::Forbidden(_) => (
                     StatusCode::FORBIDDEN,
-                    "Your role needs an authenticator (TOTP): ask an admin to enroll you.",
+                    "Your role needs an authenticator (TOTP): set it up first (link below).",
                 ),
                 _ => (
                     StatusCode::UNAUTHORIZED,
@@ -190,6 +199,7 @@ pub async fn login(
                 status,
                 &LoginPage {
                     error: Some(message),
+                    notice: None,
                     tenant: &form.tenant,
                     username: &form.username,
                 },
