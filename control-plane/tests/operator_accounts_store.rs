@@ -382,6 +382,21 @@ async fn sessions_end_idle_absolute_on_logout_and_on_password_change(h: &Harness
         .await
         .unwrap()
         .is_some());
+    // A peek sees the session without keeping it alive: last seen stays at +45.
+    let at = t0 + Duration::minutes(60);
+    assert!(s
+        .peek_session(id, &[10; 32], at, at - idle)
+        .await
+        .unwrap()
+        .is_some());
+    let at = t0 + Duration::minutes(76);
+    assert!(
+        s.peek_session(id, &[10; 32], at, at - idle)
+            .await
+            .unwrap()
+            .is_none(),
+        "peeks did not extend it"
+    );
     let at = t0 + Duration::minutes(31);
     assert!(
         s.touch_session(id, &[20; 32], at, at - idle)

@@ -161,9 +161,34 @@ impl Browser {
         v.as_str().unwrap_or_default().to_owned()
     }
 
+    /// The status of a same-origin form `POST path` sent by the page's own script with the
+    /// session cookie, carrying `form` (urlencoded) and nothing else.
+    pub async fn post_status(&self, path: &str, form: &str) -> u16 {
+        let v = self
+            .client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];\
+                 fetch(arguments[0], {method: 'POST', credentials: 'same-origin', redirect: 'manual',\
+                    headers: {'content-type': 'application/x-www-form-urlencoded'}, body: arguments[1]})\
+                    .then(r => done(r.status)).catch(e => done(0));",
+                vec![json!(path), json!(form)],
+            )
+            .await
+            .unwrap();
+        v.as_u64().and_then(|s| u16::try_from(s).ok()).unwrap_or(0)
+    }
+
     /// How many elements `css` selects on the page shown now.
     pub async fn count(&self, css: &str) -> usize {
         self.client.find_all(Locator::Css(css)).await.unwrap().len()
+    }
+
+    /// The text of the first element `css` selects, trimmed.
+    pub async fn inner_text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(el) => el.text().await.unwrap_or_default().trim().to_owned(),
+            Err(_) => String::new(),
+        }
     }
 
     pub async fn text(&self) -> String {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use agent_secret_control_plane::bootstrap::event_hub;
 use agent_secret_control_plane::db::Db;
+use agent_secret_control_plane::service::sessions::SessionSettings;
 use agent_secret_control_plane::service::{tenants, App, Policy};
 use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::{server, tls};
@@ -108,6 +109,11 @@ impl Install {
     }
 
     pub async fn app(&self, policy: Policy) -> Arc<App> {
+        self.app_with(policy, test_sessions()).await
+    }
+
+    /// [`Install::app`] with these human-session settings.
+    pub async fn app_with(&self, policy: Policy, sessions: SessionSettings) -> Arc<App> {
         let db = Db::connect(&self.db_url).await.unwrap();
         let events = event_hub(&db);
         Arc::new(
@@ -119,14 +125,16 @@ impl Install {
             )
             .with_events(events)
             .with_limits(harness_limits())
-            // bcrypt's minimum cost: test builds run it unoptimised.
-            .with_sessions(
-                agent_secret_control_plane::service::sessions::SessionSettings {
-                    bcrypt_cost: 4,
-                    ..Default::default()
-                },
-            ),
+            .with_sessions(sessions),
         )
+    }
+}
+
+/// The default session settings at bcrypt's minimum cost: test builds run it unoptimised.
+pub fn test_sessions() -> SessionSettings {
+    SessionSettings {
+        bcrypt_cost: 4,
+        ..Default::default()
     }
 }
 
@@ -164,7 +172,17 @@ pub struct ControlPlane {
 impl ControlPlane {
     /// Serves `install` on `addr` (`127.0.0.1:0` for a fresh port).
     pub async fn serve(install: &Install, addr: SocketAddr, policy: Policy) -> ControlPlane {
-        let app = install.app(policy).await;
+        Self::serve_with(install, addr, policy, test_sessions()).await
+    }
+
+    /// [`ControlPlane::serve`] with these human-session settings.
+    pub async fn serve_with(
+        install: &Install,
+        addr: SocketAddr,
+        policy: Policy,
+        sessions: SessionSettings,
+    ) -> ControlPlane {
+        let app = install.app_with(policy, sessions).await;
         let minted = tls::self_signed(&install.tls_dir).unwrap();
         let listener = bind_retrying(addr).await;
         let addr = listener.local_addr().unwrap();

@@ -13,12 +13,13 @@
 //! directory: dropping the harness (also when the test panics) stops the control plane and the
 //! sidecar and removes their files.
 
+use agent_secret_control_plane::service::sessions::SessionSettings;
 use agent_secret_control_plane::service::Policy;
 use agent_secret_core::api::operator::IssueTokenRequest;
 use agent_secret_proxy::{ProxyConfig, RunningSidecar};
 use serde_json::Value;
 
-use crate::control_plane::{ControlPlane, Install, Tenant};
+use crate::control_plane::{test_sessions, ControlPlane, Install, Tenant};
 use crate::sidecar::{local_host, start_sidecar};
 use crate::upstream::Upstream;
 
@@ -80,9 +81,18 @@ pub struct HarnessBuilder {
     database: Option<String>,
     upstream: Option<Upstream>,
     configure: Vec<Configure>,
+    sessions: Option<SessionSettings>,
 }
 
 impl HarnessBuilder {
+    /// Human-session settings other than the tests' defaults (a short idle timeout, say).
+    pub fn sessions(mut self, change: impl FnOnce(&mut SessionSettings)) -> HarnessBuilder {
+        let mut sessions = test_sessions();
+        change(&mut sessions);
+        self.sessions = Some(sessions);
+        self
+    }
+
     /// A secret the tenant stores, allowed for the upstream's host.
     pub fn secret(mut self, path: &str, value: &str) -> HarnessBuilder {
         self.secrets.push((path.to_owned(), value.to_owned()));
@@ -118,7 +128,9 @@ impl HarnessBuilder {
     pub async fn start(self) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let install = Install::new(dir.path(), self.database).await;
-        let cp = ControlPlane::serve(&install, "127.0.0.1:0".parse().unwrap(), self.policy).await;
+        let sessions = self.sessions.unwrap_or_else(test_sessions);
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let cp = ControlPlane::serve_with(&install, addr, self.policy, sessions).await;
         let tenant = Tenant::create(&cp, "acme").await;
         let upstream = match self.upstream {
             Some(upstream) => upstream,
@@ -166,6 +178,7 @@ impl Harness {
             database: None,
             upstream: None,
             configure: Vec::new(),
+            sessions: None,
         }
     }
 

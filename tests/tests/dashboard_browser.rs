@@ -2,7 +2,8 @@
 //! in with password and TOTP through the login form, find the pending critical request in the
 //! queue, review and approve it; after the test-shortened time lock the agent's token injects
 //! through the real sidecar. Every page visited is screenshotted at both viewports and checked
-//! with axe-core (no serious or critical violations).
+//! with axe-core (no serious or critical violations). A second test watches the queue update
+//! itself live and an idle session end on an open page.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -80,10 +81,14 @@ async fn two_approvers_release_a_critical_secret_from_the_dashboard() {
     let bob = HumanLogin::enrolled(&h.cp, &h.tenant.id, &h.tenant.admin, "bob", "approver").await;
     let mut violations = Vec::new();
 
-    // No session: the queue sends the browser to the login form.
+    // No session: the queue sends the browser to the login form, which links the setup of
+    // an authenticator.
     b.goto(&format!("{base}/ui/approvals")).await;
     assert_eq!(b.path().await, "/ui/login");
     violations.extend(b.capture("login").await);
+    b.click_through("a[href='/ui/enroll']").await;
+    assert_eq!(b.path().await, "/ui/enroll");
+    violations.extend(b.capture("enroll").await);
 
     for (human, approvals_after) in [(&alice, "1 of 2"), (&bob, "2 of 2")] {
         log_in(&b, &base, &h.tenant.id, human).await;
@@ -141,6 +146,39 @@ async fn two_approvers_release_a_critical_secret_from_the_dashboard() {
     }
     violations.extend(b.capture("operators").await);
 
+    // The admin's pages: tokens (the pending one listed), sidecars, the account, secrets with
+    // the write form; an agent created from the form shows its key once, then its own page.
+    b.goto(&format!("{base}/ui/tokens?status=pending_approval"))
+        .await;
+    assert!(b.text().await.contains(&token.id));
+    violations.extend(b.capture("tokens").await);
+    b.goto(&format!("{base}/ui/sidecars")).await;
+    violations.extend(b.capture("sidecars").await);
+    b.goto(&format!("{base}/ui/account")).await;
+    assert!(b.text().await.contains("carol"));
+    violations.extend(b.capture("account").await);
+    b.goto(&format!("{base}/ui/secrets")).await;
+    b.click("details.card summary").await;
+    violations.extend(b.capture("secrets-admin").await);
+    b.goto(&format!("{base}/ui/agents")).await;
+    b.click("details.card summary").await;
+    b.fill("#name", "browser-bot").await;
+    b.fill("#allow", "secrets:read:team/*").await;
+    b.click_through("details.card button[type=submit]").await;
+    assert!(b.text().await.contains("shown this once"));
+    violations.extend(b.capture("agent-key").await);
+    b.click("button[data-copy]").await;
+    b.click_through("a.button").await;
+    let agent_page = b.path().await;
+    assert!(
+        agent_page.len() > "/ui/agents/".len() && agent_page.starts_with("/ui/agents/"),
+        "{agent_page}"
+    );
+    assert!(b.text().await.contains("secrets:read:team/*"));
+    violations.extend(b.capture("agent").await);
+    // The page's own script, posting without the form token, is refused.
+    assert_eq!(b.post_status("/ui/agents", "name=no-token").await, 403);
+
     // The audit page shows both approvals, and its CSV export of that filter parses.
     b.goto(&format!("{base}/ui/audit?type=approval.approved&verify=1"))
         .await;
@@ -190,5 +228,66 @@ async fn two_approvers_release_a_critical_secret_from_the_dashboard() {
     assert_eq!(
         h.upstream.last().header("authorization"),
         Some(format!("Bearer {ROOT}").as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_updates_live_and_an_idle_session_ends_on_an_open_page() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let idle = Duration::from_secs(12);
+    let h = Harness::builder()
+        .policy(policy())
+        .sessions(|s| s.idle_timeout = idle)
+        .start()
+        .await;
+    let base = h.cp.url("").trim_end_matches('/').to_owned();
+    h.cp.ok(
+        Method::PUT,
+        "/v1/secrets/vault/root",
+        &h.tenant.admin,
+        Some(json!({"value": ROOT, "sensitivity": "critical", "allowed_hosts": [h.upstream.authority()]})),
+    )
+    .await;
+    let dana = HumanLogin::enrolled(&h.cp, &h.tenant.id, &h.tenant.admin, "dana", "approver").await;
+    log_in(&b, &base, &h.tenant.id, &dana).await;
+    assert!(b.text().await.contains("No approval requests yet"));
+    assert_eq!(b.inner_text("#pending-count").await, "0");
+
+    // A request made while the page is open appears without a reload.
+    h.cp.ok(
+        Method::POST,
+        "/v1/tokens",
+        &h.tenant.agent_key,
+        Some(json!({"scopes": ["secrets:read:vault/*"], "ttl_seconds": 600})),
+    )
+    .await;
+    eventually(
+        "the badge counts the new request",
+        Duration::from_secs(20),
+        || async { b.inner_text("#pending-count").await == "1" },
+    )
+    .await;
+    let queue = b.inner_text("#queue").await;
+    assert!(
+        queue.contains("vault/root") && queue.contains("0 of 2"),
+        "{queue}"
+    );
+    assert_eq!(b.path().await, "/ui/approvals", "no navigation happened");
+
+    // Left alone, the page does not keep the session alive: it ends, and the page says so.
+    eventually(
+        "the idle session ends the page",
+        Duration::from_secs(40),
+        || async { b.path().await == "/ui/login" },
+    )
+    .await;
+    assert!(b.text().await.contains("Your session ended"));
+    b.goto(&format!("{base}/ui/approvals")).await;
+    assert_eq!(
+        b.path().await,
+        "/ui/login",
+        "the session is over, not just the page"
     );
 }

@@ -544,6 +544,16 @@ async fn address_failure(
 /// for anything else: malformed, unknown, revoked, idle or past its end, or an operator
 /// revoked or disabled since.
 pub async fn authenticate(app: &App, cookie_value: &str) -> ServiceResult<SessionRef> {
+    live(app, cookie_value, true).await
+}
+
+/// [`authenticate`] without keeping the session alive: for what the browser asks on its own
+/// (the dashboard's live updates), so an unattended tab still reaches the idle timeout.
+pub async fn peek(app: &App, cookie_value: &str) -> ServiceResult<SessionRef> {
+    live(app, cookie_value, false).await
+}
+
+async fn live(app: &App, cookie_value: &str, extend: bool) -> ServiceResult<SessionRef> {
     let (tenant, secret) = cookie_value
         .split_once('.')
         .ok_or(ServiceError::Unauthenticated)?;
@@ -555,11 +565,17 @@ pub async fn authenticate(app: &App, cookie_value: &str) -> ServiceResult<Sessio
     let now = app.sessions.clock.now();
     let idle = chrono::Duration::from_std(app.sessions.idle_timeout)
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let session = app
-        .store
-        .touch_session(tenant, &id_hash, now, now - idle)
-        .await?
-        .ok_or(ServiceError::Unauthenticated)?;
+    let cutoff = now - idle;
+    let session = if extend {
+        app.store
+            .touch_session(tenant, &id_hash, now, cutoff)
+            .await?
+    } else {
+        app.store
+            .peek_session(tenant, &id_hash, now, cutoff)
+            .await?
+    }
+    .ok_or(ServiceError::Unauthenticated)?;
     Ok(SessionRef {
         human: HumanOperator {
             tenant,

@@ -207,6 +207,16 @@ pub trait OperatorAccountStore {
         now: DateTime<Utc>,
         idle_cutoff: DateTime<Utc>,
     ) -> StoreResult<Option<ActiveSession>>;
+    /// What [`OperatorAccountStore::touch_session`] finds, leaving `last_seen_at` alone:
+    /// for requests the browser makes on its own (the live updates), which must not keep an
+    /// idle session alive.
+    async fn peek_session(
+        &self,
+        tenant: TenantId,
+        id_hash: &[u8; 32],
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreResult<Option<ActiveSession>>;
     /// Revokes one session (logout). `Ok(false)` if unknown or already revoked.
     async fn revoke_session(
         &self,

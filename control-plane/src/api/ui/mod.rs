@@ -14,6 +14,7 @@ mod account;
 mod agents;
 mod audit;
 mod listings;
+mod live;
 mod pages;
 mod secrets;
 mod tokens;
@@ -68,6 +69,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/ui/account", get(account::account))
         .route("/ui/account/password", post(account::change_password))
         .route("/ui/approvals", get(pages::approvals))
+        .route("/ui/events", get(live::events))
         .route("/ui/approvals/{id}", get(pages::approval))
         .route("/ui/approvals/{id}/decide", post(pages::decide))
         .route("/ui/secrets", get(secrets::list).post(secrets::write))

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use agent_secret_core::api::{ApprovalInfo, ApprovalStatus, DecideApproval, LoginRequest};
-use agent_secret_core::ids::ApprovalId;
+use agent_secret_core::ids::{ApprovalId, TenantId};
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -60,7 +60,7 @@ struct ApprovalsPage {
     rows: Vec<Row>,
 }
 
-struct Row {
+pub(super) struct Row {
     id: String,
     status: &'static str,
     summary: String,
@@ -239,14 +239,37 @@ pub async fn approvals(State(app): State<Arc<App>>, visitor: Visitor) -> Respons
         Ok(nav) => nav,
         Err(page) => return page,
     };
-    let list = match approvals::list(&app, visitor.0.human.tenant, None).await {
-        Ok(list) => list,
-        Err(e) => return failure(e),
-    };
-    let mut all = list.approvals;
-    // Pending first; each group newest first, as listed (a stable sort).
+    match queue(&app, visitor.0.human.tenant).await {
+        Ok(rows) => render(StatusCode::OK, &ApprovalsPage { nav, rows }),
+        Err(e) => failure(e),
+    }
+}
+
+/// The queue alone, as the live updates send it (`live`).
+#[derive(Template)]
+#[template(path = "queue.html")]
+pub(super) struct QueueFragment {
+    rows: Vec<Row>,
+}
+
+impl QueueFragment {
+    pub(super) async fn of(app: &App, tenant: TenantId) -> Result<Self, ServiceError> {
+        Ok(Self {
+            rows: queue(app, tenant).await?,
+        })
+    }
+
+    /// How many requests are pending.
+    pub(super) fn pending(&self) -> usize {
+        self.rows.iter().filter(|r| r.status == "pending").count()
+    }
+}
+
+/// The queue's rows: pending first, each group newest first (as listed; a stable sort).
+async fn queue(app: &App, tenant: TenantId) -> Result<Vec<Row>, ServiceError> {
+    let mut all = approvals::list(app, tenant, None).await?.approvals;
     all.sort_by_key(|a| a.status != ApprovalStatus::Pending);
-    let rows = all
+    Ok(all
         .into_iter()
         .map(|a| Row {
             summary: summary(&a),
@@ -259,8 +282,7 @@ pub async fn approvals(State(app): State<Arc<App>>, visitor: Visitor) -> Respons
             expires: utc(a.expires_at),
             id: a.id,
         })
-        .collect();
-    render(StatusCode::OK, &ApprovalsPage { nav, rows })
+        .collect())
 }
 
 fn summary(a: &ApprovalInfo) -> String {

@@ -63,8 +63,9 @@ const INSERT_SESSION: &str = "INSERT INTO operator_sessions (id_hash, tenant_id,
      VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8)";
 /// Validates and refreshes in one statement: only a live session of a live operator is
 /// touched. `$4` is the idle cut-off (now minus the idle timeout).
+/// `$5` is the new `last_seen_at` (`now` to keep the session alive, 0 to only look).
 const TOUCH_SESSION: &str = "UPDATE operator_sessions SET last_seen_at = \
-     CASE WHEN $3 > last_seen_at THEN $3 ELSE last_seen_at END \
+     CASE WHEN $5 > last_seen_at THEN $5 ELSE last_seen_at END \
      WHERE tenant_id = $1 AND id_hash = $2 AND revoked_at IS NULL AND expires_at > $3 \
      AND last_seen_at > $4 AND EXISTS (SELECT 1 FROM operators o \
          JOIN operator_accounts a ON a.operator_id = o.id \
@@ -292,33 +293,19 @@ impl OperatorAccountStore for SqlStore {
         now: DateTime<Utc>,
         idle_cutoff: DateTime<Utc>,
     ) -> StoreResult<Option<ActiveSession>> {
-        let t = tenant.to_string();
-        on_db!(self.db, pool => {
-            let mut tx = pool.begin_write(tenant).await?;
-            let touched: Option<(String, Vec<u8>, i64, i64)> = sqlx::query_as(TOUCH_SESSION)
-                .bind(&t)
-                .bind(id_hash.to_vec())
-                .bind(micros(now))
-                .bind(micros(idle_cutoff))
-                .fetch_optional(&mut *tx).await.map_err(db_error)?;
-            let Some((operator, csrf_hash, created_at, expires_at)) = touched else {
-                tx.rollback().await.map_err(db_error)?;
-                return Ok(None);
-            };
-            let role: Option<(String,)> = sqlx::query_as(SELECT_ROLE)
-                .bind(&t).bind(&operator).fetch_optional(&mut *tx).await.map_err(db_error)?;
-            tx.commit().await.map_err(db_error)?;
-            let Some((role,)) = role else { return Ok(None) };
-            Ok(Some(ActiveSession {
-                tenant_id: tenant,
-                operator_id: parse(&operator, "operator_sessions.operator_id")?,
-                role: agent_secret_core::api::Role::parse(&role)
-                    .ok_or_else(|| StoreError::Corrupt("operators.role does not decode".into()))?,
-                csrf_hash: hash32(csrf_hash, "operator_sessions.csrf_hash")?,
-                created_at: time(created_at, "operator_sessions.created_at")?,
-                expires_at: time(expires_at, "operator_sessions.expires_at")?,
-            }))
-        })
+        self.live_session(tenant, id_hash, now, idle_cutoff, true)
+            .await
+    }
+
+    async fn peek_session(
+        &self,
+        tenant: TenantId,
+        id_hash: &[u8; 32],
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+    ) -> StoreResult<Option<ActiveSession>> {
+        self.live_session(tenant, id_hash, now, idle_cutoff, false)
+            .await
     }
 
     async fn revoke_session(
@@ -378,6 +365,49 @@ impl OperatorAccountStore for SqlStore {
                 Some((Some(_),)) => OperatorRevocation::AlreadyRevoked,
                 Some((None,)) => OperatorRevocation::LastAdmin,
             })
+        })
+    }
+}
+
+impl SqlStore {
+    /// [`OperatorAccountStore::touch_session`], or with `extend` false the same checks
+    /// without moving `last_seen_at` (a live view must not keep an idle session alive).
+    async fn live_session(
+        &self,
+        tenant: TenantId,
+        id_hash: &[u8; 32],
+        now: DateTime<Utc>,
+        idle_cutoff: DateTime<Utc>,
+        extend: bool,
+    ) -> StoreResult<Option<ActiveSession>> {
+        let t = tenant.to_string();
+
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let touched: Option<(String, Vec<u8>, i64, i64)> = sqlx::query_as(TOUCH_SESSION)
+                .bind(&t)
+                .bind(id_hash.to_vec())
+                .bind(micros(now))
+                .bind(micros(idle_cutoff))
+                .bind(if extend { micros(now) } else { 0 })
+                .fetch_optional(&mut *tx).await.map_err(db_error)?;
+            let Some((operator, csrf_hash, created_at, expires_at)) = touched else {
+                tx.rollback().await.map_err(db_error)?;
+                return Ok(None);
+            };
+            let role: Option<(String,)> = sqlx::query_as(SELECT_ROLE)
+                .bind(&t).bind(&operator).fetch_optional(&mut *tx).await.map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            let Some((role,)) = role else { return Ok(None) };
+            Ok(Some(ActiveSession {
+                tenant_id: tenant,
+                operator_id: parse(&operator, "operator_sessions.operator_id")?,
+                role: agent_secret_core::api::Role::parse(&role)
+                    .ok_or_else(|| StoreError::Corrupt("operators.role does not decode".into()))?,
+                csrf_hash: hash32(csrf_hash, "operator_sessions.csrf_hash")?,
+                created_at: time(created_at, "operator_sessions.created_at")?,
+                expires_at: time(expires_at, "operator_sessions.expires_at")?,
+            }))
         })
     }
 }
