@@ -283,6 +283,7 @@ fn banner(
         format!("Agent Secret Store is running (data in {dir})."),
         String::new(),
         format!("  control plane  {cp}   (CA: {ca})"),
+        format!("  dashboard      {cp}/ui   (an operator first: operator create NAME --role admin --password-file F)"),
         format!("  sidecar proxy  http://{proxy}"),
         format!("  sidecar admin  {admin}/metrics"),
         format!("  demo upstream  http://{echo}   (echoes what it receives)"),
