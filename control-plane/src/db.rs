@@ -34,7 +34,7 @@ const SERVICE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT, DELETE ON operators TO {role}",
     "GRANT UPDATE (name, role, key_hash, revoked_at) ON operators TO {role}",
     "GRANT SELECT, INSERT, DELETE ON sidecars TO {role}",
-    "GRANT UPDATE (name, key_hash, revoked_at) ON sidecars TO {role}",
+    "GRANT UPDATE (name, key_hash, revoked_at, last_seen_at, last_version) ON sidecars TO {role}",
     "GRANT SELECT, INSERT, DELETE ON agents TO {role}",
     "GRANT UPDATE (name, trust_tier, key_id, key_hash, key_rotated_at) ON agents TO {role}",
     "GRANT UPDATE (ceiling) ON agents TO {role}",

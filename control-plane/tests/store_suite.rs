@@ -443,6 +443,21 @@ async fn sidecars_are_listed_and_revoked_once(h: &Harness) {
         store.list_sidecars(tenant.id).await.unwrap(),
         vec![sidecar.clone()]
     );
+    // A heartbeat is recorded without an audit event.
+    let seen = now_micros();
+    store
+        .sidecar_seen(tenant.id, sidecar.id, seen, Some("0.9.1"))
+        .await
+        .unwrap();
+    let beat = store
+        .get_sidecar(tenant.id, sidecar.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (beat.last_seen_at, beat.last_version.as_deref()),
+        (Some(seen), Some("0.9.1"))
+    );
     let at = now_micros();
     let revoke = || {
         store.revoke_sidecar(
@@ -566,6 +581,22 @@ async fn secret_versions_advance_one_at_a_time(h: &Harness) {
             .unwrap(),
         None
     );
+
+    let versions = store
+        .list_secret_versions(tenant.id, &path(p))
+        .await
+        .unwrap();
+    assert_eq!(
+        versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        vec![2, 1],
+        "newest first"
+    );
+    let (other, _) = new_tenant(store).await;
+    assert!(store
+        .list_secret_versions(other.id, &path(p))
+        .await
+        .unwrap()
+        .is_empty());
 
     let current = store.current_secrets(tenant.id, &[path(p)]).await.unwrap();
     assert_eq!(current.len(), 1);
@@ -737,6 +768,32 @@ async fn tokens_are_stored_read_and_revoked_once(h: &Harness) {
             .map(|t| t.status),
         Some(TokenStatus::PendingApproval)
     );
+
+    // Listed newest first, by agent or all, never another tenant's.
+    let listed = store.list_tokens(tenant.id, None, 10).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.id).collect::<Vec<_>>(),
+        vec![pending.id, tok.id]
+    );
+    assert_eq!(
+        store
+            .list_tokens(tenant.id, Some(agent.id), 1)
+            .await
+            .unwrap()[0]
+            .id,
+        pending.id
+    );
+    assert!(store
+        .list_tokens(other.id, None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let stranger = AgentId::new();
+    assert!(store
+        .list_tokens(tenant.id, Some(stranger), 10)
+        .await
+        .unwrap()
+        .is_empty());
 
     let at = now_micros();
     let revoke = || store.revoke_token(tenant.id, tok.id, at, draft(AuditEventType::TokenRevoked));

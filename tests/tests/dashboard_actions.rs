@@ -279,6 +279,25 @@ async fn an_admin_manages_agents_tokens_secrets_and_sidecars_from_the_dashboard(
     assert!(!stored.html.contains(value));
     let meta = api(&h, Method::GET, "/v1/secrets/team/db/password", None).await;
     assert_eq!(meta["sensitivity"], "sensitive");
+    let rotated_value = "pg-password-rotated-4343";
+    post(
+        &root,
+        "/ui/secrets",
+        &csrf,
+        &[
+            ("path", "team/db/password"),
+            ("value", rotated_value),
+            ("allowed_hosts", host.as_str()),
+        ],
+    )
+    .await;
+    let detail = get(&root, "/ui/secret?path=team/db/password").await;
+    assert!(detail.html.contains("2 version(s)"), "{}", detail.html);
+    assert!(
+        detail.html.contains("sensitive"),
+        "the sensitivity was kept"
+    );
+    assert!(!detail.html.contains(value) && !detail.html.contains(rotated_value));
     let tree = get(&root, "/ui/secrets").await;
     assert!(
         tree.html.contains("?prefix=team/\">team/</a>"),

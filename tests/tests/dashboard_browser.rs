@@ -157,6 +157,9 @@ async fn two_approvers_release_a_critical_secret_from_the_dashboard() {
     b.goto(&format!("{base}/ui/account")).await;
     assert!(b.text().await.contains("carol"));
     violations.extend(b.capture("account").await);
+    b.goto(&format!("{base}/ui/secret?path=vault/root")).await;
+    assert!(b.text().await.contains("1 version(s)"));
+    violations.extend(b.capture("secret").await);
     b.goto(&format!("{base}/ui/secrets")).await;
     b.click("details.card summary").await;
     violations.extend(b.capture("secrets-admin").await);

@@ -20,7 +20,7 @@ use agent_secret_core::secret::SecretBytes;
 use super::auth::OperatorPrincipal;
 use super::{App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{AuditDraft, AuditEventType};
-use crate::store::{NewSecretVersion, SecretRecord, StoreError};
+use crate::store::{NewSecretVersion, SecretRecord, SecretVersionInfo, StoreError};
 
 /// Largest secret value accepted (the request body is capped at 64 KiB as well).
 pub const MAX_VALUE_BYTES: usize = 32 * 1024;
@@ -157,6 +157,18 @@ pub async fn get(
         .await?
         .map(metadata)
         .ok_or(ServiceError::NotFound("secret"))
+}
+
+/// The secret's metadata and its versions, newest first (the dashboard's secret page).
+pub async fn versions(
+    app: &App,
+    caller: OperatorPrincipal,
+    raw_path: &str,
+) -> ServiceResult<(SecretMetadata, Vec<SecretVersionInfo>)> {
+    let current = get(app, caller, raw_path).await?;
+    let path = parse_path(raw_path)?;
+    let versions = app.store.list_secret_versions(caller.tenant, &path).await?;
+    Ok((current, versions))
 }
 
 pub async fn list(

@@ -458,6 +458,15 @@ pub trait ApprovalStore {
     ) -> StoreResult<bool>;
 }
 
+/// One stored version of a secret, without its sealed value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretVersionInfo {
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub key_name: String,
+    pub key_version: String,
+}
+
 #[async_trait]
 pub trait SecretStore {
     async fn get_secret(
@@ -489,6 +498,13 @@ pub trait SecretStore {
     /// reached before it was deleted; 0 for a path never written. A write creates this + 1,
     /// so (path, version) pairs are never reused across delete and re-create.
     async fn last_secret_version(&self, tenant: TenantId, path: &SecretPath) -> StoreResult<i64>;
+    /// The versions `path` holds, newest first: numbers, dates and the KEK that wraps each
+    /// (what rotation and rewrap change), never their sealed contents.
+    async fn list_secret_versions(
+        &self,
+        tenant: TenantId,
+        path: &SecretPath,
+    ) -> StoreResult<Vec<SecretVersionInfo>>;
     /// The current version of each existing path; missing paths are simply absent.
     async fn current_secrets(
         &self,

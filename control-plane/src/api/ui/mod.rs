@@ -73,6 +73,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/ui/approvals/{id}", get(pages::approval))
         .route("/ui/approvals/{id}/decide", post(pages::decide))
         .route("/ui/secrets", get(secrets::list).post(secrets::write))
+        .route("/ui/secret", get(secrets::secret))
         .route("/ui/agents", get(listings::agents).post(agents::create))
         .route("/ui/agents/{id}", get(agents::agent))
         .route("/ui/agents/{id}/rotate", post(agents::rotate))

@@ -18,6 +18,7 @@ use super::pages::{failure_message, nav, render, Nav};
 use super::{refuse_post, SameSite, Visitor};
 use crate::api::extract::Ctx;
 use crate::service::{secrets, App, ServiceError};
+use crate::store::SecretVersionInfo;
 
 #[derive(Template)]
 #[template(path = "secrets.html")]
@@ -134,6 +135,36 @@ fn folders(prefix: &str, rows: &[SecretMetadata]) -> Vec<Folder> {
             count,
         })
         .collect()
+}
+
+#[derive(Template)]
+#[template(path = "secret.html")]
+struct SecretPage {
+    nav: Nav,
+    s: SecretMetadata,
+    versions: Vec<SecretVersionInfo>,
+}
+
+#[derive(Deserialize)]
+pub struct PathQuery {
+    #[serde(default)]
+    path: String,
+}
+
+/// One secret: its metadata and versions (which KEK wraps each), never a value.
+pub async fn secret(
+    State(app): State<Arc<App>>,
+    visitor: Visitor,
+    Query(q): Query<PathQuery>,
+) -> Response {
+    let nav = match nav(&app, &visitor, "secrets").await {
+        Ok(nav) => nav,
+        Err(page) => return page,
+    };
+    match secrets::versions(&app, visitor.0.human.into(), q.path.trim()).await {
+        Ok((s, versions)) => render(StatusCode::OK, &SecretPage { nav, s, versions }),
+        Err(e) => refused_or_failure(nav, e),
+    }
 }
 
 #[derive(Deserialize)]

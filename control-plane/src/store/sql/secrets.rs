@@ -24,7 +24,8 @@ use super::SqlStore;
 use crate::audit::{now_micros, AuditDraft};
 use crate::db::on_db;
 use crate::store::{
-    NewSecretVersion, SecretRecord, SecretStore, StoreError, StoreResult, StoredSecret,
+    NewSecretVersion, SecretRecord, SecretStore, SecretVersionInfo, StoreError, StoreResult,
+    StoredSecret,
 };
 
 const SELECT_SECRET: &str = "SELECT id, tenant_id, path, sensitivity, allowed_hosts, \
@@ -58,6 +59,9 @@ const SELECT_LAST_VERSION: &str = "SELECT COALESCE(\
      (SELECT current_version FROM secrets WHERE tenant_id = $1 AND path = $2), \
      (SELECT last_version FROM secret_tombstones WHERE tenant_id = $1 AND path = $2), 0)";
 /// Followed by a bound tenant id, ` AND s.path IN (...)` and `CURRENT_SECRETS_ORDER`.
+const LIST_VERSIONS: &str = "SELECT v.version, v.created_at, v.key_name, v.key_version \
+     FROM secret_versions v JOIN secrets s ON s.tenant_id = v.tenant_id AND s.id = v.secret_id \
+     WHERE s.tenant_id = $1 AND s.path = $2 ORDER BY v.version DESC";
 pub(super) const CURRENT_SECRETS: &str = "SELECT s.id, s.tenant_id, s.path, s.sensitivity, \
      s.allowed_hosts, s.current_version, s.created_at, s.updated_at, v.key_name, \
      v.key_version, v.wrapped_dek, v.nonce, v.ciphertext \
@@ -83,6 +87,33 @@ impl SecretStore for SqlStore {
                 .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
             record(row)
+        })
+    }
+
+    async fn list_secret_versions(
+        &self,
+        tenant: TenantId,
+        path: &SecretPath,
+    ) -> StoreResult<Vec<SecretVersionInfo>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let rows: Vec<(i64, i64, String, String)> = sqlx::query_as(LIST_VERSIONS)
+                .bind(tenant.to_string())
+                .bind(path.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            rows.into_iter()
+                .map(|(version, created_at, key_name, key_version)| {
+                    Ok(SecretVersionInfo {
+                        version,
+                        created_at: time(created_at, "secret_versions.created_at")?,
+                        key_name,
+                        key_version,
+                    })
+                })
+                .collect()
         })
     }
 
