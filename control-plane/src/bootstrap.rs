@@ -77,6 +77,17 @@ pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<
     if let Some(webhook) = trust_tier_webhook(config)? {
         app = app.with_trust_tiers(webhook);
     }
+    if let Some(settings) = config.notifications.settings(config.listen)? {
+        if config.notifications.dashboard_url.is_none() && config.listen.ip().is_unspecified() {
+            tracing::warn!(
+                listen = %config.listen,
+                "notifications.dashboard_url is not set and the server listens on every \
+                 interface: links in approval notifications will not open; set it to the \
+                 dashboard's public URL"
+            );
+        }
+        app = app.with_notifications(settings)?;
+    }
     Ok(app)
 }
 

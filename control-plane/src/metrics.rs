@@ -36,10 +36,18 @@ pub struct Metrics {
     /// Releases of reserved token uses by `outcome`: `released`, `already_released`,
     /// `expired` (too late: the use stands), `not_found` (unknown or another sidecar's).
     pub use_releases: IntCounterVec,
+    /// Approval notifications by `outcome` (`NOTIFICATION_OUTCOMES`): `sent`, `retried`
+    /// (an attempt failed, another follows), `failed` (given up or refused), `dropped`
+    /// (the queue was full).
+    pub notifications: IntCounterVec,
 }
 
 /// Label values of `connections_timed_out_total`.
 pub const TIMEOUT_REASONS: [&str; 3] = ["tls_handshake_timeout", "read_timeout", "idle_timeout"];
+
+/// Label values of `approval_notifications_total`: `sent`; `retried` (an attempt failed and
+/// another follows); `failed` (given up, or refused for good); `dropped` (the queue was full).
+pub const NOTIFICATION_OUTCOMES: [&str; 4] = ["sent", "retried", "failed", "dropped"];
 
 /// A method label from a closed set, so a client cannot mint label values (and series) with
 /// made-up methods.
@@ -190,6 +198,15 @@ impl Metrics {
             "outcome",
             &["released", "already_released", "expired", "not_found"],
         );
+        let notifications = registered_counter_vec(
+            &registry,
+            Opts::new(
+                "approval_notifications_total",
+                "Approval request notifications to the webhook, by outcome",
+            ),
+            "outcome",
+            &NOTIFICATION_OUTCOMES,
+        );
         let metrics = Metrics {
             registry,
             http_requests,
@@ -205,6 +222,7 @@ impl Metrics {
             connections_timed_out,
             kms_failures,
             use_releases,
+            notifications,
         };
         // Every series of a closed label set exists from the start (at 0), so an alert on
         // its rate works before the first refusal.

@@ -11,6 +11,7 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,9 +21,10 @@ use agent_secret_control_plane::service::activation;
 use agent_secret_control_plane::service::approvals::{self, ApprovalSettings};
 use agent_secret_control_plane::service::auth::{authenticate, expect_operator, OperatorPrincipal};
 use agent_secret_control_plane::service::decisions::{self, Decider};
+use agent_secret_control_plane::service::notify::{NotificationFormat, NotifierSettings};
 use agent_secret_control_plane::service::trust_tiers::TrustTierWebhook;
 use agent_secret_control_plane::service::{
-    agents, operators, secrets, sidecars, tenants, App, Policy, RequestContext,
+    agents, ceilings, operators, secrets, sidecars, tenants, App, Policy, RequestContext,
 };
 use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::store::{AuditFilter, Store};
@@ -87,20 +89,30 @@ impl Fixture {
         settings: ApprovalSettings,
         webhook: Option<TrustTierWebhook>,
     ) -> Tenant {
+        self.tenant_built(settings, |app| match webhook {
+            Some(webhook) => app.with_trust_tiers(webhook),
+            None => app,
+        })
+        .await
+    }
+
+    /// An app with these approval settings, finished by `build`, and a fresh tenant.
+    async fn tenant_built(
+        &self,
+        settings: ApprovalSettings,
+        build: impl FnOnce(App) -> App,
+    ) -> Tenant {
         let policy = Policy {
             approvals: settings,
             ..Policy::default()
         };
-        let mut app = App::new(
+        let app = App::new(
             self.store.clone(),
             self.kms.clone(),
             self.pepper.clone(),
             policy,
         );
-        if let Some(webhook) = webhook {
-            app = app.with_trust_tiers(webhook);
-        }
-        let app = Arc::new(app);
+        let app = Arc::new(build(app));
         let name = format!("t-{}", uuid::Uuid::new_v4().simple());
         let created = tenants::create_tenant(&app, &name).await.unwrap();
         let admin_token = created.admin_token.expose().to_owned();
@@ -980,6 +992,357 @@ async fn an_admin_sets_the_tier_and_pending_requests_follow(f: &Fixture) {
     assert_eq!(t.events(AuditEventType::AgentTrustTierSet).await.len(), 1);
 }
 
+/// A real webhook on 127.0.0.1:0: answers the first `failures` POSTs 503 and the rest 200,
+/// and hands over each body it accepted with its `Content-Type`.
+struct WebhookSink {
+    url: String,
+    posts: Arc<AtomicUsize>,
+    accepted: tokio::sync::mpsc::UnboundedReceiver<(String, Value)>,
+}
+
+impl WebhookSink {
+    async fn start(failures: usize) -> WebhookSink {
+        use axum::routing::post;
+        let posts = Arc::new(AtomicUsize::new(0));
+        let (tx, accepted) = tokio::sync::mpsc::unbounded_channel();
+        let count = posts.clone();
+        let hook = axum::Router::new().route(
+            "/services/T0/B0/webhook-credential",
+            post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (count, tx) = (count.clone(), tx.clone());
+                    async move {
+                        if count.fetch_add(1, Ordering::SeqCst) < failures {
+                            return StatusCode::SERVICE_UNAVAILABLE;
+                        }
+                        let content_type = headers
+                            .get(header::CONTENT_TYPE)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let _ = tx.send((content_type, body));
+                        StatusCode::OK
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://{}/services/T0/B0/webhook-credential",
+            listener.local_addr().unwrap()
+        );
+        tokio::spawn(async move { axum::serve(listener, hook).await });
+        WebhookSink {
+            url,
+            posts,
+            accepted,
+        }
+    }
+
+    /// The next accepted body. The deadline only turns a notifier that never sends into a
+    /// failure instead of a hang; nothing here measures time.
+    async fn next(&mut self) -> Value {
+        let (content_type, body) =
+            tokio::time::timeout(Duration::from_secs(60), self.accepted.recv())
+                .await
+                .expect("a notification reaches the webhook")
+                .expect("the webhook is running");
+        assert_eq!(content_type, "application/json");
+        body
+    }
+
+    fn posts(&self) -> usize {
+        self.posts.load(Ordering::SeqCst)
+    }
+}
+
+/// Notifier settings for tests: retries a few milliseconds apart instead of seconds.
+fn notifier(url: &str, format: NotificationFormat) -> NotifierSettings {
+    let mut settings = NotifierSettings::new(url, format, "https://secrets.example.com/");
+    settings.first_backoff = Duration::from_millis(20);
+    settings.max_backoff = Duration::from_millis(100);
+    settings
+}
+
+impl Tenant {
+    fn notifications(&self, outcome: &str) -> u64 {
+        self.app
+            .metrics
+            .notifications
+            .with_label_values(&[outcome])
+            .get()
+    }
+
+    /// Waits until `approval_notifications_total{outcome}` reaches `n` (see `WebhookSink::next`
+    /// for the deadline).
+    async fn notifications_reach(&self, outcome: &str, n: u64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while self.notifications(outcome) < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "approval_notifications_total{{outcome={outcome}}} never reached {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A new request is posted to a Slack webhook that fails twice with 503 before it accepts:
+/// the third POST arrives, Slack-shaped, linking to the request's page and naming the secret
+/// and its sensitivity, with no secret value and no credential in it.
+async fn a_new_request_reaches_slack_after_two_503s(f: &Fixture) {
+    let mut sink = WebhookSink::start(2).await;
+    let settings = notifier(&sink.url, NotificationFormat::Slack);
+    let t = f
+        .tenant_built(ApprovalSettings::default(), |app| {
+            app.with_notifications(settings).unwrap()
+        })
+        .await;
+    t.secret("prod/pay", Sensitivity::Critical).await;
+    let agent = t.agent(&["secrets:read:prod/*"], 0).await;
+    let issued = t.issue(&agent, &["secrets:read:prod/pay"]).await;
+    assert_eq!(issued.status, "pending_approval");
+    let id = issued.approval.unwrap();
+
+    let body = sink.next().await;
+    assert_eq!(sink.posts(), 3, "two 503s, then accepted");
+    let link = format!("https://secrets.example.com/ui/approvals/{id}");
+    assert!(body["text"].as_str().unwrap().contains(&link), "{body}");
+    let section = &body["blocks"][0];
+    assert_eq!(section["type"], "section", "{body}");
+    assert_eq!(section["text"]["type"], "mrkdwn", "{body}");
+    let text = section["text"]["text"].as_str().unwrap();
+    assert!(text.contains("`prod/pay` (critical)"), "{text}");
+    assert!(text.contains("Agent bot"), "{text}");
+    assert!(text.contains("2 approvals required"), "{text}");
+    let button = &body["blocks"][1]["elements"][0];
+    assert_eq!(
+        (&button["type"], &button["url"]),
+        (&json!("button"), &json!(link))
+    );
+    let raw = body.to_string();
+    assert!(!raw.contains("value-of-prod/pay"), "a secret value: {raw}");
+    assert!(!raw.contains(&issued.token), "the token: {raw}");
+    assert!(!raw.contains(&agent.key), "the agent key: {raw}");
+    assert!(
+        !raw.contains("webhook-credential"),
+        "the webhook URL: {raw}"
+    );
+    // The sink hands the body over before its 200 reaches the notifier.
+    t.notifications_reach("sent", 1).await;
+    assert_eq!(
+        (
+            t.notifications("sent"),
+            t.notifications("retried"),
+            t.notifications("failed")
+        ),
+        (1, 2, 0)
+    );
+}
+
+/// All three ways a request comes to need humans are announced, each only after its write
+/// committed: a token request, a change in what a pending request unlocks, and an access
+/// request (one refused by the store first, which is never announced).
+async fn every_new_or_changed_request_is_announced_once_committed(f: &Fixture) {
+    let mut sink = WebhookSink::start(0).await;
+    let settings = notifier(&sink.url, NotificationFormat::Json);
+    let t = f
+        .tenant_built(ApprovalSettings::default(), |app| {
+            app.with_notifications(settings).unwrap()
+        })
+        .await;
+    t.secret("prod/pay", Sensitivity::Critical).await;
+    t.secret("prod/www", Sensitivity::Standard).await;
+    let agent = t.agent(&["secrets:read:prod/*"], 1).await;
+
+    let issued = t.issue(&agent, &["secrets:read:prod/*"]).await;
+    let id = issued.approval.unwrap();
+    let first = sink.next().await;
+    assert_eq!(first["event"], "approval.requested");
+    assert_eq!(first["reason"], "token_requested");
+    assert_eq!(first["approval_id"], id.to_string());
+    assert_eq!(
+        first["url"],
+        format!("https://secrets.example.com/ui/approvals/{id}")
+    );
+    assert_eq!(
+        first["agent"],
+        json!({"id": agent.id, "name": "bot", "trust_tier": 1})
+    );
+    assert_eq!(first["required_approvals"], 2);
+    assert_eq!(first["highest_sensitivity"], "critical");
+    assert_eq!(
+        first["secrets"],
+        json!([{"path": "prod/pay", "sensitivity": "critical"},
+               {"path": "prod/www", "sensitivity": "standard"}])
+    );
+    assert!(first["token_id"].is_string(), "{first}");
+
+    // A secret created under the wildcard changes what the request unlocks.
+    t.secret("prod/new", Sensitivity::Sensitive).await;
+    t.show(id).await;
+    let changed = sink.next().await;
+    assert_eq!(changed["reason"], "unlocks_changed");
+    assert_eq!(changed["approval_id"], id.to_string());
+    assert_eq!(changed["secrets_total"], 3);
+    assert_eq!(changed["requested_by"], format!("agent:{}", agent.id));
+    t.show(id).await; // nothing changed: nothing to say
+
+    // The store refuses an access request for a revoked agent: no notice.
+    let revoked = t.agent(&[], 0).await;
+    agents::revoke(&t.app, t.admin, revoked.id.parse().unwrap(), &ctx())
+        .await
+        .unwrap();
+    let scopes = ["secrets:read:ops/*".to_owned()];
+    let refused = ceilings::request_access(
+        &t.app,
+        t.admin,
+        revoked.id.parse().unwrap(),
+        &scopes,
+        &ctx(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code().as_str(), "conflict");
+    let filed =
+        ceilings::request_access(&t.app, t.admin, agent.id.parse().unwrap(), &scopes, &ctx())
+            .await
+            .unwrap();
+    let access = sink.next().await;
+    assert_eq!(access["reason"], "access_requested", "{access}");
+    assert_eq!(access["approval_id"], filed.id);
+    assert_eq!(access["ceiling_additions"], json!(["secrets:read:ops/*"]));
+    assert_eq!(access["token_id"], Value::Null);
+    assert_eq!(sink.posts(), 3, "one POST per announced request");
+}
+
+/// The Teams format is an Adaptive Card in a `message`, as Teams incoming webhooks take it.
+#[tokio::test]
+async fn teams_notifications_are_adaptive_cards_linking_to_the_request() {
+    let f = Fixture::sqlite().await;
+    let mut sink = WebhookSink::start(0).await;
+    let settings = notifier(&sink.url, NotificationFormat::Teams);
+    let t = f
+        .tenant_built(ApprovalSettings::default(), |app| {
+            app.with_notifications(settings).unwrap()
+        })
+        .await;
+    t.secret("prod/pay", Sensitivity::Sensitive).await;
+    let agent = t.agent(&["secrets:read:prod/*"], 0).await;
+    let id = t
+        .issue(&agent, &["secrets:read:prod/pay"])
+        .await
+        .approval
+        .unwrap();
+
+    let body = sink.next().await;
+    assert_eq!(body["type"], "message", "{body}");
+    let attachment = &body["attachments"][0];
+    assert_eq!(
+        attachment["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let card = &attachment["content"];
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert_eq!(
+        card["$schema"],
+        "http://adaptivecards.io/schemas/adaptive-card.json"
+    );
+    assert!(card["version"].is_string());
+    let blocks = card["body"].as_array().unwrap();
+    assert_eq!(blocks[0]["type"], "TextBlock");
+    let facts: Vec<(String, String)> = blocks
+        .iter()
+        .filter(|b| b["type"] == "FactSet")
+        .flat_map(|b| b["facts"].as_array().unwrap().clone())
+        .map(|f| {
+            (
+                f["title"].as_str().unwrap().to_owned(),
+                f["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        facts.contains(&("prod/pay".into(), "sensitive".into())),
+        "{facts:?}"
+    );
+    assert!(
+        facts.contains(&("Agent".into(), format!("bot ({})", agent.id))),
+        "{facts:?}"
+    );
+    let action = &card["actions"][0];
+    assert_eq!(action["type"], "Action.OpenUrl");
+    assert_eq!(
+        action["url"],
+        format!("https://secrets.example.com/ui/approvals/{id}")
+    );
+}
+
+/// A webhook nobody listens on never holds up or fails the token request; the notifier
+/// retries, gives up, and counts it.
+#[tokio::test]
+async fn an_unreachable_webhook_never_fails_the_request_and_is_counted() {
+    let f = Fixture::sqlite().await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let mut settings = notifier(&format!("http://{closed}/hook"), NotificationFormat::Slack);
+    settings.max_attempts = 2;
+    let t = f
+        .tenant_built(ApprovalSettings::default(), |app| {
+            app.with_notifications(settings).unwrap()
+        })
+        .await;
+    t.secret("prod/pay", Sensitivity::Sensitive).await;
+    let agent = t.agent(&["secrets:read:prod/*"], 0).await;
+    let issued = t.issue(&agent, &["secrets:read:prod/pay"]).await;
+    assert_eq!(issued.status, "pending_approval");
+    t.notifications_reach("failed", 1).await;
+    assert_eq!(
+        (t.notifications("retried"), t.notifications("sent")),
+        (1, 0)
+    );
+    let metrics = t.app.metrics.render();
+    assert!(
+        metrics.contains(r#"agent_secret_store_approval_notifications_total{outcome="failed"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// With the worker stuck on a webhook that never answers, a full queue drops further notices
+/// (counted) and every request still succeeds at once.
+#[tokio::test]
+async fn a_full_queue_drops_notices_instead_of_blocking_requests() {
+    let f = Fixture::sqlite().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // accepted, never answered
+        }
+    });
+    let mut settings = notifier(&url, NotificationFormat::Slack);
+    settings.queue = 1;
+    settings.timeout = Duration::from_secs(600);
+    let t = f
+        .tenant_built(ApprovalSettings::default(), |app| {
+            app.with_notifications(settings).unwrap()
+        })
+        .await;
+    t.secret("prod/pay", Sensitivity::Sensitive).await;
+    let agent = t.agent(&["secrets:read:prod/*"], 0).await;
+    for _ in 0..3 {
+        let issued = t.issue(&agent, &["secrets:read:prod/pay"]).await;
+        assert_eq!(issued.status, "pending_approval");
+    }
+    // One in flight at most, one queued: the third can only have been dropped.
+    assert!(t.notifications("dropped") >= 1);
+    assert_eq!(t.notifications("sent"), 0);
+}
+
 agent_secret_testkit::backend_suite!(
     Fixture:
     an_admin_sets_the_tier_and_pending_requests_follow,
@@ -995,4 +1358,6 @@ agent_secret_testkit::backend_suite!(
     an_undecided_request_expires_and_denies_its_token,
     only_human_approvers_who_did_not_create_the_agent_decide,
     an_approved_access_request_widens_the_ceiling,
+    a_new_request_reaches_slack_after_two_503s,
+    every_new_or_changed_request_is_announced_once_committed,
 );

@@ -607,3 +607,118 @@ fn sessions_come_from_toml_and_env_and_bad_values_are_refused() {
         assert!(err.contains(key), "{err}");
     }
 }
+
+#[test]
+fn notifications_are_off_by_default_and_come_from_toml_and_env() {
+    use agent_secret_control_plane::service::notify::NotificationFormat;
+    use std::time::Duration;
+    let defaults = Config::load(None, &no_env()).unwrap();
+    assert!(defaults.notifications.webhook_url.is_none());
+    assert!(defaults
+        .notifications
+        .settings(defaults.listen)
+        .unwrap()
+        .is_none());
+
+    let c = load_toml(
+        r#"
+        listen = "10.0.0.5:8443"
+        [notifications]
+        webhook_url = "https://hooks.slack.example/services/T0/B0/sekrit-path-token"
+        timeout_seconds = 2
+        "#,
+        &[
+            ("AGENT_SECRET_NOTIFICATIONS_FORMAT", "teams"),
+            ("AGENT_SECRET_NOTIFICATIONS_MAX_ATTEMPTS", "3"),
+            ("AGENT_SECRET_NOTIFICATIONS_QUEUE", "10"),
+        ],
+    )
+    .unwrap();
+    let s = c.notifications.settings(c.listen).unwrap().unwrap();
+    assert_eq!(s.format, NotificationFormat::Teams);
+    assert_eq!(
+        s.dashboard_url, "https://10.0.0.5:8443",
+        "derived from listen"
+    );
+    assert_eq!(s.timeout, Duration::from_secs(2));
+    assert_eq!((s.max_attempts, s.queue), (3, 10));
+    assert_eq!(s.first_backoff, Duration::from_secs(1));
+    assert!(
+        !format!("{c:?}").contains("sekrit"),
+        "Debug never shows the webhook URL's credential"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "hook",
+        "https://outlook.example/webhook/file-token\n",
+    );
+    let c = Config::load(
+        None,
+        &env(&[
+            (
+                "AGENT_SECRET_NOTIFICATIONS_WEBHOOK_URL_FILE",
+                file.to_str().unwrap(),
+            ),
+            (
+                "AGENT_SECRET_NOTIFICATIONS_DASHBOARD_URL",
+                "https://secrets.example.com/",
+            ),
+        ]),
+    )
+    .unwrap();
+    let s = c.notifications.settings(c.listen).unwrap().unwrap();
+    assert_eq!(
+        s.webhook_url.expose(),
+        "https://outlook.example/webhook/file-token"
+    );
+    assert_eq!(s.dashboard_url, "https://secrets.example.com");
+    assert_eq!(s.format, NotificationFormat::Slack, "the default format");
+}
+
+#[test]
+fn notifications_refuse_bad_urls_formats_and_zeros_without_quoting_the_webhook() {
+    for (text, key) in [
+        (
+            "[notifications]\nwebhook_url = \"ftp://hooks.example/secret-token\"",
+            "notifications.webhook_url",
+        ),
+        (
+            "[notifications]\nwebhook_url = \"not a url secret-token\"",
+            "notifications.webhook_url",
+        ),
+        (
+            "[notifications]\ndashboard_url = \"secrets.example.com\"",
+            "notifications.dashboard_url",
+        ),
+        ("[notifications]\nformat = \"discord\"", "discord"),
+        (
+            "[notifications]\ntimeout_seconds = 0",
+            "notifications.timeout_seconds",
+        ),
+        (
+            "[notifications]\nmax_attempts = 0",
+            "notifications.max_attempts",
+        ),
+        ("[notifications]\nqueue = 0", "notifications.queue"),
+        ("[notifications]\nretries = 3", "retries"),
+    ] {
+        let err = load_toml(text, &[]).unwrap_err().to_string();
+        assert!(err.contains(key), "{text}: {err}");
+        assert!(!err.contains("secret-token"), "{text}: {err}");
+    }
+    for (var, value) in [
+        ("AGENT_SECRET_NOTIFICATIONS_FORMAT", "discord"),
+        ("AGENT_SECRET_NOTIFICATIONS_MAX_ATTEMPTS", "many"),
+        (
+            "AGENT_SECRET_NOTIFICATIONS_WEBHOOK_URL",
+            "mailto:ops@example.com",
+        ),
+    ] {
+        let err = Config::load(None, &env(&[(var, value)]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.to_lowercase().contains("notifications"), "{var}: {err}");
+    }
+}

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use crate::cli::failure::Failure;
 use crate::cli::output::Output;
 use agent_secret_control_plane::bootstrap;
-use agent_secret_control_plane::config::{Config, DatabaseUrl};
+use agent_secret_control_plane::config::{Config, DatabaseUrl, NotificationsConfig};
 use agent_secret_control_plane::service::auth::{
     authenticate, expect_agent, expect_operator, OperatorPrincipal,
 };
@@ -66,7 +66,8 @@ pub async fn run(
     let dir =
         std::path::absolute(&args.dir).map_err(|e| Failure::failed("dev_failed", e.to_string()))?;
     state::create_private_dir(&dir).map_err(failed("dev_failed"))?;
-    let config = dev_config(&dir, args.listen);
+    let mut config = dev_config(&dir, args.listen);
+    config.notifications = notifications_from_env().map_err(failed("dev_failed"))?;
     bootstrap::ensure_pepper_file(&config).map_err(failed("dev_failed"))?;
     bootstrap::ensure_master_key_file(&config).map_err(failed("dev_failed"))?;
     let app = Arc::new(
@@ -207,6 +208,17 @@ fn dev_config(dir: &Path, listen: SocketAddr) -> Config {
     config.kms.keyring = dir.join("keyring.json");
     config.kms.master_key_file = dir.join("master.key");
     config
+}
+
+/// `[notifications]` from `AGENT_SECRET_NOTIFICATIONS_*` alone: `dev` reads no config file and
+/// fixes everything else, but approval notifications are worth trying against the demo.
+fn notifications_from_env() -> anyhow::Result<NotificationsConfig> {
+    let only_notifications = |name: &str| {
+        name.starts_with("AGENT_SECRET_NOTIFICATIONS_")
+            .then(|| std::env::var(name).ok())
+            .flatten()
+    };
+    Ok(Config::load(None, &only_notifications)?.notifications)
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, Failure> {

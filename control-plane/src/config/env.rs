@@ -15,6 +15,7 @@ use super::secrets::read_secret_file;
 use super::secrets::DatabaseUrl;
 use super::sections::LogFormat;
 use super::{Config, EnvLookup, ENV_PREFIX};
+use crate::service::notify::NotificationFormat;
 use agent_secret_core::kms::KmsBackend;
 
 /// Reads `AGENT_SECRET_*` variables through an injected lookup.
@@ -107,6 +108,7 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
     apply_limits(config, &env)?;
     apply_approvals(config, &env)?;
     apply_sessions(config, &env)?;
+    apply_notifications(config, &env)?;
 
     if let Some(level) = env.get("LOG_LEVEL") {
         config.log.level = level;
@@ -187,6 +189,39 @@ fn apply_approvals(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError
                 .unwrap_or(0),
             ca_file: env.path("APPROVALS_TRUST_TIER_WEBHOOK_CA_FILE"),
         });
+    }
+    Ok(())
+}
+
+/// `[notifications]`: `AGENT_SECRET_NOTIFICATIONS_<KEY>`; the webhook URL (a credential for
+/// Slack and Teams) also as `AGENT_SECRET_NOTIFICATIONS_WEBHOOK_URL_FILE`.
+fn apply_notifications(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
+    let n = &mut config.notifications;
+    if let Some(url) = env.secret("NOTIFICATIONS_WEBHOOK_URL")? {
+        n.webhook_url = Some(super::WebhookUrl::new(url.expose().trim()));
+    }
+    if let Some(raw) = env.get("NOTIFICATIONS_FORMAT") {
+        n.format = NotificationFormat::parse(raw.trim()).ok_or_else(|| {
+            invalid(
+                "AGENT_SECRET_NOTIFICATIONS_FORMAT",
+                &format!("invalid value {raw:?}: expected \"slack\", \"teams\" or \"json\""),
+            )
+        })?;
+    }
+    if let Some(url) = env.get("NOTIFICATIONS_DASHBOARD_URL") {
+        n.dashboard_url = Some(url);
+    }
+    if let Some(s) = env.parse("NOTIFICATIONS_TIMEOUT_SECONDS", "a number of seconds")? {
+        n.timeout_seconds = s;
+    }
+    if let Some(a) = env.parse("NOTIFICATIONS_MAX_ATTEMPTS", "a positive integer")? {
+        n.max_attempts = a;
+    }
+    if let Some(path) = env.path("NOTIFICATIONS_CA_FILE") {
+        n.ca_file = Some(path);
+    }
+    if let Some(q) = env.parse("NOTIFICATIONS_QUEUE", "a positive integer")? {
+        n.queue = q;
     }
     Ok(())
 }

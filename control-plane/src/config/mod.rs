@@ -15,6 +15,7 @@ mod env;
 mod secrets;
 
 mod error;
+mod notifications;
 mod sections;
 mod sessions;
 
@@ -29,6 +30,7 @@ use serde::Deserialize;
 
 pub use agent_secret_core::kms::KmsBackend;
 pub use approvals::{ApprovalsConfig, TrustTierWebhookConfig};
+pub use notifications::{NotificationsConfig, WebhookUrl};
 pub use secrets::DatabaseUrl;
 /// `[kms] backend`: `local` or `gcp`, the values the sidecar's `[kms]` takes too.
 pub use sections::{
@@ -59,6 +61,7 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub approvals: ApprovalsConfig,
     pub sessions: SessionsConfig,
+    pub notifications: NotificationsConfig,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             approvals: ApprovalsConfig::default(),
             sessions: SessionsConfig::default(),
+            notifications: NotificationsConfig::default(),
         }
     }
 }
@@ -178,6 +182,7 @@ impl Config {
         self.validate_limits()?;
         self.approvals.validate()?;
         self.sessions.validate()?;
+        self.notifications.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

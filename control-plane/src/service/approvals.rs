@@ -166,7 +166,16 @@ pub async fn evaluate(app: &App, tenant: TenantId, id: ApprovalId) -> ServiceRes
         request.required_approvals = requirement.approvals;
         request.delay_seconds = seconds(requirement.delay);
         request.time_lock_until = time_lock_until;
-        app.store.update_evaluation(tenant, &request, audit).await?;
+        let updated = app.store.update_evaluation(tenant, &request, audit).await?;
+        // Approvals given so far no longer count: approvers must look again (unless nobody
+        // needs to any more). Two replicas evaluating the same change at once may both say so.
+        if changed && updated && requirement.approvals > 0 {
+            app.notify_approval(
+                &request,
+                &agent.name,
+                super::notify::NoticeReason::UnlocksChanged,
+            );
+        }
     }
     if quorum == Quorum::Met {
         settle_approved(app, &request, &current, requirement).await?;

@@ -226,5 +226,10 @@ pub async fn request_access(
             }
             other => other.into(),
         })?;
+    app.notify_approval(
+        &request,
+        &agent.name,
+        super::notify::NoticeReason::AccessRequested,
+    );
     Ok(approvals::info(&request, &[], now))
 }

@@ -15,6 +15,7 @@ pub mod enrollment;
 pub mod group_commit;
 pub mod kms;
 pub mod limits;
+pub mod notify;
 pub mod operators;
 pub mod principal;
 pub mod release;
@@ -86,6 +87,8 @@ pub struct App {
     pub sessions: Arc<sessions::SessionSettings>,
     /// When each sidecar's heartbeat was last written (`sidecars::seen`).
     pub heartbeats: Arc<sidecars::Heartbeats>,
+    /// The optional approval notification webhook (`[notifications]`).
+    pub notifier: Option<Arc<notify::Notifier>>,
 }
 
 impl App {
@@ -111,6 +114,31 @@ impl App {
             trust_tiers: None,
             sessions: Arc::new(sessions::SessionSettings::default()),
             heartbeats: Arc::new(sidecars::Heartbeats::default()),
+            notifier: None,
+        }
+    }
+
+    /// Posts each new approval request to a webhook (`[notifications]`): starts the
+    /// notifier's worker on the current runtime, counting in this app's metrics.
+    pub fn with_notifications(
+        mut self,
+        settings: notify::NotifierSettings,
+    ) -> Result<App, notify::NotifyError> {
+        let notifier = notify::Notifier::start(settings, self.metrics.notifications.clone())?;
+        self.notifier = Some(Arc::new(notifier));
+        Ok(self)
+    }
+
+    /// Announces a committed approval request to the notification webhook, if there is one.
+    /// Never waits and never fails (see `notify`).
+    pub(crate) fn notify_approval(
+        &self,
+        request: &crate::store::ApprovalRecord,
+        agent_name: &str,
+        reason: notify::NoticeReason,
+    ) {
+        if let Some(notifier) = &self.notifier {
+            notifier.approval_requested(request, agent_name, reason);
         }
     }
 

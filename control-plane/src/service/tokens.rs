@@ -201,8 +201,14 @@ pub async fn issue(
         IssueOutcome::AgentRevoked => return Err(ServiceError::Unauthenticated),
         IssueOutcome::OutsideCeiling => return Err(not_permitted(app, agent, &scopes, ctx).await),
     }
-    if !pending {
-        app.metrics.tokens_issued.inc();
+    // Committed: only now may approvers hear of it.
+    match &approval {
+        Some(request) => app.notify_approval(
+            request,
+            &agent_record.name,
+            super::notify::NoticeReason::TokenRequested,
+        ),
+        None => app.metrics.tokens_issued.inc(),
     }
     Ok(IssuedToken {
         id: id.to_string(),
