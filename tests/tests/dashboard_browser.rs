@@ -38,6 +38,17 @@ fn policy() -> Policy {
     }
 }
 
+/// The critical secret both tests unlock.
+async fn store_critical_root(h: &Harness) {
+    h.cp.ok(
+        Method::PUT,
+        "/v1/secrets/vault/root",
+        &h.tenant.admin,
+        Some(json!({"value": ROOT, "sensitivity": "critical", "allowed_hosts": [h.upstream.authority()]})),
+    )
+    .await;
+}
+
 /// Logs `human` in through the form and lands on the queue.
 async fn log_in(b: &Browser, base: &str, tenant: &str, human: &HumanLogin) {
     b.goto(&format!("{base}/ui/login")).await;
@@ -56,13 +67,7 @@ async fn two_approvers_release_a_critical_secret_from_the_dashboard() {
     };
     let h = Harness::builder().policy(policy()).start().await;
     let base = h.cp.url("").trim_end_matches('/').to_owned();
-    h.cp.ok(
-        Method::PUT,
-        "/v1/secrets/vault/root",
-        &h.tenant.admin,
-        Some(json!({"value": ROOT, "sensitivity": "critical", "allowed_hosts": [h.upstream.authority()]})),
-    )
-    .await;
+    store_critical_root(&h).await;
     let issued =
         h.cp.ok(
             Method::POST,
@@ -246,13 +251,7 @@ async fn the_queue_updates_live_and_an_idle_session_ends_on_an_open_page() {
         .start()
         .await;
     let base = h.cp.url("").trim_end_matches('/').to_owned();
-    h.cp.ok(
-        Method::PUT,
-        "/v1/secrets/vault/root",
-        &h.tenant.admin,
-        Some(json!({"value": ROOT, "sensitivity": "critical", "allowed_hosts": [h.upstream.authority()]})),
-    )
-    .await;
+    store_critical_root(&h).await;
     let dana = HumanLogin::enrolled(&h.cp, &h.tenant.id, &h.tenant.admin, "dana", "approver").await;
     log_in(&b, &base, &h.tenant.id, &dana).await;
     assert!(b.text().await.contains("No approval requests yet"));

@@ -26,6 +26,8 @@ struct AgentPage<'a> {
     nav: Nav,
     a: AgentInfo,
     tokens: Vec<TokenInfo>,
+    /// The tokens page filtered to this agent.
+    tokens_link: String,
     done: Option<&'a str>,
     error: Option<String>,
 }
@@ -92,6 +94,7 @@ async fn agent_page(
         status,
         &AgentPage {
             nav,
+            tokens_link: format!("/ui/tokens?agent={}", a.id),
             a,
             tokens,
             done,
