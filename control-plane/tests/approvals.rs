@@ -1343,6 +1343,98 @@ async fn a_full_queue_drops_notices_instead_of_blocking_requests() {
     assert_eq!(t.notifications("sent"), 0);
 }
 
+/// The domain side of the MCP tools: an agent sees the secrets within its ceiling as
+/// placeholders (never values), which of them the token it presents may use now, and only
+/// its own approval requests; a wrong token is refused.
+async fn an_agent_sees_its_ceiling_as_placeholders_and_its_own_approvals(f: &Fixture) {
+    use agent_secret_control_plane::service::agent_view::{self, AgentCaller};
+    let t = f.tenant(ApprovalSettings::default()).await;
+    t.secret("team/db", Sensitivity::Standard).await;
+    t.secret("team/pay", Sensitivity::Sensitive).await;
+    t.secret("other/x", Sensitivity::Standard).await;
+    let agent = t.agent(&["secrets:read:team/*"], 0).await;
+    let stranger = t.agent(&["secrets:read:team/*"], 0).await;
+    let issued = t.issue(&agent, &["secrets:read:team/*"]).await;
+    let approval = issued.approval.expect("team/pay is sensitive");
+
+    let by_key = agent_view::authenticate_agent(&t.app, &agent.key, &ctx())
+        .await
+        .unwrap();
+    assert!(by_key.token.is_none());
+    let offers = agent_view::offers(&t.app, &by_key).await.unwrap();
+    let seen: Vec<(&str, bool, Option<&str>)> = offers
+        .iter()
+        .map(|o| (o.path.as_str(), o.usable_now, o.why_not))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("team/db", false, Some("no_token")),
+            ("team/pay", false, Some("no_token"))
+        ],
+        "only the ceiling, in path order"
+    );
+    assert_eq!(offers[0].placeholder, "{{secret:team/db}}");
+    let text = serde_json::to_string(&offers).unwrap();
+    assert!(!text.contains("value-of-"), "never a value: {text}");
+
+    let by_token = agent_view::authenticate_agent(&t.app, &issued.token, &ctx())
+        .await
+        .unwrap();
+    let offers = agent_view::offers(&t.app, &by_token).await.unwrap();
+    let seen: Vec<(&str, Option<&str>)> = offers
+        .iter()
+        .map(|o| (o.path.as_str(), o.why_not))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("team/db", Some("approval_pending")),
+            ("team/pay", Some("approval_pending"))
+        ],
+        "a pending token can use nothing yet"
+    );
+    let (approver, _) = t.human(Role::Approver).await;
+    t.decide(approver, approval, true).await.unwrap();
+    // Each call authenticates afresh (as each MCP request does) and sees the token active.
+    let by_token = agent_view::authenticate_agent(&t.app, &issued.token, &ctx())
+        .await
+        .unwrap();
+    let offers = agent_view::offers(&t.app, &by_token).await.unwrap();
+    assert!(offers.iter().all(|o| o.usable_now), "{offers:?}");
+
+    let mine = agent_view::approval_status(&t.app, &by_token, approval)
+        .await
+        .unwrap();
+    assert_eq!(mine.status, ApprovalStatus::Approved);
+    let other = AgentCaller {
+        agent: agent_view::authenticate_agent(&t.app, &stranger.key, &ctx())
+            .await
+            .unwrap()
+            .agent,
+        token: None,
+    };
+    assert!(agent_view::approval_status(&t.app, &other, approval)
+        .await
+        .is_err());
+
+    let mut forged = issued.token.clone();
+    forged.pop();
+    forged.push(if issued.token.ends_with('A') {
+        'B'
+    } else {
+        'A'
+    });
+    assert!(agent_view::authenticate_agent(&t.app, &forged, &ctx())
+        .await
+        .is_err());
+    assert!(
+        agent_view::authenticate_agent(&t.app, &t.admin_token, &ctx())
+            .await
+            .is_err()
+    );
+}
+
 agent_secret_testkit::backend_suite!(
     Fixture:
     an_admin_sets_the_tier_and_pending_requests_follow,
@@ -1360,4 +1452,5 @@ agent_secret_testkit::backend_suite!(
     an_approved_access_request_widens_the_ceiling,
     a_new_request_reaches_slack_after_two_503s,
     every_new_or_changed_request_is_announced_once_committed,
+    an_agent_sees_its_ceiling_as_placeholders_and_its_own_approvals,
 );

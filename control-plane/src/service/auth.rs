@@ -157,6 +157,22 @@ async fn verify_sidecar(
         .map(|sc| Principal::Sidecar(SidecarPrincipal { tenant, id: sc.id })))
 }
 
+/// Refuses `bearer`, a credential a caller presented and some other check turned down (a
+/// scoped token where one is accepted, say): counted and audited exactly like a refusal here.
+pub async fn refuse_unknown(app: &App, bearer: &str, ctx: &RequestContext) -> ServiceError {
+    let known = match PresentedCredential::parse(bearer) {
+        Ok(p) => match app.store.lookup_credential(p.id).await {
+            Ok(found) => found.map(|(tenant, kind)| (tenant, Actor::new(kind.as_str(), p.id))),
+            Err(e) => return e.into(),
+        },
+        Err(_) => None,
+    };
+    if let Err(refused) = app.limits.auth_failures.check(ctx.ip) {
+        return super::limits::refuse(app, None, Actor::system(), ctx, refused).await;
+    }
+    record_failure(app, known, ctx).await
+}
+
 /// Counts a failure toward its address's limit (429 once over it, else 401) and audits it
 /// when the credential id is known: in its tenant's log, aggregated per address. The denial
 /// stands even if the event cannot be written.

@@ -5,6 +5,7 @@
 //! changes state hands its audit event to the store, which writes both in one transaction.
 
 pub mod activation;
+pub mod agent_view;
 pub mod agents;
 pub mod approvals;
 pub mod audit_log;
