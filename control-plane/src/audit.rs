@@ -86,6 +86,8 @@ audit_event_types! {
     SessionCreated => "session.created",
     /// A human operator logged out.
     SessionRevoked => "session.revoked",
+    /// An agent called a tool of the MCP server; the reason names the tool and its outcome.
+    McpToolCalled => "mcp.tool_called",
 }
 
 impl fmt::Display for AuditEventType {

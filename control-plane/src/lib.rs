@@ -10,6 +10,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod limits;
+pub mod mcp;
 pub mod metrics;
 pub mod password;
 pub mod rotation;

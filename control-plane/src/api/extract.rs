@@ -42,11 +42,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(context(parts)))
+        Ok(Self(request_context(parts)))
     }
 }
 
-fn context(parts: &Parts) -> RequestContext {
+/// Where the request came from (peer address, User-Agent), for audit records.
+pub fn request_context(parts: &Parts) -> RequestContext {
     let user_agent = parts
         .headers
         .get(header::USER_AGENT)
@@ -78,7 +79,7 @@ impl FromRequestParts<Arc<App>> for Caller {
             })
             .map(str::trim)
             .ok_or(ServiceError::Unauthenticated)?;
-        let principal = authenticate(app, bearer, &context(parts)).await?;
+        let principal = authenticate(app, bearer, &request_context(parts)).await?;
         Ok(Self(principal))
     }
 }

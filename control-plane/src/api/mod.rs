@@ -33,6 +33,7 @@ pub fn app(state: Arc<App>) -> Router {
     Router::new()
         .nest("/v1", v1)
         .merge(ui::router())
+        .merge(crate::mcp::router(state.clone()))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

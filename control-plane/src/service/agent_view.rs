@@ -39,6 +39,7 @@ pub struct SecretOffer {
 }
 
 /// An agent, by its key or by one of its tokens (then with the token's record).
+#[derive(Clone, Debug)]
 pub struct AgentCaller {
     pub agent: AgentPrincipal,
     pub token: Option<TokenRecord>,

@@ -1,0 +1,369 @@
+//! The control plane's MCP server driven by an independent client: the official MCP Python SDK
+//! (`mcp`, in the venv `.ci/run` creates) over Streamable HTTP with the install's CA. It lists
+//! the tools and calls each: secrets come back as placeholders only; a token for a standard
+//! secret is active and injects through the real sidecar; one for a critical secret waits for
+//! approval, which the client polls until two humans approve; an access request reaches the
+//! operators with its reason; wrong credentials, unknown tools, oversized arguments and
+//! malformed JSON-RPC are refused while the server keeps serving; every call is audited.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use agent_secret_control_plane::service::approvals::ApprovalSettings;
+use agent_secret_control_plane::service::Policy;
+use agent_secret_core::policy::approval::{ApprovalPolicy, Requirement};
+use agent_secret_testkit::eventually;
+use agent_secret_testkit::harness::{Harness, Issued};
+use agent_secret_testkit::human::HumanLogin;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const VALUE: &str = "sk-demo-mcp-value-0123456789";
+const ROOT: &str = "root-credential-mcp-0123456789";
+
+/// The venv's Python with the `mcp` SDK, or `None` (a visible skip; a failure in CI).
+fn python() -> Option<PathBuf> {
+    let path = std::env::var_os("AGENT_SECRET_STORE_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python")
+        });
+    let usable = Command::new(&path)
+        .args(["-c", "import mcp, httpx2"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    match usable {
+        true => Some(path),
+        false if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but {} cannot import mcp", path.display())
+        }
+        false => {
+            eprintln!("skipped: no Python with the mcp SDK at {}", path.display());
+            None
+        }
+    }
+}
+
+struct Mcp {
+    python: PathBuf,
+    url: String,
+    ca: PathBuf,
+}
+
+impl Mcp {
+    /// One client run: `--list`, or a tool with its arguments. Runs off the async runtime.
+    async fn run(&self, bearer: &str, tool: &str, arguments: Value) -> Value {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/mcp_http_client.py");
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(script)
+            .arg(&self.url)
+            .arg(&self.ca)
+            .arg(bearer)
+            .arg(tool)
+            .arg(arguments.to_string());
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|_| {
+            panic!(
+                "client output: {stdout}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    async fn call(&self, bearer: &str, tool: &str, arguments: Value) -> Value {
+        self.run(bearer, tool, arguments).await
+    }
+}
+
+fn policy() -> Policy {
+    Policy {
+        approvals: ApprovalSettings {
+            policy: ApprovalPolicy {
+                critical: Requirement {
+                    approvals: 2,
+                    delay: Duration::from_secs(1),
+                },
+                ..ApprovalPolicy::default()
+            },
+            activation_interval: Duration::from_secs(1),
+            ..ApprovalSettings::default()
+        },
+        ..Policy::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_client_discovers_requests_and_waits_for_approval() {
+    let Some(python) = python() else {
+        return;
+    };
+    let h = Harness::builder()
+        .policy(policy())
+        .secret("demo/echo/api_key", VALUE)
+        .start()
+        .await;
+    h.cp.ok(
+        Method::PUT,
+        "/v1/secrets/vault/root",
+        &h.tenant.admin,
+        Some(json!({"value": ROOT, "sensitivity": "critical", "allowed_hosts": [h.upstream.authority()]})),
+    )
+    .await;
+    let mcp = Mcp {
+        python,
+        url: h.cp.url("/mcp"),
+        ca: h.cp.ca_file.clone(),
+    };
+    let key = h.tenant.agent_key.clone();
+
+    // The tools, each with an input schema.
+    let listed = mcp.run(&key, "--list", Value::Null).await;
+    let mut names: Vec<&str> = listed["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "approval_status",
+            "list_secrets",
+            "request_access",
+            "request_token"
+        ]
+    );
+    assert!(listed["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["input_schema"]["type"] == "object"));
+
+    // Secrets as placeholders, never values.
+    let secrets = mcp.call(&key, "list_secrets", json!({})).await;
+    let text = secrets.to_string();
+    assert!(!text.contains(VALUE) && !text.contains(ROOT), "{text}");
+    let demo = secrets["structured"]["secrets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{secrets}"))
+        .iter()
+        .find(|s| s["path"] == "demo/echo/api_key")
+        .unwrap()
+        .clone();
+    assert_eq!(demo["placeholder"], "{{secret:demo/echo/api_key}}");
+    assert_eq!(demo["why_not"], "no_token");
+
+    // A standard secret: an active token that injects through the sidecar.
+    let issued = mcp
+        .call(
+            &key,
+            "request_token",
+            json!({"scopes": ["secrets:read:demo/echo/*"], "ttl_seconds": 600}),
+        )
+        .await;
+    assert_eq!(issued["structured"]["status"], "active", "{issued}");
+    let token = Issued {
+        id: issued["structured"]["id"].as_str().unwrap().to_owned(),
+        token: issued["structured"]["token"].as_str().unwrap().to_owned(),
+    };
+    let res = h
+        .agent(&token)
+        .get(h.url("/echo"))
+        .header("authorization", "Bearer {{secret:demo/echo/api_key}}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        h.upstream.last().header("authorization"),
+        Some(format!("Bearer {VALUE}").as_str())
+    );
+    let with_token = mcp.call(&token.token, "list_secrets", json!({})).await;
+    let usable: Vec<&str> = with_token["structured"]["secrets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["usable_now"] == true)
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(usable, ["demo/echo/api_key"], "{with_token}");
+    let refused = mcp
+        .call(
+            &token.token,
+            "request_token",
+            json!({"scopes": ["secrets:read:demo/echo/*"], "ttl_seconds": 60}),
+        )
+        .await;
+    assert_eq!(refused["is_error"], true);
+    assert_eq!(
+        refused["structured"]["error"]["code"], "forbidden",
+        "{refused}"
+    );
+
+    // A critical secret: pending; the client polls until two humans approve.
+    let pending = mcp
+        .call(
+            &key,
+            "request_token",
+            json!({"scopes": ["secrets:read:vault/*"], "ttl_seconds": 600}),
+        )
+        .await;
+    assert_eq!(
+        pending["structured"]["status"], "pending_approval",
+        "{pending}"
+    );
+    let approval = pending["structured"]["approval_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let status = mcp
+        .call(&key, "approval_status", json!({"approval_id": approval}))
+        .await;
+    assert_eq!(status["structured"]["status"], "pending", "{status}");
+    assert_eq!(status["structured"]["required_approvals"], 2);
+    assert_eq!(
+        status["structured"]["unlocks"],
+        json!([["vault/root", "critical"]])
+    );
+    for name in ["alice", "bob"] {
+        let human =
+            HumanLogin::create(&h.cp, &h.tenant.id, &h.tenant.admin, name, "approver").await;
+        let (code, body) = human
+            .call(
+                Method::POST,
+                &format!("/v1/approvals/{approval}/approve"),
+                Some(json!({"comment": "checked"})),
+            )
+            .await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+    eventually(
+        "the client sees the approval",
+        Duration::from_secs(30),
+        || async {
+            let status = mcp
+                .call(&key, "approval_status", json!({"approval_id": approval}))
+                .await;
+            status["structured"]["status"] == "approved"
+        },
+    )
+    .await;
+
+    // An access request by a narrow agent, with its reason for the humans.
+    let narrow =
+        h.cp.ok(
+            Method::POST,
+            "/v1/agents",
+            &h.tenant.admin,
+            Some(json!({"name": "narrow", "allow": ["secrets:read:demo/**"]})),
+        )
+        .await;
+    let narrow_key = narrow["agent_key"].as_str().unwrap().to_owned();
+    let asked = mcp
+        .call(
+            &narrow_key,
+            "request_access",
+            json!({"paths": ["vault/*"], "reason": "rotate the root credential"}),
+        )
+        .await;
+    assert_eq!(asked["structured"]["status"], "pending_approval", "{asked}");
+    let asked_id = asked["structured"]["approval_id"].as_str().unwrap();
+    let asked_status = mcp
+        .call(
+            &narrow_key,
+            "approval_status",
+            json!({"approval_id": asked_id}),
+        )
+        .await;
+    assert_eq!(
+        asked_status["structured"]["ceiling_additions"],
+        json!(["secrets:read:vault/*"])
+    );
+    let foreign = mcp
+        .call(
+            &narrow_key,
+            "approval_status",
+            json!({"approval_id": approval}),
+        )
+        .await;
+    assert_eq!(
+        foreign["structured"]["error"]["code"], "not_found",
+        "another agent's request"
+    );
+
+    // Refusals: a wrong credential, an unknown tool, oversized arguments, bad JSON-RPC.
+    let wrong = mcp.run("ask_agent_not-a-key", "--list", Value::Null).await;
+    assert!(
+        wrong.get("connect_error").is_some() || wrong.get("protocol_error").is_some(),
+        "{wrong}"
+    );
+    let unknown = mcp.call(&key, "no_such_tool", json!({})).await;
+    assert!(unknown["protocol_error"].is_i64(), "{unknown}");
+    let huge = mcp
+        .call(
+            &key,
+            "request_access",
+            json!({"paths": ["x/*"], "reason": "r".repeat(20_000)}),
+        )
+        .await;
+    assert_eq!(
+        huge["structured"]["error"]["code"], "payload_too_large",
+        "{huge}"
+    );
+    let malformed =
+        h.cp.client
+            .post(h.cp.url("/mcp"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body("{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\":")
+            .send()
+            .await
+            .unwrap();
+    assert!(
+        malformed.status().is_client_error(),
+        "{}",
+        malformed.status()
+    );
+    let still = mcp.run(&key, "--list", Value::Null).await;
+    assert!(
+        still["tools"].is_array(),
+        "the server keeps serving: {still}"
+    );
+
+    // Every call is audited with its tool and outcome.
+    let calls = h.audit("type=mcp.tool_called").await;
+    let reasons: Vec<&str> = calls
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("tool request_token; ok")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("tool request_token; forbidden")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("request_access; ok; reason: rotate the root credential")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("payload_too_large")),
+        "{reasons:?}"
+    );
+}
