@@ -15,6 +15,9 @@
 use agent_secret_core::api::ErrorCode;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+
+/// The header every refusal of the sidecar carries, with its code.
+pub const DENIAL_HEADER: &str = "x-agent-secret-denial";
 use http::StatusCode;
 use pingora::http::ResponseHeader;
 use pingora::{ErrorSource, ErrorType};
@@ -206,6 +209,8 @@ impl Denial {
         resp.insert_header(CONTENT_TYPE, "application/json")?;
         resp.insert_header(CONTENT_LENGTH, body_len.to_string())?;
         resp.insert_header(CACHE_CONTROL, "no-store")?;
+        // Tells a refusal of the sidecar from an upstream's answer (the MCP tool reads it).
+        resp.insert_header(DENIAL_HEADER, self.code.as_str())?;
         if self.is_auth() {
             resp.insert_header(http::header::PROXY_AUTHENTICATE, PROXY_AUTHENTICATE)?;
         }

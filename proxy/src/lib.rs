@@ -28,6 +28,7 @@ pub mod config;
 mod control_plane;
 mod denial;
 mod inject;
+pub mod mcp;
 pub mod metrics;
 mod proxy;
 mod rate_limit;

@@ -44,6 +44,8 @@ pub struct Sidecar;
 pub struct RunningSidecar {
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
+    /// The MCP endpoint's listener, when `mcp_listen` is set.
+    mcp_addr: Option<SocketAddr>,
     metrics: Metrics,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -138,6 +140,10 @@ impl Sidecar {
         let admin_listener = bind(config.admin_listen).await?;
         let proxy_addr = local_addr(&proxy_listener, config.listen)?;
         let admin_addr = local_addr(&admin_listener, config.admin_listen)?;
+        let mcp_listener = match config.mcp_listen {
+            Some(addr) => Some((bind(addr).await?, addr)),
+            None => None,
+        };
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut tasks = vec![
@@ -154,6 +160,25 @@ impl Sidecar {
                 shutdown_rx.clone(),
             )),
         ];
+        let mut mcp_addr = None;
+        if let Some((listener, addr)) = mcp_listener {
+            mcp_addr = Some(local_addr(&listener, addr)?);
+            let router = crate::mcp::router(proxy_addr).map_err(|e| ConfigError::Invalid {
+                key: "mcp_listen".into(),
+                message: e.to_string(),
+            })?;
+            let mut stop = shutdown_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stopped| *stopped).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the MCP listener failed");
+                }
+            }));
+        }
         tasks.push(tokio::spawn(sweep_rate_limits(
             rate_limits,
             shutdown_rx.clone(),
@@ -172,10 +197,11 @@ impl Sidecar {
                 shutdown_rx,
             )));
         }
-        tracing::info!(%proxy_addr, %admin_addr, "sidecar listening");
+        tracing::info!(%proxy_addr, %admin_addr, ?mcp_addr, "sidecar listening");
         Ok(RunningSidecar {
             proxy_addr,
             admin_addr,
+            mcp_addr,
             metrics,
             shutdown,
             tasks,
@@ -193,6 +219,11 @@ impl RunningSidecar {
     /// `/healthz` and `/metrics`.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// `http://<mcp_addr>/mcp`, when `mcp_listen` is set.
+    pub fn mcp_addr(&self) -> Option<SocketAddr> {
+        self.mcp_addr
     }
 
     pub fn metrics(&self) -> &Metrics {

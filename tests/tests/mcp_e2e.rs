@@ -18,6 +18,8 @@ use agent_secret_core::policy::approval::{ApprovalPolicy, Requirement};
 use agent_secret_testkit::eventually;
 use agent_secret_testkit::harness::{Harness, Issued};
 use agent_secret_testkit::human::HumanLogin;
+use agent_secret_testkit::sidecar::local_host;
+use agent_secret_testkit::Upstream;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -50,6 +52,7 @@ fn python() -> Option<PathBuf> {
 struct Mcp {
     python: PathBuf,
     url: String,
+    /// The CA of an https endpoint; `-` for plain HTTP.
     ca: PathBuf,
 }
 
@@ -366,4 +369,86 @@ async fn an_mcp_client_discovers_requests_and_waits_for_approval() {
         reasons.iter().any(|r| r.contains("payload_too_large")),
         "{reasons:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sidecars_http_request_tool_injects_scrubs_and_refuses_like_the_proxy() {
+    let Some(python) = python() else {
+        return;
+    };
+    let elsewhere = Upstream::http().await;
+    let other_host = elsewhere.authority();
+    let h = Harness::builder()
+        .secret("demo/echo/api_key", VALUE)
+        .sidecar(move |c| {
+            c.mcp_listen = Some("127.0.0.1:0".parse().unwrap());
+            c.hosts.push(local_host(&other_host));
+        })
+        .start()
+        .await;
+    let mcp = Mcp {
+        python,
+        url: format!("http://{}/mcp", h.sidecar.mcp_addr().unwrap()),
+        ca: PathBuf::from("-"),
+    };
+    let token = h
+        .issue(agent_secret_testkit::harness::agent().scope("secrets:read:demo/echo/*"))
+        .await;
+
+    let listed = mcp.run(&token.token, "--list", Value::Null).await;
+    assert_eq!(listed["tools"][0]["name"], "http_request", "{listed}");
+
+    // Injected upstream, scrubbed on the way back: the value never reaches the client.
+    let sent = mcp
+        .call(
+            &token.token,
+            "http_request",
+            json!({"method": "GET", "url": h.url("/echo"),
+                   "headers": {"authorization": "Bearer {{secret:demo/echo/api_key}}"}}),
+        )
+        .await;
+    assert_eq!(sent["structured"]["status"], 200, "{sent}");
+    assert_eq!(
+        h.upstream.last().header("authorization"),
+        Some(format!("Bearer {VALUE}").as_str())
+    );
+    let text = sent.to_string();
+    assert!(!text.contains(VALUE), "{text}");
+    assert!(text.contains("[REDACTED:demo/echo/api_key]"), "{text}");
+
+    // A host the secret is not bound to: the proxy's refusal, as a tool error with its code.
+    let refused = mcp
+        .call(
+            &token.token,
+            "http_request",
+            json!({"method": "GET", "url": format!("http://{}/echo", elsewhere.authority()),
+                   "headers": {"authorization": "Bearer {{secret:demo/echo/api_key}}"}}),
+        )
+        .await;
+    assert_eq!(refused["is_error"], true, "{refused}");
+    assert_eq!(
+        refused["structured"]["error"]["code"],
+        "destination_not_allowed"
+    );
+    assert!(
+        elsewhere.received().is_empty(),
+        "nothing reached the other host"
+    );
+
+    // A wrong token is refused by the proxy's own authentication.
+    let wrong = mcp
+        .call(
+            "ast_not-a-token",
+            "http_request",
+            json!({"method": "GET", "url": h.url("/echo")}),
+        )
+        .await;
+    assert_eq!(wrong["is_error"], true, "{wrong}");
+    assert!(wrong["structured"]["error"]["code"].is_string(), "{wrong}");
+
+    // The injection was audited like any proxied request's.
+    agent_secret_testkit::eventually("the read is audited", Duration::from_secs(20), || async {
+        !h.audit("type=secret.read").await.is_empty()
+    })
+    .await;
 }

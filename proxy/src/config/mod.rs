@@ -39,6 +39,10 @@ pub struct ProxyConfig {
     /// `/healthz` and `/metrics`.
     #[serde(default = "default_admin_listen")]
     pub admin_listen: SocketAddr,
+    /// The MCP endpoint (`http://<mcp_listen>/mcp`, tool `http_request`); off when absent.
+    /// Keep it on loopback: it is the proxy's own front door in another protocol.
+    #[serde(default)]
+    pub mcp_listen: Option<SocketAddr>,
     /// How long in-flight requests may finish after SIGTERM/SIGINT or `stop()`.
     #[serde(default = "default_shutdown_grace_seconds")]
     pub shutdown_grace_seconds: u64,
@@ -83,6 +87,7 @@ impl ProxyConfig {
         ProxyConfig {
             listen: default_listen(),
             admin_listen: default_admin_listen(),
+            mcp_listen: None,
             shutdown_grace_seconds: default_shutdown_grace_seconds(),
             control_plane,
             kms,
