@@ -302,7 +302,7 @@ async fn an_mcp_client_discovers_requests_and_waits_for_approval() {
     );
 
     // Refusals: a wrong credential, an unknown tool, oversized arguments, bad JSON-RPC.
-    let wrong = mcp.run("ask_agent_not-a-key", "--list", Value::Null).await;
+    let wrong = mcp.run("assa_not-a-key", "--list", Value::Null).await;
     assert!(
         wrong.get("connect_error").is_some() || wrong.get("protocol_error").is_some(),
         "{wrong}"

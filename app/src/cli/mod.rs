@@ -20,6 +20,7 @@ pub mod failure;
 pub mod kms;
 pub mod local;
 pub mod logging;
+pub mod mcp;
 pub mod output;
 pub mod remote;
 pub mod ttl;
@@ -122,6 +123,10 @@ pub enum Command {
     /// Review and decide approval requests (operator token).
     #[command(subcommand)]
     Approval(ApprovalCommand),
+    /// An MCP server over stdio offering the control plane's tools and, with --sidecar, the
+    /// sidecar's http_request (agent key in AGENT_SECRET_STORE_AGENT_KEY, scoped token in
+    /// AGENT_SECRET_STORE_AGENT_TOKEN).
+    Mcp(mcp::McpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -526,5 +531,6 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), Failure> {
         Command::Token(cmd) => remote::token(&global, cmd, out).await,
         Command::Audit(cmd) => remote::audit(&global, cmd, out).await,
         Command::Approval(cmd) => approvals::approval(&global, cmd, out).await,
+        Command::Mcp(args) => mcp::run(&global, args).await,
     }
 }
