@@ -5,37 +5,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use agent_secret_testkit::harness::{agent, Harness};
+use agent_secret_testkit::python::{script, venv_python};
 use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_agent-secret-store");
 const VALUE: &str = "sk-demo-stdio-value-0123456789";
 
-/// The venv's Python with the `mcp` SDK, or `None` (a visible skip; a failure in CI).
-fn python() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python");
-    let usable = Command::new(&path)
-        .args(["-c", "import mcp"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match usable {
-        true => Some(path),
-        false if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but {} cannot import mcp", path.display())
-        }
-        false => {
-            eprintln!("skipped: no Python with the mcp SDK at {}", path.display());
-            None
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stdio_bridge_offers_both_servers_tools_and_forwards_calls() {
-    let Some(python) = python() else {
+    let Some(python) = venv_python("mcp") else {
         return;
     };
     let h = Harness::builder()
@@ -65,10 +46,8 @@ async fn the_stdio_bridge_offers_both_servers_tools_and_forwards_calls() {
                           "headers": {"authorization": "Bearer {{secret:demo/echo/api_key}}"}}],
         ["no_such_tool", {}],
     ]);
-    let script =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/scripts/mcp_stdio_client.py");
     let mut cmd = Command::new(python);
-    cmd.arg(script)
+    cmd.arg(script("mcp_stdio_client.py"))
         .arg(BIN)
         .arg(args.to_string())
         .arg(env.to_string())

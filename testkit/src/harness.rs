@@ -159,6 +159,27 @@ impl HarnessBuilder {
     }
 }
 
+/// A policy whose critical secrets need two approvals and then only `delay` (instead of 15
+/// minutes), with the activation task looking every second: approvals end to end in a test.
+pub fn quick_approvals(delay: std::time::Duration) -> Policy {
+    use agent_secret_control_plane::service::approvals::ApprovalSettings;
+    use agent_secret_core::policy::approval::{ApprovalPolicy, Requirement};
+    Policy {
+        approvals: ApprovalSettings {
+            policy: ApprovalPolicy {
+                critical: Requirement {
+                    approvals: 2,
+                    delay,
+                },
+                ..ApprovalPolicy::default()
+            },
+            activation_interval: std::time::Duration::from_secs(1),
+            ..ApprovalSettings::default()
+        },
+        ..Policy::default()
+    }
+}
+
 /// The running system. Fields drop in order: the sidecar, the upstream, the control plane,
 /// then the directory that held their files.
 pub struct Harness {

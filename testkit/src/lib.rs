@@ -23,6 +23,7 @@ pub mod api;
 pub mod pg;
 pub mod pki;
 pub mod process;
+pub mod python;
 
 #[cfg(feature = "browser")]
 pub mod browser;

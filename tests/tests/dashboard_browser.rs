@@ -9,12 +9,10 @@
 
 use std::time::Duration;
 
-use agent_secret_control_plane::service::approvals::ApprovalSettings;
 use agent_secret_control_plane::service::Policy;
-use agent_secret_core::policy::approval::{ApprovalPolicy, Requirement};
 use agent_secret_testkit::browser::Browser;
 use agent_secret_testkit::eventually;
-use agent_secret_testkit::harness::{Harness, Issued};
+use agent_secret_testkit::harness::{quick_approvals, Harness, Issued};
 use agent_secret_testkit::human::{HumanLogin, HUMAN_PASSWORD};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -22,20 +20,7 @@ use serde_json::json;
 const ROOT: &str = "root-credential-0123456789-browser";
 
 fn policy() -> Policy {
-    Policy {
-        approvals: ApprovalSettings {
-            policy: ApprovalPolicy {
-                critical: Requirement {
-                    approvals: 2,
-                    delay: Duration::from_secs(2),
-                },
-                ..ApprovalPolicy::default()
-            },
-            activation_interval: Duration::from_secs(1),
-            ..ApprovalSettings::default()
-        },
-        ..Policy::default()
-    }
+    quick_approvals(Duration::from_secs(2))
 }
 
 /// The critical secret both tests unlock.

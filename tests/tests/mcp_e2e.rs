@@ -12,12 +12,11 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use agent_secret_control_plane::service::approvals::ApprovalSettings;
 use agent_secret_control_plane::service::Policy;
-use agent_secret_core::policy::approval::{ApprovalPolicy, Requirement};
 use agent_secret_testkit::eventually;
-use agent_secret_testkit::harness::{Harness, Issued};
+use agent_secret_testkit::harness::{quick_approvals, Harness, Issued};
 use agent_secret_testkit::human::HumanLogin;
+use agent_secret_testkit::python::{script, venv_python};
 use agent_secret_testkit::sidecar::local_host;
 use agent_secret_testkit::Upstream;
 use reqwest::{Method, StatusCode};
@@ -25,29 +24,6 @@ use serde_json::{json, Value};
 
 const VALUE: &str = "sk-demo-mcp-value-0123456789";
 const ROOT: &str = "root-credential-mcp-0123456789";
-
-/// The venv's Python with the `mcp` SDK, or `None` (a visible skip; a failure in CI).
-fn python() -> Option<PathBuf> {
-    let path = std::env::var_os("AGENT_SECRET_STORE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python")
-        });
-    let usable = Command::new(&path)
-        .args(["-c", "import mcp, httpx2"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match usable {
-        true => Some(path),
-        false if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but {} cannot import mcp", path.display())
-        }
-        false => {
-            eprintln!("skipped: no Python with the mcp SDK at {}", path.display());
-            None
-        }
-    }
-}
 
 struct Mcp {
     python: PathBuf,
@@ -59,9 +35,8 @@ struct Mcp {
 impl Mcp {
     /// One client run: `--list`, or a tool with its arguments. Runs off the async runtime.
     async fn run(&self, bearer: &str, tool: &str, arguments: Value) -> Value {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/mcp_http_client.py");
         let mut cmd = Command::new(&self.python);
-        cmd.arg(script)
+        cmd.arg(script("mcp_http_client.py"))
             .arg(&self.url)
             .arg(&self.ca)
             .arg(bearer)
@@ -85,25 +60,12 @@ impl Mcp {
 }
 
 fn policy() -> Policy {
-    Policy {
-        approvals: ApprovalSettings {
-            policy: ApprovalPolicy {
-                critical: Requirement {
-                    approvals: 2,
-                    delay: Duration::from_secs(1),
-                },
-                ..ApprovalPolicy::default()
-            },
-            activation_interval: Duration::from_secs(1),
-            ..ApprovalSettings::default()
-        },
-        ..Policy::default()
-    }
+    quick_approvals(Duration::from_secs(1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mcp_client_discovers_requests_and_waits_for_approval() {
-    let Some(python) = python() else {
+    let Some(python) = venv_python("mcp, httpx2") else {
         return;
     };
     let h = Harness::builder()
@@ -373,7 +335,7 @@ async fn an_mcp_client_discovers_requests_and_waits_for_approval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sidecars_http_request_tool_injects_scrubs_and_refuses_like_the_proxy() {
-    let Some(python) = python() else {
+    let Some(python) = venv_python("mcp, httpx2") else {
         return;
     };
     let elsewhere = Upstream::http().await;

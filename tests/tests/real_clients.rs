@@ -4,45 +4,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use agent_secret_control_plane::service::Policy;
 use agent_secret_testkit::control_plane::{ControlPlane, Install, Tenant};
+use agent_secret_testkit::python::venv_python;
 use agent_secret_testkit::sidecar::{local_host, route, start_sidecar};
 use agent_secret_testkit::Upstream;
 use serde_json::json;
 
 const KEY: &str = "sk-proj-realclient-0123456789abcdef";
-
-/// The venv's Python with `requests` and `openai`, or `None` (a visible skip; a failure in CI).
-fn python() -> Option<PathBuf> {
-    let path = std::env::var_os("AGENT_SECRET_STORE_TEST_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/py/bin/python")
-        });
-    let usable = Command::new(&path)
-        .args(["-c", "import requests, openai"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    match usable {
-        true => Some(path),
-        false if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!(
-                "CI=true but {} cannot import requests and openai",
-                path.display()
-            )
-        }
-        false => {
-            eprintln!(
-                "skipped: no Python with requests and openai at {} (bash .ci/run creates it)",
-                path.display()
-            );
-            None
-        }
-    }
-}
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -133,7 +104,9 @@ async fn curl_through_the_sidecar_gets_the_key_injected() {
 
 #[tokio::test]
 async fn python_requests_with_http_proxy_gets_the_key_injected() {
-    let Some(python) = python() else { return };
+    let Some(python) = venv_python("requests, openai") else {
+        return;
+    };
     let s = setup().await;
     let script = r#"
 import sys, requests
@@ -172,7 +145,9 @@ print(r.text)
 
 #[tokio::test]
 async fn the_openai_sdk_with_a_sidecar_base_url_gets_the_key_injected() {
-    let Some(python) = python() else { return };
+    let Some(python) = venv_python("requests, openai") else {
+        return;
+    };
     let s = setup().await;
     let script = r#"
 import sys
