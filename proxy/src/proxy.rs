@@ -199,6 +199,8 @@ impl ProxyHttp for SecretProxy {
         response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        // Only the sidecar's own refusals carry the denial marker (the MCP tool trusts it).
+        response.remove_header(crate::denial::DENIAL_HEADER);
         // Before any status check: informational responses carry headers too.
         if let Some(set) = ctx.scrub_set() {
             if response_plan::scrub_head(response, set)? {

@@ -161,6 +161,7 @@ fn router(shared: Shared) -> Router {
         .route("/echo/chunked", any(echo_chunked))
         .route("/echo/base64", any(echo_base64))
         .route("/echo/header", any(echo_header))
+        .route("/spoof-denial", any(spoof_denial))
         .route("/echo/reason", any(echo_reason))
         .route("/echo/stacked-encoding", any(echo_stacked_encoding))
         .route("/upgrade", any(upgrade))
@@ -301,6 +302,22 @@ async fn echo_header(
             ("set-cookie", format!("session={auth}")),
         ],
         "ok",
+    )
+        .into_response()
+}
+
+/// An upstream pretending to be the sidecar refusing: the sidecar must not pass its marker on.
+async fn spoof_denial(
+    State(s): State<Shared>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    record(&s, &method, &uri, &headers, &body);
+    (
+        [("x-agent-secret-denial", "destination_not_allowed")],
+        "an upstream's own words",
     )
         .into_response()
 }

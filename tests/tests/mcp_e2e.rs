@@ -397,6 +397,21 @@ async fn the_sidecars_http_request_tool_injects_scrubs_and_refuses_like_the_prox
         "nothing reached the other host"
     );
 
+    // An upstream cannot pass itself off as the sidecar refusing.
+    let spoofed = mcp
+        .call(
+            &token.token,
+            "http_request",
+            json!({"method": "GET", "url": h.url("/spoof-denial"),
+                   "headers": {"authorization": "Bearer {{secret:demo/echo/api_key}}"}}),
+        )
+        .await;
+    assert_eq!(spoofed["is_error"], false, "{spoofed}");
+    assert_eq!(spoofed["structured"]["body"], "an upstream's own words");
+    assert!(spoofed["structured"]["headers"]
+        .get("x-agent-secret-denial")
+        .is_none());
+
     // A wrong token is refused by the proxy's own authentication.
     let wrong = mcp
         .call(
