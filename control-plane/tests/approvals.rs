@@ -1403,6 +1403,25 @@ async fn an_agent_sees_its_ceiling_as_placeholders_and_its_own_approvals(f: &Fix
     let offers = agent_view::offers(&t.app, &by_token).await.unwrap();
     assert!(offers.iter().all(|o| o.usable_now), "{offers:?}");
 
+    // A narrower token: the rest is refused with the code a request would get.
+    let narrow = t.issue(&agent, &["secrets:read:team/db"]).await;
+    let by_narrow = agent_view::authenticate_agent(&t.app, &narrow.token, &ctx())
+        .await
+        .unwrap();
+    let seen: Vec<(String, Option<&str>)> = agent_view::offers(&t.app, &by_narrow)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.path, o.why_not))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("team/db".to_owned(), None),
+            ("team/pay".to_owned(), Some("scope_denied"))
+        ]
+    );
+
     let mine = agent_view::approval_status(&t.app, &by_token, approval)
         .await
         .unwrap();

@@ -54,7 +54,8 @@ pub struct OfferOut {
     pub allowed_hosts: Vec<String>,
     /// Whether the token this call presented may use it now.
     pub usable_now: bool,
-    /// Why not: `no_token`, `token_not_active`, `outside_token_scopes`, `approval_pending`.
+    /// Why not: `no_token`, or the denial code a request would get (`approval_pending`,
+    /// `scope_denied`, `token_expired`, `token_revoked`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why_not: Option<String>,
 }

@@ -6,13 +6,14 @@
 //! An agent authenticates here with its agent key or with one of its scoped tokens
 //! ([`authenticate_agent`]); a token also tells which secrets are usable right now.
 
-use agent_secret_core::api::{ApprovalInfo, Sensitivity, TokenStatus};
+use agent_secret_core::api::{ApprovalInfo, Sensitivity};
 use agent_secret_core::credential::{CredentialKind, PresentedCredential};
 use agent_secret_core::ids::{ApprovalId, TokenId};
+use agent_secret_core::policy::{self, SecretFacts};
 use agent_secret_core::scope::{scopes_cover, Action};
 
 use super::auth::{self, AgentPrincipal, Principal};
-use super::{approvals, tokens, App, RequestContext, ServiceError, ServiceResult};
+use super::{approvals, App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::now_micros;
 use crate::store::TokenRecord;
 
@@ -32,8 +33,8 @@ pub struct SecretOffer {
     pub allowed_hosts: Vec<String>,
     /// Whether the token presented may inject it now.
     pub usable_now: bool,
-    /// Why not, when it may not: `no_token`, `token_not_active`, `outside_token_scopes`,
-    /// `approval_pending` (the token is approved for less sensitive secrets only).
+    /// Why not, when it may not: `no_token`, or the denial code a request would get
+    /// (`approval_pending`, `scope_denied`, `token_expired`, `token_revoked`, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub why_not: Option<&'static str>,
 }
@@ -102,21 +103,23 @@ pub async fn offers(app: &App, caller: &AgentCaller) -> ServiceResult<Vec<Secret
         .into_iter()
         .filter(|s| scopes_cover(&agent.ceiling, Action::Read, &s.path))
         .map(|s| {
+            // The access rule itself (core::policy), minus what only a request has: the
+            // client address and the destination.
             let why_not = match &caller.token {
                 None => Some("no_token"),
-                Some(t) => match tokens::effective_status(t, now) {
-                    TokenStatus::Active | TokenStatus::PendingApproval
-                        if !scopes_cover(&t.scopes, Action::Read, &s.path) =>
-                    {
-                        Some("outside_token_scopes")
-                    }
-                    TokenStatus::Active if s.sensitivity > t.approved_sensitivity => {
-                        Some("approval_pending")
-                    }
-                    TokenStatus::Active => None,
-                    TokenStatus::PendingApproval => Some("approval_pending"),
-                    _ => Some("token_not_active"),
-                },
+                Some(t) => {
+                    let grant = super::resolve::grant_facts(t);
+                    let secret = SecretFacts {
+                        path: &s.path,
+                        sensitivity: s.sensitivity,
+                        allowed_hosts: &s.allowed_hosts,
+                    };
+                    policy::check_lifecycle(&grant, now)
+                        .and_then(|()| policy::check_scope(&grant, std::slice::from_ref(&s.path)))
+                        .and_then(|()| policy::check_sensitivity(&grant, &secret))
+                        .err()
+                        .map(|denial| denial.code())
+                }
             };
             SecretOffer {
                 placeholder: placeholder(s.path.as_str()),

@@ -38,7 +38,7 @@ use crate::store::{NewReservation, StoredSecret, TokenRecord, TokenUse, UseOutco
 pub const MAX_PATHS: usize = 16;
 
 /// The policy's view of a token row, as read.
-fn grant_facts(token: &TokenRecord) -> GrantFacts<'_> {
+pub(crate) fn grant_facts(token: &TokenRecord) -> GrantFacts<'_> {
     GrantFacts {
         status: token.status,
         revoked: token.revoked_at.is_some(),
@@ -52,7 +52,7 @@ fn grant_facts(token: &TokenRecord) -> GrantFacts<'_> {
 }
 
 /// The policy's view of a secret row.
-fn secret_facts(secret: &StoredSecret) -> SecretFacts<'_> {
+pub(crate) fn secret_facts(secret: &StoredSecret) -> SecretFacts<'_> {
     SecretFacts {
         path: &secret.record.path,
         sensitivity: secret.record.sensitivity,

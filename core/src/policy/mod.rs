@@ -127,17 +127,24 @@ pub fn check_secret(
     secret: &SecretFacts<'_>,
     destination: &Destination,
 ) -> Result<(), Denial> {
+    check_sensitivity(grant, secret)?;
+    if !secret.allowed_hosts.iter().any(|h| h.matches(destination)) {
+        return Err(Denial::DestinationNotAllowed {
+            path: secret.path.clone(),
+            destination: destination.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// The first half of step 5: the secret's sensitivity within what the grant was approved for.
+/// On its own for callers with no destination yet (an agent asking what its token may use).
+pub fn check_sensitivity(grant: &GrantFacts<'_>, secret: &SecretFacts<'_>) -> Result<(), Denial> {
     if secret.sensitivity > grant.approved_sensitivity {
         return Err(Denial::AboveApprovedSensitivity {
             path: secret.path.clone(),
             sensitivity: secret.sensitivity,
             approved: grant.approved_sensitivity,
-        });
-    }
-    if !secret.allowed_hosts.iter().any(|h| h.matches(destination)) {
-        return Err(Denial::DestinationNotAllowed {
-            path: secret.path.clone(),
-            destination: destination.clone(),
         });
     }
     Ok(())
