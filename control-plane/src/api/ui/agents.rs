@@ -3,6 +3,7 @@
 //! its tokens. Every action is the service's own (`service::agents`, `service::ceilings`), so
 //! roles, audit and watch events are exactly the API's.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use agent_secret_core::api::{AgentInfo, TokenInfo};
@@ -218,15 +219,10 @@ pub async fn rotate(
     Path(id): Path<String>,
     Form(form): Form<ConfirmForm>,
 ) -> Response {
-    if let Some(refused) = refuse_post(same, &app, &visitor.0, &form.csrf) {
-        return refused;
-    }
-    let Ok(id) = id.parse::<AgentId>() else {
-        return no_agent();
+    let id = match confirmed(&app, &visitor, same, &form, &id).await {
+        ControlFlow::Continue(id) => id,
+        ControlFlow::Break(refused) => return refused,
     };
-    if form.confirm != "yes" {
-        return unconfirmed(&app, &visitor, id).await;
-    }
     match agents::rotate_key(&app, visitor.0.human.into(), id, &ctx).await {
         Ok(rotated) => match nav(&app, &visitor, "agents").await {
             Ok(nav) => render(
@@ -246,6 +242,27 @@ pub async fn rotate(
         },
         Err(e) => after(&app, &visitor, id, Err(e), "").await,
     }
+}
+
+/// What a confirmed action on an agent passes first: a form from this site with the session's
+/// token, an agent id, and the box ticked.
+async fn confirmed(
+    app: &App,
+    visitor: &Visitor,
+    same: bool,
+    form: &ConfirmForm,
+    id: &str,
+) -> ControlFlow<Response, AgentId> {
+    if let Some(refused) = refuse_post(same, app, &visitor.0, &form.csrf) {
+        return ControlFlow::Break(refused);
+    }
+    let Ok(id) = id.parse::<AgentId>() else {
+        return ControlFlow::Break(no_agent());
+    };
+    if form.confirm != "yes" {
+        return ControlFlow::Break(unconfirmed(app, visitor, id).await);
+    }
+    ControlFlow::Continue(id)
 }
 
 async fn unconfirmed(app: &App, visitor: &Visitor, id: AgentId) -> Response {
@@ -268,15 +285,10 @@ pub async fn disable(
     Path(id): Path<String>,
     Form(form): Form<ConfirmForm>,
 ) -> Response {
-    if let Some(refused) = refuse_post(same, &app, &visitor.0, &form.csrf) {
-        return refused;
-    }
-    let Ok(id) = id.parse::<AgentId>() else {
-        return no_agent();
+    let id = match confirmed(&app, &visitor, same, &form, &id).await {
+        ControlFlow::Continue(id) => id,
+        ControlFlow::Break(refused) => return refused,
     };
-    if form.confirm != "yes" {
-        return unconfirmed(&app, &visitor, id).await;
-    }
     let result = agents::revoke(&app, visitor.0.human.into(), id, &ctx)
         .await
         .map(drop);
