@@ -23,6 +23,8 @@ fn start(dir: &std::path::Path) -> (Spawned, Value) {
                 "127.0.0.1:0",
                 "--echo-listen",
                 "127.0.0.1:0",
+                "--mcp-listen",
+                "127.0.0.1:0",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::null()),
@@ -89,9 +91,18 @@ fn dev_runs_everything_and_the_printed_curl_injects_and_scrubs() {
         "keyring",
         "master_key_file",
         "agent_key",
+        "control_plane_mcp_url",
+        "sidecar_mcp_url",
     ] {
         assert!(first[key].is_string(), "dev.json lacks {key}: {first}");
     }
+    // The sidecar's MCP endpoint is up and wants the agent's token.
+    let mcp = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .arg(first["sidecar_mcp_url"].as_str().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&mcp.stdout), "401");
     let on_disk: Value =
         serde_json::from_slice(&std::fs::read(state.join("dev.json")).unwrap()).unwrap();
     assert_eq!(on_disk, first);

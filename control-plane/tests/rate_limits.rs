@@ -39,6 +39,7 @@ fn roomy_limits() -> RateLimitsConfig {
         resolve_per_sidecar: ROOMY,
         resolve_per_ip: ROOMY,
         auth_failures_per_ip: ROOMY,
+        mcp_per_agent: ROOMY,
         alert_window_seconds: 60,
     }
 }
@@ -150,6 +151,49 @@ async fn token_issuance_is_limited_per_agent_key() {
     );
     assert_eq!(alerts[0]["actor"], format!("agent:{noisy_id}"));
     assert_eq!(alerts[0]["ip"], "127.0.0.2");
+    served.stop().await;
+}
+
+/// One JSON-RPC `ping` to `/mcp`.
+async fn mcp_ping(served: &Served, credential: &str) -> reqwest::Response {
+    served
+        .client_from("127.0.0.3")
+        .post(served.url("/mcp"))
+        .bearer_auth(credential)
+        .header("accept", "application/json, text/event-stream")
+        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn mcp_requests_are_limited_per_agent() {
+    let served = Served::builder()
+        .server(roomy_server())
+        .rate_limits(RateLimitsConfig {
+            mcp_per_agent: TIGHT,
+            ..roomy_limits()
+        })
+        .tenant("acme")
+        .start()
+        .await;
+    let (noisy_id, noisy) = served.agent("noisy").await;
+    let (_, quiet) = served.agent("quiet").await;
+    let (refused, before) = until_refused(|| mcp_ping(&served, &noisy)).await;
+    assert!(
+        before.len() >= 3 && before.iter().all(|s| *s == 200),
+        "{before:?}"
+    );
+    assert_rate_limited(refused, "an MCP request past the agent's burst").await;
+    assert_eq!(mcp_ping(&served, &quiet).await.status(), 200);
+    assert_eq!(
+        served.metric("rate_limited_total{limit=\"mcp_per_agent\"}"),
+        1.0
+    );
+    let alerts = alerts_for(&served, "mcp_per_agent").await;
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert_eq!(alerts[0]["actor"], format!("agent:{noisy_id}"));
     served.stop().await;
 }
 
@@ -435,6 +479,7 @@ async fn csv_export_neutralises_formulas_from_a_sidecar_user_agent() {
     let (_, sidecar) = served.sidecar("host-1").await;
     let formula = r#"=HYPERLINK("http://x","y")"#;
     let event = SidecarAuditEvent {
+        kind: Default::default(),
         token_id: None,
         client_ip: Some("10.0.0.1".into()),
         user_agent: Some(formula.into()),

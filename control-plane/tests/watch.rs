@@ -210,6 +210,7 @@ async fn sidecar_audit_batches_land_in_the_chain_all_or_nothing() {
     let app = sqlite_app(dir.path()).await;
     let a = tenant(&app, "a").await;
     let event = |path: &str, ok: bool| SidecarAuditEvent {
+        kind: Default::default(),
         token_id: Some("0190c0de-0000-7000-8000-000000000001".into()),
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("python-requests/2.32".into()),

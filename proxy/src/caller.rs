@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use agent_secret_core::api::SidecarAuditEvent;
+use agent_secret_core::api::{SidecarAuditEvent, SidecarEventKind};
 use agent_secret_core::host::Destination;
 use agent_secret_core::path::SecretPath;
 use chrono::{DateTime, Utc};
@@ -53,6 +53,7 @@ impl<'r> Caller<'r> {
         occurred_at: DateTime<Utc>,
     ) -> SidecarAuditEvent {
         SidecarAuditEvent {
+            kind: SidecarEventKind::SecretRead,
             token_id: self.token_id.map(|id| id.hyphenated().to_string()),
             client_ip: Some(self.client_ip.to_string()),
             user_agent: self.user_agent(),
@@ -77,6 +78,7 @@ impl<'r> Caller<'r> {
         let destination = destination.to_string();
         paths
             .map(|path| SidecarAuditEvent {
+                kind: SidecarEventKind::SecretRead,
                 token_id: Some(token_id.to_owned()),
                 client_ip: Some(client_ip.clone()),
                 user_agent: self.user_agent(),

@@ -8,13 +8,19 @@
 //! and the `secret.read` audit events are exactly a proxied request's. A refusal of the proxy
 //! (it carries [`DENIAL_HEADER`]) comes back as a tool error with its code; an upstream's answer,
 //! whatever its status, as the result, its body capped at [`MAX_RESPONSE_BODY_BYTES`].
+//!
+//! Each call is also an `mcp.tool_called` event (tool, outcome, the token's id, the caller's
+//! address), reported through the same spool. Its room is reserved before anything is sent,
+//! so a full spool refuses the call with `audit_unavailable`; a call refused for a bad token is
+//! recorded only best effort, like any refusal of the proxy (`crate::audit`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agent_secret_core::api::ErrorCode;
-use axum::extract::Request;
+use agent_secret_core::api::{ErrorCode, SidecarAuditEvent, SidecarEventKind};
+use agent_secret_core::credential::{CredentialKind, PresentedCredential};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -31,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use zeroize::Zeroizing;
 
+use crate::audit::Audit;
 use crate::denial::DENIAL_HEADER;
 
 /// An upstream body above this is cut (the result says so).
@@ -42,8 +49,10 @@ pub const MAX_MCP_BODY_BYTES: usize = 2 * 1024 * 1024;
 #[derive(Clone)]
 struct CallerToken(Zeroizing<String>);
 
-/// The router of the MCP listener, forwarding through the proxy at `proxy_addr`.
-pub fn router(proxy_addr: SocketAddr) -> Result<axum::Router, reqwest::Error> {
+/// The router of the MCP listener, forwarding through the proxy at `proxy_addr` and auditing
+/// into `audit`. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`: events
+/// name the caller's address.
+pub fn router(proxy_addr: SocketAddr, audit: Audit) -> Result<axum::Router, reqwest::Error> {
     let proxy = reqwest::Proxy::http(format!("http://{proxy_addr}"))?;
     let client = reqwest::Client::builder()
         .proxy(proxy)
@@ -56,7 +65,7 @@ pub fn router(proxy_addr: SocketAddr) -> Result<axum::Router, reqwest::Error> {
         .with_json_response(true)
         .with_max_request_body_bytes(MAX_MCP_BODY_BYTES);
     let service = StreamableHttpService::new(
-        move || Ok(HttpTool::new(client.clone())),
+        move || Ok(HttpTool::new(client.clone(), audit.clone())),
         std::sync::Arc::new(NeverSessionManager::default()),
         config,
     );
@@ -91,6 +100,7 @@ async fn bearer(mut req: Request, next: Next) -> Response {
 #[derive(Clone)]
 pub struct HttpTool {
     client: reqwest::Client,
+    audit: Audit,
     tool_router: ToolRouter<Self>,
 }
 
@@ -134,9 +144,10 @@ const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OP
 
 #[tool_router]
 impl HttpTool {
-    fn new(client: reqwest::Client) -> Self {
+    fn new(client: reqwest::Client, audit: Audit) -> Self {
         Self {
             client,
+            audit,
             tool_router: Self::tool_router(),
         }
     }
@@ -150,17 +161,79 @@ impl HttpTool {
         Parameters(args): Parameters<HttpRequestArguments>,
         ctx: RequestContext<RoleServer>,
     ) -> CallToolResult {
-        let token = ctx
-            .extensions
-            .get::<axum::http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<CallerToken>().cloned());
-        let Some(token) = token else {
+        let Some(parts) = ctx.extensions.get::<axum::http::request::Parts>() else {
             return refusal(ErrorCode::Unauthenticated.as_str(), "no bearer token");
         };
-        match self.send(&token, args).await {
+        let Some(token) = parts.extensions.get::<CallerToken>().cloned() else {
+            return refusal(ErrorCode::Unauthenticated.as_str(), "no bearer token");
+        };
+        let Ok(permit) = self.audit.reserve(1) else {
+            return refusal(
+                ErrorCode::AuditUnavailable.as_str(),
+                "the audit spool is full; nothing was sent",
+            );
+        };
+        let mut event = SidecarAuditEvent {
+            kind: SidecarEventKind::McpToolCalled,
+            // Read from the presented token, unverified, as for the proxy's refusals: the
+            // proxy's own `secret.read` events carry the id the control plane vouched for.
+            token_id: PresentedCredential::parse_kind(CredentialKind::Token, &token.0)
+                .ok()
+                .map(|t| t.id.hyphenated().to_string()),
+            client_ip: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string()),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| ua.chars().take(USER_AGENT_CHARS).collect()),
+            path: None,
+            destination_host: reqwest::Url::parse(&args.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned)),
+            success: false,
+            reason: None,
+            occurred_at: chrono::Utc::now(),
+        };
+        let result = match self.send(&token, args).await {
             Ok(result) => result,
             Err(refused) => refused,
+        };
+        let outcome = outcome(&result);
+        event.success = outcome.starts_with("ok");
+        event.reason = Some(format!("tool http_request; {outcome}"));
+        if [ErrorCode::Unauthenticated, ErrorCode::TokenInvalid]
+            .iter()
+            .any(|code| outcome == code.as_str())
+        {
+            // Anyone on the host can present garbage: such calls share the refusals' part of
+            // the spool instead of the room kept for calls that reached an upstream.
+            drop(permit);
+            let _ = self.audit.record_denial(event);
+        } else {
+            permit.record(vec![event]);
         }
+        result
+    }
+}
+
+/// Characters of the caller's `User-Agent` kept in the event (as `crate::caller` keeps).
+const USER_AGENT_CHARS: usize = 512;
+
+/// `ok; HTTP <status>` for an upstream's answer, else the refusal's code.
+fn outcome(result: &CallToolResult) -> String {
+    let content = result.structured_content.as_ref();
+    if result.is_error == Some(true) {
+        return content
+            .and_then(|v| v["error"]["code"].as_str())
+            .unwrap_or("error")
+            .to_owned();
+    }
+    match content.and_then(|v| v["status"].as_u64()) {
+        Some(status) => format!("ok; HTTP {status}"),
+        None => "ok".to_owned(),
     }
 }
 

@@ -126,12 +126,13 @@ impl Sidecar {
             message: e,
         })?;
         let rate_limits = Arc::new(RateLimits::new(&config.rate_limits));
+        let audit = Audit::new(audit);
         let proxy = SecretProxy {
             router,
             resolver,
             limits: config.limits,
             rate_limits: rate_limits.clone(),
-            audit: Audit::new(audit),
+            audit: audit.clone(),
             metrics: metrics.clone(),
             upstream_ca: upstream_ca(&config.upstream)?,
             upstream_connect_timeout: Duration::from_millis(config.upstream.connect_timeout_ms),
@@ -163,17 +164,22 @@ impl Sidecar {
         let mut mcp_addr = None;
         if let Some((listener, addr)) = mcp_listener {
             mcp_addr = Some(local_addr(&listener, addr)?);
-            let router = crate::mcp::router(proxy_addr).map_err(|e| ConfigError::Invalid {
-                key: "mcp_listen".into(),
-                message: e.to_string(),
+            let router = crate::mcp::router(proxy_addr, audit.clone()).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "mcp_listen".into(),
+                    message: e.to_string(),
+                }
             })?;
             let mut stop = shutdown_rx.clone();
             tasks.push(tokio::spawn(async move {
-                let served = axum::serve(listener, router)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|stopped| *stopped).await;
-                    })
-                    .await;
+                let served = axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                })
+                .await;
                 if let Err(e) = served {
                     tracing::error!(error = %e, "the MCP listener failed");
                 }

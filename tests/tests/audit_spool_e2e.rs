@@ -198,6 +198,7 @@ fn write_poisoned_spool(path: &Path, token_id: &str, destination: &str, count: u
             long_agent("poisoned-", i)
         };
         let event = SidecarAuditEvent {
+            kind: Default::default(),
             token_id: Some(token_id.to_owned()),
             client_ip: Some("127.0.0.1".into()),
             user_agent: Some(user_agent),
@@ -255,6 +256,7 @@ async fn a_report_of_dead_lettered_events_lands_in_the_chain_as_audit_dropped() 
     let w = World::new().await;
     let (token_id, _) = w.token().await;
     let read = SidecarAuditEvent {
+        kind: Default::default(),
         token_id: Some(token_id),
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("report-test".into()),

@@ -421,11 +421,59 @@ async fn the_sidecars_http_request_tool_injects_scrubs_and_refuses_like_the_prox
         )
         .await;
     assert_eq!(wrong["is_error"], true, "{wrong}");
-    assert!(wrong["structured"]["error"]["code"].is_string(), "{wrong}");
+    assert_eq!(
+        wrong["structured"]["error"]["code"], "token_invalid",
+        "{wrong}"
+    );
 
-    // The injection was audited like any proxied request's.
+    // The injection was audited like any proxied request's, and every call as a tool call
+    // with its outcome, in the name of the token that made it.
     agent_secret_testkit::eventually("the read is audited", Duration::from_secs(20), || async {
         !h.audit("type=secret.read").await.is_empty()
     })
     .await;
+    let expected = [
+        "tool http_request; ok; HTTP 200",
+        "tool http_request; destination_not_allowed",
+        "tool http_request; token_invalid",
+    ];
+    let calls = agent_secret_testkit::eventually(
+        "the tool calls are audited",
+        Duration::from_secs(20),
+        || async {
+            let calls = h.audit("type=mcp.tool_called").await;
+            let reasons: Vec<String> = calls
+                .iter()
+                .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            expected
+                .iter()
+                .all(|x| reasons.iter().any(|r| r.starts_with(x)))
+                .then_some(calls)
+        },
+    )
+    .await;
+    let ok = calls
+        .iter()
+        .find(|e| {
+            e["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("tool http_request; ok")
+        })
+        .unwrap();
+    assert_eq!(ok["actor"], format!("token:{}", token.id), "{ok}");
+    assert_eq!(ok["success"], true);
+    assert_eq!(ok["ip"], "127.0.0.1", "{ok}");
+    let denied = calls
+        .iter()
+        .find(|e| {
+            e["reason"]
+                .as_str()
+                .unwrap()
+                .contains("destination_not_allowed")
+        })
+        .unwrap();
+    assert_eq!(denied["success"], false);
+    assert_eq!(denied["destination_host"], "127.0.0.1", "{denied}");
 }

@@ -48,6 +48,9 @@ pub struct DevArgs {
     /// Sidecar admin (/metrics, /healthz).
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
+    /// The sidecar's MCP endpoint (`http_request` tool) at `/mcp`.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    pub mcp_listen: SocketAddr,
     /// The demo echo upstream.
     #[arg(long, default_value = "127.0.0.1:18080")]
     pub echo_listen: SocketAddr,
@@ -122,6 +125,8 @@ pub async fn run(
         "ca_fingerprint_sha256": tls.fingerprint_sha256,
         "proxy_url": format!("http://{}", sidecar.proxy_addr()),
         "admin_url": format!("http://{}", sidecar.admin_addr()),
+        "control_plane_mcp_url": format!("https://{cp_addr}/mcp"),
+        "sidecar_mcp_url": sidecar.mcp_addr().map(|a| format!("http://{a}/mcp")),
         "admin_token": state.admin_token,
         "tenant_id": state.tenant_id,
         "keyring": config.kms.keyring,
@@ -185,6 +190,7 @@ mod sidecar {
         let mut config = ProxyConfig::new(cp, kms);
         config.listen = args.proxy_listen;
         config.admin_listen = args.admin_listen;
+        config.mcp_listen = Some(args.mcp_listen);
         config.shutdown_grace_seconds = 1;
         config.audit.spool_path = dir.join("audit-spool");
         let echo = HostPattern::parse(&echo.to_string())
@@ -290,6 +296,7 @@ fn banner(
     let cp = info["control_plane_url"].as_str().unwrap_or_default();
     let ca = info["ca_cert"].as_str().unwrap_or_default();
     let admin = info["admin_url"].as_str().unwrap_or_default();
+    let sidecar_mcp = info["sidecar_mcp_url"].as_str().unwrap_or_default();
     [
         String::new(),
         format!("Agent Secret Store is running (data in {dir})."),
@@ -298,6 +305,7 @@ fn banner(
         format!("  dashboard      {cp}/ui   (an operator first: operator create NAME --role admin --password-file F)"),
         format!("  sidecar proxy  http://{proxy}"),
         format!("  sidecar admin  {admin}/metrics"),
+        format!("  MCP            {cp}/mcp (agent key or token), {sidecar_mcp} (http_request)"),
         format!("  demo upstream  http://{echo}   (echoes what it receives)"),
         String::new(),
         "Try it: the agent sends a placeholder, the upstream receives the real key, and the".into(),

@@ -385,6 +385,7 @@ fn apply_limits(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
         ("RESOLVE_PER_SIDECAR", &mut limits.resolve_per_sidecar),
         ("RESOLVE_PER_IP", &mut limits.resolve_per_ip),
         ("AUTH_FAILURES_PER_IP", &mut limits.auth_failures_per_ip),
+        ("MCP_PER_AGENT", &mut limits.mcp_per_agent),
     ] {
         let rate = format!("RATE_LIMITS_{name}_PER_SECOND");
         if let Some(n) = env.parse(&rate, "a positive integer")? {

@@ -245,6 +245,7 @@ impl Config {
                 "rate_limits.auth_failures_per_ip",
                 limits.auth_failures_per_ip,
             ),
+            ("rate_limits.mcp_per_agent", limits.mcp_per_agent),
         ] {
             if limit.per_second == 0 || limit.burst == 0 {
                 return Err(invalid(key, "per_second and burst must be at least 1"));

@@ -139,6 +139,8 @@ pub struct RateLimitsConfig {
     /// Failed authentications per client address, on any endpoint; past it every
     /// authenticated request from that address is refused until the bucket refills.
     pub auth_failures_per_ip: RateLimit,
+    /// Requests to `/mcp` per agent (its key and its tokens together).
+    pub mcp_per_agent: RateLimit,
     /// `auth.failed` events of one address are aggregated over this window (the first is
     /// written at once, the rest as one event with their count), and a tripped limit raises
     /// one `alert.raised` event per subject per window.
@@ -201,6 +203,10 @@ impl Default for RateLimitsConfig {
             auth_failures_per_ip: RateLimit {
                 per_second: 10,
                 burst: 50,
+            },
+            mcp_per_agent: RateLimit {
+                per_second: 20,
+                burst: 100,
             },
             alert_window_seconds: 10,
         }

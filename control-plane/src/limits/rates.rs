@@ -24,15 +24,17 @@ pub enum Limit {
     ResolvePerSidecar,
     ResolvePerIp,
     AuthFailuresPerIp,
+    McpPerAgent,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 5] = [
+    pub const ALL: [Limit; 6] = [
         Self::TokensPerAgent,
         Self::TokensPerIp,
         Self::ResolvePerSidecar,
         Self::ResolvePerIp,
         Self::AuthFailuresPerIp,
+        Self::McpPerAgent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -42,6 +44,7 @@ impl Limit {
             Self::ResolvePerSidecar => "resolve_per_sidecar",
             Self::ResolvePerIp => "resolve_per_ip",
             Self::AuthFailuresPerIp => "auth_failures_per_ip",
+            Self::McpPerAgent => "mcp_per_agent",
         }
     }
 }
@@ -117,6 +120,7 @@ pub struct RateLimits {
     tokens_per_ip: Bucket<ClientAddr>,
     resolve_per_sidecar: Bucket<SidecarId>,
     resolve_per_ip: Bucket<ClientAddr>,
+    mcp_per_agent: Bucket<AgentId>,
 }
 
 impl RateLimits {
@@ -126,6 +130,7 @@ impl RateLimits {
             tokens_per_ip: Bucket::new(Limit::TokensPerIp, config.tokens_per_ip),
             resolve_per_sidecar: Bucket::new(Limit::ResolvePerSidecar, config.resolve_per_sidecar),
             resolve_per_ip: Bucket::new(Limit::ResolvePerIp, config.resolve_per_ip),
+            mcp_per_agent: Bucket::new(Limit::McpPerAgent, config.mcp_per_agent),
         }
     }
 
@@ -143,7 +148,14 @@ impl RateLimits {
         check_addr(&self.resolve_per_ip, ip)
     }
 
+    /// `/mcp`: every JSON-RPC request of one agent (by key or by any of its tokens).
+    pub fn check_mcp(&self, agent: AgentId) -> Result<(), Refused> {
+        self.mcp_per_agent
+            .check(&agent, || format!("agent:{agent}"))
+    }
+
     pub fn prune(&self) {
+        self.mcp_per_agent.prune();
         self.tokens_per_agent.prune();
         self.tokens_per_ip.prune();
         self.resolve_per_sidecar.prune();

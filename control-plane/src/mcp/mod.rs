@@ -5,7 +5,7 @@
 //!
 //! Stateless: every POST stands alone and is authenticated by the middleware here with an agent
 //! key or a scoped token (`Authorization: Bearer`), with the API's throttling and auditing of
-//! failures; the tools then read the caller from the request (`tools`). Bodies are capped by
+//! failures, and a per-agent request limit (`rate_limits.mcp_per_agent`); the tools then read the caller from the request (`tools`). Bodies are capped by
 //! rmcp itself (a limit layer in front would turn chunked overflows into 500s).
 
 mod tools;
@@ -23,7 +23,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 
 use crate::api::extract::request_context;
 use crate::service::agent_view::{self, AgentCaller};
-use crate::service::{App, RequestContext};
+use crate::service::{limits, App, RequestContext};
 
 /// Largest JSON-RPC request body; a tool's arguments are far smaller.
 pub const MAX_MCP_BODY_BYTES: usize = 64 * 1024;
@@ -74,7 +74,13 @@ async fn authenticate(
     let Some(bearer) = bearer else {
         return unauthorized();
     };
-    match agent_view::authenticate_agent(&app, &bearer, &ctx).await {
+    let admitted = match agent_view::authenticate_agent(&app, &bearer, &ctx).await {
+        Ok(caller) => limits::admit_mcp(&app, caller.agent, &ctx)
+            .await
+            .map(|()| caller),
+        Err(e) => Err(e),
+    };
+    match admitted {
         Ok(caller) => {
             parts.extensions.insert(McpCaller { caller, ctx });
             req = Request::from_parts(parts, body);

@@ -36,6 +36,18 @@ pub async fn admit_resolve(
     }
 }
 
+/// `/mcp`, per agent: every JSON-RPC request, whichever of the agent's credentials it carries.
+pub async fn admit_mcp(
+    app: &App,
+    agent: AgentPrincipal,
+    ctx: &RequestContext,
+) -> ServiceResult<()> {
+    match app.limits.rates.check_mcp(agent.id) {
+        Ok(()) => Ok(()),
+        Err(refused) => Err(refuse(app, Some(agent.tenant), agent.actor(), ctx, refused).await),
+    }
+}
+
 /// Counts the refusal, raises the subject's alert if it is the first in its window (in
 /// `tenant`'s log when the caller's tenant is known, else in the server log), and returns the
 /// error to answer with. The refusal stands even if the alert cannot be written.

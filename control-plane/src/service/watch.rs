@@ -2,8 +2,8 @@
 //! `secret.read` events they report for each injection.
 
 use agent_secret_core::api::{
-    ErrorCode, SidecarAuditAccepted, SidecarAuditBatch, SidecarAuditEvent, WatchEvent,
-    AUDIT_DROPPED_REASON,
+    ErrorCode, SidecarAuditAccepted, SidecarAuditBatch, SidecarAuditEvent, SidecarEventKind,
+    WatchEvent, AUDIT_DROPPED_REASON,
 };
 use futures::stream::{self, Stream};
 use tokio::sync::broadcast::error::RecvError;
@@ -94,8 +94,12 @@ fn draft(sidecar: SidecarPrincipal, e: SidecarAuditEvent) -> AuditDraft {
         Some(r) => format!("{r}; {reported}"),
         None => reported,
     };
+    let event_type = match e.kind {
+        SidecarEventKind::SecretRead => AuditEventType::SecretRead,
+        SidecarEventKind::McpToolCalled => AuditEventType::McpToolCalled,
+    };
     AuditDraft {
-        event_type: AuditEventType::SecretRead,
+        event_type,
         actor,
         ip: bounded(e.client_ip),
         user_agent: bounded(e.user_agent),

@@ -113,11 +113,16 @@ pub enum ReleaseOutcome {
     AlreadyReleased,
 }
 
-/// One injection as the sidecar saw it, for `POST /v1/sidecar/audit`. Becomes a `secret.read`
-/// event in the tenant's chain with the sidecar as reporter.
+/// One injection (or refusal, or MCP tool call) as the sidecar saw it, for
+/// `POST /v1/sidecar/audit`. Becomes an event of the tenant's chain (`secret.read` unless `kind`
+/// says otherwise) with the sidecar as reporter.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SidecarAuditEvent {
+    /// Absent for `secret_read`, so the events of the request path keep the shape control
+    /// planes of every version accept.
+    #[serde(default, skip_serializing_if = "SidecarEventKind::is_secret_read")]
+    pub kind: SidecarEventKind,
     pub token_id: Option<String>,
     pub client_ip: Option<String>,
     pub user_agent: Option<String>,
@@ -127,6 +132,24 @@ pub struct SidecarAuditEvent {
     /// A stable code for failures (`scope_denied`, ...), absent on success.
     pub reason: Option<String>,
     pub occurred_at: DateTime<Utc>,
+}
+
+/// What a sidecar's audit event records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SidecarEventKind {
+    /// An injection or a refusal of the request path (`secret.read`).
+    #[default]
+    SecretRead,
+    /// A call of the sidecar's MCP tool (`mcp.tool_called`); `reason` names the tool and its
+    /// outcome.
+    McpToolCalled,
+}
+
+impl SidecarEventKind {
+    pub fn is_secret_read(&self) -> bool {
+        *self == SidecarEventKind::SecretRead
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -152,6 +175,7 @@ impl SidecarAuditEvent {
     /// The report that `count` events were dead-lettered (see [`AUDIT_DROPPED_REASON`]).
     pub fn audit_dropped(count: u64, occurred_at: DateTime<Utc>) -> SidecarAuditEvent {
         SidecarAuditEvent {
+            kind: SidecarEventKind::SecretRead,
             token_id: None,
             client_ip: None,
             user_agent: None,
@@ -166,7 +190,11 @@ impl SidecarAuditEvent {
     /// The count of an [`audit_dropped`](Self::audit_dropped) report; `None` for any other
     /// event (an injection or refusal names a token or a path, a report never does).
     pub fn dropped_count(&self) -> Option<u64> {
-        if self.token_id.is_some() || self.path.is_some() || self.success {
+        if self.token_id.is_some()
+            || self.path.is_some()
+            || self.success
+            || !self.kind.is_secret_read()
+        {
             return None;
         }
         self.reason
@@ -222,6 +250,24 @@ pub enum WatchEvent {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn a_secret_read_keeps_the_wire_shape_of_earlier_versions() {
+        let read = SidecarAuditEvent::audit_dropped(1, Utc::now());
+        let wire = serde_json::to_value(&read).unwrap();
+        assert!(wire.get("kind").is_none(), "{wire}");
+        let mut tool = read.clone();
+        tool.kind = SidecarEventKind::McpToolCalled;
+        let wire = serde_json::to_value(&tool).unwrap();
+        assert_eq!(wire["kind"], "mcp_tool_called");
+        let back: SidecarAuditEvent = serde_json::from_value(wire).unwrap();
+        assert_eq!(back.kind, SidecarEventKind::McpToolCalled);
+        assert_eq!(
+            back.dropped_count(),
+            None,
+            "a tool call is never a drop report"
+        );
+    }
 
     #[test]
     fn audit_dropped_reports_round_trip_and_nothing_else_reads_as_one() {

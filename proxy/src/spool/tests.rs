@@ -115,6 +115,7 @@ impl FakeSink {
 
 fn event(i: usize) -> SidecarAuditEvent {
     SidecarAuditEvent {
+        kind: Default::default(),
         token_id: Some(format!("tok-{i:04}")),
         client_ip: Some("127.0.0.1".into()),
         user_agent: Some("curl/8.5.0".into()),
@@ -362,6 +363,7 @@ async fn unreadable_lines_are_moved_aside_not_lost() {
 
 fn with_agent(i: usize, user_agent: &str) -> SidecarAuditEvent {
     SidecarAuditEvent {
+        kind: Default::default(),
         user_agent: Some(user_agent.into()),
         ..event(i)
     }
@@ -752,6 +754,7 @@ async fn an_oversized_event_is_capped_field_by_field() {
     let dir = tempfile::tempdir().unwrap();
     let (p, sink) = start(&dir.path().join("spool.jsonl"), 1 << 20, 10);
     let huge = SidecarAuditEvent {
+        kind: Default::default(),
         token_id: Some("t".repeat(1000)),
         client_ip: Some("1".repeat(1000)),
         user_agent: Some(format!("ua\u{7}\n{}", "🦀".repeat(100_000))),
@@ -813,6 +816,7 @@ fn the_worst_case_capped_event_fits_max_event_bytes() {
     // JSON a capped event can have.
     let worst = |n: usize| Some("𝄞".repeat(n + 1));
     let mut e = SidecarAuditEvent {
+        kind: Default::default(),
         token_id: worst(MAX_ID_CHARS),
         client_ip: worst(MAX_ID_CHARS),
         user_agent: worst(MAX_TEXT_CHARS),
