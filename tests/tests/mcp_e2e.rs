@@ -278,8 +278,9 @@ async fn an_mcp_client_discovers_requests_and_waits_for_approval() {
             json!({"paths": ["x/*"], "reason": "r".repeat(20_000)}),
         )
         .await;
-    assert_eq!(
-        huge["structured"]["error"]["code"], "payload_too_large",
+    assert_eq!(huge["protocol_error"], -32602, "invalid params: {huge}");
+    assert!(
+        huge["message"].as_str().unwrap().contains("exceed"),
         "{huge}"
     );
     let malformed =

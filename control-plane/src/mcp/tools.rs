@@ -377,11 +377,12 @@ impl ServerHandler for AgentTools {
         let tool = request.name.to_string();
         let detail = reason_detail(request.arguments.as_ref());
         let response = if size > MAX_ARGUMENT_BYTES {
-            Ok(refusal(
-                ErrorCode::PayloadTooLarge,
-                &format!("arguments exceed {MAX_ARGUMENT_BYTES} bytes"),
-            )
-            .into())
+            // A protocol error (invalid params), as for arguments that do not fit the schema;
+            // its data carries the API's code.
+            Err(McpError::invalid_params(
+                format!("arguments exceed {MAX_ARGUMENT_BYTES} bytes"),
+                Some(json!({"code": ErrorCode::PayloadTooLarge.as_str()})),
+            ))
         } else {
             let call = ToolCallContext::new(self, request, context);
             self.tool_router.call(call).await
@@ -395,8 +396,12 @@ impl ServerHandler for AgentTools {
             }
             Ok(_) => self.audit(&c, &tool, "ok", &detail).await,
             Err(e) => {
-                self.audit(&c, &tool, &format!("protocol error {}", e.code.0), "")
-                    .await
+                let code = e.data.as_ref().and_then(|d| d["code"].as_str());
+                let outcome = match code {
+                    Some(code) => format!("protocol error {}: {code}", e.code.0),
+                    None => format!("protocol error {}", e.code.0),
+                };
+                self.audit(&c, &tool, &outcome, "").await
             }
         };
         if !logged {
