@@ -113,6 +113,7 @@ pub fn policy(config: &Config) -> Policy {
         max_token_ttl_seconds: config.tokens.max_ttl_seconds,
         grant_cache_ttl_seconds: config.tokens.grant_cache_ttl_seconds,
         use_reservation_seconds: config.tokens.use_reservation_seconds,
+        token_expiry_sweep: std::time::Duration::from_secs(config.tokens.expiry_sweep_seconds),
         approvals: config.approvals.settings(),
     }
 }

@@ -46,7 +46,7 @@ const SERVICE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT, DELETE ON secret_versions TO {role}",
     "GRANT UPDATE (key_name, key_version, wrapped_dek) ON secret_versions TO {role}",
     "GRANT SELECT, INSERT, DELETE ON tokens TO {role}",
-    "GRANT UPDATE (status, approved_sensitivity, uses, revoked_at) ON tokens TO {role}",
+    "GRANT UPDATE (status, approved_sensitivity, uses, revoked_at, expiry_recorded) ON tokens TO {role}",
     "GRANT SELECT, INSERT ON audit_events TO {role}",
     "GRANT SELECT, INSERT ON tenant_keys TO {role}",
     "GRANT UPDATE (key_name, primary_version, observed_at, rotation_claimed_at) ON tenant_keys TO {role}",

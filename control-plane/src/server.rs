@@ -52,6 +52,7 @@ pub async fn serve(
     let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
     let janitor = tokio::spawn(crate::service::limits::janitor(app.clone()));
     let activation = crate::service::activation::spawn(app.clone());
+    let expiry = crate::service::expiry::spawn(app.clone());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -104,6 +105,7 @@ pub async fn serve(
     }
     janitor.abort();
     activation.abort();
+    expiry.abort();
     // Failures counted but not yet written still reach the audit log.
     app.limits
         .auth_failures

@@ -1033,6 +1033,113 @@ async fn parallel_uses_of_a_max_uses_token_count_exactly_max(h: &Harness) {
     );
 }
 
+/// Replicas racing to record expiries: every live token that ran out gets exactly one
+/// `token.expired`, a revoked one none (its revocation was its end), a live one nothing yet.
+async fn each_expiry_is_recorded_once_however_many_sweepers_race(h: &Harness) {
+    let store = h.store();
+    let (tenant, _) = new_tenant(store).await;
+    let agent = new_agent(store, tenant.id).await;
+    let mut expired = Vec::new();
+    for _ in 0..40 {
+        let t = token(
+            tenant.id,
+            agent.id,
+            TokenStatus::Active,
+            None,
+            Duration::seconds(-5),
+        );
+        store
+            .insert_token(&t, draft(AuditEventType::TokenIssued))
+            .await
+            .unwrap();
+        expired.push(t.id);
+    }
+    let revoked = token(
+        tenant.id,
+        agent.id,
+        TokenStatus::Active,
+        None,
+        Duration::seconds(-5),
+    );
+    store
+        .insert_token(&revoked, draft(AuditEventType::TokenIssued))
+        .await
+        .unwrap();
+    assert!(store
+        .revoke_token(
+            tenant.id,
+            revoked.id,
+            now_micros() - Duration::seconds(10),
+            draft(AuditEventType::TokenRevoked)
+        )
+        .await
+        .unwrap());
+    let live = new_token(store, tenant.id, agent.id, None).await;
+
+    let mut sweepers = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let store: Arc<dyn Store> = Arc::new(h.store.clone());
+        sweepers.spawn(async move {
+            let mut claimed = 0;
+            loop {
+                let n = store
+                    .record_token_expiries(tenant.id, now_micros(), 7)
+                    .await
+                    .unwrap();
+                claimed += n;
+                if n < 7 {
+                    return claimed;
+                }
+            }
+        });
+    }
+    let mut claimed = 0;
+    while let Some(n) = sweepers.join_next().await {
+        claimed += n.unwrap();
+    }
+    assert_eq!(
+        claimed, 41,
+        "every expired token claimed once, the revoked one too"
+    );
+    let events = store
+        .list_audit(
+            tenant.id,
+            &AuditFilter {
+                types: vec![AuditEventType::TokenExpired],
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut actors: Vec<String> = events.iter().map(|e| e.draft.actor.0.clone()).collect();
+    actors.sort();
+    let mut want: Vec<String> = expired.iter().map(|id| format!("token:{id}")).collect();
+    want.sort();
+    assert_eq!(
+        actors, want,
+        "one event per live expired token, none for the revoked one"
+    );
+    assert!(!actors.contains(&format!("token:{}", live.id)));
+    assert_eq!(
+        store
+            .record_token_expiries(tenant.id, now_micros(), 7)
+            .await
+            .unwrap(),
+        0,
+        "a later sweep finds nothing"
+    );
+    let head = store.audit_head(tenant.id).await.unwrap();
+    let mut verifier = ChainVerifier::default();
+    for e in store
+        .list_audit(tenant.id, &AuditFilter::default())
+        .await
+        .unwrap()
+    {
+        verifier.push(&e);
+    }
+    assert!(verifier.finish(head).valid);
+}
+
 /// Group commit: one transaction counts each use as if alone (in order, per token), writes
 /// events only for counted uses, keeps the chain valid, and on failure counts nothing at all.
 async fn a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one(h: &Harness) {
@@ -1550,6 +1657,7 @@ agent_secret_testkit::backend_suite!(
     rotating_an_unknown_agent_is_not_found,
     a_revoked_agent_cannot_be_issued_a_token,
     parallel_uses_of_a_max_uses_token_count_exactly_max,
+    each_expiry_is_recorded_once_however_many_sweepers_race,
     a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one,
     expired_revoked_and_inactive_tokens_refuse_uses,
     audit_chain_of_many_operations_verifies,

@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use agent_secret_core::api::{SidecarAuditEvent, SidecarEventKind};
+use agent_secret_core::api::{SidecarAuditEvent, SidecarEventKind, MAX_USER_AGENT_CHARS};
 use agent_secret_core::host::Destination;
 use agent_secret_core::path::SecretPath;
 use chrono::{DateTime, Utc};
@@ -18,16 +18,12 @@ use uuid::Uuid;
 
 use crate::denial::Denial;
 
-/// Characters of the `User-Agent` kept in an audit record: the agent picks the header, so it
-/// must not pick how much of the spool one record takes.
-const USER_AGENT_CHARS: usize = 512;
-
 /// The caller of one request, as far as it is known.
 pub struct Caller<'r> {
     /// The presented token's id, once its format was read (a refusal before that names none).
     pub token_id: Option<Uuid>,
     pub client_ip: IpAddr,
-    /// As the agent sent it (when it is text); cut to [`USER_AGENT_CHARS`] in records.
+    /// As the agent sent it (when it is text); cut to [`MAX_USER_AGENT_CHARS`] in records.
     pub user_agent: Option<&'r str>,
     /// The refusal is already audited (with its path), or deliberately not audited.
     pub audited: bool,
@@ -93,7 +89,7 @@ impl<'r> Caller<'r> {
 
     fn user_agent(&self) -> Option<String> {
         self.user_agent
-            .map(|ua| ua.chars().take(USER_AGENT_CHARS).collect())
+            .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect())
     }
 }
 

@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use agent_secret_core::api::{ErrorCode, SidecarAuditEvent, SidecarEventKind};
+use agent_secret_core::api::{
+    ErrorCode, SidecarAuditEvent, SidecarEventKind, MAX_USER_AGENT_CHARS,
+};
 use agent_secret_core::credential::{CredentialKind, PresentedCredential};
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{header, StatusCode};
@@ -188,7 +190,7 @@ impl HttpTool {
                 .headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .map(|ua| ua.chars().take(USER_AGENT_CHARS).collect()),
+                .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
             path: None,
             destination_host: reqwest::Url::parse(&args.url)
                 .ok()
@@ -218,9 +220,6 @@ impl HttpTool {
         result
     }
 }
-
-/// Characters of the caller's `User-Agent` kept in the event (as `crate::caller` keeps).
-const USER_AGENT_CHARS: usize = 512;
 
 /// `ok; HTTP <status>` for an upstream's answer, else the refusal's code.
 fn outcome(result: &CallToolResult) -> String {

@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use agent_secret_core::api::{
     ErrorCode, ReleaseUseRequest, ResolveRequest, ResolveResponse, ResolvedSecret,
+    MAX_USER_AGENT_CHARS,
 };
 use agent_secret_core::envelope::{self, EnvelopeError, SecretAad};
 use agent_secret_core::host::{Destination, HostPattern};
@@ -55,6 +56,11 @@ pub struct Resolved {
     /// The reserved use of a `max_uses` token, to [`Resolver::release`] if the values are not
     /// injected after all.
     pub reservation: Option<String>,
+    /// Paths the control plane resolved for this request: it recorded their `secret.read`
+    /// in the transaction that counted the use, so the sidecar does not report them again
+    /// (a cold injection is one event; a warm one, which the control plane never sees, is
+    /// the sidecar's). Empty on the warm path.
+    pub recorded: Vec<SecretPath>,
 }
 
 /// Why secrets could not be resolved. Messages name paths and hosts, never values or tokens.
@@ -130,12 +136,15 @@ impl Resolver {
     }
 
     /// The values of `paths` for this token, sent to `destination`, from `client_ip`.
+    /// `user_agent` is the agent's, for the control plane's `secret.read` records of what it
+    /// resolves.
     pub async fn resolve(
         &self,
         token: &AgentToken,
         paths: &[SecretPath],
         destination: &Destination,
         client_ip: IpAddr,
+        user_agent: Option<&str>,
     ) -> Result<Resolved, ResolveError> {
         if self.caches.is_dead(token.id()).await {
             return Err(denied(ErrorCode::TokenRevoked, "token is no longer valid"));
@@ -165,7 +174,9 @@ impl Resolver {
                     if missing.is_empty() {
                         return Err(denial.into());
                     }
-                    return self.remote(token, paths, destination, client_ip).await;
+                    return self
+                        .remote(token, paths, destination, client_ip, user_agent)
+                        .await;
                 }
                 found.push(value);
             }
@@ -174,16 +185,21 @@ impl Resolver {
                     grant,
                     values: found,
                     reservation: None,
+                    recorded: Vec::new(),
                 });
             }
-            let fetched = self.remote(token, &missing, destination, client_ip).await?;
+            let fetched = self
+                .remote(token, &missing, destination, client_ip, user_agent)
+                .await?;
             return Ok(Resolved {
                 values: in_order(paths, found.into_iter().chain(fetched.values)),
                 grant: fetched.grant,
                 reservation: fetched.reservation,
+                recorded: fetched.recorded,
             });
         }
-        self.remote(token, paths, destination, client_ip).await
+        self.remote(token, paths, destination, client_ip, user_agent)
+            .await
     }
 
     /// For requests without placeholders: the token's cached grant (checked by the policy:
@@ -195,6 +211,7 @@ impl Resolver {
         token: &AgentToken,
         destination: &Destination,
         client_ip: IpAddr,
+        user_agent: Option<&str>,
     ) -> Result<Arc<CachedGrant>, ResolveError> {
         if self.caches.is_dead(token.id()).await {
             return Err(denied(ErrorCode::TokenRevoked, "token is no longer valid"));
@@ -205,7 +222,10 @@ impl Resolver {
                 policy::check_grant(&grant.facts(), client_ip, now)?;
                 Ok(grant)
             }
-            None => Ok(self.remote(token, &[], destination, client_ip).await?.grant),
+            None => Ok(self
+                .remote(token, &[], destination, client_ip, user_agent)
+                .await?
+                .grant),
         }
     }
 
@@ -246,12 +266,14 @@ impl Resolver {
         paths: &[SecretPath],
         destination: &Destination,
         client_ip: IpAddr,
+        user_agent: Option<&str>,
     ) -> Result<Resolved, ResolveError> {
         let request = ResolveRequest {
             token: token.expose().to_owned(),
             paths: paths.iter().map(|p| p.as_str().to_owned()).collect(),
             destination_host: destination.to_string(),
             client_ip: client_ip.to_string(),
+            user_agent: user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
         };
         let response = match self.control_plane.resolve(&request).await {
             Ok(response) => response,
@@ -264,6 +286,7 @@ impl Resolver {
                 grant,
                 values,
                 reservation,
+                recorded: paths.to_vec(),
             }),
             Err(e) => {
                 if let Some(id) = reservation {

@@ -105,3 +105,77 @@ async fn a_revocation_on_one_replica_reaches_a_sidecar_watching_another() {
     drop(replica_b);
     drop_database(&admin_url, &name).await;
 }
+
+/// Both replicas sweep every 100 ms: each token that runs out gets exactly one `token.expired`
+/// (in its own name, with its expiry in the reason), a token still live none.
+#[tokio::test]
+async fn two_replicas_record_each_token_expiry_exactly_once() {
+    let Some(admin_url) = postgres_url() else {
+        return;
+    };
+    let (name, url) = fresh_database(&admin_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let install = Install::new(dir.path(), Some(url)).await;
+    let policy = || Policy {
+        token_expiry_sweep: Duration::from_millis(100),
+        ..Policy::default()
+    };
+    let mut replica_a =
+        ControlPlane::serve(&install, "127.0.0.1:0".parse().unwrap(), policy()).await;
+    let mut replica_b =
+        ControlPlane::serve(&install, "127.0.0.1:0".parse().unwrap(), policy()).await;
+    let tenant = Tenant::create(&replica_a, "acme").await;
+    let mut short = Vec::new();
+    for i in 0..12 {
+        let replica = if i % 2 == 0 { &replica_a } else { &replica_b };
+        let (id, _) = tenant
+            .token(
+                replica,
+                &["secrets:read:prod/**"],
+                json!({"ttl_seconds": 1}),
+            )
+            .await;
+        short.push(id);
+    }
+    let (live, _) = tenant
+        .token(&replica_a, &["secrets:read:prod/**"], json!({}))
+        .await;
+    let expired = eventually(
+        "every short token's expiry is recorded",
+        Duration::from_secs(30),
+        || async {
+            let events = tenant.audit(&replica_b, "type=token.expired").await;
+            (events.len() >= short.len()).then_some(events)
+        },
+    )
+    .await;
+    // A few more sweeps of both replicas: nothing is recorded twice.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let expired_now = tenant.audit(&replica_a, "type=token.expired").await;
+    assert_eq!(expired_now.len(), expired.len(), "{expired_now:?}");
+    let mut actors: Vec<String> = expired_now
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap().to_owned())
+        .collect();
+    actors.sort();
+    let mut want: Vec<String> = short.iter().map(|id| format!("token:{id}")).collect();
+    want.sort();
+    assert_eq!(actors, want);
+    assert!(expired_now[0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("active until"));
+    assert!(!actors.contains(&format!("token:{live}")));
+    let verify = replica_a
+        .ok(
+            reqwest::Method::GET,
+            "/v1/audit/verify",
+            &tenant.admin,
+            None,
+        )
+        .await;
+    assert_eq!(verify["valid"], true, "{verify}");
+    replica_a.stop().await;
+    replica_b.stop().await;
+    drop_database(&admin_url, &name).await;
+}

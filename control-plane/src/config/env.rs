@@ -103,6 +103,9 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
     if let Some(n) = env.parse("TOKENS_USE_RESERVATION_SECONDS", "a number of seconds")? {
         config.tokens.use_reservation_seconds = n;
     }
+    if let Some(n) = env.parse("TOKENS_EXPIRY_SWEEP_SECONDS", "a number of seconds")? {
+        config.tokens.expiry_sweep_seconds = n;
+    }
 
     apply_kms(config, &env)?;
     apply_limits(config, &env)?;

@@ -214,6 +214,10 @@ impl Config {
                 "rate_limits.alert_window_seconds",
                 self.rate_limits.alert_window_seconds,
             ),
+            (
+                "tokens.expiry_sweep_seconds",
+                self.tokens.expiry_sweep_seconds,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));

@@ -49,6 +49,8 @@ pub struct TokensConfig {
     /// How long a sidecar may give back a reserved use of a `max_uses` token it could not
     /// inject (0: no reservations, every use is spent at resolve).
     pub use_reservation_seconds: u64,
+    /// How often the expiry sweeper writes `token.expired` for tokens that ran out.
+    pub expiry_sweep_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -239,6 +241,7 @@ impl Default for TokensConfig {
             max_ttl_seconds: 86_400,
             grant_cache_ttl_seconds: 30,
             use_reservation_seconds: 60,
+            expiry_sweep_seconds: 10,
         }
     }
 }

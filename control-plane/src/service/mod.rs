@@ -13,6 +13,7 @@ pub mod auth;
 pub mod ceilings;
 pub mod decisions;
 pub mod enrollment;
+pub mod expiry;
 pub mod group_commit;
 pub mod kms;
 pub mod limits;
@@ -55,6 +56,8 @@ pub struct Policy {
     /// resolved it (its value was never injected); after that the use is spent for good. 0
     /// turns reservations off: every use is spent at resolve.
     pub use_reservation_seconds: u64,
+    /// How often the expiry sweeper runs (`service::expiry`).
+    pub token_expiry_sweep: std::time::Duration,
     /// `[approvals]`: who must approve what, and who may.
     pub approvals: approvals::ApprovalSettings,
 }
@@ -65,6 +68,7 @@ impl Default for Policy {
             max_token_ttl_seconds: 86_400,
             grant_cache_ttl_seconds: 30,
             use_reservation_seconds: 60,
+            token_expiry_sweep: std::time::Duration::from_secs(10),
             approvals: approvals::ApprovalSettings::default(),
         }
     }

@@ -21,6 +21,7 @@ use std::net::IpAddr;
 
 use agent_secret_core::api::{
     ErrorCode, Grant, ResolveRequest, ResolveResponse, ResolvedSecret, TokenStatus, UseReservation,
+    MAX_USER_AGENT_CHARS,
 };
 use agent_secret_core::credential::{CredentialKind, PresentedCredential};
 use agent_secret_core::host::Destination;
@@ -129,9 +130,17 @@ async fn resolve_once(
     } else {
         AuditEventType::SecretRead
     };
+    // The agent's own words, bounded and without control characters, as a sidecar's report
+    // would carry them (a sidecar's request is trusted no further than that).
+    let user_agent = request.user_agent.as_deref().map(|ua| {
+        ua.chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_USER_AGENT_CHARS)
+            .collect::<String>()
+    });
     let base = |actor: Actor| {
         AuditDraft::new(event_type, actor)
-            .client(Some(client_ip.to_string()), None)
+            .client(Some(client_ip.to_string()), user_agent.clone())
             .destination(destination.to_string())
     };
     // One read transaction for the token and the secrets; the secrets are read only for a

@@ -635,6 +635,16 @@ pub trait AuditStore {
     ) -> StoreResult<Vec<AuditEvent>>;
     /// The tenant's chain head: last `seq` and `hash` (None before the first event).
     async fn audit_head(&self, tenant: TenantId) -> StoreResult<Option<(i64, [u8; 32])>>;
+    /// Marks up to `limit` tokens expired by `now` as recorded and appends a `token.expired`
+    /// event for each that was still live (active or pending, unrevoked), in one transaction:
+    /// the conditional UPDATE that marks a token claims it, so across replicas every token's
+    /// expiry is recorded exactly once. Returns how many tokens were marked.
+    async fn record_token_expiries(
+        &self,
+        tenant: TenantId,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<usize>;
 }
 
 /// The KEK primary version last recorded for a tenant.

@@ -20,7 +20,15 @@ pub struct ResolveRequest {
     /// The host the sidecar will actually dial, `host[:port]`.
     pub destination_host: String,
     pub client_ip: String,
+    /// The agent's `User-Agent` (at most [`MAX_USER_AGENT_CHARS`]), for the audit events
+    /// the resolve writes. Absent when the agent sent none (and from older sidecars).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
+
+/// Characters of an agent's `User-Agent` an audit event keeps: the agent picks the header, so
+/// it must not pick how much of the log one event takes.
+pub const MAX_USER_AGENT_CHARS: usize = 512;
 
 impl Drop for ResolveRequest {
     fn drop(&mut self) {

@@ -52,7 +52,12 @@ impl SecretProxy {
         admit::check_pass_through(&ask.target)?;
         let grant = self
             .resolver
-            .check_token(&ask.token, &ask.target.destination, caller.client_ip)
+            .check_token(
+                &ask.token,
+                &ask.target.destination,
+                caller.client_ip,
+                caller.user_agent,
+            )
             .await?;
         self.check_agent_limit(&grant, 0, caller)?;
         let upstream_addr = self.checked_address(&ask.target).await?;
@@ -107,6 +112,7 @@ impl SecretProxy {
                 &ask.paths,
                 &ask.target.destination,
                 caller.client_ip,
+                caller.user_agent,
             )
             .await;
         match resolved {
@@ -142,7 +148,9 @@ impl SecretProxy {
         Ok((substituted, scrub))
     }
 
-    /// Audit every injected value into the room reserved for it, and count them.
+    /// Audit every injected value the control plane did not already record (see
+    /// [`Resolved::recorded`]) into the room reserved for it, and count them all. Unused room
+    /// goes back when the permit drops.
     fn record_injections(
         &self,
         permit: AuditPermit,
@@ -150,7 +158,11 @@ impl SecretProxy {
         resolved: &Resolved,
         ask: &Ask,
     ) {
-        let paths = resolved.values.iter().map(|v| &v.path);
+        let paths = resolved
+            .values
+            .iter()
+            .map(|v| &v.path)
+            .filter(|p| !resolved.recorded.contains(p));
         let token_id = &resolved.grant.grant.token_id;
         let destination = &ask.target.destination;
         permit.record(caller.injections(token_id, paths, destination, Utc::now()));

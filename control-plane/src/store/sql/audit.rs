@@ -10,12 +10,13 @@
 
 use agent_secret_core::ids::TenantId;
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Sqlite, Transaction};
 
-use super::rows::{hash32, micros, records, AuditRow};
+use super::rows::{hash32, micros, records, time, AuditRow};
 use super::transaction::{db_error, query_builder, TenantPool};
 use super::SqlStore;
-use crate::audit::{AuditDraft, AuditEvent, GENESIS_HASH};
+use crate::audit::{Actor, AuditDraft, AuditEvent, AuditEventType, GENESIS_HASH};
 use crate::db::on_db;
 use crate::store::{AuditFilter, AuditStore, StoreError, StoreResult};
 
@@ -133,8 +134,62 @@ macro_rules! impl_audit_chain {
 impl_audit_chain!(Sqlite);
 impl_audit_chain!(Postgres);
 
+/// Claims expired tokens whose expiry is not yet recorded, oldest first. A replica that
+/// races another waits on the rows the other locked and then, re-checking
+/// `NOT expiry_recorded` on the committed row (PostgreSQL's READ COMMITTED; SQLite runs
+/// writers one at a time), leaves them out.
+const CLAIM_EXPIRED: &str = "UPDATE tokens SET expiry_recorded = TRUE \
+     WHERE tenant_id = $1 AND NOT expiry_recorded AND expires_at <= $2 AND id IN \
+     (SELECT id FROM tokens WHERE tenant_id = $1 AND NOT expiry_recorded AND expires_at <= $2 \
+      ORDER BY expires_at LIMIT $3) \
+     RETURNING id, agent_id, status, revoked_at, expires_at";
+
+/// A claimed token: the facts its `token.expired` event carries.
+type ExpiredRow = (String, String, String, Option<i64>, i64);
+
+fn expiry_draft(row: &ExpiredRow) -> StoreResult<Option<AuditDraft>> {
+    let (id, agent, status, revoked_at, expires_at) = row;
+    let live = revoked_at.is_none() && matches!(status.as_str(), "active" | "pending_approval");
+    if !live {
+        // Revoked or denied first: that was its end, already in the log.
+        return Ok(None);
+    }
+    let at = time(*expires_at, "tokens.expires_at")?;
+    Ok(Some(
+        AuditDraft::new(AuditEventType::TokenExpired, Actor::new("token", id)).reason(format!(
+            "agent {agent}; {status} until {}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        )),
+    ))
+}
+
 #[async_trait]
 impl AuditStore for SqlStore {
+    async fn record_token_expiries(
+        &self,
+        tenant: TenantId,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<usize> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_write(tenant).await?;
+            let rows: Vec<ExpiredRow> = sqlx::query_as(CLAIM_EXPIRED)
+                .bind(tenant.to_string())
+                .bind(micros(now))
+                .bind(limit.max(0))
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let mut drafts = Vec::new();
+            for row in &rows {
+                drafts.extend(expiry_draft(row)?);
+            }
+            tx.append_chain_many(tenant, drafts).await?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(rows.len())
+        })
+    }
+
     async fn append_audit(&self, tenant: TenantId, draft: AuditDraft) -> StoreResult<AuditEvent> {
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;

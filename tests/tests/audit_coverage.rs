@@ -1,0 +1,77 @@
+//! What the audit log records, end to end through the real sidecar and control plane.
+//!
+//! An injection is one `secret.read`: a cold one is recorded by the control plane in the
+//! transaction that resolved it (with the agent's User-Agent, which the sidecar passes on), a
+//! warm one, served from the sidecar's cache, by the sidecar's report. Never both.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use agent_secret_testkit::eventually;
+use agent_secret_testkit::harness::{agent, Harness};
+use reqwest::StatusCode;
+
+const VALUE: &str = "sk-coverage-0123456789abcdef";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_and_a_warm_injection_are_one_secret_read_each() {
+    let h = Harness::builder()
+        .secret("demo/echo/api_key", VALUE)
+        .start()
+        .await;
+    let token = h.issue(agent().scope("secrets:read:demo/**")).await;
+    let send = |user_agent: &'static str| {
+        let client = h.agent(&token);
+        let url = h.url("/echo");
+        async move {
+            client
+                .get(url)
+                .header("authorization", "Bearer {{secret:demo/echo/api_key}}")
+                .header("user-agent", user_agent)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(send("cold-agent/1").await, StatusCode::OK);
+    assert_eq!(send("warm-agent/1").await, StatusCode::OK);
+    let reads = eventually(
+        "both injections are in the log",
+        Duration::from_secs(20),
+        || async {
+            let reads = h.audit("type=secret.read").await;
+            let agents: Vec<String> = reads
+                .iter()
+                .filter_map(|e| e["user_agent"].as_str().map(str::to_owned))
+                .collect();
+            (agents.iter().any(|a| a == "warm-agent/1")).then_some(reads)
+        },
+    )
+    .await;
+    // The sidecar's spool has drained (the warm event arrived after the cold one): nothing
+    // else is on its way.
+    let stats = h.sidecar.audit().unwrap().stats();
+    assert_eq!((stats.spooled, stats.queued), (0, 0));
+    assert_eq!(reads.len(), 2, "one event per injection: {reads:#?}");
+    let cold = &reads[0];
+    assert_eq!(cold["user_agent"], "cold-agent/1");
+    assert_eq!(cold["actor"], format!("token:{}", token.id));
+    assert_eq!(cold["path"], "demo/echo/api_key");
+    assert_eq!(cold["destination_host"], h.upstream.authority());
+    assert!(
+        cold["reason"].as_str().unwrap().starts_with("version "),
+        "recorded by the control plane as it resolved: {cold}"
+    );
+    let warm = &reads[1];
+    assert_eq!(warm["user_agent"], "warm-agent/1");
+    assert_eq!(warm["actor"], format!("token:{}", token.id));
+    assert!(
+        warm["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reported by sidecar"),
+        "{warm}"
+    );
+}
