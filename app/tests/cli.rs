@@ -593,6 +593,38 @@ fn end_to_end_agent_secret_and_token_through_a_real_server() {
         stderr(&missing)
     );
 
+    // The audit export, streamed: JSON Lines to stdout (no progress noise on a pipe), CSV to a
+    // file, filtered by type and path prefix; --json follows the cursor into one document.
+    let export = |args: &[&str]| {
+        let mut cmd = cli(&[&["audit", "export"][..], args].concat());
+        cmd.args(["--server", &url, "--ca-cert", &ca])
+            .env("AGENT_SECRET_STORE_TOKEN", &admin_token);
+        run(&mut cmd)
+    };
+    let lines = export(&["--type", "secret.write", "--path-prefix", "production/"]);
+    assert!(lines.status.success(), "{}", stderr(&lines));
+    assert!(
+        stderr(&lines).is_empty(),
+        "quiet when piped: {}",
+        stderr(&lines)
+    );
+    let writes: Vec<Value> = stdout(&lines)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(writes
+        .iter()
+        .all(|e| e["path"] == "production/openai/api_key"));
+    let csv_file = install.path("audit.csv");
+    let csv = export(&["--format", "csv", "--output", csv_file.to_str().unwrap()]);
+    assert!(csv.status.success(), "{}", stderr(&csv));
+    assert!(csv.stdout.is_empty());
+    let text = std::fs::read_to_string(&csv_file).unwrap();
+    assert!(text.starts_with("id,tenant_id,seq,type,actor,"), "{text}");
+    let doc = one_json_doc(&export(&["--json", "--type", "secret.write"]));
+    assert_eq!(doc["events"].as_array().unwrap().len(), 2, "{doc}");
+
     // A wrong CA is a connection failure, not a silent success.
     let wrong_ca = install.path("wrong-ca.pem");
     let other = tempfile::tempdir().unwrap();

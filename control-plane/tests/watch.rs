@@ -235,9 +235,10 @@ async fn sidecar_audit_batches_land_in_the_chain_all_or_nothing() {
         types: vec!["secret.read".into()],
         ..Default::default()
     };
-    let events = agent_secret_control_plane::service::audit_log::export(&app, a.admin, query)
+    let events = agent_secret_control_plane::service::audit_log::export_page(&app, a.admin, query)
         .await
-        .unwrap();
+        .unwrap()
+        .events;
     assert_eq!(events.len(), 2, "the oversized batch wrote nothing");
     assert_eq!(
         events[0].actor,

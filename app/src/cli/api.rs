@@ -56,6 +56,8 @@ pub struct AuditFilter<'a> {
     pub since: Option<&'a str>,
     pub until: Option<&'a str>,
     pub event_type: Option<&'a str>,
+    pub actor: Option<&'a str>,
+    pub path_prefix: Option<&'a str>,
 }
 
 /// The API on behalf of one credential (operator token or agent key).
@@ -270,14 +272,26 @@ impl<'a> ControlPlane<'a> {
             .await
     }
 
-    /// `GET /v1/audit?format=json`: `{"events": [...]}`.
-    pub async fn export_audit(&self, filter: &AuditFilter<'_>) -> Call<Value> {
-        self.send(self.audit_request(filter, "json")?).await
+    /// `GET /v1/audit?format=jsonl|csv`, streamed into `sink`; `progress` sees each chunk.
+    pub async fn stream_audit(
+        &self,
+        filter: &AuditFilter<'_>,
+        format: &str,
+        sink: &mut dyn std::io::Write,
+        progress: impl FnMut(&[u8]),
+    ) -> Result<u64, Failure> {
+        self.audit_request(filter, format)?
+            .copy_to(sink, progress)
+            .await
     }
 
-    /// `GET /v1/audit?format=csv`: the CSV text.
-    pub async fn export_audit_csv(&self, filter: &AuditFilter<'_>) -> Result<String, Failure> {
-        self.audit_request(filter, "csv")?.text().await
+    /// `GET /v1/audit` (JSON), the page after `cursor`.
+    pub async fn audit_page(&self, filter: &AuditFilter<'_>, cursor: Option<&str>) -> Call<Value> {
+        self.send(
+            self.audit_request(filter, "json")?
+                .query(&[("cursor", cursor), ("limit", Some("10000"))]),
+        )
+        .await
     }
 
     /// `GET /v1/audit/verify`: the chain report.
@@ -291,6 +305,8 @@ impl<'a> ControlPlane<'a> {
             ("since", filter.since),
             ("until", filter.until),
             ("type", filter.event_type),
+            ("actor", filter.actor),
+            ("path_prefix", filter.path_prefix),
             ("format", Some(format)),
         ]))
     }

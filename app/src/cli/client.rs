@@ -149,6 +149,41 @@ impl ApiRequest {
             .map_err(|e| Failure::invalid_response(format!("{what}: the answer is not JSON: {e}")))
     }
 
+    /// Sends the request and copies a successful answer's body into `sink` as it arrives,
+    /// calling `progress` with each chunk; returns the bytes copied. A body that breaks off
+    /// (the server failed mid-stream) is an error, never a silently short copy.
+    pub async fn copy_to(
+        self,
+        sink: &mut dyn std::io::Write,
+        mut progress: impl FnMut(&[u8]),
+    ) -> Result<u64, Failure> {
+        let mut response = self.builder.send().await.map_err(|e| {
+            Failure::connection_failed(format!("{}: {}", self.what, error_chain(&e)))
+        })?;
+        if !response.status().is_success() {
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            return Err(refusal(&self.what, status, &text));
+        }
+        let mut copied = 0u64;
+        loop {
+            let chunk = response.chunk().await.map_err(|e| {
+                Failure::connection_failed(format!(
+                    "{}: the answer broke off after {copied} bytes: {}",
+                    self.what,
+                    error_chain(&e)
+                ))
+            })?;
+            let Some(chunk) = chunk else {
+                return Ok(copied);
+            };
+            sink.write_all(&chunk)
+                .map_err(|e| Failure::failed("write_failed", format!("writing the output: {e}")))?;
+            progress(&chunk);
+            copied += chunk.len() as u64;
+        }
+    }
+
     /// Sends the request and returns a successful answer's body as text.
     pub async fn text(self) -> Result<String, Failure> {
         let response = self.builder.send().await.map_err(|e| {
@@ -165,17 +200,23 @@ impl ApiRequest {
         if status.is_success() {
             return Ok(text);
         }
-        Err(match serde_json::from_str::<ApiErrorBody>(&text) {
-            Ok(body) => Failure::new(body.error.code, body.error.message, EXIT_FAILED),
-            Err(_) => {
-                let quoted: String = text.chars().take(QUOTED_BODY_LEN).collect();
-                Failure::new(
-                    format!("http_{}", status.as_u16()),
-                    format!("{}: {status}: {}", self.what, quoted.trim()),
-                    EXIT_FAILED,
-                )
-            }
-        })
+        Err(refusal(&self.what, status, &text))
+    }
+}
+
+/// The failure an unsuccessful answer stands for: the API's error code and message, or the
+/// start of whatever else came back.
+fn refusal(what: &str, status: reqwest::StatusCode, text: &str) -> Failure {
+    match serde_json::from_str::<ApiErrorBody>(text) {
+        Ok(body) => Failure::new(body.error.code, body.error.message, EXIT_FAILED),
+        Err(_) => {
+            let quoted: String = text.chars().take(QUOTED_BODY_LEN).collect();
+            Failure::new(
+                format!("http_{}", status.as_u16()),
+                format!("{what}: {status}: {}", quoted.trim()),
+                EXIT_FAILED,
+            )
+        }
     }
 }
 

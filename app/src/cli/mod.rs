@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod api;
 pub mod approvals;
+mod audit_export;
 mod call;
 pub mod client;
 pub mod credentials;
@@ -458,10 +459,21 @@ pub enum ApprovalCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Export audit events (JSON Lines or CSV in human mode; the API's JSON with --json).
+    /// Export audit events, streamed: JSON Lines (`--format json`, the default) or CSV; with
+    /// --json, one JSON document with every event. A progress line shows on a terminal's
+    /// stderr while the events go to a file or a pipe.
     Export {
         #[arg(long, value_enum, default_value = "json")]
         format: AuditFormat,
+        /// Write the events to FILE instead of stdout.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+        /// Only events of exactly this actor, e.g. token:0190f3a2-...
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only events whose path starts with this, e.g. prod/
+        #[arg(long, value_name = "PREFIX")]
+        path_prefix: Option<String>,
         /// Only events at or after this RFC 3339 time.
         #[arg(long, value_name = "RFC3339")]
         since: Option<String>,

@@ -23,6 +23,7 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::api::{AuditFilter, ControlPlane};
+use super::audit_export;
 use super::call::{checked_id, client, show, Human};
 use super::credentials;
 use super::failure::{Failure, EXIT_FAILED, EXIT_USAGE};
@@ -320,6 +321,9 @@ pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Resul
     match cmd {
         AuditCommand::Export {
             format,
+            output,
+            actor,
+            path_prefix,
             since,
             until,
             event_type,
@@ -343,18 +347,17 @@ pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Resul
                 since: since.as_deref(),
                 until: until.as_deref(),
                 event_type: event_type.as_deref(),
+                actor: actor.as_deref(),
+                path_prefix: path_prefix.as_deref(),
             };
-            if format == AuditFormat::Csv {
-                let csv = api.export_audit_csv(&filter).await?;
-                return out.emit(&Value::Null, |w| w.write_all(csv.as_bytes()));
+            if out.is_json() {
+                return audit_export::document(&api, &filter, out).await;
             }
-            let reply = api.export_audit(&filter).await?;
-            let doc = reply.doc();
-            // Human mode prints JSON Lines: one event per line, easy to grep and stream.
-            out.emit(doc, |w| match doc.get("events").and_then(Value::as_array) {
-                Some(events) => events.iter().try_for_each(|e| writeln!(w, "{e}")),
-                None => writeln!(w, "{doc}"),
-            })
+            let wire = match format {
+                AuditFormat::Json => "jsonl",
+                AuditFormat::Csv => "csv",
+            };
+            audit_export::stream(&api, &filter, wire, output.as_deref()).await
         }
         AuditCommand::Verify => {
             let reply = ControlPlane::new(client(global)?, &token)

@@ -3,7 +3,7 @@
 //! `app(state)` builds the whole router so tests can drive it in-process with
 //! `tower::ServiceExt::oneshot`, and `server::serve` runs the same router over TLS.
 
-mod audit_csv;
+mod audit_export;
 pub mod error;
 pub mod extract;
 mod handlers;

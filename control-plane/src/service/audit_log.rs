@@ -1,18 +1,25 @@
 //! Reading the audit log: filtered export and chain verification.
+//!
+//! An export reads the chain a page at a time by position (keyset paging on the
+//! `(tenant_id, seq)` index), so JSON Lines and CSV exports of any size stream at the memory of
+//! one page, and JSON pages are linked by the id of their last event (`next_cursor`).
 
 use agent_secret_core::api::{ErrorCode, Role};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+use agent_secret_core::ids::{AuditEventId, TenantId};
 
 use super::auth::OperatorPrincipal;
 use super::{App, ServiceError, ServiceResult};
 use crate::audit::{AuditEvent, AuditEventType, ChainReport, ChainVerifier};
 use crate::store::AuditFilter;
 
-/// Events read per store round trip while exporting or verifying.
-const PAGE: i64 = 1000;
-/// Most events one export returns; callers page with `after_seq`.
-pub const MAX_EXPORT: i64 = 100_000;
+/// Events read per store round trip while exporting or verifying; also the default size of
+/// a JSON page.
+pub const PAGE: i64 = 1000;
+/// Most events one JSON page holds; JSON Lines and CSV stream any number.
+pub const MAX_JSON_PAGE: i64 = 10_000;
 
 /// One event as exported (JSON, JSON Lines and CSV share these columns).
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -66,15 +73,37 @@ pub struct AuditQuery {
     pub until: Option<DateTime<Utc>>,
     /// Comma-separated list accepted at the API; parsed here.
     pub types: Vec<String>,
+    pub actor: Option<String>,
+    pub path_prefix: Option<String>,
+    /// Events after the one with this id (the `next_cursor` of the previous page).
+    pub cursor: Option<String>,
+    /// Events after this chain position (the older way to page).
     pub after_seq: Option<i64>,
     pub limit: Option<i64>,
 }
 
-pub async fn export(
+/// One page of a JSON export and where the next one starts (absent on the last page).
+#[derive(Clone, Debug)]
+pub struct AuditPage {
+    pub events: Vec<AuditEventView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A checked export: who may read it and the store filter it runs, from its first event on.
+#[derive(Clone, Debug)]
+pub struct Export {
+    tenant: TenantId,
+    filter: AuditFilter,
+    /// Events still to return (`None`: all).
+    remaining: Option<i64>,
+}
+
+/// Checks the caller and the query, and turns a cursor into its chain position.
+pub async fn prepare_export(
     app: &App,
     caller: OperatorPrincipal,
     query: AuditQuery,
-) -> ServiceResult<Vec<AuditEventView>> {
+) -> ServiceResult<Export> {
     caller.require(&[Role::Admin, Role::Auditor])?;
     let types = query
         .types
@@ -84,25 +113,84 @@ pub async fn export(
                 .map_err(|e| ServiceError::invalid(ErrorCode::InvalidRequest, e.to_string()))
         })
         .collect::<ServiceResult<Vec<_>>>()?;
-    let limit = query.limit.unwrap_or(MAX_EXPORT).clamp(1, MAX_EXPORT);
-    let mut out = Vec::new();
     let mut after = query.after_seq;
-    loop {
-        let filter = AuditFilter {
-            since: query.since,
-            until: query.until,
-            types: types.clone(),
-            after_seq: after,
-            limit: Some(PAGE.min(limit - out.len() as i64)),
-        };
-        let page = app.store.list_audit(caller.tenant, &filter).await?;
-        let done = (page.len() as i64) < filter.limit.unwrap_or(PAGE);
-        after = page.last().map(|e| e.seq).or(after);
-        out.extend(page.iter().map(AuditEventView::from));
-        if done || out.len() as i64 >= limit {
-            return Ok(out);
+    if let Some(cursor) = query.cursor.as_ref().filter(|c| !c.is_empty()) {
+        let unknown = || ServiceError::invalid(ErrorCode::InvalidRequest, "unknown cursor");
+        let id: AuditEventId = cursor.parse().map_err(|_| unknown())?;
+        let seq = app.store.audit_event_seq(caller.tenant, id).await?;
+        after = Some(seq.ok_or_else(unknown)?);
+    }
+    if let Some(limit) = query.limit {
+        if limit < 1 {
+            return Err(ServiceError::invalid(
+                ErrorCode::InvalidRequest,
+                "limit must be at least 1",
+            ));
         }
     }
+    Ok(Export {
+        tenant: caller.tenant,
+        filter: AuditFilter {
+            since: query.since,
+            until: query.until,
+            types,
+            after_seq: after,
+            limit: None,
+            actor: query.actor.filter(|a| !a.is_empty()),
+            path_prefix: query.path_prefix.filter(|p| !p.is_empty()),
+        },
+        remaining: query.limit,
+    })
+}
+
+impl Export {
+    /// The next page of at most [`PAGE`] events (empty at the end), in chain order.
+    pub async fn next_page(&mut self, app: &App) -> ServiceResult<Vec<AuditEvent>> {
+        let want = self.remaining.map_or(PAGE, |r| r.min(PAGE));
+        if want <= 0 {
+            return Ok(Vec::new());
+        }
+        self.filter.limit = Some(want);
+        let page = app.store.list_audit(self.tenant, &self.filter).await?;
+        if let Some(last) = page.last() {
+            self.filter.after_seq = Some(last.seq);
+        }
+        if let Some(r) = &mut self.remaining {
+            *r -= page.len() as i64;
+        }
+        if (page.len() as i64) < want {
+            // Short page: the end. Later calls return nothing without asking the store.
+            self.remaining = Some(0);
+        }
+        Ok(page)
+    }
+}
+
+/// One JSON page: at most `limit` events (default [`PAGE`], at most [`MAX_JSON_PAGE`]) and
+/// the cursor of the next page when this one is full.
+pub async fn export_page(
+    app: &App,
+    caller: OperatorPrincipal,
+    mut query: AuditQuery,
+) -> ServiceResult<AuditPage> {
+    let limit = query.limit.unwrap_or(PAGE).clamp(1, MAX_JSON_PAGE);
+    query.limit = Some(limit);
+    let mut export = prepare_export(app, caller, query).await?;
+    let mut events = Vec::new();
+    loop {
+        let page = export.next_page(app).await?;
+        if page.is_empty() {
+            break;
+        }
+        events.extend(page.iter().map(AuditEventView::from));
+    }
+    let next_cursor = (events.len() as i64 == limit)
+        .then(|| events.last().map(|e| e.id.clone()))
+        .flatten();
+    Ok(AuditPage {
+        events,
+        next_cursor,
+    })
 }
 
 /// Walks the caller's tenant chain from the first event to the recorded head.

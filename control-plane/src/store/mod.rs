@@ -17,7 +17,7 @@ use agent_secret_core::credential::CredentialKind;
 use agent_secret_core::envelope::Envelope;
 use agent_secret_core::host::HostPattern;
 use agent_secret_core::ids::{
-    AgentId, ApprovalId, OperatorId, SecretId, SidecarId, TenantId, TokenId,
+    AgentId, ApprovalId, AuditEventId, OperatorId, SecretId, SidecarId, TenantId, TokenId,
 };
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::scope::Scope;
@@ -243,6 +243,10 @@ pub struct AuditFilter {
     /// Return events with `seq > after_seq` (paging), in `seq` order.
     pub after_seq: Option<i64>,
     pub limit: Option<i64>,
+    /// Exactly this actor (`token:<id>`, `operator:<id>`, ...).
+    pub actor: Option<String>,
+    /// Paths starting with this text (`prod/` for everything under `prod`).
+    pub path_prefix: Option<String>,
 }
 
 /// Maps a credential id to the tenant that owns it, so a request can be placed in its tenant
@@ -633,6 +637,9 @@ pub trait AuditStore {
         tenant: TenantId,
         filter: &AuditFilter,
     ) -> StoreResult<Vec<AuditEvent>>;
+    /// The chain position of the tenant's event `id` (an export cursor), if it exists.
+    async fn audit_event_seq(&self, tenant: TenantId, id: AuditEventId)
+        -> StoreResult<Option<i64>>;
     /// The tenant's chain head: last `seq` and `hash` (None before the first event).
     async fn audit_head(&self, tenant: TenantId) -> StoreResult<Option<(i64, [u8; 32])>>;
     /// Marks up to `limit` tokens expired by `now` as recorded and appends a `token.expired`

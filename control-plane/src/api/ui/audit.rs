@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::pages::{failure, nav, render, Nav};
 use super::Visitor;
-use crate::api::audit_csv;
+use crate::api::audit_export::{self, Keep, StreamFormat};
 use crate::audit::AuditEventType;
 use crate::service::audit_log::{self, AuditEventView, AuditQuery};
 use crate::service::{App, ServiceError};
@@ -76,7 +76,34 @@ fn time(raw: &str, what: &str) -> Result<Option<DateTime<Utc>>, ServiceError> {
     })
 }
 
-/// The events matching `filter` after `after_seq`, at most `limit` read from the store.
+/// The store's part of the form's filter (type, time, path prefix) after `after_seq`; "actor
+/// contains" is [`actor_contains`]'s.
+fn query(
+    filter: &AuditFilter,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+) -> Result<AuditQuery, ServiceError> {
+    Ok(AuditQuery {
+        since: time(&filter.since, "since")?,
+        until: time(&filter.until, "until")?,
+        types: Some(filter.event_type.clone())
+            .filter(|t| !t.is_empty())
+            .into_iter()
+            .collect(),
+        path_prefix: Some(filter.path.trim().to_owned()).filter(|p| !p.is_empty()),
+        after_seq,
+        limit,
+        ..AuditQuery::default()
+    })
+}
+
+fn actor_contains(filter: &AuditFilter) -> impl Fn(&AuditEventView) -> bool + Send + Sync {
+    let actor = filter.actor.trim().to_owned();
+    move |e| actor.is_empty() || e.actor.contains(&actor)
+}
+
+/// The events matching `filter` after `after_seq`, at most `limit` read from the store, and
+/// the position to go on from when the read was full.
 async fn matching(
     app: &App,
     visitor: &Visitor,
@@ -84,31 +111,18 @@ async fn matching(
     after_seq: Option<i64>,
     limit: i64,
 ) -> Result<(Vec<AuditEventView>, Option<i64>), ServiceError> {
-    let query = AuditQuery {
-        since: time(&filter.since, "since")?,
-        until: time(&filter.until, "until")?,
-        types: Some(filter.event_type.clone())
-            .filter(|t| !t.is_empty())
-            .into_iter()
-            .collect(),
-        after_seq,
-        limit: Some(limit),
-    };
-    let read = audit_log::export(app, visitor.0.human.into(), query).await?;
+    let read = audit_log::export_page(
+        app,
+        visitor.0.human.into(),
+        query(filter, after_seq, Some(limit))?,
+    )
+    .await?
+    .events;
     let last_read = (read.len() as i64 == limit)
         .then(|| read.last().map(|e| e.seq))
         .flatten();
-    let kept = read
-        .into_iter()
-        .filter(|e| filter.actor.is_empty() || e.actor.contains(filter.actor.trim()))
-        .filter(|e| {
-            filter.path.is_empty()
-                || e.path
-                    .as_deref()
-                    .is_some_and(|p| p.starts_with(filter.path.trim()))
-        })
-        .collect();
-    Ok((kept, last_read))
+    let keep = actor_contains(filter);
+    Ok((read.into_iter().filter(|e| keep(e)).collect(), last_read))
 }
 
 pub async fn audit(
@@ -168,34 +182,31 @@ pub async fn audit(
     render(StatusCode::OK, &page)
 }
 
-/// `GET /ui/audit/export?format=csv|jsonl&...`: every event the filter matches (up to the
-/// API's export cap), as a download.
+/// `GET /ui/audit/export?format=csv|jsonl&...`: every event the filter matches, streamed as a
+/// download (as the API streams it).
 pub async fn export(
     State(app): State<Arc<App>>,
     visitor: Visitor,
     Query(params): Query<AuditParams>,
 ) -> Response {
-    let limit = audit_log::MAX_EXPORT;
-    let events = match matching(&app, &visitor, &params.filter, None, limit).await {
-        Ok((events, _)) => events,
-        Err(e) => return failure(e),
+    let (format, name) = match params.format.as_deref() {
+        Some("jsonl") => (StreamFormat::JsonLines, "audit.jsonl"),
+        _ => (StreamFormat::Csv, "audit.csv"),
     };
-    let (body, content_type, name) = match params.format.as_deref() {
-        Some("jsonl") => (
-            audit_csv::to_jsonl(&events),
-            "application/x-ndjson",
-            "audit.jsonl",
-        ),
-        _ => (
-            audit_csv::to_csv(&events),
-            "text/csv; charset=utf-8",
-            "audit.csv",
-        ),
+    let keep: Keep = Box::new(actor_contains(&params.filter));
+    let body = async {
+        let export = audit_log::prepare_export(
+            &app,
+            visitor.0.human.into(),
+            query(&params.filter, None, None)?,
+        )
+        .await?;
+        audit_export::stream(app.clone(), export, format, keep).await
     };
-    match body {
+    match body.await {
         Ok(body) => (
             [
-                (header::CONTENT_TYPE, content_type.to_owned()),
+                (header::CONTENT_TYPE, format.content_type().to_owned()),
                 (
                     header::CONTENT_DISPOSITION,
                     format!("attachment; filename=\"{name}\""),

@@ -8,7 +8,7 @@
 //! keeps the lock order the same everywhere. If any step fails the caller's change rolls back
 //! with it — the audit log fails closed.
 
-use agent_secret_core::ids::TenantId;
+use agent_secret_core::ids::{AuditEventId, TenantId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Sqlite, Transaction};
@@ -30,6 +30,7 @@ const INSERT_EVENTS: &str = "INSERT INTO audit_events \
       reason, occurred_at, prev_hash, hash) ";
 /// Events per INSERT statement: 14 binds each stays far below SQLite's bind limit.
 const INSERT_CHUNK: usize = 256;
+const SELECT_EVENT_SEQ: &str = "SELECT seq FROM audit_events WHERE tenant_id = $1 AND id = $2";
 const SELECT_HEAD: &str = "SELECT audit_seq, audit_head FROM tenants WHERE id = $1";
 /// Followed by the bound tenant id and the optional filters (see `list_audit`).
 const SELECT_EVENTS: &str = "SELECT id, tenant_id, seq, event_type, actor, ip, user_agent, \
@@ -231,6 +232,16 @@ impl AuditStore for SqlStore {
             if let Some(after) = filter.after_seq {
                 qb.push(" AND seq > ").push_bind(after);
             }
+            if let Some(actor) = &filter.actor {
+                qb.push(" AND actor = ").push_bind(actor.clone());
+            }
+            if let Some(prefix) = &filter.path_prefix {
+                // A plain prefix comparison: no LIKE, so `%` and `_` in it mean themselves.
+                qb.push(" AND substr(path, 1, ")
+                    .push_bind(prefix.chars().count() as i64)
+                    .push(") = ")
+                    .push_bind(prefix.clone());
+            }
             if !filter.types.is_empty() {
                 qb.push(" AND event_type IN (");
                 let mut types = qb.separated(", ");
@@ -251,6 +262,24 @@ impl AuditStore for SqlStore {
                 .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
             records(rows)
+        })
+    }
+
+    async fn audit_event_seq(
+        &self,
+        tenant: TenantId,
+        id: AuditEventId,
+    ) -> StoreResult<Option<i64>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let seq: Option<i64> = sqlx::query_scalar(SELECT_EVENT_SEQ)
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(seq)
         })
     }
 

@@ -1,0 +1,89 @@
+//! `audit export` in human mode: the control plane's JSON Lines or CSV stream copied to stdout
+//! or a file as it arrives (constant memory however long the log), with a progress line on
+//! stderr when a person is watching it and the events are going somewhere else.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::Value;
+
+use super::api::{AuditFilter, ControlPlane};
+use super::failure::Failure;
+use super::output::Output;
+
+/// Streams the export in `wire` format (`jsonl` or `csv`) to `output` (stdout when `None`).
+pub async fn stream(
+    api: &ControlPlane<'_>,
+    filter: &AuditFilter<'_>,
+    wire: &str,
+    output: Option<&Path>,
+) -> Result<(), Failure> {
+    let mut sink: Box<dyn Write> = match output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| {
+                Failure::invalid_argument(format!("--output {}: {e}", path.display()))
+            })?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    // Only for a person at a terminal, and only when the events are not printed right there.
+    let watched =
+        std::io::stderr().is_terminal() && (output.is_some() || !std::io::stdout().is_terminal());
+    let progress = watched.then(|| progress_line(wire));
+    let mut lines = 0u64;
+    let copied = api
+        .stream_audit(filter, wire, &mut sink, |chunk| {
+            if let Some(bar) = &progress {
+                lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+                bar.set_position(lines);
+            }
+        })
+        .await;
+    let flushed = sink
+        .flush()
+        .map_err(|e| Failure::failed("write_failed", format!("writing the output: {e}")));
+    if let Some(bar) = progress {
+        match &copied {
+            Ok(bytes) => bar.finish_with_message(format!("done, {bytes} bytes")),
+            Err(_) => bar.abandon_with_message("failed"),
+        }
+    }
+    copied?;
+    flushed
+}
+
+fn progress_line(wire: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    let unit = if wire == "csv" { "lines" } else { "events" };
+    if let Ok(style) =
+        ProgressStyle::with_template(&format!("{{spinner}} {{pos}} {unit} exported {{msg}}"))
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// `audit export --json`: every page, followed by cursor, as one `{"events": [...]}`.
+pub async fn document(
+    api: &ControlPlane<'_>,
+    filter: &AuditFilter<'_>,
+    out: Output,
+) -> Result<(), Failure> {
+    let mut events = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let reply = api.audit_page(filter, cursor.as_deref()).await?;
+        let doc = reply.doc();
+        if let Some(page) = doc.get("events").and_then(Value::as_array) {
+            events.extend(page.iter().cloned());
+        }
+        match doc.get("next_cursor").and_then(Value::as_str) {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    out.emit(&serde_json::json!({ "events": events }), |_| Ok(()))
+}
