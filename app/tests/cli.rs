@@ -625,6 +625,48 @@ fn end_to_end_agent_secret_and_token_through_a_real_server() {
     let doc = one_json_doc(&export(&["--json", "--type", "secret.write"]));
     assert_eq!(doc["events"].as_array().unwrap().len(), 2, "{doc}");
 
+    // The whole log exported and checked offline; then an edited, a deleted and a reordered
+    // event, each named by the offline check.
+    let file = install.path("audit.jsonl");
+    assert!(export(&["--output", file.to_str().unwrap()])
+        .status
+        .success());
+    let verify = |path: &Path| run(&mut cli(&["audit", "verify", "--json", "--offline"]).arg(path));
+    let intact = one_json_doc(&verify(&file));
+    assert_eq!(intact["valid"], true, "{intact}");
+    assert_eq!(intact["first_seq"], 1);
+    let lines: Vec<String> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(lines.len() > 5);
+    let tampered = install.path("tampered.jsonl");
+    let check = |lines: &[String], bad_seq: i64| {
+        std::fs::write(&tampered, lines.join("\n")).unwrap();
+        let out = verify(&tampered);
+        assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+        let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(report["valid"], false);
+        assert_eq!(report["first_bad_seq"], bad_seq, "{report}");
+        report
+    };
+    let mut edited = lines.clone();
+    let mut flipped: Value = serde_json::from_str(&lines[3]).unwrap();
+    flipped["actor"] = Value::from("operator:someone-else");
+    edited[3] = flipped.to_string();
+    let report = check(&edited, 4);
+    assert!(
+        report["problem"].as_str().unwrap().contains("hash"),
+        "{report}"
+    );
+    let mut deleted = lines.clone();
+    deleted.remove(2);
+    check(&deleted, 4);
+    let mut reordered = lines.clone();
+    reordered.swap(1, 2);
+    check(&reordered, 3);
+
     // A wrong CA is a connection failure, not a silent success.
     let wrong_ca = install.path("wrong-ca.pem");
     let other = tempfile::tempdir().unwrap();

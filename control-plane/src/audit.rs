@@ -305,6 +305,21 @@ impl Default for ChainVerifier {
 }
 
 impl ChainVerifier {
+    /// A verifier for a chain known only from position `seq` on, whose event there claims
+    /// `prev_hash` (an export that starts mid-chain: what came before is taken on trust).
+    pub fn starting_at(seq: i64, prev_hash: [u8; 32]) -> Self {
+        Self {
+            expected_prev: prev_hash,
+            expected_seq: seq,
+            ..Self::default()
+        }
+    }
+
+    /// The first failure so far: its position and what was wrong.
+    pub fn failure(&self) -> Option<(i64, &str)> {
+        self.failure.as_ref().map(|(seq, p)| (*seq, p.as_str()))
+    }
+
     /// Feeds the next event in `seq` order. Stops checking after the first failure.
     pub fn push(&mut self, event: &AuditEvent) {
         if self.failure.is_some() {

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use agent_secret_control_plane::audit_file::verify_jsonl;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
@@ -86,4 +87,58 @@ pub async fn document(
         }
     }
     out.emit(&serde_json::json!({ "events": events }), |_| Ok(()))
+}
+
+/// `audit verify --offline FILE`: the chain of an exported JSON Lines file, checked locally.
+pub fn verify_file(file: &Path, out: Output) -> Result<(), Failure> {
+    let report = if file == Path::new("-") {
+        verify_jsonl(std::io::stdin().lock())
+    } else {
+        let opened = std::fs::File::open(file)
+            .map_err(|e| Failure::invalid_argument(format!("--offline {}: {e}", file.display())))?;
+        verify_jsonl(std::io::BufReader::new(opened))
+    }
+    .map_err(|e| Failure::failed("read_failed", format!("reading {}: {e}", file.display())))?;
+    out.emit(&report, |w| {
+        if report.valid {
+            writeln!(
+                w,
+                "audit file intact: {} events, seq {} to {}, head {}",
+                report.events_checked,
+                report.first_seq.unwrap_or_default(),
+                report.last_seq.unwrap_or_default(),
+                report.head_hash.as_deref().unwrap_or("-"),
+            )?;
+            if report.first_seq.is_some_and(|s| s > 1) {
+                writeln!(
+                    w,
+                    "(the file starts mid-chain: earlier events are not covered)"
+                )?;
+            }
+            Ok(())
+        } else {
+            writeln!(
+                w,
+                "audit file BROKEN at line {} (seq {}, event {}): {}",
+                report.first_bad_line.unwrap_or_default(),
+                report
+                    .first_bad_seq
+                    .map_or("-".to_owned(), |s| s.to_string()),
+                report.first_bad_id.as_deref().unwrap_or("-"),
+                report.problem.as_deref().unwrap_or_default(),
+            )
+        }
+    })?;
+    if report.valid {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            "audit_chain_broken",
+            format!(
+                "the audit file does not verify: {}",
+                report.problem.as_deref().unwrap_or_default()
+            ),
+            super::failure::EXIT_FAILED,
+        ))
+    }
 }

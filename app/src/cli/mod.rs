@@ -484,8 +484,13 @@ pub enum AuditCommand {
         #[arg(long = "type", value_name = "TYPE")]
         event_type: Option<String>,
     },
-    /// Check the tenant's audit hash chain.
-    Verify,
+    /// Check the tenant's audit hash chain on the server, or (--offline) an exported JSON Lines
+    /// file with nothing else: exit 1 and the first bad event when it does not verify.
+    Verify {
+        /// A file written by `audit export` (JSON Lines); `-` reads stdin. No server is asked.
+        #[arg(long, value_name = "FILE")]
+        offline: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -317,6 +317,12 @@ async fn issue_token(
 }
 
 pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Result<(), Failure> {
+    if let AuditCommand::Verify {
+        offline: Some(file),
+    } = &cmd
+    {
+        return audit_export::verify_file(file, out);
+    }
     let token = credentials::operator_token(global)?;
     match cmd {
         AuditCommand::Export {
@@ -359,7 +365,7 @@ pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Resul
             };
             audit_export::stream(&api, &filter, wire, output.as_deref()).await
         }
-        AuditCommand::Verify => {
+        AuditCommand::Verify { .. } => {
             let reply = ControlPlane::new(client(global)?, &token)
                 .verify_audit()
                 .await?;
