@@ -631,7 +631,7 @@ fn end_to_end_agent_secret_and_token_through_a_real_server() {
     assert!(export(&["--output", file.to_str().unwrap()])
         .status
         .success());
-    let verify = |path: &Path| run(&mut cli(&["audit", "verify", "--json", "--offline"]).arg(path));
+    let verify = |path: &Path| run(cli(&["audit", "verify", "--json", "--offline"]).arg(path));
     let intact = one_json_doc(&verify(&file));
     assert_eq!(intact["valid"], true, "{intact}");
     assert_eq!(intact["first_seq"], 1);
