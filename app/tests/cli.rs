@@ -128,6 +128,7 @@ fn every_command_has_help() {
         &["token", "revoke"],
         &["audit", "export"],
         &["audit", "verify"],
+        &["audit", "public-keys"],
         &["kms", "status"],
         &["kms", "rotate"],
         &["kms", "rewrap"],
@@ -666,6 +667,14 @@ fn end_to_end_agent_secret_and_token_through_a_real_server() {
     let mut reordered = lines.clone();
     reordered.swap(1, 2);
     check(&reordered, 3);
+    // The checkpoint keys; a key that is not one is a usage error.
+    let keys = one_json_doc(&run(
+        remote(&["audit", "public-keys"]).env("AGENT_SECRET_STORE_TOKEN", &admin_token)
+    ));
+    assert!(keys["keys"].is_array(), "{keys}");
+    let bad_key =
+        run(cli(&["audit", "verify", "--public-key", "not-a-key", "--offline"]).arg(&file));
+    assert_eq!(bad_key.status.code(), Some(2), "{}", stderr(&bad_key));
 
     // A wrong CA is a connection failure, not a silent success.
     let wrong_ca = install.path("wrong-ca.pem");

@@ -88,6 +88,8 @@ audit_event_types! {
     SessionRevoked => "session.revoked",
     /// An agent called a tool of the MCP server; the reason names the tool and its outcome.
     McpToolCalled => "mcp.tool_called",
+    /// A signed statement of the chain up to the event before it (`crate::audit_checkpoint`).
+    AuditCheckpoint => "audit.checkpoint",
 }
 
 impl fmt::Display for AuditEventType {
@@ -220,13 +222,19 @@ impl AuditEvent {
 
     /// Whether the stored hash matches the stored fields.
     pub fn hash_is_valid(&self) -> bool {
+        self.expected_hash() == self.hash
+    }
+
+    /// The hash the event's fields call for. (Anyone can compute it: that is why the chain
+    /// alone cannot tell a rewritten database, and signed checkpoints exist.)
+    pub fn expected_hash(&self) -> [u8; 32] {
         event_hash(
             self.tenant_id,
             self.id,
             self.seq,
             &self.prev_hash,
             &self.draft,
-        ) == self.hash
+        )
     }
 }
 
@@ -283,6 +291,10 @@ pub struct ChainReport {
     /// The first broken position, if any.
     pub first_bad_seq: Option<i64>,
     pub problem: Option<String>,
+    /// Signed checkpoints whose position, head and signature held.
+    pub checkpoints_verified: i64,
+    /// The last of them: everything up to it is vouched for by a signature.
+    pub last_checkpoint_seq: Option<i64>,
 }
 
 /// Incremental chain verifier, so callers can stream events from the database in pages.
@@ -347,6 +359,24 @@ impl ChainVerifier {
         }
     }
 
+    /// Adds what `checkpoints` found: a broken checkpoint before the chain's own first
+    /// failure becomes the report's first failure.
+    pub fn with_checkpoints(
+        mut report: ChainReport,
+        checkpoints: &crate::audit_checkpoint::CheckpointVerifier,
+    ) -> ChainReport {
+        report.checkpoints_verified = checkpoints.verified;
+        report.last_checkpoint_seq = checkpoints.last_verified_seq;
+        if let Some((seq, e)) = checkpoints.failure() {
+            if report.first_bad_seq.is_none_or(|bad| *seq < bad) {
+                report.valid = false;
+                report.first_bad_seq = Some(*seq);
+                report.problem = Some(e.to_string());
+            }
+        }
+        report
+    }
+
     /// `head` is the chain head recorded for the tenant (its last hash and seq), which also
     /// catches a truncated tail.
     pub fn finish(self, head: Option<(i64, [u8; 32])>) -> ChainReport {
@@ -369,6 +399,8 @@ impl ChainVerifier {
             events_checked: self.checked,
             first_bad_seq: failure.as_ref().map(|f| f.0),
             problem: failure.map(|f| f.1),
+            checkpoints_verified: 0,
+            last_checkpoint_seq: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::audit::{Actor, AuditDraft, AuditEvent, AuditEventType, ChainVerifier};
+use crate::audit_checkpoint::{CheckpointVerifier, PublicKeys};
 use crate::service::audit_log::AuditEventView;
 
 /// What `ass audit verify --offline` prints.
@@ -32,6 +33,11 @@ pub struct FileReport {
     /// 1-based line of the first problem.
     pub first_bad_line: Option<u64>,
     pub problem: Option<String>,
+    /// Checkpoints whose position and head held (and signature, when keys were given).
+    pub checkpoints_verified: i64,
+    pub last_checkpoint_seq: Option<i64>,
+    /// Whether checkpoint signatures were checked (a public key was given).
+    pub signatures_checked: bool,
 }
 
 /// Why a line is not an event.
@@ -80,9 +86,14 @@ pub fn event_of(view: &AuditEventView) -> Result<AuditEvent, String> {
     })
 }
 
-/// Checks every line of `input`; stops at the first problem, which the report names.
-pub fn verify_jsonl(input: impl BufRead) -> std::io::Result<FileReport> {
+/// Checks every line of `input`, and every checkpoint in it (signatures too with `keys`);
+/// stops at the first problem, which the report names.
+pub fn verify_jsonl(input: impl BufRead, keys: Option<PublicKeys>) -> std::io::Result<FileReport> {
+    let mut checkpoints = CheckpointVerifier::new(keys);
     let mut report = FileReport {
+        checkpoints_verified: 0,
+        last_checkpoint_seq: None,
+        signatures_checked: checkpoints.checks_signatures(),
         valid: true,
         events_checked: 0,
         first_seq: None,
@@ -129,6 +140,13 @@ pub fn verify_jsonl(input: impl BufRead) -> std::io::Result<FileReport> {
             fail(&mut report, Some(seq), Some(view.id), problem.to_owned());
             return Ok(report);
         }
+        checkpoints.push(&event);
+        if let Some((seq, problem)) = checkpoints.failure() {
+            fail(&mut report, Some(*seq), Some(view.id), problem.to_string());
+            return Ok(report);
+        }
+        report.checkpoints_verified = checkpoints.verified;
+        report.last_checkpoint_seq = checkpoints.last_verified_seq;
         report.events_checked += 1;
         report.last_seq = Some(event.seq);
         report.head_hash = Some(view.hash);

@@ -114,6 +114,13 @@ pub fn policy(config: &Config) -> Policy {
         grant_cache_ttl_seconds: config.tokens.grant_cache_ttl_seconds,
         use_reservation_seconds: config.tokens.use_reservation_seconds,
         token_expiry_sweep: std::time::Duration::from_secs(config.tokens.expiry_sweep_seconds),
+        checkpoints: crate::service::checkpoints::CheckpointSettings {
+            every_events: config.audit.checkpoint_every_events,
+            every: std::time::Duration::from_secs(config.audit.checkpoint_interval_seconds),
+            check: std::time::Duration::from_secs(
+                config.audit.checkpoint_interval_seconds.clamp(1, 10),
+            ),
+        },
         approvals: config.approvals.settings(),
     }
 }

@@ -29,7 +29,9 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// * `approval_decisions`: SELECT and INSERT only — a human's decision is never rewritten.
 const SERVICE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT ON tenants TO {role}",
-    "GRANT UPDATE (audit_seq, audit_head) ON tenants TO {role}",
+    "GRANT UPDATE (audit_seq, audit_head, audit_checkpoint_seq, audit_checkpoint_at) ON tenants TO {role}",
+    // Audit keys are written once and never changed (a new key gets a new key_id).
+    "GRANT SELECT, INSERT ON audit_keys TO {role}",
     "GRANT SELECT, INSERT, DELETE ON credential_index TO {role}",
     "GRANT SELECT, INSERT, DELETE ON operators TO {role}",
     "GRANT UPDATE (name, role, key_hash, revoked_at) ON operators TO {role}",

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod audit;
+pub mod audit_checkpoint;
 pub mod audit_file;
 pub mod bootstrap;
 pub mod config;

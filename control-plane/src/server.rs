@@ -53,6 +53,7 @@ pub async fn serve(
     let janitor = tokio::spawn(crate::service::limits::janitor(app.clone()));
     let activation = crate::service::activation::spawn(app.clone());
     let expiry = crate::service::expiry::spawn(app.clone());
+    let checkpoints = crate::service::checkpoints::spawn(app.clone());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -106,6 +107,7 @@ pub async fn serve(
     janitor.abort();
     activation.abort();
     expiry.abort();
+    checkpoints.abort();
     // Failures counted but not yet written still reach the audit log.
     app.limits
         .auth_failures

@@ -17,9 +17,9 @@ use agent_secret_control_plane::audit::{
 };
 use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::store::{
-    AgentRecord, AgentStore, ApprovalStore, AuditFilter, AuditStore, KeyStore, NewSecretVersion,
-    NewSession, OperatorAccountStore, OperatorRecord, SecretStore, SidecarRecord, SidecarStore,
-    TenantRecord, TenantStore, TokenRecord, TokenStore,
+    AgentRecord, AgentStore, ApprovalStore, AuditFilter, AuditStore, CheckpointStore, KeyStore,
+    NewSecretVersion, NewSession, OperatorAccountStore, OperatorRecord, SecretStore, SidecarRecord,
+    SidecarStore, TenantRecord, TenantStore, TokenRecord, TokenStore,
 };
 use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
 use agent_secret_core::envelope::Envelope;
@@ -33,7 +33,7 @@ use support::{TestDb, SERVICE_ROLE};
 use uuid::Uuid;
 
 /// Every row-level-secured table and the column holding its tenant.
-const TENANT_TABLES: [(&str, &str); 15] = [
+const TENANT_TABLES: [(&str, &str); 16] = [
     ("tenants", "SELECT id FROM tenants"),
     ("operators", "SELECT tenant_id FROM operators"),
     ("sidecars", "SELECT tenant_id FROM sidecars"),
@@ -59,6 +59,7 @@ const TENANT_TABLES: [(&str, &str); 15] = [
         "token_reservations",
         "SELECT tenant_id FROM token_reservations",
     ),
+    ("audit_keys", "SELECT tenant_id FROM audit_keys"),
     (
         "operator_accounts",
         "SELECT tenant_id FROM operator_accounts",
@@ -295,6 +296,18 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
         .unwrap();
     store
         .delete_secret(tenant.id, &gone.path, draft(AuditEventType::SecretDelete))
+        .await
+        .unwrap();
+    store
+        .insert_audit_key(
+            tenant.id,
+            &agent_secret_control_plane::store::AuditKeyRecord {
+                key_id: "k1".into(),
+                public_key: vec![7; 32],
+                envelope: gone.envelope.clone(),
+                created_at: now,
+            },
+        )
         .await
         .unwrap();
     tenant.id

@@ -18,8 +18,8 @@ use agent_secret_control_plane::audit::{
 use agent_secret_control_plane::db::Db;
 use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::store::{
-    AgentRecord, AuditFilter, NewSecretVersion, OperatorRecord, SidecarRecord, Store, StoreError,
-    TenantRecord, TokenRecord, TokenUse, UseOutcome,
+    AgentRecord, AuditFilter, AuditKeyRecord, CheckpointDue, NewSecretVersion, OperatorRecord,
+    SidecarRecord, Store, StoreError, TenantRecord, TokenRecord, TokenUse, UseOutcome,
 };
 use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
 use agent_secret_core::credential::CredentialKind;
@@ -1140,6 +1140,92 @@ async fn each_expiry_is_recorded_once_however_many_sweepers_race(h: &Harness) {
     assert!(verifier.finish(head).valid);
 }
 
+/// Replicas asking at once for a checkpoint of the same head: exactly one writes it, it names
+/// the head it follows, and nothing is due again until new events arrive.
+async fn one_checkpoint_per_head_however_many_replicas_ask(h: &Harness) {
+    let store = h.store();
+    let (tenant, _) = new_tenant(store).await;
+    for _ in 0..3 {
+        store
+            .append_audit(tenant.id, draft(AuditEventType::SecretWrite))
+            .await
+            .unwrap();
+    }
+    let due = CheckpointDue {
+        every_events: 1,
+        every: Duration::hours(1),
+    };
+    let mut askers = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let store: Arc<dyn Store> = Arc::new(h.store.clone());
+        askers.spawn(async move {
+            let sign = |seq: i64, head: [u8; 32]| {
+                draft(AuditEventType::AuditCheckpoint)
+                    .reason(format!("{seq}:{}", hex::encode(head)))
+            };
+            store
+                .append_checkpoint(tenant.id, now_micros(), due, &sign)
+                .await
+                .unwrap()
+        });
+    }
+    let mut written = Vec::new();
+    while let Some(event) = askers.join_next().await {
+        written.extend(event.unwrap());
+    }
+    assert_eq!(written.len(), 1, "one checkpoint of the head");
+    let checkpoint = &written[0];
+    assert_eq!(
+        checkpoint.draft.reason.as_deref(),
+        Some(
+            format!(
+                "{}:{}",
+                checkpoint.seq - 1,
+                hex::encode(checkpoint.prev_hash)
+            )
+            .as_str()
+        ),
+        "it signs the event right before it"
+    );
+    let sign = |_: i64, _: [u8; 32]| draft(AuditEventType::AuditCheckpoint);
+    let again = store.append_checkpoint(tenant.id, now_micros(), due, &sign);
+    assert!(again.await.unwrap().is_none(), "nothing new since: not due");
+    store
+        .append_audit(tenant.id, draft(AuditEventType::SecretWrite))
+        .await
+        .unwrap();
+    let again = store.append_checkpoint(tenant.id, now_micros(), due, &sign);
+    assert!(again.await.unwrap().is_some(), "one new event: due again");
+}
+
+/// Audit keys are stored per tenant (the service role may insert and read them) and listed
+/// oldest first.
+async fn audit_keys_are_kept_per_tenant(h: &Harness) {
+    let store = h.store();
+    let (a, _) = new_tenant(store).await;
+    let (b, _) = new_tenant(store).await;
+    for (i, tag) in [(0, 1u8), (1, 2u8)] {
+        store
+            .insert_audit_key(
+                a.id,
+                &AuditKeyRecord {
+                    key_id: format!("key-{i}"),
+                    public_key: vec![tag; 32],
+                    envelope: envelope(tag),
+                    created_at: now_micros() + Duration::seconds(i),
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let keys = store.audit_keys(a.id).await.unwrap();
+    let ids: Vec<&str> = keys.iter().map(|k| k.key_id.as_str()).collect();
+    assert_eq!(ids, ["key-0", "key-1"]);
+    assert_eq!(keys[1].public_key, vec![2u8; 32]);
+    assert!(keys[1].envelope == envelope(2));
+    assert!(store.audit_keys(b.id).await.unwrap().is_empty());
+}
+
 /// Group commit: one transaction counts each use as if alone (in order, per token), writes
 /// events only for counted uses, keeps the chain valid, and on failure counts nothing at all.
 async fn a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one(h: &Harness) {
@@ -1658,6 +1744,8 @@ agent_secret_testkit::backend_suite!(
     a_revoked_agent_cannot_be_issued_a_token,
     parallel_uses_of_a_max_uses_token_count_exactly_max,
     each_expiry_is_recorded_once_however_many_sweepers_race,
+    one_checkpoint_per_head_however_many_replicas_ask,
+    audit_keys_are_kept_per_tenant,
     a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one,
     expired_revoked_and_inactive_tokens_refuse_uses,
     audit_chain_of_many_operations_verifies,

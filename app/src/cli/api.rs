@@ -294,6 +294,12 @@ impl<'a> ControlPlane<'a> {
         .await
     }
 
+    /// `GET /v1/audit/public-keys`: the keys that sign checkpoints.
+    pub async fn audit_public_keys(&self) -> Call<Value> {
+        self.send(self.call(Method::GET, &["audit", "public-keys"])?)
+            .await
+    }
+
     /// `GET /v1/audit/verify`: the chain report.
     pub async fn verify_audit(&self) -> Call<Value> {
         self.send(self.call(Method::GET, &["audit", "verify"])?)

@@ -6,7 +6,9 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
+use agent_secret_control_plane::audit_checkpoint::{key_id_of, PublicKeys};
 use agent_secret_control_plane::audit_file::verify_jsonl;
+use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
 
@@ -89,14 +91,46 @@ pub async fn document(
     out.emit(&serde_json::json!({ "events": events }), |_| Ok(()))
 }
 
-/// `audit verify --offline FILE`: the chain of an exported JSON Lines file, checked locally.
-pub fn verify_file(file: &Path, out: Output) -> Result<(), Failure> {
+/// The keys of `--public-key`: a base64 Ed25519 key, or a file holding one or the JSON of
+/// `audit public-keys --json`.
+fn public_keys(arg: &str) -> Result<PublicKeys, Failure> {
+    let text = match std::fs::read_to_string(arg) {
+        Ok(text) => text,
+        Err(_) => arg.to_owned(),
+    };
+    let bad = |why: &str| Failure::invalid_argument(format!("--public-key: {why}"));
+    let encoded: Vec<String> = match serde_json::from_str::<Value>(&text) {
+        Ok(doc) => doc["keys"]
+            .as_array()
+            .ok_or_else(|| bad("the JSON has no \"keys\" list"))?
+            .iter()
+            .filter_map(|k| k["public_key"].as_str().map(str::to_owned))
+            .collect(),
+        Err(_) => vec![text.trim().to_owned()],
+    };
+    encoded
+        .iter()
+        .map(|b64| {
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .ok()
+                .filter(|k| k.len() == 32)
+                .ok_or_else(|| bad("not a base64 32-byte Ed25519 key"))?;
+            Ok((key_id_of(&key), key))
+        })
+        .collect()
+}
+
+/// `audit verify --offline FILE [--public-key K]`: the chain of an exported JSON Lines file and
+/// its checkpoints, checked locally.
+pub fn verify_file(file: &Path, public_key: Option<&str>, out: Output) -> Result<(), Failure> {
+    let keys = public_key.map(public_keys).transpose()?;
     let report = if file == Path::new("-") {
-        verify_jsonl(std::io::stdin().lock())
+        verify_jsonl(std::io::stdin().lock(), keys)
     } else {
         let opened = std::fs::File::open(file)
             .map_err(|e| Failure::invalid_argument(format!("--offline {}: {e}", file.display())))?;
-        verify_jsonl(std::io::BufReader::new(opened))
+        verify_jsonl(std::io::BufReader::new(opened), keys)
     }
     .map_err(|e| Failure::failed("read_failed", format!("reading {}: {e}", file.display())))?;
     out.emit(&report, |w| {
@@ -108,6 +142,19 @@ pub fn verify_file(file: &Path, out: Output) -> Result<(), Failure> {
                 report.first_seq.unwrap_or_default(),
                 report.last_seq.unwrap_or_default(),
                 report.head_hash.as_deref().unwrap_or("-"),
+            )?;
+            writeln!(
+                w,
+                "{} checkpoints hold (last at seq {}), signatures {}",
+                report.checkpoints_verified,
+                report
+                    .last_checkpoint_seq
+                    .map_or("-".to_owned(), |s| s.to_string()),
+                if report.signatures_checked {
+                    "checked"
+                } else {
+                    "NOT checked (give --public-key)"
+                },
             )?;
             if report.first_seq.is_some_and(|s| s > 1) {
                 writeln!(

@@ -490,7 +490,13 @@ pub enum AuditCommand {
         /// A file written by `audit export` (JSON Lines); `-` reads stdin. No server is asked.
         #[arg(long, value_name = "FILE")]
         offline: Option<std::path::PathBuf>,
+        /// With --offline: check the checkpoints' signatures with this key — the base64 Ed25519
+        /// key, or a file holding it or the JSON `audit public-keys --json` prints.
+        #[arg(long, value_name = "KEY", requires = "offline")]
+        public_key: Option<String>,
     },
+    /// The Ed25519 public keys that sign the tenant's audit checkpoints (keep a copy apart).
+    PublicKeys,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -319,9 +319,10 @@ async fn issue_token(
 pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Result<(), Failure> {
     if let AuditCommand::Verify {
         offline: Some(file),
+        public_key,
     } = &cmd
     {
-        return audit_export::verify_file(file, out);
+        return audit_export::verify_file(file, public_key.as_deref(), out);
     }
     let token = credentials::operator_token(global)?;
     match cmd {
@@ -364,6 +365,25 @@ pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Resul
                 AuditFormat::Csv => "csv",
             };
             audit_export::stream(&api, &filter, wire, output.as_deref()).await
+        }
+        AuditCommand::PublicKeys => {
+            let reply = ControlPlane::new(client(global)?, &token)
+                .audit_public_keys()
+                .await?;
+            let doc = reply.doc();
+            out.emit(doc, |w| {
+                for key in doc["keys"].as_array().into_iter().flatten() {
+                    writeln!(
+                        w,
+                        "{}  {}  {}  (since {})",
+                        key["key_id"].as_str().unwrap_or_default(),
+                        key["algorithm"].as_str().unwrap_or_default(),
+                        key["public_key"].as_str().unwrap_or_default(),
+                        key["created_at"].as_str().unwrap_or_default(),
+                    )?;
+                }
+                Ok(())
+            })
         }
         AuditCommand::Verify { .. } => {
             let reply = ControlPlane::new(client(global)?, &token)

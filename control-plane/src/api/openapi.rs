@@ -48,6 +48,7 @@ use super::handlers;
         handlers::tokens::revoke_token,
         handlers::audit::export_audit,
         handlers::audit::verify_audit,
+        handlers::audit::public_keys,
         handlers::sidecar::resolve_secrets,
         handlers::sidecar::release_use,
         handlers::sidecar::watch,

@@ -106,6 +106,12 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
     if let Some(n) = env.parse("TOKENS_EXPIRY_SWEEP_SECONDS", "a number of seconds")? {
         config.tokens.expiry_sweep_seconds = n;
     }
+    if let Some(n) = env.parse("AUDIT_CHECKPOINT_EVERY_EVENTS", "a positive number")? {
+        config.audit.checkpoint_every_events = n;
+    }
+    if let Some(n) = env.parse("AUDIT_CHECKPOINT_INTERVAL_SECONDS", "a number of seconds")? {
+        config.audit.checkpoint_interval_seconds = n;
+    }
 
     apply_kms(config, &env)?;
     apply_limits(config, &env)?;

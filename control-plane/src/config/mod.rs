@@ -34,8 +34,8 @@ pub use notifications::{NotificationsConfig, WebhookUrl};
 pub use secrets::DatabaseUrl;
 /// `[kms] backend`: `local` or `gcp`, the values the sidecar's `[kms]` takes too.
 pub use sections::{
-    DatabaseConfig, KmsConfig, KmsRole, LogConfig, LogFormat, RateLimit, RateLimitsConfig,
-    SecurityConfig, ServerConfig, TlsConfig, TokensConfig,
+    AuditConfig, DatabaseConfig, KmsConfig, KmsRole, LogConfig, LogFormat, RateLimit,
+    RateLimitsConfig, SecurityConfig, ServerConfig, TlsConfig, TokensConfig,
 };
 pub use sessions::SessionsConfig;
 
@@ -62,6 +62,7 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     pub sessions: SessionsConfig,
     pub notifications: NotificationsConfig,
+    pub audit: AuditConfig,
 }
 
 impl Default for Config {
@@ -79,6 +80,7 @@ impl Default for Config {
             approvals: ApprovalsConfig::default(),
             sessions: SessionsConfig::default(),
             notifications: NotificationsConfig::default(),
+            audit: AuditConfig::default(),
         }
     }
 }
@@ -218,10 +220,20 @@ impl Config {
                 "tokens.expiry_sweep_seconds",
                 self.tokens.expiry_sweep_seconds,
             ),
+            (
+                "audit.checkpoint_interval_seconds",
+                self.audit.checkpoint_interval_seconds,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
             }
+        }
+        if self.audit.checkpoint_every_events < 1 {
+            return Err(invalid(
+                "audit.checkpoint_every_events",
+                "must be at least 1",
+            ));
         }
         // hyper refuses (panics on) read buffers below 8 KiB.
         if !(8192..=1024 * 1024).contains(&server.max_header_bytes) {

@@ -149,6 +149,25 @@ pub struct RateLimitsConfig {
     pub alert_window_seconds: u64,
 }
 
+/// `[audit]`: signed checkpoints of the chain (`crate::audit_checkpoint`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A checkpoint after this many events since the last one...
+    pub checkpoint_every_events: i64,
+    /// ...or this long after it, if anything happened since.
+    pub checkpoint_interval_seconds: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            checkpoint_every_events: 1000,
+            checkpoint_interval_seconds: 300,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {

@@ -13,6 +13,7 @@ use agent_secret_core::ids::{AuditEventId, TenantId};
 use super::auth::OperatorPrincipal;
 use super::{App, ServiceError, ServiceResult};
 use crate::audit::{AuditEvent, AuditEventType, ChainReport, ChainVerifier};
+use crate::audit_checkpoint::CheckpointVerifier;
 use crate::store::AuditFilter;
 
 /// Events read per store round trip while exporting or verifying; also the default size of
@@ -197,6 +198,8 @@ pub async fn export_page(
 pub async fn verify(app: &App, caller: OperatorPrincipal) -> ServiceResult<ChainReport> {
     caller.require(&[Role::Admin, Role::Auditor])?;
     let head = app.store.audit_head(caller.tenant).await?;
+    let keys = super::checkpoints::verification_keys(app, caller.tenant).await?;
+    let mut checkpoints = CheckpointVerifier::new(Some(keys));
     let mut verifier = ChainVerifier::default();
     let mut after = None;
     loop {
@@ -206,11 +209,17 @@ pub async fn verify(app: &App, caller: OperatorPrincipal) -> ServiceResult<Chain
             ..AuditFilter::default()
         };
         let page = app.store.list_audit(caller.tenant, &filter).await?;
-        page.iter().for_each(|e| verifier.push(e));
+        for e in &page {
+            verifier.push(e);
+            checkpoints.push(e);
+        }
         match page.last() {
             Some(last) if page.len() as i64 == PAGE => after = Some(last.seq),
             _ => break,
         }
     }
-    Ok(verifier.finish(head))
+    Ok(ChainVerifier::with_checkpoints(
+        verifier.finish(head),
+        &checkpoints,
+    ))
 }

@@ -11,6 +11,7 @@ pub mod approvals;
 pub mod audit_log;
 pub mod auth;
 pub mod ceilings;
+pub mod checkpoints;
 pub mod decisions;
 pub mod enrollment;
 pub mod expiry;
@@ -58,6 +59,8 @@ pub struct Policy {
     pub use_reservation_seconds: u64,
     /// How often the expiry sweeper runs (`service::expiry`).
     pub token_expiry_sweep: std::time::Duration,
+    /// `[audit]`: when the chain is checkpointed (`service::checkpoints`).
+    pub checkpoints: checkpoints::CheckpointSettings,
     /// `[approvals]`: who must approve what, and who may.
     pub approvals: approvals::ApprovalSettings,
 }
@@ -69,6 +72,7 @@ impl Default for Policy {
             grant_cache_ttl_seconds: 30,
             use_reservation_seconds: 60,
             token_expiry_sweep: std::time::Duration::from_secs(10),
+            checkpoints: checkpoints::CheckpointSettings::default(),
             approvals: approvals::ApprovalSettings::default(),
         }
     }
@@ -94,6 +98,8 @@ pub struct App {
     pub heartbeats: Arc<sidecars::Heartbeats>,
     /// The optional approval notification webhook (`[notifications]`).
     pub notifier: Option<Arc<notify::Notifier>>,
+    /// Opened audit keys for checkpoints (`checkpoints`).
+    pub signers: Arc<checkpoints::Signers>,
 }
 
 impl App {
@@ -120,6 +126,7 @@ impl App {
             sessions: Arc::new(sessions::SessionSettings::default()),
             heartbeats: Arc::new(sidecars::Heartbeats::default()),
             notifier: None,
+            signers: Arc::new(checkpoints::Signers::default()),
         }
     }
 

@@ -754,6 +754,42 @@ pub trait KeyStore {
     ) -> StoreResult<u64>;
 }
 
+/// One of a tenant's Ed25519 audit keys (`crate::audit_checkpoint`): the public half in the
+/// clear, the private half (PKCS#8) sealed like a secret.
+#[derive(Clone)]
+pub struct AuditKeyRecord {
+    pub key_id: String,
+    pub public_key: Vec<u8>,
+    pub envelope: Envelope,
+    pub created_at: DateTime<Utc>,
+}
+
+/// When a tenant's chain is due a checkpoint: after this many events since the last one, or
+/// this long after it (if anything happened since).
+#[derive(Clone, Copy, Debug)]
+pub struct CheckpointDue {
+    pub every_events: i64,
+    pub every: chrono::Duration,
+}
+
+#[async_trait]
+pub trait CheckpointStore {
+    /// The tenant's audit keys, oldest first.
+    async fn audit_keys(&self, tenant: TenantId) -> StoreResult<Vec<AuditKeyRecord>>;
+    async fn insert_audit_key(&self, tenant: TenantId, key: &AuditKeyRecord) -> StoreResult<()>;
+    /// Under the tenant row's lock: if a checkpoint is due at `now`, appends the event `sign`
+    /// makes for the head (its `seq` and hash) and records it as the last checkpoint. `None`
+    /// when none was due (another replica may just have written it). Exactly one replica
+    /// checkpoints a head.
+    async fn append_checkpoint(
+        &self,
+        tenant: TenantId,
+        now: DateTime<Utc>,
+        due: CheckpointDue,
+        sign: &(dyn Fn(i64, [u8; 32]) -> AuditDraft + Send + Sync),
+    ) -> StoreResult<Option<AuditEvent>>;
+}
+
 /// Everything the API needs, as one object-safe bound.
 #[async_trait]
 pub trait Store:
@@ -766,6 +802,7 @@ pub trait Store:
     + TokenStore
     + ApprovalStore
     + AuditStore
+    + CheckpointStore
     + KeyStore
     + OperatorAccountStore
     + Send

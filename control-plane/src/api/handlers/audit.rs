@@ -17,12 +17,14 @@ use crate::api::extract::Caller;
 use crate::audit::ChainReport;
 use crate::service::audit_log::{AuditEventView, AuditQuery};
 use crate::service::auth::expect_operator;
+use crate::service::checkpoints::{self, PublicKeyList};
 use crate::service::{audit_log, App};
 
 pub(super) fn router() -> Router<Arc<App>> {
     Router::new()
         .route("/audit", get(export_audit))
         .route("/audit/verify", get(verify_audit))
+        .route("/audit/public-keys", get(public_keys))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -111,6 +113,18 @@ pub async fn export_audit(
     let export = audit_log::prepare_export(&app, op, query).await?;
     let body = audit_export::stream(app, export, format, Box::new(|_| true)).await?;
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/audit/public-keys", tag = "audit",
+    responses((status = 200, body = PublicKeyList, description = "the Ed25519 keys that sign the tenant's checkpoints, oldest first")),
+    security(("operator" = [])))]
+pub async fn public_keys(
+    State(app): State<Arc<App>>,
+    Caller(caller): Caller,
+) -> ApiResult<Json<PublicKeyList>> {
+    Ok(Json(
+        checkpoints::public_keys(&app, expect_operator(caller)?).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/audit/verify", tag = "audit",

@@ -12,6 +12,7 @@
 mod agents;
 mod approvals;
 mod audit;
+mod checkpoints;
 mod credential_index;
 mod keys;
 mod operator_accounts;
