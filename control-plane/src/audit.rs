@@ -359,24 +359,6 @@ impl ChainVerifier {
         }
     }
 
-    /// Adds what `checkpoints` found: a broken checkpoint before the chain's own first
-    /// failure becomes the report's first failure.
-    pub fn with_checkpoints(
-        mut report: ChainReport,
-        checkpoints: &crate::audit_checkpoint::CheckpointVerifier,
-    ) -> ChainReport {
-        report.checkpoints_verified = checkpoints.verified;
-        report.last_checkpoint_seq = checkpoints.last_verified_seq;
-        if let Some((seq, e)) = checkpoints.failure() {
-            if report.first_bad_seq.is_none_or(|bad| *seq < bad) {
-                report.valid = false;
-                report.first_bad_seq = Some(*seq);
-                report.problem = Some(e.to_string());
-            }
-        }
-        report
-    }
-
     /// `head` is the chain head recorded for the tenant (its last hash and seq), which also
     /// catches a truncated tail.
     pub fn finish(self, head: Option<(i64, [u8; 32])>) -> ChainReport {

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use ring::signature::{Ed25519KeyPair, UnparsedPublicKey, ED25519};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{AuditEvent, AuditEventType};
+use crate::audit::{AuditEvent, AuditEventType, ChainReport};
 
 const DOMAIN: &[u8] = b"agent-secret-store/audit-checkpoint/v1";
 
@@ -155,6 +155,21 @@ impl CheckpointVerifier {
             last_verified_seq: None,
             failure: None,
         }
+    }
+
+    /// Adds what this verifier found to the chain's `report`: a broken checkpoint before the
+    /// chain's own first failure becomes the report's first failure.
+    pub fn apply_to(&self, mut report: ChainReport) -> ChainReport {
+        report.checkpoints_verified = self.verified;
+        report.last_checkpoint_seq = self.last_verified_seq;
+        if let Some((seq, e)) = &self.failure {
+            if report.first_bad_seq.is_none_or(|bad| *seq < bad) {
+                report.valid = false;
+                report.first_bad_seq = Some(*seq);
+                report.problem = Some(e.to_string());
+            }
+        }
+        report
     }
 
     pub fn checks_signatures(&self) -> bool {

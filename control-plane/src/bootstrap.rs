@@ -65,7 +65,9 @@ pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<
     let db = open_database(config).await?;
     let events = event_hub(&db);
     let store: Arc<dyn Store> = Arc::new(SqlStore::new(db));
-    let mut app = App::new(store, kms, Arc::new(pepper), policy(config))
+    let mut policy = policy(config);
+    policy.audit_sinks = audit_sinks(config)?;
+    let mut app = App::new(store, kms, Arc::new(pepper), policy)
         .with_events(events)
         .with_limits(crate::limits::Limits::new(
             &config.server,
@@ -114,6 +116,7 @@ pub fn policy(config: &Config) -> Policy {
         grant_cache_ttl_seconds: config.tokens.grant_cache_ttl_seconds,
         use_reservation_seconds: config.tokens.use_reservation_seconds,
         token_expiry_sweep: std::time::Duration::from_secs(config.tokens.expiry_sweep_seconds),
+        audit_sinks: Vec::new(),
         checkpoints: crate::service::checkpoints::CheckpointSettings {
             every_events: config.audit.checkpoint_every_events,
             every: std::time::Duration::from_secs(config.audit.checkpoint_interval_seconds),
@@ -123,6 +126,44 @@ pub fn policy(config: &Config) -> Policy {
         },
         approvals: config.approvals.settings(),
     }
+}
+
+/// The SIEM sinks of `[[audit.sinks]]`, their token and CA files read.
+pub fn audit_sinks(config: &Config) -> anyhow::Result<Vec<crate::service::siem::SinkSettings>> {
+    config
+        .audit
+        .sinks
+        .iter()
+        .map(|sink| {
+            let key = format!("audit.sinks.{}", sink.name);
+            let token = match &sink.token_file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("{key}.token_file {}", path.display()))?;
+                    Some(agent_secret_core::secret::SecretString::new(
+                        text.trim().to_owned(),
+                    ))
+                }
+                None => None,
+            };
+            let ca_pem = match &sink.ca_file {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .with_context(|| format!("{key}.ca_file {}", path.display()))?,
+                ),
+                None => None,
+            };
+            Ok(crate::service::siem::SinkSettings {
+                name: sink.name.clone(),
+                kind: sink.kind,
+                url: sink.url.clone(),
+                token,
+                ca_pem,
+                batch_size: sink.batch_size,
+                flush_interval: std::time::Duration::from_millis(sink.flush_interval_ms),
+            })
+        })
+        .collect()
 }
 
 /// The trust-tier webhook of `[approvals.trust_tier_webhook]`, when configured.

@@ -32,6 +32,8 @@ const SERVICE_GRANTS: &[&str] = &[
     "GRANT UPDATE (audit_seq, audit_head, audit_checkpoint_seq, audit_checkpoint_at) ON tenants TO {role}",
     // Audit keys are written once and never changed (a new key gets a new key_id).
     "GRANT SELECT, INSERT ON audit_keys TO {role}",
+    "GRANT SELECT, INSERT ON audit_sink_cursors TO {role}",
+    "GRANT UPDATE (last_seq, updated_at) ON audit_sink_cursors TO {role}",
     "GRANT SELECT, INSERT, DELETE ON credential_index TO {role}",
     "GRANT SELECT, INSERT, DELETE ON operators TO {role}",
     "GRANT UPDATE (name, role, key_hash, revoked_at) ON operators TO {role}",

@@ -5,8 +5,8 @@
 //! a token or anything a client chose freely.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -40,6 +40,11 @@ pub struct Metrics {
     /// (an attempt failed, another follows), `failed` (given up or refused), `dropped`
     /// (the queue was full).
     pub notifications: IntCounterVec,
+    /// Audit events per SIEM sink by `outcome`: `sent`, `dead_lettered` (refused for good
+    /// and skipped), `failed` (a batch attempt that will be retried).
+    pub audit_sink_events: IntCounterVec,
+    /// Audit events not yet delivered to each sink, as of its last pass.
+    pub audit_sink_lag: IntGaugeVec,
 }
 
 /// Label values of `connections_timed_out_total`.
@@ -198,6 +203,30 @@ impl Metrics {
             "outcome",
             &["released", "already_released", "expired", "not_found"],
         );
+        let audit_sink_events = IntCounterVec::new(
+            Opts::new(
+                "audit_sink_events_total",
+                "Audit events per SIEM sink, by outcome (sent, dead_lettered, failed)",
+            ),
+            &["sink", "outcome"],
+        )
+        .unwrap_or_else(|_| unreachable!("metric definitions are static and valid"));
+        let audit_sink_lag = IntGaugeVec::new(
+            Opts::new(
+                "audit_sink_lag_events",
+                "Audit events waiting to be delivered to each SIEM sink",
+            ),
+            &["sink"],
+        )
+        .unwrap_or_else(|_| unreachable!("metric definitions are static and valid"));
+        for collector in [
+            Box::new(audit_sink_events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(audit_sink_lag.clone()),
+        ] {
+            if let Err(e) = registry.register(collector) {
+                tracing::error!(error = %e, "metric registration failed");
+            }
+        }
         let notifications = registered_counter_vec(
             &registry,
             Opts::new(
@@ -223,6 +252,8 @@ impl Metrics {
             kms_failures,
             use_releases,
             notifications,
+            audit_sink_events,
+            audit_sink_lag,
         };
         // Every series of a closed label set exists from the start (at 0), so an alert on
         // its rate works before the first refusal.

@@ -54,6 +54,7 @@ pub async fn serve(
     let activation = crate::service::activation::spawn(app.clone());
     let expiry = crate::service::expiry::spawn(app.clone());
     let checkpoints = crate::service::checkpoints::spawn(app.clone());
+    let sinks = crate::service::siem::spawn(app.clone());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -108,6 +109,7 @@ pub async fn serve(
     activation.abort();
     expiry.abort();
     checkpoints.abort();
+    sinks.iter().for_each(|s| s.abort());
     // Failures counted but not yet written still reach the audit log.
     app.limits
         .auth_failures

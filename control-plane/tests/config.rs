@@ -722,3 +722,75 @@ fn notifications_refuse_bad_urls_formats_and_zeros_without_quoting_the_webhook()
         assert!(err.to_lowercase().contains("notifications"), "{var}: {err}");
     }
 }
+
+#[test]
+fn audit_checkpoints_and_sinks_come_from_toml_and_are_checked() {
+    use agent_secret_control_plane::service::siem::SinkKind;
+    let defaults = Config::load(None, &no_env()).unwrap();
+    assert_eq!(defaults.audit.checkpoint_every_events, 1000);
+    assert!(defaults.audit.sinks.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    let token = write(dir.path(), "hec", "hec-token-from-file\n");
+    let c = load_toml(
+        &format!(
+            r#"
+            [audit]
+            checkpoint_interval_seconds = 60
+            [[audit.sinks]]
+            name = "splunk"
+            kind = "splunk_hec"
+            url = "https://splunk.example:8088/services/collector/event"
+            token_file = "{}"
+            [[audit.sinks]]
+            name = "local-lines"
+            kind = "jsonl"
+            url = "http://127.0.0.1:9000/ingest"
+            batch_size = 50
+            "#,
+            token.display()
+        ),
+        &[("AGENT_SECRET_AUDIT_CHECKPOINT_EVERY_EVENTS", "10")],
+    )
+    .unwrap();
+    assert_eq!(c.audit.checkpoint_every_events, 10);
+    assert_eq!(c.audit.checkpoint_interval_seconds, 60);
+    let sinks = agent_secret_control_plane::bootstrap::audit_sinks(&c).unwrap();
+    assert_eq!(sinks[0].kind, SinkKind::SplunkHec);
+    assert_eq!(
+        sinks[0].token.as_ref().map(|t| t.expose().to_owned()),
+        Some("hec-token-from-file".to_owned())
+    );
+    assert!(!format!("{sinks:?}").contains("hec-token-from-file"));
+    assert_eq!(
+        (sinks[1].kind, sinks[1].batch_size),
+        (SinkKind::JsonLines, 50)
+    );
+
+    for (bad, key) in [
+        (
+            r#"name = "x"
+               kind = "datadog"
+               url = "http://intake.example/api/v2/logs""#,
+            "audit.sinks.x.url",
+        ),
+        (
+            r#"name = "Not OK"
+               kind = "datadog"
+               url = "https://intake.example/api/v2/logs""#,
+            "audit.sinks.name",
+        ),
+        (
+            r#"name = "x"
+               kind = "datadog"
+               url = "https://intake.example/api/v2/logs"
+               batch_size = 0"#,
+            "audit.sinks.x.batch_size",
+        ),
+    ] {
+        let err = load_toml(&format!("[[audit.sinks]]\n{bad}\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key), "{err}");
+    }
+}

@@ -19,7 +19,7 @@ use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::store::{
     AgentRecord, AgentStore, ApprovalStore, AuditFilter, AuditStore, CheckpointStore, KeyStore,
     NewSecretVersion, NewSession, OperatorAccountStore, OperatorRecord, SecretStore, SidecarRecord,
-    SidecarStore, TenantRecord, TenantStore, TokenRecord, TokenStore,
+    SidecarStore, SinkCursorStore, TenantRecord, TenantStore, TokenRecord, TokenStore,
 };
 use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
 use agent_secret_core::envelope::Envelope;
@@ -33,7 +33,7 @@ use support::{TestDb, SERVICE_ROLE};
 use uuid::Uuid;
 
 /// Every row-level-secured table and the column holding its tenant.
-const TENANT_TABLES: [(&str, &str); 16] = [
+const TENANT_TABLES: [(&str, &str); 17] = [
     ("tenants", "SELECT id FROM tenants"),
     ("operators", "SELECT tenant_id FROM operators"),
     ("sidecars", "SELECT tenant_id FROM sidecars"),
@@ -60,6 +60,10 @@ const TENANT_TABLES: [(&str, &str); 16] = [
         "SELECT tenant_id FROM token_reservations",
     ),
     ("audit_keys", "SELECT tenant_id FROM audit_keys"),
+    (
+        "audit_sink_cursors",
+        "SELECT tenant_id FROM audit_sink_cursors",
+    ),
     (
         "operator_accounts",
         "SELECT tenant_id FROM operator_accounts",
@@ -310,6 +314,10 @@ async fn seed_tenant(store: &SqlStore) -> TenantId {
         )
         .await
         .unwrap();
+    assert!(store
+        .advance_sink_cursor(tenant.id, "splunk", 0, 3)
+        .await
+        .unwrap());
     tenant.id
 }
 

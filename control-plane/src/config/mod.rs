@@ -34,8 +34,8 @@ pub use notifications::{NotificationsConfig, WebhookUrl};
 pub use secrets::DatabaseUrl;
 /// `[kms] backend`: `local` or `gcp`, the values the sidecar's `[kms]` takes too.
 pub use sections::{
-    AuditConfig, DatabaseConfig, KmsConfig, KmsRole, LogConfig, LogFormat, RateLimit,
-    RateLimitsConfig, SecurityConfig, ServerConfig, TlsConfig, TokensConfig,
+    AuditConfig, AuditSinkConfig, DatabaseConfig, KmsConfig, KmsRole, LogConfig, LogFormat,
+    RateLimit, RateLimitsConfig, SecurityConfig, ServerConfig, TlsConfig, TokensConfig,
 };
 pub use sessions::SessionsConfig;
 
@@ -96,6 +96,50 @@ impl Config {
             }),
             KmsBackend::Gcp => Ok(KmsSettings::Gcp(self.kms.gcp(role)?)),
         }
+    }
+}
+
+impl Config {
+    fn validate_sinks(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for sink in &self.audit.sinks {
+            let key = format!("audit.sinks.{}", sink.name);
+            let name_ok = (1..=32).contains(&sink.name.len())
+                && sink.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !name_ok || !names.insert(sink.name.as_str()) {
+                return Err(invalid(
+                    "audit.sinks.name",
+                    "names are unique, 1 to 32 of [a-z0-9_-]",
+                ));
+            }
+            let url = reqwest::Url::parse(&sink.url)
+                .map_err(|e| invalid(&format!("{key}.url"), &e.to_string()))?;
+            let host = url.host_str().unwrap_or_default();
+            let loopback = host == "localhost"
+                || host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+                return Err(invalid(
+                    &format!("{key}.url"),
+                    "must be https (http only to a loopback address): the token travels in it",
+                ));
+            }
+            if !(1..=1000).contains(&sink.batch_size) {
+                return Err(invalid(&format!("{key}.batch_size"), "must be 1 to 1000"));
+            }
+            if sink.flush_interval_ms < 10 {
+                return Err(invalid(
+                    &format!("{key}.flush_interval_ms"),
+                    "must be at least 10",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -229,6 +273,7 @@ impl Config {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
+        self.validate_sinks()?;
         if self.audit.checkpoint_every_events < 1 {
             return Err(invalid(
                 "audit.checkpoint_every_events",

@@ -157,6 +157,8 @@ pub struct AuditConfig {
     pub checkpoint_every_events: i64,
     /// ...or this long after it, if anything happened since.
     pub checkpoint_interval_seconds: u64,
+    /// `[[audit.sinks]]`: SIEMs the log is pushed to.
+    pub sinks: Vec<AuditSinkConfig>,
 }
 
 impl Default for AuditConfig {
@@ -164,8 +166,40 @@ impl Default for AuditConfig {
         AuditConfig {
             checkpoint_every_events: 1000,
             checkpoint_interval_seconds: 300,
+            sinks: Vec::new(),
         }
     }
+}
+
+/// One `[[audit.sinks]]` entry (`crate::service::siem`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSinkConfig {
+    /// `[a-z0-9_-]`, 1 to 32 characters, unique: names the sink's cursor and metrics.
+    pub name: String,
+    pub kind: crate::service::siem::SinkKind,
+    /// `https://...`; plain `http://` only to a loopback address.
+    pub url: String,
+    /// File holding the HEC token, Datadog API key or bearer token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// CA certificates (PEM) of the receiver, added to the public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Events per request, 1 to 1000.
+    #[serde(default = "default_sink_batch")]
+    pub batch_size: i64,
+    /// How long a caught-up sink waits before looking again.
+    #[serde(default = "default_sink_flush_ms")]
+    pub flush_interval_ms: u64,
+}
+
+fn default_sink_batch() -> i64 {
+    200
+}
+
+fn default_sink_flush_ms() -> u64 {
+    1000
 }
 
 #[derive(Clone, Debug, Deserialize)]

@@ -218,8 +218,5 @@ pub async fn verify(app: &App, caller: OperatorPrincipal) -> ServiceResult<Chain
             _ => break,
         }
     }
-    Ok(ChainVerifier::with_checkpoints(
-        verifier.finish(head),
-        &checkpoints,
-    ))
+    Ok(checkpoints.apply_to(verifier.finish(head)))
 }

@@ -26,6 +26,7 @@ pub mod resolve;
 pub mod secrets;
 pub mod sessions;
 pub mod sidecars;
+pub mod siem;
 pub mod tenants;
 pub mod tokens;
 pub mod trust_tiers;
@@ -61,6 +62,8 @@ pub struct Policy {
     pub token_expiry_sweep: std::time::Duration,
     /// `[audit]`: when the chain is checkpointed (`service::checkpoints`).
     pub checkpoints: checkpoints::CheckpointSettings,
+    /// `[[audit.sinks]]`: the SIEMs the log is pushed to (`service::siem`).
+    pub audit_sinks: Vec<siem::SinkSettings>,
     /// `[approvals]`: who must approve what, and who may.
     pub approvals: approvals::ApprovalSettings,
 }
@@ -73,6 +76,7 @@ impl Default for Policy {
             use_reservation_seconds: 60,
             token_expiry_sweep: std::time::Duration::from_secs(10),
             checkpoints: checkpoints::CheckpointSettings::default(),
+            audit_sinks: Vec::new(),
             approvals: approvals::ApprovalSettings::default(),
         }
     }

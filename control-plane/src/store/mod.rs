@@ -790,6 +790,22 @@ pub trait CheckpointStore {
     ) -> StoreResult<Option<AuditEvent>>;
 }
 
+/// Where each SIEM sink is in each tenant's chain (`crate::service::siem`).
+#[async_trait]
+pub trait SinkCursorStore {
+    /// The last position delivered to `sink` (0 before the first delivery).
+    async fn sink_cursor(&self, tenant: TenantId, sink: &str) -> StoreResult<i64>;
+    /// Moves the cursor from `from` to `to`; `false` (nothing changed) if it was not at `from`
+    /// any more.
+    async fn advance_sink_cursor(
+        &self,
+        tenant: TenantId,
+        sink: &str,
+        from: i64,
+        to: i64,
+    ) -> StoreResult<bool>;
+}
+
 /// Everything the API needs, as one object-safe bound.
 #[async_trait]
 pub trait Store:
@@ -803,6 +819,7 @@ pub trait Store:
     + ApprovalStore
     + AuditStore
     + CheckpointStore
+    + SinkCursorStore
     + KeyStore
     + OperatorAccountStore
     + Send

@@ -20,6 +20,7 @@ mod operators;
 mod rows;
 mod secrets;
 mod sidecars;
+mod sink_cursors;
 mod tenants;
 mod tokens;
 mod transaction;
