@@ -7,6 +7,7 @@
 //! An export that starts after the first event is checked from where it starts (the report
 //! says so: what came before is not covered).
 
+use std::collections::HashMap;
 use std::io::BufRead;
 
 use agent_secret_core::ids::{AuditEventId, TenantId};
@@ -14,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::audit::{Actor, AuditDraft, AuditEvent, AuditEventType, ChainVerifier};
-use crate::audit_checkpoint::{CheckpointVerifier, PublicKeys};
+use crate::audit_checkpoint::{CheckpointVerifier, PublicKeys, Statement};
 use crate::service::audit_log::AuditEventView;
 
 /// What `ass audit verify --offline` prints.
@@ -38,6 +39,28 @@ pub struct FileReport {
     pub last_checkpoint_seq: Option<i64>,
     /// Whether checkpoint signatures were checked (a public key was given).
     pub signatures_checked: bool,
+    /// Anchored heads (`--anchors`) found in the file with the anchored hash.
+    pub anchors_matched: i64,
+}
+
+impl FileReport {
+    fn broken(line: Option<u64>, problem: String) -> FileReport {
+        FileReport {
+            valid: false,
+            events_checked: 0,
+            first_seq: None,
+            last_seq: None,
+            head_hash: None,
+            first_bad_seq: None,
+            first_bad_id: None,
+            first_bad_line: line,
+            problem: Some(problem),
+            checkpoints_verified: 0,
+            last_checkpoint_seq: None,
+            signatures_checked: false,
+            anchors_matched: 0,
+        }
+    }
 }
 
 /// Why a line is not an event.
@@ -89,8 +112,40 @@ pub fn event_of(view: &AuditEventView) -> Result<AuditEvent, String> {
 /// Checks every line of `input`, and every checkpoint in it (signatures too with `keys`);
 /// stops at the first problem, which the report names.
 pub fn verify_jsonl(input: impl BufRead, keys: Option<PublicKeys>) -> std::io::Result<FileReport> {
+    verify_jsonl_anchored(input, keys, &[])
+}
+
+/// [`verify_jsonl`], and the file must also hold exactly the heads of `anchors`, checkpoint
+/// statements kept outside the database (`[audit] checkpoint_file`): each anchored position
+/// the file covers must have the anchored hash, and the file must not end before the last
+/// anchor. So a checkpoint event deleted together with a rewritten past, or a cut-off log,
+/// shows up. Anchors are signature-checked too when `keys` are given.
+pub fn verify_jsonl_anchored(
+    input: impl BufRead,
+    keys: Option<PublicKeys>,
+    anchors: &[Statement],
+) -> std::io::Result<FileReport> {
+    let mut heads: HashMap<i64, &Statement> = HashMap::new();
+    for (i, anchor) in anchors.iter().enumerate() {
+        if let Some(keys) = &keys {
+            let key = keys.get(&anchor.key_id);
+            let checked = key.map(|k| anchor.verify_signature(k));
+            if !matches!(checked, Some(Ok(()))) {
+                return Ok(FileReport::broken(
+                    None,
+                    format!(
+                        "anchor {} (seq {}) is not signed by a given key",
+                        i + 1,
+                        anchor.seq
+                    ),
+                ));
+            }
+        }
+        heads.insert(anchor.seq, anchor);
+    }
     let mut checkpoints = CheckpointVerifier::new(keys);
     let mut report = FileReport {
+        anchors_matched: 0,
         checkpoints_verified: 0,
         last_checkpoint_seq: None,
         signatures_checked: checkpoints.checks_signatures(),
@@ -147,9 +202,29 @@ pub fn verify_jsonl(input: impl BufRead, keys: Option<PublicKeys>) -> std::io::R
         }
         report.checkpoints_verified = checkpoints.verified;
         report.last_checkpoint_seq = checkpoints.last_verified_seq;
+        if let Some(anchor) = heads.get(&event.seq) {
+            if anchor.tenant_id != event.tenant_id.to_string() || anchor.head != view.hash {
+                let problem = format!(
+                    "event seq {} is not the one anchored outside the database",
+                    event.seq
+                );
+                fail(&mut report, Some(event.seq), Some(view.id), problem);
+                return Ok(report);
+            }
+            report.anchors_matched += 1;
+        }
         report.events_checked += 1;
         report.last_seq = Some(event.seq);
         report.head_hash = Some(view.hash);
+    }
+    let last = report.last_seq.unwrap_or(0);
+    if let Some(beyond) = heads.keys().filter(|seq| **seq > last).min() {
+        report.valid = false;
+        report.first_bad_seq = Some(last + 1);
+        report.problem = Some(format!(
+            "the log ends at seq {last}, before the checkpoint anchored at seq {beyond}: \
+             events were removed from its end"
+        ));
     }
     Ok(report)
 }

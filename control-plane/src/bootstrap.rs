@@ -123,6 +123,7 @@ pub fn policy(config: &Config) -> Policy {
             check: std::time::Duration::from_secs(
                 config.audit.checkpoint_interval_seconds.clamp(1, 10),
             ),
+            file: config.audit.checkpoint_file.clone(),
         },
         approvals: config.approvals.settings(),
     }

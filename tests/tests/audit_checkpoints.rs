@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use agent_secret_control_plane::audit::AuditEvent;
 use agent_secret_control_plane::audit_checkpoint::{key_id_of, PublicKeys, Statement};
-use agent_secret_control_plane::audit_file::{event_of, verify_jsonl};
+use agent_secret_control_plane::audit_file::{event_of, verify_jsonl, verify_jsonl_anchored};
 use agent_secret_control_plane::service::audit_log::AuditEventView;
 use agent_secret_control_plane::service::checkpoints::CheckpointSettings;
 use agent_secret_control_plane::service::Policy;
@@ -24,12 +24,13 @@ use reqwest::Method;
 use serde_json::json;
 use sqlx::Connection;
 
-fn policy() -> Policy {
+fn policy(anchors: &std::path::Path) -> Policy {
     Policy {
         checkpoints: CheckpointSettings {
             every_events: 5,
             every: Duration::from_secs(3600),
             check: Duration::from_millis(100),
+            file: Some(anchors.to_owned()),
         },
         ..Policy::default()
     }
@@ -66,7 +67,13 @@ fn offline(text: &str, keys: &PublicKeys) -> agent_secret_control_plane::audit_f
 async fn a_rewritten_log_and_forged_checkpoints_are_detected_online_and_offline() {
     let dir = tempfile::tempdir().unwrap();
     let install = Install::new(dir.path(), None).await;
-    let cp = ControlPlane::serve(&install, "127.0.0.1:0".parse().unwrap(), policy()).await;
+    let anchor_file = dir.path().join("anchors.jsonl");
+    let cp = ControlPlane::serve(
+        &install,
+        "127.0.0.1:0".parse().unwrap(),
+        policy(&anchor_file),
+    )
+    .await;
     let tenant = Tenant::create(&cp, "acme").await;
     // Two rounds of writes, each followed by its checkpoint.
     let mut report = json!(null);
@@ -149,6 +156,50 @@ async fn a_rewritten_log_and_forged_checkpoints_are_detected_online_and_offline(
     let report = offline(&jsonl(&altered), &keys);
     assert_eq!(report.first_bad_seq, Some(views[next_checkpoint].seq));
     assert!(report.problem.unwrap().contains("signature"));
+
+    // With the statements kept outside the database: the untouched export matches them; a log
+    // whose checkpoint events were all removed and whose past was rewritten and renumbered
+    // does not; nor does a log cut off before its last anchored head.
+    let anchors: Vec<Statement> = std::fs::read_to_string(&anchor_file)
+        .unwrap()
+        .lines()
+        .map(|l| Statement::from_reason(Some(l)).unwrap())
+        .collect();
+    assert_eq!(
+        anchors.len(),
+        checkpoints.len(),
+        "every checkpoint is anchored"
+    );
+    let anchored =
+        |text: &str| verify_jsonl_anchored(text.as_bytes(), Some(keys.clone()), &anchors).unwrap();
+    let report = anchored(&text);
+    assert!(report.valid, "{report:?}");
+    assert_eq!(report.anchors_matched as usize, anchors.len());
+    let mut stripped: Vec<AuditEventView> = views
+        .iter()
+        .filter(|v| v.event_type != "audit.checkpoint")
+        .cloned()
+        .collect();
+    for (i, v) in stripped.iter_mut().enumerate() {
+        v.seq = i as i64 + 1;
+    }
+    stripped[edited - 1].actor = "operator:nobody".into();
+    rechain(&mut stripped, 0);
+    let report = offline(&jsonl(&stripped), &keys);
+    assert!(
+        report.valid,
+        "without anchors a stripped, rewritten log looks fine"
+    );
+    let report = anchored(&jsonl(&stripped));
+    assert!(!report.valid);
+    assert!(
+        report.problem.unwrap().contains("anchored"),
+        "caught by the anchors"
+    );
+    let cut = jsonl(&views[..next_checkpoint - 1]);
+    let report = anchored(&cut);
+    assert!(!report.valid);
+    assert!(report.problem.unwrap().contains("removed from its end"));
 
     // Offline, a checkpoint signed with a key that is not the tenant's.
     let report = offline(&text, &[("other".to_owned(), vec![7u8; 32])].into());

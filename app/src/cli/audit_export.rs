@@ -6,8 +6,8 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::time::Duration;
 
-use agent_secret_control_plane::audit_checkpoint::{key_id_of, PublicKeys};
-use agent_secret_control_plane::audit_file::verify_jsonl;
+use agent_secret_control_plane::audit_checkpoint::{key_id_of, PublicKeys, Statement};
+use agent_secret_control_plane::audit_file::verify_jsonl_anchored;
 use base64::Engine as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::Value;
@@ -121,16 +121,44 @@ fn public_keys(arg: &str) -> Result<PublicKeys, Failure> {
         .collect()
 }
 
+/// The signed statements of an anchor file, one per line.
+fn read_anchors(path: &Path) -> Result<Vec<Statement>, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::invalid_argument(format!("--anchors {}: {e}", path.display())))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(i, line)| {
+            Statement::from_reason(Some(line)).map_err(|e| {
+                Failure::invalid_argument(format!(
+                    "--anchors {} line {}: {e}",
+                    path.display(),
+                    i + 1
+                ))
+            })
+        })
+        .collect()
+}
+
 /// `audit verify --offline FILE [--public-key K]`: the chain of an exported JSON Lines file and
 /// its checkpoints, checked locally.
-pub fn verify_file(file: &Path, public_key: Option<&str>, out: Output) -> Result<(), Failure> {
+pub fn verify_file(
+    file: &Path,
+    public_key: Option<&str>,
+    anchors: Option<&Path>,
+    out: Output,
+) -> Result<(), Failure> {
     let keys = public_key.map(public_keys).transpose()?;
+    let anchors = match anchors {
+        Some(path) => read_anchors(path)?,
+        None => Vec::new(),
+    };
     let report = if file == Path::new("-") {
-        verify_jsonl(std::io::stdin().lock(), keys)
+        verify_jsonl_anchored(std::io::stdin().lock(), keys, &anchors)
     } else {
         let opened = std::fs::File::open(file)
             .map_err(|e| Failure::invalid_argument(format!("--offline {}: {e}", file.display())))?;
-        verify_jsonl(std::io::BufReader::new(opened), keys)
+        verify_jsonl_anchored(std::io::BufReader::new(opened), keys, &anchors)
     }
     .map_err(|e| Failure::failed("read_failed", format!("reading {}: {e}", file.display())))?;
     out.emit(&report, |w| {

@@ -494,6 +494,10 @@ pub enum AuditCommand {
         /// key, or a file holding it or the JSON `audit public-keys --json` prints.
         #[arg(long, value_name = "KEY", requires = "offline")]
         public_key: Option<String>,
+        /// With --offline: checkpoints kept outside the database (`[audit] checkpoint_file`);
+        /// the file must hold exactly those heads.
+        #[arg(long, value_name = "FILE", requires = "offline")]
+        anchors: Option<std::path::PathBuf>,
     },
     /// The Ed25519 public keys that sign the tenant's audit checkpoints (keep a copy apart).
     PublicKeys,

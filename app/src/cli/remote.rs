@@ -320,9 +320,10 @@ pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Resul
     if let AuditCommand::Verify {
         offline: Some(file),
         public_key,
+        anchors,
     } = &cmd
     {
-        return audit_export::verify_file(file, public_key.as_deref(), out);
+        return audit_export::verify_file(file, public_key.as_deref(), anchors.as_deref(), out);
     }
     let token = credentials::operator_token(global)?;
     match cmd {

@@ -112,6 +112,9 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
     if let Some(n) = env.parse("AUDIT_CHECKPOINT_INTERVAL_SECONDS", "a number of seconds")? {
         config.audit.checkpoint_interval_seconds = n;
     }
+    config.audit.checkpoint_file = env
+        .path("AUDIT_CHECKPOINT_FILE")
+        .or(config.audit.checkpoint_file.take());
 
     apply_kms(config, &env)?;
     apply_limits(config, &env)?;

@@ -159,6 +159,8 @@ pub struct AuditConfig {
     pub checkpoint_interval_seconds: u64,
     /// `[[audit.sinks]]`: SIEMs the log is pushed to.
     pub sinks: Vec<AuditSinkConfig>,
+    /// A file outside the database each checkpoint is appended to.
+    pub checkpoint_file: Option<PathBuf>,
 }
 
 impl Default for AuditConfig {
@@ -167,6 +169,7 @@ impl Default for AuditConfig {
             checkpoint_every_events: 1000,
             checkpoint_interval_seconds: 300,
             sinks: Vec::new(),
+            checkpoint_file: None,
         }
     }
 }

@@ -33,12 +33,15 @@ use crate::store::{AuditKeyRecord, CheckpointDue};
 const KEY_AAD_PATH: &str = ".audit/checkpoint-key";
 
 /// When checkpoints are written (`[audit]`).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CheckpointSettings {
     pub every_events: i64,
     pub every: Duration,
     /// How often each replica asks whether one is due.
     pub check: Duration,
+    /// A file outside the database each checkpoint this replica writes is appended to (one
+    /// signed statement per line), for `audit verify --offline ... --anchors FILE`.
+    pub file: Option<std::path::PathBuf>,
 }
 
 impl Default for CheckpointSettings {
@@ -47,7 +50,24 @@ impl Default for CheckpointSettings {
             every_events: 1000,
             every: Duration::from_secs(300),
             check: Duration::from_secs(10),
+            file: None,
         }
+    }
+}
+
+/// Appends `statement` to the anchor file (created 0600). Best effort: the checkpoint is in
+/// the chain and on its way to the SIEM sinks either way; a failure is logged.
+fn anchor(path: &std::path::Path, statement: &str) {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{statement}\n").as_bytes()));
+    if let Err(e) = appended {
+        tracing::error!(file = %path.display(), error = %e, "could not append the checkpoint to the anchor file");
     }
 }
 
@@ -144,7 +164,7 @@ async fn signer(app: &App, tenant: TenantId) -> ServiceResult<Arc<Signer>> {
 
 /// Writes the tenant's checkpoint if one is due; the new event's position, if any.
 pub async fn checkpoint(app: &App, tenant: TenantId) -> ServiceResult<Option<i64>> {
-    let settings = app.policy.checkpoints;
+    let settings = &app.policy.checkpoints;
     let signer = signer(app, tenant).await?;
     let now = now_micros();
     let sign = |seq: i64, head: [u8; 32]| {
@@ -157,6 +177,9 @@ pub async fn checkpoint(app: &App, tenant: TenantId) -> ServiceResult<Option<i64
         every: chrono::Duration::from_std(settings.every).unwrap_or(chrono::Duration::MAX),
     };
     let event = app.store.append_checkpoint(tenant, now, due, &sign).await?;
+    if let (Some(event), Some(path)) = (&event, &settings.file) {
+        anchor(path, event.draft.reason.as_deref().unwrap_or_default());
+    }
     Ok(event.map(|e| e.seq))
 }
 
