@@ -261,3 +261,95 @@ async fn a_receiver_refusing_for_good_dead_letters_and_the_stream_goes_on() {
         "nothing was accepted with a wrong token"
     );
 }
+
+/// A syslog receiver over TLS: the ids of the octet-counted RFC 5424 frames it read, and the
+/// messages themselves.
+async fn syslog_receiver(tls: rustls::ServerConfig) -> (u16, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let seen = messages.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                while let Ok(n) = tls.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    // Take every complete `LEN SP MSG` frame off the front.
+                    while let Some(space) = buf.iter().position(|b| *b == b' ') {
+                        let len: usize =
+                            std::str::from_utf8(&buf[..space]).unwrap().parse().unwrap();
+                        if buf.len() < space + 1 + len {
+                            break;
+                        }
+                        let msg =
+                            String::from_utf8(buf[space + 1..space + 1 + len].to_vec()).unwrap();
+                        buf.drain(..space + 1 + len);
+                        seen.lock().unwrap().push(msg);
+                    }
+                }
+            });
+        }
+    });
+    (port, messages)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syslog_over_tls_receives_rfc5424_frames_of_every_event() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let ca = agent_secret_testkit::pki::TestCa::new();
+    let (port, messages) = syslog_receiver(ca.server_config(&["localhost"])).await;
+    let mut syslog = sink(
+        "syslog",
+        SinkKind::SyslogTls,
+        &format!("tls://localhost:{port}"),
+        "unused",
+    );
+    syslog.token = None;
+    syslog.ca_pem = Some(ca.pem.clone().into_bytes());
+    let policy = Policy {
+        audit_sinks: vec![syslog],
+        ..Policy::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let install = Install::new(dir.path(), None).await;
+    let cp = ControlPlane::serve(&install, "127.0.0.1:0".parse().unwrap(), policy).await;
+    let tenant = Tenant::create(&cp, "acme").await;
+    writes(&cp, &tenant, "s", 9).await;
+    let written = all_ids(&cp, &tenant).await;
+    let id_of = |msg: &String| {
+        let start = msg.find(" id=\"").unwrap() + 5;
+        msg[start..start + 36].to_owned()
+    };
+    eventually(
+        "every event reaches syslog",
+        Duration::from_secs(30),
+        || async {
+            let got: BTreeSet<String> = messages.lock().unwrap().iter().map(id_of).collect();
+            got == written
+        },
+    )
+    .await;
+    let all = messages.lock().unwrap().clone();
+    let write = all.iter().find(|m| m.contains(" secret.write ")).unwrap();
+    assert!(
+        write.starts_with("<110>1 "),
+        "facility 13, informational: {write}"
+    );
+    assert!(write.contains("[agentsecretstore@32473 id=\""), "{write}");
+    let json = &write[write.find("] {").unwrap() + 2..];
+    let event: Value = serde_json::from_str(json).unwrap();
+    assert_eq!(event["type"], "secret.write");
+}

@@ -35,7 +35,7 @@ pub use secrets::DatabaseUrl;
 /// `[kms] backend`: `local` or `gcp`, the values the sidecar's `[kms]` takes too.
 pub use sections::{
     AuditConfig, AuditSinkConfig, DatabaseConfig, KmsConfig, KmsRole, LogConfig, LogFormat,
-    RateLimit, RateLimitsConfig, SecurityConfig, ServerConfig, TlsConfig, TokensConfig,
+    RateLimit, RateLimitsConfig, SecurityConfig, ServerConfig, SinkKind, TlsConfig, TokensConfig,
 };
 pub use sessions::SessionsConfig;
 
@@ -123,7 +123,15 @@ impl Config {
                     .trim_end_matches(']')
                     .parse::<std::net::IpAddr>()
                     .is_ok_and(|ip| ip.is_loopback());
-            if !(url.scheme() == "https" || (url.scheme() == "http" && loopback)) {
+            let syslog = sink.kind == SinkKind::SyslogTls;
+            if syslog && url.scheme() != "tls" {
+                return Err(invalid(
+                    &format!("{key}.url"),
+                    "a syslog_tls sink's url is tls://host:port",
+                ));
+            }
+            let https_or_local = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+            if !syslog && !https_or_local {
                 return Err(invalid(
                     &format!("{key}.url"),
                     "must be https (http only to a loopback address): the token travels in it",

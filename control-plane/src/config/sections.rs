@@ -174,13 +174,28 @@ impl Default for AuditConfig {
     }
 }
 
+/// The receivers an audit sink speaks to (`crate::service::siem`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// Splunk HTTP Event Collector (`.../services/collector/event`, `Authorization: Splunk`).
+    SplunkHec,
+    /// Datadog Logs intake (`https://http-intake.logs.<site>/api/v2/logs`, `DD-API-KEY`).
+    Datadog,
+    /// One JSON object per line, POSTed (`Authorization: Bearer` when a token is given).
+    #[serde(rename = "jsonl")]
+    JsonLines,
+    /// RFC 5424 messages, octet-counted over TLS (RFC 5425) to `tls://host:port`.
+    SyslogTls,
+}
+
 /// One `[[audit.sinks]]` entry (`crate::service::siem`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSinkConfig {
     /// `[a-z0-9_-]`, 1 to 32 characters, unique: names the sink's cursor and metrics.
     pub name: String,
-    pub kind: crate::service::siem::SinkKind,
+    pub kind: SinkKind,
     /// `https://...`; plain `http://` only to a loopback address.
     pub url: String,
     /// File holding the HEC token, Datadog API key or bearer token.

@@ -1,5 +1,5 @@
-//! Pushing the audit log to SIEMs (`[[audit.sinks]]`): Splunk HEC, Datadog Logs, or plain JSON
-//! Lines over HTTPS.
+//! Pushing the audit log to SIEMs (`[[audit.sinks]]`): Splunk HEC, Datadog Logs, plain JSON
+//! Lines over HTTPS, or syslog (RFC 5424) over TLS.
 //!
 //! The outbox is the audit table itself. Each sink keeps, per tenant, the position of the last
 //! event it delivered (`audit_sink_cursors`, written only after the receiver said 2xx); its
@@ -16,30 +16,19 @@
 //! batch cannot stop the stream. `audit_sink_lag_events{sink}` is how many events wait.
 
 pub mod format;
+pub mod syslog;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_secret_core::ids::TenantId;
 use agent_secret_core::secret::SecretString;
-use serde::Deserialize;
 
 use super::audit_log::AuditEventView;
 use super::App;
 use crate::store::AuditFilter;
 
-/// The receivers we speak to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    /// Splunk HTTP Event Collector (`.../services/collector/event`, `Authorization: Splunk`).
-    SplunkHec,
-    /// Datadog Logs intake (`https://http-intake.logs.<site>/api/v2/logs`, `DD-API-KEY`).
-    Datadog,
-    /// One JSON object per line, POSTed (`Authorization: Bearer` when a token is given).
-    #[serde(rename = "jsonl")]
-    JsonLines,
-}
+pub use crate::config::SinkKind;
 
 /// One sink, as the worker runs it.
 #[derive(Clone, Debug)]
@@ -72,6 +61,12 @@ struct Worker {
     app: Arc<App>,
     sink: SinkSettings,
     client: reqwest::Client,
+    /// The syslog sink's target and its kept-open connection.
+    syslog: Option<(
+        syslog::SyslogTarget,
+        tokio::sync::Mutex<Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>,
+    )>,
+    hostname: String,
 }
 
 /// Starts a worker per sink; each runs until aborted (with the server).
@@ -80,21 +75,44 @@ pub fn spawn(app: Arc<App>) -> Vec<tokio::task::JoinHandle<()>> {
         .audit_sinks
         .clone()
         .into_iter()
-        .filter_map(|sink| match client(&sink) {
-            Ok(client) => {
-                let worker = Worker {
-                    app: app.clone(),
-                    sink,
-                    client,
-                };
-                Some(tokio::spawn(worker.run()))
-            }
-            Err(e) => {
-                tracing::error!(sink = %sink.name, error = %e, "audit sink disabled: its HTTP client cannot be built");
-                None
+        .filter_map(|sink| {
+            let syslog = match sink.kind {
+                SinkKind::SyslogTls => {
+                    match syslog::SyslogTarget::new(&sink.url, sink.ca_pem.as_deref()) {
+                        Ok(target) => Some((target, tokio::sync::Mutex::new(None))),
+                        Err(e) => {
+                            tracing::error!(sink = %sink.name, error = %e, "audit sink disabled: bad syslog target");
+                            return None;
+                        }
+                    }
+                }
+                _ => None,
+            };
+            match client(&sink) {
+                Ok(client) => {
+                    let worker = Worker {
+                        app: app.clone(),
+                        sink,
+                        client,
+                        syslog,
+                        hostname: hostname(),
+                    };
+                    Some(tokio::spawn(worker.run()))
+                }
+                Err(e) => {
+                    tracing::error!(sink = %sink.name, error = %e, "audit sink disabled: its HTTP client cannot be built");
+                    None
+                }
             }
         })
         .collect()
+}
+
+/// This host's name for syslog's HOSTNAME field.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default()
 }
 
 fn client(sink: &SinkSettings) -> Result<reqwest::Client, reqwest::Error> {
@@ -211,7 +229,38 @@ impl Worker {
             .inc_by(n);
     }
 
+    /// Writes the batch to the syslog connection, opening one if there is none.
+    async fn send_syslog(&self, views: &[AuditEventView]) -> Sent {
+        let Some((target, connection)) = &self.syslog else {
+            return Sent::Failed("no syslog target".into());
+        };
+        let frames = match syslog::frames(&self.hostname, views) {
+            Ok(frames) => frames,
+            Err(e) => return Sent::Failed(format!("could not encode the batch: {e}")),
+        };
+        let mut connection = connection.lock().await;
+        if connection.is_none() {
+            match target.connect().await {
+                Ok(stream) => *connection = Some(stream),
+                Err(e) => return Sent::Failed(format!("syslog connection: {e}")),
+            }
+        }
+        let Some(stream) = connection.as_mut() else {
+            return Sent::Failed("no syslog connection".into());
+        };
+        match syslog::write_all(stream, &frames).await {
+            Ok(()) => Sent::Delivered,
+            Err(e) => {
+                *connection = None;
+                Sent::Failed(format!("syslog write: {e}"))
+            }
+        }
+    }
+
     async fn send(&self, views: &[AuditEventView]) -> Sent {
+        if self.sink.kind == SinkKind::SyslogTls {
+            return self.send_syslog(views).await;
+        }
         let (body, content_type) = match format::body(self.sink.kind, views) {
             Ok(body) => body,
             Err(e) => return Sent::Failed(format!("could not encode the batch: {e}")),

@@ -68,8 +68,9 @@ pub fn body(
                 .collect();
             Ok((serde_json::to_vec(&logs)?, "application/json"))
         }
-        // Plain JSON Lines, as `GET /v1/audit?format=jsonl` gives them.
-        SinkKind::JsonLines => {
+        // Plain JSON Lines, as `GET /v1/audit?format=jsonl` gives them (syslog frames are
+        // `super::syslog`'s; this is never asked for them).
+        SinkKind::JsonLines | SinkKind::SyslogTls => {
             let mut out = Vec::new();
             for e in events {
                 serde_json::to_writer(&mut out, e)?;
@@ -85,6 +86,6 @@ pub fn auth_header(kind: SinkKind, token: &str) -> (&'static str, String) {
     match kind {
         SinkKind::SplunkHec => ("authorization", format!("Splunk {token}")),
         SinkKind::Datadog => ("dd-api-key", token.to_owned()),
-        SinkKind::JsonLines => ("authorization", format!("Bearer {token}")),
+        SinkKind::JsonLines | SinkKind::SyslogTls => ("authorization", format!("Bearer {token}")),
     }
 }
