@@ -41,7 +41,8 @@ pub struct Metrics {
     /// (the queue was full).
     pub notifications: IntCounterVec,
     /// Audit events per SIEM sink by `outcome`: `sent`, `dead_lettered` (refused for good
-    /// and skipped), `failed` (a batch attempt that will be retried).
+    /// and skipped), `failed` (in a batch attempt that failed and will be retried; an event
+    /// retried n times counts n times).
     pub audit_sink_events: IntCounterVec,
     /// Audit events not yet delivered to each sink, as of its last pass.
     pub audit_sink_lag: IntGaugeVec,

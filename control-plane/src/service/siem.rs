@@ -198,7 +198,7 @@ impl Worker {
                     "dead_lettered"
                 }
                 Sent::Failed(why) => {
-                    self.count("failed", 1);
+                    self.count("failed", views.len() as u64);
                     let head = store.audit_head(tenant).await.ok().flatten();
                     let waiting = head.map_or(0, |(seq, _)| seq - cursor);
                     self.app
