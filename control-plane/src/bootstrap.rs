@@ -67,6 +67,7 @@ pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<
     let store: Arc<dyn Store> = Arc::new(SqlStore::new(db));
     let mut policy = policy(config);
     policy.audit_sinks = audit_sinks(config)?;
+    policy.alerts = alerts(config)?;
     let mut app = App::new(store, kms, Arc::new(pepper), policy)
         .with_events(events)
         .with_limits(crate::limits::Limits::new(
@@ -126,6 +127,7 @@ pub fn policy(config: &Config) -> Policy {
             file: config.audit.checkpoint_file.clone(),
         },
         approvals: config.approvals.settings(),
+        alerts: crate::service::alerts::AlertSettings::off(),
     }
 }
 
@@ -138,13 +140,7 @@ pub fn audit_sinks(config: &Config) -> anyhow::Result<Vec<crate::service::siem::
         .map(|sink| {
             let key = format!("audit.sinks.{}", sink.name);
             let token = match &sink.token_file {
-                Some(path) => {
-                    let text = std::fs::read_to_string(path)
-                        .with_context(|| format!("{key}.token_file {}", path.display()))?;
-                    Some(agent_secret_core::secret::SecretString::new(
-                        text.trim().to_owned(),
-                    ))
-                }
+                Some(path) => Some(read_token(path, &format!("{key}.token_file"))?),
                 None => None,
             };
             let ca_pem = match &sink.ca_file {
@@ -165,6 +161,49 @@ pub fn audit_sinks(config: &Config) -> anyhow::Result<Vec<crate::service::siem::
             })
         })
         .collect()
+}
+
+/// `[alerts]`, with the webhook's token and CA read from their files.
+pub fn alerts(config: &Config) -> anyhow::Result<crate::service::alerts::AlertSettings> {
+    use crate::service::alerts::{AlertSettings, AlertWebhook};
+    let c = &config.alerts;
+    let webhook = match &c.webhook_url {
+        Some(url) => Some(AlertWebhook {
+            url: url.clone(),
+            token: match &c.webhook_token_file {
+                Some(path) => Some(read_token(path, "alerts.webhook_token_file")?),
+                None => None,
+            },
+            ca_pem: match &c.webhook_ca_file {
+                Some(path) => Some(
+                    std::fs::read(path)
+                        .with_context(|| format!("alerts.webhook_ca_file {}", path.display()))?,
+                ),
+                None => None,
+            },
+        }),
+        None => None,
+    };
+    Ok(AlertSettings {
+        enabled: c.enabled,
+        rules: c.rules()?,
+        poll_interval: std::time::Duration::from_millis(c.poll_interval_ms),
+        baseline: std::time::Duration::from_secs(c.baseline_hours.saturating_mul(3600)),
+        baseline_max_events: c.baseline_max_events,
+        webhook,
+    })
+}
+
+/// A credential kept in a file, trimmed.
+fn read_token(
+    path: &std::path::Path,
+    key: &str,
+) -> anyhow::Result<agent_secret_core::secret::SecretString> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("{key} {}", path.display()))?;
+    Ok(agent_secret_core::secret::SecretString::new(
+        text.trim().to_owned(),
+    ))
 }
 
 /// The trust-tier webhook of `[approvals.trust_tier_webhook]`, when configured.

@@ -3,6 +3,7 @@
 //!
 //! Domain logic (`audit`, `service`) is free of HTTP and SQL; `store` owns SQL, `api` owns HTTP.
 
+pub mod anomaly;
 pub mod api;
 pub mod audit;
 pub mod audit_checkpoint;

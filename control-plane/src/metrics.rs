@@ -46,6 +46,10 @@ pub struct Metrics {
     pub audit_sink_events: IntCounterVec,
     /// Audit events not yet delivered to each sink, as of its last pass.
     pub audit_sink_lag: IntGaugeVec,
+    /// `anomaly_alerts_total{rule}` (`service::alerts`).
+    pub anomaly_alerts: IntCounterVec,
+    /// `alert_webhook_total{outcome}`: POSTs to the alert webhook, `sent` or `failed`.
+    pub alert_webhook: IntCounterVec,
 }
 
 /// Label values of `connections_timed_out_total`.
@@ -237,6 +241,28 @@ impl Metrics {
             "outcome",
             &NOTIFICATION_OUTCOMES,
         );
+        let rules: Vec<&str> = crate::anomaly::Rule::ALL
+            .iter()
+            .map(|r| r.as_str())
+            .collect();
+        let anomaly_alerts = registered_counter_vec(
+            &registry,
+            Opts::new(
+                "anomaly_alerts_total",
+                "Anomaly alerts raised (alert.raised events), by rule",
+            ),
+            "rule",
+            &rules,
+        );
+        let alert_webhook = registered_counter_vec(
+            &registry,
+            Opts::new(
+                "alert_webhook_total",
+                "Alerts posted to the alert webhook, by outcome",
+            ),
+            "outcome",
+            &["sent", "failed"],
+        );
         let metrics = Metrics {
             registry,
             http_requests,
@@ -255,6 +281,8 @@ impl Metrics {
             notifications,
             audit_sink_events,
             audit_sink_lag,
+            anomaly_alerts,
+            alert_webhook,
         };
         // Every series of a closed label set exists from the start (at 0), so an alert on
         // its rate works before the first refusal.

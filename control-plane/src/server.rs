@@ -55,6 +55,7 @@ pub async fn serve(
     let expiry = crate::service::expiry::spawn(app.clone());
     let checkpoints = crate::service::checkpoints::spawn(app.clone());
     let sinks = crate::service::siem::spawn(app.clone());
+    let alerts = crate::service::alerts::spawn(app.clone());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -110,6 +111,7 @@ pub async fn serve(
     expiry.abort();
     checkpoints.abort();
     sinks.iter().for_each(|s| s.abort());
+    alerts.iter().for_each(|a| a.abort());
     // Failures counted but not yet written still reach the audit log.
     app.limits
         .auth_failures

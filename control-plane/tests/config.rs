@@ -794,3 +794,43 @@ fn audit_checkpoints_and_sinks_come_from_toml_and_are_checked() {
         assert!(err.contains(key), "{err}");
     }
 }
+
+#[test]
+fn alert_rules_keep_their_own_defaults_and_refuse_other_rules_keys() {
+    // A table naming only `enabled` keeps the rule's default revocation.
+    let c = load_toml("[alerts.exfiltration]\nenabled = true\n", &[]).unwrap();
+    let rules = c.alerts.rules().unwrap();
+    assert!(rules.exfiltration.revoke_token);
+    assert!(!rules.new_ip.revoke_token);
+    // A partial burst table keeps the rest of that rule's defaults, not another rule's.
+    let c = load_toml("[alerts.auth_failed_burst]\nwindow_seconds = 30\n", &[]).unwrap();
+    let burst = c.alerts.rules().unwrap().auth_failed_burst;
+    assert_eq!((burst.threshold, burst.window_seconds), (20, 30));
+    for (toml, key) in [
+        (
+            "[alerts.new_ip]\nthreshold = 3\n",
+            "alerts.new_ip.threshold",
+        ),
+        (
+            "[alerts.read_spike]\nfactor = 0.5\n",
+            "alerts.read_spike.factor",
+        ),
+        (
+            "[alerts.unusual_hours]\nmax_share = 1.5\n",
+            "alerts.unusual_hours.max_share",
+        ),
+        (
+            "[alerts.denial_burst]\nthreshold = 0\n",
+            "alerts.denial_burst.threshold",
+        ),
+        (
+            "[alerts]\nwebhook_url = \"http://alerts.example.com/x\"\n",
+            "alerts.webhook_url",
+        ),
+    ] {
+        let err = load_toml(toml, &[]).unwrap_err();
+        assert!(err.to_string().contains(key), "{toml}: {err}");
+    }
+    let c = load_toml("", &[("AGENT_SECRET_ALERTS_ENABLED", "false")]).unwrap();
+    assert!(!c.alerts.enabled);
+}

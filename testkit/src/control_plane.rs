@@ -216,6 +216,18 @@ impl ControlPlane {
         }
     }
 
+    /// Its `/metrics` page (Prometheus text).
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Stops serving (an outage, as far as sidecars can tell).
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {

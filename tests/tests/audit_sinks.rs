@@ -124,18 +124,6 @@ async fn all_ids(cp: &ControlPlane, tenant: &Tenant) -> BTreeSet<String> {
     }
 }
 
-/// The control plane's `/metrics` page.
-async fn metrics_text(cp: &ControlPlane) -> String {
-    cp.client
-        .get(cp.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 async fn writes(cp: &ControlPlane, tenant: &Tenant, round: &str, n: usize) {
     for i in 0..n {
         tenant
@@ -204,7 +192,7 @@ async fn splunk_and_datadog_receive_every_event_across_an_outage_and_a_restart()
     .await;
     assert_eq!(splunk.refused_auth.load(Ordering::SeqCst), 0);
     assert_eq!(datadog.refused_auth.load(Ordering::SeqCst), 0);
-    let metrics = metrics_text(&cp).await;
+    let metrics = cp.metrics_text().await;
     assert!(
         metrics.contains(
             "agent_secret_store_audit_sink_events_total{outcome=\"sent\",sink=\"splunk\"}"
@@ -239,7 +227,7 @@ async fn a_receiver_refusing_for_good_dead_letters_and_the_stream_goes_on() {
     let tenant = Tenant::create(&cp, "acme").await;
     writes(&cp, &tenant, "x", 3).await;
     let metric = || async {
-        let text = metrics_text(&cp).await;
+        let text = cp.metrics_text().await;
         text.lines()
             .find(|l| l.starts_with("agent_secret_store_audit_sink_events_total{outcome=\"dead_lettered\",sink=\"lines\"}"))
             .and_then(|l| l.rsplit(' ').next())

@@ -118,6 +118,15 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
     config.audit.checkpoint_file = env
         .path("AUDIT_CHECKPOINT_FILE")
         .or(config.audit.checkpoint_file.take());
+    if let Some(on) = env.parse("ALERTS_ENABLED", "true or false")? {
+        config.alerts.enabled = on;
+    }
+    if let Some(url) = env.get("ALERTS_WEBHOOK_URL") {
+        config.alerts.webhook_url = Some(url);
+    }
+    config.alerts.webhook_token_file = env
+        .path("ALERTS_WEBHOOK_TOKEN_FILE")
+        .or(config.alerts.webhook_token_file.take());
 
     apply_kms(config, &env)?;
     apply_limits(config, &env)?;

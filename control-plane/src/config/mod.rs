@@ -10,6 +10,7 @@
 //! The environment is read through an injected lookup function so tests pass a map instead of
 //! mutating the process environment. See `config/control-plane.toml` for every key.
 
+mod alerts;
 mod approvals;
 mod env;
 mod secrets;
@@ -29,6 +30,7 @@ use agent_secret_core::kms::KmsSettings;
 use serde::Deserialize;
 
 pub use agent_secret_core::kms::KmsBackend;
+pub use alerts::{AlertsConfig, RuleTable};
 pub use approvals::{ApprovalsConfig, TrustTierWebhookConfig};
 pub use notifications::{NotificationsConfig, WebhookUrl};
 pub use secrets::DatabaseUrl;
@@ -63,6 +65,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub notifications: NotificationsConfig,
     pub audit: AuditConfig,
+    pub alerts: AlertsConfig,
 }
 
 impl Default for Config {
@@ -81,6 +84,7 @@ impl Default for Config {
             sessions: SessionsConfig::default(),
             notifications: NotificationsConfig::default(),
             audit: AuditConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -99,6 +103,26 @@ impl Config {
     }
 }
 
+/// An `https://` URL, or `http://` to a loopback address only: what it carries (audit events,
+/// alerts, a token) must not cross a network in the clear.
+fn check_https_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let url = reqwest::Url::parse(url).map_err(|e| invalid(key, &e.to_string()))?;
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if url.scheme() == "https" || (url.scheme() == "http" && loopback) {
+        return Ok(());
+    }
+    Err(invalid(
+        key,
+        "must be https (http only to a loopback address): the token travels in it",
+    ))
+}
+
 impl Config {
     fn validate_sinks(&self) -> Result<(), ConfigError> {
         let mut names = std::collections::HashSet::new();
@@ -114,28 +138,17 @@ impl Config {
                     "names are unique, 1 to 32 of [a-z0-9_-]",
                 ));
             }
-            let url = reqwest::Url::parse(&sink.url)
-                .map_err(|e| invalid(&format!("{key}.url"), &e.to_string()))?;
-            let host = url.host_str().unwrap_or_default();
-            let loopback = host == "localhost"
-                || host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-            let syslog = sink.kind == SinkKind::SyslogTls;
-            if syslog && url.scheme() != "tls" {
-                return Err(invalid(
-                    &format!("{key}.url"),
-                    "a syslog_tls sink's url is tls://host:port",
-                ));
-            }
-            let https_or_local = url.scheme() == "https" || (url.scheme() == "http" && loopback);
-            if !syslog && !https_or_local {
-                return Err(invalid(
-                    &format!("{key}.url"),
-                    "must be https (http only to a loopback address): the token travels in it",
-                ));
+            if sink.kind == SinkKind::SyslogTls {
+                let url = reqwest::Url::parse(&sink.url)
+                    .map_err(|e| invalid(&format!("{key}.url"), &e.to_string()))?;
+                if url.scheme() != "tls" {
+                    return Err(invalid(
+                        &format!("{key}.url"),
+                        "a syslog_tls sink's url is tls://host:port",
+                    ));
+                }
+            } else {
+                check_https_url(&format!("{key}.url"), &sink.url)?;
             }
             if !(1..=1000).contains(&sink.batch_size) {
                 return Err(invalid(&format!("{key}.batch_size"), "must be 1 to 1000"));
@@ -237,6 +250,7 @@ impl Config {
         self.approvals.validate()?;
         self.sessions.validate()?;
         self.notifications.validate()?;
+        self.alerts.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

@@ -7,6 +7,7 @@
 pub mod activation;
 pub mod agent_view;
 pub mod agents;
+pub mod alerts;
 pub mod approvals;
 pub mod audit_log;
 pub mod auth;
@@ -66,6 +67,9 @@ pub struct Policy {
     pub audit_sinks: Vec<siem::SinkSettings>,
     /// `[approvals]`: who must approve what, and who may.
     pub approvals: approvals::ApprovalSettings,
+    /// `[alerts]`: the anomaly rules and what their hits do (`service::alerts`). Off here;
+    /// the configuration's default turns them on.
+    pub alerts: alerts::AlertSettings,
 }
 
 impl Default for Policy {
@@ -78,6 +82,7 @@ impl Default for Policy {
             checkpoints: checkpoints::CheckpointSettings::default(),
             audit_sinks: Vec::new(),
             approvals: approvals::ApprovalSettings::default(),
+            alerts: alerts::AlertSettings::off(),
         }
     }
 }

@@ -32,6 +32,7 @@ use chrono::{DateTime, Utc};
 
 use super::auth::SidecarPrincipal;
 use super::{approvals, App, ServiceError, ServiceResult};
+use crate::anomaly::ABOVE_APPROVED_REASON;
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
 use crate::store::{NewReservation, StoredSecret, TokenRecord, TokenUse, UseOutcome};
 
@@ -316,7 +317,21 @@ async fn deny<T>(
     draft: AuditDraft,
     denial: Denial,
 ) -> ServiceResult<T> {
-    let mut draft = draft.failed(denial.code());
+    // The code, but for a read above the approved sensitivity, which shares its code with a
+    // token waiting for approval and is an anomaly (`crate::anomaly`) where waiting is not.
+    let reason = match &denial {
+        Denial::AboveApprovedSensitivity {
+            sensitivity,
+            approved,
+            ..
+        } => format!(
+            "{ABOVE_APPROVED_REASON} ({} > {})",
+            sensitivity.as_str(),
+            approved.as_str()
+        ),
+        _ => denial.code().to_owned(),
+    };
+    let mut draft = draft.failed(reason);
     draft.path = denial.path().map(ToString::to_string);
     if let Err(e) = app.store.append_audit(sidecar.tenant, draft).await {
         tracing::error!(error = %e, "could not write resolve denial audit event");

@@ -6,7 +6,7 @@ use agent_secret_core::api::{
 };
 use agent_secret_core::cidr::parse_cidr;
 use agent_secret_core::credential::{issue_with_id, CredentialKind};
-use agent_secret_core::ids::{AgentId, TokenId};
+use agent_secret_core::ids::{AgentId, TenantId, TokenId};
 use agent_secret_core::scope::Scope;
 use chrono::{DateTime, Duration, Utc};
 use ipnet::IpNet;
@@ -316,18 +316,30 @@ pub async fn revoke(
     let audit = AuditDraft::new(AuditEventType::TokenRevoked, actor)
         .client(ctx.ip_string(), ctx.user_agent.clone())
         .reason(format!("token {id}"));
-    if app
+    revoke_and_publish(app, caller.tenant(), id, audit).await?;
+    let token = visible_token(app, caller, id).await?;
+    Ok(info(&token, now))
+}
+
+/// Revokes the token with `audit` in the same transaction and tells every sidecar to drop
+/// its cached grant; whether it was revoked now (not before).
+pub(crate) async fn revoke_and_publish(
+    app: &App,
+    tenant: TenantId,
+    id: TokenId,
+    audit: AuditDraft,
+) -> ServiceResult<bool> {
+    let revoked = app
         .store
-        .revoke_token(caller.tenant(), id, now, audit)
-        .await?
-    {
+        .revoke_token(tenant, id, audit.occurred_at, audit)
+        .await?;
+    if revoked {
         let event = WatchEvent::TokenRevoked {
             token_id: id.to_string(),
         };
-        app.events.publish(caller.tenant(), event).await;
+        app.events.publish(tenant, event).await;
     }
-    let token = visible_token(app, caller, id).await?;
-    Ok(info(&token, now))
+    Ok(revoked)
 }
 
 /// The state a caller sees: `expired` is derived, never stored.
