@@ -72,6 +72,9 @@ pub enum ResolveError {
         message: String,
         /// The path refused, when the refusal concerns one path (for the audit record).
         path: Option<SecretPath>,
+        /// The control plane decided this refusal and wrote it to the audit log itself, so
+        /// the sidecar does not report it again (one event per refusal).
+        recorded: bool,
     },
     #[error("control plane unavailable: {0}")]
     Unavailable(String),
@@ -93,6 +96,11 @@ impl ResolveError {
         }
     }
 
+    /// Whether the control plane already audited this refusal.
+    pub fn recorded(&self) -> bool {
+        matches!(self, ResolveError::Denied { recorded: true, .. })
+    }
+
     /// The code the agent sees for this error (see `Denial::from`), also the reason given
     /// when a reservation is released because of it.
     pub fn code(&self) -> &'static str {
@@ -112,6 +120,7 @@ impl From<Denial> for ResolveError {
             code: denial.error_code(),
             message: denial.message(),
             path: denial.path().cloned(),
+            recorded: false,
         }
     }
 }
@@ -458,6 +467,7 @@ impl Resolver {
                     code,
                     message: body.error.message,
                     path: None,
+                    recorded: recorded_by_control_plane(code),
                 }
             }
             other => ResolveError::Unavailable(other.to_string()),
@@ -482,5 +492,24 @@ fn denied(code: ErrorCode, message: impl Into<String>) -> ResolveError {
         code,
         message: message.into(),
         path: None,
+        recorded: false,
     }
+}
+
+/// The refusals a control plane writes to the audit log as it answers a resolve (its
+/// `service::resolve` denials); others (rate limits, its own faults) the sidecar reports.
+fn recorded_by_control_plane(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::TokenInvalid
+            | ErrorCode::TokenRevoked
+            | ErrorCode::TokenExpired
+            | ErrorCode::ApprovalPending
+            | ErrorCode::ApprovalDenied
+            | ErrorCode::IpNotAllowed
+            | ErrorCode::UsesExhausted
+            | ErrorCode::ScopeDenied
+            | ErrorCode::SecretNotFound
+            | ErrorCode::DestinationNotAllowed
+    )
 }

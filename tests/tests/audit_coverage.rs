@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use agent_secret_testkit::eventually;
-use agent_secret_testkit::harness::{agent, Harness};
+use agent_secret_testkit::harness::{agent, Harness, Issued};
 use reqwest::StatusCode;
 
 const VALUE: &str = "sk-coverage-0123456789abcdef";
@@ -74,4 +74,61 @@ async fn a_cold_and_a_warm_injection_are_one_secret_read_each() {
             .contains("reported by sidecar"),
         "{warm}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_is_one_event_and_a_forged_token_is_an_auth_failure() {
+    use agent_secret_core::credential::{issue_with_id, CredentialKind, Pepper};
+
+    let h = Harness::builder()
+        .secret("demo/echo/api_key", VALUE)
+        .start()
+        .await;
+    let token = h.issue(agent().scope("secrets:read:demo/**")).await;
+    // Decided by the control plane (nothing is cached yet) and written there; the sidecar
+    // does not report it again.
+    let refused = h
+        .agent(&token)
+        .get(h.url("/echo"))
+        .header("authorization", "Bearer {{secret:other/api_key}}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // A token with a real id and a wrong secret part.
+    let forged = Issued {
+        id: token.id.clone(),
+        token: issue_with_id(
+            CredentialKind::Token,
+            token.id.parse().unwrap(),
+            &Pepper::generate(),
+        )
+        .token
+        .expose()
+        .to_owned(),
+    };
+    let res = h
+        .agent(&forged)
+        .get(h.url("/echo"))
+        .header("authorization", "Bearer {{secret:demo/echo/api_key}}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::PROXY_AUTHENTICATION_REQUIRED);
+    eventually("both are in the log", Duration::from_secs(20), || async {
+        let stats = h.sidecar.audit().unwrap().stats();
+        (stats.spooled, stats.queued) == (0, 0) && !h.audit("type=auth.failed").await.is_empty()
+    })
+    .await;
+
+    let reads = h.audit("type=secret.read").await;
+    assert_eq!(reads.len(), 1, "one event for one refusal: {reads:#?}");
+    assert_eq!(reads[0]["reason"], "scope_denied");
+    assert_eq!(reads[0]["path"], "other/api_key");
+    let failed = h.audit("type=auth.failed").await;
+    assert_eq!(failed.len(), 1, "{failed:#?}");
+    assert_eq!(failed[0]["actor"], format!("token:{}", token.id));
+    assert_eq!(failed[0]["reason"], "token_invalid");
+    let text = serde_json::to_string(&failed).unwrap();
+    assert!(!text.contains(&forged.token), "never the credential itself");
 }

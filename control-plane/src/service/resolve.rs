@@ -146,24 +146,30 @@ async fn resolve_once(
     };
     // One read transaction for the token and the secrets; the secrets are read only for a
     // token the policy admits, so a refused one touches no secret row.
-    let (token, found) =
-        match PresentedCredential::parse_kind(CredentialKind::Token, &request.token) {
-            Err(_) => (None, Vec::new()),
-            Ok(credential) => {
-                let admit = |t: &TokenRecord| {
-                    credential.verify(&app.pepper, &t.key_hash)
-                        && policy::admit(&grant_facts(t), &asked).is_ok()
-                };
-                let (row, found) = app
-                    .store
-                    .resolve_snapshot(sidecar.tenant, TokenId(credential.id), &paths, &admit)
-                    .await?;
-                let row = row.filter(|t| credential.verify(&app.pepper, &t.key_hash));
-                (row, found)
-            }
-        };
+    let presented = PresentedCredential::parse_kind(CredentialKind::Token, &request.token);
+    let presented_id = presented.as_ref().ok().map(|c| c.id);
+    let (token, found) = match presented {
+        Err(_) => (None, Vec::new()),
+        Ok(credential) => {
+            let admit = |t: &TokenRecord| {
+                credential.verify(&app.pepper, &t.key_hash)
+                    && policy::admit(&grant_facts(t), &asked).is_ok()
+            };
+            let (row, found) = app
+                .store
+                .resolve_snapshot(sidecar.tenant, TokenId(credential.id), &paths, &admit)
+                .await?;
+            let row = row.filter(|t| credential.verify(&app.pepper, &t.key_hash));
+            (row, found)
+        }
+    };
     let Some(token) = token else {
-        return deny(app, sidecar, base(sidecar.actor()), Denial::TokenInvalid).await;
+        // A failed authentication, in the name of the id the token carried when it had one
+        // (never its secret part), whatever the request asked for.
+        let actor = presented_id.map_or_else(|| sidecar.actor(), |id| Actor::new("token", id));
+        let mut draft = base(actor);
+        draft.event_type = AuditEventType::AuthFailed;
+        return deny(app, sidecar, draft, Denial::TokenInvalid).await;
     };
     // The background task activates approved tokens every few seconds; the next resolve does
     // not wait for it.

@@ -89,12 +89,23 @@ fn draft(sidecar: SidecarPrincipal, e: SidecarAuditEvent) -> AuditDraft {
         Some(id) => Actor::new("token", id.chars().take(64).collect::<String>()),
         None => sidecar.actor(),
     };
+    // A credential the sidecar turned down itself (malformed, missing) is a failed
+    // authentication, like one the control plane turns down.
+    let code = e.reason.clone().unwrap_or_default();
+    let code = code.as_str();
     let reported = format!("reported by sidecar {}", sidecar.id);
     let reason = match bounded(e.reason) {
         Some(r) => format!("{r}; {reported}"),
         None => reported,
     };
     let event_type = match e.kind {
+        SidecarEventKind::SecretRead
+            if !e.success
+                && (code == ErrorCode::TokenInvalid.as_str()
+                    || code == ErrorCode::Unauthenticated.as_str()) =>
+        {
+            AuditEventType::AuthFailed
+        }
         SidecarEventKind::SecretRead => AuditEventType::SecretRead,
         SidecarEventKind::McpToolCalled => AuditEventType::McpToolCalled,
     };

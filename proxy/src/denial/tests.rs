@@ -101,6 +101,7 @@ fn kms_faults_have_their_own_codes() {
             code: ErrorCode::UsesExhausted,
             message: "m".into(),
             path: None,
+            recorded: true,
         },
     ] {
         let code = e.code();

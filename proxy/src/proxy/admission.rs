@@ -98,7 +98,7 @@ impl SecretProxy {
 
     /// The values of the request's paths. A refusal gives back the audit room first, then is
     /// audited with the destination and the path refused (the first path when the refusal
-    /// names none, e.g. one the control plane decided).
+    /// names none) — unless the control plane decided it and audited it already.
     async fn resolve(
         &self,
         ask: &Ask,
@@ -119,10 +119,13 @@ impl SecretProxy {
             Ok(resolved) => Ok((resolved, permit)),
             Err(e) => {
                 let refused = e.denied_path().cloned();
+                let recorded = e.recorded();
                 let denial = Denial::from(e);
                 drop(permit);
-                let path = refused.as_ref().or(ask.paths.first());
-                self.audit_denial(caller, Some(&ask.target), path, &denial);
+                if !recorded {
+                    let path = refused.as_ref().or(ask.paths.first());
+                    self.audit_denial(caller, Some(&ask.target), path, &denial);
+                }
                 caller.audited = true;
                 Err(denial)
             }
