@@ -90,6 +90,9 @@ audit_event_types! {
     McpToolCalled => "mcp.tool_called",
     /// A signed statement of the chain up to the event before it (`crate::audit_checkpoint`).
     AuditCheckpoint => "audit.checkpoint",
+    /// The owner archived a prefix of the chain to a file and deleted it from the database;
+    /// the reason names the range and the file's SHA-256.
+    AuditArchived => "audit.archived",
 }
 
 impl fmt::Display for AuditEventType {
@@ -295,6 +298,9 @@ pub struct ChainReport {
     pub checkpoints_verified: i64,
     /// The last of them: everything up to it is vouched for by a signature.
     pub last_checkpoint_seq: Option<i64>,
+    /// Events through this position were archived out of the database (docs/operations.md,
+    /// "Audit retention"); the check started after it, from the archive's recorded hash.
+    pub archived_through: Option<i64>,
 }
 
 /// Incremental chain verifier, so callers can stream events from the database in pages.
@@ -383,6 +389,7 @@ impl ChainVerifier {
             problem: failure.map(|f| f.1),
             checkpoints_verified: 0,
             last_checkpoint_seq: None,
+            archived_through: None,
         }
     }
 }

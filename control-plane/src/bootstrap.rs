@@ -94,6 +94,19 @@ pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<
     Ok(app)
 }
 
+/// The store connected as the tables' owner (`database.owner_url`, else `database.url`),
+/// migrated: for the owner's own maintenance (`audit archive`), never for serving.
+pub async fn open_owner_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let url = config
+        .database
+        .owner_url
+        .as_ref()
+        .unwrap_or(&config.database.url);
+    let db = connect(url, "database.owner_url").await?;
+    migrate_db(&db, url).await?;
+    Ok(Arc::new(SqlStore::new(db)))
+}
+
 /// Watch events cross replicas through PostgreSQL `NOTIFY`; SQLite has one replica.
 pub fn event_hub(db: &crate::db::Db) -> crate::events::EventHub {
     match db {

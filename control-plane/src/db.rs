@@ -33,6 +33,8 @@ const SERVICE_GRANTS: &[&str] = &[
     // Audit keys are written once and never changed (a new key gets a new key_id).
     "GRANT SELECT, INSERT ON audit_keys TO {role}",
     "GRANT SELECT, INSERT ON audit_sink_cursors TO {role}",
+    // Archives are the owner's (`agent-secret-store audit archive`); verification reads them.
+    "GRANT SELECT ON audit_archives TO {role}",
     "GRANT UPDATE (last_seq, updated_at) ON audit_sink_cursors TO {role}",
     "GRANT SELECT, INSERT, DELETE ON credential_index TO {role}",
     "GRANT SELECT, INSERT, DELETE ON operators TO {role}",

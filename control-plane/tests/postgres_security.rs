@@ -17,9 +17,10 @@ use agent_secret_control_plane::audit::{
 };
 use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::store::{
-    AgentRecord, AgentStore, ApprovalStore, AuditFilter, AuditStore, CheckpointStore, KeyStore,
-    NewSecretVersion, NewSession, OperatorAccountStore, OperatorRecord, SecretStore, SidecarRecord,
-    SidecarStore, SinkCursorStore, TenantRecord, TenantStore, TokenRecord, TokenStore,
+    AgentRecord, AgentStore, ApprovalStore, ArchiveStore, AuditFilter, AuditStore, CheckpointStore,
+    KeyStore, NewSecretVersion, NewSession, OperatorAccountStore, OperatorRecord, SecretStore,
+    SidecarRecord, SidecarStore, SinkCursorStore, TenantRecord, TenantStore, TokenRecord,
+    TokenStore,
 };
 use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
 use agent_secret_core::envelope::Envelope;
@@ -33,7 +34,7 @@ use support::{TestDb, SERVICE_ROLE};
 use uuid::Uuid;
 
 /// Every row-level-secured table and the column holding its tenant.
-const TENANT_TABLES: [(&str, &str); 17] = [
+const TENANT_TABLES: [(&str, &str); 18] = [
     ("tenants", "SELECT id FROM tenants"),
     ("operators", "SELECT tenant_id FROM operators"),
     ("sidecars", "SELECT tenant_id FROM sidecars"),
@@ -64,6 +65,7 @@ const TENANT_TABLES: [(&str, &str); 17] = [
         "audit_sink_cursors",
         "SELECT tenant_id FROM audit_sink_cursors",
     ),
+    ("audit_archives", "SELECT tenant_id FROM audit_archives"),
     (
         "operator_accounts",
         "SELECT tenant_id FROM operator_accounts",
@@ -337,6 +339,32 @@ async fn seeded() -> Option<(TestDb, SqlStore, TenantId, TenantId)> {
             .await
             .unwrap();
     }
+    // The owner archives each tenant's first event, so
+    // audit_archives has rows to confine too.
+    let owner = SqlStore::new(
+        agent_secret_control_plane::db::Db::connect(&db.owner_url)
+            .await
+            .unwrap(),
+    );
+    for tenant in [a, b] {
+        // A consumer that has read one event holds the archive to that one: the tests below
+        // edit later events.
+        assert!(store
+            .advance_sink_cursor(tenant, "slow", 0, 1)
+            .await
+            .unwrap());
+        let report = agent_secret_control_plane::service::audit_archive::archive(
+            &owner,
+            tenant,
+            now_micros(),
+            Actor::system(),
+            &mut Vec::new(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(report.through_seq, 1);
+    }
     Some((db, store, a, b))
 }
 
@@ -372,7 +400,11 @@ async fn chain_report(
         .list_audit(tenant, &AuditFilter::default())
         .await
         .unwrap();
-    let mut verifier = ChainVerifier::default();
+    // The database's chain starts after the last archive (seeded() archives a prefix).
+    let mut verifier = match store.audit_archive(tenant).await.unwrap() {
+        Some(m) => ChainVerifier::starting_at(m.through_seq + 1, m.through_hash),
+        None => ChainVerifier::default(),
+    };
     events.iter().for_each(|e| verifier.push(e));
     verifier.finish(store.audit_head(tenant).await.unwrap())
 }

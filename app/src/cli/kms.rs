@@ -182,12 +182,16 @@ fn parse_tenant(id: &str) -> Result<TenantId, Failure> {
 
 /// The host operator running the command, as the audit log records it: `cli:<login>`.
 fn cli_actor() -> Actor {
-    let user = std::env::var("USER")
+    Actor(format!("cli:{}", login()))
+}
+
+/// The login of whoever runs the command (`unknown` when the environment does not say).
+pub(super) fn login() -> String {
+    std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
         .ok()
         .filter(|u| !u.is_empty() && u.bytes().all(|b| b.is_ascii_graphic()))
-        .unwrap_or_else(|| "unknown".into());
-    Actor(format!("cli:{user}"))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn failure(e: KeyAdminError) -> Failure {

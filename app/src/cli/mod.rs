@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod api;
 pub mod approvals;
+mod audit_archive;
 mod audit_export;
 mod call;
 pub mod client;
@@ -501,6 +502,22 @@ pub enum AuditCommand {
     },
     /// The Ed25519 public keys that sign the tenant's audit checkpoints (keep a copy apart).
     PublicKeys,
+    /// Retention, run on the control-plane host as the database's owner: move a tenant's
+    /// events older than --before into a new JSON Lines file (verified as it is written) and
+    /// delete them from the database, leaving a marker online verification starts from.
+    Archive {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Tenant id.
+        #[arg(long, value_name = "ID")]
+        tenant: String,
+        /// Archive events that happened before this RFC 3339 time.
+        #[arg(long, value_name = "RFC3339")]
+        before: String,
+        /// The archive file to create (never overwritten).
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -556,6 +573,12 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), Failure> {
         Command::Operator(cmd) => remote::operator(&global, cmd, out).await,
         Command::Secret(cmd) => remote::secret(&global, cmd, out).await,
         Command::Token(cmd) => remote::token(&global, cmd, out).await,
+        Command::Audit(AuditCommand::Archive {
+            config,
+            tenant,
+            before,
+            output,
+        }) => audit_archive::run(config.config.as_deref(), &tenant, &before, &output, out).await,
         Command::Audit(cmd) => remote::audit(&global, cmd, out).await,
         Command::Approval(cmd) => approvals::approval(&global, cmd, out).await,
         Command::Mcp(args) => mcp::run(&global, args).await,

@@ -367,6 +367,11 @@ pub async fn audit(global: &GlobalArgs, cmd: AuditCommand, out: Output) -> Resul
             };
             audit_export::stream(&api, &filter, wire, output.as_deref()).await
         }
+        AuditCommand::Archive { .. } => Err(Failure::new(
+            "invalid_usage",
+            "audit archive runs on the control-plane host with its config",
+            EXIT_USAGE,
+        )),
         AuditCommand::PublicKeys => {
             let reply = ControlPlane::new(client(global)?, &token)
                 .audit_public_keys()

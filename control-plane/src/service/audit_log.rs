@@ -200,8 +200,13 @@ pub async fn verify(app: &App, caller: OperatorPrincipal) -> ServiceResult<Chain
     let head = app.store.audit_head(caller.tenant).await?;
     let keys = super::checkpoints::verification_keys(app, caller.tenant).await?;
     let mut checkpoints = CheckpointVerifier::new(Some(keys));
-    let mut verifier = ChainVerifier::default();
-    let mut after = None;
+    // After an archive the database's chain starts where the archive's marker says.
+    let archived = app.store.audit_archive(caller.tenant).await?;
+    let mut verifier = match &archived {
+        Some(m) => ChainVerifier::starting_at(m.through_seq + 1, m.through_hash),
+        None => ChainVerifier::default(),
+    };
+    let mut after = archived.as_ref().map(|m| m.through_seq);
     loop {
         let filter = AuditFilter {
             after_seq: after,
@@ -218,5 +223,7 @@ pub async fn verify(app: &App, caller: OperatorPrincipal) -> ServiceResult<Chain
             _ => break,
         }
     }
-    Ok(checkpoints.apply_to(verifier.finish(head)))
+    let mut report = checkpoints.apply_to(verifier.finish(head));
+    report.archived_through = archived.map(|m| m.through_seq);
+    Ok(report)
 }

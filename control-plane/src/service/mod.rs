@@ -9,6 +9,7 @@ pub mod agent_view;
 pub mod agents;
 pub mod alerts;
 pub mod approvals;
+pub mod audit_archive;
 pub mod audit_log;
 pub mod auth;
 pub mod ceilings;

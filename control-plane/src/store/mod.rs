@@ -795,6 +795,8 @@ pub trait CheckpointStore {
 pub trait SinkCursorStore {
     /// The last position delivered to `sink` (0 before the first delivery).
     async fn sink_cursor(&self, tenant: TenantId, sink: &str) -> StoreResult<i64>;
+    /// Every cursor the tenant has: `(sink, last_seq)`.
+    async fn sink_cursors(&self, tenant: TenantId) -> StoreResult<Vec<(String, i64)>>;
     /// Moves the cursor from `from` to `to`; `false` (nothing changed) if it was not at `from`
     /// any more.
     async fn advance_sink_cursor(
@@ -804,6 +806,37 @@ pub trait SinkCursorStore {
         from: i64,
         to: i64,
     ) -> StoreResult<bool>;
+}
+
+/// Where a tenant's chain starts in the database after an archive (docs/operations.md, "Audit
+/// retention"): the events `first_seq..=through_seq` were exported to a file whose SHA-256
+/// is `file_sha256`, then deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveMarker {
+    pub first_seq: i64,
+    pub through_seq: i64,
+    /// The hash of event `through_seq`: the next event's `prev_hash`.
+    pub through_hash: [u8; 32],
+    pub events: i64,
+    pub file_sha256: String,
+    pub archived_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait ArchiveStore {
+    /// The latest archive marker, if the tenant's log was ever archived.
+    async fn audit_archive(&self, tenant: TenantId) -> StoreResult<Option<ArchiveMarker>>;
+    /// In one transaction: checks that event `through_seq` still has `through_hash`, records
+    /// `marker`, deletes the tenant's events through it and appends `audit` (the
+    /// `audit.archived` event). Lifting the append-only trigger for the delete needs the
+    /// tables' owner: on PostgreSQL the service role gets an error and nothing changes.
+    /// Returns how many events were deleted.
+    async fn archive_audit(
+        &self,
+        tenant: TenantId,
+        marker: &ArchiveMarker,
+        audit: AuditDraft,
+    ) -> StoreResult<u64>;
 }
 
 /// Everything the API needs, as one object-safe bound.
@@ -820,6 +853,7 @@ pub trait Store:
     + AuditStore
     + CheckpointStore
     + SinkCursorStore
+    + ArchiveStore
     + KeyStore
     + OperatorAccountStore
     + Send

@@ -11,6 +11,7 @@
 
 mod agents;
 mod approvals;
+mod archives;
 mod audit;
 mod checkpoints;
 mod credential_index;

@@ -11,6 +11,8 @@ use crate::audit::now_micros;
 use crate::db::on_db;
 use crate::store::{SinkCursorStore, StoreResult};
 
+const SELECT_CURSORS: &str =
+    "SELECT sink, last_seq FROM audit_sink_cursors WHERE tenant_id = $1 ORDER BY sink";
 const SELECT_CURSOR: &str =
     "SELECT last_seq FROM audit_sink_cursors WHERE tenant_id = $1 AND sink = $2";
 /// Inserts the first cursor, or moves an existing one only from where the caller read it.
@@ -33,6 +35,19 @@ impl SinkCursorStore for SqlStore {
                 .map_err(db_error)?;
             tx.commit().await.map_err(db_error)?;
             Ok(seq.unwrap_or(0))
+        })
+    }
+
+    async fn sink_cursors(&self, tenant: TenantId) -> StoreResult<Vec<(String, i64)>> {
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let rows: Vec<(String, i64)> = sqlx::query_as(SELECT_CURSORS)
+                .bind(tenant.to_string())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            tx.commit().await.map_err(db_error)?;
+            Ok(rows)
         })
     }
 
