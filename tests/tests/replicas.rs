@@ -179,3 +179,83 @@ async fn two_replicas_record_each_token_expiry_exactly_once() {
     replica_b.stop().await;
     drop_database(&admin_url, &name).await;
 }
+
+/// Both replicas judge every event; the `.alerts` cursor lets only one act on each hit. Many
+/// exfiltration attempts by many tokens, reported to either replica: one alert per token, one
+/// revocation each.
+#[tokio::test]
+async fn two_replicas_raise_each_alert_once() {
+    use agent_secret_control_plane::service::alerts::AlertSettings;
+    let Some(admin_url) = postgres_url() else {
+        return;
+    };
+    let (name, url) = fresh_database(&admin_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let install = Install::new(dir.path(), Some(url)).await;
+    let policy = || {
+        let mut alerts = AlertSettings::on(Default::default());
+        alerts.poll_interval = Duration::from_millis(20);
+        Policy {
+            alerts,
+            ..Policy::default()
+        }
+    };
+    let replica_a = ControlPlane::serve(&install, "127.0.0.1:0".parse().unwrap(), policy()).await;
+    let replica_b = ControlPlane::serve(&install, "127.0.0.1:0".parse().unwrap(), policy()).await;
+    let tenant = Tenant::create(&replica_a, "acme").await;
+    let mut tokens = Vec::new();
+    for _ in 0..8 {
+        let (id, _) = tenant
+            .token(&replica_a, &["secrets:read:prod/**"], json!({}))
+            .await;
+        tokens.push(id);
+    }
+    // The sidecar's reports of placeholders sent toward an unbound host, to both replicas.
+    for (i, id) in tokens.iter().enumerate() {
+        let replica = if i % 2 == 0 { &replica_a } else { &replica_b };
+        replica
+            .ok(
+                reqwest::Method::POST,
+                "/v1/sidecar/audit",
+                &tenant.sidecar_key,
+                Some(json!({"events": [{
+                    "token_id": id, "client_ip": "10.0.0.7", "user_agent": null,
+                    "path": "prod/api/key", "destination_host": "evil.example",
+                    "success": false, "reason": "destination_not_allowed",
+                    "occurred_at": chrono::Utc::now(),
+                }]})),
+            )
+            .await;
+    }
+    eventually(
+        "every token is revoked",
+        Duration::from_secs(30),
+        || async {
+            let revoked = tenant.audit(&replica_b, "type=token.revoked").await;
+            revoked.len() >= tokens.len()
+        },
+    )
+    .await;
+    // Both replicas have looked well past the last report.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alerts: Vec<_> = tenant
+        .audit(&replica_a, "type=alert.raised")
+        .await
+        .into_iter()
+        .filter(|e| e["reason"].as_str().unwrap().starts_with("exfiltration:"))
+        .collect();
+    assert_eq!(alerts.len(), tokens.len(), "{alerts:#?}");
+    let revoked = tenant.audit(&replica_a, "type=token.revoked").await;
+    assert_eq!(revoked.len(), tokens.len(), "{revoked:#?}");
+    for id in &tokens {
+        let actor = format!("token:{id}");
+        assert_eq!(
+            alerts
+                .iter()
+                .filter(|a| a["actor"] == actor.as_str())
+                .count(),
+            1
+        );
+    }
+    drop_database(&admin_url, &name).await;
+}
