@@ -18,9 +18,7 @@ use agent_secret_control_plane::service::audit_archive::{archive, ArchiveError};
 use agent_secret_control_plane::service::principal::OperatorPrincipal;
 use agent_secret_control_plane::service::{audit_log, App, Policy};
 use agent_secret_control_plane::store::sql::SqlStore;
-use agent_secret_control_plane::store::{
-    ArchiveStore, AuditFilter, OperatorRecord, Store, TenantRecord,
-};
+use agent_secret_control_plane::store::{ArchiveStore, AuditFilter, Store};
 use agent_secret_core::api::Role;
 use agent_secret_core::credential::Pepper;
 use agent_secret_core::ids::{OperatorId, TenantId};
@@ -32,20 +30,7 @@ fn draft(event_type: AuditEventType, reason: &str) -> AuditDraft {
 }
 
 async fn new_tenant(store: &dyn Store) -> (TenantId, OperatorId) {
-    let tenant = TenantRecord {
-        id: TenantId::new(),
-        name: format!("tenant-{}", uuid::Uuid::new_v4()),
-        created_at: now_micros(),
-    };
-    let admin = OperatorRecord {
-        id: OperatorId::new(),
-        tenant_id: tenant.id,
-        name: "admin".into(),
-        role: Role::Admin,
-        key_hash: vec![1; 32],
-        created_at: now_micros(),
-        revoked_at: None,
-    };
+    let (tenant, admin) = support::tenant_records();
     // Created long ago, so its first event falls in the archived range too.
     let mut created = draft(AuditEventType::TenantCreated, "t");
     created.occurred_at = now_micros() - Duration::days(50);

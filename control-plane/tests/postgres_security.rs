@@ -18,14 +18,13 @@ use agent_secret_control_plane::audit::{
 use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::store::{
     AgentRecord, AgentStore, ApprovalStore, ArchiveStore, AuditFilter, AuditStore, CheckpointStore,
-    KeyStore, NewSecretVersion, NewSession, OperatorAccountStore, OperatorRecord, SecretStore,
-    SidecarRecord, SidecarStore, SinkCursorStore, TenantRecord, TenantStore, TokenRecord,
-    TokenStore,
+    KeyStore, NewSecretVersion, NewSession, OperatorAccountStore, SecretStore, SidecarRecord,
+    SidecarStore, SinkCursorStore, TenantStore, TokenRecord, TokenStore,
 };
-use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
+use agent_secret_core::api::{Sensitivity, TokenStatus};
 use agent_secret_core::envelope::Envelope;
 use agent_secret_core::host::HostPattern;
-use agent_secret_core::ids::{AgentId, OperatorId, SidecarId, TenantId, TokenId};
+use agent_secret_core::ids::{AgentId, SidecarId, TenantId, TokenId};
 use agent_secret_core::path::SecretPath;
 use agent_secret_core::scope::Scope;
 use chrono::Duration;
@@ -86,20 +85,7 @@ fn draft(t: AuditEventType) -> AuditDraft {
 
 /// A tenant with an operator, a sidecar, an agent, a token, a secret and a few audit events.
 async fn seed_tenant(store: &SqlStore) -> TenantId {
-    let tenant = TenantRecord {
-        id: TenantId::new(),
-        name: format!("tenant-{}", Uuid::new_v4()),
-        created_at: now_micros(),
-    };
-    let admin = OperatorRecord {
-        id: OperatorId::new(),
-        tenant_id: tenant.id,
-        name: "admin".into(),
-        role: Role::Admin,
-        key_hash: vec![1; 32],
-        created_at: now_micros(),
-        revoked_at: None,
-    };
+    let (tenant, admin) = support::tenant_records();
     store
         .create_tenant(&tenant, &admin, draft(AuditEventType::TenantCreated))
         .await

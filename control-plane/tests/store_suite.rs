@@ -149,20 +149,7 @@ fn path(s: &str) -> SecretPath {
 }
 
 async fn new_tenant(store: &dyn Store) -> (TenantRecord, OperatorRecord) {
-    let tenant = TenantRecord {
-        id: TenantId::new(),
-        name: format!("tenant-{}", Uuid::new_v4()),
-        created_at: now_micros(),
-    };
-    let admin = OperatorRecord {
-        id: OperatorId::new(),
-        tenant_id: tenant.id,
-        name: "admin".into(),
-        role: Role::Admin,
-        key_hash: vec![1; 32],
-        created_at: now_micros(),
-        revoked_at: None,
-    };
+    let (tenant, admin) = support::tenant_records();
     store
         .create_tenant(&tenant, &admin, draft(AuditEventType::TenantCreated))
         .await

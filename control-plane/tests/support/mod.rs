@@ -49,6 +49,30 @@ impl TestDb {
     }
 }
 
+/// A new tenant and its first admin operator (a key hash no credential matches), to store
+/// with `create_tenant`.
+pub fn tenant_records() -> (
+    agent_secret_control_plane::store::TenantRecord,
+    agent_secret_control_plane::store::OperatorRecord,
+) {
+    use agent_secret_control_plane::audit::now_micros;
+    let tenant = agent_secret_control_plane::store::TenantRecord {
+        id: agent_secret_core::ids::TenantId::new(),
+        name: format!("tenant-{}", uuid::Uuid::new_v4()),
+        created_at: now_micros(),
+    };
+    let admin = agent_secret_control_plane::store::OperatorRecord {
+        id: agent_secret_core::ids::OperatorId::new(),
+        tenant_id: tenant.id,
+        name: "admin".into(),
+        role: agent_secret_core::api::Role::Admin,
+        key_hash: vec![1; 32],
+        created_at: now_micros(),
+        revoked_at: None,
+    };
+    (tenant, admin)
+}
+
 /// A migrated SQLite database in its own temp dir.
 pub struct SqliteTestDb {
     pub dir: tempfile::TempDir,
