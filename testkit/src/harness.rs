@@ -203,17 +203,22 @@ impl Harness {
         }
     }
 
-    /// The tenant's agent asks the control plane for `request`.
-    pub async fn issue(&self, request: AgentToken) -> Issued {
-        let t = self
-            .cp
+    /// The tenant's agent asks the control plane for `request`: the API's whole answer
+    /// (`status`, `approval_id` when it waits for approval, ...).
+    pub async fn request_token(&self, request: AgentToken) -> Value {
+        self.cp
             .ok(
                 reqwest::Method::POST,
                 "/v1/tokens",
                 &self.tenant.agent_key,
                 Some(serde_json::to_value(&request.0).unwrap()),
             )
-            .await;
+            .await
+    }
+
+    /// The tenant's agent asks the control plane for `request`.
+    pub async fn issue(&self, request: AgentToken) -> Issued {
+        let t = self.request_token(request).await;
         Issued {
             id: t["id"].as_str().unwrap().to_owned(),
             token: t["token"].as_str().unwrap().to_owned(),

@@ -55,14 +55,7 @@ async fn types_in_log(h: &Harness) -> BTreeSet<String> {
 
 /// A token for a critical secret: pending, with its approval request.
 async fn pending(h: &Harness) -> (Issued, String) {
-    let t =
-        h.cp.ok(
-            Method::POST,
-            "/v1/tokens",
-            &h.tenant.agent_key,
-            Some(json!({"scopes": ["secrets:read:vault/*"], "ttl_seconds": 600})),
-        )
-        .await;
+    let t = h.request_token(agent().scope("secrets:read:vault/*")).await;
     assert_eq!(t["status"], "pending_approval", "{t}");
     let issued = Issued {
         id: t["id"].as_str().unwrap().to_owned(),
