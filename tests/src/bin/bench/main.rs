@@ -459,6 +459,8 @@ struct Row {
     target: String,
     conns: u32,
     run: Run,
+    /// CPU time of the component under test per request, in µs (none for `direct`).
+    cpu_us: Option<f64>,
 }
 
 fn run(s: Settings) {
@@ -497,6 +499,8 @@ fn run(s: Settings) {
 
     let nginx_port = free_port();
     let nginx = start_nginx(&env, nginx_port, pa);
+    let mut floor = start_floor(&env, pa);
+    let floor_port: u16 = floor.line().trim().parse().expect("floor port");
 
     eprintln!("bench: control plane (SQLite), sidecars");
     let mut sqlite = env.control_plane("cp-sqlite", "sqlite", None);
@@ -545,10 +549,28 @@ fn run(s: Settings) {
             )
             .collect()
     };
+    let via_floor = url(floor_port, "");
     let scale = [
         ("direct".to_owned(), direct.clone()),
         ("nginx".to_owned(), via_nginx.clone()),
+        ("pingora floor".to_owned(), via_floor.clone()),
     ];
+    // Whose CPU each target's requests cost (the component under test).
+    let mut sut: std::collections::HashMap<String, u32> = [
+        ("nginx".to_owned(), nginx.pid()),
+        ("pingora floor".to_owned(), floor.pid()),
+    ]
+    .into();
+    for target in ["sidecar hot", "sidecar scrub full", "sidecar scrub headers"] {
+        sut.insert(target.to_owned(), hot.proc.pid());
+        if let Some(b) = &baseline {
+            sut.insert(format!("{target} (baseline)"), b.proc.pid());
+        }
+    }
+    if let Some(cold) = &cold {
+        sut.insert("sidecar caches off".to_owned(), cold.proc.pid());
+    }
+    let ticks_per_second = probes::clock_ticks_per_second();
     let mut small: Vec<(String, String)> = Vec::new();
     let mut large: Vec<(String, String)> = Vec::new();
     if env.s.runs(Scenario::Hot) || cold.is_some() {
@@ -566,7 +588,7 @@ fn run(s: Settings) {
 
     // Warm caches and upstream pools (the hot path is measured warm).
     let warm = if env.s.smoke { 0.0 } else { 1.0 };
-    let mut warm_urls = vec![direct.clone(), via_nginx.clone()];
+    let mut warm_urls = vec![direct.clone(), via_nginx.clone(), via_floor.clone()];
     for sidecar in std::iter::once(&hot).chain(&baseline).chain(&cold) {
         warm_urls.push(url(sidecar.port, "/a"));
         warm_urls.push(url(sidecar.port, "/b"));
@@ -596,12 +618,19 @@ fn run(s: Settings) {
                 swap_baseline_pairs(&mut order);
             }
             for (target, base) in order {
+                let pid = sut.get(target).copied();
+                let before = pid.and_then(probes::cpu_ticks);
                 let run = env.wrk(&format!("{base}{path}"), c, &headers, None);
+                let after = pid.and_then(probes::cpu_ticks);
+                let cpu_us = before.zip(after).map(|(b, a)| {
+                    (a - b) as f64 / ticks_per_second * 1e6 / run.requests.max(1) as f64
+                });
                 rows.push(Row {
                     group,
                     target: target.clone(),
                     conns: c,
                     run,
+                    cpu_us,
                 });
             }
         }
@@ -642,6 +671,7 @@ fn run(s: Settings) {
         );
         vec![
             ("nginx", nginx_port, "/small", nginx.pid()),
+            ("floor", floor_port, "/small", floor.pid()),
             ("sidecar", hot.port, "/a/small", hot.proc.pid()),
         ]
     } else {
@@ -705,6 +735,7 @@ fn run(s: Settings) {
                         target: "sidecar caches off (PostgreSQL)".into(),
                         conns: c,
                         run,
+                        cpu_us: None,
                     });
                 }
             }
@@ -719,7 +750,7 @@ fn run(s: Settings) {
     } else if env.s.runs(Scenario::Cold) || env.s.runs(Scenario::Resolve) {
         eprintln!("bench: PostgreSQL not reachable; resolve measured on SQLite only");
     }
-    drop((hot, baseline, cold, sqlite, nginx, up));
+    drop((hot, baseline, cold, sqlite, nginx, floor, up));
 
     let report = report(&env.s, &rows, &sse, &rss, &resolve, pg_admin.is_some());
     let json = json!({
@@ -733,7 +764,7 @@ fn run(s: Settings) {
         "loadavg_end": loadavg(),
         "finished_at": chrono::Utc::now().to_rfc3339(),
         "wall_seconds": started.elapsed().as_secs_f64(),
-        "http": rows.iter().map(|r| json!({"group": r.group, "target": r.target, "conns": r.conns, "result": r.run.json()})).collect::<Vec<_>>(),
+        "http": rows.iter().map(|r| json!({"group": r.group, "target": r.target, "conns": r.conns, "result": r.run.json(), "cpu_us_per_request": r.cpu_us})).collect::<Vec<_>>(),
         "sse_ttfe": sse,
         "rss": rss,
         "resolve": resolve,
@@ -789,6 +820,15 @@ impl TapArg for Command {
         self.arg(arg);
         self
     }
+}
+
+/// The floor (`bench/floor`): the least a pingora proxy does, on the core under test; its
+/// first stdout line is its port.
+fn start_floor(env: &Env, upstream: u16) -> Proc {
+    let bin = env.exe.with_file_name("pingora-floor");
+    let mut cmd = env.s.command(SUT_CPU, &bin);
+    cmd.arg("127.0.0.1:0").arg(format!("127.0.0.1:{upstream}"));
+    Proc::spawn(cmd, &env.dir.path().join("floor.log"))
 }
 
 fn start_nginx(env: &Env, port: u16, upstream: u16) -> Proc {
@@ -963,7 +1003,7 @@ fn report(
     pg: bool,
 ) -> Value {
     println!(
-        "\n{:<6} {:<32} {:>5} {:>10} {:>8} {:>8} {:>8} {:>8} {:>9} {:>6}",
+        "\n{:<6} {:<32} {:>5} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9} {:>8} {:>6}",
         "body",
         "target",
         "conns",
@@ -972,14 +1012,17 @@ fn report(
         "p99 ms",
         "×direct",
         "×nginx",
+        "×floor",
         "+p99 ms",
+        "CPU µs",
         "errors"
     );
     for r in rows {
         let direct = find(rows, r.group, "direct", r.conns);
         let nginx = find(rows, r.group, "nginx", r.conns);
+        let floor = find(rows, r.group, "pingora floor", r.conns);
         println!(
-            "{:<6} {:<32} {:>5} {:>10.0} {:>8.3} {:>8.3} {:>8.2} {:>8.2} {:>9.3} {:>6}",
+            "{:<6} {:<32} {:>5} {:>10.0} {:>8.3} {:>8.3} {:>8.2} {:>8.2} {:>8.2} {:>9.3} {:>8.1} {:>6}",
             r.group,
             r.target,
             r.conns,
@@ -988,7 +1031,9 @@ fn report(
             r.run.p99_ms,
             direct.map_or(f64::NAN, |d| ratio(r.run.rps, d.rps)),
             nginx.map_or(f64::NAN, |n| ratio(r.run.rps, n.rps)),
+            floor.map_or(f64::NAN, |f| ratio(r.run.rps, f.rps)),
             direct.map_or(f64::NAN, |d| r.run.p99_ms - d.p99_ms),
+            r.cpu_us.unwrap_or(f64::NAN),
             r.run.errors,
         );
     }
@@ -1033,6 +1078,10 @@ fn report(
     let top = s.conns.iter().copied().max().unwrap_or(64);
     let rps = |g: &str, t: &str, c: u32| find(rows, g, t, c).map_or(f64::NAN, |r| r.rps);
     let hot_vs_nginx = ratio(rps("small", "sidecar hot", top), rps("small", "nginx", top));
+    let hot_vs_floor = ratio(
+        rps("small", "sidecar hot", top),
+        rps("small", "pingora floor", top),
+    );
     let cold_vs_nginx = ratio(
         rps("small", "sidecar caches off", top),
         rps("small", "nginx", top),
@@ -1097,6 +1146,11 @@ fn report(
         hot_vs_nginx,
         mark(hot_vs_nginx, hot_vs_nginx >= 0.9)
     );
+    println!(
+        "  hot path ≥ 0.85× pingora floor   {:>6.2}×   {}",
+        hot_vs_floor,
+        mark(hot_vs_floor, hot_vs_floor >= 0.85)
+    );
     for (c, a) in &added_p99 {
         println!(
             "  p99 added ≤ 1 ms over direct     {:>6.3} ms at {c} conns  {}",
@@ -1144,6 +1198,7 @@ fn report(
     json!({
         "conns": top,
         "hot_vs_nginx": hot_vs_nginx,
+        "hot_vs_floor": hot_vs_floor,
         "p99_added_ms": added_p99.iter().map(|(c, a)| json!({"conns": c, "ms": a})).collect::<Vec<_>>(),
         "caches_off_vs_nginx": cold_vs_nginx,
         "scrub_full_vs_headers": scrub,

@@ -122,6 +122,36 @@ async fn read_response(tcp: &mut TcpStream) -> Option<bool> {
 }
 
 /// VmRSS of `pid` in MiB.
+/// CPU time (user + system, in clock ticks) of process `pid` and its child processes (nginx's
+/// workers); threads are counted in their process.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let one = |pid: &str| -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the `(comm)`, which may itself hold spaces: state is field 3, utime 14.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    };
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let mut total = one(&pid.to_string())?;
+    for child in children.split_whitespace() {
+        total += one(child).unwrap_or(0);
+    }
+    Some(total)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux when it cannot be asked).
+pub fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
 pub fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

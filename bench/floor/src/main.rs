@@ -1,0 +1,105 @@
+//! `pingora-floor LISTEN UPSTREAM`: the benchmark's floor (bench/README.md). A pingora
+//! `ProxyHttp` that sends every request to one upstream with one static `Authorization`
+//! header, and nothing else. It is built with the sidecar's pingora version and profile, runs
+//! on the same runtime (tokio multi-thread, default workers) and serves connections the way the
+//! sidecar does (`proxy/src/sidecar.rs`: its own accept loop, `TCP_NODELAY`, `process_new` per
+//! request), so the sidecar's distance to it is what the sidecar's own code costs.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::http::RequestHeader;
+use pingora::protocols::{GetSocketDigest, SocketDigest};
+use pingora::proxy::{HttpProxy, ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::upstreams::peer::HttpPeer;
+use tokio::sync::watch;
+
+struct Floor {
+    upstream: SocketAddr,
+}
+
+#[async_trait]
+impl ProxyHttp for Floor {
+    type CTX = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut (),
+    ) -> pingora::Result<Box<HttpPeer>> {
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut (),
+    ) -> pingora::Result<()> {
+        upstream_request.insert_header("authorization", "Bearer floor-static-credential")
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    let parsed = match args.as_slice() {
+        [_, listen, upstream] => listen.parse::<SocketAddr>().ok().zip(upstream.parse().ok()),
+        _ => None,
+    };
+    let Some((listen, upstream)) = parsed else {
+        eprintln!("usage: pingora-floor LISTEN_ADDR UPSTREAM_ADDR");
+        return ExitCode::from(2);
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(listen, upstream)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
+    let conf = Arc::new(ServerConf::default());
+    let app = Arc::new(pingora::proxy::http_proxy(&conf, Floor { upstream }));
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    println!("{}", listener.local_addr()?.port());
+    // Never signalled: the floor runs until it is killed.
+    let (_stop, shutdown) = watch::channel(false);
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        tokio::spawn(connection(app.clone(), tcp, shutdown.clone()));
+    }
+}
+
+async fn connection(
+    app: Arc<HttpProxy<Floor>>,
+    tcp: tokio::net::TcpStream,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let mut stream = pingora::protocols::l4::stream::Stream::from(tcp);
+    let fd = stream.as_raw_fd();
+    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    let mut next = app.process_new(Box::new(stream), &shutdown).await;
+    while let Some(stream) = next {
+        next = app.process_new(stream, &shutdown).await;
+    }
+}
