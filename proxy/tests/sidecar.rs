@@ -1013,6 +1013,8 @@ async fn injections_and_denials_are_audited_and_a_full_spool_fails_closed() {
         let resp = get(sidecar.proxy_addr(), &w.http_url("/echo"), &headers).await;
         assert_eq!(resp.status, 200);
     }
+    // Refused by the control plane (nothing is cached for this token): the control plane
+    // records it, the sidecar does not report it again, and its room is given back.
     let denied = w.cp.issue_token(&["secrets:read:staging/**"]);
     let resp = get(
         sidecar.proxy_addr(),
@@ -1020,6 +1022,15 @@ async fn injections_and_denials_are_audited_and_a_full_spool_fails_closed() {
         &with_placeholder(&denied),
     )
     .await;
+    assert_eq!(resp.code(), "scope_denied");
+    assert_eq!(audit.events.lock().unwrap().len(), 1);
+    // Refused by the sidecar itself (the cached grant's scopes): the sidecar's to record.
+    let mut outside = with_placeholder(&token);
+    outside[1] = (
+        outside[1].0.clone(),
+        "Bearer {{secret:staging/other}}".to_owned(),
+    );
+    let resp = get(sidecar.proxy_addr(), &w.http_url("/echo"), &outside).await;
     assert_eq!(resp.code(), "scope_denied");
     {
         let events = audit.events.lock().unwrap();
@@ -1040,7 +1051,7 @@ async fn injections_and_denials_are_audited_and_a_full_spool_fails_closed() {
         let refusal = &events[1];
         assert!(!refusal.success);
         assert_eq!(refusal.reason.as_deref(), Some("scope_denied"));
-        assert_eq!(refusal.path.as_deref(), Some(PATH));
+        assert_eq!(refusal.path.as_deref(), Some("staging/other"));
     }
     // No room left: the next injection is refused before anything is resolved or sent.
     let resolves = w.cp.resolves();
