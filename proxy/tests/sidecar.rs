@@ -1005,6 +1005,15 @@ async fn injections_and_denials_are_audited_and_a_full_spool_fails_closed() {
     let sidecar = Sidecar::start_with_audit(config, audit.clone())
         .await
         .unwrap();
+    // The first watch connection flushes the grant cache: let it happen before the cold
+    // injection fills the cache, or the second injection would be cold too.
+    for _ in 0..200 {
+        if sidecar.metrics().watch_connected.get() == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(sidecar.metrics().watch_connected.get(), 1);
     let mut headers = with_placeholder(&token);
     headers.push(("User-Agent".into(), "agent-test/1.0".into()));
     // The cold injection is the control plane's to record (it resolved the value); the warm
