@@ -65,15 +65,28 @@ pub async fn run(
             out.note("nothing to archive: no event before --before that every consumer has read");
             return out.emit(&serde_json::json!({ "archived": null }), |_| Ok(()));
         }
-        Err(e) => {
+        Err(e @ (ArchiveError::Broken { .. } | ArchiveError::Write(_))) => {
+            // Nothing was written to the database: an incomplete file must not pass for an
+            // archive.
+            let _ = std::fs::remove_file(output);
             let code = match e {
                 ArchiveError::Broken { .. } => "audit_chain_broken",
                 _ => "archive_failed",
             };
             return Err(Failure::new(
                 code,
+                format!("{e}; the database is unchanged and no archive file was kept"),
+                EXIT_FAILED,
+            ));
+        }
+        // The database refused (or the commit's outcome is unknown): the file is complete and
+        // verified, so it stays; `audit verify` tells whether the events are still there.
+        Err(e) => {
+            return Err(Failure::new(
+                "archive_failed",
                 format!(
-                    "{e}; the database is unchanged and {} may be deleted",
+                    "{e}; {} is kept: if `ass audit verify` reports the archive, it is the only \
+                     copy of those events",
                     output.display()
                 ),
                 EXIT_FAILED,

@@ -89,6 +89,9 @@ pub struct Detector {
 
 /// Events between two prunings of idle state.
 const PRUNE_EVERY: u64 = 10_000;
+/// Subjects one map may hold before idle ones are dropped early: token ids in events come
+/// from sidecars' reports, so a flood of made-up ids must not grow the state without bound.
+const MAX_SUBJECTS: usize = 100_000;
 
 impl Detector {
     pub fn new(rules: Rules) -> Detector {
@@ -115,7 +118,7 @@ impl Detector {
         let d = &event.draft;
         let at = d.occurred_at;
         self.observed += 1;
-        if self.observed.is_multiple_of(PRUNE_EVERY) {
+        if self.observed.is_multiple_of(PRUNE_EVERY) || self.crowded() {
             self.prune(at);
         }
         let mut hits = Vec::new();
@@ -312,8 +315,23 @@ impl Detector {
         }
     }
 
+    fn crowded(&self) -> bool {
+        [
+            self.denials.len(),
+            self.auth_failures.len(),
+            self.ips.len(),
+            self.reads.len(),
+            self.hours.len(),
+            self.fired.len(),
+        ]
+        .into_iter()
+        .any(|n| n > MAX_SUBJECTS)
+    }
+
     /// Forgets what cannot matter any more: windows and cooldowns past, tokens idle for two
-    /// days (no token lives that long unused by default). Agents' hours are kept.
+    /// days (no token lives that long unused by default). Agents' hours are kept. When a map
+    /// is still over [`MAX_SUBJECTS`], its subjects idle for an hour go too (baselines of
+    /// those tokens start again).
     fn prune(&mut self, now: DateTime<Utc>) {
         let day = chrono::Duration::days(2);
         let cooldown = chrono::Duration::seconds(i64::from(self.rules.cooldown_seconds));
@@ -324,6 +342,16 @@ impl Detector {
         self.ips.retain(|_, ips| now - ips.last_seen < day);
         self.reads.retain(|_, r| now - r.last_seen() < day);
         self.fired.retain(|_, last| now - *last < cooldown);
+        let hour = chrono::Duration::hours(1);
+        if self.ips.len() > MAX_SUBJECTS {
+            self.ips.retain(|_, ips| now - ips.last_seen < hour);
+        }
+        if self.reads.len() > MAX_SUBJECTS {
+            self.reads.retain(|_, r| now - r.last_seen() < hour);
+        }
+        if self.hours.len() > MAX_SUBJECTS {
+            self.hours.clear();
+        }
     }
 }
 

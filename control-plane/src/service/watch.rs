@@ -91,13 +91,7 @@ fn draft(sidecar: SidecarPrincipal, e: SidecarAuditEvent) -> AuditDraft {
     };
     // A credential the sidecar turned down itself (malformed, missing) is a failed
     // authentication, like one the control plane turns down.
-    let code = e.reason.clone().unwrap_or_default();
-    let code = code.as_str();
-    let reported = format!("reported by sidecar {}", sidecar.id);
-    let reason = match bounded(e.reason) {
-        Some(r) => format!("{r}; {reported}"),
-        None => reported,
-    };
+    let code = e.reason.as_deref().unwrap_or_default();
     let event_type = match e.kind {
         SidecarEventKind::SecretRead
             if !e.success
@@ -108,6 +102,11 @@ fn draft(sidecar: SidecarPrincipal, e: SidecarAuditEvent) -> AuditDraft {
         }
         SidecarEventKind::SecretRead => AuditEventType::SecretRead,
         SidecarEventKind::McpToolCalled => AuditEventType::McpToolCalled,
+    };
+    let reported = format!("reported by sidecar {}", sidecar.id);
+    let reason = match bounded(e.reason) {
+        Some(r) => format!("{r}; {reported}"),
+        None => reported,
     };
     AuditDraft {
         event_type,
