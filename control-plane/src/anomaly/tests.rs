@@ -263,7 +263,11 @@ fn every_rule_has_a_distinct_name() {
 fn made_up_token_ids_cannot_grow_the_state_without_bound() {
     let mut d = detector();
     for i in 0..(MAX_SUBJECTS as i64 + 5_000) {
-        let mut e = refused(t0() + Duration::seconds(i), "rate_limited", "api.example.com");
+        let mut e = refused(
+            t0() + Duration::seconds(i),
+            "rate_limited",
+            "api.example.com",
+        );
         e.draft.actor = Actor::new("token", format!("forged-{i}"));
         d.observe(&e, None);
     }
