@@ -27,6 +27,7 @@ mod caller;
 pub mod config;
 mod control_plane;
 mod denial;
+pub mod downstream;
 mod inject;
 pub mod mcp;
 pub mod metrics;

@@ -32,6 +32,7 @@ use crate::admit::Admission;
 use crate::audit::Audit;
 use crate::caller::Caller;
 use crate::denial::Denial;
+use crate::downstream;
 use crate::inject;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimits;
@@ -219,6 +220,13 @@ impl ProxyHttp for SecretProxy {
             }
             None => ResponsePlan::Forward,
         };
+        if matches!(plan, ResponsePlan::ScrubBody(_))
+            && response_plan::declared_small(response, downstream::HOLD_MAX_BODY)
+        {
+            if let Some(stream) = session.downstream_session.stream() {
+                downstream::hold_flushes(stream);
+            }
+        }
         follow(plan, response, ctx)
     }
 

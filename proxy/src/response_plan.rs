@@ -77,6 +77,20 @@ fn has_body(method: &Method, status: StatusCode) -> bool {
         && !status.is_informational()
 }
 
+/// Whether the upstream declared a body small enough to send in one piece once scrubbed
+/// (see `crate::downstream::hold_flushes`): one valid `Content-Length` of at most `max`.
+pub fn declared_small(response: &ResponseHeader, max: u64) -> bool {
+    let mut lengths = response.headers.get_all(CONTENT_LENGTH).iter();
+    match (lengths.next(), lengths.next()) {
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|length| length <= max),
+        _ => false,
+    }
+}
+
 /// A body that is scrubbed changes length: drop `Content-Length` and send it chunked.
 pub fn stream_chunked(response: &mut ResponseHeader) -> pingora::Result<()> {
     response.remove_header(&CONTENT_LENGTH);

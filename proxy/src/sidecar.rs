@@ -8,18 +8,16 @@
 //! delivery — with a grace period for in-flight requests.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agent_secret_core::kms::{self, KeyringAccess, OpenError};
 use pingora::apps::{HttpServerOptions, ServerApp};
 use pingora::protocols::tls::CaType;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
 use pingora::proxy::HttpProxy;
 use pingora::server::configuration::ServerConf;
 use pingora::utils::tls::WrappedX509;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use x509_parser::prelude::{FromDer, X509Certificate};
@@ -352,7 +350,9 @@ async fn accept_loop(
         while connections.try_join_next().is_some() {}
         match accepted {
             Ok((tcp, _)) => {
-                connections.spawn(serve_connection(app.clone(), tcp, shutdown.clone()));
+                let (app, shutdown) = (app.clone(), shutdown.clone());
+                connections
+                    .spawn(async move { crate::downstream::serve(&app, tcp, &shutdown).await });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -372,21 +372,6 @@ async fn accept_loop(
             "grace period over; closing connections"
         );
         connections.shutdown().await;
-    }
-}
-
-async fn serve_connection(
-    app: Arc<HttpProxy<SecretProxy>>,
-    tcp: TcpStream,
-    shutdown: watch::Receiver<bool>,
-) {
-    let _ = tcp.set_nodelay(true);
-    let mut stream = pingora::protocols::l4::stream::Stream::from(tcp);
-    let fd = stream.as_raw_fd();
-    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-    let mut next = app.process_new(Box::new(stream), &shutdown).await;
-    while let Some(stream) = next {
-        next = app.process_new(stream, &shutdown).await;
     }
 }
 

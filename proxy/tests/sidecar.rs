@@ -956,6 +956,56 @@ async fn admin_listener_serves_health_and_metrics() {
     sidecar.stop().await;
 }
 
+/// One kept-alive connection, two injected requests: each small scrubbed answer (sent in one
+/// piece, `agent_secret_proxy::downstream`) arrives whole and the connection serves the next;
+/// stopping the sidecar closes the connection waiting for its third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_alive_connection_gets_whole_scrubbed_answers_and_is_closed_on_stop() {
+    let w = World::new().await;
+    let token = w.secret_and_token().await;
+    let sidecar = w.default_sidecar().await;
+    let mut tcp = tokio::net::TcpStream::connect(sidecar.proxy_addr())
+        .await
+        .unwrap();
+    let mut request = format!(
+        "GET {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n",
+        w.http_url("/echo"),
+        w.http.addr.port()
+    );
+    for (name, value) in with_placeholder(&token) {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    for _ in 0..2 {
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !raw.ends_with(b"\r\n0\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut chunk))
+                .await
+                .expect("the answer within 10 s")
+                .unwrap();
+            assert!(
+                n > 0,
+                "closed mid-answer: {}",
+                String::from_utf8_lossy(&raw)
+            );
+            raw.extend_from_slice(&chunk[..n]);
+        }
+        let resp = parse_response(&raw);
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert!(resp.text().contains("[REDACTED:prod/api/key]"));
+        assert!(!resp.text().contains(SECRET));
+    }
+    sidecar.stop().await;
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut rest))
+        .await
+        .expect("closed on stop")
+        .unwrap();
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_closes_the_listeners() {
     let w = World::new().await;

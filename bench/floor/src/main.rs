@@ -1,20 +1,19 @@
 //! `pingora-floor LISTEN UPSTREAM`: the benchmark's floor (bench/README.md). A pingora
 //! `ProxyHttp` that sends every request to one upstream with one static `Authorization`
 //! header, and nothing else. It is built with the sidecar's pingora version and profile, runs
-//! on the same runtime (tokio multi-thread, default workers) and serves connections the way the
-//! sidecar does (`proxy/src/sidecar.rs`: its own accept loop, `TCP_NODELAY`, `process_new` per
-//! request), so the sidecar's distance to it is what the sidecar's own code costs.
+//! on the same runtime (tokio multi-thread, default workers) and serves connections with the
+//! sidecar's own code (`agent_secret_proxy::downstream::serve`: `TCP_NODELAY`, coalesced
+//! writes, idle connections waiting outside pingora), so the sidecar's distance to it is what
+//! the sidecar's own request handling costs.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use agent_secret_proxy::downstream;
 use async_trait::async_trait;
-use pingora::apps::ServerApp;
 use pingora::http::RequestHeader;
-use pingora::protocols::{GetSocketDigest, SocketDigest};
-use pingora::proxy::{HttpProxy, ProxyHttp, Session};
+use pingora::proxy::{ProxyHttp, Session};
 use pingora::server::configuration::ServerConf;
 use pingora::upstreams::peer::HttpPeer;
 use tokio::sync::watch;
@@ -85,21 +84,7 @@ async fn serve(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> 
     let (_stop, shutdown) = watch::channel(false);
     loop {
         let (tcp, _) = listener.accept().await?;
-        tokio::spawn(connection(app.clone(), tcp, shutdown.clone()));
-    }
-}
-
-async fn connection(
-    app: Arc<HttpProxy<Floor>>,
-    tcp: tokio::net::TcpStream,
-    shutdown: watch::Receiver<bool>,
-) {
-    let _ = tcp.set_nodelay(true);
-    let mut stream = pingora::protocols::l4::stream::Stream::from(tcp);
-    let fd = stream.as_raw_fd();
-    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-    let mut next = app.process_new(Box::new(stream), &shutdown).await;
-    while let Some(stream) = next {
-        next = app.process_new(stream, &shutdown).await;
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        tokio::spawn(async move { downstream::serve(&app, tcp, &shutdown).await });
     }
 }

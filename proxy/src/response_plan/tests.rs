@@ -228,3 +228,21 @@ fn the_end_of_a_stream_without_a_last_chunk_flushes_what_was_held_back() {
         .collect();
     assert_eq!(sent, b"sk-live");
 }
+
+#[test]
+fn only_one_valid_small_declared_length_is_small() {
+    let with = |lengths: &[&str]| {
+        let mut response = ResponseHeader::build(200, None).unwrap();
+        for length in lengths {
+            response.append_header(CONTENT_LENGTH, *length).unwrap();
+        }
+        declared_small(&response, 4096)
+    };
+    assert!(with(&["64"]));
+    assert!(with(&["4096"]));
+    assert!(!with(&["4097"]), "over the limit");
+    assert!(!with(&[]), "no length: may be a live stream");
+    assert!(!with(&["64", "64"]), "two lengths");
+    assert!(!with(&["-1"]));
+    assert!(!with(&["12abc"]));
+}

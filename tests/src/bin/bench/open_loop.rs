@@ -1,0 +1,242 @@
+//! Latency at a fixed request rate (issue 16, item 5): an open-loop load generator, so the
+//! proxy's latency is measured at a load a user would run, not only at saturation.
+//!
+//! wrk is closed-loop: each connection sends its next request when the last one is answered,
+//! so a slow proxy is sent less and its tail hides ("coordinated omission"). Here request `i` is
+//! due at `start + i / rate` whatever happened before. Each of `conns` keep-alive connections
+//! takes the next due request when it is free; a request taken late because every connection
+//! was still busy is timed from when it was due, so the queueing it suffered counts. A request
+//! taken early waits for its time and is timed from when the timer woke it: tokio's timer has
+//! millisecond granularity, and that slack is the generator's, not the proxy's.
+//!
+//! Plain hyper HTTP/1.1 client connections (chunked bodies are read whole), on the runner's
+//! current-thread runtime, on the load core.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+
+use crate::probes::percentile;
+
+/// What one fixed-rate run measured; latencies in milliseconds.
+pub struct Latency {
+    pub rate: f64,
+    pub conns: usize,
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    /// Requests completed per second of the run (falls short of `rate` when the target
+    /// cannot keep up).
+    pub achieved: f64,
+    /// Sorted latencies of the successful requests.
+    samples: Vec<f64>,
+}
+
+impl Latency {
+    pub fn p(&self, q: f64) -> f64 {
+        percentile(&self.samples, q)
+    }
+
+    pub fn json(&self) -> Value {
+        json!({
+            "rate": self.rate,
+            "conns": self.conns,
+            "sent": self.sent,
+            "ok": self.ok,
+            "errors": self.errors,
+            "achieved_per_second": self.achieved,
+            "p50_ms": self.p(0.5),
+            "p99_ms": self.p(0.99),
+            "p999_ms": self.p(0.999),
+            "max_ms": self.p(1.0),
+        })
+    }
+}
+
+/// `rate` GET requests per second of `path` at `addr` for `seconds`, over `conns`
+/// connections, every request with `headers` ("Name: value").
+pub async fn run(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[String],
+    rate: f64,
+    seconds: f64,
+    conns: usize,
+) -> Latency {
+    let total = (rate * seconds).round() as u64;
+    let next = Arc::new(AtomicU64::new(0));
+    let request = Arc::new(build_request(path, headers));
+    let start = Instant::now() + Duration::from_millis(20);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..conns {
+        let (next, request) = (next.clone(), request.clone());
+        workers.spawn(worker(addr, request, next, start, rate, total));
+    }
+    let (mut samples, mut errors) = (Vec::with_capacity(total as usize), 0);
+    while let Some(done) = workers.join_next().await {
+        if let Ok((mine, failed)) = done {
+            samples.extend(mine);
+            errors += failed;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64().max(f64::EPSILON);
+    samples.sort_by(f64::total_cmp);
+    Latency {
+        rate,
+        conns,
+        sent: samples.len() as u64 + errors,
+        ok: samples.len() as u64,
+        errors,
+        achieved: samples.len() as f64 / elapsed,
+        samples,
+    }
+}
+
+fn build_request(path: &str, headers: &[String]) -> http::Request<Empty<Bytes>> {
+    let mut builder = http::Request::get(path).header("host", "127.0.0.1");
+    for h in headers {
+        if let Some((name, value)) = h.split_once(':') {
+            builder = builder.header(name.trim(), value.trim());
+        }
+    }
+    builder.body(Empty::new()).expect("a valid request")
+}
+
+fn clone_request(r: &http::Request<Empty<Bytes>>) -> http::Request<Empty<Bytes>> {
+    let mut copy = http::Request::new(Empty::new());
+    *copy.method_mut() = r.method().clone();
+    *copy.uri_mut() = r.uri().clone();
+    *copy.headers_mut() = r.headers().clone();
+    copy
+}
+
+/// One connection's share: (latencies of its successful requests, how many failed). A failed
+/// request (an error status, a socket error, a timeout) drops the connection; the next
+/// request reconnects.
+async fn worker(
+    addr: SocketAddr,
+    request: Arc<http::Request<Empty<Bytes>>>,
+    next: Arc<AtomicU64>,
+    start: Instant,
+    rate: f64,
+    total: u64,
+) -> (Vec<f64>, u64) {
+    let (mut samples, mut errors) = (Vec::new(), 0);
+    let mut sender = None;
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= total {
+            break;
+        }
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        let timed_from = if Instant::now() < due {
+            tokio::time::sleep_until(due.into()).await;
+            Instant::now()
+        } else {
+            due
+        };
+        if sender.is_none() {
+            sender = connect(addr).await;
+        }
+        let Some(conn) = sender.as_mut() else {
+            errors += 1;
+            continue;
+        };
+        match send(conn, clone_request(&request)).await {
+            Some(true) => samples.push(timed_from.elapsed().as_secs_f64() * 1000.0),
+            _ => {
+                errors += 1;
+                sender = None;
+            }
+        }
+    }
+    (samples, errors)
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+async fn connect(addr: SocketAddr) -> Option<Sender> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let _ = tcp.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    Some(sender)
+}
+
+/// `Some(status is 2xx)` once the whole body is read (within 10 s); `None` on a connection
+/// error or a timeout.
+async fn send(sender: &mut Sender, request: http::Request<Empty<Bytes>>) -> Option<bool> {
+    let exchange = async {
+        sender.ready().await.ok()?;
+        let response = sender.send_request(request).await.ok()?;
+        let ok = response.status().is_success();
+        response.into_body().collect().await.ok()?;
+        Some(ok)
+    };
+    tokio::time::timeout(Duration::from_secs(10), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Prints the fixed-rate table (each target's percentiles, and what it adds over `direct`);
+/// returns the rows as JSON and the sidecar's added p99 in milliseconds (NaN when either was
+/// not measured).
+pub fn report(runs: &[(String, Latency)]) -> (Vec<Value>, f64) {
+    if runs.is_empty() {
+        return (Vec::new(), f64::NAN);
+    }
+    let direct = runs.iter().find(|(t, _)| t == "direct").map(|(_, l)| l);
+    let added = |l: &Latency, q: f64| direct.map_or(f64::NAN, |d| l.p(q) - d.p(q));
+    println!(
+        "\nLatency at a fixed rate (open loop: timed from when each request was due; + is over direct)"
+    );
+    println!(
+        "  {:<24} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
+        "target",
+        "req/s",
+        "achieved",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "+p50",
+        "+p99",
+        "+p999",
+        "errors"
+    );
+    let rows = runs
+        .iter()
+        .map(|(target, l)| {
+            println!(
+                "  {:<24} {:>7.0} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>6}",
+                target,
+                l.rate,
+                l.achieved,
+                l.p(0.5),
+                l.p(0.99),
+                l.p(0.999),
+                added(l, 0.5),
+                added(l, 0.99),
+                added(l, 0.999),
+                l.errors
+            );
+            let mut v = l.json();
+            v["target"] = json!(target);
+            v["added_p99_ms"] = json!(added(l, 0.99));
+            v
+        })
+        .collect();
+    let sidecar = runs
+        .iter()
+        .find(|(t, _)| t == "sidecar hot")
+        .map_or(f64::NAN, |(_, l)| added(l, 0.99));
+    (rows, sidecar)
+}
