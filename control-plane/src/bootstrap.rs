@@ -129,6 +129,9 @@ pub fn policy(config: &Config) -> Policy {
         max_token_ttl_seconds: config.tokens.max_ttl_seconds,
         grant_cache_ttl_seconds: config.tokens.grant_cache_ttl_seconds,
         use_reservation_seconds: config.tokens.use_reservation_seconds,
+        sidecar_auth_cache: std::time::Duration::from_secs(
+            config.security.sidecar_auth_cache_seconds,
+        ),
         token_expiry_sweep: std::time::Duration::from_secs(config.tokens.expiry_sweep_seconds),
         audit_sinks: Vec::new(),
         checkpoints: crate::service::checkpoints::CheckpointSettings {

@@ -839,6 +839,18 @@ async fn callers_are_authenticated_and_roles_enforced() {
 async fn revoked_sidecars_can_no_longer_resolve() {
     let t = TestApp::new().await;
     let s = t.scenario().await;
+    // A resolve first: the sidecar's key is now taken on trust for a few seconds
+    // (`service::verified_sidecars`), and revoking must end that at once.
+    let r = t
+        .resolve(
+            &s.sidecar_key,
+            &s.token,
+            &["production/openai/api_key"],
+            "api.openai.com",
+            "10.0.0.1",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     let list = t.get("/v1/sidecars", &t.admin).await;
     let id = list.body["sidecars"][0]["id"].as_str().unwrap().to_owned();
     let r = t

@@ -37,6 +37,8 @@ pub struct SecurityConfig {
     /// Base64 pepper from `AGENT_SECRET_SECURITY_PEPPER`; never read from the TOML file.
     #[serde(skip)]
     pub pepper: Option<agent_secret_core::secret::SecretString>,
+    /// How long a verified sidecar key is taken on trust (`service::verified_sidecars`).
+    pub sidecar_auth_cache_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -302,6 +304,7 @@ impl Default for SecurityConfig {
         SecurityConfig {
             pepper_file: PathBuf::from("data/pepper"),
             pepper: None,
+            sidecar_auth_cache_seconds: 5,
         }
     }
 }

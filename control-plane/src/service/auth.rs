@@ -71,6 +71,9 @@ pub async fn authenticate(
 }
 
 async fn verify(app: &App, bearer: &str) -> ServiceResult<Verdict> {
+    if let Some(sidecar) = app.verified_sidecars.get(bearer) {
+        return Ok(Verdict::Verified(Principal::Sidecar(sidecar)));
+    }
     let unknown = Verdict::Refused { known: None };
     let Ok(presented) = PresentedCredential::parse(bearer) else {
         return Ok(unknown);
@@ -84,7 +87,13 @@ async fn verify(app: &App, bearer: &str) -> ServiceResult<Verdict> {
     let verified = match kind {
         CredentialKind::Operator => verify_operator(app, tenant, &presented).await?,
         CredentialKind::Agent => verify_agent(app, tenant, &presented).await?,
-        CredentialKind::Sidecar => verify_sidecar(app, tenant, &presented).await?,
+        CredentialKind::Sidecar => {
+            let verified = verify_sidecar(app, tenant, &presented).await?;
+            if let Some(Principal::Sidecar(sidecar)) = verified {
+                app.verified_sidecars.put(bearer, sidecar);
+            }
+            verified
+        }
         CredentialKind::Token => None,
     };
     Ok(match verified {

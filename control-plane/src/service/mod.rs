@@ -33,6 +33,7 @@ pub mod tenants;
 pub mod tokens;
 pub mod trust_tiers;
 pub mod unlocks;
+pub mod verified_sidecars;
 pub mod watch;
 
 use std::net::IpAddr;
@@ -71,6 +72,8 @@ pub struct Policy {
     /// `[alerts]`: the anomaly rules and what their hits do (`service::alerts`). Off here;
     /// the configuration's default turns them on.
     pub alerts: alerts::AlertSettings,
+    /// How long a verified sidecar key is taken on trust (`service::verified_sidecars`).
+    pub sidecar_auth_cache: std::time::Duration,
 }
 
 impl Default for Policy {
@@ -84,6 +87,7 @@ impl Default for Policy {
             audit_sinks: Vec::new(),
             approvals: approvals::ApprovalSettings::default(),
             alerts: alerts::AlertSettings::off(),
+            sidecar_auth_cache: std::time::Duration::from_secs(5),
         }
     }
 }
@@ -110,6 +114,8 @@ pub struct App {
     pub notifier: Option<Arc<notify::Notifier>>,
     /// Opened audit keys for checkpoints (`checkpoints`).
     pub signers: Arc<checkpoints::Signers>,
+    /// Sidecar keys verified a moment ago (`policy.sidecar_auth_cache`).
+    pub verified_sidecars: Arc<verified_sidecars::VerifiedSidecars>,
 }
 
 impl App {
@@ -123,11 +129,15 @@ impl App {
         let group_commit = Arc::new(group_commit::GroupCommit::new(
             metrics.resolve_batch_size.clone(),
         ));
+        let verified_sidecars = Arc::new(verified_sidecars::VerifiedSidecars::new(
+            policy.sidecar_auth_cache,
+        ));
         App {
             store,
             kms,
             pepper,
             policy,
+            verified_sidecars,
             metrics,
             events: Arc::new(EventHub::local()),
             group_commit,

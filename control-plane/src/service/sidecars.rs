@@ -67,6 +67,7 @@ pub async fn revoke(
         .revoke_sidecar(caller.tenant, id, now_micros(), audit)
         .await?
     {
+        app.verified_sidecars.forget(id);
         app.events
             .signal(caller.tenant, Signal::SidecarRevoked(id))
             .await;

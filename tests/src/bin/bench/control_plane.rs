@@ -54,7 +54,16 @@ async fn serve(args: Args) -> (String, String) {
     std::fs::create_dir_all(&args.dir).expect("dir");
     let install = Install::new(&args.dir, args.db_url.clone()).await;
     let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
-    let cp = ControlPlane::serve(&install, addr, Policy::default()).await;
+    // `BENCH_SIDECAR_AUTH_CACHE_SECONDS=0` measures resolve with every sidecar key checked in
+    // the database (the behaviour before `service::verified_sidecars`).
+    let mut policy = Policy::default();
+    if let Some(seconds) = std::env::var("BENCH_SIDECAR_AUTH_CACHE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        policy.sidecar_auth_cache = std::time::Duration::from_secs(seconds);
+    }
+    let cp = ControlPlane::serve(&install, addr, policy).await;
     let tenant = Tenant::create(&cp, "bench").await;
     let hosts: Vec<&str> = args.hosts.iter().map(String::as_str).collect();
     tenant
