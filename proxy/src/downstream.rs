@@ -11,8 +11,9 @@
 //!   sidecar sends it chunked, and pingora then flushes the header, each chunk and the last
 //!   chunk apart: three wake-ups for a 64-byte answer. When the upstream declared a small
 //!   length ([`HOLD_MAX_BODY`]), the sidecar calls [`hold_flushes`]: the response is not
-//!   real-time (pingora's own rule for a declared length), so its flushes wait and [`serve`]
-//!   sends it in one piece when the exchange ends. A full buffer is still sent at once.
+//!   real-time (pingora's own rule for a declared length), so its flushes wait until the last
+//!   chunk is written (or, failing that, until [`serve`] gets the connection back) and it goes
+//!   out in one piece. A full buffer is still sent at once.
 //! * **Idle memory.** pingora's keep-alive loop (`ServerApp::process_new`) waits for the next
 //!   request inside `process_new_http`, whose boxed future is ~13 KiB for the floor and more
 //!   for the sidecar, held by every idle connection. [`serve`] runs the same loop but waits for
@@ -52,6 +53,9 @@ pub const WRITE_BUFFER: usize = 8 * 1024;
 /// The largest declared body whose response [`hold_flushes`] is for: with its header and
 /// chunk framing it fits [`WRITE_BUFFER`].
 pub const HOLD_MAX_BODY: u64 = 4 * 1024;
+
+/// How a chunked body ends when it has no trailers.
+const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// Let the response now being written to `stream` go out in one piece when the exchange ends
 /// (see the module docs). Does nothing on a stream that is not an [`AgentStream`].
@@ -214,7 +218,11 @@ impl AsyncWrite for AgentStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.hold.load(Ordering::Relaxed) {
+        // Held, but for the flush after the last chunk (`0\r\n\r\n`): the response is whole
+        // and waiting for `serve` would only add pingora's bookkeeping to its latency. (A chunk
+        // whose data ends like that is sent a little early, which is harmless; one with
+        // trailers waits for `serve`.)
+        if self.hold.load(Ordering::Relaxed) && !self.pending.ends_with(LAST_CHUNK) {
             return Poll::Ready(Ok(()));
         }
         ready!(self.poll_send_pending(cx))?;

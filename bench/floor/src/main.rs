@@ -56,10 +56,12 @@ fn main() -> ExitCode {
         eprintln!("usage: pingora-floor LISTEN_ADDR UPSTREAM_ADDR");
         return ExitCode::from(2);
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `PINGORA_FLOOR_RUNTIME=current-thread`: the runtime-flavour experiment of bench/README.md.
+    let mut builder = match std::env::var("PINGORA_FLOOR_RUNTIME").as_deref() {
+        Ok("current-thread") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

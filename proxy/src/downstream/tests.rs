@@ -110,3 +110,20 @@ async fn shutdown_sends_what_is_held_then_closes() {
         .unwrap();
     assert_eq!(all, b"bye");
 }
+
+#[tokio::test]
+async fn a_held_response_goes_out_at_its_last_chunk() {
+    let (mut ours, mut agent) = pair().await;
+    ours.hold.store(true, Ordering::Relaxed);
+    ours.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    ours.flush().await.unwrap();
+    ours.write_all(b"2\r\nok\r\n").await.unwrap();
+    ours.flush().await.unwrap();
+    assert!(nothing_sent(&mut agent).await, "sent before the last chunk");
+    ours.write_all(b"0\r\n\r\n").await.unwrap();
+    ours.flush().await.unwrap();
+    let whole = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
+    assert_eq!(read_n(&mut agent, whole.len()).await, whole);
+}
