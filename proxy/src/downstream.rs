@@ -54,6 +54,10 @@ pub const WRITE_BUFFER: usize = 8 * 1024;
 /// chunk framing it fits [`WRITE_BUFFER`].
 pub const HOLD_MAX_BODY: u64 = 4 * 1024;
 
+/// Write-buffer capacity an idle connection keeps: enough for a typical small answer, so the
+/// next one allocates nothing; a buffer grown past it (a larger answer) is freed while idle.
+const IDLE_BUFFER: usize = 1024;
+
 /// How a chunked body ends when it has no trailers.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
@@ -73,8 +77,9 @@ where
     let _ = tcp.set_nodelay(true);
     let mut stream = AgentStream::new(tcp);
     let mut persistent: Option<HttpPersistentSettings> = None;
+    let mut stopping = shutdown.clone();
     loop {
-        if !stream.next_request(shutdown).await {
+        if !stream.next_request(&mut stopping).await {
             return;
         }
         let mut session = ServerSession::new_http1(Box::new(stream));
@@ -105,7 +110,8 @@ where
 #[derive(Debug)]
 pub struct AgentStream {
     tcp: TcpStream,
-    /// Bytes written but not yet sent; allocated on first use, released while idle.
+    /// Bytes written but not yet sent; allocated on first use, kept while idle up to
+    /// [`IDLE_BUFFER`].
     pending: Vec<u8>,
     /// Set by [`hold_flushes`] for one response: flushes wait for [`AgentStream::release`].
     hold: AtomicBool,
@@ -128,12 +134,13 @@ impl AgentStream {
     /// Wait, holding nothing but the socket, until the agent sends something (`true`), or
     /// the connection idles out or the service shuts down (`false`). A closed connection is
     /// readable too: pingora then reads its end and returns.
-    async fn next_request(&mut self, shutdown: &ShutdownWatch) -> bool {
+    async fn next_request(&mut self, shutdown: &mut ShutdownWatch) -> bool {
         if *shutdown.borrow() {
             return false;
         }
-        self.pending = Vec::new();
-        let mut shutdown = shutdown.clone();
+        if self.pending.capacity() > IDLE_BUFFER {
+            self.pending = Vec::new();
+        }
         tokio::select! {
             ready = self.tcp.readable() => ready.is_ok(),
             () = tokio::time::sleep(KEEPALIVE_IDLE) => false,

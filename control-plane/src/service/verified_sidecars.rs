@@ -20,14 +20,22 @@ use agent_secret_core::ids::SidecarId;
 /// Recently verified sidecar keys.
 pub struct VerifiedSidecars {
     ttl: Duration,
-    entries: Mutex<HashMap<[u8; 32], (SidecarPrincipal, Instant)>>,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_key: HashMap<[u8; 32], (SidecarPrincipal, Instant)>,
+    /// When expired entries were last swept: at most once per `ttl`, so a put costs O(1)
+    /// however many sidecars there are.
+    swept: Option<Instant>,
 }
 
 impl VerifiedSidecars {
     pub fn new(ttl: Duration) -> VerifiedSidecars {
         VerifiedSidecars {
             ttl,
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries::default()),
         }
     }
 
@@ -38,10 +46,10 @@ impl VerifiedSidecars {
         }
         let key = key(bearer);
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match entries.get(&key) {
+        match entries.by_key.get(&key) {
             Some((principal, at)) if at.elapsed() < self.ttl => Some(*principal),
             Some(_) => {
-                entries.remove(&key);
+                entries.by_key.remove(&key);
                 None
             }
             None => None,
@@ -53,15 +61,27 @@ impl VerifiedSidecars {
         if self.ttl.is_zero() {
             return;
         }
+        let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, (_, at)| at.elapsed() < self.ttl);
-        entries.insert(key(bearer), (principal, Instant::now()));
+        if entries
+            .swept
+            .is_none_or(|at| now.duration_since(at) >= self.ttl)
+        {
+            let ttl = self.ttl;
+            entries
+                .by_key
+                .retain(|_, (_, at)| now.duration_since(*at) < ttl);
+            entries.swept = Some(now);
+        }
+        entries.by_key.insert(key(bearer), (principal, now));
     }
 
     /// Forget every key of `sidecar` (it was revoked).
     pub fn forget(&self, sidecar: SidecarId) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries.retain(|_, (principal, _)| principal.id != sidecar);
+        entries
+            .by_key
+            .retain(|_, (principal, _)| principal.id != sidecar);
     }
 }
 
@@ -94,6 +114,17 @@ mod tests {
         assert_eq!(cache.get("ass_sc_b").map(|p| p.id), Some(b.id));
         std::thread::sleep(Duration::from_millis(250));
         assert!(cache.get("ass_sc_b").is_none(), "expired");
+    }
+
+    #[test]
+    fn expired_entries_are_swept_by_a_later_put() {
+        let cache = VerifiedSidecars::new(Duration::from_millis(50));
+        cache.put("ass_sc_a", principal());
+        cache.put("ass_sc_b", principal());
+        std::thread::sleep(Duration::from_millis(60));
+        cache.put("ass_sc_c", principal());
+        let entries = cache.entries.lock().unwrap_or_else(|p| p.into_inner());
+        assert_eq!(entries.by_key.len(), 1, "only the fresh entry is left");
     }
 
     #[test]

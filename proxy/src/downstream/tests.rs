@@ -31,6 +31,16 @@ async fn read_n(agent: &mut TcpStream, n: usize) -> Vec<u8> {
     buf
 }
 
+/// Everything until the sidecar's end closes (failing after 5 s).
+async fn read_until_closed(agent: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), agent.read_to_end(&mut all))
+        .await
+        .expect("closed")
+        .unwrap();
+    all
+}
+
 /// Nothing is readable (the bytes were not sent: loopback delivers a sent byte in
 /// microseconds, so 100 ms without one means none was sent).
 async fn nothing_sent(agent: &mut TcpStream) -> bool {
@@ -89,12 +99,7 @@ async fn a_held_response_still_goes_out_when_the_stream_is_dropped() {
     ours.write_all(b"last words").await.unwrap();
     ours.flush().await.unwrap();
     drop(ours);
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), agent.read_to_end(&mut all))
-        .await
-        .expect("closed")
-        .unwrap();
-    assert_eq!(all, b"last words");
+    assert_eq!(read_until_closed(&mut agent).await, b"last words");
 }
 
 #[tokio::test]
@@ -103,12 +108,7 @@ async fn shutdown_sends_what_is_held_then_closes() {
     ours.hold.store(true, Ordering::Relaxed);
     ours.write_all(b"bye").await.unwrap();
     ours.shutdown().await.unwrap();
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), agent.read_to_end(&mut all))
-        .await
-        .expect("closed")
-        .unwrap();
-    assert_eq!(all, b"bye");
+    assert_eq!(read_until_closed(&mut agent).await, b"bye");
 }
 
 #[tokio::test]
