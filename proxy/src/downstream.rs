@@ -61,8 +61,9 @@ const IDLE_BUFFER: usize = 1024;
 /// How a chunked body ends when it has no trailers.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
-/// Let the response now being written to `stream` go out in one piece when the exchange ends
-/// (see the module docs). Does nothing on a stream that is not an [`AgentStream`].
+/// Let the response now being written to `stream` go out in one piece, at its last chunk or
+/// when the exchange ends (see the module docs). Does nothing on a stream that is not an
+/// [`AgentStream`].
 pub fn hold_flushes(stream: &pingora::protocols::Stream) {
     if let Some(ours) = stream.as_any().downcast_ref::<AgentStream>() {
         ours.hold.store(true, Ordering::Relaxed);
@@ -113,7 +114,8 @@ pub struct AgentStream {
     /// Bytes written but not yet sent; allocated on first use, kept while idle up to
     /// [`IDLE_BUFFER`].
     pending: Vec<u8>,
-    /// Set by [`hold_flushes`] for one response: flushes wait for [`AgentStream::release`].
+    /// Set by [`hold_flushes`] for one response: flushes wait for its last chunk or for
+    /// [`AgentStream::release`].
     hold: AtomicBool,
     established: SystemTime,
     socket: Option<Arc<SocketDigest>>,
