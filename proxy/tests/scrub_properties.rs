@@ -657,3 +657,24 @@ proptest! {
         );
     }
 }
+
+/// Found by CI: a piece of a form, one character short of a window, directly followed by the
+/// raw value of a value that uses every replacement delimiter pair (so `[` completed a window).
+#[test]
+fn a_piece_next_to_a_whole_echo_is_not_completed_by_the_replacement() {
+    let segments = [
+        Segment::Piece {
+            form: 8307715862257783312,
+            start: 16412932509332121225,
+            len: 23,
+        },
+        Segment::Form {
+            form: 0,
+            case_mask: 0,
+        },
+    ];
+    let pooled = &pool()[15800999870543127110usize % pool().len()];
+    let body = build_body(pooled, &segments, false);
+    let out = stream(&pooled.set, &chunked(&body, &[]));
+    assert!(!pooled.leaks(&out), "{:?}", String::from_utf8_lossy(&out));
+}

@@ -36,7 +36,7 @@
 //! of a longer echo would be one). The replacement text is checked when the set is built:
 //! its delimiters are bytes no pattern contains and no pattern occurs inside it, so a
 //! replacement can never complete a window with its neighbours (a value containing `[` or `]`
-//! gets `<REDACTED:path>` or another free pair).
+//! gets `<REDACTED:path>`, another free pair or, failing those, a free byte at both ends).
 //!
 //! Bodies go through a [`StreamScrubber`] (holding back only a tail that could still grow into
 //! a match, and a run that could still grow) or, for compressed bodies, a
@@ -371,15 +371,28 @@ pub fn patterns(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
 }
 
 /// `[REDACTED:<path>]`, or the first spelling whose delimiters occur in no pattern and that
-/// contains no pattern: then no window can overlap a replacement. (Only a value containing
-/// every delimiter pair and the replacement text itself gets the plain spelling regardless.)
+/// contains no pattern: then no window can overlap a replacement. When every pair in
+/// [`DELIMITERS`] is taken (a value using all of `[]<>(){}|#~^!@`), any other byte that occurs in
+/// no pattern delimits both ends: printable ASCII first, then any byte at all. Only a value
+/// whose patterns use every byte value (a binary value with all 256, so at least 256 bytes
+/// long) gets the plain spelling regardless; then a partial echo left next to it may end in a
+/// byte equal to our `[` or `]` (that byte is ours, not the upstream's: the secret characters
+/// shown are still fewer than a window).
 fn replacement_for(path: &SecretPath, tables: &ByteTables, matcher: Option<&Matcher>) -> Vec<u8> {
     let labelled = format!("REDACTED:{path}");
-    for inner in [labelled.as_str(), "REDACTED"] {
-        for (open, close) in DELIMITERS {
-            if tables.has_byte(open) || tables.has_byte(close) {
-                continue;
-            }
+    let printable = (b'!'..=b'~').filter(u8::is_ascii_punctuation);
+    // A space, then bytes that are not ASCII, then control bytes.
+    let any_other = std::iter::once(b' ')
+        .chain(0x80..=u8::MAX)
+        .chain((0..b' ').chain(std::iter::once(0x7f)));
+    let delimiters = DELIMITERS
+        .into_iter()
+        .chain(printable.chain(any_other).map(|b| (b, b)));
+    for (open, close) in delimiters {
+        if tables.has_byte(open) || tables.has_byte(close) {
+            continue;
+        }
+        for inner in [labelled.as_str(), "REDACTED"] {
             let mut candidate = Vec::with_capacity(inner.len() + 2);
             candidate.push(open);
             candidate.extend_from_slice(inner.as_bytes());

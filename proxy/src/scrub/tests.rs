@@ -603,6 +603,18 @@ fn replacement_never_completes_a_window() {
 }
 
 #[test]
+fn a_value_using_every_delimiter_pair_gets_a_free_byte_instead() {
+    // Found by the property test in CI: with `[` taken, a 23-character piece (one short of the
+    // 24-character window) ending just before the value's `[` became a window when our `[`
+    // followed it.
+    let value = "<%#B3_% (?/#!\"(:#/?^ <)\"&=(\\#?a-[[\"3#~_|-|}@%|]_";
+    let set = set_of(&[("a/b", value)]);
+    let piece = &value[9..32];
+    let out = text(&stream(&set, &[format!("{piece}{value}").as_bytes()]));
+    assert_eq!(out, format!("{piece}$REDACTED:a/b$"));
+}
+
+#[test]
 fn a_value_repeating_forever_is_redacted_in_bounded_pieces() {
     let value = "abcabcabcabcabcabcabcabc"; // periodic: every window recurs
     let set = set_of(&[("a/b", value)]);
