@@ -393,8 +393,14 @@ async fn a_combination_too_large_to_scrub_together_is_refused_not_compiled() {
     let mut total = 0;
     let mut i = 0u32;
     while total <= MAX_COMBINED_SCRUB_BYTES {
-        let secret: String = (0..4000u32)
-            .map(|j| char::from(b'!' + ((j * 7 + i * 13 + j / 5) % 90) as u8))
+        let mut x = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(i);
+        let secret: String = (0..4000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'!' + (x % 90) as u8)
+            })
             .collect();
         let v = value(&format!("prod/big{i}"), 1, &secret);
         total += v.scrub.memory_usage();

@@ -44,8 +44,15 @@ impl GramFilter {
             shift: 64 - slots.trailing_zeros(),
         };
         for p in patterns {
-            for gram in p.windows(m) {
-                filter.insert(mix(pack(gram)));
+            let Some(first) = p.get(..m) else {
+                continue;
+            };
+            // The next gram's key is this one's shifted down a byte, its last byte added on top.
+            let mut key = pack(first) & !OCCUPIED;
+            filter.insert(mix(key | OCCUPIED));
+            for &b in p.get(m..).unwrap_or_default() {
+                key = key >> 8 | u64::from(b.to_ascii_lowercase()) << (8 * (m - 1));
+                filter.insert(mix(key | OCCUPIED));
             }
         }
         filter
@@ -125,7 +132,7 @@ impl GramFilter {
 
 /// The splitmix64 finalizer: every bit of the key reaches both the slot (top bits) and the
 /// fingerprint (low bits).
-fn mix(key: u64) -> u64 {
+pub(crate) fn mix(key: u64) -> u64 {
     let mut z = key;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

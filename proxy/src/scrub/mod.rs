@@ -22,15 +22,14 @@
 //! of a value of any length, leaves nothing, and no run of `max(12, ⌈len/2⌉)` characters of a
 //! form ever survives.
 //!
-//! A [`ScrubSet`] is built once per value version (cached) or per request for several values.
-//! All patterns of all values go into one ASCII case-insensitive Aho-Corasick automaton that
-//! reports overlapping matches (see `matcher.rs`): one pass, no per-form scans, no regex. A
-//! sampling prefilter (`filter.rs`: one hash probe per 7 bytes) picks the regions the
-//! automaton scans, so a body without secrets costs the same however many windows there are.
-//! Budget: at most 4096 windows per value, 32 bytes long until the stride has to exceed that,
-//! then as long as the stride (`windows.rs`). Measured in release: a 4 KiB PEM key builds
-//! ~2.8 MiB of automaton and prefilter in ~40 ms, an 8 KiB one ~4.5 MiB; an 8 KiB value of
-//! JSON and URL specials (the worst case: ~420 000 characters of forms) ~9.3 MiB in ~0.2 s.
+//! A [`ScrubSet`] is built once per value version (cached) or per request for several values
+//! (and per request for every value when the sidecar's caches are off). All patterns of all
+//! values go into one ASCII case-insensitive searcher that reports overlapping matches: a
+//! rolling-hash table per pattern length (see `matcher.rs`), so building it is hashing the
+//! patterns once. A sampling prefilter (`filter.rs`: one hash probe per 7 bytes) picks the
+//! regions the searcher scans, so a body without secrets costs the same however many windows
+//! there are. Budget: at most 4096 windows per value, 32 bytes long until the stride has to
+//! exceed that, then as long as the stride (`windows.rs`).
 //!
 //! The union of the matches is replaced, so the output never contains a window (a run left
 //! of a longer echo would be one). The replacement text is checked when the set is built:
@@ -46,10 +45,9 @@
 //!
 //! Secret material: the forms and windows live in `Zeroizing` buffers only while the set is
 //! built; the hold-back tables (which bytes and byte pairs occur in the patterns) and the
-//! prefilter's table of m-gram fingerprints are `Zeroizing` too. The automaton keeps its own
-//! copy of the patterns, which is not wiped (aho-corasick offers no hook); response bytes
-//! passing through are not secret-managed either, since pingora holds them in ordinary buffers
-//! anyway.
+//! prefilter's table of m-gram fingerprints are `Zeroizing` too, and so are the searcher's
+//! copy of the patterns and their hashes. Response bytes passing through are not
+//! secret-managed, since pingora holds them in ordinary buffers anyway.
 
 mod body;
 mod brotli;
@@ -63,7 +61,7 @@ pub mod windows;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 
 use agent_secret_core::path::SecretPath;
@@ -127,14 +125,21 @@ impl ByteTables {
             .is_some_and(|word| word & (1 << (bit % 64)) != 0)
     }
 
-    fn add(&mut self, pattern: &[u8]) {
+    /// A pattern's first byte.
+    fn add_start(&mut self, pattern: &[u8]) {
         if let Some(&first) = pattern.first() {
             self.set(STARTS + usize::from(first.to_ascii_lowercase()));
         }
-        for &b in pattern {
+    }
+
+    /// The bytes and pairs of a form: every pattern is a substring of one, so this is the
+    /// patterns' bytes and pairs, or more (pairs across two touching strided windows), which
+    /// only makes the hold-back more conservative. Forms are ~16× shorter than all windows.
+    fn add_form(&mut self, form: &[u8]) {
+        for &b in form {
             self.set(BYTES + usize::from(b.to_ascii_lowercase()));
         }
-        for pair in pattern.windows(2) {
+        for pair in form.windows(2) {
             self.set(PAIRS + pair_index(pair[0], pair[1]));
         }
     }
@@ -171,10 +176,10 @@ const DELIMITERS: [(u8, u8); 10] = [
     (b'@', b'@'),
 ];
 
-/// The searcher could not be built (only on absurd pattern counts or sizes).
+/// The searcher could not be built (only on an absurd pattern count).
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build the response scrubber: {0}")]
-pub struct ScrubSetError(#[from] aho_corasick::BuildError);
+pub struct ScrubSetError(#[from] matcher::TooManyPatterns);
 
 impl ScrubSet {
     /// Compile the values injected into this request. A path given twice with the same value,
@@ -183,17 +188,27 @@ impl ScrubSet {
         let mut patterns: Vec<Zeroizing<Vec<u8>>> = Vec::new();
         let mut pattern_owner = Vec::new();
         let mut paths = Vec::with_capacity(values.len());
+        let mut tables = ByteTables::new();
         for (index, (path, value)) in values.iter().enumerate() {
             paths.push(path.clone());
-            let own = self::patterns(value.expose());
+            let forms = forms::forms(value.expose());
+            for form in &forms {
+                tables.add_form(form);
+            }
+            let own = patterns_of(value.expose(), &forms);
             pattern_owner.extend(std::iter::repeat_n(index, own.len()));
             patterns.extend(own);
         }
-        // Deduplicate across values (within one value, forms and windows already are).
+        // Deduplicate across values (within one value, forms and windows already are: a
+        // single value, the common case and every request's with caches off, skips this).
         let mut seen: HashMap<&[u8], usize> = HashMap::with_capacity(patterns.len());
         let mut keep = Vec::with_capacity(patterns.len());
         let mut pattern_shared = Vec::with_capacity(patterns.len());
-        for (i, p) in patterns.iter().enumerate() {
+        if values.len() == 1 {
+            keep.extend(0..patterns.len());
+            pattern_shared.resize(patterns.len(), false);
+        }
+        for (i, p) in patterns.iter().enumerate().filter(|_| values.len() > 1) {
             match seen.get(p.as_slice()) {
                 None => {
                     seen.insert(p.as_slice(), keep.len());
@@ -216,9 +231,8 @@ impl ScrubSet {
         let slices: Vec<&[u8]> = keep.iter().map(|&i| patterns[i].as_slice()).collect();
 
         let max_pattern_len = slices.iter().map(|p| p.len()).max().unwrap_or(0);
-        let mut tables = ByteTables::new();
         for p in &slices {
-            tables.add(p);
+            tables.add_start(p);
         }
         let matcher = if slices.is_empty() {
             None
@@ -360,9 +374,13 @@ impl ScrubSet {
 /// The patterns one value puts into the automaton, lower-cased and deduplicated: the windows
 /// of its forms (values of [`forms::MIN_WINDOW_VALUE_LEN`] bytes or more) or its whole forms.
 pub fn patterns(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
-    let forms = forms::forms(value);
+    patterns_of(value, &forms::forms(value))
+}
+
+/// [`patterns`] from the value's forms, already made.
+fn patterns_of(value: &[u8], forms: &[Zeroizing<Vec<u8>>]) -> Vec<Zeroizing<Vec<u8>>> {
     match forms::window_len(value.len()) {
-        Some(window_len) => windows::windows(&forms, window_len),
+        Some(window_len) => windows::windows(forms, window_len),
         None => forms
             .iter()
             .map(|f| Zeroizing::new(f.to_ascii_lowercase()))

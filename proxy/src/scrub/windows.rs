@@ -35,7 +35,7 @@
 //! value) is redacted in pieces, and `stream.rs` keeps the end of each piece as context so the
 //! window straddling the cut still matches: nothing is left there either.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 
 use zeroize::Zeroizing;
 
@@ -52,8 +52,12 @@ pub(crate) fn windows(forms: &[Zeroizing<Vec<u8>>], window_len: usize) -> Vec<Ze
         .map(|f| Zeroizing::new(f.to_ascii_lowercase()))
         .collect();
     let Geometry { k, stride } = geometry(&folded, window_len);
-    let mut seen: HashSet<&[u8]> = HashSet::new();
-    let mut out = Vec::new();
+    let most: usize = folded
+        .iter()
+        .map(|f| f.len().saturating_sub(k) / stride + 2)
+        .sum();
+    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(most);
+    let mut out = Vec::with_capacity(most);
     for form in &folded {
         let Some(last) = form.len().checked_sub(k) else {
             // Shorter than a window: the whole form is the pattern.
