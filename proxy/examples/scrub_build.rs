@@ -2,7 +2,7 @@
 //! With the sidecar's caches off this build runs for every request, so it is on the cold
 //! path (issue 16; figures in `bench/README.md`):
 //!
-//!     cargo run --release -p agent-secret-proxy --example scrub_build
+//!     cargo run --release -p agent-secret-proxy --example scrub_build [NAME PREFIX]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Instant;
@@ -46,7 +46,8 @@ fn main() {
         ),
     ];
     let path = SecretPath::parse("bench/value").unwrap();
-    for (name, value, rounds) in shapes {
+    let only = std::env::args().nth(1).unwrap_or_default();
+    for (name, value, rounds) in shapes.into_iter().filter(|s| s.0.starts_with(&only)) {
         let values = [(path.clone(), SecretBytes::new(value.into_bytes()))];
         let start = Instant::now();
         let mut memory = 0;

@@ -30,12 +30,13 @@ pub(crate) struct GramFilter {
 }
 
 impl GramFilter {
-    /// Over `patterns` (lower-cased, non-empty).
-    pub(crate) fn new(patterns: &[&[u8]]) -> GramFilter {
-        let min_len = patterns.iter().map(|p| p.len()).min().unwrap_or(1);
-        let max_len = patterns.iter().map(|p| p.len()).max().unwrap_or(1);
+    /// For patterns of `min_len..=max_len` bytes, each a substring of one of `sources` (any
+    /// case). The table holds the m-grams of the sources: those of the patterns and perhaps a
+    /// few more (which only widen the scanned regions). The sources are a value's forms,
+    /// ~16 times shorter than all its windows.
+    pub(crate) fn new(sources: &[&[u8]], min_len: usize, max_len: usize) -> GramFilter {
         let m = min_len.div_ceil(2).clamp(1, MAX_BLOCK);
-        let grams: usize = patterns.iter().map(|p| p.len() + 1 - m.min(p.len())).sum();
+        let grams: usize = sources.iter().map(|p| p.len() + 1 - m.min(p.len())).sum();
         let slots = (grams * 2).next_power_of_two().max(16);
         let mut filter = GramFilter {
             m,
@@ -43,7 +44,7 @@ impl GramFilter {
             table: Zeroizing::new(vec![0; slots]),
             shift: 64 - slots.trailing_zeros(),
         };
-        for p in patterns {
+        for p in sources {
             let Some(first) = p.get(..m) else {
                 continue;
             };

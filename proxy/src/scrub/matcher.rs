@@ -73,9 +73,10 @@ pub(crate) struct Run {
 pub struct TooManyPatterns(pub usize);
 
 impl Matcher {
-    /// Build over `patterns` (non-empty, lower-cased, distinct). Pattern ids are the indexes
-    /// in `patterns`.
-    pub(crate) fn new(patterns: &[&[u8]]) -> Result<Matcher, TooManyPatterns> {
+    /// Build over `patterns` (non-empty, lower-cased, distinct), each a substring of one of
+    /// `sources` (the values' forms, for the prefilter). Pattern ids are the indexes in
+    /// `patterns`.
+    pub(crate) fn new(patterns: &[&[u8]], sources: &[&[u8]]) -> Result<Matcher, TooManyPatterns> {
         if u32::try_from(patterns.len()).map_or(true, |n| n == u32::MAX) {
             return Err(TooManyPatterns(patterns.len()));
         }
@@ -117,7 +118,11 @@ impl Matcher {
             starts,
             groups,
             base,
-            filter: GramFilter::new(patterns),
+            filter: GramFilter::new(
+                sources,
+                patterns.iter().map(|p| p.len()).min().unwrap_or(1),
+                patterns.iter().map(|p| p.len()).max().unwrap_or(1),
+            ),
         })
     }
 
@@ -302,7 +307,7 @@ mod tests {
     fn every_overlapping_occurrence_of_every_length_is_found() {
         let patterns: [&[u8]; 5] = [b"abcab", b"bcabc", b"cab", b"zz", b"abcabcabcabc"];
         let haystack = b"xxABCabcABCabcab zzz CAB c";
-        let matcher = Matcher::new(&patterns).unwrap_or_else(|e| panic!("{e}"));
+        let matcher = Matcher::new(&patterns, &patterns).unwrap_or_else(|e| panic!("{e}"));
         let mut found = Vec::new();
         matcher.scan(haystack, 0, &mut |run| {
             found.push(run);
@@ -327,7 +332,7 @@ mod tests {
             .rev()
             .flat_map(|p| [p.as_slice(), b" "].concat())
             .collect();
-        let matcher = Matcher::new(&patterns).unwrap_or_else(|e| panic!("{e}"));
+        let matcher = Matcher::new(&patterns, &patterns).unwrap_or_else(|e| panic!("{e}"));
         let mut found = Vec::new();
         matcher.scan(&haystack, 7, &mut |run| {
             found.push(run);

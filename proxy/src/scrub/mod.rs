@@ -189,6 +189,7 @@ impl ScrubSet {
         let mut pattern_owner = Vec::new();
         let mut paths = Vec::with_capacity(values.len());
         let mut tables = ByteTables::new();
+        let mut all_forms = Vec::new();
         for (index, (path, value)) in values.iter().enumerate() {
             paths.push(path.clone());
             let forms = forms::forms(value.expose());
@@ -198,6 +199,7 @@ impl ScrubSet {
             let own = patterns_of(value.expose(), &forms);
             pattern_owner.extend(std::iter::repeat_n(index, own.len()));
             patterns.extend(own);
+            all_forms.extend(forms);
         }
         // Deduplicate across values (within one value, forms and windows already are: a
         // single value, the common case and every request's with caches off, skips this).
@@ -237,7 +239,16 @@ impl ScrubSet {
         let matcher = if slices.is_empty() {
             None
         } else {
-            Some(Matcher::new(&slices)?)
+            // The prefilter's m-grams come from the forms, or from the patterns where those
+            // are shorter (the strided windows of a long value).
+            let bytes = |strings: &[&[u8]]| strings.iter().map(|s| s.len()).sum::<usize>();
+            let forms: Vec<&[u8]> = all_forms.iter().map(|f| f.as_slice()).collect();
+            let sources = if bytes(&forms) < bytes(&slices) {
+                forms
+            } else {
+                slices.clone()
+            };
+            Some(Matcher::new(&slices, &sources)?)
         };
         let replacements = paths
             .iter()
