@@ -29,7 +29,9 @@
 //! patterns once. A sampling prefilter (`filter.rs`: one hash probe per 7 bytes) picks the
 //! regions the searcher scans, so a body without secrets costs the same however many windows
 //! there are. Budget: at most 4096 windows per value, 32 bytes long until the stride has to
-//! exceed that, then as long as the stride (`windows.rs`).
+//! exceed that, then as long as the stride (`windows.rs`). Measured in release
+//! (`examples/scrub_build.rs`): a 40-byte API key builds in ~0.1 ms into ~46 KiB, a 4 KiB PEM
+//! key in ~4 ms into ~1.3 MiB.
 //!
 //! The union of the matches is replaced, so the output never contains a window (a run left
 //! of a longer echo would be one). The replacement text is checked when the set is built:
