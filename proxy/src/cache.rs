@@ -346,7 +346,7 @@ impl Caches {
     /// per version), or the combination's, built once per combination of versions. A
     /// combination is compiled off the async runtime, one at a time per sidecar, and refused
     /// when its values' scrubbers together exceed [`MAX_COMBINED_SCRUB_BYTES`]: an agent
-    /// cannot make the sidecar compile tens of megabytes of automaton per request.
+    /// cannot make the sidecar build tens of megabytes of scrubber per request.
     pub async fn scrub_set(
         &self,
         tenant: TenantId,

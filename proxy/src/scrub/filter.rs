@@ -1,18 +1,18 @@
-//! A sampling prefilter in front of the automaton: almost every response holds no secret, so
-//! the common case must cost far less than an Aho-Corasick step per byte.
+//! A sampling prefilter in front of the searcher: almost every response holds no secret, so
+//! the common case must cost far less than a rolling-hash step per byte per pattern length.
 //!
 //! With `m ≤ (shortest pattern + 1) / 2`, every occurrence of a pattern contains a whole
 //! "block" `[q, q + m)` with `q` a multiple of `m` (the pattern spans at least `2m - 1`
 //! bytes). So the scan looks at one block per `m` bytes, checks whether it is an m-gram of some
 //! pattern (a hash table of them, case-folded), and only around a block that is runs the
-//! automaton, over `[q + m - max_len, q + max_len)`: every match containing that block lies
+//! searcher, over `[q + m - max_len, q + max_len)`: every match containing that block lies
 //! there. Matches are thus exactly those of a full scan; on a body without secrets the cost is
-//! one table probe per `m` (up to 7) bytes instead of an NFA step per byte, whatever the
+//! one table probe per `m` (up to 7) bytes instead of a search step per byte, whatever the
 //! number of windows. Sparse candidates in base64 or hex text only widen the scanned regions.
 //!
 //! The table stores a 32-bit fingerprint of each m-gram, not the m-gram: half the memory (a
 //! long value's windows have hundreds of thousands of m-grams), and a fingerprint collision
-//! only makes the automaton scan one more region, never changes a match.
+//! only makes the searcher scan one more region, never changes a match.
 
 use zeroize::Zeroizing;
 
@@ -97,7 +97,7 @@ impl GramFilter {
         }
     }
 
-    /// The regions of `haystack` the automaton must scan, sorted and disjoint, into `out`
+    /// The regions of `haystack` the searcher must scan, sorted and disjoint, into `out`
     /// (cleared first): every pattern occurrence lies entirely inside one of them.
     pub(crate) fn regions(&self, haystack: &[u8], out: &mut Vec<(usize, usize)>) {
         out.clear();

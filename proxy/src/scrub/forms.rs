@@ -3,7 +3,7 @@
 //! An API that reflects a credential rarely returns the raw bytes only: it may hex or base64
 //! them (Basic auth, JWT-like blobs, debug dumps), percent-encode them (a URL or form echo) or
 //! JSON-escape them (an error body quoting the header). Each form is generated here so one
-//! Aho-Corasick automaton can catch them all. Matching is ASCII case-insensitive (see
+//! searcher can catch them all. Matching is ASCII case-insensitive (see
 //! [`ScrubSet`](super::ScrubSet)), so every form is returned once, lower-cased where case is
 //! free (hex digits, `%2f`, `\u00e9`), and its upper- or mixed-case spellings match too.
 //!

@@ -384,7 +384,7 @@ impl ScrubSet {
     }
 }
 
-/// The patterns one value puts into the automaton, lower-cased and deduplicated: the windows
+/// The patterns one value puts into the searcher, lower-cased and deduplicated: the windows
 /// of its forms (values of [`forms::MIN_WINDOW_VALUE_LEN`] bytes or more) or its whole forms.
 pub fn patterns(value: &[u8]) -> Vec<Zeroizing<Vec<u8>>> {
     patterns_of(value, &forms::forms(value))
@@ -443,7 +443,7 @@ impl fmt::Debug for ScrubSet {
             .field("patterns", &self.pattern_owner.len())
             .field("max_pattern_len", &self.max_pattern_len())
             .field(
-                "automaton_bytes",
+                "searcher_bytes",
                 &self.matcher.as_ref().map_or(0, Matcher::memory_usage),
             )
             .finish()

@@ -4,13 +4,13 @@
 //! token, half of a base64 blob) never shows a whole form. Any run of at least
 //! [`window_len`](super::forms::window_len) `W = max(12, ⌈len/2⌉)` consecutive characters of a
 //! form contains every substring of that run, so the substrings of a fixed length `k ≤ W`
-//! ("windows") go into the one automaton as ordinary patterns. The scrubber redacts the union
+//! ("windows") go into the one searcher as ordinary patterns. The scrubber redacts the union
 //! of all window matches, so a run longer than `k` is covered from its first to its last
 //! character, however long it is: no separate whole-form patterns are needed (and a pattern as
 //! long as a 45 KB JSON form would make the stream hold back and rescan 45 KB).
 //!
-//! Budget: a window costs about `k` automaton states, and a 4 KiB value has ~100 000
-//! characters of forms. So a value gets at most [`MAX_WINDOWS`] windows, and `k` is
+//! Budget: a window costs `k` bytes of the searcher's copy and a hashing of `k` bytes when the
+//! set is built, and a 4 KiB value has ~100 000 characters of forms. So a value gets at most [`MAX_WINDOWS`] windows, and `k` is
 //! `min(W, `[`MAX_WINDOW_LEN`]`)` while every position of every form fits in that budget (a
 //! shorter window only redacts *more*: any run of `W` characters still contains one). That is
 //! the case for values up to ~200 bytes of key alphabet, ~90 bytes of characters that the
@@ -26,7 +26,7 @@
 //!
 //! The stride (= `k` once it passes 32) is about one per 190 bytes of a key-like value and
 //! one per 80 bytes of a punctuation-heavy one: 2 for a 300-byte JWT, ~22 for a 4 KiB PEM
-//! key, ~100 for 7.5 KiB of JSON and URL specials. The automaton then has about as many states
+//! key, ~100 for 7.5 KiB of JSON and URL specials. The searcher then holds about as many bytes
 //! as the forms have characters (`MAX_WINDOWS × k` at most): see `ScrubSet::memory_usage`.
 //! Should a value ever need `2 × stride - 1 > W` (forms over a thousand times as long as the
 //! value, which no encoding here produces), the window budget yields to the guarantee.
@@ -45,7 +45,7 @@ pub const MAX_WINDOW_LEN: usize = 32;
 pub const MAX_WINDOWS: usize = 4096;
 
 /// The windows of `forms` for a value whose window rule is `window_len`, lower-cased (the
-/// automaton matches ignoring ASCII case) and deduplicated.
+/// searcher matches ignoring ASCII case) and deduplicated.
 pub(crate) fn windows(forms: &[Zeroizing<Vec<u8>>], window_len: usize) -> Vec<Zeroizing<Vec<u8>>> {
     let folded: Vec<Zeroizing<Vec<u8>>> = forms
         .iter()
