@@ -203,34 +203,7 @@ impl ScrubSet {
             patterns.extend(own);
             all_forms.extend(forms);
         }
-        // Deduplicate across values (within one value, forms and windows already are: a
-        // single value, the common case and every request's with caches off, skips this).
-        let mut seen: HashMap<&[u8], usize> = HashMap::with_capacity(patterns.len());
-        let mut keep = Vec::with_capacity(patterns.len());
-        let mut pattern_shared = Vec::with_capacity(patterns.len());
-        if values.len() == 1 {
-            keep.extend(0..patterns.len());
-            pattern_shared.resize(patterns.len(), false);
-        }
-        for (i, p) in patterns.iter().enumerate().filter(|_| values.len() > 1) {
-            match seen.get(p.as_slice()) {
-                None => {
-                    seen.insert(p.as_slice(), keep.len());
-                    keep.push(i);
-                    pattern_shared.push(false);
-                }
-                Some(&id) => {
-                    if let (Some(shared), Some(first), Some(this)) = (
-                        pattern_shared.get_mut(id),
-                        keep.get(id).and_then(|&k| pattern_owner.get(k)),
-                        pattern_owner.get(i),
-                    ) {
-                        *shared |= first != this;
-                    }
-                }
-            }
-        }
-        drop(seen);
+        let (keep, pattern_shared) = dedup_across_values(&patterns, &pattern_owner, values.len());
         let pattern_owner: Vec<usize> = keep.iter().map(|&i| pattern_owner[i]).collect();
         let slices: Vec<&[u8]> = keep.iter().map(|&i| patterns[i].as_slice()).collect();
 
@@ -246,11 +219,11 @@ impl ScrubSet {
             let bytes = |strings: &[&[u8]]| strings.iter().map(|s| s.len()).sum::<usize>();
             let forms: Vec<&[u8]> = all_forms.iter().map(|f| f.as_slice()).collect();
             let sources = if bytes(&forms) < bytes(&slices) {
-                forms
+                &forms
             } else {
-                slices.clone()
+                &slices
             };
-            Some(Matcher::new(&slices, &sources)?)
+            Some(Matcher::new(&slices, sources)?)
         };
         let replacements = paths
             .iter()
@@ -382,6 +355,42 @@ impl ScrubSet {
             .and_then(|&owner| self.replacements.get(owner))
             .map_or(b"[REDACTED]".as_slice(), Vec::as_slice)
     }
+}
+
+/// Which patterns to keep (indexes into `patterns`, first occurrence of each) and, per kept
+/// pattern, whether another value shares it. Within one value, forms and windows are already
+/// distinct, so a single value (the common case, and every request's with caches off) keeps
+/// them all without hashing any.
+fn dedup_across_values(
+    patterns: &[Zeroizing<Vec<u8>>],
+    owner: &[usize],
+    values: usize,
+) -> (Vec<usize>, Vec<bool>) {
+    if values <= 1 {
+        return ((0..patterns.len()).collect(), vec![false; patterns.len()]);
+    }
+    let mut seen: HashMap<&[u8], usize> = HashMap::with_capacity(patterns.len());
+    let mut keep = Vec::with_capacity(patterns.len());
+    let mut shared = Vec::with_capacity(patterns.len());
+    for (i, p) in patterns.iter().enumerate() {
+        match seen.get(p.as_slice()) {
+            None => {
+                seen.insert(p.as_slice(), keep.len());
+                keep.push(i);
+                shared.push(false);
+            }
+            Some(&id) => {
+                if let (Some(flag), Some(first), Some(this)) = (
+                    shared.get_mut(id),
+                    keep.get(id).and_then(|&k| owner.get(k)),
+                    owner.get(i),
+                ) {
+                    *flag |= first != this;
+                }
+            }
+        }
+    }
+    (keep, shared)
 }
 
 /// The patterns one value puts into the searcher, lower-cased and deduplicated: the windows
