@@ -46,14 +46,15 @@ async fn a_cold_and_a_warm_injection_are_one_secret_read_each() {
                 .iter()
                 .filter_map(|e| e["user_agent"].as_str().map(str::to_owned))
                 .collect();
-            (agents.iter().any(|a| a == "warm-agent/1")).then_some(reads)
+            // The sidecar counts an event as sent only once the control plane's answer is
+            // back, which may be after the event is visible in the log: wait for both. Once
+            // its spool has drained, nothing else is on its way.
+            let stats = h.sidecar.audit().unwrap().stats();
+            let drained = (stats.spooled, stats.queued) == (0, 0);
+            (drained && agents.iter().any(|a| a == "warm-agent/1")).then_some(reads)
         },
     )
     .await;
-    // The sidecar's spool has drained (the warm event arrived after the cold one): nothing
-    // else is on its way.
-    let stats = h.sidecar.audit().unwrap().stats();
-    assert_eq!((stats.spooled, stats.queued), (0, 0));
     assert_eq!(reads.len(), 2, "one event per injection: {reads:#?}");
     let cold = &reads[0];
     assert_eq!(cold["user_agent"], "cold-agent/1");
