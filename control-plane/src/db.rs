@@ -54,6 +54,8 @@ const SERVICE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT, DELETE ON tokens TO {role}",
     "GRANT UPDATE (status, approved_sensitivity, uses, revoked_at, expiry_recorded) ON tokens TO {role}",
     "GRANT SELECT, INSERT ON audit_events TO {role}",
+    // The resolve path's reads (SECURITY INVOKER: row-level security applies inside).
+    "GRANT EXECUTE ON FUNCTION resolve_token(TEXT, TEXT), resolve_secrets(TEXT, TEXT[]) TO {role}",
     "GRANT SELECT, INSERT ON tenant_keys TO {role}",
     "GRANT UPDATE (key_name, primary_version, observed_at, rotation_claimed_at) ON tenant_keys TO {role}",
     // Reserved uses: released once (released_at), pruned after their deadline.

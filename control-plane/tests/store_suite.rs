@@ -724,6 +724,83 @@ async fn current_secrets_returns_only_existing_paths(h: &Harness) {
     assert_eq!(summary, [("x/one", 1, 1), ("x/two", 2, 2)]);
 }
 
+async fn a_resolve_snapshot_reads_secrets_only_for_an_admitted_token(h: &Harness) {
+    let store = h.store();
+    let (tenant, _) = new_tenant(store).await;
+    let (other, _) = new_tenant(store).await;
+    let agent = new_agent(store, tenant.id).await;
+    let tok = new_token(store, tenant.id, agent.id, None).await;
+    put(store, tenant.id, "x/one", 1).await;
+    put(store, tenant.id, "x/two", 1).await;
+    put(store, tenant.id, "x/two", 2).await;
+    put(store, other.id, "x/one", 1).await;
+    let asked = [path("x/two"), path("x/missing"), path("x/one")];
+    let admitted = std::sync::atomic::AtomicUsize::new(0);
+    let admit = |t: &TokenRecord| {
+        admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        t.id == tok.id
+    };
+
+    let (found, secrets) = store
+        .resolve_snapshot(tenant.id, tok.id, &asked, &admit)
+        .await
+        .unwrap();
+    assert_eq!(found, Some(tok.clone()));
+    let summary: Vec<_> = secrets
+        .iter()
+        .map(|s| {
+            (
+                s.record.tenant_id,
+                s.record.path.as_str(),
+                s.record.current_version,
+                s.envelope.nonce[0],
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [(tenant.id, "x/one", 1, 1), (tenant.id, "x/two", 2, 2)],
+        "the current versions of the paths that exist, in path order"
+    );
+
+    let refuse = |_: &TokenRecord| false;
+    let (found, secrets) = store
+        .resolve_snapshot(tenant.id, tok.id, &asked, &refuse)
+        .await
+        .unwrap();
+    assert_eq!(found, Some(tok.clone()));
+    assert!(secrets.is_empty(), "a refused token reads no secret");
+
+    let (found, secrets) = store
+        .resolve_snapshot(other.id, tok.id, &asked, &admit)
+        .await
+        .unwrap();
+    assert_eq!(
+        (found, secrets.len()),
+        (None, 0),
+        "not another tenant's token"
+    );
+    let (found, secrets) = store
+        .resolve_snapshot(tenant.id, TokenId::new(), &asked, &admit)
+        .await
+        .unwrap();
+    assert_eq!((found, secrets.len()), (None, 0), "an unknown id");
+    let (found, secrets) = store
+        .resolve_snapshot(tenant.id, tok.id, &[], &admit)
+        .await
+        .unwrap();
+    assert_eq!(
+        (found, secrets.len()),
+        (Some(tok), 0),
+        "no paths, nothing read"
+    );
+    assert_eq!(
+        admitted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "admit is asked only about a found token with paths to read"
+    );
+}
+
 async fn tokens_are_stored_read_and_revoked_once(h: &Harness) {
     let store = h.store();
     let (tenant, _) = new_tenant(store).await;
@@ -1724,6 +1801,7 @@ agent_secret_testkit::backend_suite!(
     list_secrets_by_prefix_matches_whole_segments,
     deleting_a_secret_removes_all_its_versions,
     current_secrets_returns_only_existing_paths,
+    a_resolve_snapshot_reads_secrets_only_for_an_admitted_token,
     tokens_are_stored_read_and_revoked_once,
     a_token_cannot_reference_another_tenants_agent,
     rotating_an_agent_key_revokes_its_tokens_and_swaps_the_credential,
