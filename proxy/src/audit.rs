@@ -10,10 +10,10 @@
 
 use std::sync::Arc;
 
-use agent_secret_core::api::{SidecarAuditBatch, SidecarAuditEvent};
+use agent_secret_core::api::SidecarAuditEvent;
 
 use crate::control_plane::ControlPlane;
-use crate::spool::{AuditPipeline, AuditSink, SinkError};
+use crate::spool::{AuditBody, AuditPipeline, AuditSink, SinkError};
 
 /// Where audit events go.
 pub trait AuditBackend: Send + Sync + 'static {
@@ -116,8 +116,8 @@ impl AuditBackend for AuditPipeline {
 /// failure without an answer is retried.
 #[async_trait::async_trait]
 impl AuditSink for ControlPlane {
-    async fn send(&self, batch: &SidecarAuditBatch) -> Result<(), SinkError> {
-        self.post_audit(batch).await.map_err(|e| {
+    async fn send(&self, batch: &AuditBody) -> Result<(), SinkError> {
+        self.post_audit(batch.bytes()).await.map_err(|e| {
             match e.status().filter(|s| !s.is_server_error()) {
                 Some(status) => SinkError::status(status.as_u16(), e.to_string()),
                 None => SinkError::unavailable(e.to_string()),

@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use agent_secret_core::api::{
-    ErrorBody, ReleaseUseRequest, ReleasedUse, ResolveRequest, ResolveResponse, SidecarAuditBatch,
+    ErrorBody, ReleaseUseRequest, ReleasedUse, ResolveRequest, ResolveResponse,
 };
 use agent_secret_core::secret::SecretString;
 use http::{HeaderValue, StatusCode};
@@ -142,14 +142,17 @@ impl ControlPlane {
 
     /// `POST /v1/sidecar/audit`; success means the batch is durably accepted. A refusal keeps
     /// its status ([`CpError::status`]): the audit spool splits, dead-letters or retries by it.
-    pub async fn post_audit(&self, batch: &SidecarAuditBatch) -> Result<(), CpError> {
+    ///
+    /// `body` is a [`SidecarAuditBatch`](agent_secret_core::api::SidecarAuditBatch) already encoded (see `crate::spool::AuditBody`).
+    pub async fn post_audit(&self, body: bytes::Bytes) -> Result<(), CpError> {
         let url = format!("{}/v1/sidecar/audit", self.base);
         let started = Instant::now();
         let result = self
             .send(|| {
                 self.http
                     .post(&url)
-                    .json(batch)
+                    .header(http::header::CONTENT_TYPE, "application/json")
+                    .body(body.clone())
                     .timeout(self.request_timeout)
             })
             .await;

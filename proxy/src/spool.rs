@@ -88,7 +88,25 @@ pub const REFUSAL_SHARE: u64 = 4;
 pub trait AuditSink: Send + Sync + 'static {
     /// Deliver one batch. `Ok` means durably accepted. Implementations bound their own time
     /// (HTTP timeouts): the worker sends one batch at a time.
-    async fn send(&self, batch: &SidecarAuditBatch) -> Result<(), SinkError>;
+    async fn send(&self, batch: &AuditBody) -> Result<(), SinkError>;
+}
+
+/// One batch as the JSON body of `POST /v1/sidecar/audit` (a [`SidecarAuditBatch`]), built
+/// from the events' JSON as it was encoded when they were recorded: an event is serialized
+/// once, on the request path, and never again.
+#[derive(Debug, Clone)]
+pub struct AuditBody(pub(crate) bytes::Bytes);
+
+impl AuditBody {
+    /// The body, shared (cloning it copies nothing).
+    pub fn bytes(&self) -> bytes::Bytes {
+        self.0.clone()
+    }
+
+    /// The batch decoded, for sinks that look inside (tests).
+    pub fn decode(&self) -> serde_json::Result<SidecarAuditBatch> {
+        serde_json::from_slice(&self.0)
+    }
 }
 
 /// The sink did not accept a batch; [`kind`](Self::kind) decides what happens to it (see the

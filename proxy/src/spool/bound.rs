@@ -18,12 +18,16 @@
 
 use agent_secret_core::api::{SidecarAuditEvent, MAX_REQUEST_BODY_BYTES};
 
-use std::io::{self, Write};
+use serde_json::value::RawValue;
 
-/// An event waiting for the control plane, with its size as a spool line.
+/// An event waiting for the control plane, encoded once: its JSON is the spool file's line
+/// (plus a newline) and the batch's element as it is.
 #[derive(Debug, Clone)]
 pub(crate) struct Queued {
-    pub event: SidecarAuditEvent,
+    /// The capped event's compact JSON.
+    pub json: Box<RawValue>,
+    /// Whether it is an `audit.dropped` report, which the worker never dead-letters.
+    pub is_report: bool,
     /// Bytes of its JSON line, newline included: what it costs against `max_spool_bytes`.
     pub bytes: u64,
 }
@@ -32,28 +36,41 @@ impl Queued {
     /// The event with its fields capped (see this module's caps), and whether anything was cut.
     pub(crate) fn capped(mut event: SidecarAuditEvent) -> (Queued, bool) {
         let truncated = cap_event(&mut event);
-        let bytes = encoded_len(&event) + 1;
-        (Queued { event, bytes }, truncated)
+        let json = encode(&event);
+        let queued = Queued {
+            bytes: json.get().len() as u64 + 1,
+            is_report: event.dropped_count().is_some(),
+            json,
+        };
+        (queued, truncated)
     }
 }
 
-/// Length of the event's compact JSON, computed without allocating.
-pub(crate) fn encoded_len(event: &SidecarAuditEvent) -> u64 {
-    struct Counter(u64);
-    impl Write for Counter {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
+/// The event's compact JSON. Strings, booleans and a timestamp cannot fail to serialize; if
+/// one ever did, the event is sent as `null`, which the control plane refuses on its own, so
+/// the pipeline dead-letters it and reports the loss (`audit.dropped`) rather than losing it
+/// silently.
+fn encode(event: &SidecarAuditEvent) -> Box<RawValue> {
+    serde_json::value::to_raw_value(event).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot encode an audit event; it will be dead-lettered");
+        RawValue::NULL.to_owned()
+    })
+}
+
+/// The body of one `POST /v1/sidecar/audit`: `{"events":[…]}` around the events' JSON, built
+/// by concatenation (nothing is serialized again).
+pub(crate) fn batch_body<'a>(events: impl IntoIterator<Item = &'a Queued>) -> Vec<u8> {
+    let events = events.into_iter();
+    let mut body = Vec::with_capacity(1024);
+    body.extend_from_slice(b"{\"events\":[");
+    for (i, q) in events.enumerate() {
+        if i > 0 {
+            body.push(b',');
         }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
+        body.extend_from_slice(q.json.get().as_bytes());
     }
-    let mut counter = Counter(0);
-    // Serializing these plain fields cannot fail; on the impossible error the count is short,
-    // which only affects accounting, not what is written.
-    let _ = serde_json::to_writer(&mut counter, event);
-    counter.0
+    body.extend_from_slice(b"]}");
+    body
 }
 
 /// Characters kept of `user_agent`, `path` and `destination_host`.

@@ -14,9 +14,9 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use agent_secret_core::api::SidecarAuditEvent;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use super::file::{open_private, restrict_permissions, sibling};
 
@@ -31,7 +31,7 @@ struct Line<'a> {
     status: Option<u16>,
     /// The refusal as logged (never secret material).
     error: &'a str,
-    event: &'a SidecarAuditEvent,
+    event: &'a RawValue,
 }
 
 /// Why events could not be dead-lettered; they then stay in the spool.
@@ -68,7 +68,7 @@ impl DeadLetter {
 
     /// Render the lines for `events` refused with `status` / `error`.
     pub(crate) fn render<'a>(
-        events: impl IntoIterator<Item = &'a SidecarAuditEvent>,
+        events: impl IntoIterator<Item = &'a RawValue>,
         status: Option<u16>,
         error: &str,
     ) -> Vec<u8> {

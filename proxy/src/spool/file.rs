@@ -132,7 +132,7 @@ impl SpoolFile {
     pub(crate) fn append(&mut self, items: Vec<Queued>) -> io::Result<()> {
         let mut buf = Vec::new();
         for q in &items {
-            write_line(&mut buf, &q.event)?;
+            write_line(&mut buf, q);
         }
         for q in items {
             self.bytes += q.bytes;
@@ -189,7 +189,7 @@ impl SpoolFile {
             )?;
             let mut buf = Vec::with_capacity(usize::try_from(self.bytes).unwrap_or(0));
             for q in &self.entries {
-                write_line(&mut buf, &q.event)?;
+                write_line(&mut buf, q);
             }
             out.write_all(&buf)?;
             out.sync_all()?;
@@ -202,10 +202,9 @@ impl SpoolFile {
     }
 }
 
-fn write_line(buf: &mut Vec<u8>, event: &SidecarAuditEvent) -> io::Result<()> {
-    serde_json::to_writer(&mut *buf, event)?;
+fn write_line(buf: &mut Vec<u8>, q: &Queued) {
+    buf.extend_from_slice(q.json.get().as_bytes());
     buf.push(b'\n');
-    Ok(())
 }
 
 /// Append unparseable lines to `<file>.corrupt` so an operator can look at them.

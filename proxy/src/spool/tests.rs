@@ -15,6 +15,11 @@ use super::dead_letter::DEAD_LETTER_SUFFIX;
 use super::file::SPOOL_FILE_NAME;
 use super::*;
 
+/// Bytes of the event's compact JSON, encoded here independently of the pipeline.
+fn encoded_len(event: &SidecarAuditEvent) -> u64 {
+    serde_json::to_vec(event).unwrap().len() as u64
+}
+
 /// The user agent of an event [`FakeSink`] refuses 422 (like a field the server rejects).
 const POISON: &str = "poison";
 
@@ -47,11 +52,12 @@ impl Default for FakeSink {
 
 #[async_trait::async_trait]
 impl AuditSink for FakeSink {
-    async fn send(&self, batch: &SidecarAuditBatch) -> Result<(), SinkError> {
+    async fn send(&self, body: &AuditBody) -> Result<(), SinkError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(SinkError::unavailable("connection refused"));
         }
-        let body = serde_json::to_vec(batch).unwrap().len();
+        let batch: SidecarAuditBatch = body.decode().unwrap();
+        let body = body.bytes().len();
         let status = if body > self.body_limit.load(Ordering::SeqCst) {
             Some(413)
         } else if let Some(status) = *self.status.lock().unwrap() {
@@ -248,7 +254,7 @@ async fn spool_drains_on_its_own_once_the_sink_recovers() {
 async fn full_spool_refuses_and_drops_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("spool.jsonl");
-    let one = bound::encoded_len(&event(0)) + 1;
+    let one = encoded_len(&event(0)) + 1;
     let (p, sink) = start(&path, one * 4 + one / 2, 3);
     sink.set_down(true);
     let mut accepted = 0;
@@ -402,7 +408,7 @@ async fn a_batch_refused_as_too_large_is_split_in_halves_and_all_delivered_in_or
     let dir = tempfile::tempdir().unwrap();
     let (p, sink) = start(&dir.path().join("spool.jsonl"), 1 << 20, 8);
     // Room for three events per request: a batch of 8 is refused 413 and must be split.
-    let one = usize::try_from(bound::encoded_len(&event(0))).unwrap() + 1;
+    let one = usize::try_from(encoded_len(&event(0))).unwrap() + 1;
     sink.body_limit.store(13 + 3 * one, Ordering::SeqCst);
     for i in 0..8 {
         p.record(event(i)).unwrap();
@@ -436,7 +442,7 @@ async fn a_single_event_still_too_large_is_dead_lettered_and_reported() {
     let (p, sink) = start(&path, 1 << 20, 10);
     let big = "b".repeat(400);
     // Small events and the loss report fit; one with a long user agent never does.
-    let limit = usize::try_from(bound::encoded_len(&event(0))).unwrap() + 100;
+    let limit = usize::try_from(encoded_len(&event(0))).unwrap() + 100;
     sink.body_limit.store(limit, Ordering::SeqCst);
     p.record(event(0)).unwrap();
     p.record(with_agent(1, &big)).unwrap();
@@ -527,7 +533,7 @@ async fn a_control_plane_refusing_everything_dead_letters_nothing_and_fails_clos
     for status in [400, 404, 409, 422, 413] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spool.jsonl");
-        let one = bound::encoded_len(&event(0)) + 1;
+        let one = encoded_len(&event(0)) + 1;
         let (p, sink) = start(&path, one * 12 + one / 2, 5);
         sink.set_status(Some(status));
         let mut recorded = 0;
@@ -793,7 +799,7 @@ async fn an_oversized_event_is_capped_field_by_field() {
         capped.client_ip.as_deref().unwrap().chars().count(),
         MAX_ID_CHARS
     );
-    assert!(bound::encoded_len(capped) <= MAX_EVENT_BYTES);
+    assert!(encoded_len(capped) <= MAX_EVENT_BYTES);
     assert_eq!(
         &accepted[1],
         &event_like(&accepted[1], 1),
@@ -828,9 +834,9 @@ fn the_worst_case_capped_event_fits_max_event_bytes() {
     };
     assert!(bound::cap_event(&mut e));
     assert!(
-        bound::encoded_len(&e) <= MAX_EVENT_BYTES,
+        encoded_len(&e) <= MAX_EVENT_BYTES,
         "{} > {MAX_EVENT_BYTES}",
-        bound::encoded_len(&e)
+        encoded_len(&e)
     );
     assert!(!bound::cap_event(&mut e), "capping is idempotent");
 }
@@ -916,4 +922,38 @@ async fn refusals_may_fill_only_a_quarter_of_the_spool_and_injections_keep_the_r
             "an injection was refused after a refusal flood"
         );
     }
+}
+
+#[test]
+fn an_event_is_encoded_once_and_a_batch_body_is_what_serde_writes_for_the_batch() {
+    let events: Vec<SidecarAuditEvent> = (0..3)
+        .map(event)
+        .chain([SidecarAuditEvent::audit_dropped(2, Utc::now())])
+        .collect();
+    let queued: Vec<bound::Queued> = events
+        .iter()
+        .map(|e| bound::Queued::capped(e.clone()).0)
+        .collect();
+    for (q, e) in queued.iter().zip(&events) {
+        assert_eq!(
+            serde_json::from_str::<SidecarAuditEvent>(q.json.get()).unwrap(),
+            *e
+        );
+        assert_eq!(q.bytes, encoded_len(e) + 1, "the spool line's size");
+        assert_eq!(q.is_report, e.dropped_count().is_some());
+    }
+    assert_eq!(
+        bound::batch_body(&queued),
+        serde_json::to_vec(&SidecarAuditBatch { events }).unwrap(),
+        "the control plane receives exactly the batch it would have been sent before"
+    );
+    assert_eq!(
+        bound::batch_body(&[]),
+        br#"{"events":[]}"#.to_vec(),
+        "and the envelope of BATCH_ENVELOPE_BYTES"
+    );
+    assert_eq!(
+        bound::batch_body(&[]).len() as u64,
+        bound::BATCH_ENVELOPE_BYTES
+    );
 }

@@ -18,17 +18,14 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agent_secret_core::api::{
-    SidecarAuditBatch, SidecarAuditEvent, MAX_SIDECAR_AUDIT_BATCH_EVENTS,
-};
+use agent_secret_core::api::{SidecarAuditEvent, MAX_SIDECAR_AUDIT_BATCH_EVENTS};
 use chrono::Utc;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::bound::Queued;
-use super::bound::{batch_len, BATCH_ENVELOPE_BYTES, MAX_BATCH_BYTES};
+use super::bound::{batch_body, batch_len, Queued, BATCH_ENVELOPE_BYTES, MAX_BATCH_BYTES};
 use super::dead_letter::{DeadLetter, DeadLetterError};
-use super::{AuditSink, Inner, Msg, SinkError, SinkErrorKind, SpoolConfig};
+use super::{AuditBody, AuditSink, Inner, Msg, SinkError, SinkErrorKind, SpoolConfig};
 
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const MAX_RETRY: Duration = Duration::from_secs(5);
@@ -262,7 +259,7 @@ impl AuditWorker {
         // Single events refused while nothing was accepted yet, in order.
         let mut suspects: Vec<(Queued, SinkError)> = Vec::new();
         while let Some(mut piece) = todo.pop_front() {
-            let e = match self.send(&mut piece).await {
+            let e = match self.send(&piece).await {
                 Ok(()) => {
                     self.settle(&piece, source, Settled::Sent);
                     accepted = true;
@@ -290,7 +287,7 @@ impl AuditWorker {
                 todo.push_front(piece);
                 continue;
             }
-            let is_report = piece.iter().any(|q| q.event.dropped_count().is_some());
+            let is_report = piece.iter().any(|q| q.is_report);
             if refused && !is_report {
                 if let Some(q) = piece.pop() {
                     if !accepted {
@@ -356,23 +353,9 @@ impl AuditWorker {
         }
     }
 
-    /// One batch to the sink; the events are moved into the request and back.
-    async fn send(&self, events: &mut Vec<Queued>) -> Result<(), SinkError> {
-        let sizes: Vec<u64> = events.iter().map(|q| q.bytes).collect();
-        let batch = SidecarAuditBatch {
-            events: std::mem::take(events)
-                .into_iter()
-                .map(|q| q.event)
-                .collect(),
-        };
-        let result = self.sink.send(&batch).await;
-        *events = batch
-            .events
-            .into_iter()
-            .zip(sizes)
-            .map(|(event, bytes)| Queued { event, bytes })
-            .collect();
-        result
+    /// One batch to the sink, its body the events' JSON as encoded when they were recorded.
+    async fn send(&self, events: &[Queued]) -> Result<(), SinkError> {
+        self.sink.send(&AuditBody(batch_body(events).into())).await
     }
 
     /// Events left the pipeline: release their room and update the counters.
@@ -403,7 +386,7 @@ impl AuditWorker {
         refusal: &SinkError,
     ) -> Result<(), DeadLetterError> {
         let lines = DeadLetter::render(
-            events.iter().map(|q| &q.event),
+            events.iter().map(|q| &*q.json),
             refusal.status,
             &refusal.message,
         );
