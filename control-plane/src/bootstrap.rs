@@ -24,7 +24,7 @@ use rand::TryRngCore as _;
 use zeroize::Zeroizing;
 
 use crate::config::{Config, DatabaseUrl, KmsRole};
-use crate::db::Db;
+use crate::db::{Db, DEFAULT_MAX_CONNECTIONS};
 use crate::service::{App, Policy};
 use crate::store::sql::SqlStore;
 use crate::store::Store;
@@ -102,7 +102,7 @@ pub async fn open_owner_store(config: &Config) -> anyhow::Result<Arc<dyn Store>>
         .owner_url
         .as_ref()
         .unwrap_or(&config.database.url);
-    let db = connect(url, "database.owner_url").await?;
+    let db = connect(url, "database.owner_url", DEFAULT_MAX_CONNECTIONS).await?;
     migrate_db(&db, url).await?;
     Ok(Arc::new(SqlStore::new(db)))
 }
@@ -257,7 +257,7 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     let database = &config.database;
     match &database.owner_url {
         Some(owner_url) => {
-            let owner = connect(owner_url, "database.owner_url").await?;
+            let owner = connect(owner_url, "database.owner_url", DEFAULT_MAX_CONNECTIONS).await?;
             migrate_db(&owner, owner_url).await?;
             if owner_url.is_postgres() {
                 owner
@@ -271,21 +271,21 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
                     })?;
             }
             drop(owner);
-            connect(&database.url, "database.url").await
+            connect(&database.url, "database.url", database.max_connections).await
         }
         None => {
-            let db = connect(&database.url, "database.url").await?;
+            let db = connect(&database.url, "database.url", database.max_connections).await?;
             migrate_db(&db, &database.url).await?;
             Ok(db)
         }
     }
 }
 
-async fn connect(url: &DatabaseUrl, key: &str) -> anyhow::Result<Db> {
+async fn connect(url: &DatabaseUrl, key: &str, max_connections: u32) -> anyhow::Result<Db> {
     if let Some(path) = sqlite_file(url) {
         create_private_parent(&path)?;
     }
-    Db::connect(url.expose())
+    Db::connect_sized(url.expose(), max_connections)
         .await
         .with_context(|| format!("{key}: cannot connect to {url}"))
 }

@@ -19,6 +19,14 @@ use sqlx::AssertSqlSafe;
 
 /// How long a SQLite writer waits for another writer's lock before giving up.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pool size when the caller does not say (`database.max_connections`' default).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+/// A PostgreSQL connection idle at least this long is pinged before it is handed out. sqlx's
+/// default pings on *every* checkout, a round trip of its own before each transaction (the
+/// resolve path takes two); a connection back in the pool for less than this is almost
+/// surely alive, and if the server went away meanwhile that one query fails and the
+/// connection is dropped.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// What the service role may do, table by table. Everything else stays with the owner.
 ///
@@ -54,8 +62,6 @@ const SERVICE_GRANTS: &[&str] = &[
     "GRANT SELECT, INSERT, DELETE ON tokens TO {role}",
     "GRANT UPDATE (status, approved_sensitivity, uses, revoked_at, expiry_recorded) ON tokens TO {role}",
     "GRANT SELECT, INSERT ON audit_events TO {role}",
-    // The resolve path's reads (SECURITY INVOKER: row-level security applies inside).
-    "GRANT EXECUTE ON FUNCTION resolve_token(TEXT, TEXT), resolve_secrets(TEXT, TEXT[]) TO {role}",
     "GRANT SELECT, INSERT ON tenant_keys TO {role}",
     "GRANT UPDATE (key_name, primary_version, observed_at, rotation_claimed_at) ON tenant_keys TO {role}",
     // Reserved uses: released once (released_at), pruned after their deadline.
@@ -101,10 +107,27 @@ impl Db {
     /// Connects to `sqlite:PATH` (the file is created if missing), `sqlite::memory:` (one
     /// shared connection, so every query sees the same database), or `postgres://...`.
     pub async fn connect(url: &str) -> Result<Db, DbError> {
+        Db::connect_sized(url, DEFAULT_MAX_CONNECTIONS).await
+    }
+
+    /// [`connect`](Self::connect) with a pool of at most `max_connections` (an in-memory
+    /// SQLite database always has exactly one).
+    pub async fn connect_sized(url: &str, max_connections: u32) -> Result<Db, DbError> {
+        let max_connections = max_connections.max(1);
         let scheme = url.split(':').next().unwrap_or_default();
         match scheme {
-            "sqlite" => connect_sqlite(url).await.map(Db::Sqlite),
+            "sqlite" => connect_sqlite(url, max_connections).await.map(Db::Sqlite),
             "postgres" | "postgresql" => PgPoolOptions::new()
+                .max_connections(max_connections)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= PING_AFTER_IDLE {
+                            sqlx::Connection::ping(conn).await?;
+                        }
+                        Ok(true)
+                    })
+                })
                 .connect(url)
                 .await
                 .map(Db::Postgres)
@@ -161,7 +184,7 @@ impl Db {
 /// Opens a SQLite pool: WAL (readers never block the writer), foreign keys on, a busy timeout
 /// for writers queueing on `BEGIN IMMEDIATE`, and `secure_delete` so deleted ciphertexts are
 /// overwritten rather than left in free pages.
-async fn connect_sqlite(url: &str) -> Result<SqlitePool, DbError> {
+async fn connect_sqlite(url: &str, max_connections: u32) -> Result<SqlitePool, DbError> {
     let in_memory = url.contains(":memory:") || url.contains("mode=memory");
     let mut options = SqliteConnectOptions::from_str(url)
         .map_err(DbError::Connect)?
@@ -169,7 +192,7 @@ async fn connect_sqlite(url: &str) -> Result<SqlitePool, DbError> {
         .foreign_keys(true)
         .busy_timeout(SQLITE_BUSY_TIMEOUT)
         .pragma("secure_delete", "ON");
-    let mut pool = SqlitePoolOptions::new();
+    let mut pool = SqlitePoolOptions::new().max_connections(max_connections);
     if in_memory {
         // An in-memory database lives as long as its last connection: keep exactly one,
         // forever, so all queries share it.

@@ -464,51 +464,6 @@ async fn the_tenant_setting_does_not_outlive_its_transaction() {
 }
 
 #[tokio::test]
-async fn the_resolve_reads_set_the_tenant_for_their_own_statement_only() {
-    let Some((db, store, a, b)) = seeded().await else {
-        return;
-    };
-    // One connection, so every query surely reuses the same session.
-    let service = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&db.service_url)
-        .await
-        .unwrap();
-    let token = store.list_tokens(a, None, 10).await.unwrap().remove(0);
-    let found: Vec<String> = sqlx::query_scalar("SELECT id FROM resolve_token($1, $2)")
-        .bind(a.to_string())
-        .bind(token.id.to_string())
-        .fetch_all(&service)
-        .await
-        .unwrap();
-    assert_eq!(found, [token.id.to_string()]);
-    let secrets: Vec<String> = sqlx::query_scalar("SELECT path FROM resolve_secrets($1, $2)")
-        .bind(a.to_string())
-        .bind(vec!["production/openai/api_key"])
-        .fetch_all(&service)
-        .await
-        .unwrap();
-    assert_eq!(secrets, ["production/openai/api_key"]);
-    let after: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secrets")
-        .fetch_one(&service)
-        .await
-        .unwrap();
-    assert_eq!(
-        after, 0,
-        "the tenant setting ended with the resolve's statement"
-    );
-    // Another tenant's token, asked for under tenant A, is not there.
-    let theirs = store.list_tokens(b, None, 10).await.unwrap().remove(0);
-    let crossed: Vec<String> = sqlx::query_scalar("SELECT id FROM resolve_token($1, $2)")
-        .bind(a.to_string())
-        .bind(theirs.id.to_string())
-        .fetch_all(&service)
-        .await
-        .unwrap();
-    assert!(crossed.is_empty());
-}
-
-#[tokio::test]
 async fn rows_cannot_be_written_into_or_moved_to_another_tenant() {
     let Some((db, _store, a, b)) = seeded().await else {
         return;

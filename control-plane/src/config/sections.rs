@@ -294,7 +294,7 @@ impl Default for DatabaseConfig {
             url: DatabaseUrl::new("sqlite://data/store.db"),
             owner_url: None,
             service_role: "agent_secret_store_app".into(),
-            max_connections: 10,
+            max_connections: crate::db::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }

@@ -539,11 +539,9 @@ pub trait TokenStore {
         limit: u32,
     ) -> StoreResult<Vec<TokenRecord>>;
     async fn get_token(&self, tenant: TenantId, id: TokenId) -> StoreResult<Option<TokenRecord>>;
-    /// What a resolve reads: the token, and, only if `admit` accepts it, the current version
-    /// of each of `paths` that exists (in path order). Checking in between keeps a refused
-    /// token from touching (or timing) any secret row. On PostgreSQL each read is one round
-    /// trip (migrations/postgres/0014_resolve_reads.sql); the two need not share a snapshot,
-    /// because a use is re-checked under the token's row lock when it is counted.
+    /// What a resolve reads, in one read transaction: the token, and, only if `admit`
+    /// accepts it, the current version of each of `paths` that exists (in path order).
+    /// Checking in between keeps a refused token from touching (or timing) any secret row.
     async fn resolve_snapshot(
         &self,
         tenant: TenantId,

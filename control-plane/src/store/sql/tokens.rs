@@ -24,14 +24,13 @@ use super::approvals::insert_approval;
 use super::audit::AuditChain;
 use super::credential_index::IndexCredential;
 use super::rows::{
-    list_to_json, micros, opt_micros, parse, record, records, scopes_from_json, StoredSecretRow,
-    TokenRow,
+    list_to_json, micros, opt_micros, parse, record, records, scopes_from_json, TokenRow,
 };
 use super::secrets::{fetch_current_secrets, CURRENT_SECRETS, CURRENT_SECRETS_ORDER};
 use super::transaction::{db_error, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;
-use crate::db::{on_db, Db};
+use crate::db::on_db;
 use crate::store::{
     IssueOutcome, NewToken, ReleaseResult, StoreError, StoreResult, StoredSecret, TokenRecord,
     TokenStore, TokenUse, UseOutcome,
@@ -60,12 +59,6 @@ const LIST_TOKENS: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, sta
 const SELECT_TOKEN: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
      approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
      FROM tokens WHERE tenant_id = $1 AND id = $2";
-/// PostgreSQL only: the token read of a resolve, tenant set in the same statement.
-const RESOLVE_TOKEN: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
-     approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
-     FROM resolve_token($1, $2)";
-/// PostgreSQL only: the secrets of a resolve (the columns of `CURRENT_SECRETS`), in path order.
-const RESOLVE_SECRETS: &str = "SELECT * FROM resolve_secrets($1, $2)";
 const REVOKE_TOKEN: &str = "UPDATE tokens SET status = 'revoked', revoked_at = $3 \
      WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL";
 const CONSUME_USE: &str = "UPDATE tokens SET uses = uses + 1 \
@@ -239,52 +232,24 @@ impl TokenStore for SqlStore {
         paths: &[SecretPath],
         admit: &(dyn for<'t> Fn(&'t TokenRecord) -> bool + Send + Sync),
     ) -> StoreResult<(Option<TokenRecord>, Vec<StoredSecret>)> {
-        match &self.db {
-            // In process: a transaction costs no round trip.
-            Db::Sqlite(pool) => {
-                let mut tx = pool.begin_read(tenant).await?;
-                let row: Option<TokenRow> = sqlx::query_as(SELECT_TOKEN)
-                    .bind(tenant.to_string())
-                    .bind(id.to_string())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                let token: Option<TokenRecord> = record(row)?;
-                let secrets = match &token {
-                    Some(token) if !paths.is_empty() && admit(token) => {
-                        records(fetch_current_secrets!(pool, &mut *tx, tenant, paths))?
-                    }
-                    _ => Vec::new(),
-                };
-                tx.commit().await.map_err(db_error)?;
-                Ok((token, secrets))
-            }
-            // One round trip per read: each function sets the tenant for its own statement
-            // (migrations/postgres/0014_resolve_reads.sql).
-            Db::Postgres(pool) => {
-                let row: Option<TokenRow> = sqlx::query_as(RESOLVE_TOKEN)
-                    .bind(tenant.to_string())
-                    .bind(id.to_string())
-                    .fetch_optional(pool)
-                    .await
-                    .map_err(db_error)?;
-                let token: Option<TokenRecord> = record(row)?;
-                let secrets = match &token {
-                    Some(token) if !paths.is_empty() && admit(token) => {
-                        let paths: Vec<&str> = paths.iter().map(SecretPath::as_str).collect();
-                        let rows: Vec<StoredSecretRow> = sqlx::query_as(RESOLVE_SECRETS)
-                            .bind(tenant.to_string())
-                            .bind(paths)
-                            .fetch_all(pool)
-                            .await
-                            .map_err(db_error)?;
-                        records(rows)?
-                    }
-                    _ => Vec::new(),
-                };
-                Ok((token, secrets))
-            }
-        }
+        on_db!(self.db, pool => {
+            let mut tx = pool.begin_read(tenant).await?;
+            let row: Option<TokenRow> = sqlx::query_as(SELECT_TOKEN)
+                .bind(tenant.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let token: Option<TokenRecord> = record(row)?;
+            let secrets = match &token {
+                Some(token) if !paths.is_empty() && admit(token) => {
+                    records(fetch_current_secrets!(pool, &mut *tx, tenant, paths))?
+                }
+                _ => Vec::new(),
+            };
+            tx.commit().await.map_err(db_error)?;
+            Ok((token, secrets))
+        })
     }
 
     async fn revoke_token(
