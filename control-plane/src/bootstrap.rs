@@ -368,6 +368,8 @@ pub fn write_new_secret_file(path: &Path, contents: &[u8]) -> std::io::Result<()
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -382,5 +384,27 @@ mod tests {
         );
         assert_eq!(sqlite_file(&DatabaseUrl::new("sqlite::memory:")), None);
         assert_eq!(sqlite_file(&DatabaseUrl::new("postgres://u@h/db")), None);
+    }
+
+    #[tokio::test]
+    async fn the_pool_has_the_configured_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.database.url =
+            DatabaseUrl::new(format!("sqlite://{}", dir.path().join("s.db").display()));
+        config.database.max_connections = 3;
+        let Db::Sqlite(pool) = open_database(&config).await.unwrap() else {
+            unreachable!("a SQLite URL")
+        };
+        assert_eq!(pool.options().get_max_connections(), 3);
+        // PostgreSQL too, when there is one to connect to.
+        let Ok(url) = std::env::var("AGENT_SECRET_STORE_TEST_DATABASE_URL") else {
+            return;
+        };
+        let Db::Postgres(pool) = Db::connect_sized(&url, 3).await.unwrap() else {
+            unreachable!("a PostgreSQL URL")
+        };
+        assert_eq!(pool.options().get_max_connections(), 3);
+        assert!(!pool.options().get_test_before_acquire());
     }
 }
