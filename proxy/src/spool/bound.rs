@@ -18,14 +18,14 @@
 
 use agent_secret_core::api::{SidecarAuditEvent, MAX_REQUEST_BODY_BYTES};
 
-use serde_json::value::RawValue;
+use std::cell::RefCell;
 
 /// An event waiting for the control plane, encoded once: its JSON is the spool file's line
 /// (plus a newline) and the batch's element as it is.
 #[derive(Debug, Clone)]
 pub(crate) struct Queued {
-    /// The capped event's compact JSON.
-    pub json: Box<RawValue>,
+    /// The capped event's compact JSON (UTF-8).
+    pub json: Box<[u8]>,
     /// Whether it is an `audit.dropped` report, which the worker never dead-letters.
     pub is_report: bool,
     /// Bytes of its JSON line, newline included: what it costs against `max_spool_bytes`.
@@ -38,7 +38,7 @@ impl Queued {
         let truncated = cap_event(&mut event);
         let json = encode(&event);
         let queued = Queued {
-            bytes: json.get().len() as u64 + 1,
+            bytes: json.len() as u64 + 1,
             is_report: event.dropped_count().is_some(),
             json,
         };
@@ -46,14 +46,31 @@ impl Queued {
     }
 }
 
+thread_local! {
+    /// Where events are serialized before their exact-size copy: serializing straight into a
+    /// fresh buffer grows it twice and shrinks it once per event, and those odd-sized chunks
+    /// cost glibc's malloc more than the copy (measured, bench/README.md "session 12").
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
 /// The event's compact JSON. Strings, booleans and a timestamp cannot fail to serialize; if
 /// one ever did, the event is sent as `null`, which the control plane refuses on its own, so
 /// the pipeline dead-letters it and reports the loss (`audit.dropped`) rather than losing it
 /// silently.
-fn encode(event: &SidecarAuditEvent) -> Box<RawValue> {
-    serde_json::value::to_raw_value(event).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "cannot encode an audit event; it will be dead-lettered");
-        RawValue::NULL.to_owned()
+fn encode(event: &SidecarAuditEvent) -> Box<[u8]> {
+    SCRATCH.with_borrow_mut(|buf| {
+        buf.clear();
+        let encoded = serde_json::to_writer(&mut *buf, event);
+        // A buffer grown by one huge event is not kept.
+        let json = match encoded {
+            Ok(()) => Box::from(&buf[..]),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an audit event; it will be dead-lettered");
+                Box::from(&b"null"[..])
+            }
+        };
+        buf.shrink_to(1024);
+        json
     })
 }
 
@@ -67,7 +84,7 @@ pub(crate) fn batch_body<'a>(events: impl IntoIterator<Item = &'a Queued>) -> Ve
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(q.json.get().as_bytes());
+        body.extend_from_slice(&q.json);
     }
     body.extend_from_slice(b"]}");
     body

@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 use super::file::{open_private, restrict_permissions, sibling};
 
@@ -31,7 +30,8 @@ struct Line<'a> {
     status: Option<u16>,
     /// The refusal as logged (never secret material).
     error: &'a str,
-    event: &'a RawValue,
+    /// The event as it was queued (its JSON, parsed back).
+    event: serde_json::Value,
 }
 
 /// Why events could not be dead-lettered; they then stay in the spool.
@@ -68,7 +68,7 @@ impl DeadLetter {
 
     /// Render the lines for `events` refused with `status` / `error`.
     pub(crate) fn render<'a>(
-        events: impl IntoIterator<Item = &'a RawValue>,
+        events: impl IntoIterator<Item = &'a [u8]>,
         status: Option<u16>,
         error: &str,
     ) -> Vec<u8> {
@@ -79,7 +79,9 @@ impl DeadLetter {
                 dead_lettered_at: now,
                 status,
                 error,
-                event,
+                // It was encoded by us, so it parses; should it not, the line still says
+                // that an event was dead-lettered, and when.
+                event: serde_json::from_slice(event).unwrap_or_default(),
             };
             // Plain strings, numbers and a timestamp: serializing cannot fail. Should it, the
             // line is left out of the file but the events are still counted and reported.

@@ -203,7 +203,7 @@ impl SpoolFile {
 }
 
 fn write_line(buf: &mut Vec<u8>, q: &Queued) {
-    buf.extend_from_slice(q.json.get().as_bytes());
+    buf.extend_from_slice(&q.json);
     buf.push(b'\n');
 }
 

@@ -936,7 +936,7 @@ fn an_event_is_encoded_once_and_a_batch_body_is_what_serde_writes_for_the_batch(
         .collect();
     for (q, e) in queued.iter().zip(&events) {
         assert_eq!(
-            serde_json::from_str::<SidecarAuditEvent>(q.json.get()).unwrap(),
+            serde_json::from_slice::<SidecarAuditEvent>(&q.json).unwrap(),
             *e
         );
         assert_eq!(q.bytes, encoded_len(e) + 1, "the spool line's size");

@@ -386,7 +386,7 @@ impl AuditWorker {
         refusal: &SinkError,
     ) -> Result<(), DeadLetterError> {
         let lines = DeadLetter::render(
-            events.iter().map(|q| &*q.json),
+            events.iter().map(|q| &q.json[..]),
             refusal.status,
             &refusal.message,
         );
