@@ -22,7 +22,9 @@ pub const PROXY_AUTHENTICATE: &str = "Basic realm=\"agent-secret-store\"";
 /// Prefix of the sidecar's control headers; none of them is ever forwarded.
 const CONTROL_HEADER_PREFIX: &str = "x-agent-secret-";
 
-/// A syntactically valid scoped token presented by an agent. Never printed.
+/// A syntactically valid scoped token presented by an agent. Never printed. Cloned only to
+/// renew its grant in the background (`Resolver`); every copy zeroizes on drop.
+#[derive(Clone)]
 pub struct AgentToken {
     token: Zeroizing<String>,
     id: Uuid,

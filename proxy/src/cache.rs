@@ -5,6 +5,8 @@
 //! * **Grants**, keyed by SHA-256 of the token (never the token itself), each for
 //!   `min(control plane's cache_ttl_seconds, config cap, time to the token's expiry)`. Grants of
 //!   `max_uses` tokens are never cached: every use is an atomic decrement at the control plane.
+//!   Three quarters in, one request renews a grant in the background
+//!   ([`CachedGrant::claim_refresh`], `Resolver`).
 //! * **Values**, keyed by (tenant, path): the decrypted secret with its version, sensitivity and
 //!   allowed hosts, for the configured TTL and entry bound. Values live in [`SecretBytes`],
 //!   which zeroizes on drop; moka drops an entry's last reference when it is evicted,
@@ -22,6 +24,7 @@
 //! waved through on a format check alone.
 
 use crate::scrub::{ScrubSet, ScrubSetError};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +59,11 @@ pub struct CachedGrant {
     /// the control plane's own limits still apply to such an agent).
     pub agent: Option<Uuid>,
     ttl: Duration,
+    /// From when a request renews it in the background (three quarters into its time in
+    /// the cache; `None`: never), and whether one already has: see
+    /// [`claim_refresh`](Self::claim_refresh).
+    refresh_at: Option<Instant>,
+    refresh_claimed: AtomicBool,
 }
 
 /// A decrypted secret version with what the policy needs to check it locally
@@ -159,6 +167,9 @@ impl CachedGrant {
                 .min(until_expiry)
         };
         let agent = Uuid::parse_str(&grant.agent_id).ok();
+        let refresh_at = (!ttl.is_zero())
+            .then(|| Instant::now().checked_add(ttl / 4 * 3))
+            .flatten();
         Ok(CachedGrant {
             grant,
             tenant,
@@ -166,7 +177,17 @@ impl CachedGrant {
             ip_allowlist,
             agent,
             ttl,
+            refresh_at,
+            refresh_claimed: AtomicBool::new(false),
         })
+    }
+
+    /// Whether the caller should renew this grant: it is three quarters into its time in the
+    /// cache and no other request has claimed the renewal (at most one per cached grant, so
+    /// a busy token costs one extra resolve per grant lifetime, not one per request).
+    pub fn claim_refresh(&self, now: Instant) -> bool {
+        self.refresh_at.is_some_and(|at| now >= at)
+            && !self.refresh_claimed.swap(true, Ordering::AcqRel)
     }
 
     /// May this grant be served from cache at all?

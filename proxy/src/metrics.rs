@@ -51,6 +51,10 @@ pub struct Metrics {
     /// Reserved uses of `max_uses` tokens given back, by `outcome`: `released`,
     /// `already_released`, `failed` (the use is then spent at the control plane's deadline).
     pub use_releases: IntCounterVec,
+    /// Cached grants renewed ahead of their expiry, by `outcome`: `renewed`, `refused` (the
+    /// control plane said no; a revoked, expired or invalid token's grant is dropped),
+    /// `failed` (no answer: the grant runs to its expiry).
+    pub grant_refreshes: IntCounterVec,
     /// The labelled children every request touches, looked up once here rather than by
     /// label (a hash and a lock) on each request.
     pub hot: HotCounters,
@@ -145,6 +149,17 @@ impl Metrics {
             use_releases.get_metric_with_label_values(&[outcome])?;
         }
         registry.register(Box::new(use_releases.clone()))?;
+        let grant_refreshes = IntCounterVec::new(
+            Opts::new(
+                "grant_refreshes_total",
+                "Cached grants renewed in the background before they expire, by outcome",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["renewed", "refused", "failed"] {
+            grant_refreshes.get_metric_with_label_values(&[outcome])?;
+        }
+        registry.register(Box::new(grant_refreshes.clone()))?;
         registry.register(Box::new(audit_spool.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(injections.clone()))?;
@@ -180,6 +195,7 @@ impl Metrics {
             audit_spool,
             kms_failures,
             use_releases,
+            grant_refreshes,
             audit_dead_lettered,
             audit_truncated,
             rate_limited,

@@ -169,6 +169,7 @@ impl Resolver {
             };
             // The grant and every scope first, as the control plane does.
             policy::admit(&facts, &request)?;
+            self.refresh_ahead(&grant, token, destination, client_ip, user_agent);
             let mut found = Vec::with_capacity(paths.len());
             let mut missing = Vec::new();
             for path in paths {
@@ -229,6 +230,7 @@ impl Resolver {
         match self.warm_grant(&token.cache_key(), now).await {
             Some(grant) => {
                 policy::check_grant(&grant.facts(), client_ip, now)?;
+                self.refresh_ahead(&grant, token, destination, client_ip, user_agent);
                 Ok(grant)
             }
             None => Ok(self
@@ -236,6 +238,47 @@ impl Resolver {
                 .await?
                 .grant),
         }
+    }
+
+    /// Renew a cached grant in the background once it is three quarters through its time in
+    /// the cache ([`CachedGrant::claim_refresh`]: the first request to see it, one per grant),
+    /// so a busy token's grant does not expire under load, when every request in flight would
+    /// resolve at once. The renewal is a resolve without paths: it reads no secret, counts no
+    /// use, and the control plane audits only a refusal. A refusal drops the grant (a revoked
+    /// or expired token is remembered as dead), so a renewal can only end a grant sooner; a
+    /// failure leaves the grant to run to its expiry, as if no renewal had been tried.
+    fn refresh_ahead(
+        &self,
+        grant: &CachedGrant,
+        token: &AgentToken,
+        destination: &Destination,
+        client_ip: IpAddr,
+        user_agent: Option<&str>,
+    ) {
+        if !grant.claim_refresh(std::time::Instant::now()) {
+            return;
+        }
+        let this = self.clone();
+        let token = token.clone();
+        let destination = destination.clone();
+        let user_agent = user_agent.map(str::to_owned);
+        tokio::spawn(async move {
+            let renewed = this
+                .remote(&token, &[], &destination, client_ip, user_agent.as_deref())
+                .await;
+            let outcome = match &renewed {
+                Ok(_) => "renewed",
+                Err(ResolveError::Denied { .. }) => "refused",
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew a cached grant; it runs to its expiry");
+                    "failed"
+                }
+            };
+            this.metrics
+                .grant_refreshes
+                .with_label_values(&[outcome])
+                .inc();
+        });
     }
 
     /// A cached grant the policy does not refuse on its lifecycle at `now`; one it refuses

@@ -279,6 +279,70 @@ async fn a_warm_cache_serves_without_calling_the_control_plane() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_tokens_grant_is_renewed_in_the_background_before_it_expires() {
+    let w = World::new().await;
+    let http = format!("127.0.0.1:{}", w.http.addr.port());
+    w.cp.put_secret(PATH, SECRET, &[&http]).await;
+    let token =
+        w.cp.issue_token_with(&["secrets:read:prod/**"], |t| t.cache_ttl_seconds = 2);
+    let sidecar = w.default_sidecar().await;
+    let (url, headers) = (w.http_url("/echo"), with_placeholder(&token));
+    let send = || get(sidecar.proxy_addr(), &url, &headers);
+    assert_eq!(send().await.status, 200);
+    assert_eq!(w.cp.resolved_paths(), [vec![PATH.to_owned()]]);
+    // Three quarters into the grant's two seconds: served warm, and renewed behind it.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    assert_eq!(send().await.status, 200);
+    eventually("the grant is renewed", Duration::from_secs(10), || async {
+        (w.cp.resolves() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        w.cp.resolved_paths(),
+        [vec![PATH.to_owned()], vec![]],
+        "one renewal, asking for no secret (so nothing is read, counted or audited as a read)"
+    );
+    // Past the first grant's expiry, the renewed grant serves.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(send().await.status, 200);
+    assert_eq!(w.cp.resolves(), 2, "no request waited for a resolve");
+    assert_eq!(w.http.requests().len(), 3);
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_renewal_ends_the_grant_before_its_expiry() {
+    let w = World::new().await;
+    let http = format!("127.0.0.1:{}", w.http.addr.port());
+    w.cp.put_secret(PATH, SECRET, &[&http]).await;
+    let token =
+        w.cp.issue_token_with(&["secrets:read:prod/**"], |t| t.cache_ttl_seconds = 4);
+    let sidecar = w.default_sidecar().await;
+    let (url, headers) = (w.http_url("/echo"), with_placeholder(&token));
+    let send = || get(sidecar.proxy_addr(), &url, &headers);
+    assert_eq!(send().await.status, 200);
+    // Revoked where no watch event tells the sidecar: only the renewal can find out.
+    w.cp.revoke_silently(&token);
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    assert_eq!(send().await.status, 200, "still within the cached grant");
+    eventually(
+        "the renewal is refused",
+        Duration::from_secs(10),
+        || async { (w.cp.resolves() >= 2).then_some(()) },
+    )
+    .await;
+    let resp = send().await;
+    assert_eq!(resp.code(), "token_revoked", "{}", resp.text());
+    assert_eq!(
+        w.cp.resolves(),
+        2,
+        "refused from the sidecar's memory of the dead token"
+    );
+    assert_eq!(w.http.requests().len(), 2);
+    sidecar.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_grants_are_checked_locally_for_scope_and_destination() {
     let w = World::new().await;
     let token = w.secret_and_token().await;

@@ -55,6 +55,29 @@ fn grant_checks_scope_and_ip_locally() {
 }
 
 #[test]
+fn a_grant_is_claimed_for_renewal_once_three_quarters_into_its_ttl() {
+    let g = CachedGrant::new(
+        grant(Uuid::new_v4(), "a", 40, None),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let now = Instant::now();
+    assert!(!g.claim_refresh(now + Duration::from_secs(29)), "too early");
+    assert!(g.claim_refresh(now + Duration::from_secs(31)));
+    assert!(
+        !g.claim_refresh(now + Duration::from_secs(32)),
+        "one renewal per cached grant"
+    );
+    for uncached in [
+        grant(Uuid::new_v4(), "a", 0, None),
+        grant(Uuid::new_v4(), "a", 40, Some(5)),
+    ] {
+        let g = CachedGrant::new(uncached, Duration::from_secs(60)).unwrap();
+        assert!(!g.claim_refresh(now + Duration::from_secs(3600)));
+    }
+}
+
+#[test]
 fn max_uses_grants_are_never_cacheable() {
     let g = CachedGrant::new(
         grant(Uuid::new_v4(), "a", 30, Some(5)),

@@ -327,6 +327,8 @@ pub struct CpState {
     sidecar_key: String,
     tenant: TenantId,
     pub resolves: AtomicUsize,
+    /// The paths each resolve asked for, in order (empty: a token check or grant renewal).
+    pub resolved_paths: Mutex<Vec<Vec<String>>>,
     pub watch_connections: AtomicUsize,
     pub audits: Mutex<Vec<SidecarAuditEvent>>,
     /// Answer resolve with 503.
@@ -377,6 +379,7 @@ impl FakeCp {
             sidecar_key,
             tenant,
             resolves: AtomicUsize::new(0),
+            resolved_paths: Mutex::new(Vec::new()),
             watch_connections: AtomicUsize::new(0),
             audits: Mutex::new(Vec::new()),
             unavailable: AtomicBool::new(false),
@@ -534,6 +537,11 @@ impl FakeCp {
         self.state.resolves.load(Ordering::SeqCst)
     }
 
+    /// The paths each resolve so far asked for.
+    pub fn resolved_paths(&self) -> Vec<Vec<String>> {
+        self.state.resolved_paths.lock().unwrap().clone()
+    }
+
     pub fn watchers(&self) -> usize {
         self.state.watch_connections.load(Ordering::SeqCst)
     }
@@ -571,6 +579,7 @@ async fn resolve(
         );
     }
     state.resolves.fetch_add(1, Ordering::SeqCst);
+    state.resolved_paths.lock().unwrap().push(req.paths.clone());
     if state.unavailable.load(Ordering::SeqCst) {
         return refuse(
             AxumStatus::SERVICE_UNAVAILABLE,
