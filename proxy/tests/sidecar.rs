@@ -278,13 +278,17 @@ async fn a_warm_cache_serves_without_calling_the_control_plane() {
     sidecar.stop().await;
 }
 
+/// The secret at `PATH` and a token whose grant the sidecar may cache for `seconds`.
+async fn token_with_grant_ttl(w: &World, seconds: u64) -> IssuedToken {
+    let http = format!("127.0.0.1:{}", w.http.addr.port());
+    w.cp.put_secret(PATH, SECRET, &[&http]).await;
+    w.cp.issue_token_with(&["secrets:read:prod/**"], |t| t.cache_ttl_seconds = seconds)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_tokens_grant_is_renewed_in_the_background_before_it_expires() {
     let w = World::new().await;
-    let http = format!("127.0.0.1:{}", w.http.addr.port());
-    w.cp.put_secret(PATH, SECRET, &[&http]).await;
-    let token =
-        w.cp.issue_token_with(&["secrets:read:prod/**"], |t| t.cache_ttl_seconds = 2);
+    let token = token_with_grant_ttl(&w, 2).await;
     let sidecar = w.default_sidecar().await;
     let (url, headers) = (w.http_url("/echo"), with_placeholder(&token));
     let send = || get(sidecar.proxy_addr(), &url, &headers);
@@ -313,10 +317,7 @@ async fn a_busy_tokens_grant_is_renewed_in_the_background_before_it_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_renewal_ends_the_grant_before_its_expiry() {
     let w = World::new().await;
-    let http = format!("127.0.0.1:{}", w.http.addr.port());
-    w.cp.put_secret(PATH, SECRET, &[&http]).await;
-    let token =
-        w.cp.issue_token_with(&["secrets:read:prod/**"], |t| t.cache_ttl_seconds = 4);
+    let token = token_with_grant_ttl(&w, 4).await;
     let sidecar = w.default_sidecar().await;
     let (url, headers) = (w.http_url("/echo"), with_placeholder(&token));
     let send = || get(sidecar.proxy_addr(), &url, &headers);
