@@ -35,7 +35,7 @@ use agent_secret_core::path::SecretPath;
 use agent_secret_core::policy::{GrantFacts, SecretFacts};
 use agent_secret_core::scope::Scope;
 use agent_secret_core::secret::SecretBytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use ipnet::IpNet;
 use moka::future::Cache;
 use moka::Expiry;
@@ -61,8 +61,9 @@ pub struct CachedGrant {
     ttl: Duration,
     /// From when a request renews it in the background (three quarters into its time in
     /// the cache; `None`: never), and whether one already has: see
-    /// [`claim_refresh`](Self::claim_refresh).
-    refresh_at: Option<Instant>,
+    /// [`claim_refresh`](Self::claim_refresh). Wall-clock, so a request compares it with the
+    /// `now` it already read; a clock step only moves the renewal, never the expiry.
+    refresh_at: Option<DateTime<Utc>>,
     refresh_claimed: AtomicBool,
 }
 
@@ -168,8 +169,9 @@ impl CachedGrant {
         };
         let agent = Uuid::parse_str(&grant.agent_id).ok();
         let refresh_at = (!ttl.is_zero())
-            .then(|| Instant::now().checked_add(ttl / 4 * 3))
-            .flatten();
+            .then(|| chrono::Duration::from_std(ttl / 4 * 3).ok())
+            .flatten()
+            .and_then(|after| Utc::now().checked_add_signed(after));
         Ok(CachedGrant {
             grant,
             tenant,
@@ -185,7 +187,7 @@ impl CachedGrant {
     /// Whether the caller should renew this grant: it is three quarters into its time in the
     /// cache and no other request has claimed the renewal (at most one per cached grant, so
     /// a busy token costs one extra resolve per grant lifetime, not one per request).
-    pub fn claim_refresh(&self, now: Instant) -> bool {
+    pub fn claim_refresh(&self, now: DateTime<Utc>) -> bool {
         self.refresh_at.is_some_and(|at| now >= at)
             && !self.refresh_claimed.swap(true, Ordering::AcqRel)
     }

@@ -143,7 +143,8 @@ impl ControlPlane {
     /// `POST /v1/sidecar/audit`; success means the batch is durably accepted. A refusal keeps
     /// its status ([`CpError::status`]): the audit spool splits, dead-letters or retries by it.
     ///
-    /// `body` is a [`SidecarAuditBatch`](agent_secret_core::api::SidecarAuditBatch) already encoded (see `crate::spool::AuditBody`).
+    /// `body` is a [`SidecarAuditBatch`](agent_secret_core::api::SidecarAuditBatch), already
+    /// encoded (`crate::spool::AuditBody`).
     pub async fn post_audit(&self, body: bytes::Bytes) -> Result<(), CpError> {
         let url = format!("{}/v1/sidecar/audit", self.base);
         let started = Instant::now();

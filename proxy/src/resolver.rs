@@ -169,7 +169,7 @@ impl Resolver {
             };
             // The grant and every scope first, as the control plane does.
             policy::admit(&facts, &request)?;
-            self.refresh_ahead(&grant, token, destination, client_ip, user_agent);
+            self.refresh_ahead(&grant, now, token, destination, client_ip, user_agent);
             let mut found = Vec::with_capacity(paths.len());
             let mut missing = Vec::new();
             for path in paths {
@@ -230,7 +230,7 @@ impl Resolver {
         match self.warm_grant(&token.cache_key(), now).await {
             Some(grant) => {
                 policy::check_grant(&grant.facts(), client_ip, now)?;
-                self.refresh_ahead(&grant, token, destination, client_ip, user_agent);
+                self.refresh_ahead(&grant, now, token, destination, client_ip, user_agent);
                 Ok(grant)
             }
             None => Ok(self
@@ -250,12 +250,13 @@ impl Resolver {
     fn refresh_ahead(
         &self,
         grant: &CachedGrant,
+        now: DateTime<Utc>,
         token: &AgentToken,
         destination: &Destination,
         client_ip: IpAddr,
         user_agent: Option<&str>,
     ) {
-        if !grant.claim_refresh(std::time::Instant::now()) {
+        if !grant.claim_refresh(now) {
             return;
         }
         let this = self.clone();

@@ -66,7 +66,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use agent_secret_core::api::{SidecarAuditBatch, SidecarAuditEvent};
+use agent_secret_core::api::SidecarAuditEvent;
 use tokio::sync::{mpsc, oneshot};
 
 pub use file::SpoolError;
@@ -91,7 +91,8 @@ pub trait AuditSink: Send + Sync + 'static {
     async fn send(&self, batch: &AuditBody) -> Result<(), SinkError>;
 }
 
-/// One batch as the JSON body of `POST /v1/sidecar/audit` (a [`SidecarAuditBatch`]), built
+/// One batch as the JSON body of `POST /v1/sidecar/audit` (a
+/// [`SidecarAuditBatch`](agent_secret_core::api::SidecarAuditBatch)), built
 /// from the events' JSON as it was encoded when they were recorded: an event is serialized
 /// once, on the request path, and never again.
 #[derive(Debug, Clone)]
@@ -103,8 +104,9 @@ impl AuditBody {
         self.0.clone()
     }
 
-    /// The batch decoded, for sinks that look inside (tests).
-    pub fn decode(&self) -> serde_json::Result<SidecarAuditBatch> {
+    /// The batch decoded, for the tests' sink.
+    #[cfg(test)]
+    pub(crate) fn decode(&self) -> serde_json::Result<agent_secret_core::api::SidecarAuditBatch> {
         serde_json::from_slice(&self.0)
     }
 }

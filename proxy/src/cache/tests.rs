@@ -61,11 +61,14 @@ fn a_grant_is_claimed_for_renewal_once_three_quarters_into_its_ttl() {
         Duration::from_secs(60),
     )
     .unwrap();
-    let now = Instant::now();
-    assert!(!g.claim_refresh(now + Duration::from_secs(29)), "too early");
-    assert!(g.claim_refresh(now + Duration::from_secs(31)));
+    let now = Utc::now();
     assert!(
-        !g.claim_refresh(now + Duration::from_secs(32)),
+        !g.claim_refresh(now + ChronoDuration::seconds(29)),
+        "too early"
+    );
+    assert!(g.claim_refresh(now + ChronoDuration::seconds(31)));
+    assert!(
+        !g.claim_refresh(now + ChronoDuration::seconds(32)),
         "one renewal per cached grant"
     );
     for uncached in [
@@ -73,7 +76,7 @@ fn a_grant_is_claimed_for_renewal_once_three_quarters_into_its_ttl() {
         grant(Uuid::new_v4(), "a", 40, Some(5)),
     ] {
         let g = CachedGrant::new(uncached, Duration::from_secs(60)).unwrap();
-        assert!(!g.claim_refresh(now + Duration::from_secs(3600)));
+        assert!(!g.claim_refresh(now + ChronoDuration::seconds(3600)));
     }
 }
 

@@ -60,15 +60,14 @@ thread_local! {
 fn encode(event: &SidecarAuditEvent) -> Box<[u8]> {
     SCRATCH.with_borrow_mut(|buf| {
         buf.clear();
-        let encoded = serde_json::to_writer(&mut *buf, event);
-        // A buffer grown by one huge event is not kept.
-        let json = match encoded {
+        let json = match serde_json::to_writer(&mut *buf, event) {
             Ok(()) => Box::from(&buf[..]),
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode an audit event; it will be dead-lettered");
                 Box::from(&b"null"[..])
             }
         };
+        // A capped event is at most MAX_EVENT_BYTES; a buffer it grew is not kept.
         buf.shrink_to(1024);
         json
     })
@@ -76,11 +75,12 @@ fn encode(event: &SidecarAuditEvent) -> Box<[u8]> {
 
 /// The body of one `POST /v1/sidecar/audit`: `{"events":[…]}` around the events' JSON, built
 /// by concatenation (nothing is serialized again).
-pub(crate) fn batch_body<'a>(events: impl IntoIterator<Item = &'a Queued>) -> Vec<u8> {
-    let events = events.into_iter();
-    let mut body = Vec::with_capacity(1024);
+pub(crate) fn batch_body(events: &[Queued]) -> Vec<u8> {
+    // Each event's `bytes` counts a newline: here, the comma before the next one.
+    let size = BATCH_ENVELOPE_BYTES + events.iter().map(|q| q.bytes).sum::<u64>();
+    let mut body = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
     body.extend_from_slice(b"{\"events\":[");
-    for (i, q) in events.enumerate() {
+    for (i, q) in events.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
