@@ -24,6 +24,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -51,8 +52,12 @@ enum PatternHost {
 /// The host and port a request is actually sent to.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
-    /// Lowercased name, dotted IPv4, or bracketed IPv6 (`[::1]`), as in a URL authority.
-    host: String,
+    /// `host[:port]` as displayed, the host a lowercased name, dotted IPv4, or bracketed IPv6
+    /// (`[::1]`) as in a URL authority. Rendered once and shared: the sidecar clones a route's
+    /// destination and writes it (`Host` header, audit) on every request.
+    text: Arc<str>,
+    /// Bytes of `text` that are the host.
+    host_len: usize,
     port: Option<u16>,
 }
 
@@ -108,7 +113,7 @@ impl HostPattern {
 
     /// True if a request to `dest` may carry secrets bound to this pattern.
     pub fn matches(&self, dest: &Destination) -> bool {
-        self.port_matches(dest.port) && self.host_matches(&dest.host)
+        self.port_matches(dest.port) && self.host_matches(dest.host())
     }
 
     pub fn as_str(&self) -> &str {
@@ -158,12 +163,25 @@ impl Destination {
             Ok(ip) => canonical_ip(IpAddr::V6(ip)),
             Err(_) => canonical_host(host)?,
         };
-        Ok(Destination { host, port })
+        let text = match port {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        Ok(Destination {
+            text: text.into(),
+            host_len: host.len(),
+            port,
+        })
     }
 
     /// The normalised host: lowercased name, dotted IPv4, or bracketed IPv6.
     pub fn host(&self) -> &str {
-        &self.host
+        &self.text[..self.host_len]
+    }
+
+    /// `host[:port]`, as [`Display`](fmt::Display) writes it, without formatting.
+    pub fn as_str(&self) -> &str {
+        &self.text
     }
 
     pub fn port(&self) -> Option<u16> {
@@ -336,16 +354,13 @@ impl FromStr for HostPattern {
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.port {
-            Some(p) => write!(f, "{}:{p}", self.host),
-            None => f.write_str(&self.host),
-        }
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Debug for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Destination({:?})", self.to_string())
+        write!(f, "Destination({:?})", self.as_str())
     }
 }
 
@@ -371,7 +386,7 @@ impl<'de> Deserialize<'de> for HostPattern {
 
 impl Serialize for Destination {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        serializer.serialize_str(self.as_str())
     }
 }
 

@@ -11,6 +11,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -20,8 +21,11 @@ pub const MAX_PATH_LEN: usize = 512;
 pub const MAX_SEGMENTS: usize = 32;
 
 /// A validated secret path such as `production/openai/api_key`.
+///
+/// Shared text: the sidecar clones a path into cache keys, grants and audit records on every
+/// request, and a clone here copies nothing.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SecretPath(String);
+pub struct SecretPath(Arc<str>);
 
 /// Why a string is not a valid secret path. Messages are safe to show to users: a path is a
 /// name, never a secret value.
@@ -55,7 +59,7 @@ impl SecretPath {
             }
             validate_segment(segment, offset)?;
         }
-        Ok(SecretPath(s.to_owned()))
+        Ok(SecretPath(s.into()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -54,7 +54,7 @@ impl<'r> Caller<'r> {
             client_ip: Some(self.client_ip.to_string()),
             user_agent: self.user_agent(),
             path: path.map(|p| p.to_string()),
-            destination_host: destination.map(|d| d.to_string()),
+            destination_host: destination.map(|d| d.as_str().to_owned()),
             success: false,
             reason: Some(denial.code.as_str().to_owned()),
             occurred_at,
@@ -71,7 +71,7 @@ impl<'r> Caller<'r> {
         occurred_at: DateTime<Utc>,
     ) -> Vec<SidecarAuditEvent> {
         let client_ip = self.client_ip.to_string();
-        let destination = destination.to_string();
+        let destination = destination.as_str();
         paths
             .map(|path| SidecarAuditEvent {
                 kind: SidecarEventKind::SecretRead,
@@ -79,7 +79,7 @@ impl<'r> Caller<'r> {
                 client_ip: Some(client_ip.clone()),
                 user_agent: self.user_agent(),
                 path: Some(path.to_string()),
-                destination_host: Some(destination.clone()),
+                destination_host: Some(destination.to_owned()),
                 success: true,
                 reason: None,
                 occurred_at,
@@ -88,8 +88,13 @@ impl<'r> Caller<'r> {
     }
 
     fn user_agent(&self) -> Option<String> {
-        self.user_agent
-            .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect())
+        self.user_agent.map(|ua| {
+            let end = ua
+                .char_indices()
+                .nth(MAX_USER_AGENT_CHARS)
+                .map_or(ua.len(), |(at, _)| at);
+            ua[..end].to_owned()
+        })
     }
 }
 

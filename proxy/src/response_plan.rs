@@ -116,27 +116,29 @@ fn scrub_headers(response: &mut ResponseHeader, set: &ScrubSet) -> pingora::Resu
             changed.push((name.clone(), Vec::new()));
             continue;
         }
-        // One scan per value: `Some` holds the scrubbed bytes of a value that had a match.
-        let scanned: Vec<(&HeaderValue, Option<Vec<u8>>)> = response
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| (v, set.scrub_header_value(v.as_bytes())))
-            .collect();
-        if scanned.iter().all(|(_, scrubbed)| scrubbed.is_none()) {
-            continue;
+        // One scan per value. The values are copied only once one of them had a match (the
+        // common case, no match, allocates nothing).
+        let values = response.headers.get_all(name);
+        let mut scrubbed: Option<Vec<HeaderValue>> = None;
+        for (i, value) in values.iter().enumerate() {
+            match set.scrub_header_value(value.as_bytes()) {
+                None => {
+                    if let Some(kept) = &mut scrubbed {
+                        kept.push(value.clone());
+                    }
+                }
+                Some(bytes) => {
+                    let kept =
+                        scrubbed.get_or_insert_with(|| values.iter().take(i).cloned().collect());
+                    kept.push(HeaderValue::from_bytes(&bytes).map_err(|_| {
+                        Error::explain(ErrorType::InternalError, "scrubbed header is invalid")
+                    })?);
+                }
+            }
         }
-        let mut new_values = Vec::with_capacity(scanned.len());
-        for (original, scrubbed) in scanned {
-            let value = match scrubbed {
-                None => original.clone(),
-                Some(bytes) => HeaderValue::from_bytes(&bytes).map_err(|_| {
-                    Error::explain(ErrorType::InternalError, "scrubbed header is invalid")
-                })?,
-            };
-            new_values.push(value);
+        if let Some(new_values) = scrubbed {
+            changed.push((name.clone(), new_values));
         }
-        changed.push((name.clone(), new_values));
     }
     let any = !changed.is_empty();
     for (name, values) in changed {

@@ -9,6 +9,8 @@
 //! Everything downstream — destination binding of secrets, the SSRF guard, the outbound Host
 //! header and TLS SNI — uses the [`Target`] decided here, never the client's `Host` header.
 
+use std::sync::Arc;
+
 use agent_secret_core::host::Destination;
 use http::uri::PathAndQuery;
 use http::{Method, Uri};
@@ -39,8 +41,9 @@ pub struct Target {
     pub destination: Destination,
     /// Outbound origin-form request target.
     pub path_and_query: PathAndQuery,
-    /// The `[[hosts]]` rule for this destination, if any.
-    pub rule: Option<HostRule>,
+    /// The `[[hosts]]` rule for this destination, if any (shared with the router: a request
+    /// does not copy it).
+    pub rule: Option<Arc<HostRule>>,
 }
 
 /// Longest-prefix route table plus the host rules, built once from the config.
@@ -48,7 +51,7 @@ pub struct Target {
 pub struct Router {
     /// Sorted by prefix length, longest first.
     routes: Vec<(String, RouteUpstream)>,
-    hosts: Vec<HostRule>,
+    hosts: Vec<Arc<HostRule>>,
 }
 
 /// Why a request has no usable target. Mapped to a response in `crate::denial`.
@@ -77,7 +80,7 @@ impl Router {
         routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(Router {
             routes,
-            hosts: config.hosts.clone(),
+            hosts: config.hosts.iter().cloned().map(Arc::new).collect(),
         })
     }
 
@@ -155,10 +158,15 @@ impl Router {
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix.as_str()))
             .ok_or_else(|| RouteError::NoRoute(path.to_owned()))?;
-        let mut joined = String::with_capacity(upstream.base_path.len() + path.len());
+        let query = uri.query();
+        let mut joined = String::with_capacity(
+            upstream.base_path.len()
+                + (path.len() - prefix.len())
+                + query.map_or(0, |q| q.len() + 1),
+        );
         joined.push_str(&upstream.base_path);
         joined.push_str(&path[prefix.len()..]);
-        if let Some(query) = uri.query() {
+        if let Some(query) = query {
             joined.push('?');
             joined.push_str(query);
         }
@@ -174,15 +182,15 @@ impl Router {
         })
     }
 
-    fn rule(&self, dest: &Destination) -> Option<&HostRule> {
+    fn rule(&self, dest: &Destination) -> Option<&Arc<HostRule>> {
         self.hosts.iter().find(|rule| rule.name.matches(dest))
     }
 }
 
 impl Target {
     /// The outbound `Host` header: the dialled host, with the port when it is not the default.
-    pub fn host_header(&self) -> String {
-        self.destination.to_string()
+    pub fn host_header(&self) -> &str {
+        self.destination.as_str()
     }
 
     /// The name for TLS SNI and certificate verification (IPv6 without brackets).
@@ -227,8 +235,19 @@ fn origin_form(raw: &[u8]) -> Result<PathAndQuery, RouteError> {
 #[cfg(test)]
 mod tests;
 
-/// `.` or `..`, also percent-encoded (`%2e`, `%2E`).
+/// `.` or `..`, also percent-encoded (`%2e`, `%2E`). Checked on every route-mode request,
+/// so without allocating.
 fn is_dot_segment(segment: &str) -> bool {
-    let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-    decoded == "." || decoded == ".."
+    fn after_dot(s: &str) -> Option<&str> {
+        s.strip_prefix('.').or_else(|| {
+            s.get(..3)
+                .filter(|p| p.eq_ignore_ascii_case("%2e"))
+                .map(|_| &s[3..])
+        })
+    }
+    match after_dot(segment) {
+        Some("") => true,
+        Some(rest) => after_dot(rest) == Some(""),
+        None => false,
+    }
 }

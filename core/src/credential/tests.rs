@@ -112,3 +112,34 @@ fn malformed_inputs() {
     let padded = format!(" {}", &token[1..]);
     assert!(PresentedCredential::parse(&padded).is_err());
 }
+
+#[test]
+fn a_mistyped_secret_or_checksum_fails_the_checksum() {
+    let issued = issue(CredentialKind::Agent, &pepper());
+    let token = issued.token.expose();
+    assert!(PresentedCredential::parse(token).is_ok());
+    // One base62 character of the secret changed: still well formed, but not what was issued.
+    let at = CREDENTIAL_LEN - 10;
+    let swap = |c: u8| if c == b'a' { "b" } else { "a" };
+    let typo = format!(
+        "{}{}{}",
+        &token[..at],
+        swap(token.as_bytes()[at]),
+        &token[at + 1..]
+    );
+    assert_eq!(
+        PresentedCredential::parse(&typo).unwrap_err(),
+        CredentialError::BadChecksum
+    );
+    // The checksum's last hex digit changed.
+    let last = CREDENTIAL_LEN - 1;
+    let sum_typo = format!(
+        "{}{}",
+        &token[..last],
+        if token.ends_with('0') { "1" } else { "0" }
+    );
+    assert_eq!(
+        PresentedCredential::parse(&sum_typo).unwrap_err(),
+        CredentialError::BadChecksum
+    );
+}

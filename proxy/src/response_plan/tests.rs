@@ -33,7 +33,7 @@ fn admission(injected: bool, scrub: ScrubMode) -> Admission {
         port: 443,
         destination: Destination::parse("api.example.com").unwrap(),
         path_and_query: PathAndQuery::from_static("/v1"),
-        rule: Some(rule),
+        rule: Some(Arc::new(rule)),
     };
     let mut admission = Admission::pass_through(target, "192.0.2.1:443".parse().unwrap());
     if injected {

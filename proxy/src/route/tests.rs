@@ -230,3 +230,25 @@ fn route_mode_refuses_dot_segments_that_would_leave_the_base_path() {
         "dots inside a segment are fine"
     );
 }
+
+#[test]
+fn a_dot_segment_is_one_or_two_dots_each_maybe_percent_encoded() {
+    for dots in [".", "..", "%2e", "%2E", "%2e.", ".%2E", "%2e%2E"] {
+        assert!(super::is_dot_segment(dots), "{dots}");
+    }
+    for other in [
+        "",
+        "a",
+        "...",
+        "%2e%2e%2e",
+        "%2",
+        "%2f",
+        ".a",
+        "a.",
+        "%%2e2e",
+        "%2e%2",
+        "..%2",
+    ] {
+        assert!(!super::is_dot_segment(other), "{other}");
+    }
+}

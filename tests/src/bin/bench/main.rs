@@ -88,6 +88,9 @@ struct Settings {
     /// `BENCH_BASELINE_PROXY`: a second sidecar binary (an older build) measured next to the
     /// new one on the warm rows, same URLs and connection counts.
     baseline: Option<PathBuf>,
+    /// `BENCH_BASELINE_AUDIT`: lines added to the baseline sidecar's `[audit]` section (e.g.
+    /// `flush_interval_ms = 60000`), to measure a setting against the default side by side.
+    baseline_audit: String,
 }
 
 /// A group of measurements `--only` can select.
@@ -176,6 +179,9 @@ impl Settings {
             ),
             proxy: env_path("BENCH_PROXY_BIN"),
             baseline: env_path("BENCH_BASELINE_PROXY"),
+            baseline_audit: std::env::var("BENCH_BASELINE_AUDIT")
+                .unwrap_or_default()
+                .replace("\\n", "\n"),
         }
     }
 
@@ -533,7 +539,14 @@ fn run(s: Settings) {
             bin.display(),
             if rate_limits { "with" } else { "without" }
         );
-        env.sidecar("sidecar-baseline", &bin, rate_limits, &sqlite, (pa, pb), "")
+        env.sidecar(
+            "sidecar-baseline",
+            &bin,
+            rate_limits,
+            &sqlite,
+            (pa, pb),
+            &env.s.baseline_audit,
+        )
     });
     let cold = env.s.runs(Scenario::Cold).then(|| {
         env.sidecar(
@@ -704,8 +717,13 @@ fn run(s: Settings) {
         if let Some(b) = &baseline {
             targets.push(("sidecar hot (baseline)".to_owned(), b.port, "/a/small"));
         }
+        targets.push(("sidecar hot, cp paused".to_owned(), hot.port, "/a/small"));
         for (target, port, path) in targets {
             let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let paused = target.ends_with("cp paused");
+            if paused {
+                signal(sqlite.proc.pid(), "-STOP");
+            }
             let measured = rt.block_on(open_loop::run(
                 addr,
                 path,
@@ -714,6 +732,9 @@ fn run(s: Settings) {
                 env.s.seconds,
                 env.s.rate_conns,
             ));
+            if paused {
+                signal(sqlite.proc.pid(), "-CONT");
+            }
             latency.push((target, measured));
         }
     }
@@ -1319,4 +1340,8 @@ fn baseline_comparison(rows: &[Row]) -> Vec<Value> {
                    "new_p99_ms": new.p99_ms, "baseline_p99_ms": base.run.p99_ms})
         })
         .collect()
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(sig).arg(pid.to_string()).status();
 }
