@@ -80,6 +80,9 @@ pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<
     if let Some(webhook) = trust_tier_webhook(config)? {
         app = app.with_trust_tiers(webhook);
     }
+    if let Some(settings) = config.kubernetes.injector_settings()? {
+        app = app.with_injector(crate::kubernetes::Injector::new(settings));
+    }
     if let Some(settings) = config.notifications.settings(config.listen)? {
         if config.notifications.dashboard_url.is_none() && config.listen.ip().is_unspecified() {
             tracing::warn!(

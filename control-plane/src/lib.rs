@@ -12,6 +12,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod kubernetes;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;

@@ -834,3 +834,74 @@ fn alert_rules_keep_their_own_defaults_and_refuse_other_rules_keys() {
     let c = load_toml("", &[("AGENT_SECRET_ALERTS_ENABLED", "false")]).unwrap();
     assert!(!c.alerts.enabled);
 }
+
+#[test]
+fn the_kubernetes_injector_needs_an_image_and_a_readable_template() {
+    // Off by default: nothing is required, and no injector is built.
+    let config = load_toml("", &[]).unwrap();
+    assert!(!config.kubernetes.injector);
+    assert!(config.kubernetes.injector_settings().unwrap().is_none());
+
+    let err = load_toml("[kubernetes]\ninjector = true\n", &[]).unwrap_err();
+    assert!(
+        err.to_string().contains("kubernetes.sidecar_image"),
+        "{err}"
+    );
+    let err = load_toml(
+        "[kubernetes]\ninjector = true\nsidecar_image = \"proxy:1\"\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("kubernetes.sidecar_template"),
+        "{err}"
+    );
+    let err = load_toml(
+        "[kubernetes]\ninjector = true\nsidecar_image = \"proxy:1\"\n\
+         sidecar_template = \"/x.toml\"\nsidecar_credentials_secret = \"Bad_Name\"\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("kubernetes.sidecar_credentials_secret"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let template = write(
+        dir.path(),
+        "sidecar.toml",
+        "[control_plane]\nurl = \"https://cp:8200\"\n",
+    );
+    let text = format!(
+        "[kubernetes]\ninjector = true\nsidecar_image = \"proxy:1\"\nsidecar_template = {:?}\n",
+        template.display().to_string()
+    );
+    let settings = load_toml(&text, &[])
+        .unwrap()
+        .kubernetes
+        .injector_settings()
+        .unwrap()
+        .unwrap();
+    assert_eq!(settings.image, "proxy:1");
+    assert_eq!(settings.credentials_secret, "agent-secret-sidecar");
+    assert_eq!(settings.proxy_port, 8080);
+    assert_eq!(
+        settings.template["control_plane"]["url"].as_str(),
+        Some("https://cp:8200")
+    );
+
+    // A template that is not TOML is refused at start, naming the key and not quoting it.
+    std::fs::write(&template, "url = \"https://cp:8200\nsecret-ish text").unwrap();
+    let err = load_toml(&text, &[])
+        .unwrap()
+        .kubernetes
+        .injector_settings()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("kubernetes.sidecar_template"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("secret-ish"), "{err}");
+}

@@ -11,21 +11,40 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "agent-secret-proxy", version)]
 struct Cli {
-    /// The sidecar configuration (see config/proxy.toml).
-    #[arg(
-        long,
-        env = "AGENT_SECRET_PROXY_CONFIG",
-        default_value = "config/proxy.toml"
-    )]
-    config: PathBuf,
+    /// The sidecar configuration (see config/proxy.toml) [default: config/proxy.toml].
+    /// `AGENT_SECRET_PROXY_CONFIG_TOML` gives the configuration's text instead (the Kubernetes
+    /// injector's way); setting both is an error.
+    #[arg(long, env = "AGENT_SECRET_PROXY_CONFIG")]
+    config: Option<PathBuf>,
 }
+
+/// The configuration as text, instead of a file.
+const ENV_CONFIG_TOML: &str = "AGENT_SECRET_PROXY_CONFIG_TOML";
 
 fn main() -> ExitCode {
     // First thing: the one process-wide rustls provider (ring), before any TLS client exists.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_logging();
-    let config = match ProxyConfig::load(&cli.config, &|name| std::env::var(name).ok()) {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let text = std::env::var(ENV_CONFIG_TOML)
+        .ok()
+        .filter(|t| !t.is_empty());
+    let loaded = match (text, cli.config) {
+        (Some(_), Some(path)) => {
+            eprintln!(
+                "error: both {ENV_CONFIG_TOML} and a configuration file ({}) are given; use one",
+                path.display()
+            );
+            return ExitCode::from(2);
+        }
+        (Some(text), None) => ProxyConfig::load_text(&text, &lookup),
+        (None, path) => ProxyConfig::load(
+            &path.unwrap_or_else(|| PathBuf::from("config/proxy.toml")),
+            &lookup,
+        ),
+    };
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("error: {e}");

@@ -1225,7 +1225,7 @@ spool_path = "{spool}"
         hosts = w.hosts(),
     );
     let config_file = w.dir.path().join("proxy.toml");
-    std::fs::write(&config_file, config).unwrap();
+    std::fs::write(&config_file, &config).unwrap();
     let binary = ProxyBinary::start(&w.cp, &config_file, "info");
     let addr = binary.addr;
     let resp = get(addr, &w.http_url("/echo"), &with_placeholder(&token)).await;
@@ -1236,6 +1236,28 @@ spool_path = "{spool}"
     );
     let (status, _) = binary.stop().await;
     assert!(status.success());
+
+    // The same configuration as text in the environment (how the Kubernetes injector
+    // configures a sidecar), with no file.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"));
+    command
+        .env_remove("AGENT_SECRET_PROXY_CONFIG")
+        .env("AGENT_SECRET_PROXY_CONFIG_TOML", &config);
+    let binary = ProxyBinary::start_command(&w.cp, command, "info");
+    let resp = get(binary.addr, &w.http_url("/echo"), &with_placeholder(&token)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let (status, _) = binary.stop().await;
+    assert!(status.success());
+
+    // Both a file and the text: refused, rather than one silently winning.
+    let both = std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"))
+        .arg("--config")
+        .arg(&config_file)
+        .env("AGENT_SECRET_PROXY_CONFIG_TOML", &config)
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&both.stderr).contains("AGENT_SECRET_PROXY_CONFIG_TOML"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 
 use self::error::ApiError;
@@ -28,6 +28,10 @@ pub use openapi::ApiDoc;
 /// Request bodies above this are refused with 413 `payload_too_large`.
 pub const MAX_BODY_BYTES: usize = agent_secret_core::api::MAX_REQUEST_BODY_BYTES;
 
+/// An AdmissionReview carries the whole pod (managed fields and all); the API server's own
+/// limit on an object is ~1.5 MiB, and a review holds it once for a CREATE.
+pub const INJECT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
 pub fn app(state: Arc<App>) -> Router {
     let v1 = handlers::router().route("/openapi.json", get(openapi_json));
     Router::new()
@@ -37,6 +41,10 @@ pub fn app(state: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route(
+            "/kubernetes/inject",
+            post(kubernetes_inject).layer(DefaultBodyLimit::max(INJECT_MAX_BODY_BYTES)),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -77,6 +85,16 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 
 async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(openapi::document())
+}
+
+/// The sidecar injector webhook (docs/kubernetes.md), when `[kubernetes] injector` is on. The
+/// API server does not authenticate to webhooks; the review only ever yields a patch to the
+/// pod it carries, and no secret is read.
+async fn kubernetes_inject(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+    match &app.injector {
+        Some(injector) => Json(injector.review(&body)).into_response(),
+        None => ApiError::not_found().into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {

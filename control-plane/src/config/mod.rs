@@ -16,6 +16,7 @@ mod env;
 mod secrets;
 
 mod error;
+mod kubernetes;
 mod notifications;
 mod sections;
 mod sessions;
@@ -32,6 +33,7 @@ use serde::Deserialize;
 pub use agent_secret_core::kms::KmsBackend;
 pub use alerts::{AlertsConfig, RuleTable};
 pub use approvals::{ApprovalsConfig, TrustTierWebhookConfig};
+pub use kubernetes::KubernetesConfig;
 pub use notifications::{NotificationsConfig, WebhookUrl};
 pub use secrets::DatabaseUrl;
 /// `[kms] backend`: `local` or `gcp`, the values the sidecar's `[kms]` takes too.
@@ -66,6 +68,7 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     pub audit: AuditConfig,
     pub alerts: AlertsConfig,
+    pub kubernetes: KubernetesConfig,
 }
 
 impl Default for Config {
@@ -85,6 +88,7 @@ impl Default for Config {
             notifications: NotificationsConfig::default(),
             audit: AuditConfig::default(),
             alerts: AlertsConfig::default(),
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -251,6 +255,7 @@ impl Config {
         self.sessions.validate()?;
         self.notifications.validate()?;
         self.alerts.validate()?;
+        self.kubernetes.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

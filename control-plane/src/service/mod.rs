@@ -116,6 +116,8 @@ pub struct App {
     pub signers: Arc<checkpoints::Signers>,
     /// Sidecar keys verified a moment ago (`policy.sidecar_auth_cache`).
     pub verified_sidecars: Arc<verified_sidecars::VerifiedSidecars>,
+    /// The sidecar injector webhook (`[kubernetes] injector`).
+    pub injector: Option<Arc<crate::kubernetes::Injector>>,
 }
 
 impl App {
@@ -147,7 +149,14 @@ impl App {
             heartbeats: Arc::new(sidecars::Heartbeats::default()),
             notifier: None,
             signers: Arc::new(checkpoints::Signers::default()),
+            injector: None,
         }
+    }
+
+    /// Serves the sidecar injector webhook (`POST /kubernetes/inject`).
+    pub fn with_injector(mut self, injector: crate::kubernetes::Injector) -> App {
+        self.injector = Some(Arc::new(injector));
+        self
     }
 
     /// Posts each new approval request to a webhook (`[notifications]`): starts the

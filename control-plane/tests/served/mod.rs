@@ -47,6 +47,7 @@ pub struct ServedBuilder {
     rate_limits: RateLimitsConfig,
     backend: Backend,
     tenant: Option<String>,
+    injector: Option<agent_secret_control_plane::kubernetes::InjectorSettings>,
 }
 
 impl ServedBuilder {
@@ -65,6 +66,15 @@ impl ServedBuilder {
     /// Serves `db` connected as its service role, as production does (default: SQLite).
     pub fn postgres(mut self, db: &TestDb) -> Self {
         self.backend = Backend::Postgres(db.service_url.clone());
+        self
+    }
+
+    /// Serves the sidecar injector webhook with `settings` (`[kubernetes] injector`).
+    pub fn injector(
+        mut self,
+        settings: agent_secret_control_plane::kubernetes::InjectorSettings,
+    ) -> Self {
+        self.injector = Some(settings);
         self
     }
 
@@ -89,23 +99,27 @@ impl ServedBuilder {
         let events = event_hub(store.db());
         let kms =
             LocalKms::open_or_create(dir.path().join("keyring"), MasterKey::generate()).unwrap();
-        let app = Arc::new(
-            App::new(
-                Arc::new(store),
-                Arc::new(kms),
-                Arc::new(Pepper::generate()),
-                Policy::default(),
-            )
-            .with_events(events)
-            .with_limits(Limits::new(&self.server, &self.rate_limits))
-            // bcrypt's minimum cost: test builds run it unoptimised.
-            .with_sessions(
-                agent_secret_control_plane::service::sessions::SessionSettings {
-                    bcrypt_cost: 4,
-                    ..Default::default()
-                },
-            ),
+        let mut app = App::new(
+            Arc::new(store),
+            Arc::new(kms),
+            Arc::new(Pepper::generate()),
+            Policy::default(),
+        )
+        .with_events(events)
+        .with_limits(Limits::new(&self.server, &self.rate_limits))
+        // bcrypt's minimum cost: test builds run it unoptimised.
+        .with_sessions(
+            agent_secret_control_plane::service::sessions::SessionSettings {
+                bcrypt_cost: 4,
+                ..Default::default()
+            },
         );
+        if let Some(settings) = self.injector {
+            app = app.with_injector(agent_secret_control_plane::kubernetes::Injector::new(
+                settings,
+            ));
+        }
+        let app = Arc::new(app);
         let admin = match &self.tenant {
             Some(name) => {
                 let created = tenants::create_tenant(&app, name).await.unwrap();
@@ -197,6 +211,7 @@ impl Served {
             rate_limits: RateLimitsConfig::default(),
             backend: Backend::Sqlite,
             tenant: None,
+            injector: None,
         }
     }
 

@@ -107,7 +107,13 @@ impl ProxyConfig {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = ProxyConfig::from_toml_str(&text)?;
+        ProxyConfig::load_text(&text, lookup)
+    }
+
+    /// [`load`](Self::load) of configuration text rather than a file: the TOML, then the
+    /// environment, then every check.
+    pub fn load_text(text: &str, lookup: EnvLookup<'_>) -> Result<ProxyConfig, ConfigError> {
+        let mut config = ProxyConfig::from_toml_str(text)?;
         config.apply_env(lookup)?;
         config.validate()?;
         Ok(config)

@@ -926,10 +926,19 @@ pub struct ProxyBinary {
 
 impl ProxyBinary {
     pub fn start(cp: &FakeCp, config_file: &Path, rust_log: &str) -> ProxyBinary {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"));
+        command.arg("--config").arg(config_file);
+        ProxyBinary::start_command(cp, command, rust_log)
+    }
+
+    /// [`start`](Self::start) of `command` (the binary, with its configuration given some way).
+    pub fn start_command(
+        cp: &FakeCp,
+        mut command: std::process::Command,
+        rust_log: &str,
+    ) -> ProxyBinary {
         let mut child = Spawned::start(
-            std::process::Command::new(env!("CARGO_BIN_EXE_agent-secret-proxy"))
-                .arg("--config")
-                .arg(config_file)
+            command
                 .env("AGENT_SECRET_SIDECAR_KEY_FILE", &cp.sidecar_key_file)
                 .env("AGENT_SECRET_MASTER_KEY_FILE", &cp.master_key_file)
                 .env("RUST_LOG", rust_log)
