@@ -892,6 +892,27 @@ fn the_kubernetes_injector_needs_an_image_and_a_readable_template() {
         Some("https://cp:8200")
     );
 
+    // The same through the environment.
+    let vars = [
+        ("AGENT_SECRET_KUBERNETES_INJECTOR", "true"),
+        ("AGENT_SECRET_KUBERNETES_SIDECAR_IMAGE", "proxy:2"),
+        (
+            "AGENT_SECRET_KUBERNETES_SIDECAR_TEMPLATE",
+            template.to_str().unwrap(),
+        ),
+        ("AGENT_SECRET_KUBERNETES_SIDECAR_PORT", "18080"),
+    ];
+    let settings = load_toml("", &vars)
+        .unwrap()
+        .kubernetes
+        .injector_settings()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (settings.image.as_str(), settings.proxy_port),
+        ("proxy:2", 18080)
+    );
+
     // A template that is not TOML is refused at start, naming the key and not quoting it.
     std::fs::write(&template, "url = \"https://cp:8200\nsecret-ish text").unwrap();
     let err = load_toml(&text, &[])

@@ -128,6 +128,7 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
         .path("ALERTS_WEBHOOK_TOKEN_FILE")
         .or(config.alerts.webhook_token_file.take());
 
+    apply_kubernetes(config, &env)?;
     apply_kms(config, &env)?;
     apply_limits(config, &env)?;
     apply_approvals(config, &env)?;
@@ -148,6 +149,29 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
                 ))
             }
         };
+    }
+    Ok(())
+}
+
+fn apply_kubernetes(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
+    let k = &mut config.kubernetes;
+    if let Some(on) = env.parse("KUBERNETES_INJECTOR", "true or false")? {
+        k.injector = on;
+    }
+    if let Some(image) = env.get("KUBERNETES_SIDECAR_IMAGE") {
+        k.sidecar_image = image;
+    }
+    k.sidecar_template = env
+        .path("KUBERNETES_SIDECAR_TEMPLATE")
+        .or(k.sidecar_template.take());
+    if let Some(name) = env.get("KUBERNETES_SIDECAR_CREDENTIALS_SECRET") {
+        k.sidecar_credentials_secret = name;
+    }
+    if let Some(audience) = env.get("KUBERNETES_TOKEN_AUDIENCE") {
+        k.token_audience = audience;
+    }
+    if let Some(port) = env.parse("KUBERNETES_SIDECAR_PORT", "a port number")? {
+        k.sidecar_port = port;
     }
     Ok(())
 }

@@ -44,6 +44,8 @@ pub const ANNOTATION_RESOURCES: [(&str, &str, &str); 4] = [
 
 /// The sidecar container's name; its presence marks a pod as injected.
 pub const SIDECAR_NAME: &str = "agent-secret-proxy";
+/// The sidecar binary in the image (Dockerfile).
+pub const SIDECAR_COMMAND: &str = "/usr/local/bin/agent-secret-proxy";
 /// Where the sidecar reads its configuration (TOML text) from.
 pub const ENV_CONFIG_TOML: &str = "AGENT_SECRET_PROXY_CONFIG_TOML";
 /// The sidecar's admin listener (`/healthz` for the probes, `/metrics`), on the pod's IP: the
@@ -240,6 +242,8 @@ impl Injector {
             "name": SIDECAR_NAME,
             "image": self.settings.image,
             "imagePullPolicy": "IfNotPresent",
+            // The image carries both binaries (Dockerfile); this one is the sidecar.
+            "command": [SIDECAR_COMMAND],
             "restartPolicy": "Always",
             "env": env,
             "ports": [{ "name": "asp-admin", "containerPort": ADMIN_PORT, "protocol": "TCP" }],

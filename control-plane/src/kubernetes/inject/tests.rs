@@ -160,6 +160,10 @@ fn an_annotated_pod_gets_the_sidecar_first_its_volumes_and_the_proxy_in_every_co
         "registry.example/agent-secret-proxy:0.1.0"
     );
     assert_eq!(sidecar["restartPolicy"], "Always", "a native sidecar");
+    assert_eq!(
+        sidecar["command"],
+        json!(["/usr/local/bin/agent-secret-proxy"])
+    );
     let security = &sidecar["securityContext"];
     assert_eq!(security["runAsNonRoot"], true);
     assert_eq!(security["readOnlyRootFilesystem"], true);
