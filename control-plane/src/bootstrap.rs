@@ -83,6 +83,9 @@ pub async fn app_with_kms(config: &Config, kms: Arc<dyn Kms>) -> anyhow::Result<
     if let Some(settings) = config.kubernetes.injector_settings()? {
         app = app.with_injector(crate::kubernetes::Injector::new(settings));
     }
+    if let Some(identity) = config.kubernetes.workload_identity()? {
+        app = app.with_workload_identity(identity);
+    }
     if let Some(settings) = config.notifications.settings(config.listen)? {
         if config.notifications.dashboard_url.is_none() && config.listen.ip().is_unspecified() {
             tracing::warn!(

@@ -926,3 +926,39 @@ fn the_kubernetes_injector_needs_an_image_and_a_readable_template() {
     );
     assert!(!err.to_string().contains("secret-ish"), "{err}");
 }
+
+#[test]
+fn workload_identity_needs_its_verifier_settings_and_well_formed_bindings() {
+    let config = load_toml("", &[]).unwrap();
+    assert!(config.kubernetes.workload_identity().unwrap().is_none());
+
+    let err = load_toml("[kubernetes]\nidentity = \"jwks\"\n", &[]).unwrap_err();
+    assert!(err.to_string().contains("kubernetes.jwks_url"), "{err}");
+    let err = load_toml(
+        "[kubernetes]\nidentity = \"jwks\"\njwks_url = \"https://issuer.example/keys\"\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("kubernetes.issuer"), "{err}");
+    let err = load_toml("[kubernetes]\nidentity = \"magic\"\n", &[]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("expected one of `off`, `token_review`, `jwks`"),
+        "{err}"
+    );
+
+    let binding = |tenant: &str, ttl: u64| {
+        format!(
+            "[kubernetes]\nidentity = \"token_review\"\n[[kubernetes.bindings]]\n\
+             namespace = \"agents\"\nservice_account = \"research-agent\"\ntenant = \"{tenant}\"\n\
+             agent = \"0193a5f0-0000-7000-8000-000000000002\"\nmax_ttl_seconds = {ttl}\n"
+        )
+    };
+    let good = "0193a5f0-0000-7000-8000-000000000001";
+    let config = load_toml(&binding(good, 900), &[]).unwrap();
+    assert_eq!(config.kubernetes.bindings.len(), 1);
+    let err = load_toml(&binding("acme", 900), &[]).unwrap_err();
+    assert!(err.to_string().contains("kubernetes.bindings"), "{err}");
+    let err = load_toml(&binding(good, 86_401), &[]).unwrap_err();
+    assert!(err.to_string().contains("max_ttl_seconds"), "{err}");
+}

@@ -105,3 +105,16 @@ async fn without_the_injector_the_route_is_not_there() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+#[tokio::test]
+async fn without_workload_identity_the_token_exchange_is_not_there() {
+    let served = Served::builder().start().await;
+    let response = served
+        .client
+        .post(served.url("/v1/auth/kubernetes"))
+        .json(&json!({ "token": "x", "scopes": ["secrets:read:a/*"], "ttl_seconds": 60 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

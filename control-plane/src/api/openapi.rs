@@ -43,6 +43,7 @@ use super::handlers;
         handlers::secrets::get_secret,
         handlers::secrets::delete_secret,
         handlers::tokens::issue_token,
+        handlers::tokens::kubernetes_token,
         handlers::tokens::list_tokens,
         handlers::tokens::get_token,
         handlers::tokens::revoke_token,

@@ -5,7 +5,23 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::error::{invalid, ConfigError};
+use crate::kubernetes::bindings::Binding;
+use crate::kubernetes::identity::{Verifier, VerifierSettings};
 use crate::kubernetes::InjectorSettings;
+use crate::service::workload_identity::WorkloadIdentity;
+
+/// How projected service-account tokens are checked (`[kubernetes] identity`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentityMode {
+    /// No exchange: `POST /v1/auth/kubernetes` answers 404.
+    #[default]
+    Off,
+    /// The API server's TokenReview (needs RBAC `create` on tokenreviews).
+    TokenReview,
+    /// The cluster issuer's public keys.
+    Jwks,
+}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,6 +41,22 @@ pub struct KubernetesConfig {
     pub token_audience: String,
     /// The sidecar's agent-facing port on the pod's loopback.
     pub sidecar_port: u16,
+    /// Workload identity: `off`, `token_review` or `jwks`.
+    pub identity: IdentityMode,
+    /// The API server, for `token_review`.
+    pub api_url: String,
+    /// The API server's CA (`token_review`), or the JWKS endpoint's (`jwks`); absent: the
+    /// public roots.
+    pub api_ca_file: Option<PathBuf>,
+    /// The control plane's own service-account token, sent with each TokenReview (read at
+    /// each call: the kubelet rotates it).
+    pub api_token_file: PathBuf,
+    /// The issuer's key set, for `jwks`.
+    pub jwks_url: Option<String>,
+    /// The `iss` tokens carry, for `jwks`.
+    pub issuer: Option<String>,
+    /// Which service accounts exchange their tokens for which agent's.
+    pub bindings: Vec<Binding>,
 }
 
 impl Default for KubernetesConfig {
@@ -36,12 +68,20 @@ impl Default for KubernetesConfig {
             sidecar_credentials_secret: "agent-secret-sidecar".into(),
             token_audience: "agent-secret-store".into(),
             sidecar_port: 8080,
+            identity: IdentityMode::Off,
+            api_url: "https://kubernetes.default.svc".into(),
+            api_ca_file: Some("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".into()),
+            api_token_file: "/var/run/secrets/kubernetes.io/serviceaccount/token".into(),
+            jwks_url: None,
+            issuer: None,
+            bindings: Vec::new(),
         }
     }
 }
 
 impl KubernetesConfig {
-    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+    pub(super) fn validate(&self, max_ttl_seconds: u64) -> Result<(), ConfigError> {
+        self.validate_identity(max_ttl_seconds)?;
         if !self.injector {
             return Ok(());
         }
@@ -72,6 +112,89 @@ impl KubernetesConfig {
         Ok(())
     }
 
+    fn validate_identity(&self, max_ttl_seconds: u64) -> Result<(), ConfigError> {
+        match self.identity {
+            IdentityMode::Off => return Ok(()),
+            IdentityMode::TokenReview => {
+                check_url("kubernetes.api_url", &self.api_url)?;
+            }
+            IdentityMode::Jwks => {
+                let url = self.jwks_url.as_deref().ok_or_else(|| {
+                    invalid(
+                        "kubernetes.jwks_url",
+                        "required when kubernetes.identity = \"jwks\"",
+                    )
+                })?;
+                check_url("kubernetes.jwks_url", url)?;
+                if self.issuer.as_deref().is_none_or(|i| i.trim().is_empty()) {
+                    return Err(invalid(
+                        "kubernetes.issuer",
+                        "required when kubernetes.identity = \"jwks\"",
+                    ));
+                }
+            }
+        }
+        if self.token_audience.trim().is_empty() {
+            return Err(invalid("kubernetes.token_audience", "must not be empty"));
+        }
+        for b in &self.bindings {
+            let key = format!("kubernetes.bindings[{}/{}]", b.namespace, b.service_account);
+            let names_ok = is_dns_label(&b.namespace)
+                && (b.service_account == "*" || is_dns_label(&b.service_account));
+            if !names_ok {
+                return Err(invalid(
+                    &key,
+                    "namespace and service_account are Kubernetes names (service_account may be *)",
+                ));
+            }
+            let ids_ok = b.tenant.parse::<agent_secret_core::ids::TenantId>().is_ok()
+                && b.agent.parse::<agent_secret_core::ids::AgentId>().is_ok();
+            if !ids_ok {
+                return Err(invalid(&key, "tenant and agent are ids (UUIDs)"));
+            }
+            if !(1..=max_ttl_seconds).contains(&b.max_ttl_seconds) {
+                return Err(invalid(
+                    &format!("{key}.max_ttl_seconds"),
+                    &format!("must be 1 to tokens.max_ttl_seconds ({max_ttl_seconds})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The token exchange when `identity` is on: builds the verifier (reads the CA file).
+    pub fn workload_identity(&self) -> Result<Option<WorkloadIdentity>, ConfigError> {
+        let ca_pem = match (&self.api_ca_file, self.identity) {
+            (_, IdentityMode::Off) => return Ok(None),
+            (Some(path), _) => Some(std::fs::read(path).map_err(|e| {
+                invalid(
+                    "kubernetes.api_ca_file",
+                    &format!("cannot read {}: {e}", path.display()),
+                )
+            })?),
+            (None, _) => None,
+        };
+        let settings = match self.identity {
+            IdentityMode::Off => return Ok(None),
+            IdentityMode::TokenReview => VerifierSettings::TokenReview {
+                api_url: self.api_url.clone(),
+                ca_pem,
+                token_file: self.api_token_file.clone(),
+            },
+            IdentityMode::Jwks => VerifierSettings::Jwks {
+                jwks_url: self.jwks_url.clone().unwrap_or_default(),
+                ca_pem,
+                issuer: self.issuer.clone().unwrap_or_default(),
+            },
+        };
+        let verifier = Verifier::new(settings, &self.token_audience)
+            .map_err(|e| invalid("kubernetes.identity", &e.to_string()))?;
+        Ok(Some(WorkloadIdentity {
+            verifier,
+            bindings: self.bindings.clone(),
+        }))
+    }
+
     /// The injector's settings when it is on: reads and parses `sidecar_template`.
     pub fn injector_settings(&self) -> Result<Option<InjectorSettings>, ConfigError> {
         let (true, Some(path)) = (self.injector, &self.sidecar_template) else {
@@ -94,6 +217,13 @@ impl KubernetesConfig {
             token_audience: self.token_audience.clone(),
             proxy_port: self.sidecar_port,
         }))
+    }
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => Ok(()),
+        _ => Err(invalid(key, "an https:// URL")),
     }
 }
 

@@ -33,7 +33,7 @@ use serde::Deserialize;
 pub use agent_secret_core::kms::KmsBackend;
 pub use alerts::{AlertsConfig, RuleTable};
 pub use approvals::{ApprovalsConfig, TrustTierWebhookConfig};
-pub use kubernetes::KubernetesConfig;
+pub use kubernetes::{IdentityMode, KubernetesConfig};
 pub use notifications::{NotificationsConfig, WebhookUrl};
 pub use secrets::DatabaseUrl;
 /// `[kms] backend`: `local` or `gcp`, the values the sidecar's `[kms]` takes too.
@@ -255,7 +255,7 @@ impl Config {
         self.sessions.validate()?;
         self.notifications.validate()?;
         self.alerts.validate()?;
-        self.kubernetes.validate()?;
+        self.kubernetes.validate(self.tokens.max_ttl_seconds)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

@@ -339,4 +339,4 @@ struct Named {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -35,6 +35,7 @@ pub mod trust_tiers;
 pub mod unlocks;
 pub mod verified_sidecars;
 pub mod watch;
+pub mod workload_identity;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -118,6 +119,8 @@ pub struct App {
     pub verified_sidecars: Arc<verified_sidecars::VerifiedSidecars>,
     /// The sidecar injector webhook (`[kubernetes] injector`).
     pub injector: Option<Arc<crate::kubernetes::Injector>>,
+    /// Service-account token exchange (`[kubernetes] identity`).
+    pub workload_identity: Option<Arc<workload_identity::WorkloadIdentity>>,
 }
 
 impl App {
@@ -150,7 +153,14 @@ impl App {
             notifier: None,
             signers: Arc::new(checkpoints::Signers::default()),
             injector: None,
+            workload_identity: None,
         }
+    }
+
+    /// Exchanges projected service-account tokens for scoped tokens (`POST /v1/auth/kubernetes`).
+    pub fn with_workload_identity(mut self, identity: workload_identity::WorkloadIdentity) -> App {
+        self.workload_identity = Some(Arc::new(identity));
+        self
     }
 
     /// Serves the sidecar injector webhook (`POST /kubernetes/inject`).

@@ -74,6 +74,19 @@ pub async fn issue(
     request: IssueTokenRequest,
     ctx: &RequestContext,
 ) -> ServiceResult<IssuedToken> {
+    let actor = agent.actor();
+    issue_as(app, agent, actor, request, ctx).await
+}
+
+/// [`issue`] for `agent`, audited with `actor` as who asked (a Kubernetes service account
+/// exchanging its token, `workload_identity`).
+pub async fn issue_as(
+    app: &App,
+    agent: AgentPrincipal,
+    actor: Actor,
+    request: IssueTokenRequest,
+    ctx: &RequestContext,
+) -> ServiceResult<IssuedToken> {
     let scopes = parse_scopes(&request.scopes)?;
     let ip_allowlist = parse_cidrs(request.ip_allowlist.as_deref().unwrap_or_default())?;
     if request.max_uses == Some(0) {
@@ -141,25 +154,17 @@ pub async fn issue(
         revoked_at: None,
     };
     let approval = pending.then(|| {
-        approvals::new_request(
-            app,
-            Some(id),
-            agent.id,
-            agent.tenant,
-            &agent.actor(),
-            unlocks,
-            now,
-        )
+        approvals::new_request(app, Some(id), agent.id, agent.tenant, &actor, unlocks, now)
     });
     let audit = match &approval {
-        None => AuditDraft::new(AuditEventType::TokenIssued, agent.actor())
+        None => AuditDraft::new(AuditEventType::TokenIssued, actor.clone())
             .client(ctx.ip_string(), ctx.user_agent.clone())
             .reason(format!(
                 "token {id}; scopes {}; approved for {} secrets",
                 request.scopes.join(" "),
                 record.approved_sensitivity.as_str()
             )),
-        Some(a) => AuditDraft::new(AuditEventType::ApprovalRequested, agent.actor())
+        Some(a) => AuditDraft::new(AuditEventType::ApprovalRequested, actor.clone())
             .client(ctx.ip_string(), ctx.user_agent.clone())
             .reason(format!(
                 "approval {}; token {id}; scopes {}; {} secrets up to {}; digest {}; 0 of {}; \

@@ -342,6 +342,35 @@ pub struct IssueTokenRequest {
     pub request_access: bool,
 }
 
+/// `POST /v1/auth/kubernetes`: a pod's projected service-account token exchanged for a scoped
+/// token of the agent its service account is bound to (docs/kubernetes.md).
+#[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesTokenRequest {
+    /// The projected service-account token (audience: the control plane's
+    /// `[kubernetes] token_audience`).
+    pub token: String,
+    pub scopes: Vec<String>,
+    /// At most the binding's `max_ttl_seconds`.
+    pub ttl_seconds: u64,
+    #[serde(default)]
+    pub ip_allowlist: Option<Vec<String>>,
+    #[serde(default)]
+    pub max_uses: Option<u32>,
+    #[serde(default)]
+    pub request_access: bool,
+}
+
+impl fmt::Debug for KubernetesTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubernetesTokenRequest")
+            .field("token", &"[REDACTED]")
+            .field("scopes", &self.scopes)
+            .field("ttl_seconds", &self.ttl_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IssuedToken {
     pub id: String,

@@ -22,6 +22,20 @@ pub(super) fn router() -> Router<Arc<App>> {
         .route("/tokens", post(issue_token).get(list_tokens))
         .route("/tokens/{id}", get(get_token))
         .route("/tokens/{id}/revoke", post(revoke_token))
+        .route("/auth/kubernetes", post(kubernetes_token))
+}
+
+#[utoipa::path(post, path = "/v1/auth/kubernetes", tag = "tokens", request_body = KubernetesTokenRequest,
+    responses((status = 201, body = IssuedToken), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody, description = "the service-account token is not valid for this control plane"), (status = 403, body = ErrorBody, description = "no binding for the service account (or not in this namespace)"), (status = 404, body = ErrorBody, description = "workload identity is off"), (status = 429, body = ErrorBody, description = "rate_limited, with Retry-After")))]
+pub async fn kubernetes_token(
+    State(app): State<Arc<App>>,
+    Ctx(ctx): Ctx,
+    ApiJson(req): ApiJson<KubernetesTokenRequest>,
+) -> ApiResult<(StatusCode, Json<IssuedToken>)> {
+    Ok((
+        StatusCode::CREATED,
+        Json(crate::service::workload_identity::exchange(&app, req, &ctx).await?),
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = IssueTokenRequest,

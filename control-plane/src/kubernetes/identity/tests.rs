@@ -18,7 +18,7 @@ use crate::kubernetes::bindings::{self, Binding, BindingError};
 
 const AUDIENCE: &str = "agent-secret-store";
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-const OWN_TOKEN: &str = "control-plane-own-token";
+pub(crate) const OWN_TOKEN: &str = "control-plane-own-token";
 
 async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -30,7 +30,7 @@ async fn serve(router: Router) -> String {
 /// A kube-apiserver's TokenReview endpoint: knows a few tokens, each with its audiences and
 /// user, and answers as the real one does (an audience mismatch is `authenticated: false`).
 /// `ignores_audiences` answers like an old API server that checks none and lists its own.
-async fn fake_api_server(ignores_audiences: bool) -> (String, Arc<AtomicUsize>) {
+pub(crate) async fn fake_api_server(ignores_audiences: bool) -> (String, Arc<AtomicUsize>) {
     let calls = Arc::new(AtomicUsize::new(0));
     async fn review(
         State((calls, ignores)): State<(Arc<AtomicUsize>, bool)>,
@@ -88,7 +88,10 @@ async fn fake_api_server(ignores_audiences: bool) -> (String, Arc<AtomicUsize>) 
     (serve(router).await, calls)
 }
 
-fn token_review_verifier(api_url: &str, own_token: &str) -> (Verifier, tempfile::TempDir) {
+pub(crate) fn token_review_verifier(
+    api_url: &str,
+    own_token: &str,
+) -> (Verifier, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{own_token}\n")).unwrap();

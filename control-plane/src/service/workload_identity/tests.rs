@@ -1,0 +1,193 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+
+use agent_secret_core::api::{ErrorCode, KubernetesTokenRequest, Role, TokenStatus};
+use agent_secret_core::credential::Pepper;
+use agent_secret_core::kms::local::{LocalKms, MasterKey};
+
+use super::*;
+use crate::audit::AuditEventType;
+use crate::db::Db;
+use crate::kubernetes::identity::tests::{fake_api_server, token_review_verifier};
+use crate::service::auth::OperatorPrincipal;
+use crate::service::{agents, tenants, Policy};
+use crate::store::sql::SqlStore;
+use crate::store::AuditFilter;
+
+/// A control plane on SQLite with a tenant and an agent allowed `secrets:read:production/**`.
+async fn app(dir: &std::path::Path) -> (App, TenantId, AgentId) {
+    let db = Db::connect(&format!("sqlite://{}", dir.join("store.db").display()))
+        .await
+        .unwrap();
+    db.migrate().await.unwrap();
+    let kms = LocalKms::open_or_create(dir.join("keyring"), MasterKey::generate()).unwrap();
+    let app = App::new(
+        Arc::new(SqlStore::new(db)),
+        Arc::new(kms),
+        Arc::new(Pepper::generate()),
+        Policy::default(),
+    );
+    let tenant = tenants::create_tenant(&app, "acme").await.unwrap();
+    let admin = OperatorPrincipal {
+        tenant: tenant.tenant_id,
+        id: tenant.admin_operator_id,
+        role: Role::Admin,
+    };
+    let agent = agents::create(
+        &app,
+        admin,
+        "research",
+        None,
+        &["secrets:read:production/**".to_owned()],
+        &RequestContext::default(),
+    )
+    .await
+    .unwrap();
+    (app, tenant.tenant_id, agent.id.parse().unwrap())
+}
+
+fn binding(namespace: &str, service_account: &str, tenant: TenantId, agent: AgentId) -> Binding {
+    Binding {
+        namespace: namespace.into(),
+        service_account: service_account.into(),
+        tenant: tenant.to_string(),
+        agent: agent.to_string(),
+        max_ttl_seconds: 900,
+    }
+}
+
+fn request(token: &str, scope: &str, ttl_seconds: u64) -> KubernetesTokenRequest {
+    KubernetesTokenRequest {
+        token: token.into(),
+        scopes: vec![scope.into()],
+        ttl_seconds,
+        ip_allowlist: None,
+        max_uses: None,
+        request_access: false,
+    }
+}
+
+#[tokio::test]
+async fn a_bound_service_account_gets_its_agents_token_audited_with_the_service_account_as_actor() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, tenant, agent) = app(dir.path()).await;
+    let (url, _) = fake_api_server(false).await;
+    let (verifier, _token_dir) =
+        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    let app = app.with_workload_identity(WorkloadIdentity {
+        verifier,
+        bindings: vec![binding("agents", "research-agent", tenant, agent)],
+    });
+    let ctx = RequestContext::default();
+
+    let issued = exchange(
+        &app,
+        request("valid", "secrets:read:production/openai/*", 600),
+        &ctx,
+    )
+    .await
+    .unwrap();
+    assert_eq!(issued.status, TokenStatus::Active);
+    assert!(issued.token.starts_with("asst_"), "a scoped token");
+
+    let events = app
+        .store
+        .list_audit(
+            tenant,
+            &AuditFilter {
+                types: vec![AuditEventType::TokenIssued],
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        events[0].draft.actor.0,
+        "k8s:system:serviceaccount:agents:research-agent"
+    );
+    assert!(events[0]
+        .draft
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains(&issued.id));
+
+    // The binding caps the TTL, and the agent's ceiling still bounds the scopes.
+    let err = exchange(
+        &app,
+        request("valid", "secrets:read:production/openai/*", 901),
+        &ctx,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidTtl);
+    let err = exchange(&app, request("valid", "secrets:read:staging/**", 600), &ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::ScopeNotPermitted);
+}
+
+#[tokio::test]
+async fn invalid_expired_or_foreign_audience_tokens_and_unbound_accounts_get_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, tenant, agent) = app(dir.path()).await;
+    let (url, _) = fake_api_server(false).await;
+    let (verifier, _token_dir) =
+        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    let app = app.with_workload_identity(WorkloadIdentity {
+        verifier,
+        bindings: vec![
+            binding("agents", "summariser", tenant, agent),
+            binding("batch", "research-agent", tenant, agent),
+        ],
+    });
+    let ctx = RequestContext::default();
+    let scope = "secrets:read:production/openai/*";
+    for token in [
+        "tok-forged-7f3a",
+        "tok-expired-7f3a",
+        "tok-other-aud-7f3a",
+        "a-person",
+    ] {
+        let err = exchange(&app, request(token, scope, 600), &ctx)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unauthenticated, "{token}");
+    }
+    // Valid, but its service account is bound only in another namespace.
+    let err = exchange(&app, request("valid", scope, 600), &ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Forbidden);
+    assert!(err.to_string().contains("batch"), "{err}");
+
+    // Nothing was issued, so nothing was audited as issued.
+    let issued = app
+        .store
+        .list_audit(
+            tenant,
+            &AuditFilter {
+                types: vec![AuditEventType::TokenIssued],
+                ..AuditFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(issued.is_empty());
+}
+
+#[tokio::test]
+async fn without_workload_identity_the_exchange_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let (app, _, _) = app(dir.path()).await;
+    let err = exchange(
+        &app,
+        request("valid", "secrets:read:production/openai/*", 600),
+        &RequestContext::default(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+}
