@@ -29,20 +29,27 @@ pub async fn exchange(
         .workload_identity
         .as_ref()
         .ok_or(ServiceError::NotFound("endpoint"))?;
-    let account = identity
-        .verifier
-        .verify(&request.token)
-        .await
-        .map_err(|e| match e {
-            IdentityError::Unavailable(why) => {
-                tracing::warn!(why, "cannot check a service-account token");
-                ServiceError::Internal(format!("workload identity: {why}"))
+    // The address's failure budget is the login's: a throttled address gets no TokenReview
+    // (an unauthenticated caller must not be able to make us load the API server), and each
+    // refused token spends from it.
+    if let Err(refused) = app.limits.auth_failures.check(ctx.ip) {
+        return Err(super::limits::refuse(app, None, Actor::system(), ctx, refused).await);
+    }
+    let account = match identity.verifier.verify(&request.token).await {
+        Ok(account) => account,
+        Err(IdentityError::Unavailable(why)) => {
+            tracing::warn!(why, "cannot check a service-account token");
+            return Err(ServiceError::Internal(format!("workload identity: {why}")));
+        }
+        Err(refused) => {
+            tracing::info!(reason = %refused, ip = ?ctx.ip, "service-account token refused");
+            app.metrics.auth_failures.inc();
+            if let Err(limited) = app.limits.auth_failures.count(ctx.ip) {
+                return Err(super::limits::refuse(app, None, Actor::system(), ctx, limited).await);
             }
-            refused => {
-                tracing::info!(reason = %refused, ip = ?ctx.ip, "service-account token refused");
-                ServiceError::Unauthenticated
-            }
-        })?;
+            return Err(ServiceError::Unauthenticated);
+        }
+    };
     let binding = bindings::find(&identity.bindings, &account).map_err(|e| {
         tracing::info!(reason = %e, "service-account token exchange refused");
         ServiceError::Forbidden(e.to_string())

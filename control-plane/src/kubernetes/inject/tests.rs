@@ -3,6 +3,7 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
+use super::annotations::is_quantity;
 use super::*;
 
 const TEMPLATE: &str = r#"

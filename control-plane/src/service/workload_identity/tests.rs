@@ -57,6 +57,14 @@ fn binding(namespace: &str, service_account: &str, tenant: TenantId, agent: Agen
     }
 }
 
+async fn issued_events(app: &App, tenant: TenantId) -> Vec<crate::audit::AuditEvent> {
+    let only_issued = AuditFilter {
+        types: vec![AuditEventType::TokenIssued],
+        ..AuditFilter::default()
+    };
+    app.store.list_audit(tenant, &only_issued).await.unwrap()
+}
+
 fn request(token: &str, scope: &str, ttl_seconds: u64) -> KubernetesTokenRequest {
     KubernetesTokenRequest {
         token: token.into(),
@@ -91,17 +99,7 @@ async fn a_bound_service_account_gets_its_agents_token_audited_with_the_service_
     assert_eq!(issued.status, TokenStatus::Active);
     assert!(issued.token.starts_with("asst_"), "a scoped token");
 
-    let events = app
-        .store
-        .list_audit(
-            tenant,
-            &AuditFilter {
-                types: vec![AuditEventType::TokenIssued],
-                ..AuditFilter::default()
-            },
-        )
-        .await
-        .unwrap();
+    let events = issued_events(&app, tenant).await;
     assert_eq!(events.len(), 1);
     assert_eq!(
         events[0].draft.actor.0,
@@ -164,17 +162,7 @@ async fn invalid_expired_or_foreign_audience_tokens_and_unbound_accounts_get_not
     assert!(err.to_string().contains("batch"), "{err}");
 
     // Nothing was issued, so nothing was audited as issued.
-    let issued = app
-        .store
-        .list_audit(
-            tenant,
-            &AuditFilter {
-                types: vec![AuditEventType::TokenIssued],
-                ..AuditFilter::default()
-            },
-        )
-        .await
-        .unwrap();
+    let issued = issued_events(&app, tenant).await;
     assert!(issued.is_empty());
 }
 
@@ -190,4 +178,49 @@ async fn without_workload_identity_the_exchange_does_not_exist() {
     .await
     .unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);
+}
+
+#[tokio::test]
+async fn an_address_that_keeps_presenting_bad_tokens_is_throttled_before_the_api_server_is_asked() {
+    use crate::config::{RateLimit, RateLimitsConfig, ServerConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let (app, tenant, agent) = app(dir.path()).await;
+    let (url, reviews) = fake_api_server(false).await;
+    let (verifier, _token_dir) =
+        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    let rates = RateLimitsConfig {
+        auth_failures_per_ip: RateLimit {
+            per_second: 1,
+            burst: 3,
+        },
+        ..RateLimitsConfig::default()
+    };
+    let app = app
+        .with_limits(crate::limits::Limits::new(&ServerConfig::default(), &rates))
+        .with_workload_identity(WorkloadIdentity {
+            verifier,
+            bindings: vec![binding("agents", "research-agent", tenant, agent)],
+        });
+    let ctx = RequestContext {
+        ip: Some("203.0.113.7".parse().unwrap()),
+        user_agent: None,
+    };
+    let scope = "secrets:read:production/openai/*";
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        let err = exchange(&app, request("tok-forged-7f3a", scope, 600), &ctx)
+            .await
+            .unwrap_err();
+        codes.push(err.code());
+    }
+    assert_eq!(&codes[..3], [ErrorCode::Unauthenticated; 3]);
+    assert!(
+        codes[3..].iter().all(|c| *c == ErrorCode::RateLimited),
+        "{codes:?}"
+    );
+    assert_eq!(
+        reviews.load(std::sync::atomic::Ordering::SeqCst),
+        4,
+        "the API server is not asked once the address is throttled"
+    );
 }
