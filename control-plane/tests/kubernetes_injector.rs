@@ -21,6 +21,7 @@ fn settings() -> InjectorSettings {
         credentials_secret: "agent-secret-sidecar".into(),
         token_audience: "agent-secret-store".into(),
         proxy_port: 8080,
+        service_account_auth: false,
     }
 }
 

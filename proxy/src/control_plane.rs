@@ -8,17 +8,87 @@
 //! not be repeated blindly after a timeout or a 500. Release (giving such a use back) is
 //! idempotent, so it is retried on the same failures without that worry.
 
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_secret_core::api::{
     ErrorBody, ReleaseUseRequest, ReleasedUse, ResolveRequest, ResolveResponse,
 };
-use agent_secret_core::secret::SecretString;
 use http::{HeaderValue, StatusCode};
 use reqwest::{Certificate, RequestBuilder, Response};
 
-use crate::config::ControlPlaneConfig;
+use crate::config::{ControlPlaneConfig, Credential};
 use crate::metrics::Metrics;
+
+/// The `Authorization` header of every call.
+#[derive(Clone)]
+enum Auth {
+    /// `Bearer <sidecar key>`, marked sensitive.
+    Key(HeaderValue),
+    /// `Bearer <projected service-account token>`, read again once it is [`TOKEN_REREAD`]
+    /// old: the kubelet writes a new token before the old one expires.
+    TokenFile {
+        path: PathBuf,
+        current: Arc<Mutex<(Instant, HeaderValue)>>,
+    },
+}
+
+/// How long a read service-account token is used before the file is read again.
+const TOKEN_REREAD: Duration = Duration::from_secs(60);
+/// Largest token file read (projected tokens are ~1 KiB).
+const MAX_TOKEN_FILE_BYTES: u64 = 16 * 1024;
+
+impl Auth {
+    fn header(&self) -> HeaderValue {
+        match self {
+            Auth::Key(value) => value.clone(),
+            Auth::TokenFile { path, current } => {
+                let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
+                if current.0.elapsed() >= TOKEN_REREAD {
+                    match read_token(path) {
+                        Ok(value) => *current = (Instant::now(), value),
+                        // The old token may still be valid: keep it, and try again next call.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot re-read the service-account token")
+                        }
+                    }
+                }
+                current.1.clone()
+            }
+        }
+    }
+
+    /// After a 401: read the token file now (a key never changes).
+    fn refresh(&self) {
+        let Auth::TokenFile { path, current } = self else {
+            return;
+        };
+        if let Ok(value) = read_token(path) {
+            *current.lock().unwrap_or_else(|p| p.into_inner()) = (Instant::now(), value);
+        }
+    }
+}
+
+/// `Bearer <token>` from the token file; the error names the file, never its content.
+fn read_token(path: &Path) -> Result<HeaderValue, String> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_TOKEN_FILE_BYTES).read_to_string(&mut text))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    bearer(token).ok_or_else(|| format!("{} is not a token", path.display()))
+}
+
+fn bearer(token: &str) -> Option<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
 
 /// A client of one control plane.
 #[derive(Clone)]
@@ -26,8 +96,8 @@ pub struct ControlPlane {
     http: reqwest::Client,
     /// `https://host:port`, no trailing slash.
     base: String,
-    /// `Bearer <sidecar key>`, marked sensitive.
-    auth: HeaderValue,
+    /// The `Authorization` header this sidecar sends.
+    auth: Auth,
     request_timeout: Duration,
     retries: u32,
     backoff: Duration,
@@ -69,6 +139,8 @@ pub enum ClientError {
     CaFile(#[from] agent_secret_core::pem::PemError),
     #[error("the sidecar key is not a valid header value")]
     BadKey,
+    #[error("cannot read control_plane.service_account_token_file: {0}")]
+    TokenFile(String),
     #[error("cannot build the control-plane client: {0}")]
     Build(String),
 }
@@ -76,7 +148,7 @@ pub enum ClientError {
 impl ControlPlane {
     pub fn new(
         config: &ControlPlaneConfig,
-        key: &SecretString,
+        credential: &Credential,
         metrics: Metrics,
     ) -> Result<ControlPlane, ClientError> {
         let mut builder = reqwest::Client::builder()
@@ -96,9 +168,16 @@ impl ControlPlane {
         let http = builder
             .build()
             .map_err(|e| ClientError::Build(e.to_string()))?;
-        let mut auth = HeaderValue::from_str(&format!("Bearer {}", key.expose()))
-            .map_err(|_| ClientError::BadKey)?;
-        auth.set_sensitive(true);
+        let auth = match credential {
+            Credential::Key(key) => Auth::Key(bearer(key.expose()).ok_or(ClientError::BadKey)?),
+            Credential::TokenFile(path) => {
+                let current = read_token(path).map_err(ClientError::TokenFile)?;
+                Auth::TokenFile {
+                    path: path.clone(),
+                    current: Arc::new(Mutex::new((Instant::now(), current))),
+                }
+            }
+        };
         Ok(ControlPlane {
             http,
             base: config.url.trim_end_matches('/').to_owned(),
@@ -176,7 +255,7 @@ impl ControlPlane {
         let result = self
             .http
             .get(&url)
-            .header(http::header::AUTHORIZATION, self.auth.clone())
+            .header(http::header::AUTHORIZATION, self.auth.header())
             .header(http::header::ACCEPT, "text/event-stream")
             .send()
             .await
@@ -186,17 +265,33 @@ impl ControlPlane {
         if response.status().is_success() {
             Ok(response)
         } else {
+            if response.status() == StatusCode::UNAUTHORIZED {
+                // The next connection presents a rotated token at once.
+                self.auth.refresh();
+            }
             Err(refusal(response).await)
         }
     }
 
     async fn send(&self, build: impl Fn() -> RequestBuilder) -> Result<Response, CpError> {
         let mut attempt = 0;
+        let mut refreshed = false;
         loop {
+            let sent = self.auth.header();
             let result = build()
-                .header(http::header::AUTHORIZATION, self.auth.clone())
+                .header(http::header::AUTHORIZATION, sent.clone())
                 .send()
                 .await;
+            // A rotated service-account token: the file already holds the new one (or another
+            // call has read it since this one was sent). One more try with it.
+            let unauthorized = matches!(&result, Ok(r) if r.status() == StatusCode::UNAUTHORIZED);
+            if unauthorized && !refreshed {
+                self.auth.refresh();
+                if self.auth.header() != sent {
+                    refreshed = true;
+                    continue;
+                }
+            }
             let retryable = match &result {
                 Ok(r) => matches!(
                     r.status(),

@@ -98,9 +98,9 @@ impl Sidecar {
         let _ = rustls::crypto::ring::default_provider().install_default();
         config.validate()?;
         let metrics = Metrics::new()?;
-        let key = config.sidecar_key()?;
-        let control_plane = ControlPlane::new(&config.control_plane, &key, metrics.clone())?;
-        drop(key);
+        let credential = config.credential()?;
+        let control_plane = ControlPlane::new(&config.control_plane, &credential, metrics.clone())?;
+        drop(credential);
         let (pipeline, audit) = match audit {
             Some(backend) => (None, backend),
             None => {

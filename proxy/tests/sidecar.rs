@@ -1374,3 +1374,42 @@ async fn a_dropped_sidecar_handle_stops_listening() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_kubernetes_the_sidecar_presents_its_service_account_token_and_follows_its_rotation() {
+    let w = World::new().await;
+    let token = w.secret_and_token().await;
+    let sa_file = w.dir.path().join("sa-token");
+    std::fs::write(&sa_file, "eyJhbGciOiJSUzI1NiJ9.Zmlyc3Q.c2ln\n").unwrap();
+    w.cp.accept_bearer("eyJhbGciOiJSUzI1NiJ9.Zmlyc3Q.c2ln");
+    let mut config = sidecar_config(&w.cp, &w.ca_file, w.dir.path(), &w.hosts());
+    config.control_plane.sidecar_key_file = None;
+    config.control_plane.service_account_token_file = Some(sa_file.clone());
+    let sidecar = Sidecar::start(config).await.unwrap();
+    let resp = get(
+        sidecar.proxy_addr(),
+        &w.http_url("/echo"),
+        &with_placeholder(&token),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+
+    // The kubelet writes a new token; the control plane accepts only that one from now on.
+    std::fs::write(&sa_file, "eyJhbGciOiJSUzI1NiJ9.c2Vjb25k.c2ln\n").unwrap();
+    w.cp.accept_bearer("eyJhbGciOiJSUzI1NiJ9.c2Vjb25k.c2ln");
+    // Another token's first request resolves: refused once with the old token, the file is
+    // read again and the call retried with the new one.
+    let other = w.cp.issue_token(&["secrets:read:prod/**"]);
+    let resp = get(
+        sidecar.proxy_addr(),
+        &w.http_url("/echo"),
+        &with_placeholder(&other),
+    )
+    .await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(
+        w.http.last().header("authorization"),
+        Some(format!("Bearer {SECRET}").as_str())
+    );
+    sidecar.stop().await;
+}

@@ -41,6 +41,9 @@ pub struct KubernetesConfig {
     pub token_audience: String,
     /// The sidecar's agent-facing port on the pod's loopback.
     pub sidecar_port: u16,
+    /// Injected sidecars authenticate with their projected service-account token (needs
+    /// `identity` on and a binding naming each namespace's sidecar) instead of `sidecar-key`.
+    pub sidecar_service_account: bool,
     /// Workload identity: `off`, `token_review` or `jwks`.
     pub identity: IdentityMode,
     /// The API server, for `token_review`.
@@ -68,6 +71,7 @@ impl Default for KubernetesConfig {
             sidecar_credentials_secret: "agent-secret-sidecar".into(),
             token_audience: "agent-secret-store".into(),
             sidecar_port: 8080,
+            sidecar_service_account: false,
             identity: IdentityMode::Off,
             api_url: "https://kubernetes.default.svc".into(),
             api_ca_file: Some("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt".into()),
@@ -105,6 +109,12 @@ impl KubernetesConfig {
         }
         if self.token_audience.trim().is_empty() {
             return Err(invalid("kubernetes.token_audience", "must not be empty"));
+        }
+        if self.sidecar_service_account && self.identity == IdentityMode::Off {
+            return Err(invalid(
+                "kubernetes.sidecar_service_account",
+                "needs kubernetes.identity (token_review or jwks) to check the sidecars' tokens",
+            ));
         }
         if self.sidecar_port == 0 {
             return Err(invalid("kubernetes.sidecar_port", "must be 1 to 65535"));
@@ -148,9 +158,20 @@ impl KubernetesConfig {
                 ));
             }
             let ids_ok = b.tenant.parse::<agent_secret_core::ids::TenantId>().is_ok()
-                && b.agent.parse::<agent_secret_core::ids::AgentId>().is_ok();
+                && b.agent
+                    .as_ref()
+                    .is_none_or(|a| a.parse::<agent_secret_core::ids::AgentId>().is_ok())
+                && b.sidecar
+                    .as_ref()
+                    .is_none_or(|s| s.parse::<agent_secret_core::ids::SidecarId>().is_ok());
             if !ids_ok {
-                return Err(invalid(&key, "tenant and agent are ids (UUIDs)"));
+                return Err(invalid(&key, "tenant, agent and sidecar are ids (UUIDs)"));
+            }
+            if b.agent.is_none() && b.sidecar.is_none() {
+                return Err(invalid(
+                    &key,
+                    "a binding names an agent, a sidecar, or both",
+                ));
             }
             if !(1..=max_ttl_seconds).contains(&b.max_ttl_seconds) {
                 return Err(invalid(
@@ -216,6 +237,7 @@ impl KubernetesConfig {
             credentials_secret: self.sidecar_credentials_secret.clone(),
             token_audience: self.token_audience.clone(),
             proxy_port: self.sidecar_port,
+            service_account_auth: self.sidecar_service_account,
         }))
     }
 }

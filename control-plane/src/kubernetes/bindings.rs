@@ -14,10 +14,20 @@ pub struct Binding {
     pub service_account: String,
     /// The tenant's id.
     pub tenant: String,
-    /// The agent's id: the tokens are this agent's.
-    pub agent: String,
+    /// The agent whose scoped tokens the service account may get (`POST /v1/auth/kubernetes`).
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// The sidecar the service account authenticates as with its projected token, instead of
+    /// a sidecar key.
+    #[serde(default)]
+    pub sidecar: Option<String>,
     /// The longest TTL a token exchanged through this binding may have.
+    #[serde(default = "default_max_ttl_seconds")]
     pub max_ttl_seconds: u64,
+}
+
+fn default_max_ttl_seconds() -> u64 {
+    900
 }
 
 /// Why a valid token gets no binding. Distinct so an operator can tell a missing binding from

@@ -91,6 +91,9 @@ pub struct InjectorSettings {
     pub token_audience: String,
     /// The sidecar's agent-facing port, on the pod's loopback.
     pub proxy_port: u16,
+    /// The sidecar authenticates with its projected service-account token (workload
+    /// identity, a binding naming its sidecar) instead of the Secret's `sidecar-key`.
+    pub service_account_auth: bool,
 }
 
 /// Why a pod asking for the sidecar is refused; the message reaches whoever created the pod.
@@ -226,6 +229,9 @@ impl Injector {
     fn sidecar(&self, asked: &Asked) -> Result<Value, InjectError> {
         let mut env = vec![json!({ "name": ENV_CONFIG_TOML, "value": self.config_toml(asked)? })];
         for (name, key) in SECRET_ENV {
+            if self.settings.service_account_auth && key == "sidecar-key" {
+                continue;
+            }
             env.push(json!({
                 "name": name,
                 "valueFrom": { "secretKeyRef": {
@@ -295,11 +301,17 @@ impl Injector {
             format!("{SPOOL_DIR}/audit-spool.jsonl").into(),
         );
         config.insert("audit".into(), audit.into());
+        let mut control_plane = table(&mut config, "control_plane")?;
         if let Some(url) = &asked.control_plane_url {
-            let mut control_plane = table(&mut config, "control_plane")?;
             control_plane.insert("url".into(), url.clone().into());
-            config.insert("control_plane".into(), control_plane.into());
         }
+        if self.settings.service_account_auth {
+            control_plane.insert(
+                "service_account_token_file".into(),
+                format!("{TOKEN_DIR}/token").into(),
+            );
+        }
+        config.insert("control_plane".into(), control_plane.into());
         if !asked.routes.is_empty() {
             let mut routes = match config.remove("routes") {
                 None => Vec::new(),

@@ -11,6 +11,8 @@ use agent_secret_core::ids::{OperatorId, SidecarId, TenantId};
 pub use super::principal::{AgentPrincipal, OperatorPrincipal, SidecarPrincipal};
 use super::{App, RequestContext, ServiceError, ServiceResult};
 use crate::audit::{Actor, AuditDraft, AuditEventType};
+use crate::kubernetes::bindings;
+use crate::kubernetes::identity::IdentityError;
 
 /// A caller of an endpoint open to several kinds of credential.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,7 +57,7 @@ pub async fn authenticate(
     bearer: &str,
     ctx: &RequestContext,
 ) -> ServiceResult<Principal> {
-    match verify(app, bearer).await? {
+    match verify(app, bearer, ctx).await? {
         Verdict::Verified(Principal::Sidecar(sidecar)) => {
             super::sidecars::seen(app, sidecar, ctx.user_agent.as_deref()).await;
             Ok(Principal::Sidecar(sidecar))
@@ -70,13 +72,13 @@ pub async fn authenticate(
     }
 }
 
-async fn verify(app: &App, bearer: &str) -> ServiceResult<Verdict> {
+async fn verify(app: &App, bearer: &str, ctx: &RequestContext) -> ServiceResult<Verdict> {
     if let Some(sidecar) = app.verified_sidecars.get(bearer) {
         return Ok(Verdict::Verified(Principal::Sidecar(sidecar)));
     }
     let unknown = Verdict::Refused { known: None };
     let Ok(presented) = PresentedCredential::parse(bearer) else {
-        return Ok(unknown);
+        return verify_service_account(app, bearer, ctx).await;
     };
     let Some((tenant, kind)) = app.store.lookup_credential(presented.id).await? else {
         return Ok(unknown);
@@ -100,6 +102,58 @@ async fn verify(app: &App, bearer: &str) -> ServiceResult<Verdict> {
         Some(principal) => Verdict::Verified(principal),
         None => Verdict::Refused {
             known: Some((tenant, Actor::new(kind.as_str(), presented.id))),
+        },
+    })
+}
+
+/// A sidecar's projected service-account token (docs/kubernetes.md): valid for our audience
+/// (`[kubernetes] identity`), its service account bound to a sidecar whose row is live. Cached
+/// like a sidecar key. Checking costs a TokenReview or a signature, so an address over its
+/// failure budget is refused before the check, even with a valid token; anything not shaped
+/// like a JWT is refused without one.
+async fn verify_service_account(
+    app: &App,
+    bearer: &str,
+    ctx: &RequestContext,
+) -> ServiceResult<Verdict> {
+    let unknown = Verdict::Refused { known: None };
+    let Some(identity) = &app.workload_identity else {
+        return Ok(unknown);
+    };
+    if bearer.split('.').count() != 3 || app.limits.auth_failures.check(ctx.ip).is_err() {
+        return Ok(unknown);
+    }
+    let account = match identity.verifier.verify(bearer).await {
+        Ok(account) => account,
+        Err(IdentityError::Unavailable(why)) => {
+            tracing::warn!(why, "cannot check a sidecar's service-account token");
+            return Err(ServiceError::Internal(format!("workload identity: {why}")));
+        }
+        Err(_) => return Ok(unknown),
+    };
+    let Ok(binding) = bindings::find(&identity.bindings, &account) else {
+        return Ok(unknown);
+    };
+    let ids = (
+        binding.tenant.parse::<TenantId>(),
+        binding.sidecar.as_deref().map(str::parse::<SidecarId>),
+    );
+    let (Ok(tenant), Some(Ok(sidecar))) = ids else {
+        return Ok(unknown);
+    };
+    let live = app
+        .store
+        .get_sidecar(tenant, sidecar)
+        .await?
+        .filter(|sc| sc.revoked_at.is_none());
+    Ok(match live {
+        Some(sc) => {
+            let principal = SidecarPrincipal { tenant, id: sc.id };
+            app.verified_sidecars.put(bearer, principal);
+            Verdict::Verified(Principal::Sidecar(principal))
+        }
+        None => Verdict::Refused {
+            known: Some((tenant, Actor::new("k8s", account.username()))),
         },
     })
 }

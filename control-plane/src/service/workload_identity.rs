@@ -64,11 +64,15 @@ pub async fn exchange(
             ),
         ));
     }
+    let Some(agent) = &binding.agent else {
+        return Err(ServiceError::Forbidden(format!(
+            "the binding of {} names no agent",
+            account.username()
+        )));
+    };
     // Checked when the configuration was loaded.
-    let (Ok(tenant), Ok(agent)) = (
-        binding.tenant.parse::<TenantId>(),
-        binding.agent.parse::<AgentId>(),
-    ) else {
+    let (Ok(tenant), Ok(agent)) = (binding.tenant.parse::<TenantId>(), agent.parse::<AgentId>())
+    else {
         return Err(ServiceError::Internal(
             "a binding's ids do not parse".into(),
         ));

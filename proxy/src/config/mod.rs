@@ -9,7 +9,7 @@
 //! or env straight into zeroizing types, and only when the sidecar starts.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use agent_secret_core::host::Destination;
@@ -71,6 +71,15 @@ mod sections;
 
 use error::invalid;
 pub use error::ConfigError;
+
+/// How the sidecar authenticates to the control plane.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// Its sidecar key (`assc_...`).
+    Key(SecretString),
+    /// A projected service-account token file (Kubernetes), re-read as it rotates.
+    TokenFile(PathBuf),
+}
 pub use sections::{
     AuditConfig, CacheConfig, ControlPlaneConfig, HostRule, KmsConfig, RouteConfig, ScrubMode,
     UpstreamConfig,
@@ -157,12 +166,22 @@ impl ProxyConfig {
                 "must be https://host[:port] (the control plane speaks TLS 1.3 only)",
             ));
         }
-        if self.control_plane.sidecar_key.is_none() && self.control_plane.sidecar_key_file.is_none()
-        {
-            return Err(invalid(
-                "control_plane.sidecar_key_file",
-                &format!("no sidecar key: set sidecar_key_file, {ENV_SIDECAR_KEY} or {ENV_SIDECAR_KEY}_FILE"),
-            ));
+        let has_key = self.control_plane.sidecar_key.is_some()
+            || self.control_plane.sidecar_key_file.is_some();
+        match (has_key, &self.control_plane.service_account_token_file) {
+            (false, None) => {
+                return Err(invalid(
+                    "control_plane.sidecar_key_file",
+                    &format!("no sidecar key: set sidecar_key_file, {ENV_SIDECAR_KEY} or {ENV_SIDECAR_KEY}_FILE (or service_account_token_file on Kubernetes)"),
+                ));
+            }
+            (true, Some(_)) => {
+                return Err(invalid(
+                    "control_plane.service_account_token_file",
+                    "set either a sidecar key or a service-account token file, not both",
+                ));
+            }
+            _ => {}
         }
         self.validate_kms()?;
         for (i, route) in self.routes.iter().enumerate() {
@@ -214,6 +233,14 @@ impl ProxyConfig {
     /// The first `[[hosts]]` rule matching `dest`, in file order.
     pub fn host_rule(&self, dest: &Destination) -> Option<&HostRule> {
         self.hosts.iter().find(|rule| rule.name.matches(dest))
+    }
+
+    /// What the sidecar presents to the control plane: its key, or its service-account token.
+    pub fn credential(&self) -> Result<Credential, ConfigError> {
+        match &self.control_plane.service_account_token_file {
+            Some(path) => Ok(Credential::TokenFile(path.clone())),
+            None => self.sidecar_key().map(Credential::Key),
+        }
     }
 
     /// The sidecar key, from the config, env or its file.

@@ -27,6 +27,11 @@ pub struct ControlPlaneConfig {
     /// never read from the TOML file.
     #[serde(skip)]
     pub sidecar_key: Option<SecretString>,
+    /// Instead of a sidecar key: a projected service-account token the control plane checks
+    /// (`[kubernetes] identity` there, a binding naming this sidecar; docs/kubernetes.md).
+    /// Re-read every minute, as the kubelet rotates it.
+    #[serde(default)]
+    pub service_account_token_file: Option<PathBuf>,
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
     /// Per call of resolve and audit (not the long-lived watch stream).
@@ -110,6 +115,7 @@ impl ControlPlaneConfig {
             ca_file: None,
             sidecar_key_file: None,
             sidecar_key: None,
+            service_account_token_file: None,
             connect_timeout_ms: default_connect_timeout_ms(),
             request_timeout_ms: default_request_timeout_ms(),
             retries: default_retries(),

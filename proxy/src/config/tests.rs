@@ -257,3 +257,40 @@ fn anonymous_gcp_credentials_only_reach_a_loopback_test_endpoint() {
     let config = ProxyConfig::from_toml_str(&MINIMAL.replace("[kms]\n", &local)).unwrap();
     config.validate().unwrap();
 }
+
+#[test]
+fn a_service_account_token_file_stands_in_for_the_sidecar_key_but_not_beside_it() {
+    let with_token = MINIMAL.replace(
+        "sidecar_key_file = \"sidecar.key\"",
+        "service_account_token_file = \"/var/run/secrets/agent-secrets.io/serviceaccount/token\"",
+    );
+    assert_ne!(with_token, MINIMAL, "MINIMAL names its key file");
+    let config = ProxyConfig::from_toml_str(&with_token).unwrap();
+    config.validate().unwrap();
+    assert!(matches!(
+        config.credential().unwrap(),
+        Credential::TokenFile(path) if path.ends_with("serviceaccount/token")
+    ));
+
+    let both = with_token.replace(
+        "service_account_token_file",
+        "sidecar_key_file = \"sidecar.key\"\nservice_account_token_file",
+    );
+    let err = ProxyConfig::from_toml_str(&both)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("control_plane.service_account_token_file"),
+        "{err}"
+    );
+
+    let neither = MINIMAL.replace("sidecar_key_file = \"sidecar.key\"\n", "");
+    let err = ProxyConfig::from_toml_str(&neither)
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("service_account_token_file"), "{err}");
+}

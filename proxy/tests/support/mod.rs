@@ -324,7 +324,9 @@ struct CpInner {
 
 pub struct CpState {
     inner: Mutex<CpInner>,
-    sidecar_key: String,
+    /// The one bearer credential accepted: the sidecar key, or what [`FakeCp::accept_bearer`]
+    /// set (a service-account token).
+    sidecar_key: Mutex<String>,
     tenant: TenantId,
     pub resolves: AtomicUsize,
     /// The paths each resolve asked for, in order (empty: a token check or grant renewal).
@@ -347,6 +349,13 @@ pub struct FakeCp {
     pub master_key_file: PathBuf,
     pub sidecar_key_file: PathBuf,
     pepper: Pepper,
+}
+
+impl FakeCp {
+    /// From now on accept `bearer` (e.g. a service-account token) instead of the sidecar key.
+    pub fn accept_bearer(&self, bearer: &str) {
+        *self.state.sidecar_key.lock().unwrap() = bearer.to_owned();
+    }
 }
 
 /// A freshly issued scoped token.
@@ -376,7 +385,7 @@ impl FakeCp {
         private(&sidecar_key_file);
         let state = Arc::new(CpState {
             inner: Mutex::new(CpInner::default()),
-            sidecar_key,
+            sidecar_key: Mutex::new(sidecar_key),
             tenant,
             resolves: AtomicUsize::new(0),
             resolved_paths: Mutex::new(Vec::new()),
@@ -563,7 +572,7 @@ fn authorized(state: &CpState, headers: &HeaderMap) -> bool {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == format!("Bearer {}", state.sidecar_key))
+        .is_some_and(|v| v == format!("Bearer {}", state.sidecar_key.lock().unwrap()))
 }
 
 async fn resolve(

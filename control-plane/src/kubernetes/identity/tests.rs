@@ -18,6 +18,8 @@ use crate::kubernetes::bindings::{self, Binding, BindingError};
 
 const AUDIENCE: &str = "agent-secret-store";
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+/// A JWT-shaped token the fake API server knows (it checks no signature).
+pub(crate) const SIDECAR_JWT: &str = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln";
 pub(crate) const OWN_TOKEN: &str = "control-plane-own-token";
 
 async fn serve(router: Router) -> String {
@@ -48,7 +50,10 @@ pub(crate) async fn fake_api_server(ignores_audiences: bool) -> (String, Arc<Ato
         let wanted: Vec<String> =
             serde_json::from_value(body["spec"]["audiences"].clone()).unwrap();
         let known = match token {
-            "valid" => Some(("system:serviceaccount:agents:research-agent", AUDIENCE)),
+            // A sidecar presents its token as a bearer, so it must look like one.
+            "valid" | SIDECAR_JWT => {
+                Some(("system:serviceaccount:agents:research-agent", AUDIENCE))
+            }
             "tok-other-aud-7f3a" => Some(("system:serviceaccount:agents:research-agent", "vault")),
             "a-person" => Some(("alice@example.com", AUDIENCE)),
             _ => None,
@@ -336,7 +341,8 @@ fn binding(namespace: &str, service_account: &str, agent: &str) -> Binding {
         namespace: namespace.into(),
         service_account: service_account.into(),
         tenant: "0193a5f0-0000-7000-8000-000000000001".into(),
-        agent: agent.into(),
+        agent: Some(agent.into()),
+        sidecar: None,
         max_ttl_seconds: 900,
     }
 }
@@ -349,8 +355,11 @@ fn a_service_account_gets_its_own_binding_then_its_namespaces_wildcard_and_nothi
         binding("batch", "report-writer", "reports"),
     ];
     assert_eq!(
-        bindings::find(&bindings, &research_agent()).unwrap().agent,
-        "research",
+        bindings::find(&bindings, &research_agent())
+            .unwrap()
+            .agent
+            .as_deref(),
+        Some("research"),
         "its own binding wins over the wildcard"
     );
     let other = ServiceAccount {
@@ -358,8 +367,8 @@ fn a_service_account_gets_its_own_binding_then_its_namespaces_wildcard_and_nothi
         name: "summariser".into(),
     };
     assert_eq!(
-        bindings::find(&bindings, &other).unwrap().agent,
-        "any-agent"
+        bindings::find(&bindings, &other).unwrap().agent.as_deref(),
+        Some("any-agent")
     );
 
     let unbound = ServiceAccount {

@@ -27,6 +27,7 @@ fn injector() -> Injector {
         credentials_secret: "agent-secret-sidecar".into(),
         token_audience: "agent-secret-store".into(),
         proxy_port: 8080,
+        service_account_auth: false,
     })
 }
 
@@ -410,4 +411,29 @@ fn quantities_are_decimal_numbers_with_a_kubernetes_suffix() {
     for bad in ["", "m", "Mi", "1.2.3", "-1", "1mi", "1 Gi", "1e3x", "lots"] {
         assert!(!is_quantity(bad), "{bad}");
     }
+}
+
+#[test]
+fn with_service_account_auth_the_sidecar_presents_its_projected_token_and_gets_no_key() {
+    let mut settings = injector().settings;
+    settings.service_account_auth = true;
+    let injector = Injector::new(settings);
+    let pod = pod(inject_annotations());
+    let answer = injector.review(&review("CREATE", pod.clone()));
+    let injected = patched(&pod, response(&answer));
+    let sidecar = &injected["spec"]["initContainers"][0];
+    assert!(env_of(sidecar, "AGENT_SECRET_SIDECAR_KEY").is_empty());
+    assert_eq!(env_of(sidecar, "AGENT_SECRET_MASTER_KEY").len(), 1);
+    let toml_text = env_of(sidecar, ENV_CONFIG_TOML)[0]["value"]
+        .as_str()
+        .unwrap();
+    let config: toml::Table = toml::from_str(toml_text).unwrap();
+    assert_eq!(
+        config["control_plane"]["service_account_token_file"].as_str(),
+        Some("/var/run/secrets/agent-secrets.io/serviceaccount/token")
+    );
+    let mounts = sidecar["volumeMounts"].as_array().unwrap();
+    assert!(mounts
+        .iter()
+        .any(|m| m["mountPath"] == TOKEN_DIR && m["name"] == VOLUME_TOKEN));
 }

@@ -10,13 +10,18 @@ use super::*;
 use crate::audit::AuditEventType;
 use crate::db::Db;
 use crate::kubernetes::identity::tests::{fake_api_server, token_review_verifier};
-use crate::service::auth::OperatorPrincipal;
+use crate::service::auth::{OperatorPrincipal, SidecarPrincipal};
 use crate::service::{agents, tenants, Policy};
 use crate::store::sql::SqlStore;
 use crate::store::AuditFilter;
 
 /// A control plane on SQLite with a tenant and an agent allowed `secrets:read:production/**`.
 async fn app(dir: &std::path::Path) -> (App, TenantId, AgentId) {
+    let (app, tenant, agent, _) = app_with_admin(dir).await;
+    (app, tenant, agent)
+}
+
+async fn app_with_admin(dir: &std::path::Path) -> (App, TenantId, AgentId, OperatorPrincipal) {
     let db = Db::connect(&format!("sqlite://{}", dir.join("store.db").display()))
         .await
         .unwrap();
@@ -44,7 +49,7 @@ async fn app(dir: &std::path::Path) -> (App, TenantId, AgentId) {
     )
     .await
     .unwrap();
-    (app, tenant.tenant_id, agent.id.parse().unwrap())
+    (app, tenant.tenant_id, agent.id.parse().unwrap(), admin)
 }
 
 fn binding(namespace: &str, service_account: &str, tenant: TenantId, agent: AgentId) -> Binding {
@@ -52,7 +57,8 @@ fn binding(namespace: &str, service_account: &str, tenant: TenantId, agent: Agen
         namespace: namespace.into(),
         service_account: service_account.into(),
         tenant: tenant.to_string(),
-        agent: agent.to_string(),
+        agent: Some(agent.to_string()),
+        sidecar: None,
         max_ttl_seconds: 900,
     }
 }
@@ -223,4 +229,76 @@ async fn an_address_that_keeps_presenting_bad_tokens_is_throttled_before_the_api
         4,
         "the API server is not asked once the address is throttled"
     );
+}
+
+#[tokio::test]
+async fn a_sidecar_authenticates_with_its_projected_token_while_its_sidecar_is_live() {
+    use crate::kubernetes::identity::tests::SIDECAR_JWT;
+    use crate::service::auth::{authenticate, Principal};
+    use crate::service::sidecars;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, tenant, agent, admin) = app_with_admin(dir.path()).await;
+    let ctx = RequestContext::default();
+    let sidecar = sidecars::create(&app, admin, "agents-ns", &ctx)
+        .await
+        .unwrap();
+    let sidecar_id: agent_secret_core::ids::SidecarId = sidecar.id.parse().unwrap();
+    let (url, reviews) = fake_api_server(false).await;
+    let (verifier, _token_dir) =
+        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    let mut bound = binding("agents", "research-agent", tenant, agent);
+    bound.sidecar = Some(sidecar_id.to_string());
+    let app = app.with_workload_identity(WorkloadIdentity {
+        verifier,
+        bindings: vec![bound],
+    });
+
+    let principal = authenticate(&app, SIDECAR_JWT, &ctx).await.unwrap();
+    assert_eq!(
+        principal,
+        Principal::Sidecar(SidecarPrincipal {
+            tenant,
+            id: sidecar_id
+        })
+    );
+    // Not JWT-shaped, or unknown to the API server: refused, and only the latter is reviewed.
+    let before = reviews.load(std::sync::atomic::Ordering::SeqCst);
+    for bearer in [
+        "valid",
+        "not-a-token",
+        "eyJhbGciOiJSUzI1NiJ9.eyJ4Ijp9.Zm9yZ2Vk",
+    ] {
+        let err = authenticate(&app, bearer, &ctx).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unauthenticated, "{bearer}");
+    }
+    assert_eq!(
+        reviews.load(std::sync::atomic::Ordering::SeqCst),
+        before + 1
+    );
+
+    // The sidecar revoked: its service account's token no longer authenticates (revocation
+    // also drops the sidecar's cached verifications).
+    sidecars::revoke(&app, admin, sidecar_id, &ctx)
+        .await
+        .unwrap();
+    let err = authenticate(&app, SIDECAR_JWT, &ctx).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_binding_without_a_sidecar_does_not_authenticate_one() {
+    use crate::kubernetes::identity::tests::SIDECAR_JWT;
+    let dir = tempfile::tempdir().unwrap();
+    let (app, tenant, agent) = app(dir.path()).await;
+    let (url, _) = fake_api_server(false).await;
+    let (verifier, _token_dir) =
+        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    let app = app.with_workload_identity(WorkloadIdentity {
+        verifier,
+        bindings: vec![binding("agents", "research-agent", tenant, agent)],
+    });
+    let err = crate::service::auth::authenticate(&app, SIDECAR_JWT, &RequestContext::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unauthenticated);
 }
