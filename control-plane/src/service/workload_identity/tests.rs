@@ -52,6 +52,18 @@ async fn app_with_admin(dir: &std::path::Path) -> (App, TenantId, AgentId, Opera
     (app, tenant.tenant_id, agent.id.parse().unwrap(), admin)
 }
 
+/// A verifier of the fake API server, its review count, and the directory of its own token.
+async fn verifier() -> (
+    crate::kubernetes::identity::Verifier,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tempfile::TempDir,
+) {
+    let (url, reviews) = fake_api_server(false).await;
+    let (verifier, dir) =
+        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    (verifier, reviews, dir)
+}
+
 fn binding(namespace: &str, service_account: &str, tenant: TenantId, agent: AgentId) -> Binding {
     Binding {
         namespace: namespace.into(),
@@ -86,9 +98,7 @@ fn request(token: &str, scope: &str, ttl_seconds: u64) -> KubernetesTokenRequest
 async fn a_bound_service_account_gets_its_agents_token_audited_with_the_service_account_as_actor() {
     let dir = tempfile::tempdir().unwrap();
     let (app, tenant, agent) = app(dir.path()).await;
-    let (url, _) = fake_api_server(false).await;
-    let (verifier, _token_dir) =
-        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    let (verifier, _, _token_dir) = verifier().await;
     let app = app.with_workload_identity(WorkloadIdentity {
         verifier,
         bindings: vec![binding("agents", "research-agent", tenant, agent)],
@@ -137,9 +147,7 @@ async fn a_bound_service_account_gets_its_agents_token_audited_with_the_service_
 async fn invalid_expired_or_foreign_audience_tokens_and_unbound_accounts_get_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (app, tenant, agent) = app(dir.path()).await;
-    let (url, _) = fake_api_server(false).await;
-    let (verifier, _token_dir) =
-        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    let (verifier, _, _token_dir) = verifier().await;
     let app = app.with_workload_identity(WorkloadIdentity {
         verifier,
         bindings: vec![
@@ -191,9 +199,7 @@ async fn an_address_that_keeps_presenting_bad_tokens_is_throttled_before_the_api
     use crate::config::{RateLimit, RateLimitsConfig, ServerConfig};
     let dir = tempfile::tempdir().unwrap();
     let (app, tenant, agent) = app(dir.path()).await;
-    let (url, reviews) = fake_api_server(false).await;
-    let (verifier, _token_dir) =
-        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    let (verifier, reviews, _token_dir) = verifier().await;
     let rates = RateLimitsConfig {
         auth_failures_per_ip: RateLimit {
             per_second: 1,
@@ -243,9 +249,7 @@ async fn a_sidecar_authenticates_with_its_projected_token_while_its_sidecar_is_l
         .await
         .unwrap();
     let sidecar_id: agent_secret_core::ids::SidecarId = sidecar.id.parse().unwrap();
-    let (url, reviews) = fake_api_server(false).await;
-    let (verifier, _token_dir) =
-        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    let (verifier, reviews, _token_dir) = verifier().await;
     let mut bound = binding("agents", "research-agent", tenant, agent);
     bound.sidecar = Some(sidecar_id.to_string());
     let app = app.with_workload_identity(WorkloadIdentity {
@@ -290,9 +294,7 @@ async fn a_binding_without_a_sidecar_does_not_authenticate_one() {
     use crate::kubernetes::identity::tests::SIDECAR_JWT;
     let dir = tempfile::tempdir().unwrap();
     let (app, tenant, agent) = app(dir.path()).await;
-    let (url, _) = fake_api_server(false).await;
-    let (verifier, _token_dir) =
-        token_review_verifier(&url, crate::kubernetes::identity::tests::OWN_TOKEN);
+    let (verifier, _, _token_dir) = verifier().await;
     let app = app.with_workload_identity(WorkloadIdentity {
         verifier,
         bindings: vec![binding("agents", "research-agent", tenant, agent)],
