@@ -297,8 +297,14 @@ async fn a_busy_tokens_grant_is_renewed_in_the_background_before_it_expires() {
     // Three quarters into the grant's two seconds: served warm, and renewed behind it.
     tokio::time::sleep(Duration::from_millis(1_600)).await;
     assert_eq!(send().await.status, 200);
+    // Renewed once the sidecar has stored the new grant (its metric), not merely asked.
     eventually("the grant is renewed", Duration::from_secs(10), || async {
-        (w.cp.resolves() >= 2).then_some(())
+        let renewed = sidecar
+            .metrics()
+            .grant_refreshes
+            .with_label_values(&["renewed"])
+            .get();
+        (renewed == 1).then_some(())
     })
     .await;
     assert_eq!(
@@ -326,10 +332,19 @@ async fn a_refused_renewal_ends_the_grant_before_its_expiry() {
     w.cp.revoke_silently(&token);
     tokio::time::sleep(Duration::from_millis(3_100)).await;
     assert_eq!(send().await.status, 200, "still within the cached grant");
+    // Done when the sidecar has handled the refusal, not when the control plane sent it: the
+    // next request could otherwise still find the grant in the cache.
     eventually(
         "the renewal is refused",
         Duration::from_secs(10),
-        || async { (w.cp.resolves() >= 2).then_some(()) },
+        || async {
+            let refused = sidecar
+                .metrics()
+                .grant_refreshes
+                .with_label_values(&["refused"])
+                .get();
+            (refused == 1).then_some(())
+        },
     )
     .await;
     let resp = send().await;
