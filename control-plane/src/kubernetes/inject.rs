@@ -15,14 +15,13 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use json_patch::jsonptr::PointerBuf;
-use json_patch::{AddOperation, Patch, PatchOperation};
+use json_patch::Patch;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube_core::DynamicObject;
 use serde_json::{json, Value};
 
 use annotations::Asked;
+use patch::{add, env_ops, invalid, patch_as_base64};
 
 /// `"true"` asks for the sidecar.
 pub const ANNOTATION_INJECT: &str = "agent-secrets.io/inject";
@@ -373,59 +372,7 @@ impl Injector {
     }
 }
 
-/// `add` of each variable the container does not set itself (its own value wins).
-fn env_ops(
-    list: &str,
-    index: usize,
-    container: &Value,
-    env: &[(&'static str, String)],
-) -> Vec<PatchOperation> {
-    let index = index.to_string();
-    let existing = container["env"].as_array();
-    let missing: Vec<Value> = env
-        .iter()
-        .filter(|(name, _)| !existing.into_iter().flatten().any(|e| e["name"] == *name))
-        .map(|(name, value)| json!({ "name": name, "value": value }))
-        .collect();
-    match existing {
-        None if missing.is_empty() => Vec::new(),
-        None => vec![add(&["spec", list, &index, "env"], Value::Array(missing))],
-        Some(_) => missing
-            .into_iter()
-            .map(|var| add(&["spec", list, &index, "env", "-"], var))
-            .collect(),
-    }
-}
-
-fn add(path: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation {
-        path: PointerBuf::from_tokens(path.iter().copied()),
-        value,
-    })
-}
-
-/// `response.patch` as the API documents it, a base64 string (Go's `[]byte`): kube-core
-/// writes the bytes as an array of numbers, which Go's decoder happens to accept too.
-fn patch_as_base64(answer: &mut Value) {
-    let Some(patch) = answer.pointer_mut("/response/patch") else {
-        return;
-    };
-    let bytes: Option<Vec<u8>> = patch.as_array().and_then(|items| {
-        items
-            .iter()
-            .map(|b| b.as_u64().and_then(|b| u8::try_from(b).ok()))
-            .collect()
-    });
-    if let Some(bytes) = bytes {
-        *patch = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-    }
-}
-
-/// The answer to a body that is not a usable review.
-fn invalid(reason: &str) -> Value {
-    serde_json::to_value(AdmissionResponse::invalid(reason).into_review()).unwrap_or(Value::Null)
-}
-
 mod annotations;
+mod patch;
 #[cfg(test)]
 mod tests;
