@@ -940,6 +940,13 @@ fn workload_identity_needs_its_verifier_settings_and_well_formed_bindings() {
     )
     .unwrap_err();
     assert!(err.to_string().contains("kubernetes.issuer"), "{err}");
+    // The control plane's own token travels to the API server: https only (or loopback).
+    let err = load_toml(
+        "[kubernetes]\nidentity = \"token_review\"\napi_url = \"http://kubernetes.example\"\n",
+        &[],
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("kubernetes.api_url"), "{err}");
     let err = load_toml("[kubernetes]\nidentity = \"magic\"\n", &[]).unwrap_err();
     assert!(
         err.to_string()

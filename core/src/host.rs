@@ -163,13 +163,15 @@ impl Destination {
             Ok(ip) => canonical_ip(IpAddr::V6(ip)),
             Err(_) => canonical_host(host)?,
         };
-        let text = match port {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
-        };
+        let host_len = host.len();
+        let mut text = host;
+        if let Some(p) = port {
+            use fmt::Write as _;
+            let _ = write!(text, ":{p}");
+        }
         Ok(Destination {
             text: text.into(),
-            host_len: host.len(),
+            host_len,
             port,
         })
     }

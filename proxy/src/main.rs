@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use agent_secret_proxy::config::ENV_PROXY_CONFIG_TOML;
 use agent_secret_proxy::ProxyConfig;
 use clap::Parser;
 
@@ -18,22 +19,19 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
-/// The configuration as text, instead of a file.
-const ENV_CONFIG_TOML: &str = "AGENT_SECRET_PROXY_CONFIG_TOML";
-
 fn main() -> ExitCode {
     // First thing: the one process-wide rustls provider (ring), before any TLS client exists.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     init_logging();
     let lookup = |name: &str| std::env::var(name).ok();
-    let text = std::env::var(ENV_CONFIG_TOML)
+    let text = std::env::var(ENV_PROXY_CONFIG_TOML)
         .ok()
         .filter(|t| !t.is_empty());
     let loaded = match (text, cli.config) {
         (Some(_), Some(path)) => {
             eprintln!(
-                "error: both {ENV_CONFIG_TOML} and a configuration file ({}) are given; use one",
+                "error: both {ENV_PROXY_CONFIG_TOML} and a configuration file ({}) are given; use one",
                 path.display()
             );
             return ExitCode::from(2);

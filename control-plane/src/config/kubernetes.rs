@@ -7,7 +7,7 @@ use serde::Deserialize;
 use super::error::{invalid, ConfigError};
 use crate::kubernetes::bindings::Binding;
 use crate::kubernetes::identity::{Verifier, VerifierSettings};
-use crate::kubernetes::InjectorSettings;
+use crate::kubernetes::{is_object_name, InjectorSettings};
 use crate::service::workload_identity::WorkloadIdentity;
 
 /// How projected service-account tokens are checked (`[kubernetes] identity`).
@@ -101,7 +101,7 @@ impl KubernetesConfig {
                 "required when kubernetes.injector is on",
             ));
         }
-        if !is_dns_label(&self.sidecar_credentials_secret) {
+        if !is_object_name(&self.sidecar_credentials_secret) {
             return Err(invalid(
                 "kubernetes.sidecar_credentials_secret",
                 "a Secret name: 1 to 253 of [a-z0-9.-], starting and ending alphanumeric",
@@ -126,7 +126,7 @@ impl KubernetesConfig {
         match self.identity {
             IdentityMode::Off => return Ok(()),
             IdentityMode::TokenReview => {
-                check_url("kubernetes.api_url", &self.api_url)?;
+                super::check_https_url("kubernetes.api_url", &self.api_url)?;
             }
             IdentityMode::Jwks => {
                 let url = self.jwks_url.as_deref().ok_or_else(|| {
@@ -135,7 +135,7 @@ impl KubernetesConfig {
                         "required when kubernetes.identity = \"jwks\"",
                     )
                 })?;
-                check_url("kubernetes.jwks_url", url)?;
+                super::check_https_url("kubernetes.jwks_url", url)?;
                 if self.issuer.as_deref().is_none_or(|i| i.trim().is_empty()) {
                     return Err(invalid(
                         "kubernetes.issuer",
@@ -149,8 +149,8 @@ impl KubernetesConfig {
         }
         for b in &self.bindings {
             let key = format!("kubernetes.bindings[{}/{}]", b.namespace, b.service_account);
-            let names_ok = is_dns_label(&b.namespace)
-                && (b.service_account == "*" || is_dns_label(&b.service_account));
+            let names_ok = is_object_name(&b.namespace)
+                && (b.service_account == "*" || is_object_name(&b.service_account));
             if !names_ok {
                 return Err(invalid(
                     &key,
@@ -240,20 +240,4 @@ impl KubernetesConfig {
             service_account_auth: self.sidecar_service_account,
         }))
     }
-}
-
-fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "https" | "http") && u.host_str().is_some() => Ok(()),
-        _ => Err(invalid(key, "an https:// URL")),
-    }
-}
-
-/// A Kubernetes object name (RFC 1123 subdomain).
-fn is_dns_label(name: &str) -> bool {
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    (1..=253).contains(&name.len())
-        && name.bytes().all(|b| alnum(b) || b == b'-' || b == b'.')
-        && name.bytes().next().is_some_and(alnum)
-        && name.bytes().last().is_some_and(alnum)
 }

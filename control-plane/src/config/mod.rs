@@ -109,7 +109,7 @@ impl Config {
 
 /// An `https://` URL, or `http://` to a loopback address only: what it carries (audit events,
 /// alerts, a token) must not cross a network in the clear.
-fn check_https_url(key: &str, url: &str) -> Result<(), ConfigError> {
+pub(super) fn check_https_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let url = reqwest::Url::parse(url).map_err(|e| invalid(key, &e.to_string()))?;
     let host = url.host_str().unwrap_or_default();
     let loopback = host == "localhost"

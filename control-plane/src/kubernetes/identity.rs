@@ -35,12 +35,7 @@ impl ServiceAccount {
     pub fn from_username(username: &str) -> Option<ServiceAccount> {
         let rest = username.strip_prefix("system:serviceaccount:")?;
         let (namespace, name) = rest.split_once(':')?;
-        let valid = |s: &str| {
-            (1..=253).contains(&s.len())
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        };
-        (valid(namespace) && valid(name)).then(|| ServiceAccount {
+        (super::is_object_name(namespace) && super::is_object_name(name)).then(|| ServiceAccount {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         })

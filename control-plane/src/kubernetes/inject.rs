@@ -43,12 +43,25 @@ pub const ANNOTATION_RESOURCES: [(&str, &str, &str); 4] = [
     ("agent-secrets.io/memory-limit", "limits", "memory"),
 ];
 
+/// Every annotation the injector reads, by name.
+pub const ANNOTATIONS: [&str; 9] = [
+    ANNOTATION_INJECT,
+    ANNOTATION_STATUS,
+    ANNOTATION_CONTROL_PLANE_URL,
+    ANNOTATION_ROUTES,
+    ANNOTATION_NO_PROXY,
+    ANNOTATION_RESOURCES[0].0,
+    ANNOTATION_RESOURCES[1].0,
+    ANNOTATION_RESOURCES[2].0,
+    ANNOTATION_RESOURCES[3].0,
+];
+
 /// The sidecar container's name; its presence marks a pod as injected.
 pub const SIDECAR_NAME: &str = "agent-secret-proxy";
 /// The sidecar binary in the image (Dockerfile).
 pub const SIDECAR_COMMAND: &str = "/usr/local/bin/agent-secret-proxy";
 /// Where the sidecar reads its configuration (TOML text) from.
-pub const ENV_CONFIG_TOML: &str = "AGENT_SECRET_PROXY_CONFIG_TOML";
+pub use agent_secret_core::api::ENV_PROXY_CONFIG_TOML as ENV_CONFIG_TOML;
 /// The sidecar's admin listener (`/healthz` for the probes, `/metrics`), on the pod's IP: the
 /// kubelet probes the pod's address, not its loopback.
 pub const ADMIN_PORT: u16 = 9090;
@@ -62,8 +75,8 @@ pub const SPOOL_DIR: &str = "/var/lib/agent-secret-proxy";
 /// a Secret volume's files are owned by root, and the sidecar (non-root) reads a key file only
 /// when nobody else can (`agent_secret_core::secret_file`).
 pub const SECRET_ENV: [(&str, &str); 2] = [
-    ("AGENT_SECRET_SIDECAR_KEY", "sidecar-key"),
-    ("AGENT_SECRET_MASTER_KEY", "master-key"),
+    (agent_secret_core::api::ENV_SIDECAR_KEY, "sidecar-key"),
+    (agent_secret_core::api::ENV_MASTER_KEY, "master-key"),
 ];
 
 const VOLUME_TOKEN: &str = "agent-secrets-token";

@@ -9,3 +9,13 @@ pub mod identity;
 pub mod inject;
 
 pub use inject::{InjectError, Injector, InjectorSettings};
+
+/// A Kubernetes object name (an RFC 1123 subdomain: namespaces, service accounts, Secrets):
+/// 1 to 253 of `[a-z0-9.-]`, starting and ending alphanumeric.
+pub fn is_object_name(name: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=253).contains(&name.len())
+        && name.bytes().all(|b| alnum(b) || b == b'-' || b == b'.')
+        && name.bytes().next().is_some_and(alnum)
+        && name.bytes().last().is_some_and(alnum)
+}

@@ -30,6 +30,14 @@ pub struct ResolveRequest {
 /// it must not pick how much of the log one event takes.
 pub const MAX_USER_AGENT_CHARS: usize = 512;
 
+/// The sidecar's environment, which the Kubernetes injector writes and the sidecar reads: its
+/// configuration as TOML text (instead of a file),
+pub const ENV_PROXY_CONFIG_TOML: &str = "AGENT_SECRET_PROXY_CONFIG_TOML";
+/// its sidecar key itself,
+pub const ENV_SIDECAR_KEY: &str = "AGENT_SECRET_SIDECAR_KEY";
+/// and the base64 master key of the local keyring.
+pub const ENV_MASTER_KEY: &str = "AGENT_SECRET_MASTER_KEY";
+
 impl Drop for ResolveRequest {
     fn drop(&mut self) {
         zeroize::Zeroize::zeroize(&mut self.token);

@@ -24,10 +24,7 @@ pub use agent_secret_core::kms::KmsBackend;
 /// Looks up one environment variable by its full name; `None` when unset.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// Env var holding the sidecar key itself.
-pub const ENV_SIDECAR_KEY: &str = "AGENT_SECRET_SIDECAR_KEY";
-/// Env var holding the base64 master key of the local keyring.
-pub const ENV_MASTER_KEY: &str = "AGENT_SECRET_MASTER_KEY";
+pub use agent_secret_core::api::{ENV_MASTER_KEY, ENV_PROXY_CONFIG_TOML, ENV_SIDECAR_KEY};
 
 /// Everything the sidecar reads at start-up.
 #[derive(Clone, Debug, Deserialize)]

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use serde_json::{json, Value};
 
 use super::{
-    InjectError, ANNOTATION_CONTROL_PLANE_URL, ANNOTATION_NO_PROXY, ANNOTATION_RESOURCES,
-    ANNOTATION_ROUTES,
+    InjectError, ANNOTATIONS, ANNOTATION_CONTROL_PLANE_URL, ANNOTATION_NO_PROXY,
+    ANNOTATION_RESOURCES, ANNOTATION_ROUTES,
 };
 
 /// What the pod's annotations ask of the sidecar, checked.
@@ -20,8 +20,25 @@ pub(super) struct Asked {
     pub(super) resources: Value,
 }
 
+/// Longest value of one of our annotations: anyone who may create a pod (or reach the
+/// webhook) chooses these, and they are copied into every container's environment.
+const MAX_ANNOTATION_BYTES: usize = 4096;
+/// Most routes one pod may add.
+const MAX_ROUTES: usize = 32;
+
 impl Asked {
     pub(super) fn read(annotations: &BTreeMap<String, String>) -> Result<Asked, InjectError> {
+        for name in ANNOTATIONS {
+            if annotations
+                .get(name)
+                .is_some_and(|v| v.len() > MAX_ANNOTATION_BYTES)
+            {
+                return Err(InjectError::annotation(
+                    name,
+                    format!("longer than {MAX_ANNOTATION_BYTES} bytes"),
+                ));
+            }
+        }
         let get = |name: &str| {
             annotations
                 .get(name)
@@ -78,6 +95,12 @@ impl Asked {
 fn parse_routes(text: &str) -> Result<Vec<(String, String)>, InjectError> {
     let mut routes: Vec<(String, String)> = Vec::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        if routes.len() == MAX_ROUTES {
+            return Err(InjectError::annotation(
+                ANNOTATION_ROUTES,
+                format!("at most {MAX_ROUTES} routes"),
+            ));
+        }
         let Some((name, url)) = item.split_once('=') else {
             return Err(InjectError::annotation(
                 ANNOTATION_ROUTES,

@@ -392,6 +392,16 @@ fn an_annotation_the_injector_cannot_use_refuses_the_pod_and_names_it() {
         ("agent-secrets.io/cpu-request", "1.2.3"),
         ("agent-secrets.io/no-proxy", "a b"),
     ];
+    // Sizes an attacker chooses are bounded: a 33rd route, a 5 KB value.
+    let many: Vec<String> = (0..33)
+        .map(|i| format!("r{i}=https://r{i}.example/"))
+        .collect();
+    let many = many.join(",");
+    let long = "h".repeat(5000);
+    let cases = cases.into_iter().chain([
+        ("agent-secrets.io/routes", many.as_str()),
+        ("agent-secrets.io/no-proxy", long.as_str()),
+    ]);
     for (annotation, value) in cases {
         let annotations = json!({ "agent-secrets.io/inject": "true", annotation: value });
         let answer = injector().review(&review("CREATE", pod(annotations)));
