@@ -303,7 +303,7 @@ async fn migrate_db(db: &Db, url: &DatabaseUrl) -> anyhow::Result<()> {
 }
 
 /// The file behind a `sqlite://PATH[?opts]` URL, unless it is in memory.
-fn sqlite_file(url: &DatabaseUrl) -> Option<PathBuf> {
+pub fn sqlite_file(url: &DatabaseUrl) -> Option<PathBuf> {
     let rest = url.expose().strip_prefix("sqlite:")?;
     let rest = rest.strip_prefix("//").unwrap_or(rest);
     let path = rest.split('?').next().unwrap_or_default();

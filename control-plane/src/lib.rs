@@ -8,6 +8,7 @@ pub mod api;
 pub mod audit;
 pub mod audit_checkpoint;
 pub mod audit_file;
+pub mod backup;
 pub mod bootstrap;
 pub mod config;
 pub mod db;

@@ -50,6 +50,49 @@ pub struct Metrics {
     pub anomaly_alerts: IntCounterVec,
     /// `alert_webhook_total{outcome}`: POSTs to the alert webhook, `sent` or `failed`.
     pub alert_webhook: IntCounterVec,
+    /// The backup scheduler's (`crate::backup::schedule`).
+    pub backup: BackupMetrics,
+}
+
+/// `backup_last_success_timestamp_seconds` (0 until one is known), `backup_last_size_bytes`
+/// and `backup_failures_total`.
+pub struct BackupMetrics {
+    pub last_success: IntGauge,
+    pub last_size: IntGauge,
+    pub failures: IntCounter,
+}
+
+fn static_ok<T>(_: prometheus::Error) -> T {
+    unreachable!("metric definitions are static and valid")
+}
+
+impl BackupMetrics {
+    fn registered(registry: &Registry) -> BackupMetrics {
+        let metrics = BackupMetrics {
+            last_success: IntGauge::new(
+                "backup_last_success_timestamp_seconds",
+                "When the newest successful backup was made (Unix seconds; 0: none known)",
+            )
+            .unwrap_or_else(static_ok),
+            last_size: IntGauge::new(
+                "backup_last_size_bytes",
+                "Size of the newest successful backup file",
+            )
+            .unwrap_or_else(static_ok),
+            failures: IntCounter::new("backup_failures_total", "Scheduled backups that failed")
+                .unwrap_or_else(static_ok),
+        };
+        for collector in [
+            Box::new(metrics.last_success.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(metrics.last_size.clone()),
+            Box::new(metrics.failures.clone()),
+        ] {
+            if let Err(e) = registry.register(collector) {
+                tracing::error!(error = %e, "metric registration failed");
+            }
+        }
+        metrics
+    }
 }
 
 /// Label values of `connections_timed_out_total`.
@@ -263,6 +306,7 @@ impl Metrics {
             "outcome",
             &["sent", "failed"],
         );
+        let backup = BackupMetrics::registered(&registry);
         let metrics = Metrics {
             registry,
             http_requests,
@@ -283,6 +327,7 @@ impl Metrics {
             audit_sink_lag,
             anomaly_alerts,
             alert_webhook,
+            backup,
         };
         // Every series of a closed label set exists from the start (at 0), so an alert on
         // its rate works before the first refusal.

@@ -15,6 +15,7 @@ pub mod api;
 pub mod approvals;
 mod audit_archive;
 mod audit_export;
+mod backup;
 mod call;
 pub mod client;
 pub mod credentials;
@@ -104,6 +105,31 @@ pub enum Command {
     /// control-plane host, with the admin KMS credentials for rewrap and retire-version).
     #[command(subcommand)]
     Kms(KmsCommand),
+    /// Back up the database now into one file (manifest, compressed, optionally encrypted to
+    /// age recipients); with --keys, export the pepper and keys instead (direct database
+    /// access; run on the control-plane host).
+    Backup(BackupArgs),
+    /// Create an age identity for encrypted backups (a new 0600 file) and print its recipient
+    /// for [backup] recipients. Keep the identity away from the control-plane host.
+    BackupKeygen {
+        /// The identity file to create.
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: PathBuf,
+    },
+    /// Unpack a `backup --keys` export into new files (mode 0600) in --output-dir.
+    RestoreKeys {
+        /// The key export.
+        file: PathBuf,
+        /// age identity file that opens it.
+        #[arg(long, value_name = "FILE")]
+        identity: PathBuf,
+        /// Directory for the files (created 0700; existing files are never overwritten).
+        #[arg(long, value_name = "DIR")]
+        output_dir: PathBuf,
+    },
+    /// Restore a backup into an empty database, then verify it: schema, every table's rows,
+    /// each tenant's audit chain, and a secret decrypting with the current keyring.
+    Restore(RestoreArgs),
     /// Manage sidecars (operator token).
     #[command(subcommand)]
     Sidecar(SidecarCommand),
@@ -152,6 +178,39 @@ pub struct InitArgs {
     /// Write the admin token to this new file (mode 0600) instead of printing it.
     #[arg(long, value_name = "FILE")]
     pub admin_token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Write into DIR instead of [backup] directory.
+    #[arg(long, value_name = "DIR")]
+    pub output_dir: Option<PathBuf>,
+    /// Encrypt to this age recipient (repeatable; default [backup] recipients).
+    #[arg(long = "recipient", value_name = "AGE1...")]
+    pub recipients: Vec<String>,
+    /// Export the pepper, master key and keyring (never part of a database backup) to
+    /// --output, encrypted to the recipients. Keep that file apart from the backups.
+    #[arg(long, requires = "output")]
+    pub keys: bool,
+    /// With --keys: the new file to write.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A file `backup` wrote.
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// age identity file (AGE-SECRET-KEY-1..., mode 0600) for an encrypted backup.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Replace a database that is not empty (stop every server using it first).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -565,6 +624,14 @@ async fn dispatch(cli: Cli, out: Output) -> Result<(), Failure> {
             .await
         }
         Command::Kms(cmd) => kms::run(cmd, out).await,
+        Command::Backup(args) => backup::run(&args, out).await,
+        Command::Restore(args) => backup::restore_file(&args, out).await,
+        Command::BackupKeygen { output } => backup::keygen(&output, out),
+        Command::RestoreKeys {
+            file,
+            identity,
+            output_dir,
+        } => backup::restore_keys(&file, &identity, &output_dir, out),
         Command::Sidecar(cmd) => remote::sidecar(&global, cmd, out).await,
         Command::Agent(cmd) => remote::agent(&global, cmd, out).await,
         Command::Operator(cmd) if accounts::handles(&cmd) => {

@@ -70,6 +70,7 @@ pub async fn run(
         std::path::absolute(&args.dir).map_err(|e| Failure::failed("dev_failed", e.to_string()))?;
     state::create_private_dir(&dir).map_err(failed("dev_failed"))?;
     let mut config = dev_config(&dir, args.listen);
+    write_config_file(&dir, &config).map_err(failed("dev_failed"))?;
     config.notifications = notifications_from_env().map_err(failed("dev_failed"))?;
     bootstrap::ensure_pepper_file(&config).map_err(failed("dev_failed"))?;
     bootstrap::ensure_master_key_file(&config).map_err(failed("dev_failed"))?;
@@ -102,6 +103,7 @@ pub async fn run(
         app.clone(),
         bootstrap::rotation_schedule(&config),
     );
+    let backups = crate::cli::local::start_backups(&config, &app)?;
     let cp_task = tokio::spawn(agent_secret_control_plane::server::serve(
         cp_listener,
         Arc::new(tls.config),
@@ -158,6 +160,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = cp_task.await;
     rotation.abort();
+    if let Some(backups) = backups {
+        backups.abort();
+    }
     let _ = echo_task.await;
     Ok(())
 }
@@ -213,7 +218,40 @@ fn dev_config(dir: &Path, listen: SocketAddr) -> Config {
     config.security.pepper_file = dir.join("pepper");
     config.kms.keyring = dir.join("keyring.json");
     config.kms.master_key_file = dir.join("master.key");
+    config.backup.directory = Some(dir.join("backups"));
     config
+}
+
+/// The same settings as a config file in the state directory, so the commands that run on
+/// the control-plane host (`backup`, `restore`, `kms status`, `audit archive`) work on a dev
+/// install with `-c .agent-secret-store/control-plane.toml`.
+fn write_config_file(dir: &Path, config: &Config) -> anyhow::Result<()> {
+    #[derive(serde::Serialize)]
+    struct File {
+        listen: String,
+        database: serde_json::Value,
+        security: serde_json::Value,
+        kms: serde_json::Value,
+        backup: serde_json::Value,
+    }
+    let text = toml::to_string(&File {
+        listen: config.listen.to_string(),
+        database: serde_json::json!({ "url": config.database.url.expose() }),
+        security: serde_json::json!({ "pepper_file": config.security.pepper_file }),
+        kms: serde_json::json!({
+            "keyring": config.kms.keyring,
+            "master_key_file": config.kms.master_key_file,
+        }),
+        backup: serde_json::json!({ "directory": config.backup.directory }),
+    })?;
+    let header =
+        "# Written by `agent-secret-store dev` at each start: this state directory's control\n\
+                  # plane, for host commands (backup, restore, kms, audit archive) with -c.\n";
+    state::write_private(
+        &dir.join("control-plane.toml"),
+        format!("{header}{text}").as_bytes(),
+    )?;
+    Ok(())
 }
 
 /// `[notifications]` from `AGENT_SECRET_NOTIFICATIONS_*` alone: `dev` reads no config file and

@@ -129,6 +129,7 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
         .or(config.alerts.webhook_token_file.take());
 
     apply_kubernetes(config, &env)?;
+    apply_backup(config, &env)?;
     apply_kms(config, &env)?;
     apply_limits(config, &env)?;
     apply_approvals(config, &env)?;
@@ -149,6 +150,30 @@ pub(super) fn apply(config: &mut Config, lookup: EnvLookup<'_>) -> Result<(), Co
                 ))
             }
         };
+    }
+    Ok(())
+}
+
+fn apply_backup(config: &mut Config, env: &Env<'_>) -> Result<(), ConfigError> {
+    let b = &mut config.backup;
+    b.directory = env.path("BACKUP_DIRECTORY").or(b.directory.take());
+    if let Some(n) = env.parse("BACKUP_INTERVAL_SECONDS", "a number of seconds")? {
+        b.interval_seconds = n;
+    }
+    if let Some(n) = env.parse("BACKUP_RETENTION_DAYS", "a number of days")? {
+        b.retention_days = n;
+    }
+    if let Some(list) = env.get("BACKUP_RECIPIENTS") {
+        b.recipients = list.split(',').map(|r| r.trim().to_owned()).collect();
+    }
+    if let Some(url) = env.secret("BACKUP_POSTGRES_URL")? {
+        b.postgres_url = Some(DatabaseUrl::new(url.expose()));
+    }
+    if let Some(path) = env.path("BACKUP_PG_DUMP") {
+        b.pg_dump = path;
+    }
+    if let Some(path) = env.path("BACKUP_PG_RESTORE") {
+        b.pg_restore = path;
     }
     Ok(())
 }

@@ -12,6 +12,7 @@
 
 mod alerts;
 mod approvals;
+mod backup;
 mod env;
 mod secrets;
 
@@ -33,6 +34,7 @@ use serde::Deserialize;
 pub use agent_secret_core::kms::KmsBackend;
 pub use alerts::{AlertsConfig, RuleTable};
 pub use approvals::{ApprovalsConfig, TrustTierWebhookConfig};
+pub use backup::BackupConfig;
 pub use kubernetes::{IdentityMode, KubernetesConfig};
 pub use notifications::{NotificationsConfig, WebhookUrl};
 pub use secrets::DatabaseUrl;
@@ -69,6 +71,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub alerts: AlertsConfig,
     pub kubernetes: KubernetesConfig,
+    pub backup: BackupConfig,
 }
 
 impl Default for Config {
@@ -89,6 +92,7 @@ impl Default for Config {
             audit: AuditConfig::default(),
             alerts: AlertsConfig::default(),
             kubernetes: KubernetesConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -256,6 +260,7 @@ impl Config {
         self.notifications.validate()?;
         self.alerts.validate()?;
         self.kubernetes.validate(self.tokens.max_ttl_seconds)?;
+        self.backup.validate(&self.database.url)?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

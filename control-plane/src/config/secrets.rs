@@ -82,16 +82,33 @@ impl<'de> Deserialize<'de> for DatabaseUrl {
 }
 
 impl Config {
-    /// The server pepper: `AGENT_SECRET_SECURITY_PEPPER` (base64) if set, else the base64
-    /// content of `security.pepper_file`. At least 32 bytes once decoded.
-    pub fn pepper(&self) -> Result<Pepper, ConfigError> {
-        let (key, text) = match &self.security.pepper {
+    /// The pepper's configured text and where it came from: for [`Config::pepper`], and for
+    /// `backup --keys`, which exports it as configured.
+    pub fn pepper_text(&self) -> Result<(&'static str, SecretString), ConfigError> {
+        Ok(match &self.security.pepper {
             Some(inline) => ("AGENT_SECRET_SECURITY_PEPPER", inline.clone()),
             None => (
                 "security.pepper_file",
                 read_secret_file("security.pepper_file", &self.security.pepper_file)?,
             ),
-        };
+        })
+    }
+
+    /// The master key's configured text and where it came from (as [`Config::pepper_text`]).
+    pub fn master_key_text(&self) -> Result<(&'static str, SecretString), ConfigError> {
+        Ok(match &self.kms.master_key {
+            Some(inline) => ("AGENT_SECRET_MASTER_KEY", inline.clone()),
+            None => (
+                "kms.master_key_file",
+                read_secret_file("kms.master_key_file", &self.kms.master_key_file)?,
+            ),
+        })
+    }
+
+    /// The server pepper: `AGENT_SECRET_SECURITY_PEPPER` (base64) if set, else the base64
+    /// content of `security.pepper_file`. At least 32 bytes once decoded.
+    pub fn pepper(&self) -> Result<Pepper, ConfigError> {
+        let (key, text) = self.pepper_text()?;
         let bytes = STANDARD
             .decode(text.expose().trim())
             .map_err(|_| invalid(key, "the pepper is not valid standard base64"))?;
@@ -101,13 +118,7 @@ impl Config {
     /// The local keyring's master key: `AGENT_SECRET_MASTER_KEY` (base64) if set, else the
     /// base64 content of `kms.master_key_file` (also set by `AGENT_SECRET_MASTER_KEY_FILE`).
     pub fn master_key(&self) -> Result<MasterKey, ConfigError> {
-        let (key, text) = match &self.kms.master_key {
-            Some(inline) => ("AGENT_SECRET_MASTER_KEY", inline.clone()),
-            None => (
-                "kms.master_key_file",
-                read_secret_file("kms.master_key_file", &self.kms.master_key_file)?,
-            ),
-        };
+        let (key, text) = self.master_key_text()?;
         MasterKey::from_base64(text.expose()).map_err(|e| {
             // KmsError::Corrupt("...") renders as "key service data is corrupt: ..."; keep
             // only the part about the key, which never contains key material.

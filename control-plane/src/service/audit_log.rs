@@ -197,11 +197,16 @@ pub async fn export_page(
 /// Walks the caller's tenant chain from the first event to the recorded head.
 pub async fn verify(app: &App, caller: OperatorPrincipal) -> ServiceResult<ChainReport> {
     caller.require(&[Role::Admin, Role::Auditor])?;
-    let head = app.store.audit_head(caller.tenant).await?;
-    let keys = super::checkpoints::verification_keys(app, caller.tenant).await?;
+    verify_tenant(app, caller.tenant).await
+}
+
+/// [`verify`] without a caller: for the installation's own checks (a restore's verification).
+pub async fn verify_tenant(app: &App, tenant: TenantId) -> ServiceResult<ChainReport> {
+    let head = app.store.audit_head(tenant).await?;
+    let keys = super::checkpoints::verification_keys(app, tenant).await?;
     let mut checkpoints = CheckpointVerifier::new(Some(keys));
     // After an archive the database's chain starts where the archive's marker says.
-    let archived = app.store.audit_archive(caller.tenant).await?;
+    let archived = app.store.audit_archive(tenant).await?;
     let mut verifier = match &archived {
         Some(m) => ChainVerifier::starting_at(m.through_seq + 1, m.through_hash),
         None => ChainVerifier::default(),
@@ -213,7 +218,7 @@ pub async fn verify(app: &App, caller: OperatorPrincipal) -> ServiceResult<Chain
             limit: Some(PAGE),
             ..AuditFilter::default()
         };
-        let page = app.store.list_audit(caller.tenant, &filter).await?;
+        let page = app.store.list_audit(tenant, &filter).await?;
         for e in &page {
             verifier.push(e);
             checkpoints.push(e);

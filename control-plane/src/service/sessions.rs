@@ -223,7 +223,7 @@ fn keyed(app: &App, context: &[u8], data: &[u8]) -> [u8; 32] {
 fn random_token() -> SecretString {
     let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
     rand::rng().fill_bytes(bytes.as_mut());
-    SecretString::new(URL_SAFE_NO_PAD.encode(bytes.as_ref()))
+    SecretString::new(URL_SAFE_NO_PAD.encode(&bytes[..]))
 }
 
 /// Seals a new TOTP secret for `operator` under the pepper-derived key ([`crate::totp::seal`]).
