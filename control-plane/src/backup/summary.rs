@@ -141,7 +141,7 @@ pub async fn summarize_postgres(conn: &mut PgConnection) -> Result<Summary, Back
     let mut tables = Vec::with_capacity(names.len());
     for name in &names {
         let table = checked(name)?;
-        let sql = format!("SELECT t::text AS r FROM public.\"{table}\" t ORDER BY r COLLATE \"C\"");
+        let sql = format!("SELECT t::text COLLATE \"C\" AS r FROM public.\"{table}\" t ORDER BY r");
         let mut digest = TableDigest::new();
         let mut rows = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)).fetch(&mut *conn);
         while let Some(row) = rows.try_next().await? {
