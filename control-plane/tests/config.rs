@@ -969,3 +969,75 @@ fn workload_identity_needs_its_verifier_settings_and_well_formed_bindings() {
     let err = load_toml(&binding(good, 86_401), &[]).unwrap_err();
     assert!(err.to_string().contains("max_ttl_seconds"), "{err}");
 }
+
+#[test]
+fn backup_section_comes_from_toml_and_env_and_bad_values_are_refused() {
+    let defaults = Config::load(None, &no_env()).unwrap();
+    assert_eq!(defaults.backup.directory, None);
+    assert_eq!(defaults.backup.retention_days, 30);
+    assert_eq!(defaults.backup.interval_seconds, 86_400);
+
+    let recipient = age::x25519::Identity::generate().to_public().to_string();
+    let c = load_toml(
+        &format!(
+            "[backup]\ndirectory = \"/var/backups/ass\"\ninterval_seconds = 3600\n\
+             recipients = [\"{recipient}\"]\n"
+        ),
+        &[("AGENT_SECRET_BACKUP_RETENTION_DAYS", "7")],
+    )
+    .unwrap();
+    assert_eq!(
+        c.backup.directory.as_deref(),
+        Some(Path::new("/var/backups/ass"))
+    );
+    assert_eq!(c.backup.interval().as_secs(), 3600);
+    assert_eq!(c.backup.retention().as_secs(), 7 * 86_400);
+    assert_eq!(c.backup.age_recipients().unwrap().len(), 1);
+
+    let c = load_toml(
+        "",
+        &[
+            ("AGENT_SECRET_BACKUP_DIRECTORY", "/b"),
+            (
+                "AGENT_SECRET_BACKUP_RECIPIENTS",
+                &format!("{recipient}, {recipient}"),
+            ),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.backup.recipients.len(), 2);
+
+    for (text, key) in [
+        ("[backup]\nretention_days = 0\n", "backup.retention_days"),
+        (
+            "[backup]\ninterval_seconds = 0\n",
+            "backup.interval_seconds",
+        ),
+        (
+            "[backup]\nrecipients = [\"age1nope\"]\n",
+            "backup.recipients",
+        ),
+        (
+            "[backup]\npostgres_url = \"mysql://x\"\n",
+            "backup.postgres_url",
+        ),
+        // PostgreSQL backups need a role that sees every tenant's rows.
+        (
+            "[database]\nurl = \"postgres://app@db/store\"\n[backup]\ndirectory = \"/b\"\n",
+            "backup.postgres_url",
+        ),
+    ] {
+        let err = load_toml(text, &[]).unwrap_err();
+        assert!(err.to_string().contains(key), "{text}: {err}");
+    }
+    // The backup role's URL is a secret: its password never shows.
+    let c = load_toml(
+        "[database]\nurl = \"postgres://app@db/store\"\n[backup]\ndirectory = \"/b\"\n",
+        &[(
+            "AGENT_SECRET_BACKUP_POSTGRES_URL",
+            "postgres://backup:hunter2@db/store",
+        )],
+    )
+    .unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"));
+}
