@@ -133,6 +133,10 @@ fn every_command_has_help() {
         &["kms", "rotate"],
         &["kms", "rewrap"],
         &["kms", "retire-version"],
+        &["backup"],
+        &["backup-keygen"],
+        &["restore"],
+        &["restore-keys"],
     ];
     for command in commands {
         let mut args = command.to_vec();
@@ -744,4 +748,133 @@ fn serve_without_tls_refuses_and_dev_tls_mints_a_trusted_ca() {
         String::from_utf8_lossy(&health.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&health.stdout), "ok");
+}
+
+#[test]
+fn backup_and_restore_through_the_binary_with_encryption_and_a_key_export() {
+    let install = Install::new();
+    let init = one_json_doc(&run(&mut cli(&[
+        "init",
+        "--config",
+        install.cfg(),
+        "--json",
+    ])));
+    let tenant = init["tenant_id"].as_str().unwrap().to_owned();
+
+    // An age identity for the backups, kept apart from the install.
+    let apart = tempfile::tempdir().unwrap();
+    let identity = apart.path().join("backup-identity.txt");
+    let keygen = one_json_doc(&run(&mut cli(&[
+        "backup-keygen",
+        "-o",
+        identity.to_str().unwrap(),
+        "--json",
+    ])));
+    assert_eq!(mode(&identity), 0o600);
+    let recipient = keygen["recipient"].as_str().unwrap().to_owned();
+    assert!(recipient.starts_with("age1"), "{keygen}");
+
+    let backups = install.path("backups");
+    let made = one_json_doc(&run(&mut cli(&[
+        "backup",
+        "--config",
+        install.cfg(),
+        "--output-dir",
+        backups.to_str().unwrap(),
+        "--recipient",
+        &recipient,
+        "--json",
+    ])));
+    let file = made["path"].as_str().unwrap().to_owned();
+    assert!(file.ends_with(".tar.zst.age"), "{made}");
+    assert_eq!(made["encrypted"], true);
+    assert_eq!(mode(Path::new(&file)), 0o600);
+
+    // Restore into a new database of the same installation (same keys), as after losing it.
+    let restored_config = install.path("restored.toml");
+    let text = std::fs::read_to_string(&install.config)
+        .unwrap()
+        .replace("db/store.db", "restored/store.db");
+    std::fs::write(&restored_config, text).unwrap();
+    let cfg = restored_config.to_str().unwrap();
+    let refused = run(&mut cli(&["restore", &file, "--config", cfg]));
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        stderr(&refused).contains("identity_required"),
+        "{}",
+        stderr(&refused)
+    );
+    let restored = one_json_doc(&run(&mut cli(&[
+        "restore",
+        &file,
+        "--config",
+        cfg,
+        "--identity",
+        identity.to_str().unwrap(),
+        "--json",
+    ])));
+    let tenants = restored["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 1, "{restored}");
+    assert_eq!(tenants[0]["tenant_id"], tenant.as_str());
+    assert!(tenants[0]["audit_events"].as_i64().unwrap() >= 1);
+    assert_eq!(mode(&install.path("restored/store.db")), 0o600);
+    // Again into the now restored database: refused, exit 1, nothing on stdout.
+    let again = run(&mut cli(&[
+        "restore",
+        &file,
+        "--config",
+        cfg,
+        "--identity",
+        identity.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stdout(&again).is_empty());
+    assert!(
+        stderr(&again).contains("target_not_empty"),
+        "{}",
+        stderr(&again)
+    );
+
+    // The keys, exported apart (with a warning) and unpacked again: the same pepper.
+    let export = apart.path().join("keys.age");
+    let exported = run(&mut cli(&[
+        "backup",
+        "--config",
+        install.cfg(),
+        "--keys",
+        "--recipient",
+        &recipient,
+        "-o",
+        export.to_str().unwrap(),
+    ]));
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert!(
+        stderr(&exported).contains("WARNING"),
+        "{}",
+        stderr(&exported)
+    );
+    let pepper = std::fs::read_to_string(install.path("keys/pepper")).unwrap();
+    let bytes = std::fs::read(&export).unwrap();
+    assert!(!bytes
+        .windows(pepper.trim().len())
+        .any(|w| w == pepper.trim().as_bytes()));
+    let unpacked = apart.path().join("unpacked");
+    let out = one_json_doc(&run(&mut cli(&[
+        "restore-keys",
+        export.to_str().unwrap(),
+        "--identity",
+        identity.to_str().unwrap(),
+        "--output-dir",
+        unpacked.to_str().unwrap(),
+        "--json",
+    ])));
+    assert_eq!(out["files"].as_array().unwrap().len(), 4, "{out}");
+    assert_eq!(
+        std::fs::read_to_string(unpacked.join("pepper"))
+            .unwrap()
+            .trim(),
+        pepper.trim()
+    );
+    assert_eq!(mode(&unpacked.join("master-key")), 0o600);
 }
