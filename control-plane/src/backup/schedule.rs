@@ -7,8 +7,9 @@
 //! log (so it reaches the SIEM sinks and the dashboard), once per outage; Prometheus has
 //! `backup_last_success_timestamp_seconds` and `backup_failures_total` to alert on as well.
 //!
-//! Several replicas with the same directory: each looks at the newest file first, so on shared
-//! storage they mostly take turns; on local directories each keeps its own series.
+//! Several replicas with the same directory: each looks at the newest file before every
+//! attempt, so on shared storage they take turns; on local directories each keeps its own
+//! series.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,6 +75,15 @@ async fn run(app: Arc<App>, schedule: Schedule) {
             tokio::time::sleep(wait).await;
         }
         let now = Utc::now();
+        // Another replica writing to the same (shared) directory may have made one meanwhile.
+        if let Some(newest) = newest_existing(&app, &schedule) {
+            if let Some(due) = newest.checked_add_signed(interval).filter(|due| *due > now) {
+                last_success = Some(newest);
+                alerted = false;
+                next = due;
+                continue;
+            }
+        }
         // A hung pg_dump must not silence the schedule (and its alert): it is killed.
         let limit = schedule.interval.max(MIN_ATTEMPT_LIMIT);
         let attempt = match tokio::time::timeout(limit, once(&app, &schedule, now)).await {
