@@ -54,7 +54,9 @@ pub async fn serve(args: &ServeArgs, out: Output) -> Result<(), Failure> {
         app.clone(),
         bootstrap::rotation_schedule(&config),
     );
-    let backups = start_backups(&config, &app)?;
+    // docs/operations.md "Backups".
+    let backups = agent_secret_control_plane::backup::schedule::start(&config, &app)
+        .map_err(|e| Failure::new(e.code(), e.to_string(), EXIT_USAGE))?;
     let served =
         agent_secret_control_plane::server::serve(listener, Arc::new(tls), app, shutdown_signal())
             .await;
@@ -63,33 +65,6 @@ pub async fn serve(args: &ServeArgs, out: Output) -> Result<(), Failure> {
         backups.abort();
     }
     served.map_err(|e| Failure::failed("serve_failed", e.to_string()))
-}
-
-/// The backup scheduler, when `[backup] directory` is set (docs/operations.md "Backups").
-pub fn start_backups(
-    config: &Config,
-    app: &Arc<App>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, Failure> {
-    use agent_secret_control_plane::backup::schedule::{spawn, Schedule};
-    match Schedule::from_config(config) {
-        Ok(Some(schedule)) => {
-            tracing::info!(
-                directory = %schedule.directory.display(),
-                interval_seconds = schedule.interval.as_secs(),
-                retention_days = config.backup.retention_days,
-                encrypted = !schedule.recipients.is_empty(),
-                "automatic backups on"
-            );
-            Ok(Some(spawn(app.clone(), schedule)))
-        }
-        Ok(None) => {
-            tracing::warn!(
-                "no [backup] directory: automatic backups are off (docs/operations.md \"Backups\")"
-            );
-            Ok(None)
-        }
-        Err(e) => Err(Failure::new(e.code(), e.to_string(), EXIT_USAGE)),
-    }
 }
 
 /// The configured [tls] pair, or with `--dev-tls DIR` a minted dev CA (fingerprint printed).

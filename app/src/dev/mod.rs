@@ -103,7 +103,8 @@ pub async fn run(
         app.clone(),
         bootstrap::rotation_schedule(&config),
     );
-    let backups = crate::cli::local::start_backups(&config, &app)?;
+    let backups = agent_secret_control_plane::backup::schedule::start(&config, &app)
+        .map_err(|e| Failure::failed(e.code(), e.to_string()))?;
     let cp_task = tokio::spawn(agent_secret_control_plane::server::serve(
         cp_listener,
         Arc::new(tls.config),

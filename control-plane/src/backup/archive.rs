@@ -120,10 +120,15 @@ fn append_bytes<W: Write>(
 
 /// Reads an archive, extracting the database into `dir` (which the caller owns and removes).
 /// Unknown, repeated or oversized entries make the file invalid.
+///
+/// `admit` sees the manifest and its MAC before anything large is written (they come first)
+/// and returns how many bytes the database entry may have: a restore checks the MAC there, so
+/// an altered file is refused before it can fill a disk.
 pub fn read_archive(
     path: &Path,
     identities: &[age::x25519::Identity],
     dir: &Path,
+    admit: impl FnOnce(&[u8], &str) -> Result<u64, BackupError>,
 ) -> Result<Contents, BackupError> {
     let shown = path.display().to_string();
     let file = File::open(path).map_err(BackupError::io(format!("cannot open {shown}")))?;
@@ -143,9 +148,9 @@ pub fn read_archive(
         let plain = decryptor
             .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
             .map_err(|e| BackupError::Decrypt(e.to_string()))?;
-        read_tar(plain, dir, true)
+        read_tar(plain, dir, true, admit)
     } else {
-        read_tar(input, dir, false)
+        read_tar(input, dir, false, admit)
     }
 }
 
@@ -160,7 +165,13 @@ fn read_prefix(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> 
     Ok(filled)
 }
 
-fn read_tar(input: impl Read, dir: &Path, encrypted: bool) -> Result<Contents, BackupError> {
+fn read_tar(
+    input: impl Read,
+    dir: &Path,
+    encrypted: bool,
+    admit: impl FnOnce(&[u8], &str) -> Result<u64, BackupError>,
+) -> Result<Contents, BackupError> {
+    let mut admit = Some(admit);
     let decoder =
         zstd::Decoder::new(input).map_err(|e| BackupError::Format(format!("not zstd: {e}")))?;
     let mut tar = tar::Archive::new(decoder);
@@ -181,6 +192,12 @@ fn read_tar(input: impl Read, dir: &Path, encrypted: bool) -> Result<Contents, B
                 mac = Some(String::from_utf8(bytes).map_err(|_| BackupError::ManifestMac)?);
             }
             n if DATABASE_ENTRIES.contains(&n) && database.is_none() => {
+                let (Some(m), Some(mac), Some(admit)) = (&manifest, &mac, admit.take()) else {
+                    return Err(BackupError::Format(
+                        "the database comes before its manifest".into(),
+                    ));
+                };
+                let limit = admit(m, mac)?;
                 // The name is one of two constants: no path from the file reaches the disk.
                 let path = dir.join(n);
                 let mut out = OpenOptions::new()
@@ -189,7 +206,14 @@ fn read_tar(input: impl Read, dir: &Path, encrypted: bool) -> Result<Contents, B
                     .mode(0o600)
                     .open(&path)
                     .map_err(BackupError::io(format!("cannot create {}", path.display())))?;
-                std::io::copy(&mut entry, &mut out).map_err(format)?;
+                let copied =
+                    std::io::copy(&mut (&mut entry).take(limit.saturating_add(1)), &mut out)
+                        .map_err(format)?;
+                if copied > limit {
+                    return Err(BackupError::Format(
+                        "the database is larger than its manifest says".into(),
+                    ));
+                }
                 database = Some(Payload {
                     name: n.to_owned(),
                     path,
@@ -250,7 +274,7 @@ mod tests {
             assert!(!bytes.windows(5).any(|w| w == b"\"m\":1"));
         }
         let out = tempfile::tempdir().unwrap();
-        let contents = read_archive(&file, identities, out.path()).unwrap();
+        let contents = read_archive(&file, identities, out.path(), |_, _| Ok(u64::MAX)).unwrap();
         assert_eq!(contents.manifest, b"{\"m\":1}");
         assert_eq!(contents.mac, "abcd");
         assert_eq!(contents.encrypted, !recipients.is_empty());
@@ -283,14 +307,43 @@ mod tests {
         write_archive(&file, b"{}", "00", &payload, &[identity.to_public()]).unwrap();
         let out = tempfile::tempdir().unwrap();
         assert!(matches!(
-            read_archive(&file, &[], out.path()),
+            read_archive(&file, &[], out.path(), |_, _| Ok(0)),
             Err(BackupError::NeedsIdentity)
         ));
         let other = age::x25519::Identity::generate();
         assert!(matches!(
-            read_archive(&file, &[other], out.path()),
+            read_archive(&file, &[other], out.path(), |_, _| Ok(0)),
             Err(BackupError::Decrypt(_))
         ));
+    }
+
+    #[test]
+    fn the_manifest_is_admitted_before_the_database_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        std::fs::write(&db, vec![7u8; 4096]).unwrap();
+        let payload = Payload {
+            name: "database.sqlite".into(),
+            path: db,
+        };
+        let file = dir.path().join("b.tar.zst");
+        write_archive(&file, b"{}", "00", &payload, &[]).unwrap();
+        // Refused at the manifest: nothing extracted.
+        let out = tempfile::tempdir().unwrap();
+        let refused = read_archive(&file, &[], out.path(), |_, _| Err(BackupError::ManifestMac));
+        assert!(matches!(refused, Err(BackupError::ManifestMac)));
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0);
+        // Bigger than admitted: refused, never written past the limit.
+        let out = tempfile::tempdir().unwrap();
+        let refused = read_archive(&file, &[], out.path(), |_, _| Ok(1000));
+        assert!(
+            matches!(refused, Err(BackupError::Format(_))),
+            "{refused:?}"
+        );
+        let written = std::fs::metadata(out.path().join("database.sqlite"))
+            .unwrap()
+            .len();
+        assert!(written <= 1001, "{written}");
     }
 
     #[test]
@@ -299,7 +352,7 @@ mod tests {
         let file = dir.path().join("junk");
         std::fs::write(&file, b"definitely not a backup").unwrap();
         assert!(matches!(
-            read_archive(&file, &[], dir.path()),
+            read_archive(&file, &[], dir.path(), |_, _| Ok(0)),
             Err(BackupError::Format(_))
         ));
     }

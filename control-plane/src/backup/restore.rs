@@ -61,8 +61,16 @@ pub async fn restore(
         .prefix(".agent-secret-store-restore-")
         .tempdir()
         .map_err(BackupError::io("cannot create a working directory"))?;
-    let contents = read_archive(file, options.identities, work.path())?;
-    let manifest = Manifest::open(&contents.manifest, &contents.mac, options.pepper)?;
+    let mut opened = None;
+    let contents = read_archive(file, options.identities, work.path(), |bytes, mac| {
+        let manifest = Manifest::open(bytes, mac, options.pepper)?;
+        let limit = manifest.database_bytes;
+        opened = Some(manifest);
+        Ok(limit)
+    })?;
+    let Some(manifest) = opened else {
+        return Err(BackupError::Format("the archive has no manifest".into()));
+    };
     if manifest.backend != target.backend() {
         return Err(BackupError::Config(format!(
             "a {} backup cannot be restored into {}",

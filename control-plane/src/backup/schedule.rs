@@ -57,6 +57,28 @@ impl Schedule {
     }
 }
 
+/// Starts the scheduler `config` asks for (logging whether backups are on); `None` without
+/// `[backup] directory`.
+pub fn start(
+    config: &crate::config::Config,
+    app: &Arc<App>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, BackupError> {
+    let Some(schedule) = Schedule::from_config(config)? else {
+        tracing::warn!(
+            "no [backup] directory: automatic backups are off (docs/operations.md \"Backups\")"
+        );
+        return Ok(None);
+    };
+    tracing::info!(
+        directory = %schedule.directory.display(),
+        interval_seconds = schedule.interval.as_secs(),
+        retention_days = config.backup.retention_days,
+        encrypted = !schedule.recipients.is_empty(),
+        "automatic backups on"
+    );
+    Ok(Some(spawn(app.clone(), schedule)))
+}
+
 /// Starts the scheduler.
 pub fn spawn(app: Arc<App>, schedule: Schedule) -> tokio::task::JoinHandle<()> {
     tokio::spawn(run(app, schedule))

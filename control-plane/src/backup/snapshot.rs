@@ -64,7 +64,10 @@ pub async fn create(
             postgres_dump(url.expose(), pg_dump, work.path()).await?
         }
     };
-    let (database_bytes, database_sha256) = file_digest(&payload.path)?;
+    // Hashing and compressing are CPU and file work: off the async runtime, which in `serve`
+    // is answering requests meanwhile.
+    let digest_of = payload.path.clone();
+    let (database_bytes, database_sha256) = blocking(move || file_digest(&digest_of)).await?;
     let manifest = Manifest {
         format: FORMAT.into(),
         created_at: options.now.to_rfc3339_opts(SecondsFormat::Secs, true),
@@ -81,22 +84,24 @@ pub async fn create(
     let encrypted = !options.recipients.is_empty();
     let name = backup_file_name(options.now, encrypted);
     let partial = work.path().join(format!("{name}{PARTIAL_SUFFIX}"));
-    let bytes = write_archive(
-        &partial,
-        &manifest_bytes,
-        &mac,
-        &payload,
-        options.recipients,
-    )?;
-    let (_, sha256) = file_digest(&partial)?;
-    // A hard link never replaces an existing file (two backups in one second): the second
-    // fails instead of overwriting the first.
     let path = dir.join(&name);
-    std::fs::hard_link(&partial, &path)
-        .map_err(BackupError::io(format!("cannot create {}", path.display())))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    let recipients = options.recipients.to_vec();
+    let (bytes, sha256) = {
+        let (partial, path, dir) = (partial.clone(), path.clone(), dir.to_owned());
+        blocking(move || {
+            let bytes = write_archive(&partial, &manifest_bytes, &mac, &payload, &recipients)?;
+            let (_, sha256) = file_digest(&partial)?;
+            // A hard link never replaces an existing file (two backups in one second): the
+            // second fails instead of overwriting the first.
+            std::fs::hard_link(&partial, &path)
+                .map_err(BackupError::io(format!("cannot create {}", path.display())))?;
+            if let Ok(d) = std::fs::File::open(&dir) {
+                let _ = d.sync_all();
+            }
+            Ok((bytes, sha256))
+        })
+        .await?
+    };
     Ok(BackupReport {
         path,
         bytes,
@@ -104,6 +109,17 @@ pub async fn create(
         encrypted,
         manifest,
     })
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, BackupError> + Send + 'static,
+) -> Result<T, BackupError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| BackupError::Io {
+            context: "backup worker".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
 }
 
 /// Size and SHA-256 (hex) of a file, streamed.
@@ -179,7 +195,23 @@ pub(super) fn split_password(url: &str) -> Result<(String, Option<String>), Back
             "backup.postgres_url: cannot separate the password".into(),
         ));
     }
-    Ok((parsed.to_string(), password))
+    // libpq also takes `?password=`.
+    let mut query_password = None;
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter_map(|(k, v)| {
+            if k == "password" {
+                query_password = Some(v.into_owned());
+                None
+            } else {
+                Some((k.into_owned(), v.into_owned()))
+            }
+        })
+        .collect();
+    if query_password.is_some() {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    Ok((parsed.to_string(), password.or(query_password)))
 }
 
 /// Runs a PostgreSQL client tool; its stderr (bounded) becomes the error.
@@ -259,4 +291,34 @@ async fn postgres_dump(
         },
         summary,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn passwords_never_stay_in_the_url_a_tool_gets() {
+        let (url, password) =
+            split_password("postgres://backup:p%40ss@db.internal:5432/store?sslmode=require")
+                .unwrap();
+        assert_eq!(
+            url,
+            "postgres://backup@db.internal:5432/store?sslmode=require"
+        );
+        assert_eq!(password.as_deref(), Some("p@ss"));
+        let (url, password) =
+            split_password("postgres://backup@db/store?password=hunter2&sslmode=verify-full")
+                .unwrap();
+        assert!(!url.contains("hunter2"), "{url}");
+        assert!(url.contains("sslmode=verify-full"), "{url}");
+        assert_eq!(password.as_deref(), Some("hunter2"));
+        let (url, password) = split_password("postgres://backup@db/store").unwrap();
+        assert_eq!(
+            (url.as_str(), password),
+            ("postgres://backup@db/store", None)
+        );
+    }
 }
