@@ -299,8 +299,10 @@ async fn a_postgres_backup_needs_a_role_that_sees_every_row() {
     assert!(left.is_empty(), "nothing is left behind: {left:?}");
 }
 
-/// Rewrites a backup with `edit` applied to its database file, keeping its manifest and MAC.
-async fn tampered_copy(original: &Path, out: &Path, edit: &str) {
+/// Rewrites a backup with `edit` applied to its database file and its manifest made to state
+/// the new file's size and hash, as a careful forger would; the manifest is re-sealed with
+/// `pepper` when given (an insider holding it), else keeps its old MAC.
+async fn tampered_copy(original: &Path, out: &Path, edit: &str, pepper: Option<&Pepper>) {
     let work = tempfile::tempdir().unwrap();
     let contents = read_archive(original, &[], work.path(), |_, _| Ok(u64::MAX)).unwrap();
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", contents.database.path.display()))
@@ -312,15 +314,15 @@ async fn tampered_copy(original: &Path, out: &Path, edit: &str) {
         .unwrap();
     assert_eq!(changed.rows_affected(), 1, "{edit}");
     pool.close().await;
-    // The manifest states the old file's hash: make it agree, as a careful forger would, so
-    // only the row digests can catch the edit.
     let mut manifest: Manifest = serde_json::from_slice(&contents.manifest).unwrap();
     let bytes = std::fs::read(&contents.database.path).unwrap();
     manifest.database_bytes = bytes.len() as u64;
     manifest.database_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    let forged = serde_json::to_vec_pretty(&manifest).unwrap();
-    // Without the pepper the MAC cannot follow.
-    write_archive(out, &forged, &contents.mac, &contents.database, &[]).unwrap();
+    let (forged, mac) = match pepper {
+        Some(pepper) => manifest.seal(pepper).unwrap(),
+        None => (serde_json::to_vec_pretty(&manifest).unwrap(), contents.mac),
+    };
+    write_archive(out, &forged, &mac, &contents.database, &[]).unwrap();
 }
 
 #[tokio::test]
@@ -348,14 +350,11 @@ async fn a_tampered_backup_fails_verification() {
         pepper: &keys.pepper,
     };
 
+    const EDIT: &str =
+        "UPDATE secrets SET allowed_hosts = '[\"evil.example\"]' WHERE path = 'prod/svc1/key'";
     // One row edited, manifest rewritten to match the file: the MAC gives it away.
     let forged = dir.path().join("forged.tar.zst");
-    tampered_copy(
-        &report.path,
-        &forged,
-        "UPDATE secrets SET allowed_hosts = '[\"evil.example\"]' WHERE path = 'prod/svc1/key'",
-    )
-    .await;
+    tampered_copy(&report.path, &forged, EDIT, None).await;
     let target = dir.path().join("t1.db");
     let refused = restore(&forged, &restore_into(&target), &opts).await;
     assert!(
@@ -366,25 +365,8 @@ async fn a_tampered_backup_fails_verification() {
 
     // One row edited, and even a manifest re-sealed with the real pepper for the new file
     // (an insider with the pepper): the table's row digest gives it away.
-    let work = tempfile::tempdir().unwrap();
-    let contents = read_archive(&report.path, &[], work.path(), |_, _| Ok(u64::MAX)).unwrap();
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", contents.database.path.display()))
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE secrets SET allowed_hosts = '[\"evil.example\"]' WHERE path = 'prod/svc1/key'",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
-    pool.close().await;
-    let mut manifest: Manifest = serde_json::from_slice(&contents.manifest).unwrap();
-    let bytes = std::fs::read(&contents.database.path).unwrap();
-    manifest.database_bytes = bytes.len() as u64;
-    manifest.database_sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    let (sealed, mac) = manifest.seal(&keys.pepper).unwrap();
     let edited = dir.path().join("edited.tar.zst");
-    write_archive(&edited, &sealed, &mac, &contents.database, &[]).unwrap();
+    tampered_copy(&report.path, &edited, EDIT, Some(&keys.pepper)).await;
     let target = dir.path().join("t2.db");
     match restore(&edited, &restore_into(&target), &opts).await {
         Err(BackupError::Verification(problems)) => {

@@ -191,36 +191,19 @@ pub async fn restore_file(args: &RestoreArgs, out: Output) -> Result<(), Failure
 /// recipient to put in `[backup] recipients`. Keep the identity off the control-plane host.
 pub fn keygen(output: &Path, out: Output) -> Result<(), Failure> {
     use age::secrecy::ExposeSecret;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
 
     let identity = age::x25519::Identity::generate();
     let recipient = identity.to_public().to_string();
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(output)
-        .map_err(|e| {
-            Failure::failed(
-                "output_failed",
-                format!("cannot create {}: {e}", output.display()),
-            )
-        })?;
     let secret = identity.to_string();
-    let text = format!(
+    let text = zeroize::Zeroizing::new(format!(
         "# created: {}\n# public key: {recipient}\n{}\n",
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         secret.expose_secret()
-    );
-    let written = file
-        .write_all(text.as_bytes())
-        .and_then(|()| file.sync_all());
-    zeroize::Zeroize::zeroize(&mut text.into_bytes());
-    written.map_err(|e| {
+    ));
+    bootstrap::write_new_secret_file(output, text.as_bytes()).map_err(|e| {
         Failure::failed(
             "output_failed",
-            format!("cannot write {}: {e}", output.display()),
+            format!("cannot create {}: {e}", output.display()),
         )
     })?;
     out.emit(

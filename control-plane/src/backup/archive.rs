@@ -1,12 +1,11 @@
 //! The backup file: a tar of the manifest, its MAC and the database, zstd-compressed, and
 //! optionally age-encrypted. Written and read as streams: a database never sits in memory.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use super::BackupError;
+use super::{create_private, BackupError};
 
 const MANIFEST: &str = "manifest.json";
 const MANIFEST_MAC: &str = "manifest.mac";
@@ -46,12 +45,7 @@ pub fn write_archive(
     recipients: &[age::x25519::Recipient],
 ) -> Result<u64, BackupError> {
     let shown = path.display().to_string();
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(BackupError::io(format!("cannot create {shown}")))?;
+    let file = create_private(path)?;
     let write_err = BackupError::io(format!("writing {shown}"));
     let result = (|| -> std::io::Result<File> {
         let out = BufWriter::new(file);
@@ -200,12 +194,7 @@ fn read_tar(
                 let limit = admit(m, mac)?;
                 // The name is one of two constants: no path from the file reaches the disk.
                 let path = dir.join(n);
-                let mut out = OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(BackupError::io(format!("cannot create {}", path.display())))?;
+                let mut out = create_private(&path)?;
                 let copied =
                     std::io::copy(&mut (&mut entry).take(limit.saturating_add(1)), &mut out)
                         .map_err(format)?;

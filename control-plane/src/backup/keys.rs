@@ -3,14 +3,12 @@
 //! age-encrypted. Whoever holds both this file's identity and a database backup can read
 //! every secret, so the two are meant to be kept apart (docs/operations.md "Key custody").
 
-use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use serde::Serialize;
 
-use super::BackupError;
+use super::{create_private, BackupError};
 use crate::config::{Config, KmsBackend};
 
 /// What an export wrote (names only, never content).
@@ -58,12 +56,7 @@ pub fn export_keys(
         entries.push(("keyring.json", keyring));
     }
     let shown = output.display().to_string();
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(output)
-        .map_err(BackupError::io(format!("cannot create {shown}")))?;
+    let file = create_private(output)?;
     let written = (|| -> std::io::Result<()> {
         let encryptor =
             age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
@@ -130,12 +123,7 @@ pub fn import_keys(
             )));
         };
         let path = dir.join(known);
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(BackupError::io(format!("cannot create {}", path.display())))?;
+        let mut out = create_private(&path)?;
         std::io::copy(&mut entry, &mut out).map_err(format)?;
         out.sync_all()
             .map_err(BackupError::io(format!("cannot sync {}", path.display())))?;

@@ -142,3 +142,15 @@ impl BackupError {
         move |source| BackupError::Io { context, source }
     }
 }
+
+/// A new file, mode 0600, never one that exists already (backups, extracted databases, key
+/// exports).
+pub(crate) fn create_private(path: &std::path::Path) -> Result<std::fs::File, BackupError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(BackupError::io(format!("cannot create {}", path.display())))
+}
