@@ -878,3 +878,71 @@ fn backup_and_restore_through_the_binary_with_encryption_and_a_key_export() {
     );
     assert_eq!(mode(&unpacked.join("master-key")), 0o600);
 }
+
+/// The same on PostgreSQL, production-shaped: the service role, the owner running migrations,
+/// and a backup role that bypasses row-level security (here the test superuser).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backup_and_restore_through_the_binary() {
+    let Some(source) = agent_secret_testkit::pg::test_database().await else {
+        return;
+    };
+    let Some(target) = agent_secret_testkit::pg::test_database().await else {
+        return;
+    };
+    let install = Install::new();
+    let config_for = |db: &agent_secret_testkit::pg::TestDb, name: &str| {
+        let text = std::fs::read_to_string(&install.config).unwrap().replace(
+            &format!(
+                "url = \"sqlite://{}\"",
+                install.path("db/store.db").display()
+            ),
+            &format!(
+                "url = \"{}\"\nowner_url = \"{}\"\nservice_role = \"{}\"",
+                db.service_url,
+                db.owner_url,
+                agent_secret_testkit::pg::SERVICE_ROLE
+            ),
+        );
+        let text = format!("{text}[backup]\npostgres_url = \"{}\"\n", db.admin_url);
+        let path = install.path(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let source_config = config_for(&source, "source.toml");
+    let target_config = config_for(&target, "target.toml");
+    let (src, dst) = (
+        source_config.to_str().unwrap(),
+        target_config.to_str().unwrap(),
+    );
+
+    let init = one_json_doc(&run(&mut cli(&["init", "--config", src, "--json"])));
+    let tenant = init["tenant_id"].as_str().unwrap().to_owned();
+    let backups = install.path("pg-backups");
+    let made = one_json_doc(&run(&mut cli(&[
+        "backup",
+        "--config",
+        src,
+        "--output-dir",
+        backups.to_str().unwrap(),
+        "--json",
+    ])));
+    assert_eq!(made["manifest"]["backend"], "postgres", "{made}");
+    let file = made["path"].as_str().unwrap().to_owned();
+
+    let restored = one_json_doc(&run(&mut cli(&[
+        "restore", &file, "--config", dst, "--json",
+    ])));
+    let tenants = restored["tenants"].as_array().unwrap();
+    assert_eq!(tenants.len(), 1, "{restored}");
+    assert_eq!(tenants[0]["tenant_id"], tenant.as_str());
+    // The restored database serves: `migrate` as its owner finds it current.
+    let migrated = run(&mut cli(&["migrate", "--config", dst]));
+    assert!(migrated.status.success(), "{}", stderr(&migrated));
+    let again = run(&mut cli(&["restore", &file, "--config", dst]));
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("target_not_empty"),
+        "{}",
+        stderr(&again)
+    );
+}
