@@ -382,6 +382,10 @@ async fn a_tampered_backup_fails_verification() {
         }
         other => panic!("expected a verification failure, got {other:?}"),
     }
+    assert!(
+        !target.exists(),
+        "a database that failed verification is not put in place"
+    );
 
     // The untouched backup restores.
     let target = dir.path().join("t3.db");
@@ -551,4 +555,72 @@ async fn backups_that_keep_failing_raise_an_alert_in_every_tenant() {
         .filter(|r| r.starts_with("backup: "))
         .count();
     assert_eq!(backup_alerts, 1);
+}
+
+#[tokio::test]
+async fn a_postgres_restore_that_fails_verification_leaves_the_database_empty() {
+    let Some(db) = support::postgres_test_db().await else {
+        return;
+    };
+    let Some(target) = agent_secret_testkit::pg::test_database().await else {
+        return;
+    };
+    let keys = keys();
+    let app = app_on(&db.service_url, &keys).await;
+    tenant_with_secrets(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let source_of = |url: &str| Source::Postgres {
+        url: DatabaseUrl::new(url),
+        pg_dump: "pg_dump".into(),
+        pg_restore: "pg_restore".into(),
+    };
+    let options = BackupOptions {
+        recipients: &[],
+        pepper: &keys.pepper,
+        now: chrono::Utc::now(),
+    };
+    let report = backup::create(&source_of(&db.admin_url), dir.path(), &options)
+        .await
+        .unwrap();
+    // A manifest that disagrees with its dump (re-sealed with the pepper, so only the
+    // restore's own count can tell).
+    let work = tempfile::tempdir().unwrap();
+    let contents = read_archive(&report.path, &[], work.path(), |_, _| Ok(u64::MAX)).unwrap();
+    let mut manifest: Manifest = serde_json::from_slice(&contents.manifest).unwrap();
+    let secrets = manifest
+        .tables
+        .iter_mut()
+        .find(|t| t.name == "secrets")
+        .unwrap();
+    secrets.rows += 1;
+    let (sealed, mac) = manifest.seal(&keys.pepper).unwrap();
+    let lying = dir.path().join("lying.tar.zst");
+    write_archive(&lying, &sealed, &mac, &contents.database, &[]).unwrap();
+
+    let refused = restore(
+        &lying,
+        &source_of(&target.admin_url),
+        &RestoreOptions {
+            identities: &[],
+            force: false,
+            pepper: &keys.pepper,
+        },
+    )
+    .await;
+    match refused {
+        Err(BackupError::Verification(problems)) => {
+            assert!(
+                problems.iter().any(|p| p.contains("table secrets")),
+                "{problems:?}"
+            )
+        }
+        other => panic!("expected a verification failure, got {other:?}"),
+    }
+    let admin = target.admin_pool().await;
+    let tables: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    assert_eq!(tables, 0, "nothing that failed verification stays");
 }

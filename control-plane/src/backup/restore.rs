@@ -50,8 +50,9 @@ pub struct TenantCheck {
 }
 
 /// Restores `file` into `target`, which must be empty unless `force`, and checks the result
-/// against the manifest. On a mismatch the restored data stays for inspection and the error
-/// lists every difference.
+/// against the manifest. Data that does not match is never left in place (the error lists
+/// every difference): on SQLite it is checked before it replaces the target, on PostgreSQL
+/// its tables are dropped again.
 pub async fn restore(
     file: &Path,
     target: &Source,
@@ -87,9 +88,14 @@ pub async fn restore(
             "the database in the archive is not the one its manifest describes".into(),
         ]));
     }
-    let found = match target {
+    let expected = Summary {
+        schema_version: manifest.schema_version,
+        tables: manifest.tables.clone(),
+        audit_heads: manifest.audit_heads.clone(),
+    };
+    match target {
         Source::Sqlite { path } => {
-            restore_sqlite(&contents.database.path, path, options.force).await?
+            restore_sqlite(&contents.database.path, path, options.force, &expected).await?
         }
         Source::Postgres {
             url, pg_restore, ..
@@ -99,18 +105,10 @@ pub async fn restore(
                 url.expose(),
                 pg_restore,
                 options.force,
+                &expected,
             )
             .await?
         }
-    };
-    let expected = Summary {
-        schema_version: manifest.schema_version,
-        tables: manifest.tables.clone(),
-        audit_heads: manifest.audit_heads.clone(),
-    };
-    let diffs = differences(&expected, &found);
-    if !diffs.is_empty() {
-        return Err(BackupError::Verification(diffs));
     }
     Ok(Restored {
         manifest,
@@ -118,7 +116,22 @@ pub async fn restore(
     })
 }
 
-async fn restore_sqlite(copy: &Path, target: &Path, force: bool) -> Result<Summary, BackupError> {
+/// Fails with every difference between `expected` and `found`.
+fn check(expected: &Summary, found: &Summary) -> Result<(), BackupError> {
+    let diffs = differences(expected, found);
+    if diffs.is_empty() {
+        Ok(())
+    } else {
+        Err(BackupError::Verification(diffs))
+    }
+}
+
+async fn restore_sqlite(
+    copy: &Path,
+    target: &Path,
+    force: bool,
+    expected: &Summary,
+) -> Result<(), BackupError> {
     if target.is_file() {
         let existing = open_sqlite(target, true).await?;
         let tables: i64 = sqlx::query_scalar(
@@ -154,6 +167,13 @@ async fn restore_sqlite(copy: &Path, target: &Path, force: bool) -> Result<Summa
             BackupError::io(format!("cannot protect {}", staged.display())),
         )?;
     }
+    let staged_db = open_sqlite(&staged, true).await?;
+    let found = summarize_sqlite(&staged_db).await;
+    staged_db.close().await;
+    if let Err(e) = found.and_then(|found| check(expected, &found)) {
+        let _ = std::fs::remove_file(&staged);
+        return Err(e);
+    }
     // A stale write-ahead log of the replaced database must not be replayed into this one.
     for suffix in ["-wal", "-shm"] {
         let mut side = target.as_os_str().to_owned();
@@ -163,11 +183,7 @@ async fn restore_sqlite(copy: &Path, target: &Path, force: bool) -> Result<Summa
     std::fs::rename(&staged, target).map_err(BackupError::io(format!(
         "cannot replace {}",
         target.display()
-    )))?;
-    let restored = open_sqlite(target, true).await?;
-    let summary = summarize_sqlite(&restored).await;
-    restored.close().await;
-    summary
+    )))
 }
 
 async fn restore_postgres(
@@ -175,7 +191,8 @@ async fn restore_postgres(
     url: &str,
     pg_restore: &Path,
     force: bool,
-) -> Result<Summary, BackupError> {
+    expected: &Summary,
+) -> Result<(), BackupError> {
     let mut conn = PgConnection::connect(url).await?;
     let tables: i64 =
         sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
@@ -200,9 +217,25 @@ async fn restore_postgres(
     }
     args.push(dump.display().to_string());
     run_tool("pg_restore", pg_restore, &args, password.as_deref()).await?;
-    let summary = summarize_postgres(&mut conn).await;
+    let found = summarize_postgres(&mut conn).await;
+    let checked = found.and_then(|found| check(expected, &found));
+    if checked.is_err() {
+        // What was restored is not what was backed up: it must not be served. The database
+        // was empty before (or its owner chose to replace it with --force).
+        let dropped = sqlx::raw_sql(
+            "DO $$ DECLARE t text; BEGIN \
+               FOR t IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' LOOP \
+                 EXECUTE format('DROP TABLE IF EXISTS public.%I CASCADE', t); \
+               END LOOP; END $$",
+        )
+        .execute(&mut conn)
+        .await;
+        if let Err(e) = dropped {
+            tracing::error!(error = %e, "could not drop a restore that failed verification");
+        }
+    }
     conn.close().await.ok();
-    summary
+    checked
 }
 
 /// The checks that need the service itself, on the restored database: each tenant's audit
