@@ -3,7 +3,11 @@
 # command). Built with the toolchain of rust-toolchain/Cargo.toml's rust-version, run on
 # distroless as the `nonroot` user (65532), with no shell or package manager in the image.
 #
-#   docker build -t agent-secret-store:0.1.0 .
+#   docker build --build-arg SOURCE_DATE_EPOCH="$(git log -1 --format=%ct)" \
+#     -t agent-secret-store:0.1.0 .
+#
+# The binaries are built with tools/release-env, the settings tools/reproducible-build checks
+# (docs/supply-chain.md): the same commit, toolchain and base image give the same binaries.
 #
 # No HEALTHCHECK: the orchestrator probes (/readyz, /healthz over HTTPS; the sidecar's admin
 # /healthz), and distroless has no client to run one with.
@@ -15,7 +19,10 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked \
+# The commit's time (.dockerignore keeps .git out of the context); release-env uses 0 without it.
+ARG SOURCE_DATE_EPOCH
+RUN . tools/release-env \
+    && cargo build --release --locked \
         -p agent-secret-store --bin agent-secret-store \
         -p agent-secret-proxy --bin agent-secret-proxy
 
