@@ -52,6 +52,24 @@ fn keys() -> Keys {
     }
 }
 
+/// Unencrypted backups made now, MACed with `keys`' pepper.
+fn plain(keys: &Keys) -> BackupOptions<'_> {
+    BackupOptions {
+        recipients: &[],
+        pepper: &keys.pepper,
+        now: chrono::Utc::now(),
+    }
+}
+
+/// PostgreSQL through `url`, with the client tools on the PATH.
+fn postgres(url: &str) -> Source {
+    Source::Postgres {
+        url: DatabaseUrl::new(url),
+        pg_dump: "pg_dump".into(),
+        pg_restore: "pg_restore".into(),
+    }
+}
+
 async fn app_on(url: &str, keys: &Keys) -> Arc<App> {
     let db = Db::connect(url).await.unwrap();
     Arc::new(App::new(
@@ -143,11 +161,7 @@ async fn backup_in_flight_restores_consistently(
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let options = BackupOptions {
-        recipients: &[],
-        pepper: &keys.pepper,
-        now: chrono::Utc::now(),
-    };
+    let options = plain(keys);
     let report = backup::create(&source, dir.path(), &options).await.unwrap();
     // Still writing after the backup: the backup caught it mid-stream.
     eventually(
@@ -256,15 +270,10 @@ async fn postgres_backup_during_writes_restores_a_consistent_state() {
     };
     let keys = keys();
     let app = app_on(&db.service_url, &keys).await;
-    let source_of = |url: &str| Source::Postgres {
-        url: DatabaseUrl::new(url),
-        pg_dump: "pg_dump".into(),
-        pg_restore: "pg_restore".into(),
-    };
     backup_in_flight_restores_consistently(
         app,
-        source_of(&db.admin_url),
-        source_of(&target.admin_url),
+        postgres(&db.admin_url),
+        postgres(&target.admin_url),
         &target.service_url,
         &keys,
     )
@@ -280,18 +289,10 @@ async fn a_postgres_backup_needs_a_role_that_sees_every_row() {
     let app = app_on(&db.service_url, &keys).await;
     tenant_with_secrets(&app).await;
     let dir = tempfile::tempdir().unwrap();
-    let options = BackupOptions {
-        recipients: &[],
-        pepper: &keys.pepper,
-        now: chrono::Utc::now(),
-    };
+    let options = plain(&keys);
     // Even the tables' owner is confined by row-level security (FORCE): a backup through it
     // would hold no tenant's rows, so it fails instead of writing one.
-    let source = Source::Postgres {
-        url: DatabaseUrl::new(db.owner_url.as_str()),
-        pg_dump: "pg_dump".into(),
-        pg_restore: "pg_restore".into(),
-    };
+    let source = postgres(&db.owner_url);
     let refused = backup::create(&source, dir.path(), &options).await;
     let message = refused.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(message.contains("row-level security"), "{message}");
@@ -332,11 +333,7 @@ async fn a_tampered_backup_fails_verification() {
     let app = app_on(&db.url, &keys).await;
     tenant_with_secrets(&app).await;
     let dir = tempfile::tempdir().unwrap();
-    let options = BackupOptions {
-        recipients: &[],
-        pepper: &keys.pepper,
-        now: chrono::Utc::now(),
-    };
+    let options = plain(&keys);
     let source = Source::Sqlite {
         path: db.path.clone(),
     };
@@ -569,17 +566,8 @@ async fn a_postgres_restore_that_fails_verification_leaves_the_database_empty() 
     let app = app_on(&db.service_url, &keys).await;
     tenant_with_secrets(&app).await;
     let dir = tempfile::tempdir().unwrap();
-    let source_of = |url: &str| Source::Postgres {
-        url: DatabaseUrl::new(url),
-        pg_dump: "pg_dump".into(),
-        pg_restore: "pg_restore".into(),
-    };
-    let options = BackupOptions {
-        recipients: &[],
-        pepper: &keys.pepper,
-        now: chrono::Utc::now(),
-    };
-    let report = backup::create(&source_of(&db.admin_url), dir.path(), &options)
+    let options = plain(&keys);
+    let report = backup::create(&postgres(&db.admin_url), dir.path(), &options)
         .await
         .unwrap();
     // A manifest that disagrees with its dump (re-sealed with the pepper, so only the
@@ -599,7 +587,7 @@ async fn a_postgres_restore_that_fails_verification_leaves_the_database_empty() 
 
     let refused = restore(
         &lying,
-        &source_of(&target.admin_url),
+        &postgres(&target.admin_url),
         &RestoreOptions {
             identities: &[],
             force: false,
