@@ -90,6 +90,12 @@ impl Install {
     fn cfg(&self) -> &str {
         self.config.to_str().unwrap()
     }
+
+    /// `init` through this install's config; the first tenant's id.
+    fn init(&self) -> String {
+        let init = one_json_doc(&run(&mut cli(&["init", "--config", self.cfg(), "--json"])));
+        init["tenant_id"].as_str().unwrap().to_owned()
+    }
 }
 
 #[test]
@@ -333,13 +339,7 @@ fn init_refuses_a_new_master_key_for_an_existing_keyring() {
 #[test]
 fn kms_commands_rotate_report_and_refuse_to_retire_the_primary() {
     let install = Install::new();
-    let init = one_json_doc(&run(&mut cli(&[
-        "init",
-        "--config",
-        install.cfg(),
-        "--json",
-    ])));
-    let tenant = init["tenant_id"].as_str().unwrap().to_owned();
+    let tenant = install.init();
     let kms = |args: &[&str]| {
         let mut cmd = cli(&["kms"]);
         cmd.args(args).args(["--config", install.cfg(), "--json"]);
@@ -753,13 +753,7 @@ fn serve_without_tls_refuses_and_dev_tls_mints_a_trusted_ca() {
 #[test]
 fn backup_and_restore_through_the_binary_with_encryption_and_a_key_export() {
     let install = Install::new();
-    let init = one_json_doc(&run(&mut cli(&[
-        "init",
-        "--config",
-        install.cfg(),
-        "--json",
-    ])));
-    let tenant = init["tenant_id"].as_str().unwrap().to_owned();
+    let tenant = install.init();
 
     // An age identity for the backups, kept apart from the install.
     let apart = tempfile::tempdir().unwrap();

@@ -9,7 +9,7 @@ use agent_secret_control_plane::backup::{
     RestoreOptions, Source,
 };
 use agent_secret_control_plane::bootstrap;
-use agent_secret_control_plane::config::Config;
+use agent_secret_control_plane::config::{parse_recipients, Config};
 use serde_json::json;
 
 use super::failure::{Failure, EXIT_FAILED, EXIT_USAGE};
@@ -34,16 +34,7 @@ fn recipients(config: &Config, given: &[String]) -> Result<Vec<age::x25519::Reci
     if given.is_empty() {
         return Ok(config.backup.age_recipients()?);
     }
-    given
-        .iter()
-        .map(|r| {
-            age::x25519::Recipient::from_str(r.trim()).map_err(|_| {
-                Failure::invalid_argument(format!(
-                    "--recipient {r:?} is not an age recipient (age1...)"
-                ))
-            })
-        })
-        .collect()
+    Ok(parse_recipients("--recipient", given)?)
 }
 
 /// `backup`: one backup now (or, with `--keys`, the key export).

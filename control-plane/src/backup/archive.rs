@@ -58,11 +58,7 @@ pub fn write_archive(
             )?;
             out.finish()?.into_inner().map_err(|e| e.into_error())
         } else {
-            let encryptor = age::Encryptor::with_recipients(
-                recipients.iter().map(|r| r as &dyn age::Recipient),
-            )
-            .map_err(std::io::Error::other)?;
-            let encrypted = encryptor.wrap_output(out)?;
+            let encrypted = encrypt_to(recipients, out)?;
             let compressed = zstd::Encoder::new(encrypted, ZSTD_LEVEL)?;
             let compressed = write_tar(compressed, manifest, mac, database)?;
             let encrypted = compressed.finish()?;
@@ -134,18 +130,33 @@ pub fn read_archive(
     let input = head.chain(input);
     let encrypted = magic[..n].starts_with(AGE_MAGIC);
     if encrypted {
-        if identities.is_empty() {
-            return Err(BackupError::NeedsIdentity);
-        }
-        let decryptor =
-            age::Decryptor::new(input).map_err(|e| BackupError::Decrypt(e.to_string()))?;
-        let plain = decryptor
-            .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
-            .map_err(|e| BackupError::Decrypt(e.to_string()))?;
-        read_tar(plain, dir, true, admit)
+        read_tar(decrypt_with(identities, input)?, dir, true, admit)
     } else {
         read_tar(input, dir, false, admit)
     }
+}
+
+/// An age stream to `recipients` over `out` (backups and the key export).
+pub(super) fn encrypt_to<W: Write>(
+    recipients: &[age::x25519::Recipient],
+    out: W,
+) -> std::io::Result<age::stream::StreamWriter<W>> {
+    age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(std::io::Error::other)?
+        .wrap_output(out)
+}
+
+/// The plaintext of an age stream, for one of `identities`.
+pub(super) fn decrypt_with<R: Read>(
+    identities: &[age::x25519::Identity],
+    input: R,
+) -> Result<age::stream::StreamReader<R>, BackupError> {
+    if identities.is_empty() {
+        return Err(BackupError::NeedsIdentity);
+    }
+    age::Decryptor::new(input)
+        .and_then(|d| d.decrypt(identities.iter().map(|i| i as &dyn age::Identity)))
+        .map_err(|e| BackupError::Decrypt(e.to_string()))
 }
 
 fn read_prefix(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {

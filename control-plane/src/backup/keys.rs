@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::archive::{decrypt_with, encrypt_to};
 use super::{create_private, BackupError};
 use crate::config::{Config, KmsBackend};
 
@@ -58,10 +59,7 @@ pub fn export_keys(
     let shown = output.display().to_string();
     let file = create_private(output)?;
     let written = (|| -> std::io::Result<()> {
-        let encryptor =
-            age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
-                .map_err(std::io::Error::other)?;
-        let encrypted = encryptor.wrap_output(BufWriter::new(file))?;
+        let encrypted = encrypt_to(recipients, BufWriter::new(file))?;
         let mut tar = tar::Builder::new(encrypted);
         tar.mode(tar::HeaderMode::Deterministic);
         for (name, data) in &entries {
@@ -104,11 +102,7 @@ pub fn import_keys(
     }
     let input = std::fs::File::open(file)
         .map_err(BackupError::io(format!("cannot open {}", file.display())))?;
-    let decryptor = age::Decryptor::new(std::io::BufReader::new(input))
-        .map_err(|e| BackupError::Decrypt(e.to_string()))?;
-    let plain = decryptor
-        .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
-        .map_err(|e| BackupError::Decrypt(e.to_string()))?;
+    let plain = decrypt_with(identities, std::io::BufReader::new(input))?;
     agent_secret_core::secret_file::create_private_parent(&dir.join("x"))
         .map_err(BackupError::io(format!("cannot create {}", dir.display())))?;
     let format = |e: std::io::Error| BackupError::Format(e.to_string());

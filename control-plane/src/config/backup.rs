@@ -55,17 +55,7 @@ impl BackupConfig {
 
     /// The parsed recipients (checked at load, so this cannot fail afterwards in practice).
     pub fn age_recipients(&self) -> Result<Vec<age::x25519::Recipient>, ConfigError> {
-        self.recipients
-            .iter()
-            .map(|r| {
-                age::x25519::Recipient::from_str(r.trim()).map_err(|_| {
-                    invalid(
-                        "backup.recipients",
-                        &format!("{r:?} is not an age X25519 recipient (age1...)"),
-                    )
-                })
-            })
-            .collect()
+        parse_recipients("backup.recipients", &self.recipients)
     }
 
     pub(super) fn validate(&self, database: &DatabaseUrl) -> Result<(), ConfigError> {
@@ -97,4 +87,22 @@ impl BackupConfig {
         }
         Ok(())
     }
+}
+
+/// age X25519 recipients (`age1...`), each error naming `key` (a config key, or a flag).
+pub fn parse_recipients(
+    key: &str,
+    recipients: &[String],
+) -> Result<Vec<age::x25519::Recipient>, ConfigError> {
+    recipients
+        .iter()
+        .map(|r| {
+            age::x25519::Recipient::from_str(r.trim()).map_err(|_| {
+                invalid(
+                    key,
+                    &format!("{r:?} is not an age X25519 recipient (age1...)"),
+                )
+            })
+        })
+        .collect()
 }

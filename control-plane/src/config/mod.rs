@@ -34,7 +34,7 @@ use serde::Deserialize;
 pub use agent_secret_core::kms::KmsBackend;
 pub use alerts::{AlertsConfig, RuleTable};
 pub use approvals::{ApprovalsConfig, TrustTierWebhookConfig};
-pub use backup::BackupConfig;
+pub use backup::{parse_recipients, BackupConfig};
 pub use kubernetes::{IdentityMode, KubernetesConfig};
 pub use notifications::{NotificationsConfig, WebhookUrl};
 pub use secrets::DatabaseUrl;
