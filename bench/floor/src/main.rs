@@ -46,6 +46,10 @@ impl ProxyHttp for Floor {
     }
 }
 
+/// The sidecar's allocator (proxy/src/main.rs), so the floor is built like the sidecar.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let parsed = match args.as_slice() {
