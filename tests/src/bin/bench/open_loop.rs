@@ -3,17 +3,21 @@
 //!
 //! wrk is closed-loop: each connection sends its next request when the last one is answered,
 //! so a slow proxy is sent less and its tail hides ("coordinated omission"). Here request `i` is
-//! due at `start + i / rate` whatever happened before. Each of `conns` keep-alive connections
-//! takes the next due request when it is free; a request taken late because every connection
-//! was still busy is timed from when it was due, so the queueing it suffered counts. A request
-//! taken early waits for its time and is timed from when the timer woke it: tokio's timer has
-//! millisecond granularity, and that slack is the generator's, not the proxy's.
+//! due at `start + i / rate` whatever happened before (evenly spaced, as wrk2 paces). A pacer
+//! thread releases each request at its due time; the first free keep-alive connection sends
+//! it, and its latency is timed from its release, so a request that had to wait for a free
+//! connection counts that wait.
+//!
+//! The pacer is an OS thread sleeping to each due time (Linux timers: microseconds late, the
+//! default 50 µs timer slack at most), not a tokio timer: tokio's timer wheel fires in
+//! millisecond ticks, so at 5,000 req/s it released the ~5 requests due in each millisecond
+//! as one burst, and every proxy's p99 then held the queueing of that burst (bench/README.md
+//! "session 15").
 //!
 //! Plain hyper HTTP/1.1 client connections (chunked bodies are read whole), on the runner's
 //! current-thread runtime, on the load core.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,6 +43,18 @@ pub struct Latency {
 }
 
 impl Latency {
+    /// Pool another run of the same target into this one.
+    pub fn absorb(&mut self, other: Latency) {
+        let seconds = |l: &Latency| l.ok as f64 / l.achieved.max(f64::EPSILON);
+        let elapsed = seconds(self) + seconds(&other);
+        self.sent += other.sent;
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.achieved = self.ok as f64 / elapsed.max(f64::EPSILON);
+        self.samples.extend(other.samples);
+        self.samples.sort_by(f64::total_cmp);
+    }
+
     pub fn p(&self, q: f64) -> f64 {
         percentile(&self.samples, q)
     }
@@ -70,13 +86,14 @@ pub async fn run(
     conns: usize,
 ) -> Latency {
     let total = (rate * seconds).round() as u64;
-    let next = Arc::new(AtomicU64::new(0));
     let request = Arc::new(build_request(path, headers));
     let start = Instant::now() + Duration::from_millis(20);
+    let (release, released) = tokio::sync::mpsc::unbounded_channel();
+    let pacer = std::thread::spawn(move || pace(release, start, rate, total));
+    let released = Arc::new(tokio::sync::Mutex::new(released));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..conns {
-        let (next, request) = (next.clone(), request.clone());
-        workers.spawn(worker(addr, request, next, start, rate, total));
+        workers.spawn(worker(addr, request.clone(), released.clone()));
     }
     let (mut samples, mut errors) = (Vec::with_capacity(total as usize), 0);
     while let Some(done) = workers.join_next().await {
@@ -85,6 +102,7 @@ pub async fn run(
             errors += failed;
         }
     }
+    let _ = pacer.join();
     let elapsed = start.elapsed().as_secs_f64().max(f64::EPSILON);
     samples.sort_by(f64::total_cmp);
     Latency {
@@ -116,30 +134,43 @@ fn clone_request(r: &http::Request<Empty<Bytes>>) -> http::Request<Empty<Bytes>>
     copy
 }
 
+/// Releases request `i` at `start + i / rate` (see the module docs); each release carries
+/// the instant it happened, which the request is timed from.
+fn pace(
+    release: tokio::sync::mpsc::UnboundedSender<Instant>,
+    start: Instant,
+    rate: f64,
+    total: u64,
+) {
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        if release.send(Instant::now()).is_err() {
+            return;
+        }
+    }
+}
+
+type Released = Arc<tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<Instant>>>;
+
 /// One connection's share: (latencies of its successful requests, how many failed). A failed
 /// request (an error status, a socket error, a timeout) drops the connection; the next
 /// request reconnects.
 async fn worker(
     addr: SocketAddr,
     request: Arc<http::Request<Empty<Bytes>>>,
-    next: Arc<AtomicU64>,
-    start: Instant,
-    rate: f64,
-    total: u64,
+    released: Released,
 ) -> (Vec<f64>, u64) {
     let (mut samples, mut errors) = (Vec::new(), 0);
     let mut sender = None;
     loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= total {
+        // The lock is held only while waiting for the next release: a busy connection
+        // leaves it to the free ones.
+        let Some(timed_from) = released.lock().await.recv().await else {
             break;
-        }
-        let due = start + Duration::from_secs_f64(i as f64 / rate);
-        let timed_from = if Instant::now() < due {
-            tokio::time::sleep_until(due.into()).await;
-            Instant::now()
-        } else {
-            due
         };
         if sender.is_none() {
             sender = connect(addr).await;
@@ -197,7 +228,7 @@ pub fn report(runs: &[(String, Latency)]) -> (Vec<Value>, f64) {
     let direct = runs.iter().find(|(t, _)| t == "direct").map(|(_, l)| l);
     let added = |l: &Latency, q: f64| direct.map_or(f64::NAN, |d| l.p(q) - d.p(q));
     println!(
-        "\nLatency at a fixed rate (open loop: timed from when each request was due; + is over direct)"
+        "\nLatency at a fixed rate (open loop, evenly paced: timed from when each request was released; + is over direct)"
     );
     println!(
         "  {:<24} {:>7} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6}",
