@@ -19,11 +19,14 @@ struct Cli {
     config: Option<PathBuf>,
 }
 
-/// mimalloc instead of glibc's malloc: a proxied request allocates and frees ~110 small
-/// blocks, and glibc's bin handling (with `malloc_consolidate` on every larger request) cost
-/// ~12 µs of the sidecar's ~60 µs of CPU per request (bench/README.md "session 15").
+/// jemalloc instead of glibc's malloc. A proxied request allocates and frees ~110 small
+/// blocks, and glibc's bins (with `malloc_consolidate` before every request over 1 KiB) cost
+/// ~10 µs of the sidecar's ~57 µs of CPU per warm request. mimalloc saved a little more on
+/// small requests but ran 512 connections of 1 MiB bodies at ~0.6× glibc's rate (it returns
+/// freed pages after 10 ms and faults them in again); jemalloc matched glibc there with ~30 %
+/// less memory (bench/README.md "session 15").
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     // First thing: the one process-wide rustls provider (ring), before any TLS client exists.

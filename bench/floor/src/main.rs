@@ -46,9 +46,9 @@ impl ProxyHttp for Floor {
     }
 }
 
-/// The sidecar's allocator (proxy/src/main.rs), so the floor is built like the sidecar.
+/// The sidecar's allocator (proxy/src/main.rs says why), so the floor is built like the sidecar.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
