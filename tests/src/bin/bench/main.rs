@@ -15,6 +15,7 @@
 mod control_plane;
 mod open_loop;
 mod probes;
+mod summary;
 mod upstream;
 mod wrk;
 
@@ -838,6 +839,18 @@ fn run(s: Settings) {
         pg_admin.is_some(),
         latency_added_p99,
     );
+    let http = |group: &str, target: &str, conns: u32| {
+        rows.iter()
+            .find(|r| r.group == group && r.target == target && r.conns == conns)
+            .map(|r| (r.run.rps, r.cpu_us))
+    };
+    let summary = summary::print(&summary::Figures {
+        http: &http,
+        latency: &latency,
+        rss: &rss,
+        resolve: &resolve,
+        conns: env.s.conns.iter().copied().max().unwrap_or(64),
+    });
     let json = json!({
         "mode": if env.s.smoke { "smoke" } else { "full" },
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
@@ -855,6 +868,7 @@ fn run(s: Settings) {
         "rss": rss,
         "resolve": resolve,
         "targets": report,
+        "summary": summary,
         "only": env.s.only.iter().map(|o| format!("{o:?}").to_lowercase()).collect::<Vec<_>>(),
         "proxy": env.proxy_bin().display().to_string(),
         "baseline_proxy": env.s.baseline.as_ref().map(|b| b.display().to_string()),
