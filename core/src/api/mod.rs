@@ -10,6 +10,7 @@ pub mod error;
 pub mod operator;
 pub mod session;
 pub mod sidecar;
+pub mod timestamp;
 
 pub use approval::*;
 pub use error::*;
