@@ -35,9 +35,8 @@ pub struct Latency {
     pub sent: u64,
     pub ok: u64,
     pub errors: u64,
-    /// Requests completed per second of the run (falls short of `rate` when the target
-    /// cannot keep up).
-    pub achieved: f64,
+    /// Seconds the run (or the pooled runs) took.
+    elapsed: f64,
     /// Sorted latencies of the successful requests.
     samples: Vec<f64>,
 }
@@ -45,14 +44,17 @@ pub struct Latency {
 impl Latency {
     /// Pool another run of the same target into this one.
     pub fn absorb(&mut self, other: Latency) {
-        let seconds = |l: &Latency| l.ok as f64 / l.achieved.max(f64::EPSILON);
-        let elapsed = seconds(self) + seconds(&other);
         self.sent += other.sent;
         self.ok += other.ok;
         self.errors += other.errors;
-        self.achieved = self.ok as f64 / elapsed.max(f64::EPSILON);
+        self.elapsed += other.elapsed;
         self.samples.extend(other.samples);
         self.samples.sort_by(f64::total_cmp);
+    }
+
+    /// Requests completed per second (falls short of `rate` when the target cannot keep up).
+    pub fn achieved(&self) -> f64 {
+        self.ok as f64 / self.elapsed
     }
 
     pub fn p(&self, q: f64) -> f64 {
@@ -66,7 +68,7 @@ impl Latency {
             "sent": self.sent,
             "ok": self.ok,
             "errors": self.errors,
-            "achieved_per_second": self.achieved,
+            "achieved_per_second": self.achieved(),
             "p50_ms": self.p(0.5),
             "p99_ms": self.p(0.99),
             "p999_ms": self.p(0.999),
@@ -111,7 +113,7 @@ pub async fn run(
         sent: samples.len() as u64 + errors,
         ok: samples.len() as u64,
         errors,
-        achieved: samples.len() as f64 / elapsed,
+        elapsed,
         samples,
     }
 }
@@ -250,7 +252,7 @@ pub fn report(runs: &[(String, Latency)]) -> (Vec<Value>, f64) {
                 "  {:<24} {:>7.0} {:>9.0} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>6}",
                 target,
                 l.rate,
-                l.achieved,
+                l.achieved(),
                 l.p(0.5),
                 l.p(0.99),
                 l.p(0.999),

@@ -137,54 +137,64 @@ fn lines(f: &Figures<'_>) -> Vec<Line> {
             });
         }
     }
-    let added = |target: &str| {
-        f.latency
-            .iter()
-            .find(|v| v["target"] == target)
-            .and_then(|v| v["added_p99_ms"].as_f64())
-            .unwrap_or(f64::NAN)
-    };
     let rate = f
         .latency
         .first()
         .and_then(|v| v["rate"].as_f64())
         .unwrap_or(f64::NAN);
-    for (name, target) in [
-        ("nginx", "nginx"),
-        ("pingora floor", "pingora floor"),
-        ("sidecar warm", "sidecar hot"),
-    ] {
-        lines.push(Line {
-            figure: format!("p99 added at {rate:.0} req/s: {name}"),
-            value: added(target),
-            unit: "ms",
-            floor: added("pingora floor"),
-            nginx: added("nginx"),
-        });
-    }
-    let rss = |target: &str| {
-        f.rss
-            .iter()
-            .find(|v| v["target"] == target)
-            .and_then(|v| v["rss_idle_mib"].as_f64())
-            .unwrap_or(f64::NAN)
-    };
+    lines.extend(compared(
+        f.latency,
+        "added_p99_ms",
+        "ms",
+        ("pingora floor", "nginx"),
+        [
+            ("nginx", "nginx"),
+            ("pingora floor", "pingora floor"),
+            ("sidecar warm", "sidecar hot"),
+        ]
+        .map(|(name, target)| (format!("p99 added at {rate:.0} req/s: {name}"), target)),
+    ));
     let idle = f
         .rss
         .first()
         .map_or(Value::Null, |v| v["idle_connections"].clone());
-    for target in ["nginx", "floor", "sidecar"] {
-        lines.push(Line {
-            figure: format!("RSS, {idle} idle conns: {target}"),
-            value: rss(target),
-            unit: "MiB",
-            floor: rss("floor"),
-            nginx: rss("nginx"),
-        });
-    }
+    lines.extend(compared(
+        f.rss,
+        "rss_idle_mib",
+        "MiB",
+        ("floor", "nginx"),
+        ["nginx", "floor", "sidecar"].map(|t| (format!("RSS, {idle} idle conns: {t}"), t)),
+    ));
     // A scenario `--only` left out has nothing to say.
     lines.retain(|l| !l.value.is_nan());
     lines
+}
+
+/// One line per (figure, target): `key` of that target's row in `rows`, against the same key
+/// of the rows named by `baselines` (floor, nginx).
+fn compared<const N: usize>(
+    rows: &[Value],
+    key: &str,
+    unit: &'static str,
+    baselines: (&str, &str),
+    targets: [(String, &str); N],
+) -> Vec<Line> {
+    let of = |target: &str| {
+        rows.iter()
+            .find(|v| v["target"] == target)
+            .and_then(|v| v[key].as_f64())
+            .unwrap_or(f64::NAN)
+    };
+    targets
+        .into_iter()
+        .map(|(figure, target)| Line {
+            figure,
+            value: of(target),
+            unit,
+            floor: of(baselines.0),
+            nginx: of(baselines.1),
+        })
+        .collect()
 }
 
 fn shown(v: f64) -> String {
