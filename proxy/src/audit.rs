@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use agent_secret_core::api::SidecarAuditEvent;
+use agent_secret_core::api::{SidecarAuditEvent, SidecarAuditEventRef};
 
 use crate::control_plane::ControlPlane;
 use crate::spool::{AuditBody, AuditPipeline, AuditSink, SinkError};
@@ -21,8 +21,8 @@ pub trait AuditBackend: Send + Sync + 'static {
     fn try_reserve(&self, count: usize) -> bool;
     /// Give back room reserved but not used.
     fn release(&self, count: usize);
-    /// Record an event into previously reserved room.
-    fn record_reserved(&self, event: SidecarAuditEvent);
+    /// Record an event into previously reserved room (encoded before this returns).
+    fn record_reserved(&self, event: &SidecarAuditEventRef<'_>);
     /// Reserve room for one refusal event, which may use only part of the room (see
     /// `spool::REFUSAL_SHARE`); false when that part is full.
     fn try_reserve_refusal(&self) -> bool {
@@ -65,24 +65,20 @@ impl Audit {
     }
 
     /// Record a refusal if there is room.
-    pub fn record_denial(&self, event: SidecarAuditEvent) -> Result<(), AuditFull> {
+    pub fn record_denial(&self, event: &SidecarAuditEvent) -> Result<(), AuditFull> {
         if !self.backend.try_reserve_refusal() {
             return Err(AuditFull);
         }
-        AuditPermit {
-            backend: self.backend.clone(),
-            remaining: 1,
-        }
-        .record(vec![event]);
+        self.backend.record_reserved(&event.borrowed());
         Ok(())
     }
 }
 
 impl AuditPermit {
     /// Record events into the reserved room (at most as many as reserved).
-    pub fn record(mut self, events: Vec<SidecarAuditEvent>) {
+    pub fn record<'e>(mut self, events: impl IntoIterator<Item = SidecarAuditEventRef<'e>>) {
         for event in events.into_iter().take(self.remaining) {
-            self.backend.record_reserved(event);
+            self.backend.record_reserved(&event);
             self.remaining -= 1;
         }
     }
@@ -103,7 +99,7 @@ impl AuditBackend for AuditPipeline {
     fn release(&self, count: usize) {
         AuditPipeline::release(self, count)
     }
-    fn record_reserved(&self, event: SidecarAuditEvent) {
+    fn record_reserved(&self, event: &SidecarAuditEventRef<'_>) {
         AuditPipeline::record_reserved(self, event)
     }
     fn try_reserve_refusal(&self) -> bool {

@@ -2,13 +2,16 @@
 //!
 //! Every injection is audited (its room in the spool is reserved before anything is
 //! resolved) and every refusal best effort; both kinds of record carry the same facts about
-//! the caller. They are kept here as borrowed views of the request and turned into owned
-//! `SidecarAuditEvent`s only when a record is written, so a request that neither injects nor
-//! is refused pays nothing for them.
+//! the caller. They are kept here as borrowed views of the request: a request that neither
+//! injects nor is refused pays nothing for them, and an injection's records stay borrowed
+//! until the spool encodes them.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
-use agent_secret_core::api::{SidecarAuditEvent, SidecarEventKind, MAX_USER_AGENT_CHARS};
+use agent_secret_core::api::{
+    SidecarAuditEvent, SidecarAuditEventRef, SidecarEventKind, MAX_USER_AGENT_CHARS,
+};
 use agent_secret_core::host::Destination;
 use agent_secret_core::path::SecretPath;
 use chrono::{DateTime, Utc};
@@ -52,7 +55,7 @@ impl<'r> Caller<'r> {
             kind: SidecarEventKind::SecretRead,
             token_id: self.token_id.map(|id| id.hyphenated().to_string()),
             client_ip: Some(self.client_ip.to_string()),
-            user_agent: self.user_agent(),
+            user_agent: self.user_agent().map(str::to_owned),
             path: path.map(|p| p.to_string()),
             destination_host: destination.map(|d| d.as_str().to_owned()),
             success: false,
@@ -62,39 +65,65 @@ impl<'r> Caller<'r> {
     }
 
     /// One record per injected path, for the token id the grant names (which the control
-    /// plane vouched for, unlike the id read from the presented token).
-    pub fn injections<'p>(
-        &self,
-        token_id: &str,
-        paths: impl Iterator<Item = &'p SecretPath>,
-        destination: &Destination,
+    /// plane vouched for, unlike the id read from the presented token). Borrowed from the
+    /// request, the grant and `client_ip` (this caller's [`IpText`]): each is encoded once
+    /// by the spool, and nothing is copied before that.
+    pub fn injections<'a>(
+        &'a self,
+        client_ip: &'a IpText,
+        token_id: &'a str,
+        paths: impl Iterator<Item = &'a SecretPath> + 'a,
+        destination: &'a Destination,
         occurred_at: DateTime<Utc>,
-    ) -> Vec<SidecarAuditEvent> {
-        let client_ip = self.client_ip.to_string();
-        let destination = destination.as_str();
-        paths
-            .map(|path| SidecarAuditEvent {
-                kind: SidecarEventKind::SecretRead,
-                token_id: Some(token_id.to_owned()),
-                client_ip: Some(client_ip.clone()),
-                user_agent: self.user_agent(),
-                path: Some(path.to_string()),
-                destination_host: Some(destination.to_owned()),
-                success: true,
-                reason: None,
-                occurred_at,
-            })
-            .collect()
+    ) -> impl Iterator<Item = SidecarAuditEventRef<'a>> + 'a {
+        let user_agent = self.user_agent();
+        paths.map(move |path| SidecarAuditEventRef {
+            kind: SidecarEventKind::SecretRead,
+            token_id: Some(token_id),
+            client_ip: Some(client_ip.as_str()),
+            user_agent,
+            path: Some(path.as_str()),
+            destination_host: Some(destination.as_str()),
+            success: true,
+            reason: None,
+            occurred_at,
+        })
     }
 
-    fn user_agent(&self) -> Option<String> {
+    /// The user agent cut to [`MAX_USER_AGENT_CHARS`].
+    fn user_agent(&self) -> Option<&'r str> {
         self.user_agent.map(|ua| {
             let end = ua
                 .char_indices()
                 .nth(MAX_USER_AGENT_CHARS)
                 .map_or(ua.len(), |(at, _)| at);
-            ua[..end].to_owned()
+            &ua[..end]
         })
+    }
+}
+
+/// An IP address as text, on the stack: every injection's audit record names the caller's
+/// address, and a `String` per request for it is an allocation the hot path need not make.
+pub struct IpText {
+    /// The longest address text (IPv6 with an embedded IPv4 address) is 45 bytes.
+    buf: [u8; 45],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> IpText {
+        let mut buf = [0u8; 45];
+        let mut rest = &mut buf[..];
+        // Writes into a slice cannot fail unless the text is longer than the slice, which
+        // no `IpAddr` is; a failure leaves what was written, still ASCII.
+        let _ = write!(rest, "{ip}");
+        let len = 45 - rest.len();
+        IpText { buf, len }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits, hex letters, dots and colons are written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }
 }
 

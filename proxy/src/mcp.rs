@@ -213,9 +213,9 @@ impl HttpTool {
             // Anyone on the host can present garbage: such calls share the refusals' part of
             // the spool instead of the room kept for calls that reached an upstream.
             drop(permit);
-            let _ = self.audit.record_denial(event);
+            let _ = self.audit.record_denial(&event);
         } else {
-            permit.record(vec![event]);
+            permit.record([event.borrowed()]);
         }
         result
     }

@@ -66,7 +66,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use agent_secret_core::api::SidecarAuditEvent;
+use agent_secret_core::api::{SidecarAuditEvent, SidecarAuditEventRef};
 use tokio::sync::{mpsc, oneshot};
 
 pub use file::SpoolError;
@@ -301,7 +301,7 @@ impl AuditPipeline {
 
     /// Queue an event if it fits in the bound. Cheap and non-blocking.
     pub fn record(&self, event: SidecarAuditEvent) -> Result<(), SpoolFull> {
-        let queued = self.inner.capped(event);
+        let queued = self.inner.capped(&event.borrowed());
         self.inner.take(queued.bytes)?;
         self.inner.enqueue(queued);
         Ok(())
@@ -341,7 +341,7 @@ impl AuditPipeline {
     }
 
     /// Record an event into room reserved by [`try_reserve`](Self::try_reserve).
-    pub fn record_reserved(&self, event: SidecarAuditEvent) {
+    pub fn record_reserved(&self, event: &SidecarAuditEventRef<'_>) {
         self.inner.record_reserved(event);
     }
 
@@ -385,7 +385,7 @@ impl Permit {
     /// Record the event this permit reserved room for.
     pub fn record(mut self, event: SidecarAuditEvent) {
         self.armed = false;
-        self.inner.record_reserved(event);
+        self.inner.record_reserved(&event.borrowed());
     }
 }
 
@@ -425,7 +425,7 @@ impl Inner {
     }
 
     /// Settle a reservation to the event's real size (the injection happened: never refuse).
-    fn record_reserved(&self, event: SidecarAuditEvent) {
+    fn record_reserved(&self, event: &SidecarAuditEventRef<'_>) {
         let queued = self.capped(event);
         if queued.bytes > RESERVED_EVENT_BYTES {
             self.used
@@ -437,7 +437,7 @@ impl Inner {
     }
 
     /// Cap the event's fields so it always fits a request, counting it if something was cut.
-    pub(crate) fn capped(&self, event: SidecarAuditEvent) -> Queued {
+    pub(crate) fn capped(&self, event: &SidecarAuditEventRef<'_>) -> Queued {
         let (queued, truncated) = Queued::capped(event);
         if truncated {
             self.truncated.fetch_add(1, Ordering::Relaxed);

@@ -1118,8 +1118,8 @@ impl agent_secret_proxy::audit::AuditBackend for CountingAudit {
     fn release(&self, count: usize) {
         *self.room.lock().unwrap() += count;
     }
-    fn record_reserved(&self, event: agent_secret_core::api::SidecarAuditEvent) {
-        self.events.lock().unwrap().push(event);
+    fn record_reserved(&self, event: &agent_secret_core::api::SidecarAuditEventRef<'_>) {
+        self.events.lock().unwrap().push(event.to_event());
     }
 }
 

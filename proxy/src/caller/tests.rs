@@ -58,15 +58,25 @@ fn injections_are_one_successful_record_per_path_under_the_grants_token_id() {
     ];
     let destination = Destination::parse("127.0.0.1:18080").unwrap();
     let now = Utc::now();
-    let events = caller.injections("grant-token-id", paths.iter(), &destination, now);
+    let client_ip = IpText::new(caller.client_ip);
+    let events: Vec<_> = caller
+        .injections(
+            &client_ip,
+            "grant-token-id",
+            paths.iter(),
+            &destination,
+            now,
+        )
+        .collect();
     assert_eq!(events.len(), 2);
     for (event, path) in events.iter().zip(["prod/a", "prod/b"]) {
-        assert_eq!(event.token_id.as_deref(), Some("grant-token-id"));
-        assert_eq!(event.path.as_deref(), Some(path));
-        assert_eq!(event.destination_host.as_deref(), Some("127.0.0.1:18080"));
-        assert_eq!(event.user_agent.as_deref(), Some("sdk/2"));
+        assert_eq!(event.token_id, Some("grant-token-id"));
+        assert_eq!(event.client_ip, Some("10.0.0.7"));
+        assert_eq!(event.path, Some(path));
+        assert_eq!(event.destination_host, Some("127.0.0.1:18080"));
+        assert_eq!(event.user_agent, Some("sdk/2"));
         assert!(event.success);
-        assert_eq!((event.reason.as_deref(), event.occurred_at), (None, now));
+        assert_eq!((event.reason, event.occurred_at), (None, now));
     }
 }
 

@@ -16,7 +16,9 @@
 //! * batches are cut by bytes as well as by count, so their JSON stays below
 //!   [`MAX_BATCH_BYTES`], leaving [`BATCH_HEADROOM_BYTES`] under the server's limit.
 
-use agent_secret_core::api::{SidecarAuditEvent, MAX_REQUEST_BODY_BYTES};
+#[cfg(test)]
+use agent_secret_core::api::SidecarAuditEvent;
+use agent_secret_core::api::{SidecarAuditEventRef, MAX_REQUEST_BODY_BYTES};
 
 use std::cell::RefCell;
 
@@ -34,43 +36,102 @@ pub(crate) struct Queued {
 
 impl Queued {
     /// The event with its fields capped (see this module's caps), and whether anything was cut.
-    pub(crate) fn capped(mut event: SidecarAuditEvent) -> (Queued, bool) {
-        let truncated = cap_event(&mut event);
-        let json = encode(&event);
-        let queued = Queued {
-            bytes: json.len() as u64 + 1,
-            is_report: event.dropped_count().is_some(),
-            json,
-        };
-        (queued, truncated)
+    pub(crate) fn capped(event: &SidecarAuditEventRef<'_>) -> (Queued, bool) {
+        SCRATCH.with_borrow_mut(|buf| {
+            buf.clear();
+            let truncated = write_event(buf, event);
+            let queued = Queued {
+                json: Box::from(&buf[..]),
+                is_report: event.dropped_count().is_some(),
+                bytes: buf.len() as u64 + 1,
+            };
+            // A capped event is at most MAX_EVENT_BYTES; a buffer it grew is not kept.
+            buf.shrink_to(1024);
+            (queued, truncated)
+        })
     }
 }
 
 thread_local! {
-    /// Where events are serialized before their exact-size copy: serializing straight into a
-    /// fresh buffer grows it twice and shrinks it once per event, and those odd-sized chunks
-    /// cost glibc's malloc more than the copy (measured, bench/README.md "session 12").
+    /// Where events are written before their exact-size copy: writing straight into a fresh
+    /// buffer grows it twice and shrinks it once per event, and those odd-sized chunks cost
+    /// the allocator more than the copy (measured, bench/README.md "session 12").
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
 }
 
-/// The event's compact JSON. Strings, booleans and a timestamp cannot fail to serialize; if
-/// one ever did, the event is sent as `null`, which the control plane refuses on its own, so
-/// the pipeline dead-letters it and reports the loss (`audit.dropped`) rather than losing it
-/// silently.
-fn encode(event: &SidecarAuditEvent) -> Box<[u8]> {
-    SCRATCH.with_borrow_mut(|buf| {
-        buf.clear();
-        let json = match serde_json::to_writer(&mut *buf, event) {
-            Ok(()) => Box::from(&buf[..]),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode an audit event; it will be dead-lettered");
-                Box::from(&b"null"[..])
-            }
-        };
-        // A capped event is at most MAX_EVENT_BYTES; a buffer it grew is not kept.
-        buf.shrink_to(1024);
-        json
-    })
+/// Appends the capped event's compact JSON to `out`: the bytes `serde_json` writes for the
+/// `SidecarAuditEvent` with [`cap_event`] applied (same fields, same order; a test holds the
+/// two equal), without building that event. Every injection is audited, and building owned
+/// copies of its fields and serializing them was ~7,000 instructions of a warm request
+/// (bench/results/warm-path-callgrind.md). Returns whether a field was cut.
+fn write_event(out: &mut Vec<u8>, e: &SidecarAuditEventRef<'_>) -> bool {
+    out.push(b'{');
+    if !e.kind.is_secret_read() {
+        out.extend_from_slice(b"\"kind\":");
+        push_json(out, &e.kind);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"token_id\":");
+    let mut cut = push_text(out, e.token_id, MAX_ID_CHARS, false);
+    out.extend_from_slice(b",\"client_ip\":");
+    cut |= push_text(out, e.client_ip, MAX_ID_CHARS, false);
+    out.extend_from_slice(b",\"user_agent\":");
+    cut |= push_text(out, e.user_agent, MAX_TEXT_CHARS, false);
+    out.extend_from_slice(b",\"path\":");
+    cut |= push_text(out, e.path, MAX_TEXT_CHARS, true);
+    out.extend_from_slice(b",\"destination_host\":");
+    cut |= push_text(out, e.destination_host, MAX_TEXT_CHARS, true);
+    out.extend_from_slice(if e.success {
+        b",\"success\":true,\"reason\":"
+    } else {
+        b",\"success\":false,\"reason\":"
+    });
+    cut |= push_text(out, e.reason, MAX_REASON_CHARS, false);
+    out.extend_from_slice(b",\"occurred_at\":");
+    agent_secret_core::api::timestamp::push_json(&e.occurred_at, out);
+    out.push(b'}');
+    cut
+}
+
+/// One capped text field as JSON (`null` when absent); whether it was cut. Text that needs
+/// neither a cut nor an escape (the request path's ids, addresses, paths and hosts) is copied
+/// as it is; anything else is capped by the same rule as [`cap_event`] and escaped by
+/// `serde_json`.
+fn push_text(out: &mut Vec<u8>, text: Option<&str>, max_chars: usize, no_query: bool) -> bool {
+    let Some(text) = text else {
+        out.extend_from_slice(b"null");
+        return false;
+    };
+    let plain = |b: &u8| {
+        (0x20..0x7f).contains(b)
+            && *b != b'"'
+            && *b != b'\\'
+            && !(no_query && matches!(b, b'?' | b'#'))
+    };
+    if text.len() <= max_chars && text.as_bytes().iter().all(plain) {
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return false;
+    }
+    let mut field = Some(text.to_owned());
+    let mut cut = no_query && drop_query(&mut field);
+    cut |= cap(&mut field, max_chars);
+    push_json(out, &field);
+    cut
+}
+
+/// `value`'s JSON. Strings and unit variants cannot fail to serialize; if one ever did, the
+/// value is written as `null`, which the control plane refuses, so the pipeline dead-letters
+/// the event and reports the loss (`audit.dropped`) rather than losing it silently.
+fn push_json(out: &mut Vec<u8>, value: &impl serde::Serialize) {
+    match serde_json::to_vec(value) {
+        Ok(json) => out.extend_from_slice(&json),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode an audit event field; it will be dead-lettered");
+            out.extend_from_slice(b"null");
+        }
+    }
 }
 
 /// The body of one `POST /v1/sidecar/audit`: `{"events":[…]}` around the events' JSON, built
@@ -113,7 +174,9 @@ const ELLIPSIS: char = '…';
 /// What replaces a dropped query string or fragment.
 const QUERY_DROPPED: &str = "?…";
 
-/// Cap `event`'s fields (see the module docs). Returns whether anything changed.
+/// Cap `event`'s fields (see the module docs). Returns whether anything changed. The rule
+/// [`write_event`] applies as it writes; kept whole for the tests that hold the two equal.
+#[cfg(test)]
 pub(crate) fn cap_event(event: &mut SidecarAuditEvent) -> bool {
     let mut changed = drop_query(&mut event.path);
     changed |= drop_query(&mut event.destination_host);

@@ -76,7 +76,7 @@ impl SpoolFile {
         {
             match serde_json::from_slice::<SidecarAuditEvent>(line) {
                 Ok(event) => {
-                    let (queued, truncated) = Queued::capped(event);
+                    let (queued, truncated) = Queued::capped(&event.borrowed());
                     truncated_on_load += u64::from(truncated);
                     bytes += queued.bytes;
                     entries.push_back(queued);

@@ -325,7 +325,7 @@ async fn permits_settle_and_release_room() {
     assert!(p.try_reserve(2));
     assert_eq!(p.stats().used_bytes, 2 * RESERVED_EVENT_BYTES);
     p.release(1);
-    p.record_reserved(event(0));
+    p.record_reserved(&event(0).borrowed());
     p.reserve().unwrap().record(event(1));
     p.flush().await;
     assert_eq!(sink.tokens(), tokens(0..2));
@@ -841,6 +841,72 @@ fn the_worst_case_capped_event_fits_max_event_bytes() {
     assert!(!bound::cap_event(&mut e), "capping is idempotent");
 }
 
+/// Text for one audit field: mostly what the request path records (ids, addresses, paths,
+/// hosts), sometimes what needs capping or escaping (quotes, backslashes, control and
+/// non-ASCII characters, queries, fragments, a dropped-query marker, long runs).
+fn field_text() -> impl proptest::strategy::Strategy<Value = Option<String>> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        "[a-z0-9./:_-]{0,24}",
+        Just("\"".to_owned()),
+        Just("\\".to_owned()),
+        Just("?q=1".to_owned()),
+        Just("#frag".to_owned()),
+        Just("?…".to_owned()),
+        Just("é𝄞".to_owned()),
+        Just("\u{7f}\t\n".to_owned()),
+        "\\PC{0,4}",
+        Just("x".repeat(300)),
+    ];
+    proptest::option::of(proptest::collection::vec(piece, 0..5).prop_map(|p| p.concat()))
+}
+
+proptest::proptest! {
+    /// The spool's encoder writes exactly the JSON `serde_json` writes for the event with
+    /// its fields capped, and says whether the caps cut anything, for any field text: the
+    /// encoder's copy-as-is path for plain text and its cap-and-escape path agree with the
+    /// rule the module documents.
+    #[test]
+    fn the_encoder_writes_what_serde_writes_for_the_capped_event(
+        token_id in field_text(),
+        client_ip in field_text(),
+        user_agent in field_text(),
+        path in field_text(),
+        destination_host in field_text(),
+        reason in field_text(),
+        success: bool,
+        mcp: bool,
+        nanos in 0u32..2_000_000_000,
+    ) {
+        use chrono::TimeZone;
+        let event = SidecarAuditEvent {
+            kind: if mcp {
+                agent_secret_core::api::SidecarEventKind::McpToolCalled
+            } else {
+                Default::default()
+            },
+            token_id,
+            client_ip,
+            user_agent,
+            path,
+            destination_host,
+            success,
+            reason,
+            occurred_at: Utc.timestamp_opt(1_780_000_019, nanos).unwrap(),
+        };
+        let (queued, cut) = bound::Queued::capped(&event.borrowed());
+        let mut capped = event.clone();
+        let expected_cut = bound::cap_event(&mut capped);
+        proptest::prop_assert_eq!(
+            String::from_utf8(queued.json.to_vec()).unwrap(),
+            serde_json::to_string(&capped).unwrap()
+        );
+        proptest::prop_assert_eq!(cut, expected_cut);
+        proptest::prop_assert_eq!(queued.bytes, encoded_len(&capped) + 1);
+        proptest::prop_assert_eq!(queued.is_report, event.dropped_count().is_some());
+    }
+}
+
 #[tokio::test]
 async fn restart_with_a_poisoned_spool_drains_and_injections_work_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -905,7 +971,7 @@ async fn refusals_may_fill_only_a_quarter_of_the_spool_and_injections_keep_the_r
     // A flood of refused requests: each refusal reserves before it records.
     let mut refusals = 0;
     while p.try_reserve_refusal() {
-        p.record_reserved(event(refusals));
+        p.record_reserved(&event(refusals).borrowed());
         refusals += 1;
         assert!(refusals < 100, "refusals never stop being accepted");
     }
@@ -932,7 +998,7 @@ fn an_event_is_encoded_once_and_a_batch_body_is_what_serde_writes_for_the_batch(
         .collect();
     let queued: Vec<bound::Queued> = events
         .iter()
-        .map(|e| bound::Queued::capped(e.clone()).0)
+        .map(|e| bound::Queued::capped(&e.borrowed()).0)
         .collect();
     for (q, e) in queued.iter().zip(&events) {
         assert_eq!(

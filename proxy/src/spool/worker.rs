@@ -419,7 +419,7 @@ impl AuditWorker {
         }
         let report = SidecarAuditEvent::audit_dropped(self.unreported, Utc::now());
         self.unreported = 0;
-        let queued = self.inner.capped(report);
+        let queued = self.inner.capped(&report.borrowed());
         // The loss already happened: its report is never refused for room.
         self.inner.used.fetch_add(queued.bytes, Ordering::AcqRel);
         self.inner.queued.fetch_add(1, Ordering::Relaxed);
