@@ -227,24 +227,7 @@ impl fmt::Debug for IssuedCredential {
 impl PresentedCredential {
     /// Check the shape and checksum of `s` and take it apart. Cheap; no pepper needed.
     pub fn parse(s: &str) -> Result<PresentedCredential, CredentialError> {
-        if s.len() != CREDENTIAL_LEN || !s.is_ascii() {
-            return Err(CredentialError::Malformed);
-        }
-        // All ASCII and of the right length, so these byte splits are on char boundaries.
-        let (body, rest) = s.split_at(BODY_LEN);
-        let kind = CredentialKind::from_prefix(body).ok_or(CredentialError::Malformed)?;
-        let (id_hex, rest_of_body) = body[PREFIX_LEN..].split_at(ID_LEN);
-        let secret = rest_of_body
-            .strip_prefix('_')
-            .ok_or(CredentialError::Malformed)?;
-        let sum = rest.strip_prefix('_').ok_or(CredentialError::Malformed)?;
-        if !is_lower_hex(id_hex) || !is_lower_hex(sum) || !is_base62(secret) {
-            return Err(CredentialError::Malformed);
-        }
-        let id = Uuid::try_parse(id_hex).map_err(|_| CredentialError::Malformed)?;
-        if !checksum_matches(body, sum) {
-            return Err(CredentialError::BadChecksum);
-        }
+        let (kind, id, body) = split(s)?;
         Ok(PresentedCredential {
             kind,
             id,
@@ -258,13 +241,17 @@ impl PresentedCredential {
         s: &str,
     ) -> Result<PresentedCredential, CredentialError> {
         let presented = PresentedCredential::parse(s)?;
-        if presented.kind != expected {
-            return Err(CredentialError::WrongKind {
-                expected,
-                found: presented.kind,
-            });
-        }
+        check_kind(expected, presented.kind)?;
         Ok(presented)
+    }
+
+    /// The id of `s` after the checks of [`parse_kind`](Self::parse_kind), without keeping a
+    /// copy of the secret: for the sidecar, which checks every request's token this way
+    /// and needs only its id (the control plane verifies the rest).
+    pub fn id_of_kind(expected: CredentialKind, s: &str) -> Result<Uuid, CredentialError> {
+        let (kind, id, _) = split(s)?;
+        check_kind(expected, kind)?;
+        Ok(id)
     }
 
     /// The keyed hash the store holds for this credential.
@@ -276,6 +263,36 @@ impl PresentedCredential {
     pub fn verify(&self, pepper: &Pepper, stored_hash: &[u8]) -> bool {
         self.hash(pepper).as_slice().ct_eq(stored_hash).into()
     }
+}
+
+/// Check the shape and checksum of `s`: its kind, id and body (all but the checksum).
+fn split(s: &str) -> Result<(CredentialKind, Uuid, &str), CredentialError> {
+    if s.len() != CREDENTIAL_LEN || !s.is_ascii() {
+        return Err(CredentialError::Malformed);
+    }
+    // All ASCII and of the right length, so these byte splits are on char boundaries.
+    let (body, rest) = s.split_at(BODY_LEN);
+    let kind = CredentialKind::from_prefix(body).ok_or(CredentialError::Malformed)?;
+    let (id_hex, rest_of_body) = body[PREFIX_LEN..].split_at(ID_LEN);
+    let secret = rest_of_body
+        .strip_prefix('_')
+        .ok_or(CredentialError::Malformed)?;
+    let sum = rest.strip_prefix('_').ok_or(CredentialError::Malformed)?;
+    if !is_lower_hex(id_hex) || !is_lower_hex(sum) || !is_base62(secret) {
+        return Err(CredentialError::Malformed);
+    }
+    let id = Uuid::try_parse(id_hex).map_err(|_| CredentialError::Malformed)?;
+    if !checksum_matches(body, sum) {
+        return Err(CredentialError::BadChecksum);
+    }
+    Ok((kind, id, body))
+}
+
+fn check_kind(expected: CredentialKind, found: CredentialKind) -> Result<(), CredentialError> {
+    if found != expected {
+        return Err(CredentialError::WrongKind { expected, found });
+    }
+    Ok(())
 }
 
 fn is_lower_hex(s: &str) -> bool {

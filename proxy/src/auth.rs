@@ -61,10 +61,10 @@ impl AgentToken {
         } else {
             return Err(AuthError::BadScheme);
         };
-        let presented = PresentedCredential::parse_kind(CredentialKind::Token, &token)
+        let id = PresentedCredential::id_of_kind(CredentialKind::Token, &token)
             .map_err(|_| AuthError::NotAToken)?;
         Ok(AgentToken {
-            id: presented.id,
+            id,
             cache_key: Sha256::digest(token.as_bytes()).into(),
             token,
         })

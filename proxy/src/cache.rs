@@ -109,14 +109,19 @@ pub enum CombinedScrubError {
 /// Both caches plus the dead-token memory.
 #[derive(Clone)]
 pub struct Caches {
-    grants: Option<Cache<[u8; 32], Arc<CachedGrant>>>,
-    values: Option<Cache<ValueKey, Arc<CachedValue>>>,
-    scrub_sets: Option<Cache<ScrubKey, Arc<ScrubSet>>>,
+    grants: Option<Cache<[u8; 32], Arc<CachedGrant>, Hasher>>,
+    values: Option<Cache<ValueKey, Arc<CachedValue>, Hasher>>,
+    scrub_sets: Option<Cache<ScrubKey, Arc<ScrubSet>, Hasher>>,
     /// One combined scrubber compiles at a time, on a blocking thread.
     scrub_builds: Arc<tokio::sync::Semaphore>,
-    dead_tokens: Cache<Uuid, ()>,
+    dead_tokens: Cache<Uuid, (), Hasher>,
     grant_ttl_cap: Duration,
 }
+
+/// The caches hash with foldhash, seeded per process, as the rate limits do
+/// (`crate::rate_limit`): their keys are SHA-256 digests, UUIDs and secret paths, and SipHash
+/// (moka's default) was ~1,800 instructions of the four lookups of a warm request.
+type Hasher = foldhash::fast::RandomState;
 
 struct GrantExpiry;
 
@@ -252,14 +257,14 @@ impl Caches {
                 .max_capacity(config.max_entries)
                 .expire_after(GrantExpiry)
                 .support_invalidation_closures()
-                .build()
+                .build_with_hasher(Hasher::default())
         });
         let values = (enabled && config.value_ttl_seconds > 0).then(|| {
             Cache::builder()
                 .max_capacity(config.max_entries)
                 .time_to_live(Duration::from_secs(config.value_ttl_seconds))
                 .support_invalidation_closures()
-                .build()
+                .build_with_hasher(Hasher::default())
         });
         let scrub_sets = (enabled && config.value_ttl_seconds > 0).then(|| {
             Cache::builder()
@@ -269,7 +274,7 @@ impl Caches {
                 })
                 .time_to_live(Duration::from_secs(config.value_ttl_seconds))
                 .support_invalidation_closures()
-                .build()
+                .build_with_hasher(Hasher::default())
         });
         Caches {
             grants,
@@ -279,7 +284,7 @@ impl Caches {
             dead_tokens: Cache::builder()
                 .max_capacity(DEAD_TOKEN_ENTRIES)
                 .time_to_live(DEAD_TOKEN_TTL)
-                .build(),
+                .build_with_hasher(Hasher::default()),
             grant_ttl_cap: Duration::from_secs(config.grant_ttl_seconds),
         }
     }

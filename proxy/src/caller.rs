@@ -113,11 +113,39 @@ pub struct IpText {
 impl IpText {
     pub fn new(ip: IpAddr) -> IpText {
         let mut buf = [0u8; 45];
-        let mut rest = &mut buf[..];
-        // Writes into a slice cannot fail unless the text is longer than the slice, which
-        // no `IpAddr` is; a failure leaves what was written, still ASCII.
-        let _ = write!(rest, "{ip}");
-        let len = 45 - rest.len();
+        let len = match ip {
+            // The common case (agents on loopback or a pod network) without `core::fmt`,
+            // which cost ~1,100 instructions per request here: four decimal octets.
+            IpAddr::V4(v4) => {
+                let mut len = 0;
+                let mut push = |b: u8| {
+                    if let Some(slot) = buf.get_mut(len) {
+                        *slot = b;
+                        len += 1;
+                    }
+                };
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        push(b'.');
+                    }
+                    if octet >= 100 {
+                        push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        push(b'0' + octet / 10 % 10);
+                    }
+                    push(b'0' + octet % 10);
+                }
+                len
+            }
+            IpAddr::V6(_) => {
+                let mut rest = &mut buf[..];
+                // Writes into a slice cannot fail unless the text is longer than the slice,
+                // which no `IpAddr` is; a failure leaves what was written, still ASCII.
+                let _ = write!(rest, "{ip}");
+                45 - rest.len()
+            }
+        };
         IpText { buf, len }
     }
 

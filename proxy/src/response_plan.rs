@@ -94,7 +94,7 @@ pub fn declared_small(response: &ResponseHeader, max: u64) -> bool {
 /// A body that is scrubbed changes length: drop `Content-Length` and send it chunked.
 pub fn stream_chunked(response: &mut ResponseHeader) -> pingora::Result<()> {
     response.remove_header(&CONTENT_LENGTH);
-    response.insert_header(TRANSFER_ENCODING, "chunked")?;
+    response.insert_header(TRANSFER_ENCODING, HeaderValue::from_static("chunked"))?;
     Ok(())
 }
 

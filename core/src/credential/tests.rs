@@ -58,6 +58,34 @@ fn wrong_kind_is_refused() {
 }
 
 #[test]
+fn id_of_kind_decides_as_parse_kind_does() {
+    let token = issue(CredentialKind::Token, &pepper());
+    let agent = issue(CredentialKind::Agent, &pepper());
+    let good = token.token.expose();
+    let mut bad_sum = good.to_owned();
+    bad_sum.replace_range(82.., "00000000");
+    let mut bad_secret = good.to_owned();
+    bad_secret.replace_range(40..41, "!");
+    for presented in [
+        good,
+        agent.token.expose(),
+        &bad_sum,
+        &bad_secret,
+        &good[1..],
+        "",
+    ] {
+        assert_eq!(
+            PresentedCredential::id_of_kind(CredentialKind::Token, presented),
+            PresentedCredential::parse_kind(CredentialKind::Token, presented).map(|p| p.id),
+        );
+    }
+    assert_eq!(
+        PresentedCredential::id_of_kind(CredentialKind::Token, good),
+        Ok(token.id)
+    );
+}
+
+#[test]
 fn hash_is_bound_to_kind_and_id() {
     let p = pepper();
     let issued = issue(CredentialKind::Agent, &p);

@@ -95,3 +95,26 @@ fn the_user_agent_is_cut_to_512_characters_and_dropped_when_not_visible_ascii() 
     let caller = Caller::new(ip(), &binary);
     assert_eq!(caller.user_agent, None);
 }
+
+#[test]
+fn an_address_is_written_as_std_writes_it() {
+    for ip in [
+        "0.0.0.0",
+        "255.255.255.255",
+        "10.0.0.7",
+        "1.20.100.255",
+        "127.0.0.1",
+        "99.100.9.10",
+        "::1",
+        "::ffff:255.255.255.255",
+        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "fe80::1:2",
+    ] {
+        let ip: IpAddr = ip.parse().unwrap();
+        assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+    }
+    for n in (0..=u32::MAX).step_by(16_777_259) {
+        let ip = IpAddr::from(std::net::Ipv4Addr::from(n));
+        assert_eq!(IpText::new(ip).as_str(), ip.to_string());
+    }
+}

@@ -107,40 +107,38 @@ impl AuditWorker {
     }
 
     /// Run until [`shutdown`](super::AuditPipeline::shutdown) or until every handle is dropped.
+    ///
+    /// One timer serves the whole run, re-armed only when the next deadline changes, and a
+    /// wake-up takes every event already queued: every injection sends an event, and arming
+    /// and dropping a timer per event was a measurable share of the sidecar's work per
+    /// request (bench/results/warm-path-callgrind.md).
     pub async fn run(mut self) {
+        let timer = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             let wake = match (self.batch_deadline, self.retry_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            let sleep = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now));
+            if let Some(at) = wake.filter(|at| armed != Some(*at)) {
+                timer.as_mut().reset(at);
+                armed = Some(at);
+            }
             tokio::select! {
-                msg = self.rx.recv() => match msg {
-                    Some(Msg::Event(q)) => {
-                        if self.batch.is_empty() {
-                            self.batch_deadline = Some(Instant::now() + self.flush_interval);
-                        }
-                        self.batch_bytes += q.bytes;
-                        self.batch.push(q);
-                        if self.batch.len() >= self.batch_size || self.batch_bytes >= MAX_BATCH_BYTES {
-                            self.deliver(false).await;
-                        }
-                    }
-                    Some(Msg::Flush(reply)) => {
-                        self.deliver(true).await;
-                        let _ = reply.send(());
-                    }
-                    Some(Msg::Shutdown(reply)) => {
-                        self.stop().await;
-                        let _ = reply.send(());
+                msg = self.rx.recv() => {
+                    if !self.handle(msg).await {
                         return;
                     }
-                    None => {
-                        self.stop().await;
-                        return;
+                    while let Ok(msg) = self.rx.try_recv() {
+                        if !self.handle(Some(msg)).await {
+                            return;
+                        }
                     }
-                },
-                () = sleep, if wake.is_some() => {
+                }
+                () = &mut timer, if wake.is_some() => {
+                    // Fired: whatever the next deadline is, the timer must be armed anew.
+                    armed = None;
                     let now = Instant::now();
                     if self.batch_deadline.is_some_and(|d| d <= now) {
                         self.deliver(false).await;
@@ -148,6 +146,37 @@ impl AuditWorker {
                         self.drain_spool().await;
                     }
                 }
+            }
+        }
+    }
+
+    /// Act on one message (`None`: every sender is gone). False once the worker has stopped.
+    async fn handle(&mut self, msg: Option<Msg>) -> bool {
+        match msg {
+            Some(Msg::Event(q)) => {
+                if self.batch.is_empty() {
+                    self.batch_deadline = Some(Instant::now() + self.flush_interval);
+                }
+                self.batch_bytes += q.bytes;
+                self.batch.push(q);
+                if self.batch.len() >= self.batch_size || self.batch_bytes >= MAX_BATCH_BYTES {
+                    self.deliver(false).await;
+                }
+                true
+            }
+            Some(Msg::Flush(reply)) => {
+                self.deliver(true).await;
+                let _ = reply.send(());
+                true
+            }
+            Some(Msg::Shutdown(reply)) => {
+                self.stop().await;
+                let _ = reply.send(());
+                false
+            }
+            None => {
+                self.stop().await;
+                false
             }
         }
     }
