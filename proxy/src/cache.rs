@@ -115,6 +115,9 @@ pub struct Caches {
     /// One combined scrubber compiles at a time, on a blocking thread.
     scrub_builds: Arc<tokio::sync::Semaphore>,
     dead_tokens: Cache<Uuid, (), Hasher>,
+    /// Set before the first token is marked dead: until then [`Caches::is_dead`] answers
+    /// without a lookup. Every request asks, and most sidecars never see a revocation.
+    any_dead: Arc<AtomicBool>,
     grant_ttl_cap: Duration,
 }
 
@@ -285,6 +288,7 @@ impl Caches {
                 .max_capacity(DEAD_TOKEN_ENTRIES)
                 .time_to_live(DEAD_TOKEN_TTL)
                 .build_with_hasher(Hasher::default()),
+            any_dead: Arc::new(AtomicBool::new(false)),
             grant_ttl_cap: Duration::from_secs(config.grant_ttl_seconds),
         }
     }
@@ -325,11 +329,14 @@ impl Caches {
 
     /// Remember a token id as revoked, expired or invalid.
     pub async fn mark_dead(&self, token_id: Uuid) {
+        // Before the insert: a request that still reads `false` was checked before this
+        // revocation, as it would have been by a lookup that ran before the insert.
+        self.any_dead.store(true, Ordering::SeqCst);
         self.dead_tokens.insert(token_id, ()).await;
     }
 
     pub async fn is_dead(&self, token_id: Uuid) -> bool {
-        self.dead_tokens.get(&token_id).await.is_some()
+        self.any_dead.load(Ordering::SeqCst) && self.dead_tokens.get(&token_id).await.is_some()
     }
 
     /// `token_revoked`: drop the token's grants and remember it.

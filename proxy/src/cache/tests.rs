@@ -125,9 +125,13 @@ async fn revoking_a_token_drops_its_grant_and_remembers_it() {
     );
     caches.put_grant([1; 32], g).await;
     assert!(caches.grant(&[1; 32]).await.is_some());
+    // The request path holds a clone of the caches the watch task revokes through.
+    let request_path = caches.clone();
+    assert!(!request_path.is_dead(id).await);
     caches.revoke_token(&id.hyphenated().to_string()).await;
     assert!(caches.grant(&[1; 32]).await.is_none());
     assert!(caches.is_dead(id).await);
+    assert!(request_path.is_dead(id).await);
 }
 
 #[tokio::test]
