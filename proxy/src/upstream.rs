@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{HOST, PROXY_AUTHORIZATION};
+use http::header::HOST;
 use http::{HeaderName, Uri};
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
@@ -38,23 +38,14 @@ pub fn rewrite_request(req: &mut RequestHeader, admission: &Admission) -> pingor
     let target = &admission.target;
     req.set_uri(Uri::from(target.path_and_query.clone()));
     req.insert_header(HOST, target.host_header())?;
-    // Every agent request carries its token; the sidecar's other headers are rare, so the
-    // names are collected only when one is there.
-    req.remove_header(&PROXY_AUTHORIZATION);
-    if req
+    let sidecar_headers: Vec<HeaderName> = req
         .headers
         .keys()
-        .any(|name| is_sidecar_header(name.as_str()))
-    {
-        let sidecar_headers: Vec<HeaderName> = req
-            .headers
-            .keys()
-            .filter(|name| is_sidecar_header(name.as_str()))
-            .cloned()
-            .collect();
-        for name in sidecar_headers {
-            req.remove_header(&name);
-        }
+        .filter(|name| is_sidecar_header(name.as_str()))
+        .cloned()
+        .collect();
+    for name in sidecar_headers {
+        req.remove_header(&name);
     }
     for header in &admission.substituted {
         req.remove_header(&header.name);
