@@ -60,8 +60,8 @@ thread_local! {
 }
 
 /// Appends the capped event's compact JSON to `out`: the bytes `serde_json` writes for the
-/// `SidecarAuditEvent` with [`cap_event`] applied (same fields, same order; a test holds the
-/// two equal), without building that event. Every injection is audited, and building owned
+/// `SidecarAuditEvent` once `cap_event` has capped it (same fields, same order; a property
+/// test holds the two equal), without building that event. Every injection is audited, and building owned
 /// copies of its fields and serializing them was ~7,000 instructions of a warm request
 /// (bench/results/warm-path-callgrind.md). Returns whether a field was cut.
 fn write_event(out: &mut Vec<u8>, e: &SidecarAuditEventRef<'_>) -> bool {
@@ -95,8 +95,8 @@ fn write_event(out: &mut Vec<u8>, e: &SidecarAuditEventRef<'_>) -> bool {
 
 /// One capped text field as JSON (`null` when absent); whether it was cut. Text that needs
 /// neither a cut nor an escape (the request path's ids, addresses, paths and hosts) is copied
-/// as it is; anything else is capped by the same rule as [`cap_event`] and escaped by
-/// `serde_json`.
+/// as it is; anything else is capped by the rule `cap_event` applies to a whole event and
+/// escaped by `serde_json`.
 fn push_text(out: &mut Vec<u8>, text: Option<&str>, max_chars: usize, no_query: bool) -> bool {
     let Some(text) = text else {
         out.extend_from_slice(b"null");
