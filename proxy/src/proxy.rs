@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::protocols::tls::CaType;
@@ -64,10 +64,6 @@ pub struct RequestCtx {
     /// Set once `request_filter` let the request through.
     admitted: Option<Admission>,
     body_scrubber: Option<BodyScrubber>,
-    /// A small scrubbed body (declared at most [`downstream::HOLD_MAX_BODY`]) collected
-    /// whole, so it is scrubbed and sent as one chunk: each chunk costs pingora a formatted
-    /// size line, an allocation and a flush.
-    whole_body: Option<BytesMut>,
     /// A refusal decided after the request was admitted (unscannable response), written by
     /// `fail_to_proxy`.
     pending: Option<Denial>,
@@ -230,7 +226,6 @@ impl ProxyHttp for SecretProxy {
             if let Some(stream) = session.downstream_session.stream() {
                 downstream::hold_flushes(stream);
             }
-            ctx.whole_body = Some(BytesMut::new());
         }
         follow(plan, response, ctx)
     }
@@ -272,19 +267,7 @@ impl ProxyHttp for SecretProxy {
         let Some(scrubber) = ctx.body_scrubber.as_mut() else {
             return Ok(None);
         };
-        let mut chunk = body.take();
-        if let Some(whole) = ctx.whole_body.as_mut() {
-            if let Some(part) = chunk.take() {
-                whole.extend_from_slice(&part);
-            }
-            // pingora reads no more than the declared length; should more come anyway, the
-            // body streams on from here.
-            if !end_of_stream && whole.len() as u64 <= downstream::HOLD_MAX_BODY {
-                return Ok(None);
-            }
-            chunk = ctx.whole_body.take().map(BytesMut::freeze);
-        }
-        *body = response_plan::scrub_chunk(scrubber, chunk, end_of_stream).map_err(|e| {
+        *body = response_plan::scrub_chunk(scrubber, body.take(), end_of_stream).map_err(|e| {
             tracing::warn!(error = %e, "aborting a response that cannot be scrubbed");
             Error::explain(
                 ErrorType::HTTPStatus(502),

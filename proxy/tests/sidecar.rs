@@ -1086,47 +1086,6 @@ async fn a_kept_alive_connection_gets_whole_scrubbed_answers_and_is_closed_on_st
     assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
 }
 
-/// A small body with a declared length that arrives in several reads is scrubbed whole and
-/// sent as one chunk (the sidecar collects it; bench/results/warm-path-callgrind.md), an echo
-/// split across those reads included.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_small_body_arriving_in_pieces_is_scrubbed_whole_and_sent_as_one_chunk() {
-    let w = World::new().await;
-    let token = w.secret_and_token().await;
-    let sidecar = w.default_sidecar().await;
-    let mut tcp = tokio::net::TcpStream::connect(sidecar.proxy_addr())
-        .await
-        .unwrap();
-    let mut request = format!(
-        "GET {} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n",
-        w.http_url("/split"),
-        w.http.addr.port()
-    );
-    for (name, value) in with_placeholder(&token) {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut raw))
-        .await
-        .expect("the answer within 10 s")
-        .unwrap();
-    let resp = parse_response(&raw);
-    assert_eq!(resp.status, 200, "{}", resp.text());
-    assert!(!resp.text().contains(SECRET), "{}", resp.text());
-    assert!(resp.text().contains("[REDACTED:prod/api/key]"));
-    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let framed = &raw[head_end..];
-    let expected = format!("{:X}\r\n{}\r\n0\r\n\r\n", resp.body.len(), resp.text());
-    assert_eq!(
-        String::from_utf8_lossy(framed),
-        expected,
-        "one chunk, then the last chunk"
-    );
-    sidecar.stop().await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_closes_the_listeners() {
     let w = World::new().await;

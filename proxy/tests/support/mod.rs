@@ -251,24 +251,6 @@ async fn echo(
                 .collect();
             BodyExt::boxed(StreamBody::new(futures::stream::iter(chunks)))
         }
-        // The echo with its length declared, written in 5-byte frames 2 ms apart: a small
-        // body that reaches the sidecar in several reads.
-        "/split" => {
-            builder = builder
-                .header("content-type", "application/json")
-                .header("content-length", json.len());
-            let frames: Vec<Bytes> = json
-                .as_bytes()
-                .chunks(5)
-                .map(Bytes::copy_from_slice)
-                .collect();
-            let stream = futures::stream::unfold(frames.into_iter(), |mut frames| async move {
-                let frame = frames.next()?;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                Some((Ok(Frame::data(frame)), frames))
-            });
-            BodyExt::boxed(StreamBody::new(stream))
-        }
         "/chunked" => {
             let chunks: Vec<Result<Frame<Bytes>, Infallible>> = json
                 .as_bytes()
