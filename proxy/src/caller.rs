@@ -26,6 +26,8 @@ pub struct Caller<'r> {
     /// The presented token's id, once its format was read (a refusal before that names none).
     pub token_id: Option<Uuid>,
     pub client_ip: IpAddr,
+    /// `client_ip` as its audit records write it.
+    ip_text: IpText,
     /// As the agent sent it (when it is text); cut to [`MAX_USER_AGENT_CHARS`] in records.
     pub user_agent: Option<&'r str>,
     /// The refusal is already audited (with its path), or deliberately not audited.
@@ -37,6 +39,7 @@ impl<'r> Caller<'r> {
         Caller {
             token_id: None,
             client_ip,
+            ip_text: IpText::new(client_ip),
             user_agent: req.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()),
             audited: false,
         }
@@ -54,7 +57,7 @@ impl<'r> Caller<'r> {
         SidecarAuditEvent {
             kind: SidecarEventKind::SecretRead,
             token_id: self.token_id.map(|id| id.hyphenated().to_string()),
-            client_ip: Some(self.client_ip.to_string()),
+            client_ip: Some(self.ip_text.as_str().to_owned()),
             user_agent: self.user_agent().map(str::to_owned),
             path: path.map(|p| p.to_string()),
             destination_host: destination.map(|d| d.as_str().to_owned()),
@@ -66,11 +69,10 @@ impl<'r> Caller<'r> {
 
     /// One record per injected path, for the token id the grant names (which the control
     /// plane vouched for, unlike the id read from the presented token). Borrowed from the
-    /// request, the grant and `client_ip` (this caller's [`IpText`]): each is encoded once
-    /// by the spool, and nothing is copied before that.
+    /// request and the grant: each is encoded once by the spool, and nothing is copied
+    /// before that.
     pub fn injections<'a>(
         &'a self,
-        client_ip: &'a IpText,
         token_id: &'a str,
         paths: impl Iterator<Item = &'a SecretPath> + 'a,
         destination: &'a Destination,
@@ -80,7 +82,7 @@ impl<'r> Caller<'r> {
         paths.map(move |path| SidecarAuditEventRef {
             kind: SidecarEventKind::SecretRead,
             token_id: Some(token_id),
-            client_ip: Some(client_ip.as_str()),
+            client_ip: Some(self.ip_text.as_str()),
             user_agent,
             path: Some(path.as_str()),
             destination_host: Some(destination.as_str()),
@@ -104,14 +106,14 @@ impl<'r> Caller<'r> {
 
 /// An IP address as text, on the stack: every injection's audit record names the caller's
 /// address, and a `String` per request for it is an allocation the hot path need not make.
-pub struct IpText {
+struct IpText {
     /// The longest address text (IPv6 with an embedded IPv4 address) is 45 bytes.
     buf: [u8; 45],
     len: usize,
 }
 
 impl IpText {
-    pub fn new(ip: IpAddr) -> IpText {
+    fn new(ip: IpAddr) -> IpText {
         let mut buf = [0u8; 45];
         let len = match ip {
             // The common case (agents on loopback or a pod network) without `core::fmt`,
@@ -149,7 +151,7 @@ impl IpText {
         IpText { buf, len }
     }
 
-    pub fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         // Only ASCII digits, hex letters, dots and colons are written.
         std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
     }

@@ -179,9 +179,9 @@ impl HttpTool {
             kind: SidecarEventKind::McpToolCalled,
             // Read from the presented token, unverified, as for the proxy's refusals: the
             // proxy's own `secret.read` events carry the id the control plane vouched for.
-            token_id: PresentedCredential::parse_kind(CredentialKind::Token, &token.0)
+            token_id: PresentedCredential::id_of_kind(CredentialKind::Token, &token.0)
                 .ok()
-                .map(|t| t.id.hyphenated().to_string()),
+                .map(|id| id.hyphenated().to_string()),
             client_ip: parts
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()

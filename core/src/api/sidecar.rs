@@ -147,8 +147,6 @@ pub struct SidecarAuditEvent {
     pub success: bool,
     /// A stable code for failures (`scope_denied`, ...), absent on success.
     pub reason: Option<String>,
-    /// Written without `core::fmt` on the sidecar's request path (the same text chrono writes).
-    #[serde(serialize_with = "super::timestamp::serialize")]
     pub occurred_at: DateTime<Utc>,
 }
 

@@ -7,25 +7,11 @@
 //! years outside 0..=9999, which chrono writes with a sign, go through chrono.
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
-use serde::{Serialize, Serializer};
 
 /// Longest text: `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
 const MAX_LEN: usize = 30;
 
-/// `serialize_with` for a `DateTime<Utc>`: the text chrono's own `Serialize` writes.
-pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
-    let mut buf = [0u8; MAX_LEN];
-    match write(at, &mut buf) {
-        // Only ASCII digits and separators are written.
-        Some(len) => match std::str::from_utf8(&buf[..len]) {
-            Ok(text) => serializer.serialize_str(text),
-            Err(_) => at.serialize(serializer),
-        },
-        None => at.serialize(serializer),
-    }
-}
-
-/// Appends `at` to `out` as a JSON string: the text [`serialize`] writes, quoted. For the
+/// Appends `at` to `out` as a JSON string: the text chrono's `Serialize` writes. For the
 /// sidecar's audit encoder, which writes an event's JSON without a serializer.
 pub fn push_json(at: &DateTime<Utc>, out: &mut Vec<u8>) {
     let mut buf = [0u8; MAX_LEN];
@@ -120,16 +106,8 @@ mod tests {
     use super::*;
     use chrono::{NaiveDate, TimeZone};
 
+    /// What `push_json` appends (after what the buffer already held).
     fn ours(at: &DateTime<Utc>) -> String {
-        let mut out = Vec::new();
-        serialize(at, &mut serde_json::Serializer::new(&mut out)).expect("serializes");
-        let text = String::from_utf8(out).expect("utf-8");
-        // Both ways of writing a timestamp write the same text.
-        assert_eq!(pushed(at), text);
-        text
-    }
-
-    fn pushed(at: &DateTime<Utc>) -> String {
         let mut out = b"x".to_vec();
         push_json(at, &mut out);
         String::from_utf8(out[1..].to_vec()).expect("utf-8")

@@ -58,15 +58,8 @@ fn injections_are_one_successful_record_per_path_under_the_grants_token_id() {
     ];
     let destination = Destination::parse("127.0.0.1:18080").unwrap();
     let now = Utc::now();
-    let client_ip = IpText::new(caller.client_ip);
     let events: Vec<_> = caller
-        .injections(
-            &client_ip,
-            "grant-token-id",
-            paths.iter(),
-            &destination,
-            now,
-        )
+        .injections("grant-token-id", paths.iter(), &destination, now)
         .collect();
     assert_eq!(events.len(), 2);
     for (event, path) in events.iter().zip(["prod/a", "prod/b"]) {

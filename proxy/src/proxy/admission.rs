@@ -15,7 +15,7 @@ use super::SecretProxy;
 use crate::admit::{self, Admission, Ask};
 use crate::audit::AuditPermit;
 use crate::cache::CachedGrant;
-use crate::caller::{Caller, IpText};
+use crate::caller::Caller;
 use crate::denial::Denial;
 use crate::inject::Substituted;
 use crate::rate_limit::Limited;
@@ -168,8 +168,7 @@ impl SecretProxy {
             .filter(|p| !resolved.recorded.contains(p));
         let token_id = &resolved.grant.grant.token_id;
         let destination = &ask.target.destination;
-        let client_ip = IpText::new(caller.client_ip);
-        permit.record(caller.injections(&client_ip, token_id, paths, destination, Utc::now()));
+        permit.record(caller.injections(token_id, paths, destination, Utc::now()));
         self.metrics.injections.inc_by(ask.paths.len() as u64);
     }
 

@@ -115,30 +115,30 @@ impl AuditWorker {
     pub async fn run(mut self) {
         let timer = tokio::time::sleep_until(Instant::now());
         tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
         loop {
             let wake = match (self.batch_deadline, self.retry_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
-            if let Some(at) = wake.filter(|at| armed != Some(*at)) {
+            // A timer that fired at this same deadline stays ready, as a fresh one would be.
+            if let Some(at) = wake.filter(|at| timer.deadline() != *at) {
                 timer.as_mut().reset(at);
-                armed = Some(at);
             }
             tokio::select! {
                 msg = self.rx.recv() => {
                     if !self.handle(msg).await {
                         return;
                     }
-                    while let Ok(msg) = self.rx.try_recv() {
+                    // At most a batch's worth per wake-up, so a steady stream of events
+                    // cannot keep the timer (deadlines, retries) from being looked at.
+                    for _ in 1..self.batch_size {
+                        let Ok(msg) = self.rx.try_recv() else { break };
                         if !self.handle(Some(msg)).await {
                             return;
                         }
                     }
                 }
                 () = &mut timer, if wake.is_some() => {
-                    // Fired: whatever the next deadline is, the timer must be armed anew.
-                    armed = None;
                     let now = Instant::now();
                     if self.batch_deadline.is_some_and(|d| d <= now) {
                         self.deliver(false).await;
