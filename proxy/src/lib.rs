@@ -25,6 +25,7 @@ mod auth;
 mod cache;
 mod caller;
 pub mod config;
+mod connection_cap;
 mod control_plane;
 mod denial;
 pub mod downstream;

@@ -55,6 +55,11 @@ pub struct Metrics {
     /// control plane said no; a revoked, expired or invalid token's grant is dropped),
     /// `failed` (no answer: the grant runs to its expiry).
     pub grant_refreshes: IntCounterVec,
+    /// Agent connections open now (`max_agent_connections` bounds it).
+    pub agent_connections: IntGauge,
+    /// Times the accept loop found `max_agent_connections` reached and left new connections
+    /// in the listen backlog until one closed.
+    pub agent_connection_cap_reached: IntCounter,
     /// The labelled children every request touches, looked up once here rather than by
     /// label (a hash and a lock) on each request.
     pub hot: HotCounters,
@@ -160,6 +165,13 @@ impl Metrics {
             grant_refreshes.get_metric_with_label_values(&[outcome])?;
         }
         registry.register(Box::new(grant_refreshes.clone()))?;
+        let agent_connections = IntGauge::new("agent_connections", "Agent connections open")?;
+        let agent_connection_cap_reached = IntCounter::new(
+            "agent_connection_cap_reached_total",
+            "Times new agent connections waited because max_agent_connections were open",
+        )?;
+        registry.register(Box::new(agent_connections.clone()))?;
+        registry.register(Box::new(agent_connection_cap_reached.clone()))?;
         registry.register(Box::new(audit_spool.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(injections.clone()))?;
@@ -196,6 +208,8 @@ impl Metrics {
             kms_failures,
             use_releases,
             grant_refreshes,
+            agent_connections,
+            agent_connection_cap_reached,
             audit_dead_lettered,
             audit_truncated,
             rate_limited,

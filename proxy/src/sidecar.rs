@@ -25,6 +25,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::audit::{Audit, AuditBackend};
 use crate::cache::Caches;
 use crate::config::{ConfigError, ProxyConfig, UpstreamConfig};
+use crate::connection_cap::Slots;
 use crate::control_plane::{ClientError, ControlPlane};
 use crate::metrics::Metrics;
 use crate::proxy::SecretProxy;
@@ -149,6 +150,7 @@ impl Sidecar {
             tokio::spawn(accept_loop(
                 proxy_listener,
                 http_app(proxy),
+                Slots::new(config.max_agent_connections, &metrics),
                 shutdown_rx.clone(),
                 config.shutdown_grace(),
             )),
@@ -335,24 +337,31 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, St
 }
 
 /// Accept agent connections until shutdown, then give in-flight ones `grace` to finish.
+/// Past `slots`' cap nothing is accepted until a connection ends.
 async fn accept_loop(
     listener: TcpListener,
     app: Arc<HttpProxy<SecretProxy>>,
+    mut slots: Slots,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let mut connections = JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
+        let Some(open) = slots.next(&mut shutdown).await else {
+            break;
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = crate::stopped(&mut shutdown) => break,
         };
-        while connections.try_join_next().is_some() {}
         match accepted {
             Ok((tcp, _)) => {
                 let (app, shutdown) = (app.clone(), shutdown.clone());
-                connections
-                    .spawn(async move { crate::downstream::serve(&app, tcp, &shutdown).await });
+                connections.spawn(async move {
+                    let _open = open;
+                    crate::downstream::serve(&app, tcp, &shutdown).await
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");

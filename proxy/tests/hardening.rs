@@ -1,6 +1,6 @@
 //! Attacks on the sidecar from the agent's side and from a hostile allowed upstream, on real
 //! sockets: request smuggling through framing headers, oversized requests, floods past the
-//! rate limits, trailers echoing a secret, and logs at `RUST_LOG=trace`.
+//! rate limits and the connection cap, trailers echoing a secret, and logs at `RUST_LOG=trace`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -492,4 +492,60 @@ flush_interval_ms = 50
         !log.contains(sidecar_key.trim()),
         "the sidecar key is in the log"
     );
+}
+
+/// An agent holding connections open cannot make the sidecar serve more than
+/// `max_agent_connections` at once: the next one waits, unserved, until one of them closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    let w = World::new().await;
+    let token = w.secret_and_token().await;
+    let mut config = w.config(&w.hosts());
+    config.max_agent_connections = 2;
+    let sidecar = w.start(config).await;
+    let head = request_head(&w.http_url("/echo"), &token, &[]);
+
+    let mut first = Agent::connect(&sidecar).await;
+    let mut second = Agent::connect(&sidecar).await;
+    assert_eq!(first.exchange(&head).await.status, 200);
+    assert_eq!(second.exchange(&head).await.status, 200);
+    assert_eq!(sidecar.metrics().agent_connections.get(), 2);
+
+    // The kernel completes the third handshake from its backlog; the sidecar does not serve it.
+    let mut third = Agent::connect(&sidecar).await;
+    third.stream.write_all(head.as_bytes()).await.unwrap();
+    eventually(
+        "the accept loop never reached the cap",
+        DEADLINE,
+        async || sidecar.metrics().agent_connection_cap_reached.get() >= 1,
+    )
+    .await;
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(300), third.stream.read(&mut byte));
+    assert!(
+        early.await.is_err(),
+        "a third connection was served past a cap of two"
+    );
+    assert_eq!(sidecar.metrics().agent_connections.get(), 2);
+
+    // One closes: the waiting connection is served, with the request it sent while it waited.
+    drop(first);
+    let mut rest = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while !response_complete(&rest) {
+        let n = tokio::time::timeout(DEADLINE, third.stream.read(&mut chunk))
+            .await
+            .expect("the waiting connection is served once one closes")
+            .unwrap();
+        assert!(n > 0, "the sidecar closed the waiting connection");
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(parse_response(&rest).status, 200);
+    assert_eq!(
+        second.exchange(&head).await.status,
+        200,
+        "the others are unaffected"
+    );
+    assert_eq!(sidecar.metrics().agent_connections.get(), 2);
+    sidecar.stop().await;
 }

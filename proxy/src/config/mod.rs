@@ -26,6 +26,10 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
 pub use agent_secret_core::api::{ENV_MASTER_KEY, ENV_PROXY_CONFIG_TOML, ENV_SIDECAR_KEY};
 
+/// The largest `max_agent_connections` accepted: far past what one host's file descriptors
+/// allow, and well inside what the connection counter can hold.
+pub const MAX_AGENT_CONNECTIONS: usize = 1 << 20;
+
 /// Everything the sidecar reads at start-up.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -43,6 +47,12 @@ pub struct ProxyConfig {
     /// How long in-flight requests may finish after SIGTERM/SIGINT or `stop()`.
     #[serde(default = "default_shutdown_grace_seconds")]
     pub shutdown_grace_seconds: u64,
+    /// Agent connections served at once. Past it the sidecar stops accepting, so further
+    /// connections wait in the kernel's listen backlog until one closes: an agent that opens
+    /// connections without end exhausts its own queue, not the sidecar's memory or file
+    /// descriptors (an idle one costs the sidecar ~3 KiB, bench/README.md).
+    #[serde(default = "default_max_agent_connections")]
+    pub max_agent_connections: usize,
     pub control_plane: ControlPlaneConfig,
     pub kms: KmsConfig,
     #[serde(default)]
@@ -95,6 +105,7 @@ impl ProxyConfig {
             admin_listen: default_admin_listen(),
             mcp_listen: None,
             shutdown_grace_seconds: default_shutdown_grace_seconds(),
+            max_agent_connections: default_max_agent_connections(),
             control_plane,
             kms,
             upstream: UpstreamConfig::default(),
@@ -199,6 +210,12 @@ impl ProxyConfig {
                     ),
                 ));
             }
+        }
+        if !(1..=MAX_AGENT_CONNECTIONS).contains(&self.max_agent_connections) {
+            return Err(invalid(
+                "max_agent_connections",
+                &format!("must be between 1 and {MAX_AGENT_CONNECTIONS}"),
+            ));
         }
         if self.audit.batch_size == 0 {
             return Err(invalid("audit.batch_size", "must be at least 1"));
@@ -315,6 +332,9 @@ fn default_admin_listen() -> SocketAddr {
 }
 fn default_shutdown_grace_seconds() -> u64 {
     5
+}
+fn default_max_agent_connections() -> usize {
+    16_384
 }
 
 #[cfg(test)]

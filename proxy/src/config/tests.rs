@@ -60,6 +60,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(config.cache.grant_ttl_seconds, 60);
     assert_eq!(config.cache.max_entries, 10_000);
     assert_eq!(config.audit.batch_size, 100);
+    assert_eq!(config.max_agent_connections, 16_384);
     assert!(config.control_plane.watch);
     assert!(config.hosts.is_empty() && config.routes.is_empty());
 }
@@ -78,6 +79,29 @@ fn the_documented_example_file_parses_and_validates() {
     assert_eq!(config.limits, minimal.limits);
     assert_eq!(config.limits, crate::inject::Limits::default());
     assert_eq!(config.rate_limits, minimal.rate_limits);
+    assert_eq!(config.max_agent_connections, minimal.max_agent_connections);
+}
+
+#[test]
+fn the_agent_connection_cap_is_between_one_and_its_ceiling() {
+    let err = ProxyConfig::from_toml_str(&format!("max_agent_connections = 0\n{MINIMAL}"))
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("max_agent_connections"), "{err}");
+    let too_many = format!(
+        "max_agent_connections = {}\n{MINIMAL}",
+        MAX_AGENT_CONNECTIONS + 1
+    );
+    let err = ProxyConfig::from_toml_str(&too_many)
+        .unwrap()
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("max_agent_connections"), "{err}");
+    ProxyConfig::from_toml_str(&format!("max_agent_connections = 1\n{MINIMAL}"))
+        .unwrap()
+        .validate()
+        .unwrap();
 }
 
 #[test]

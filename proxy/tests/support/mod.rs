@@ -1047,7 +1047,18 @@ allow_private = true
     }
 
     pub async fn sidecar(&self, tables: &str) -> RunningSidecar {
-        let config = sidecar_config(&self.cp, &self.ca_file, self.dir.path(), tables);
+        self.start(self.config(tables)).await
+    }
+
+    /// This world's sidecar configuration with `tables` appended, to change before [`start`].
+    ///
+    /// [`start`]: World::start
+    pub fn config(&self, tables: &str) -> ProxyConfig {
+        sidecar_config(&self.cp, &self.ca_file, self.dir.path(), tables)
+    }
+
+    /// Starts a sidecar on `config` and waits for its watch stream.
+    pub async fn start(&self, config: ProxyConfig) -> RunningSidecar {
         let sidecar = Sidecar::start(config).await.unwrap();
         // The first watch connection flushes the grant cache; let it happen before warming.
         eventually(
