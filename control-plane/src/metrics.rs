@@ -20,6 +20,9 @@ pub struct Metrics {
     pub deks_not_on_primary: IntGauge,
     /// Resolves committed per transaction (group commit); above 1 only under concurrency.
     pub resolve_batch_size: prometheus::Histogram,
+    /// Resolves read together in one read transaction (group read); above 1 only under
+    /// concurrency.
+    pub resolve_read_batch_size: prometheus::Histogram,
     /// Requests refused 429 by limit (`limits::Limit`: a closed set).
     pub rate_limited: IntCounterVec,
     /// Failed authentications (a presented credential refused), on any endpoint.
@@ -163,6 +166,13 @@ impl Metrics {
             )
             .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
         );
+        let resolve_read_batch_size = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "resolve_read_batch_size",
+                "Resolves whose token and secrets were read in one transaction (group read)",
+            )
+            .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+        );
         let rate_limited = IntCounterVec::new(
             Opts::new(
                 "rate_limited_total",
@@ -196,6 +206,7 @@ impl Metrics {
             Ok(kek_rotations),
             Ok(deks_not_on_primary),
             Ok(resolve_batch_size),
+            Ok(resolve_read_batch_size),
             Ok(rate_limited),
             Ok(auth_failures),
             Ok(connections_refused),
@@ -208,6 +219,7 @@ impl Metrics {
             kek_rotations,
             deks_not_on_primary,
             resolve_batch_size,
+            resolve_read_batch_size,
             rate_limited,
             auth_failures,
             connections_refused,
@@ -224,6 +236,7 @@ impl Metrics {
             Box::new(kek_rotations.clone()),
             Box::new(deks_not_on_primary.clone()),
             Box::new(resolve_batch_size.clone()),
+            Box::new(resolve_read_batch_size.clone()),
             Box::new(rate_limited.clone()),
             Box::new(auth_failures.clone()),
             Box::new(connections_refused.clone()),
@@ -316,6 +329,7 @@ impl Metrics {
             kek_rotations,
             deks_not_on_primary,
             resolve_batch_size,
+            resolve_read_batch_size,
             rate_limited,
             auth_failures,
             connections_refused,

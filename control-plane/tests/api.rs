@@ -308,6 +308,55 @@ async fn racing_resolves_are_batched_but_each_counted_and_audited_once() {
     assert!(report.valid, "{report:?}");
 }
 
+/// Concurrent resolves also share read transactions (group read), yet each token is admitted
+/// or refused on its own: racing resolves of a token whose scope covers the path, one whose
+/// scope does not, and one whose id exists but whose secret part does not verify each get
+/// their own answer, and only the admitted ones get an envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_resolves_are_read_together_but_admitted_each_alone() {
+    let t = Arc::new(TestApp::new().await);
+    let s = t.scenario().await;
+    let elsewhere = t
+        .token(
+            &s.agent_key,
+            json!({"scopes": ["secrets:read:staging/**"], "ttl_seconds": 600}),
+        )
+        .await;
+    let elsewhere = elsewhere.body["token"].as_str().unwrap().to_owned();
+    let forged = t
+        .insert_token(&s.agent_id, |r| r.key_hash = vec![0; 32])
+        .await;
+    let mut racing = tokio::task::JoinSet::new();
+    for i in 0..90 {
+        let (t, sidecar) = (t.clone(), s.sidecar_key.clone());
+        let token = [&s.token, &elsewhere, &forged][i % 3].clone();
+        racing.spawn(async move {
+            let r = t
+                .resolve(
+                    &sidecar,
+                    &token,
+                    &["production/openai/api_key"],
+                    "api.openai.com",
+                    "10.0.0.1",
+                )
+                .await;
+            let envelopes = r.body["secrets"].as_array().map_or(0, Vec::len);
+            (i % 3, r.status, r.code().to_owned(), envelopes)
+        });
+    }
+    let mut seen = [0; 3];
+    while let Some(done) = racing.join_next().await {
+        let (kind, status, code, envelopes) = done.unwrap();
+        match (kind, status, code.as_str(), envelopes) {
+            (0, StatusCode::OK, _, 1)
+            | (1, StatusCode::FORBIDDEN, "scope_denied", 0)
+            | (2, StatusCode::FORBIDDEN, "token_invalid", 0) => seen[kind] += 1,
+            other => panic!("resolve {kind} answered {other:?}"),
+        }
+    }
+    assert_eq!(seen, [30, 30, 30]);
+}
+
 #[tokio::test]
 async fn resolve_returns_an_envelope_that_opens_to_the_stored_value() {
     let t = TestApp::new().await;

@@ -19,7 +19,7 @@ use agent_secret_control_plane::db::Db;
 use agent_secret_control_plane::store::sql::SqlStore;
 use agent_secret_control_plane::store::{
     AgentRecord, AuditFilter, AuditKeyRecord, CheckpointDue, NewSecretVersion, OperatorRecord,
-    SidecarRecord, Store, StoreError, TenantRecord, TokenRecord, TokenUse, UseOutcome,
+    SidecarRecord, SnapshotAsk, Store, StoreError, TenantRecord, TokenRecord, TokenUse, UseOutcome,
 };
 use agent_secret_core::api::{Role, Sensitivity, TokenStatus};
 use agent_secret_core::credential::CredentialKind;
@@ -801,6 +801,114 @@ async fn a_resolve_snapshot_reads_secrets_only_for_an_admitted_token(h: &Harness
     );
 }
 
+/// A batch of resolves reads in one transaction what each would have read alone: per ask, its
+/// own token and only the secrets its own admission allows, whatever the others asked.
+async fn a_batch_of_snapshots_answers_each_resolve_as_if_alone(h: &Harness) {
+    let store = h.store();
+    let (tenant, _) = new_tenant(store).await;
+    let (other, _) = new_tenant(store).await;
+    let agent = new_agent(store, tenant.id).await;
+    let admitted_token = new_token(store, tenant.id, agent.id, None).await;
+    let refused_token = new_token(store, tenant.id, agent.id, None).await;
+    let other_agent = new_agent(store, other.id).await;
+    let foreign_token = new_token(store, other.id, other_agent.id, None).await;
+    put(store, tenant.id, "x/one", 1).await;
+    put(store, tenant.id, "x/two", 1).await;
+    put(store, tenant.id, "x/two", 2).await;
+    put(store, tenant.id, "x/three", 1).await;
+    put(store, other.id, "x/one", 1).await;
+
+    let first = [path("x/two"), path("x/one")];
+    let second = [path("x/three"), path("x/missing")];
+    let both = [path("x/one"), path("x/three")];
+    let unknown = TokenId::new();
+    let asked = [
+        SnapshotAsk {
+            id: admitted_token.id,
+            paths: &first,
+        },
+        SnapshotAsk {
+            id: refused_token.id,
+            paths: &first,
+        },
+        SnapshotAsk {
+            id: admitted_token.id,
+            paths: &second,
+        },
+        SnapshotAsk {
+            id: foreign_token.id,
+            paths: &first,
+        },
+        SnapshotAsk {
+            id: unknown,
+            paths: &first,
+        },
+        SnapshotAsk {
+            id: admitted_token.id,
+            paths: &[],
+        },
+        SnapshotAsk {
+            id: admitted_token.id,
+            paths: &both,
+        },
+    ];
+    let admit = |_: usize, t: &TokenRecord| t.id == admitted_token.id;
+    let answers = store
+        .resolve_snapshots(tenant.id, &asked, &admit)
+        .await
+        .unwrap();
+    type Answer<'a> = (Option<TokenId>, Vec<(&'a str, i64)>);
+    let summary: Vec<Answer<'_>> = answers
+        .iter()
+        .map(|(token, secrets)| {
+            (
+                token.as_ref().map(|t| t.id),
+                secrets
+                    .iter()
+                    .map(|s| {
+                        assert_eq!(s.record.tenant_id, tenant.id, "never another tenant's row");
+                        (s.record.path.as_str(), s.record.current_version)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (Some(admitted_token.id), vec![("x/one", 1), ("x/two", 2)]),
+            (Some(refused_token.id), vec![]),
+            (Some(admitted_token.id), vec![("x/three", 1)]),
+            (None, vec![]),
+            (None, vec![]),
+            (Some(admitted_token.id), vec![]),
+            (Some(admitted_token.id), vec![("x/one", 1), ("x/three", 1)]),
+        ],
+        "each ask answered in order, as if alone"
+    );
+    // The same answers one at a time.
+    for (i, ask) in asked.iter().enumerate() {
+        let alone = store
+            .resolve_snapshot(tenant.id, ask.id, ask.paths, &|t| admit(i, t))
+            .await
+            .unwrap();
+        assert_eq!(alone, answers[i], "ask {i}");
+    }
+    // A batch larger than any padding step, all for one token.
+    let many: Vec<SnapshotAsk<'_>> = (0..37)
+        .map(|_| SnapshotAsk {
+            id: admitted_token.id,
+            paths: &first,
+        })
+        .collect();
+    let answers = store
+        .resolve_snapshots(tenant.id, &many, &admit)
+        .await
+        .unwrap();
+    assert_eq!(answers.len(), 37);
+    assert!(answers.iter().all(|(t, s)| t.is_some() && s.len() == 2));
+}
+
 async fn tokens_are_stored_read_and_revoked_once(h: &Harness) {
     let store = h.store();
     let (tenant, _) = new_tenant(store).await;
@@ -1292,6 +1400,120 @@ async fn audit_keys_are_kept_per_tenant(h: &Harness) {
 
 /// Group commit: one transaction counts each use as if alone (in order, per token), writes
 /// events only for counted uses, keeps the chain valid, and on failure counts nothing at all.
+/// Uses of many tokens, each used once, are counted by one statement; each still gets exactly
+/// the outcome it would get alone: counted from the token's own tally, or refused (exhausted,
+/// expired, revoked, pending approval), with duplicates and reservations counted one by one.
+async fn single_uses_of_many_tokens_are_counted_together_as_if_alone(h: &Harness) {
+    let store = h.store();
+    let (tenant, _) = new_tenant(store).await;
+    let agent = new_agent(store, tenant.id).await;
+    let fresh = new_token(store, tenant.id, agent.id, None).await;
+    let used = new_token(store, tenant.id, agent.id, None).await;
+    let last_use = new_token(store, tenant.id, agent.id, Some(3)).await;
+    let exhausted = new_token(store, tenant.id, agent.id, Some(1)).await;
+    let revoked = new_token(store, tenant.id, agent.id, None).await;
+    let twice = new_token(store, tenant.id, agent.id, None).await;
+    let expired = token(
+        tenant.id,
+        agent.id,
+        TokenStatus::Active,
+        None,
+        Duration::seconds(-1),
+    );
+    let pending = token(
+        tenant.id,
+        agent.id,
+        TokenStatus::PendingApproval,
+        None,
+        Duration::hours(1),
+    );
+    for t in [&expired, &pending] {
+        store
+            .insert_token(t, draft(AuditEventType::TokenIssued))
+            .await
+            .unwrap();
+    }
+    let at = now_micros();
+    for (t, n) in [(&used, 4), (&last_use, 2), (&exhausted, 1)] {
+        for _ in 0..n {
+            let counted = store
+                .consume_token_use(tenant.id, t.id, at, vec![draft(AuditEventType::SecretRead)])
+                .await
+                .unwrap();
+            assert!(matches!(counted, UseOutcome::Counted { .. }));
+        }
+    }
+    store
+        .revoke_token(
+            tenant.id,
+            revoked.id,
+            at,
+            draft(AuditEventType::TokenRevoked),
+        )
+        .await
+        .unwrap();
+    let one = |id: TokenId| TokenUse {
+        id,
+        now: now_micros(),
+        audit: vec![draft(AuditEventType::SecretRead)],
+        reservation: None,
+    };
+    let reads_before = audit_count(store, tenant.id, AuditEventType::SecretRead).await;
+    let outcomes = store
+        .consume_token_uses(
+            tenant.id,
+            vec![
+                one(twice.id),
+                one(fresh.id),
+                one(exhausted.id),
+                one(used.id),
+                one(expired.id),
+                one(twice.id),
+                one(last_use.id),
+                one(revoked.id),
+                one(pending.id),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            UseOutcome::Counted { uses: 1 },
+            UseOutcome::Counted { uses: 1 },
+            UseOutcome::Refused,
+            UseOutcome::Counted { uses: 5 },
+            UseOutcome::Refused,
+            UseOutcome::Counted { uses: 2 },
+            UseOutcome::Counted { uses: 3 },
+            UseOutcome::Refused,
+            UseOutcome::Refused,
+        ]
+    );
+    assert_eq!(
+        audit_count(store, tenant.id, AuditEventType::SecretRead).await,
+        reads_before + 5,
+        "only the counted uses are audited"
+    );
+    let again = store
+        .consume_token_uses(tenant.id, vec![one(last_use.id), one(fresh.id)])
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        [UseOutcome::Refused, UseOutcome::Counted { uses: 2 }],
+        "the grouped count is the stored count"
+    );
+    let events = store
+        .list_audit(tenant.id, &AuditFilter::default())
+        .await
+        .unwrap();
+    let mut verifier = ChainVerifier::default();
+    events.iter().for_each(|e| verifier.push(e));
+    let report = verifier.finish(store.audit_head(tenant.id).await.unwrap());
+    assert!(report.valid, "{report:?}");
+}
+
 async fn a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one(h: &Harness) {
     let store = h.store();
     let (tenant, _) = new_tenant(store).await;
@@ -1802,6 +2024,7 @@ agent_secret_testkit::backend_suite!(
     deleting_a_secret_removes_all_its_versions,
     current_secrets_returns_only_existing_paths,
     a_resolve_snapshot_reads_secrets_only_for_an_admitted_token,
+    a_batch_of_snapshots_answers_each_resolve_as_if_alone,
     tokens_are_stored_read_and_revoked_once,
     a_token_cannot_reference_another_tenants_agent,
     rotating_an_agent_key_revokes_its_tokens_and_swaps_the_credential,
@@ -1812,6 +2035,7 @@ agent_secret_testkit::backend_suite!(
     one_checkpoint_per_head_however_many_replicas_ask,
     audit_keys_are_kept_per_tenant,
     a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one,
+    single_uses_of_many_tokens_are_counted_together_as_if_alone,
     expired_revoked_and_inactive_tokens_refuse_uses,
     audit_chain_of_many_operations_verifies,
     list_audit_filters_by_type_time_and_seq,

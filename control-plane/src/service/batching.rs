@@ -1,4 +1,5 @@
-//! Group commit for resolves: concurrent uses of one tenant's tokens share one transaction.
+//! Grouping for resolves: concurrent resolves of one tenant share one read transaction
+//! ([`GroupRead`]) and one write transaction ([`GroupCommit`]).
 //!
 //! Every granted resolve counts a use and appends `secret.read` events to the tenant's hash
 //! chain, and the chain's row lock is held until the commit's WAL flush. One transaction per
@@ -8,6 +9,18 @@
 //! queue is empty. There is no timer: under light load a batch is one use and adds no
 //! latency; under load the queue fills while the previous batch commits.
 //!
+//! Reads are grouped the same way (`TokenStore::resolve_snapshots`): on PostgreSQL a resolve's
+//! read is five round trips (the transaction's start with the tenant setting, the token, the
+//! secrets, the commit, and the check sqlx makes when the connection goes back to its pool),
+//! each waking a database process, and bench/README.md (issue 16, session 17) measured that
+//! per-statement overhead, not the statements, as most of PostgreSQL's CPU per resolve. A
+//! batch pays it once. Each resolve's admission (its credential and the policy) still decides
+//! for that resolve alone, between the two reads, so a refused token reads no secret row.
+//!
+//! Within a commit, the uses of tokens used once in the batch and holding no reservation are
+//! counted by one statement (`consume_token_uses`), so a commit's round trips do not grow
+//! with its size.
+//!
 //! The log still fails closed: a caller gets `Counted` only after the commit that holds its
 //! events succeeded; if the batch fails, every caller in it gets the error.
 //!
@@ -16,53 +29,128 @@
 //! still commits once; uses of unlimited tokens carry none and cost nothing more.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use agent_secret_core::ids::TenantId;
+use agent_secret_core::ids::{TenantId, TokenId};
+use agent_secret_core::path::SecretPath;
 use tokio::sync::oneshot;
 
-use crate::store::{Store, StoreError, StoreResult, TokenUse, UseOutcome};
+use crate::store::{
+    Snapshot, SnapshotAsk, Store, StoreError, StoreResult, TokenRecord, TokenUse, UseOutcome,
+};
 
-/// Most uses per transaction; the rest wait for the next one.
+/// Most resolves per transaction; the rest wait for the next one.
 const MAX_BATCH: usize = 128;
-/// Uses a tenant may have waiting; beyond it callers are refused at once (503) rather than
+/// Resolves a tenant may have waiting; beyond it callers are refused at once (503) rather than
 /// piling up in memory behind a stalled database.
 const MAX_WAITING: usize = 4096;
 /// Attempts of a batch that PostgreSQL aborted as a deadlock victim or serialization failure
 /// (e.g. against an agent-key rotation locking the same token rows in another order).
 const BATCH_ATTEMPTS: usize = 3;
 
-type Reply = oneshot::Sender<StoreResult<UseOutcome>>;
+/// What one batch does: one store call for all of its items, one outcome per item in order.
+pub trait Job: Send + Sync + 'static {
+    type Item: Send + 'static;
+    type Outcome: Send + 'static;
+    fn run(
+        store: &Arc<dyn Store>,
+        tenant: TenantId,
+        items: Vec<Self::Item>,
+    ) -> impl Future<Output = StoreResult<Vec<Self::Outcome>>> + Send;
+}
 
-/// Per-tenant queues of uses waiting for a commit.
-pub struct GroupCommit {
-    queues: Mutex<HashMap<TenantId, Queue>>,
+/// Counts uses and appends their events: `TokenStore::consume_token_uses`.
+pub struct Consume;
+
+impl Job for Consume {
+    type Item = TokenUse;
+    type Outcome = UseOutcome;
+    async fn run(
+        store: &Arc<dyn Store>,
+        tenant: TenantId,
+        uses: Vec<TokenUse>,
+    ) -> StoreResult<Vec<UseOutcome>> {
+        commit(store, tenant, uses).await
+    }
+}
+
+/// Reads tokens and the secrets their resolves may see: `TokenStore::resolve_snapshots`.
+pub struct Read;
+
+/// One resolve's read: its token, its paths, and its own admission rule (the presented
+/// credential and the policy), which decides before any of its secrets are read.
+pub struct ReadAsk {
+    pub id: TokenId,
+    pub paths: Vec<SecretPath>,
+    pub admit: Box<dyn Fn(&TokenRecord) -> bool + Send + Sync>,
+}
+
+impl Job for Read {
+    type Item = ReadAsk;
+    type Outcome = Snapshot;
+    async fn run(
+        store: &Arc<dyn Store>,
+        tenant: TenantId,
+        reads: Vec<ReadAsk>,
+    ) -> StoreResult<Vec<Snapshot>> {
+        let asked: Vec<SnapshotAsk<'_>> = reads
+            .iter()
+            .map(|r| SnapshotAsk {
+                id: r.id,
+                paths: &r.paths,
+            })
+            .collect();
+        store
+            .resolve_snapshots(tenant, &asked, &|i, token| (reads[i].admit)(token))
+            .await
+    }
+}
+
+/// Concurrent resolves' writes, one transaction per batch.
+pub type GroupCommit = Group<Consume>;
+/// Concurrent resolves' reads, one read transaction per batch.
+pub type GroupRead = Group<Read>;
+
+type Reply<J> = oneshot::Sender<StoreResult<<J as Job>::Outcome>>;
+
+/// Per-tenant queues of items waiting for a batch.
+pub struct Group<J: Job> {
+    queues: Mutex<HashMap<TenantId, Queue<J>>>,
     batch_size: prometheus::Histogram,
 }
 
-#[derive(Default)]
-struct Queue {
-    waiting: Vec<(TokenUse, Reply)>,
+struct Queue<J: Job> {
+    waiting: Vec<(J::Item, Reply<J>)>,
     /// A flush task is running for this tenant and will take `waiting`.
     flushing: bool,
 }
 
-impl GroupCommit {
-    /// `batch_size` observes how many uses each transaction carried.
-    pub fn new(batch_size: prometheus::Histogram) -> GroupCommit {
-        GroupCommit {
+impl<J: Job> Default for Queue<J> {
+    fn default() -> Self {
+        Queue {
+            waiting: Vec::new(),
+            flushing: false,
+        }
+    }
+}
+
+impl<J: Job> Group<J> {
+    /// `batch_size` observes how many items each transaction carried.
+    pub fn new(batch_size: prometheus::Histogram) -> Group<J> {
+        Group {
             queues: Mutex::default(),
             batch_size,
         }
     }
 
-    /// Counts one use (and appends its events) in the next batch for `tenant`.
-    pub async fn consume(
+    /// Runs `one` in the next batch for `tenant`.
+    pub async fn run(
         self: &Arc<Self>,
         store: &Arc<dyn Store>,
         tenant: TenantId,
-        one: TokenUse,
-    ) -> StoreResult<UseOutcome> {
+        one: J::Item,
+    ) -> StoreResult<J::Outcome> {
         let (reply, answer) = oneshot::channel();
         let start = {
             let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
@@ -80,7 +168,7 @@ impl GroupCommit {
         }
         answer.await.unwrap_or_else(|_| {
             Err(StoreError::Database(
-                "the resolve batch was dropped before it committed".into(),
+                "the resolve batch was dropped before it ran".into(),
             ))
         })
     }
@@ -93,8 +181,8 @@ impl GroupCommit {
         };
         while let Some(batch) = self.take(tenant) {
             self.batch_size.observe(batch.len() as f64);
-            let (uses, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
-            match commit(&store, tenant, uses).await {
+            let (items, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+            match J::run(&store, tenant, items).await {
                 Ok(outcomes) => {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(Ok(outcome));
@@ -114,7 +202,7 @@ impl GroupCommit {
     /// A caller that went away (the sidecar closed the request) is dropped here, so its use is
     /// not spent and no read is logged for a value nobody received. One that goes away after
     /// this point is counted anyway: the safe direction.
-    fn take(&self, tenant: TenantId) -> Option<Vec<(TokenUse, Reply)>> {
+    fn take(&self, tenant: TenantId) -> Option<Vec<(J::Item, Reply<J>)>> {
         let mut queues = self.queues.lock().unwrap_or_else(PoisonError::into_inner);
         let queue = queues.get_mut(&tenant)?;
         queue.waiting.retain(|(_, reply)| !reply.is_closed());
@@ -149,12 +237,12 @@ async fn commit(
     }
 }
 
-struct ResetOnDrop<'a> {
-    group: &'a GroupCommit,
+struct ResetOnDrop<'a, J: Job> {
+    group: &'a Group<J>,
     tenant: TenantId,
 }
 
-impl Drop for ResetOnDrop<'_> {
+impl<J: Job> Drop for ResetOnDrop<'_, J> {
     fn drop(&mut self) {
         // A normal exit already removed the tenant's entry, and a new flush task may own a
         // new one by now: only clean up after a panic.

@@ -12,12 +12,12 @@ pub mod approvals;
 pub mod audit_archive;
 pub mod audit_log;
 pub mod auth;
+pub mod batching;
 pub mod ceilings;
 pub mod checkpoints;
 pub mod decisions;
 pub mod enrollment;
 pub mod expiry;
-pub mod group_commit;
 pub mod kms;
 pub mod limits;
 pub mod notify;
@@ -101,8 +101,10 @@ pub struct App {
     pub policy: Policy,
     pub metrics: Arc<Metrics>,
     pub events: Arc<EventHub>,
-    /// Batches concurrent resolves of a tenant into one transaction.
-    pub group_commit: Arc<group_commit::GroupCommit>,
+    /// Batches concurrent resolves' writes of a tenant into one transaction.
+    pub group_commit: Arc<batching::GroupCommit>,
+    /// Batches concurrent resolves' reads of a tenant into one read transaction.
+    pub group_read: Arc<batching::GroupRead>,
     /// Connection caps, timeouts and request rate limits (`[server]`, `[rate_limits]`).
     pub limits: Arc<crate::limits::Limits>,
     /// The optional trust-tier webhook (`[approvals.trust_tier_webhook]`).
@@ -131,8 +133,11 @@ impl App {
         policy: Policy,
     ) -> App {
         let metrics = Arc::new(Metrics::new());
-        let group_commit = Arc::new(group_commit::GroupCommit::new(
+        let group_commit = Arc::new(batching::GroupCommit::new(
             metrics.resolve_batch_size.clone(),
+        ));
+        let group_read = Arc::new(batching::GroupRead::new(
+            metrics.resolve_read_batch_size.clone(),
         ));
         let verified_sidecars = Arc::new(verified_sidecars::VerifiedSidecars::new(
             policy.sidecar_auth_cache,
@@ -146,6 +151,7 @@ impl App {
             metrics,
             events: Arc::new(EventHub::local()),
             group_commit,
+            group_read,
             limits: Arc::new(crate::limits::Limits::default()),
             trust_tiers: None,
             sessions: Arc::new(sessions::SessionSettings::default()),

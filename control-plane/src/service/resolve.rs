@@ -18,6 +18,7 @@
 //! limited use (unlimited tokens, the common case, are unchanged).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use agent_secret_core::api::{
     ErrorCode, Grant, ResolveRequest, ResolveResponse, ResolvedSecret, TokenStatus, UseReservation,
@@ -31,6 +32,7 @@ use agent_secret_core::policy::{self, Denial, GrantFacts, SecretFacts};
 use chrono::{DateTime, Utc};
 
 use super::auth::SidecarPrincipal;
+use super::batching::ReadAsk;
 use super::{approvals, App, ServiceError, ServiceResult};
 use crate::anomaly::ABOVE_APPROVED_REASON;
 use crate::audit::{now_micros, Actor, AuditDraft, AuditEventType};
@@ -151,14 +153,28 @@ async fn resolve_once(
     let (token, found) = match presented {
         Err(_) => (None, Vec::new()),
         Ok(credential) => {
-            let admit = |t: &TokenRecord| {
-                credential.verify(&app.pepper, &t.key_hash)
-                    && policy::admit(&grant_facts(t), &asked).is_ok()
+            // The admission runs in the batch's task, so it owns what it checks.
+            let credential = Arc::new(credential);
+            let admit = {
+                let (credential, pepper) = (credential.clone(), app.pepper.clone());
+                let (scope_paths, destination) = (paths.clone(), destination.clone());
+                move |t: &TokenRecord| {
+                    let asked = policy::Request {
+                        paths: &scope_paths,
+                        destination: &destination,
+                        client_ip,
+                        now,
+                    };
+                    credential.verify(&pepper, &t.key_hash)
+                        && policy::admit(&grant_facts(t), &asked).is_ok()
+                }
             };
-            let (row, found) = app
-                .store
-                .resolve_snapshot(sidecar.tenant, TokenId(credential.id), &paths, &admit)
-                .await?;
+            let read = ReadAsk {
+                id: TokenId(credential.id),
+                paths: paths.clone(),
+                admit: Box::new(admit),
+            };
+            let (row, found) = app.group_read.run(&app.store, sidecar.tenant, read).await?;
             let row = row.filter(|t| credential.verify(&app.pepper, &t.key_hash));
             (row, found)
         }
@@ -218,7 +234,7 @@ async fn resolve_once(
     };
     let uses = match app
         .group_commit
-        .consume(&app.store, sidecar.tenant, one)
+        .run(&app.store, sidecar.tenant, one)
         .await?
     {
         UseOutcome::Counted { uses } => uses,

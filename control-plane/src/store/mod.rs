@@ -109,6 +109,17 @@ pub struct SecretRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// One resolve's question to [`TokenStore::resolve_snapshots`]: this token, these paths.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotAsk<'a> {
+    pub id: TokenId,
+    pub paths: &'a [SecretPath],
+}
+
+/// What a resolve read: the token (if it exists in the tenant) and the secrets it was admitted
+/// to read.
+pub type Snapshot = (Option<TokenRecord>, Vec<StoredSecret>);
+
 /// A secret's metadata with the envelope of its current version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredSecret {
@@ -548,7 +559,23 @@ pub trait TokenStore {
         id: TokenId,
         paths: &[SecretPath],
         admit: &(dyn for<'t> Fn(&'t TokenRecord) -> bool + Send + Sync),
-    ) -> StoreResult<(Option<TokenRecord>, Vec<StoredSecret>)>;
+    ) -> StoreResult<Snapshot> {
+        let asked = [SnapshotAsk { id, paths }];
+        let mut answers = self
+            .resolve_snapshots(tenant, &asked, &|_, token| admit(token))
+            .await?;
+        answers.pop().ok_or(StoreError::NotFound)
+    }
+    /// [`resolve_snapshot`](Self::resolve_snapshot) for several resolves of one tenant at
+    /// once, in one read transaction and one statement per table: each answer (in `asked`
+    /// order) is what that resolve alone would have read, and `admit(i, token)` decides for
+    /// `asked[i]` as `admit` does there.
+    async fn resolve_snapshots(
+        &self,
+        tenant: TenantId,
+        asked: &[SnapshotAsk<'_>],
+        admit: &(dyn for<'t> Fn(usize, &'t TokenRecord) -> bool + Send + Sync),
+    ) -> StoreResult<Vec<Snapshot>>;
     /// `Ok(false)` if the token does not exist or was already revoked (no event written).
     async fn revoke_token(
         &self,

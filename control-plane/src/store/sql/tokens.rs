@@ -13,6 +13,8 @@
 //! the two never deadlock; the conditional UPDATE of the reservation (`released_at IS NULL`)
 //! makes a release count once even when two race.
 
+use std::collections::HashMap;
+
 use agent_secret_core::credential::CredentialKind;
 use agent_secret_core::ids::{AgentId, SidecarId, TenantId, TokenId};
 use agent_secret_core::path::SecretPath;
@@ -27,13 +29,13 @@ use super::rows::{
     list_to_json, micros, opt_micros, parse, record, records, scopes_from_json, TokenRow,
 };
 use super::secrets::{fetch_current_secrets, CURRENT_SECRETS, CURRENT_SECRETS_ORDER};
-use super::transaction::{db_error, TenantPool};
+use super::transaction::{db_error, padded, query_builder, TenantPool};
 use super::SqlStore;
 use crate::audit::AuditDraft;
 use crate::db::on_db;
 use crate::store::{
-    IssueOutcome, NewToken, ReleaseResult, StoreError, StoreResult, StoredSecret, TokenRecord,
-    TokenStore, TokenUse, UseOutcome,
+    IssueOutcome, NewToken, ReleaseResult, Snapshot, SnapshotAsk, StoreError, StoreResult,
+    StoredSecret, TokenRecord, TokenStore, TokenUse, UseOutcome,
 };
 
 const INSERT_TOKEN: &str = "INSERT INTO tokens \
@@ -59,12 +61,26 @@ const LIST_TOKENS: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, sta
 const SELECT_TOKEN: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
      approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
      FROM tokens WHERE tenant_id = $1 AND id = $2";
+/// Followed by a bound tenant id and ` AND id IN (...)`. The tenant is compared as
+/// `tenant_id || ''` so no index can serve that term: without table statistics SQLite would
+/// otherwise pick an index on `tenant_id` for a list of ids and scan every token of the tenant
+/// instead of looking each id up by its primary key (measured: bench/README.md, session 17).
+const SELECT_TOKENS: &str = "SELECT id, tenant_id, agent_id, scopes, key_hash, status, \
+     approved_sensitivity, ip_allowlist, max_uses, uses, expires_at, created_at, revoked_at \
+     FROM tokens WHERE tenant_id || '' = ";
 const REVOKE_TOKEN: &str = "UPDATE tokens SET status = 'revoked', revoked_at = $3 \
      WHERE tenant_id = $1 AND id = $2 AND revoked_at IS NULL";
 const CONSUME_USE: &str = "UPDATE tokens SET uses = uses + 1 \
      WHERE tenant_id = $1 AND id = $2 AND status = 'active' AND revoked_at IS NULL \
      AND expires_at > $3 AND (max_uses IS NULL OR uses < max_uses) \
      RETURNING uses";
+/// CONSUME_USE for many tokens at once, each used once: followed by a bound tenant id,
+/// ` AND expires_at > ` a bound instant, ` AND id IN (...)` and `RETURNING id, uses`. The
+/// tenant term is kept off indexes as in SELECT_TOKENS. PostgreSQL visits (and locks) the
+/// rows of an `IN` list in index order, so a batch still takes its token locks in id order.
+const CONSUME_USES: &str = "UPDATE tokens SET uses = uses + 1 \
+     WHERE status = 'active' AND revoked_at IS NULL \
+     AND (max_uses IS NULL OR uses < max_uses) AND tenant_id || '' = ";
 /// Reservations of the token past their deadline mean nothing any more (spent for good).
 const PRUNE_RESERVATIONS: &str = "DELETE FROM token_reservations \
      WHERE tenant_id = $1 AND token_id = $2 AND deadline <= $3";
@@ -225,30 +241,58 @@ impl TokenStore for SqlStore {
         })
     }
 
-    async fn resolve_snapshot(
+    async fn resolve_snapshots(
         &self,
         tenant: TenantId,
-        id: TokenId,
-        paths: &[SecretPath],
-        admit: &(dyn for<'t> Fn(&'t TokenRecord) -> bool + Send + Sync),
-    ) -> StoreResult<(Option<TokenRecord>, Vec<StoredSecret>)> {
+        asked: &[SnapshotAsk<'_>],
+        admit: &(dyn for<'t> Fn(usize, &'t TokenRecord) -> bool + Send + Sync),
+    ) -> StoreResult<Vec<Snapshot>> {
+        if asked.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tenant_text = tenant.to_string();
+        let ids: Vec<String> = asked.iter().map(|a| a.id.to_string()).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
         on_db!(self.db, pool => {
             let mut tx = pool.begin_read(tenant).await?;
-            let row: Option<TokenRow> = sqlx::query_as(SELECT_TOKEN)
-                .bind(tenant.to_string())
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_error)?;
-            let token: Option<TokenRecord> = record(row)?;
-            let secrets = match &token {
-                Some(token) if !paths.is_empty() && admit(token) => {
-                    records(fetch_current_secrets!(pool, &mut *tx, tenant, paths))?
+            let mut qb = query_builder(pool, SELECT_TOKENS);
+            qb.push_bind(tenant_text.as_str()).push(" AND id IN (");
+            let mut list = qb.separated(", ");
+            for id in padded(&ids) {
+                list.push_bind(id);
+            }
+            qb.push(")");
+            let rows: Vec<TokenRow> = qb.build_query_as().fetch_all(&mut *tx).await.map_err(db_error)?;
+            let tokens: Vec<TokenRecord> = records(rows)?;
+            let mut answers: Vec<Snapshot> = asked
+                .iter()
+                .map(|a| (tokens.iter().find(|t| t.id == a.id).cloned(), Vec::new()))
+                .collect();
+            // The paths of the admitted resolves, each once, in path order.
+            let mut wanted: Vec<&SecretPath> = Vec::new();
+            let mut admitted = vec![false; asked.len()];
+            for (i, (a, (token, _))) in asked.iter().zip(&answers).enumerate() {
+                if let Some(token) = token {
+                    if !a.paths.is_empty() && admit(i, token) {
+                        admitted[i] = true;
+                        wanted.extend(a.paths);
+                    }
                 }
-                _ => Vec::new(),
-            };
+            }
+            wanted.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+            wanted.dedup();
+            if !wanted.is_empty() {
+                let found: Vec<StoredSecret> =
+                    records(fetch_current_secrets!(pool, &mut *tx, tenant, padded(&wanted)))?;
+                for (i, (_, secrets)) in answers.iter_mut().enumerate() {
+                    if admitted[i] {
+                        let mine = found.iter().filter(|s| asked[i].paths.contains(&s.record.path));
+                        secrets.extend(mine.cloned());
+                    }
+                }
+            }
             tx.commit().await.map_err(db_error)?;
-            Ok((token, secrets))
+            Ok(answers)
         })
     }
 
@@ -311,10 +355,60 @@ impl TokenStore for SqlStore {
         let mut order: Vec<usize> = (0..uses.len()).collect();
         order.sort_by_key(|&i| uses[i].id.0);
         let mut uses: Vec<Option<TokenUse>> = uses.into_iter().map(Some).collect();
+        // Uses without a reservation of a token used once in this batch are counted by one
+        // statement (below); the rest, one statement each.
+        let mut seen: HashMap<TokenId, usize> = HashMap::new();
+        for one in uses.iter().flatten() {
+            *seen.entry(one.id).or_default() += 1;
+        }
+        let grouped: Vec<usize> = order
+            .iter()
+            .copied()
+            .filter(|&i| {
+                uses[i]
+                    .as_ref()
+                    .is_some_and(|u| u.reservation.is_none() && seen[&u.id] == 1)
+            })
+            .collect();
         on_db!(self.db, pool => {
             let mut tx = pool.begin_write(tenant).await?;
             let mut outcomes = vec![UseOutcome::Refused; uses.len()];
             let mut events: Vec<Vec<AuditDraft>> = vec![Vec::new(); uses.len()];
+            let latest = grouped
+                .iter()
+                .filter_map(|&i| uses[i].as_ref().map(|u| u.now))
+                .max();
+            if let (true, Some(latest)) = (grouped.len() > 1, latest) {
+                // Every condition of CONSUME_USE, checked at the batch's latest `now`: a token
+                // that fails it (or expired between its own use and that instant) is left to
+                // the statement of its own below, which decides exactly.
+                let ids: Vec<String> = grouped
+                    .iter()
+                    .filter_map(|&i| uses[i].as_ref().map(|u| u.id.to_string()))
+                    .collect();
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let mut qb = query_builder(pool, CONSUME_USES);
+                qb.push_bind(tenant_text.as_str()).push(" AND expires_at > ");
+                qb.push_bind(micros(latest)).push(" AND id IN (");
+                let mut list = qb.separated(", ");
+                for id in padded(&ids) {
+                    list.push_bind(id);
+                }
+                qb.push(") RETURNING id, uses");
+                let counted: Vec<(String, i64)> =
+                    qb.build_query_as().fetch_all(&mut *tx).await.map_err(db_error)?;
+                let counted: HashMap<&str, i64> =
+                    counted.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+                for &i in &grouped {
+                    let Some(one) = uses[i].as_ref() else { continue };
+                    if let Some(&count) = counted.get(one.id.to_string().as_str()) {
+                        if let Some(one) = uses[i].take() {
+                            events[i] = one.audit;
+                            outcomes[i] = UseOutcome::Counted { uses: count };
+                        }
+                    }
+                }
+            }
             for &i in &order {
                 let Some(one) = uses[i].take() else { continue };
                 let counted: Option<i64> = sqlx::query_scalar(CONSUME_USE)

@@ -73,6 +73,19 @@ fn begin_for(tenant: TenantId, begin: &str) -> AssertSqlSafe<String> {
     ))
 }
 
+/// `items` (non-empty) repeated at the end up to the next power of two, for an `IN (...)`
+/// list: a list's length is part of the statement's text, and each text is prepared and
+/// cached per connection, so a batch of any size reuses one of a few statements. Repeats in
+/// an `IN` list change nothing it matches.
+pub(super) fn padded<T: Copy>(items: &[T]) -> impl Iterator<Item = T> + '_ {
+    let last = items.last().copied();
+    let pad = items.len().next_power_of_two() - items.len();
+    items
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(last, pad).flatten())
+}
+
 /// A query builder for the pool's backend, so dynamic filters get the right placeholders.
 pub(super) fn query_builder<P: TenantPool>(
     _pool: &P,
