@@ -266,6 +266,18 @@ async fn audit_count(store: &dyn Store, tenant: TenantId, t: AuditEventType) -> 
     store.list_audit(tenant, &filter).await.unwrap().len()
 }
 
+/// The tenant's whole chain verifies against its head.
+async fn assert_chain_valid(store: &dyn Store, tenant: TenantId) {
+    let events = store
+        .list_audit(tenant, &AuditFilter::default())
+        .await
+        .unwrap();
+    let mut verifier = ChainVerifier::default();
+    events.iter().for_each(|e| verifier.push(e));
+    let report = verifier.finish(store.audit_head(tenant).await.unwrap());
+    assert!(report.valid, "{report:?}");
+}
+
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
@@ -1504,14 +1516,7 @@ async fn single_uses_of_many_tokens_are_counted_together_as_if_alone(h: &Harness
         [UseOutcome::Refused, UseOutcome::Counted { uses: 2 }],
         "the grouped count is the stored count"
     );
-    let events = store
-        .list_audit(tenant.id, &AuditFilter::default())
-        .await
-        .unwrap();
-    let mut verifier = ChainVerifier::default();
-    events.iter().for_each(|e| verifier.push(e));
-    let report = verifier.finish(store.audit_head(tenant.id).await.unwrap());
-    assert!(report.valid, "{report:?}");
+    assert_chain_valid(store, tenant.id).await;
 }
 
 async fn a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one(h: &Harness) {
@@ -1568,14 +1573,7 @@ async fn a_batch_of_uses_counts_each_as_if_alone_and_fails_as_one(h: &Harness) {
         reads_before + 4,
         "only the counted uses are audited"
     );
-    let events = store
-        .list_audit(tenant.id, &AuditFilter::default())
-        .await
-        .unwrap();
-    let mut verifier = ChainVerifier::default();
-    events.iter().for_each(|e| verifier.push(e));
-    let report = verifier.finish(store.audit_head(tenant.id).await.unwrap());
-    assert!(report.valid, "{report:?}");
+    assert_chain_valid(store, tenant.id).await;
 
     // All refused: nothing is written.
     let head = store.audit_head(tenant.id).await.unwrap();
