@@ -76,8 +76,10 @@ const CONSUME_USE: &str = "UPDATE tokens SET uses = uses + 1 \
      RETURNING uses";
 /// CONSUME_USE for many tokens at once, each used once: followed by a bound tenant id,
 /// ` AND expires_at > ` a bound instant, ` AND id IN (...)` and `RETURNING id, uses`. The
-/// tenant term is kept off indexes as in SELECT_TOKENS. PostgreSQL visits (and locks) the
-/// rows of an `IN` list in index order, so a batch still takes its token locks in id order.
+/// tenant term is kept off indexes as in SELECT_TOKENS. The ids are listed in id order, and an
+/// index scan of an `IN` list visits (and locks) rows in index order; a plan that visits them
+/// otherwise can deadlock with another replica's batch, which PostgreSQL aborts and the group
+/// commit retries (`service::batching`).
 const CONSUME_USES: &str = "UPDATE tokens SET uses = uses + 1 \
      WHERE status = 'active' AND revoked_at IS NULL \
      AND (max_uses IS NULL OR uses < max_uses) AND tenant_id || '' = ";
