@@ -1,4 +1,9 @@
-//! Scoped tokens: issuance, revocation and the atomic counting of limited uses.
+//! Scoped tokens: issuance, revocation, the batched reads of resolves and the atomic counting
+//! of uses.
+//!
+//! Over 400 lines: one store trait's statements and methods, and the resolve path's two batched
+//! ones (a batch's read, a batch's count) share the token row's conditions and lock order,
+//! which is easier to check in one place.
 //!
 //! A use of a `max_uses` token is counted by exactly one conditional `UPDATE ... RETURNING`
 //! that re-checks every condition (active, unrevoked, unexpired, not exhausted) on the row it
